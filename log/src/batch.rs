@@ -1,0 +1,553 @@
+//! Kafka RecordBatch v2, byte for byte: encoding, validation and decoding.
+//!
+//! A batch is a 61-byte header followed by `records_count` varint-framed records. The CRC-32C
+//! covers everything from `attributes` to the end, so the log can assign offsets by patching
+//! `base_offset` (bytes 0..8) without recomputing it — the property that lets a fetch, in process
+//! or over the wire, be a plain copy of segment bytes.
+//!
+//! Invariants kept here: [`validate`] accepts a batch only if its length field, magic and CRC
+//! agree with its bytes; [`records`] never reads past the batch and reports malformed records as
+//! errors, never panics. Compressed batches are refused (Runnel writes none yet).
+
+use crate::error::{LogError, Result};
+use crate::types::{Header, Record};
+use bytes::Bytes;
+
+pub const MAGIC: i8 = 2;
+pub const HEADER_LEN: usize = 61;
+/// Bytes of `base_offset` + `batch_length`: the part of the header not counted by `batch_length`.
+pub const LOG_OVERHEAD: usize = 12;
+
+const BATCH_LENGTH: usize = 8;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+const ATTRIBUTES: usize = 21;
+const LAST_OFFSET_DELTA: usize = 23;
+const BASE_TIMESTAMP: usize = 27;
+const MAX_TIMESTAMP: usize = 35;
+const PRODUCER_ID: usize = 43;
+const PRODUCER_EPOCH: usize = 51;
+const BASE_SEQUENCE: usize = 53;
+const RECORDS_COUNT: usize = 57;
+
+const COMPRESSION_MASK: i16 = 0x07;
+const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+const CONTROL_FLAG: i16 = 0x20;
+
+/// The fixed header of a batch, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    /// Total size of the batch in bytes, header included.
+    pub size: usize,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + self.last_offset_delta.max(0) as u64
+    }
+    pub fn next_offset(&self) -> u64 {
+        self.last_offset() + 1
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_FLAG != 0
+    }
+}
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Reads only `base_offset` and the total size from the first 12 bytes, as a scan of a segment
+/// does to step from batch to batch. `None` if fewer than 12 bytes are given.
+pub fn peek_frame(b: &[u8]) -> Option<(i64, i64)> {
+    if b.len() < LOG_OVERHEAD {
+        return None;
+    }
+    let len = i32_at(b, BATCH_LENGTH) as i64;
+    Some((i64_at(b, 0), len + LOG_OVERHEAD as i64))
+}
+
+/// Parses the header of the batch at the start of `b` without checking the CRC.
+pub fn parse_header(b: &[u8]) -> Result<BatchHeader> {
+    if b.len() < HEADER_LEN {
+        return Err(LogError::InvalidBatch(format!(
+            "{} bytes is shorter than a batch header ({HEADER_LEN} bytes)",
+            b.len()
+        )));
+    }
+    let length = i32_at(b, BATCH_LENGTH);
+    if length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+        return Err(LogError::InvalidBatch(format!(
+            "batch length {length} is smaller than the header"
+        )));
+    }
+    let magic = b[MAGIC_AT] as i8;
+    if magic != MAGIC {
+        return Err(LogError::InvalidBatch(format!(
+            "magic byte {magic}, expected {MAGIC} (only RecordBatch v2 is supported)"
+        )));
+    }
+    let base_offset = i64_at(b, 0);
+    if base_offset < 0 {
+        return Err(LogError::InvalidBatch(format!(
+            "negative base offset {base_offset}"
+        )));
+    }
+    Ok(BatchHeader {
+        base_offset: base_offset as u64,
+        size: length as usize + LOG_OVERHEAD,
+        attributes: i16_at(b, ATTRIBUTES),
+        last_offset_delta: i32_at(b, LAST_OFFSET_DELTA),
+        base_timestamp: i64_at(b, BASE_TIMESTAMP),
+        max_timestamp: i64_at(b, MAX_TIMESTAMP),
+        producer_id: i64_at(b, PRODUCER_ID),
+        producer_epoch: i16_at(b, PRODUCER_EPOCH),
+        base_sequence: i32_at(b, BASE_SEQUENCE),
+        records_count: i32_at(b, RECORDS_COUNT),
+    })
+}
+
+/// Parses the header and checks that `b` holds the whole batch and that its CRC matches.
+pub fn validate(b: &[u8]) -> Result<BatchHeader> {
+    let h = parse_header(b)?;
+    if b.len() < h.size {
+        return Err(LogError::InvalidBatch(format!(
+            "batch of {} bytes is cut short at {} bytes",
+            h.size,
+            b.len()
+        )));
+    }
+    let stored = u32::from_be_bytes(b[CRC_AT..CRC_AT + 4].try_into().expect("4 bytes"));
+    let computed = crc32c::crc32c(&b[ATTRIBUTES..h.size]);
+    if stored != computed {
+        return Err(LogError::InvalidBatch(format!(
+            "CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}"
+        )));
+    }
+    if h.records_count < 0 || h.last_offset_delta < 0 {
+        return Err(LogError::InvalidBatch(format!(
+            "negative record count {} or last offset delta {}",
+            h.records_count, h.last_offset_delta
+        )));
+    }
+    Ok(h)
+}
+
+/// Overwrites the base offset of an encoded batch; the CRC does not cover it.
+pub fn set_base_offset(b: &mut [u8], base_offset: u64) {
+    b[..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
+}
+
+// ---- varints (zigzag, as Kafka's ByteUtils) ----
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn varint_len(v: i64) -> usize {
+    let mut u = zigzag(v);
+    let mut n = 1;
+    while u >= 0x80 {
+        u >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(buf: &mut Vec<u8>, v: i64) {
+    let mut u = zigzag(v);
+    while u >= 0x80 {
+        buf.push((u as u8) | 0x80);
+        u >>= 7;
+    }
+    buf.push(u as u8);
+}
+
+/// A cursor over a batch's record section that turns every overrun into an error.
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<i64> {
+        let mut u: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = *self.b.get(self.pos).ok_or_else(|| self.short("varint"))?;
+            self.pos += 1;
+            u |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(((u >> 1) as i64) ^ -((u & 1) as i64));
+            }
+        }
+        Err(LogError::InvalidBatch(format!(
+            "varint longer than 10 bytes at byte {}",
+            self.pos
+        )))
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<std::ops::Range<usize>> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| self.short(what))?;
+        let r = self.pos..end;
+        self.pos = end;
+        Ok(r)
+    }
+
+    /// A length-prefixed field where -1 means null.
+    fn nullable(&mut self, what: &str) -> Result<Option<std::ops::Range<usize>>> {
+        let len = self.varint()?;
+        match len {
+            -1 => Ok(None),
+            n if n < -1 => Err(LogError::InvalidBatch(format!(
+                "negative {what} length {n} at byte {}",
+                self.pos
+            ))),
+            n => self.take(n as usize, what).map(Some),
+        }
+    }
+
+    fn short(&self, what: &str) -> LogError {
+        LogError::InvalidBatch(format!(
+            "record data ends inside a {what} at byte {}",
+            self.pos
+        ))
+    }
+}
+
+/// Decodes the records of one validated batch. `batch` must hold exactly one whole batch; the
+/// returned keys and values are zero-copy slices of it.
+pub fn records(batch: &Bytes) -> Result<Vec<Record>> {
+    let h = parse_header(batch)?;
+    if h.attributes & COMPRESSION_MASK != 0 {
+        return Err(LogError::InvalidBatch(format!(
+            "compressed batches (codec {}) are not supported yet; produce with compression.type=none",
+            h.attributes & COMPRESSION_MASK
+        )));
+    }
+    let log_append_time = h.attributes & TIMESTAMP_TYPE_LOG_APPEND != 0;
+    let body = batch.slice(..h.size.min(batch.len()));
+    let mut r = Reader {
+        b: &body,
+        pos: HEADER_LEN,
+    };
+    // Capacity is bounded by the bytes present, not by the (untrusted) count field.
+    let mut out = Vec::with_capacity((h.records_count.max(0) as usize).min(body.len() / 7));
+    for _ in 0..h.records_count {
+        let len = r.varint()?;
+        if len < 0 {
+            return Err(LogError::InvalidBatch(format!(
+                "negative record length {len}"
+            )));
+        }
+        let end = r
+            .pos
+            .checked_add(len as usize)
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| r.short("record"))?;
+        r.take(1, "record attributes")?;
+        let ts_delta = r.varint()?;
+        let offset_delta = r.varint()?;
+        let key = r.nullable("key")?.map(|k| body.slice(k));
+        let value = r.nullable("value")?.map(|v| body.slice(v));
+        let header_count = r.varint()?;
+        let mut headers = Vec::with_capacity(header_count.clamp(0, 64) as usize);
+        for _ in 0..header_count.max(0) {
+            let klen = r.varint()?;
+            if klen < 0 {
+                return Err(LogError::InvalidBatch("null header key".into()));
+            }
+            let k = r.take(klen as usize, "header key")?;
+            let key = std::str::from_utf8(&body[k])
+                .map_err(|_| LogError::InvalidBatch("header key is not UTF-8".into()))?
+                .to_string();
+            let value = r.nullable("header value")?.map(|v| body.slice(v));
+            headers.push(Header { key, value });
+        }
+        if r.pos != end {
+            return Err(LogError::InvalidBatch(format!(
+                "record length says it ends at byte {end} but its fields end at {}",
+                r.pos
+            )));
+        }
+        out.push(Record {
+            offset: h.base_offset + offset_delta as u64,
+            timestamp: if log_append_time {
+                h.max_timestamp
+            } else {
+                h.base_timestamp + ts_delta
+            },
+            key,
+            value,
+            headers,
+        });
+    }
+    Ok(out)
+}
+
+/// Splits a buffer of consecutive whole batches into one `Bytes` per batch (zero-copy).
+/// Trailing bytes that do not make a whole batch are ignored.
+pub fn split_batches(buf: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let (_, size) = peek_frame(&buf[pos..])?;
+        let size = usize::try_from(size).ok()?;
+        if size < HEADER_LEN || pos + size > buf.len() {
+            return None;
+        }
+        let b = buf.slice(pos..pos + size);
+        pos += size;
+        Some(b)
+    })
+}
+
+/// Encodes records into one batch. Offsets are relative (0, 1, ...) and the base offset is 0
+/// until the log assigns the real one with [`set_base_offset`].
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    count: i32,
+    /// Offset delta of the next record; usually `count`, but compaction keeps original deltas.
+    next_delta: i32,
+    last_delta: i32,
+}
+
+impl BatchBuilder {
+    pub fn new(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity.max(HEADER_LEN));
+        buf.resize(HEADER_LEN, 0);
+        Self {
+            buf,
+            base_timestamp: i64::MIN,
+            max_timestamp: i64::MIN,
+            count: 0,
+            next_delta: 0,
+            last_delta: -1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+    pub fn size_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes a record with these fields adds to a batch, for size-based batching decisions.
+    pub fn estimate(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {
+        let h: usize = headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 10)
+            .sum();
+        key.map_or(0, |k| k.len()) + value.map_or(0, |v| v.len()) + h + 21
+    }
+
+    /// Appends a record with the next offset delta.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) {
+        let delta = self.next_delta;
+        self.push_with_delta(delta, timestamp, key, value, headers);
+    }
+
+    /// Appends a record with an explicit offset delta, strictly greater than the previous one
+    /// (compaction keeps the original offsets, leaving gaps).
+    pub fn push_with_delta(
+        &mut self,
+        offset_delta: i32,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) {
+        debug_assert!(
+            offset_delta > self.last_delta,
+            "offset deltas must increase"
+        );
+        if self.count == 0 {
+            self.base_timestamp = timestamp;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        let ts_delta = timestamp - self.base_timestamp;
+        let nullable_len = |f: Option<&[u8]>| match f {
+            Some(b) => varint_len(b.len() as i64) + b.len(),
+            None => 1,
+        };
+        let mut body = 1
+            + varint_len(ts_delta)
+            + varint_len(offset_delta as i64)
+            + nullable_len(key)
+            + nullable_len(value)
+            + varint_len(headers.len() as i64);
+        for h in headers {
+            body += varint_len(h.key.len() as i64) + h.key.len() + nullable_len(h.value.as_deref());
+        }
+        let buf = &mut self.buf;
+        buf.reserve(body + 5);
+        put_varint(buf, body as i64);
+        buf.push(0);
+        put_varint(buf, ts_delta);
+        put_varint(buf, offset_delta as i64);
+        put_nullable(buf, key);
+        put_nullable(buf, value);
+        put_varint(buf, headers.len() as i64);
+        for h in headers {
+            put_varint(buf, h.key.len() as i64);
+            buf.extend_from_slice(h.key.as_bytes());
+            put_nullable(buf, h.value.as_deref());
+        }
+        self.count += 1;
+        self.last_delta = offset_delta;
+        self.next_delta = offset_delta + 1;
+    }
+
+    /// Finishes the batch: fills the header and the CRC. Producer id, epoch and sequence are
+    /// -1 (no idempotence) unless set later by the caller that owns them.
+    pub fn finish(self) -> Vec<u8> {
+        let last = self.last_delta;
+        self.finish_with_last_delta(last)
+    }
+
+    /// Like [`finish`](Self::finish), but records `last_offset_delta` explicitly, so a compacted
+    /// batch keeps the offset range of the batch it was cut from.
+    pub fn finish_with_last_delta(mut self, last_offset_delta: i32) -> Vec<u8> {
+        let b = &mut self.buf;
+        let len = (b.len() - LOG_OVERHEAD) as i32;
+        let (base_ts, max_ts) = if self.count == 0 {
+            (-1, -1)
+        } else {
+            (self.base_timestamp, self.max_timestamp)
+        };
+        b[..8].copy_from_slice(&0i64.to_be_bytes());
+        b[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+        b[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+        b[MAGIC_AT] = MAGIC as u8;
+        b[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&0i16.to_be_bytes());
+        b[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&last_offset_delta.max(0).to_be_bytes());
+        b[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&base_ts.to_be_bytes());
+        b[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&max_ts.to_be_bytes());
+        b[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&(-1i64).to_be_bytes());
+        b[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());
+        b[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        b[RECORDS_COUNT..RECORDS_COUNT + 4].copy_from_slice(&self.count.to_be_bytes());
+        let crc = crc32c::crc32c(&b[ATTRIBUTES..]);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        self.buf
+    }
+}
+
+fn put_nullable(buf: &mut Vec<u8>, f: Option<&[u8]>) {
+    match f {
+        Some(b) => {
+            put_varint(buf, b.len() as i64);
+            buf.extend_from_slice(b);
+        }
+        None => put_varint(buf, -1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn build(recs: &[(i64, Option<Vec<u8>>, Option<Vec<u8>>)]) -> Bytes {
+        let mut b = BatchBuilder::new(1024);
+        for (ts, k, v) in recs {
+            b.push(
+                *ts,
+                k.as_deref(),
+                v.as_deref(),
+                &[Header {
+                    key: "h".into(),
+                    value: Some(Bytes::from_static(b"x")),
+                }],
+            );
+        }
+        Bytes::from(b.finish())
+    }
+
+    #[test]
+    fn header_layout_matches_kafka() {
+        let b = build(&[(1000, Some(b"k".to_vec()), Some(b"v".to_vec()))]);
+        let h = validate(&b).unwrap();
+        assert_eq!(h.size, b.len());
+        assert_eq!(h.records_count, 1);
+        assert_eq!(h.base_timestamp, 1000);
+        assert_eq!(h.producer_id, -1);
+        assert_eq!(b[16], 2, "magic at byte 16");
+    }
+
+    #[test]
+    fn flipped_byte_fails_crc() {
+        let b = build(&[(1, None, Some(b"hello".to_vec()))]);
+        let mut v = b.to_vec();
+        let last = v.len() - 2;
+        v[last] ^= 0x40;
+        assert!(validate(&v).is_err());
+    }
+
+    #[test]
+    fn base_offset_patch_keeps_crc_valid() {
+        let mut v = build(&[(1, None, Some(b"a".to_vec()))]).to_vec();
+        set_base_offset(&mut v, 77);
+        let h = validate(&v).unwrap();
+        assert_eq!(h.base_offset, 77);
+        assert_eq!(records(&Bytes::from(v)).unwrap()[0].offset, 77);
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip(recs in prop::collection::vec(
+            (0i64..1_000_000_000_000,
+             prop::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+             prop::option::of(prop::collection::vec(any::<u8>(), 0..300))), 1..30)) {
+            let b = build(&recs);
+            validate(&b).unwrap();
+            let out = records(&b).unwrap();
+            prop_assert_eq!(out.len(), recs.len());
+            for (i, (r, (ts, k, v))) in out.iter().zip(&recs).enumerate() {
+                prop_assert_eq!(r.offset, i as u64);
+                prop_assert_eq!(r.timestamp, *ts);
+                prop_assert_eq!(r.key.as_deref(), k.as_deref());
+                prop_assert_eq!(r.value.as_deref(), v.as_deref());
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..200)) {
+            let b = Bytes::from(data);
+            let _ = validate(&b);
+            let _ = records(&b);
+            let _ = split_batches(&b).count();
+        }
+    }
+}

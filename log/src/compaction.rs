@@ -1,0 +1,125 @@
+//! Log compaction (`cleanup.policy = compact`): keep only the latest record of each key.
+//!
+//! Contract: compaction rewrites closed segments only, one at a time, keeping each retained
+//! record's offset (so offsets are never renumbered; batches get gaps). A record survives if it
+//! is the latest for its key anywhere in the partition (active segment included); a tombstone
+//! (null value) survives until its timestamp is older than `delete.retention.ms`, so consumers
+//! that lag less than that still see the delete. The rewritten file replaces the old one by an
+//! atomic rename ([`Partition::swap_cleaned`]); readers with the old file keep a consistent view.
+
+use crate::batch::{self, BatchBuilder};
+use crate::error::{LogError, Result};
+use crate::partition::Partition;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::Write;
+
+const READ_CHUNK: usize = 4 << 20;
+
+/// Compacts every closed segment of `p` that has something to drop. Returns the number of
+/// records removed.
+pub fn compact(p: &Partition, now_ms: i64) -> Result<u64> {
+    let bases = p.segment_bases();
+    if bases.len() < 2 {
+        return Ok(0);
+    }
+    let latest = latest_offsets(p)?;
+    let tombstone_deadline = now_ms.saturating_sub(p.config().delete_retention_ms as i64);
+    let mut removed = 0;
+    for w in bases.windows(2) {
+        removed += compact_segment(p, w[0], w[1], &latest, tombstone_deadline)?;
+    }
+    Ok(removed)
+}
+
+/// Key → offset of its latest record, over the whole visible partition.
+fn latest_offsets(p: &Partition) -> Result<HashMap<Bytes, u64>> {
+    let mut latest = HashMap::new();
+    for_each_batch(p, p.log_start_offset(), u64::MAX, |b| {
+        for r in batch::records(b)? {
+            if let Some(k) = r.key {
+                latest.insert(k, r.offset);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(latest)
+}
+
+/// Calls `f` with each batch whose base offset is in `[from, until)`.
+fn for_each_batch(
+    p: &Partition,
+    from: u64,
+    until: u64,
+    mut f: impl FnMut(&Bytes) -> Result<()>,
+) -> Result<()> {
+    let mut offset = from;
+    while offset < p.high_watermark().min(until) {
+        let fetch = p.read(offset, READ_CHUNK)?;
+        if fetch.batches.is_empty() {
+            break;
+        }
+        for b in batch::split_batches(&fetch.batches) {
+            if batch::parse_header(&b)?.base_offset >= until {
+                return Ok(());
+            }
+            f(&b)?;
+        }
+        offset = fetch.next_offset;
+    }
+    Ok(())
+}
+
+fn compact_segment(
+    p: &Partition,
+    base: u64,
+    end: u64,
+    latest: &HashMap<Bytes, u64>,
+    tombstone_deadline: i64,
+) -> Result<u64> {
+    let cleaned_path = p.dir().join(format!("{base:020}.log.cleaned"));
+    let mut out = Vec::new();
+    let mut removed = 0u64;
+    for_each_batch(p, base, end, |b| {
+        let h = batch::parse_header(b)?;
+        let recs = batch::records(b)?;
+        let keep: Vec<_> = recs
+            .iter()
+            .filter(|r| {
+                let is_latest = r.key.as_ref().and_then(|k| latest.get(k)) == Some(&r.offset);
+                let expired_tombstone = r.value.is_none() && r.timestamp < tombstone_deadline;
+                is_latest && !expired_tombstone
+            })
+            .collect();
+        removed += (recs.len() - keep.len()) as u64;
+        if keep.len() == recs.len() {
+            out.extend_from_slice(b);
+        } else if !keep.is_empty() {
+            let mut nb = BatchBuilder::new(b.len());
+            for r in keep {
+                let delta = (r.offset - h.base_offset) as i32;
+                nb.push_with_delta(
+                    delta,
+                    r.timestamp,
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    &r.headers,
+                );
+            }
+            let mut bytes = nb.finish_with_last_delta(h.last_offset_delta);
+            batch::set_base_offset(&mut bytes, h.base_offset);
+            out.extend_from_slice(&bytes);
+        }
+        Ok(())
+    })?;
+    if removed == 0 {
+        return Ok(0);
+    }
+    let mut f = std::fs::File::create(&cleaned_path).map_err(|e| LogError::io(&cleaned_path, e))?;
+    f.write_all(&out)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| LogError::io(&cleaned_path, e))?;
+    p.swap_cleaned(base, &cleaned_path)?;
+    tracing::info!(topic = %p.topic, partition = p.id, segment = base, removed, "compacted segment");
+    Ok(removed)
+}

@@ -1,0 +1,643 @@
+//! The in-process consumer: manual assignment or group subscription, seeks, long poll, commits.
+//!
+//! Contract:
+//! - [`Consumer::poll`] returns records in offset order per partition, each at most once per
+//!   position; it waits without spinning (a [`Notify`] registered on each assigned partition is
+//!   signalled when an append becomes visible) until records arrive or the timeout passes.
+//! - With a group ([`ConsumerConfig::group_id`] + [`Consumer::subscribe`]) partitions come from
+//!   the group coordinator. A background task heartbeats; when the group rebalances, the next
+//!   `poll` commits the positions it has handed out (with auto-commit), rejoins, and resumes the
+//!   new partitions from their committed offsets. Kafka's delivery semantics follow: with
+//!   auto-commit, a record is committed only after the `poll` that returned it is followed by
+//!   another `poll`, a rebalance, or `close` — at least once.
+//! - Where no committed offset exists, or it fell below the log start (retention),
+//!   `auto_offset_reset` decides: earliest, latest, or an error.
+
+use crate::assignor::{self, AssignmentStrategy, MemberSubscription};
+use crate::batch;
+use crate::error::{GroupErrorKind, LogError, Result};
+use crate::group::JoinRequest;
+use crate::log::Log;
+use crate::partition::Partition;
+use crate::types::{ConsumerRecord, TopicPartition};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// `auto.offset.reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    Earliest,
+    #[default]
+    Latest,
+    None,
+}
+
+impl std::str::FromStr for OffsetReset {
+    type Err = LogError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            "none" => Ok(Self::None),
+            o => Err(LogError::InvalidConfig(format!(
+                "auto.offset.reset {o:?} is not one of earliest, latest, none"
+            ))),
+        }
+    }
+}
+
+/// Consumer settings, named after Kafka's.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub group_id: Option<String>,
+    pub client_id: String,
+    pub auto_offset_reset: OffsetReset,
+    pub enable_auto_commit: bool,
+    pub auto_commit_interval: Duration,
+    /// `max.partition.fetch.bytes`: bytes read per partition per poll.
+    pub max_partition_fetch_bytes: usize,
+    /// `fetch.max.bytes`: bytes per poll over all partitions.
+    pub fetch_max_bytes: usize,
+    pub session_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub rebalance_timeout: Duration,
+    /// `partition.assignment.strategy`, in order of preference.
+    pub assignment_strategies: Vec<AssignmentStrategy>,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            group_id: None,
+            client_id: "runnel-consumer".into(),
+            auto_offset_reset: OffsetReset::Latest,
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+            max_partition_fetch_bytes: 1 << 20,
+            fetch_max_bytes: 50 << 20,
+            session_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_millis(300),
+            rebalance_timeout: Duration::from_secs(30),
+            assignment_strategies: vec![AssignmentStrategy::Range],
+        }
+    }
+}
+
+/// Lag of one assigned partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: TopicPartition,
+    pub position: Option<u64>,
+    pub end_offset: u64,
+    pub lag: u64,
+}
+
+struct Assigned {
+    partition: Arc<Partition>,
+    position: Option<u64>,
+}
+
+struct Membership {
+    member_id: String,
+    generation: i32,
+    rejoin: Arc<AtomicBool>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+/// See the module documentation.
+pub struct Consumer {
+    log: Log,
+    config: ConsumerConfig,
+    waker: Arc<Notify>,
+    assigned: BTreeMap<TopicPartition, Assigned>,
+    subscription: Option<Vec<String>>,
+    membership: Option<Membership>,
+    last_commit: Instant,
+    next_start: usize,
+}
+
+impl Consumer {
+    pub fn new(log: Log, config: ConsumerConfig) -> Self {
+        Self {
+            log,
+            config,
+            waker: Arc::new(Notify::new()),
+            assigned: BTreeMap::new(),
+            subscription: None,
+            membership: None,
+            last_commit: Instant::now(),
+            next_start: 0,
+        }
+    }
+
+    /// Reads these partitions, outside group management. Positions start from the committed
+    /// offset of `group_id` if there is one, else per `auto_offset_reset`.
+    pub fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.subscription = None;
+        self.set_assignment(partitions)
+    }
+
+    /// Joins `group_id` and reads the partitions of `topics` the group assigns to this member.
+    /// The join happens in the next [`poll`](Self::poll).
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        if self.config.group_id.is_none() {
+            return Err(LogError::InvalidConfig(
+                "subscribe needs a group_id; use assign() to read without a group".into(),
+            ));
+        }
+        for t in topics {
+            self.log.topic(t)?;
+        }
+        self.subscription = Some(topics.iter().map(|t| t.to_string()).collect());
+        if let Some(m) = &self.membership {
+            m.rejoin.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.assigned.keys().cloned().collect()
+    }
+
+    pub fn position(&self, tp: &TopicPartition) -> Option<u64> {
+        self.assigned.get(tp).and_then(|a| a.position)
+    }
+
+    pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
+        self.assigned_mut(tp)?.position = Some(offset);
+        Ok(())
+    }
+
+    pub fn seek_to_beginning(&mut self) {
+        for a in self.assigned.values_mut() {
+            a.position = Some(a.partition.log_start_offset());
+        }
+    }
+
+    pub fn seek_to_end(&mut self) {
+        for a in self.assigned.values_mut() {
+            a.position = Some(a.partition.high_watermark());
+        }
+    }
+
+    /// Moves every assigned partition to its first record with timestamp ≥ `ts` (the end if none).
+    pub async fn seek_to_timestamp(&mut self, ts: i64) -> Result<()> {
+        let parts: Vec<(TopicPartition, Arc<Partition>)> = self
+            .assigned
+            .iter()
+            .map(|(tp, a)| (tp.clone(), a.partition.clone()))
+            .collect();
+        let found = blocking(move || {
+            parts
+                .into_iter()
+                .map(|(tp, p)| {
+                    Ok((
+                        tp,
+                        p.offset_for_timestamp(ts)?.unwrap_or(p.high_watermark()),
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
+        for (tp, off) in found {
+            self.assigned_mut(&tp)?.position = Some(off);
+        }
+        Ok(())
+    }
+
+    fn assigned_mut(&mut self, tp: &TopicPartition) -> Result<&mut Assigned> {
+        self.assigned.get_mut(tp).ok_or_else(|| {
+            LogError::InvalidConfig(format!("{tp} is not assigned to this consumer"))
+        })
+    }
+
+    fn set_assignment(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
+        let mut assigned = BTreeMap::new();
+        for tp in partitions {
+            let partition = self.log.partition(&tp)?;
+            partition.register_waker(&self.waker);
+            let position = self.assigned.get(&tp).and_then(|a| a.position);
+            assigned.insert(
+                tp,
+                Assigned {
+                    partition,
+                    position,
+                },
+            );
+        }
+        self.assigned = assigned;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for records from the assigned partitions.
+    ///
+    /// Cancel safety: records are only taken from the log after the wait, in one step with the
+    /// position update, so dropping the future loses nothing; a dropped poll may leave a group
+    /// rejoin half done, which the next poll finishes.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.subscription.is_some() {
+                self.ensure_membership().await?;
+            }
+            self.maybe_auto_commit().await?;
+            self.resolve_positions()?;
+            let waker = self.waker.clone();
+            let notified = waker.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let records = self.fetch().await?;
+            if !records.is_empty() {
+                return Ok(records);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let mut wait = deadline - now;
+            if self.membership.is_some() {
+                wait = wait.min(self.config.heartbeat_interval);
+            }
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// Fills in positions of partitions that have none: committed offset, else the reset policy.
+    fn resolve_positions(&mut self) -> Result<()> {
+        let group = self.config.group_id.clone();
+        let reset = self.config.auto_offset_reset;
+        for (tp, a) in self.assigned.iter_mut() {
+            let start = a.partition.log_start_offset();
+            let end = a.partition.high_watermark();
+            let valid = |p: u64| p >= start && p <= end;
+            if a.position.is_some_and(valid) {
+                continue;
+            }
+            if a.position.is_none() {
+                let committed = group
+                    .as_ref()
+                    .and_then(|g| self.log.groups().committed(g, tp));
+                if let Some(c) = committed.filter(|c| valid(c.offset)) {
+                    a.position = Some(c.offset);
+                    continue;
+                }
+            }
+            a.position = Some(match reset {
+                OffsetReset::Earliest => start,
+                OffsetReset::Latest => end,
+                OffsetReset::None => match a.position {
+                    Some(offset) => {
+                        return Err(LogError::OffsetOutOfRange {
+                            topic: tp.topic.clone(),
+                            partition: tp.partition,
+                            offset,
+                            start,
+                            end,
+                        });
+                    }
+                    None => {
+                        return Err(LogError::NoOffset {
+                            group: group.clone().unwrap_or_default(),
+                            topic: tp.topic.clone(),
+                            partition: tp.partition,
+                        });
+                    }
+                },
+            });
+            if a.position != Some(end) || reset != OffsetReset::Latest {
+                tracing::debug!(partition = %tp, position = ?a.position, "reset position");
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over the assigned partitions that have data, starting at a rotating index so
+    /// no partition starves the others.
+    async fn fetch(&mut self) -> Result<Vec<ConsumerRecord>> {
+        let n = self.assigned.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let start = self.next_start % n;
+        self.next_start = self.next_start.wrapping_add(1);
+        let work: Vec<(TopicPartition, Arc<Partition>, u64)> = self
+            .assigned
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(n)
+            .filter_map(|(tp, a)| {
+                let pos = a.position?;
+                (pos < a.partition.high_watermark()).then(|| (tp.clone(), a.partition.clone(), pos))
+            })
+            .collect();
+        if work.is_empty() {
+            return Ok(Vec::new());
+        }
+        let per_partition = self.config.max_partition_fetch_bytes;
+        let total_max = self.config.fetch_max_bytes;
+        let fetched = blocking(move || {
+            let mut out = Vec::new();
+            let mut total = 0usize;
+            for (tp, p, pos) in work {
+                if total >= total_max {
+                    break;
+                }
+                let f = p.read(pos, per_partition)?;
+                total += f.batches.len();
+                let mut records = Vec::new();
+                for b in batch::split_batches(&f.batches) {
+                    if batch::parse_header(&b)?.is_control() {
+                        continue;
+                    }
+                    for r in batch::records(&b)? {
+                        if r.offset >= pos {
+                            records.push(ConsumerRecord {
+                                topic: p.topic.clone(),
+                                partition: tp.partition,
+                                record: r,
+                            });
+                        }
+                    }
+                }
+                out.push((tp, f.next_offset.max(pos), records));
+            }
+            Ok(out)
+        })
+        .await?;
+        let mut records = Vec::new();
+        for (tp, next, mut recs) in fetched {
+            if let Some(a) = self.assigned.get_mut(&tp) {
+                a.position = Some(next);
+            }
+            records.append(&mut recs);
+        }
+        Ok(records)
+    }
+
+    /// Commits the current positions of all assigned partitions.
+    pub async fn commit(&mut self) -> Result<()> {
+        let offsets: Vec<(TopicPartition, u64)> = self
+            .assigned
+            .iter()
+            .filter_map(|(tp, a)| Some((tp.clone(), a.position?)))
+            .collect();
+        self.commit_offsets(offsets).await
+    }
+
+    /// Commits explicit offsets (the next offset to read, as in Kafka).
+    pub async fn commit_offsets(&mut self, offsets: Vec<(TopicPartition, u64)>) -> Result<()> {
+        let group =
+            self.config.group_id.clone().ok_or_else(|| {
+                LogError::InvalidConfig("committing offsets needs a group_id".into())
+            })?;
+        let member = self
+            .membership
+            .as_ref()
+            .map(|m| (m.member_id.clone(), m.generation));
+        let log = self.log.clone();
+        let offsets: Vec<_> = offsets
+            .into_iter()
+            .map(|(tp, o)| (tp, o, String::new()))
+            .collect();
+        let r = blocking(move || {
+            let member = member.as_ref().map(|(id, g)| (id.as_str(), *g));
+            log.groups().commit_offsets(&group, member, &offsets)
+        })
+        .await;
+        if let Err(LogError::Group { .. }) = &r {
+            if let Some(m) = &self.membership {
+                m.rejoin.store(true, Ordering::Release);
+            }
+        }
+        self.last_commit = Instant::now();
+        r
+    }
+
+    async fn maybe_auto_commit(&mut self) -> Result<()> {
+        if self.config.enable_auto_commit
+            && self.config.group_id.is_some()
+            && self.last_commit.elapsed() >= self.config.auto_commit_interval
+        {
+            match self.commit().await {
+                Err(LogError::Group { kind, .. }) => {
+                    tracing::debug!(%kind, "auto-commit refused; rejoining");
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins or rejoins the group when needed, then takes the new assignment.
+    async fn ensure_membership(&mut self) -> Result<()> {
+        let needs_join = self
+            .membership
+            .as_ref()
+            .is_none_or(|m| m.rejoin.load(Ordering::Acquire));
+        if !needs_join {
+            return Ok(());
+        }
+        if self.membership.is_some() && self.config.enable_auto_commit {
+            // Eager protocol: hand back what we read before the partitions move.
+            if let Err(e) = self.commit().await {
+                tracing::debug!(error = %e, "commit before rejoin failed");
+            }
+        }
+        let group = self
+            .config
+            .group_id
+            .clone()
+            .expect("subscribe checked group_id");
+        let topics = self.subscription.clone().unwrap_or_default();
+        let previous: Vec<TopicPartition> = self.assignment();
+        let mut member_id = self
+            .membership
+            .as_ref()
+            .map(|m| m.member_id.clone())
+            .unwrap_or_default();
+        if let Some(m) = self.membership.take() {
+            m.heartbeat.abort();
+        }
+        loop {
+            let protocols = self
+                .config
+                .assignment_strategies
+                .iter()
+                .map(|s| {
+                    let sub = MemberSubscription {
+                        member_id: member_id.clone(),
+                        topics: topics.clone(),
+                        owned_partitions: previous.clone(),
+                        user_data: Vec::new(),
+                    };
+                    (s.name().to_string(), sub.encode())
+                })
+                .collect();
+            let req = JoinRequest {
+                group: group.clone(),
+                member_id: member_id.clone(),
+                client_id: self.config.client_id.clone(),
+                protocol_type: "consumer".into(),
+                protocols,
+                session_timeout: self.config.session_timeout,
+                rebalance_timeout: self.config.rebalance_timeout,
+            };
+            let joined = match self.log.groups().join_group(req).await {
+                Err(LogError::Group {
+                    kind: GroupErrorKind::UnknownMember,
+                    ..
+                }) if !member_id.is_empty() => {
+                    member_id.clear();
+                    continue;
+                }
+                r => r?,
+            };
+            member_id = joined.member_id.clone();
+            let assignments = if joined.leader == joined.member_id {
+                self.compute_assignment(&joined.protocol, &joined.members)?
+            } else {
+                Vec::new()
+            };
+            match self
+                .log
+                .groups()
+                .sync_group(&group, &member_id, joined.generation, assignments)
+                .await
+            {
+                Ok(bytes) => {
+                    let mine = assignor::decode_assignment(&bytes)?;
+                    tracing::info!(group = %group, member = %member_id, generation = joined.generation, partitions = mine.len(), "joined group");
+                    // Positions of partitions we keep stay; new ones come from committed offsets.
+                    let kept: BTreeMap<TopicPartition, Option<u64>> =
+                        mine.iter().map(|tp| (tp.clone(), None)).collect();
+                    self.assigned.retain(|tp, _| kept.contains_key(tp));
+                    for a in self.assigned.values_mut() {
+                        a.position = None;
+                    }
+                    self.set_assignment(mine)?;
+                    let rejoin = Arc::new(AtomicBool::new(false));
+                    let heartbeat = tokio::spawn(heartbeat_loop(
+                        self.log.clone(),
+                        group.clone(),
+                        member_id.clone(),
+                        joined.generation,
+                        self.config.heartbeat_interval,
+                        rejoin.clone(),
+                        self.waker.clone(),
+                    ));
+                    self.membership = Some(Membership {
+                        member_id,
+                        generation: joined.generation,
+                        rejoin,
+                        heartbeat,
+                    });
+                    self.last_commit = Instant::now();
+                    return Ok(());
+                }
+                Err(LogError::Group { kind, .. }) => {
+                    tracing::debug!(%kind, "sync refused; rejoining");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The leader's job: decode every member's subscription and run the chosen assignor.
+    fn compute_assignment(
+        &self,
+        protocol: &str,
+        members: &[(String, Vec<u8>)],
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let strategy: AssignmentStrategy = protocol
+            .parse()
+            .map_err(|e: String| LogError::InvalidConfig(e))?;
+        let subs = members
+            .iter()
+            .map(|(id, meta)| MemberSubscription::decode(id, meta))
+            .collect::<Result<Vec<_>>>()?;
+        let mut counts = BTreeMap::new();
+        for s in &subs {
+            for t in &s.topics {
+                if let Ok(topic) = self.log.topic(t) {
+                    counts.insert(t.clone(), topic.partition_count());
+                }
+            }
+        }
+        Ok(assignor::assign(strategy, &subs, &counts)
+            .into_iter()
+            .map(|(id, parts)| (id, assignor::encode_assignment(&parts)))
+            .collect())
+    }
+
+    /// Position, end offset and lag of each assigned partition.
+    pub fn lag(&self) -> Vec<PartitionLag> {
+        self.assigned
+            .iter()
+            .map(|(tp, a)| {
+                let end = a.partition.high_watermark();
+                PartitionLag {
+                    partition: tp.clone(),
+                    position: a.position,
+                    end_offset: end,
+                    lag: a.position.map_or(0, |p| end.saturating_sub(p)),
+                }
+            })
+            .collect()
+    }
+
+    /// Commits (with auto-commit) and leaves the group, so others take over at once.
+    pub async fn close(mut self) -> Result<()> {
+        let r = if self.config.enable_auto_commit && self.config.group_id.is_some() {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        self.leave();
+        r
+    }
+
+    fn leave(&mut self) {
+        if let (Some(m), Some(g)) = (self.membership.take(), &self.config.group_id) {
+            m.heartbeat.abort();
+            self.log.groups().leave_group(g, &m.member_id);
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+async fn heartbeat_loop(
+    log: Log,
+    group: String,
+    member: String,
+    generation: i32,
+    every: Duration,
+    rejoin: Arc<AtomicBool>,
+    waker: Arc<Notify>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = log.groups().heartbeat(&group, &member, generation) {
+            tracing::debug!(group = %group, member = %member, error = %e, "heartbeat asks to rejoin");
+            rejoin.store(true, Ordering::Release);
+            waker.notify_one();
+            return;
+        }
+    }
+}
+
+/// Runs blocking log I/O off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LogError::io("(blocking task)", std::io::Error::other(e.to_string())))?
+}

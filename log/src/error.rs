@@ -1,0 +1,140 @@
+//! The one error type of `runnel-log`.
+//!
+//! Every variant says what went wrong, where (topic, partition, file, offset) and, where there is
+//! one, what the user can do about it. Bad input never panics: it ends up here.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "invalid topic name {name:?}: {reason}. Topic names use only ASCII letters, digits, '.', '_' and '-', are 1 to 249 characters long and are not '.' or '..'"
+    )]
+    InvalidTopicName { name: String, reason: String },
+
+    #[error("topic {0:?} does not exist; create it with `runnel topics create {0}`")]
+    UnknownTopic(String),
+
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+
+    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    #[error(
+        "offset {offset} is out of range for {topic}-{partition}: valid offsets are {start}..{end}. Seek to the beginning or the end, or set auto.offset.reset"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        start: u64,
+        end: u64,
+    },
+
+    #[error(
+        "corrupt record batch in {topic}-{partition}, segment {segment}, at offset {offset} (file position {position}): {reason}. The data before this point is intact; restore the segment from a replica or backup, or delete it and everything after it"
+    )]
+    Corrupt {
+        topic: String,
+        partition: u32,
+        segment: PathBuf,
+        offset: u64,
+        position: u64,
+        reason: String,
+    },
+
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(String),
+
+    #[error("record too large: {size} bytes, the limit is {max} bytes (max.message.bytes)")]
+    RecordTooLarge { size: usize, max: usize },
+
+    #[error("malformed protocol data: {0}")]
+    Protocol(String),
+
+    #[error(
+        "data directory {path} is in use by another Runnel process; stop it first (one process owns a data directory)"
+    )]
+    DataDirLocked { path: PathBuf },
+
+    #[error("consumer group {group:?}: {kind}")]
+    Group { group: String, kind: GroupErrorKind },
+
+    #[error(
+        "no committed offset for group {group:?} on {topic}-{partition} and auto.offset.reset is none; commit an offset or use earliest/latest"
+    )]
+    NoOffset {
+        group: String,
+        topic: String,
+        partition: u32,
+    },
+
+    #[error("records for {topic}-{partition} were not stored: {reason}")]
+    Delivery {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
+
+    #[error("the log is closed")]
+    Closed,
+}
+
+/// Why a group call was refused; the variants mirror Kafka's group error codes so the broker
+/// can map them one to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupErrorKind {
+    UnknownMember,
+    IllegalGeneration,
+    RebalanceInProgress,
+    InconsistentProtocol,
+    NotLeader,
+}
+
+impl std::fmt::Display for GroupErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::UnknownMember => {
+                "unknown member id (it left or its session expired); rejoin the group"
+            }
+            Self::IllegalGeneration => "stale generation (the group rebalanced); rejoin the group",
+            Self::RebalanceInProgress => "a rebalance is in progress; rejoin the group",
+            Self::InconsistentProtocol => "no assignment strategy is supported by every member",
+            Self::NotLeader => "only the group leader may send assignments",
+        })
+    }
+}
+
+impl LogError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn group(group: &str, kind: GroupErrorKind) -> Self {
+        Self::Group {
+            group: group.to_string(),
+            kind,
+        }
+    }
+}

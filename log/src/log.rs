@@ -1,0 +1,394 @@
+//! The embedded log: a data directory of topics, their partitions, and the background work.
+//!
+//! Layout: `DATA/<topic>-<partition>/<base_offset:020>.{log,index,timeindex}` for data,
+//! `DATA/.runnel/topics/<topic>.json` for each topic's config, `DATA/.runnel/lock` held with an
+//! exclusive file lock while a process has the directory open (two writers would corrupt it).
+//!
+//! One background thread flushes `interval` partitions, applies retention and compaction, and
+//! expires consumer-group sessions. It holds only a weak reference: dropping the last [`Log`]
+//! handle stops it and closes every partition cleanly (indexes written, clean-shutdown marker).
+
+use crate::compaction;
+use crate::config::{CleanupPolicy, Durability, TopicConfig, validate_topic_name};
+use crate::error::{LogError, Result};
+use crate::group::GroupCoordinator;
+use crate::partition::{FetchResult, Partition, PartitionStats};
+use crate::types::{TopicPartition, now_ms};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// The internal compacted topic holding committed consumer-group offsets.
+pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How the background thread paces itself.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`).
+    pub cleaner_interval: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            cleaner_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A topic and its partitions.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Arc<str>,
+    config: RwLock<TopicConfig>,
+    partitions: RwLock<Vec<Arc<Partition>>>,
+}
+
+impl Topic {
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().clone()
+    }
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.read().len() as u32
+    }
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().clone()
+    }
+    pub fn partition(&self, id: u32) -> Result<Arc<Partition>> {
+        let parts = self.partitions.read();
+        parts
+            .get(id as usize)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownPartition {
+                topic: self.name.to_string(),
+                partition: id,
+                partitions: parts.len() as u32,
+            })
+    }
+}
+
+/// What `describe` shows of a topic.
+#[derive(Debug, Clone)]
+pub struct TopicDescription {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionStats>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    groups: GroupCoordinator,
+    stop: Mutex<bool>,
+    stop_signal: Condvar,
+    background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    _lock: File,
+}
+
+/// Handle to an open data directory. Cheap to clone; all clones share the same log.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Log({})", self.inner.dir.display())
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) a data directory with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, LogOptions::default())
+    }
+
+    pub fn open_with(dir: impl AsRef<Path>, options: LogOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let meta = dir.join(".runnel").join("topics");
+        std::fs::create_dir_all(&meta).map_err(|e| LogError::io(&meta, e))?;
+        let lock = lock_data_dir(&dir)?;
+        let started = Instant::now();
+        let mut topics = BTreeMap::new();
+        for entry in std::fs::read_dir(&meta).map_err(|e| LogError::io(&meta, e))? {
+            let path = entry.map_err(|e| LogError::io(&meta, e))?.path();
+            let Some(name) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| LogError::io(&path, e))?;
+            let config: TopicConfig = serde_json::from_str(&text)
+                .map_err(|e| LogError::InvalidConfig(format!("{}: {e}", path.display())))?;
+            topics.insert(name.clone(), Arc::new(open_topic(&dir, &name, config)?));
+        }
+        if !topics.contains_key(CONSUMER_OFFSETS_TOPIC) {
+            let config = TopicConfig {
+                partitions: 1,
+                cleanup_policy: CleanupPolicy::Compact,
+                durability: Durability::Always,
+                retention_ms: None,
+                segment_bytes: 16 << 20,
+                ..Default::default()
+            };
+            write_topic_config(&dir, CONSUMER_OFFSETS_TOPIC, &config)?;
+            let t = open_topic(&dir, CONSUMER_OFFSETS_TOPIC, config)?;
+            topics.insert(CONSUMER_OFFSETS_TOPIC.to_string(), Arc::new(t));
+        }
+        let offsets = topics[CONSUMER_OFFSETS_TOPIC].partition(0)?;
+        let groups = GroupCoordinator::load(offsets)?;
+        tracing::debug!(dir = %dir.display(), topics = topics.len(), elapsed = ?started.elapsed(), "opened log");
+        let inner = Arc::new(Inner {
+            dir,
+            topics: RwLock::new(topics),
+            groups,
+            stop: Mutex::new(false),
+            stop_signal: Condvar::new(),
+            background: Mutex::new(None),
+            _lock: lock,
+        });
+        let weak = Arc::downgrade(&inner);
+        let handle = std::thread::Builder::new()
+            .name("runnel-log-bg".into())
+            .spawn(move || background_loop(weak, options))
+            .map_err(|e| LogError::io(".", e))?;
+        *inner.background.lock() = Some(handle);
+        Ok(Self { inner })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.inner.groups
+    }
+
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        let mut topics = self.inner.topics.write();
+        if topics.contains_key(name) {
+            return Err(LogError::TopicExists(name.to_string()));
+        }
+        write_topic_config(&self.inner.dir, name, &config)?;
+        let topic = Arc::new(open_topic(&self.inner.dir, name, config)?);
+        topics.insert(name.to_string(), topic.clone());
+        tracing::info!(
+            topic = name,
+            partitions = topic.partition_count(),
+            "created topic"
+        );
+        Ok(topic)
+    }
+
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.inner
+            .topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
+    }
+
+    pub fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
+        self.topic(&tp.topic)?.partition(tp.partition)
+    }
+
+    pub fn topic_names(&self) -> Vec<String> {
+        self.inner.topics.read().keys().cloned().collect()
+    }
+
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let t = self.topic(name)?;
+        Ok(TopicDescription {
+            name: name.to_string(),
+            config: t.config(),
+            partitions: t.partitions().iter().map(|p| p.stats()).collect(),
+        })
+    }
+
+    /// Deletes a topic and its data. Committed group offsets for it are dropped too.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        if name == CONSUMER_OFFSETS_TOPIC {
+            return Err(LogError::InvalidConfig(format!(
+                "{name} is internal and cannot be deleted"
+            )));
+        }
+        let topic = self
+            .inner
+            .topics
+            .write()
+            .remove(name)
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        let meta = topic_config_path(&self.inner.dir, name);
+        std::fs::remove_file(&meta).map_err(|e| LogError::io(&meta, e))?;
+        for p in topic.partitions() {
+            std::fs::remove_dir_all(p.dir()).map_err(|e| LogError::io(p.dir(), e))?;
+        }
+        self.inner.groups.forget_topic(name)?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Grows a topic to `total` partitions (Kafka never shrinks a topic: keyed data would move).
+    pub fn add_partitions(&self, name: &str, total: u32) -> Result<()> {
+        let topic = self.topic(name)?;
+        let mut parts = topic.partitions.write();
+        let current = parts.len() as u32;
+        if total <= current {
+            return Err(LogError::InvalidConfig(format!(
+                "topic {name:?} already has {current} partitions; the new count must be larger"
+            )));
+        }
+        let mut config = topic.config();
+        config.partitions = total;
+        config.validate()?;
+        for id in current..total {
+            parts.push(Arc::new(Partition::open(
+                &self.inner.dir,
+                topic.name.clone(),
+                id,
+                config.clone(),
+            )?));
+        }
+        write_topic_config(&self.inner.dir, name, &config)?;
+        *topic.config.write() = config;
+        Ok(())
+    }
+
+    /// Appends one encoded batch to a partition; returns its base offset. Blocking.
+    pub fn append(&self, tp: &TopicPartition, batch: Vec<u8>) -> Result<u64> {
+        self.partition(tp)?.append(batch)
+    }
+
+    /// Reads whole batches from `offset`, about `max_bytes`. Blocking.
+    pub fn read(&self, tp: &TopicPartition, offset: u64, max_bytes: usize) -> Result<FetchResult> {
+        self.partition(tp)?.read(offset, max_bytes)
+    }
+
+    /// Runs retention and compaction on every partition now (the background thread does this
+    /// every `cleaner_interval`). Returns (segments deleted, records compacted away).
+    pub fn run_cleaner(&self) -> Result<(usize, u64)> {
+        run_cleaner(&self.inner)
+    }
+}
+
+fn run_cleaner(inner: &Inner) -> Result<(usize, u64)> {
+    let now = now_ms();
+    let topics: Vec<_> = inner.topics.read().values().cloned().collect();
+    let (mut deleted, mut compacted) = (0, 0);
+    for t in topics {
+        let compact = t.config().cleanup_policy == CleanupPolicy::Compact;
+        for p in t.partitions() {
+            if compact {
+                compacted += compaction::compact(&p, now)?;
+            } else {
+                deleted += p.apply_retention(now)?;
+            }
+        }
+    }
+    Ok((deleted, compacted))
+}
+
+fn background_loop(weak: Weak<Inner>, options: LogOptions) {
+    let tick = Duration::from_millis(20);
+    let mut last_clean = Instant::now();
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let mut stop = inner.stop.lock();
+            if *stop {
+                return;
+            }
+            inner.stop_signal.wait_for(&mut stop, tick);
+            if *stop {
+                return;
+            }
+        }
+        let topics: Vec<_> = inner.topics.read().values().cloned().collect();
+        for t in &topics {
+            if t.config().durability == Durability::Interval {
+                for p in t.partitions() {
+                    if let Err(e) = p.flush_if_due() {
+                        tracing::error!(partition = ?p, error = %e, "flush failed");
+                    }
+                }
+            }
+        }
+        inner.groups.expire_sessions();
+        if last_clean.elapsed() >= options.cleaner_interval {
+            last_clean = Instant::now();
+            if let Err(e) = run_cleaner(&inner) {
+                tracing::error!(error = %e, "retention/compaction failed; will retry");
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        *self.stop.lock() = true;
+        self.stop_signal.notify_all();
+        if let Some(h) = self.background.lock().take() {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+        for t in self.topics.read().values() {
+            for p in t.partitions() {
+                if let Err(e) = p.close() {
+                    tracing::error!(partition = ?p, error = %e, "closing partition failed");
+                }
+            }
+        }
+    }
+}
+
+fn open_topic(dir: &Path, name: &str, config: TopicConfig) -> Result<Topic> {
+    let name: Arc<str> = Arc::from(name);
+    let partitions = (0..config.partitions)
+        .map(|id| Partition::open(dir, name.clone(), id, config.clone()).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Topic {
+        name,
+        config: RwLock::new(config),
+        partitions: RwLock::new(partitions),
+    })
+}
+
+fn topic_config_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(".runnel")
+        .join("topics")
+        .join(format!("{name}.json"))
+}
+
+fn write_topic_config(dir: &Path, name: &str, config: &TopicConfig) -> Result<()> {
+    let json = serde_json::to_string_pretty(config).expect("config serializes");
+    crate::index::write_file(&topic_config_path(dir, name), json.as_bytes())
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(".runnel").join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::DataDirLocked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(LogError::io(&path, e)),
+    }
+}

@@ -1,0 +1,519 @@
+//! One partition: an ordered list of segments, the last one active.
+//!
+//! Contract:
+//! - Offsets are dense from the first append and never reused: an append gets
+//!   `[log_end, log_end + n)`; only recovery may cut an unacknowledged torn tail.
+//! - Appends are serialized by `writer`; reads never wait for an append's disk I/O longer than
+//!   the few instructions of updating segment metadata.
+//! - A record is visible to readers (below the high watermark) once it is acknowledged: under
+//!   [`Durability::Always`] after the `fdatasync` that covers it, otherwise once written.
+//! - Group commit: under `always`, concurrent appenders share syncs. The first appender that
+//!   finds no sync running becomes the leader, syncs everything written so far, and wakes the
+//!   others whose data that sync covered.
+//! - When a segment is rolled it is synced and its indexes written, whatever the policy, so only
+//!   the active segment can have a torn tail after a crash.
+
+use crate::batch;
+use crate::config::{CleanupPolicy, Durability, TopicConfig};
+use crate::error::{LogError, Result};
+use crate::segment::{self, ReadHandle, Segment};
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
+
+/// Bytes returned by a read: whole batches, as stored.
+#[derive(Debug, Clone)]
+pub struct FetchResult {
+    /// Zero or more whole batches; the first may start before the requested offset.
+    pub batches: Bytes,
+    /// Offset after the last batch returned (the requested offset when nothing was returned).
+    pub next_offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// Sizes and offsets of a partition, for `describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStats {
+    pub partition: u32,
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+/// What the last append wrote, for the group-commit leader.
+struct Written {
+    end_offset: u64,
+    file: Arc<File>,
+    readable: Arc<AtomicU64>,
+    len: u64,
+}
+
+#[derive(Default)]
+struct SyncState {
+    latest: Option<Written>,
+    synced_offset: u64,
+    syncing: bool,
+}
+
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub id: u32,
+    dir: PathBuf,
+    config: TopicConfig,
+    segments: RwLock<Vec<Segment>>,
+    writer: Mutex<()>,
+    high_watermark: AtomicU64,
+    log_start: AtomicU64,
+    sync_state: Mutex<SyncState>,
+    synced: Condvar,
+    dirty: AtomicBool,
+    last_flush: Mutex<Instant>,
+    wakers: Mutex<Vec<Weak<Notify>>>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Partition({}-{})", self.topic, self.id)
+    }
+}
+
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+impl Partition {
+    /// Opens (creating if needed) the partition directory and recovers its segments.
+    pub fn open(data_dir: &Path, topic: Arc<str>, id: u32, config: TopicConfig) -> Result<Self> {
+        let dir = partition_dir(data_dir, &topic, id);
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        remove_leftovers(&dir)?;
+        let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
+        let clean = marker.exists();
+        let bases = Segment::list(&dir)?;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let is_tail = i + 1 == bases.len();
+            let (seg, truncated) = Segment::recover(&dir, base, !is_tail || clean)?;
+            if truncated > 0 && !is_tail {
+                tracing::error!(topic = %topic, partition = id, segment = base,
+                    "closed segment has a bad tail; reads will stop there with an error");
+            }
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&dir, 0)?);
+        }
+        if clean {
+            std::fs::remove_file(&marker).map_err(|e| LogError::io(&marker, e))?;
+        }
+        let end = segments.last().expect("one segment").next_offset;
+        let start = segments[0].base_offset;
+        for s in &segments {
+            s.publish(s.size());
+        }
+        Ok(Self {
+            topic,
+            id,
+            dir,
+            config,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(()),
+            high_watermark: AtomicU64::new(end),
+            log_start: AtomicU64::new(start),
+            sync_state: Mutex::new(SyncState {
+                synced_offset: end,
+                ..Default::default()
+            }),
+            synced: Condvar::new(),
+            dirty: AtomicBool::new(false),
+            last_flush: Mutex::new(Instant::now()),
+            wakers: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// Next offset readers will see (exclusive end of the visible log).
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// Appends one encoded batch (base offset ignored and assigned here). Returns its base
+    /// offset once the batch is durable per the topic's policy. Blocking: call from a blocking
+    /// context (`spawn_blocking` or a plain thread).
+    pub fn append(&self, mut bytes: Vec<u8>) -> Result<u64> {
+        let h = batch::validate(&bytes)?;
+        if h.size != bytes.len() {
+            return Err(LogError::InvalidBatch(format!(
+                "append takes exactly one batch: {} bytes given, the batch is {} bytes",
+                bytes.len(),
+                h.size
+            )));
+        }
+        if bytes.len() > self.config.max_message_bytes {
+            return Err(LogError::RecordTooLarge {
+                size: bytes.len(),
+                max: self.config.max_message_bytes,
+            });
+        }
+        if h.records_count != h.last_offset_delta + 1 {
+            return Err(LogError::InvalidBatch(format!(
+                "{} records but last offset delta {}: produced batches have dense offsets",
+                h.records_count, h.last_offset_delta
+            )));
+        }
+        if self.config.cleanup_policy == CleanupPolicy::Compact {
+            let recs = batch::records(&Bytes::copy_from_slice(&bytes))?;
+            if recs.iter().any(|r| r.key.is_none()) {
+                return Err(LogError::InvalidBatch(format!(
+                    "topic {:?} is compacted: every record needs a key",
+                    &*self.topic
+                )));
+            }
+        }
+        let (base, end) = {
+            let _w = self.writer.lock();
+            let mut segs = self.segments.write();
+            self.maybe_roll(&mut segs, bytes.len() as u64)?;
+            let active = segs.last_mut().expect("active segment");
+            let base = active.next_offset;
+            batch::set_base_offset(&mut bytes, base);
+            let h = batch::BatchHeader {
+                base_offset: base,
+                ..h
+            };
+            let len = active.append(&bytes, &h)?;
+            let end = active.next_offset;
+            if self.config.durability == Durability::Always {
+                self.sync_state.lock().latest = Some(Written {
+                    end_offset: end,
+                    file: active.file(),
+                    readable: active.readable_cell(),
+                    len,
+                });
+            } else {
+                active.publish(len);
+                self.high_watermark.store(end, Ordering::Release);
+                self.dirty.store(true, Ordering::Release);
+            }
+            (base, end)
+        };
+        if self.config.durability == Durability::Always {
+            self.wait_synced(end)?;
+        } else {
+            self.wake_readers();
+        }
+        Ok(base)
+    }
+
+    /// Group commit: returns once `end` is covered by an `fdatasync`, leading one if none runs.
+    fn wait_synced(&self, end: u64) -> Result<()> {
+        let mut st = self.sync_state.lock();
+        loop {
+            if st.synced_offset >= end {
+                return Ok(());
+            }
+            if st.syncing {
+                self.synced.wait(&mut st);
+                continue;
+            }
+            let Some(w) = st.latest.take() else {
+                // Covered by a roll, which syncs the segment it closes.
+                return Ok(());
+            };
+            st.syncing = true;
+            drop(st);
+            let result = w.file.sync_data();
+            st = self.sync_state.lock();
+            st.syncing = false;
+            match result {
+                Ok(()) => {
+                    w.readable.fetch_max(w.len, Ordering::AcqRel);
+                    st.synced_offset = st.synced_offset.max(w.end_offset);
+                    self.high_watermark
+                        .fetch_max(w.end_offset, Ordering::AcqRel);
+                    self.synced.notify_all();
+                    self.wake_readers();
+                }
+                Err(e) => {
+                    // Put the work back so another waiter retries; this appender reports failure.
+                    if st.latest.is_none() {
+                        st.latest = Some(w);
+                    }
+                    self.synced.notify_all();
+                    return Err(LogError::io(self.dir.clone(), e));
+                }
+            }
+        }
+    }
+
+    /// Rolls the active segment when the next `incoming` bytes would overflow it or it is too old.
+    fn maybe_roll(&self, segs: &mut Vec<Segment>, incoming: u64) -> Result<()> {
+        let active = segs.last().expect("active segment");
+        let full = active.size() + incoming > self.config.segment_bytes;
+        let old = active.created.elapsed() >= Duration::from_millis(self.config.segment_ms);
+        if active.is_empty() || !(full || old) {
+            return Ok(());
+        }
+        self.roll(segs)
+    }
+
+    /// Closes the active segment (sync, indexes, publish) and opens a new one at the log end.
+    fn roll(&self, segs: &mut Vec<Segment>) -> Result<()> {
+        let active = segs.last().expect("active segment");
+        active.sync()?;
+        active.write_indexes()?;
+        active.publish(active.size());
+        let end = active.next_offset;
+        {
+            let mut st = self.sync_state.lock();
+            st.synced_offset = st.synced_offset.max(end);
+            st.latest = None;
+            self.high_watermark.fetch_max(end, Ordering::AcqRel);
+            self.synced.notify_all();
+        }
+        tracing::debug!(topic = %self.topic, partition = self.id, base = end, "rolled segment");
+        segs.push(Segment::create(&self.dir, end)?);
+        Ok(())
+    }
+
+    /// Syncs the active segment if anything was written since the last flush
+    /// ([`Durability::Interval`]); called by the background flusher.
+    pub fn flush_if_due(&self) -> Result<()> {
+        let due = {
+            let last = self.last_flush.lock();
+            last.elapsed() >= Duration::from_millis(self.config.flush_interval_ms)
+        };
+        if due && self.dirty.swap(false, Ordering::AcqRel) {
+            let file = self.segments.read().last().expect("active segment").file();
+            file.sync_data().map_err(|e| LogError::io(&self.dir, e))?;
+            *self.last_flush.lock() = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to about `max_bytes`
+    /// (at least one batch). Blocking.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchResult> {
+        let hw = self.high_watermark();
+        let start = self.log_start_offset();
+        let empty = |next| FetchResult {
+            batches: Bytes::new(),
+            next_offset: next,
+            high_watermark: hw,
+            log_start_offset: start,
+        };
+        if offset < start || offset > hw {
+            return Err(LogError::OffsetOutOfRange {
+                topic: self.topic.to_string(),
+                partition: self.id,
+                offset,
+                start,
+                end: hw,
+            });
+        }
+        if offset == hw {
+            return Ok(empty(offset));
+        }
+        for handle in self.handles_from(offset) {
+            let (bytes, next) =
+                segment::read_batches(&handle, offset, hw, max_bytes).map_err(|c| {
+                    LogError::Corrupt {
+                        topic: self.topic.to_string(),
+                        partition: self.id,
+                        segment: handle.path.clone(),
+                        offset: c.offset,
+                        position: c.position,
+                        reason: c.reason,
+                    }
+                })?;
+            if let Some(next) = next {
+                return Ok(FetchResult {
+                    batches: Bytes::from(bytes),
+                    next_offset: next,
+                    high_watermark: hw,
+                    log_start_offset: start,
+                });
+            }
+        }
+        Ok(empty(offset))
+    }
+
+    /// Read handles of the segment holding `offset` and of every later segment.
+    fn handles_from(&self, offset: u64) -> Vec<ReadHandle> {
+        let segs = self.segments.read();
+        let i = segs.partition_point(|s| s.base_offset <= offset).max(1) - 1;
+        segs[i..]
+            .iter()
+            .enumerate()
+            .map(|(j, s)| s.read_handle(if j == 0 { offset } else { s.base_offset }))
+            .collect()
+    }
+
+    /// The first offset whose record timestamp is ≥ `ts`, or `None` if every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        let from = {
+            let segs = self.segments.read();
+            match segs.iter().find(|s| s.max_timestamp >= ts) {
+                Some(s) => s.time_lookup(ts).max(self.log_start_offset()),
+                None => return Ok(None),
+            }
+        };
+        let mut offset = from;
+        loop {
+            let f = self.read(offset, 1 << 20)?;
+            if f.batches.is_empty() {
+                return Ok(None);
+            }
+            for b in batch::split_batches(&f.batches) {
+                let h = batch::parse_header(&b)?;
+                if h.max_timestamp < ts {
+                    continue;
+                }
+                let found = batch::records(&b)?
+                    .into_iter()
+                    .find(|r| r.offset >= offset && r.timestamp >= ts);
+                if let Some(r) = found {
+                    return Ok(Some(r.offset));
+                }
+            }
+            offset = f.next_offset;
+        }
+    }
+
+    /// Registers a consumer's waker, notified after every append becomes visible.
+    pub fn register_waker(&self, waker: &Arc<Notify>) {
+        let mut w = self.wakers.lock();
+        w.retain(|x| x.strong_count() > 0);
+        w.push(Arc::downgrade(waker));
+    }
+
+    fn wake_readers(&self) {
+        for w in self.wakers.lock().iter() {
+            if let Some(n) = w.upgrade() {
+                n.notify_one();
+            }
+        }
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let segs = self.segments.read();
+        PartitionStats {
+            partition: self.id,
+            start_offset: self.log_start_offset(),
+            end_offset: self.high_watermark(),
+            size_bytes: segs.iter().map(|s| s.size()).sum(),
+            segments: segs.len(),
+        }
+    }
+
+    /// Deletes closed segments past `retention.ms` (by their largest timestamp) or beyond
+    /// `retention.bytes`, oldest first. An active segment whose data has all expired is rolled
+    /// first so it can go too. Returns how many segments were deleted.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let cfg = &self.config;
+        if cfg.cleanup_policy != CleanupPolicy::Delete
+            || (cfg.retention_ms.is_none() && cfg.retention_bytes.is_none())
+        {
+            return Ok(0);
+        }
+        let expired = |s: &Segment| {
+            cfg.retention_ms
+                .is_some_and(|r| !s.is_empty() && s.max_timestamp < now_ms - r as i64)
+        };
+        let _w = self.writer.lock();
+        let mut segs = self.segments.write();
+        if expired(segs.last().expect("active segment")) {
+            self.roll(&mut segs)?;
+        }
+        let mut total: u64 = segs.iter().map(|s| s.size()).sum();
+        let mut deleted = 0;
+        while segs.len() > 1 {
+            let first = &segs[0];
+            let over_size = cfg
+                .retention_bytes
+                .is_some_and(|max| total - first.size() >= max && total > max);
+            if !(expired(first) || over_size) {
+                break;
+            }
+            let gone = segs.remove(0);
+            total -= gone.size();
+            self.log_start.store(segs[0].base_offset, Ordering::Release);
+            gone.delete_files()?;
+            deleted += 1;
+            tracing::info!(topic = %self.topic, partition = self.id, segment = gone.base_offset, "retention deleted segment");
+        }
+        Ok(deleted)
+    }
+
+    /// Base offsets of all segments, oldest first; the last is the active one.
+    pub(crate) fn segment_bases(&self) -> Vec<u64> {
+        self.segments.read().iter().map(|s| s.base_offset).collect()
+    }
+
+    /// Replaces a closed segment with `cleaned` (a file of the same base offset's records,
+    /// fewer of them). Indexes are removed before the rename so a crash in between leaves no
+    /// stale index: recovery rebuilds it.
+    pub(crate) fn swap_cleaned(&self, base: u64, cleaned: &Path) -> Result<()> {
+        let _w = self.writer.lock();
+        let mut segs = self.segments.write();
+        let Some(i) = segs[..segs.len() - 1]
+            .iter()
+            .position(|s| s.base_offset == base)
+        else {
+            std::fs::remove_file(cleaned).map_err(|e| LogError::io(cleaned, e))?;
+            return Ok(());
+        };
+        segs[i].delete_index_files()?;
+        let target = segment::log_path(&self.dir, base);
+        std::fs::rename(cleaned, &target).map_err(|e| LogError::io(&target, e))?;
+        let (seg, _) = Segment::recover(&self.dir, base, false)?;
+        seg.write_indexes()?;
+        seg.publish(seg.size());
+        segs[i] = seg;
+        Ok(())
+    }
+
+    /// Writes the active segment's indexes, syncs it, and leaves the clean-shutdown marker so the
+    /// next open trusts the indexes instead of scanning the tail.
+    pub fn close(&self) -> Result<()> {
+        let _w = self.writer.lock();
+        let segs = self.segments.read();
+        let active = segs.last().expect("active segment");
+        active.sync()?;
+        active.write_indexes()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_MARKER);
+        std::fs::write(&marker, b"").map_err(|e| LogError::io(&marker, e))
+    }
+}
+
+/// Removes temporary files a crash may have left (`*.cleaned`, `*.tmp`).
+fn remove_leftovers(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+        let path = entry.map_err(|e| LogError::io(dir, e))?.path();
+        let ext = path.extension().and_then(|e| e.to_str());
+        if matches!(ext, Some("cleaned") | Some("tmp")) {
+            std::fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}

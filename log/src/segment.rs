@@ -1,0 +1,379 @@
+//! One segment of a partition: `<base_offset:020>.log` plus its `.index` and `.timeindex`.
+//!
+//! Contract: the `.log` file is a sequence of whole, CRC-valid RecordBatch v2 batches with
+//! increasing offsets, starting at or after `base_offset`; `size` is the byte length of that
+//! sequence. Bytes are added only at `size` with positional writes, so readers holding the file
+//! handle may read any range below `readable_len()` while an append is under way. A segment never
+//! shrinks except through [`Segment::recover`], which truncates a torn or corrupt tail.
+
+use crate::batch::{self, BatchHeader};
+use crate::error::{LogError, Result};
+use crate::index::{INDEX_INTERVAL_BYTES, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+pub fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.log"))
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: u64,
+    dir: PathBuf,
+    file: Arc<File>,
+    /// Bytes written (appends are serialized by the partition's writer lock).
+    size: u64,
+    /// Bytes readers may see: everything under `always` once synced, else once written.
+    readable: Arc<AtomicU64>,
+    /// One past the last offset stored here.
+    pub next_offset: u64,
+    /// Largest record timestamp, `i64::MIN` while empty.
+    pub max_timestamp: i64,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index: u64,
+    pub created: Instant,
+}
+
+/// What a read needs from a segment, taken under the partition's read lock and used after it.
+#[derive(Debug, Clone)]
+pub struct ReadHandle {
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    pub start_position: u64,
+    pub readable_len: u64,
+}
+
+/// Outcome of a scan that validates batches one by one.
+struct ScanEnd {
+    valid_len: u64,
+    error: Option<(u64, u64, String)>,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: u64) -> Result<Self> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        Ok(Self::with_file(dir, base_offset, file))
+    }
+
+    fn with_file(dir: &Path, base_offset: u64, file: File) -> Self {
+        Self {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            size: 0,
+            readable: Arc::new(AtomicU64::new(0)),
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index: 0,
+            created: Instant::now(),
+        }
+    }
+
+    /// Opens an existing segment. A closed segment (`trust_indexes`) takes its indexes from disk
+    /// when they are consistent and only validates the bytes after the last index entry; otherwise
+    /// the whole file is scanned, indexes rebuilt and a torn or corrupt tail truncated.
+    /// Returns the segment and the number of bytes truncated.
+    pub fn recover(dir: &Path, base_offset: u64, trust_indexes: bool) -> Result<(Self, u64)> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+        let mut seg = Self::with_file(dir, base_offset, file);
+        let loaded = trust_indexes
+            .then(|| OffsetIndex::load(&seg.index_path(), len))
+            .flatten();
+        let start = match loaded {
+            Some(idx) if !idx.is_empty() => {
+                let last = idx.last().expect("non-empty");
+                let max_rel = last.relative_offset;
+                seg.time_index =
+                    TimeIndex::load(&seg.time_index_path(), u32::MAX).unwrap_or_default();
+                seg.max_timestamp = seg.time_index.max_timestamp().unwrap_or(i64::MIN);
+                seg.index = idx;
+                seg.next_offset = base_offset + max_rel as u64;
+                last.position as u64
+            }
+            _ => 0,
+        };
+        let end = seg.scan_and_index(start, len)?;
+        let truncated = len - end.valid_len;
+        if let Some((offset, position, reason)) = &end.error {
+            tracing::warn!(
+                segment = %path.display(), offset, position, reason = %reason,
+                truncated, "truncating corrupt or torn tail of segment"
+            );
+        }
+        if truncated > 0 {
+            seg.file
+                .set_len(end.valid_len)
+                .map_err(|e| LogError::io(&path, e))?;
+            seg.file.sync_all().map_err(|e| LogError::io(&path, e))?;
+        }
+        seg.size = end.valid_len;
+        seg.readable.store(end.valid_len, Ordering::Release);
+        Ok((seg, truncated))
+    }
+
+    /// Validates batches from `start` to `len`, extending the indexes; stops at the first
+    /// batch that is torn, fails its CRC, or goes backwards in offsets.
+    fn scan_and_index(&mut self, start: u64, len: u64) -> Result<ScanEnd> {
+        let path = self.log_path();
+        let mut pos = start;
+        let mut frame = [0u8; batch::LOG_OVERHEAD];
+        let mut buf = Vec::new();
+        while pos < len {
+            let bad = |offset: u64, reason: String| ScanEnd {
+                valid_len: pos,
+                error: Some((offset, pos, reason)),
+            };
+            if len - pos < batch::LOG_OVERHEAD as u64 {
+                return Ok(bad(self.next_offset, "torn batch header".into()));
+            }
+            self.file
+                .read_exact_at(&mut frame, pos)
+                .map_err(|e| LogError::io(&path, e))?;
+            let (base, size) = batch::peek_frame(&frame).expect("12 bytes");
+            if size < batch::HEADER_LEN as i64 || size as u64 > len - pos {
+                return Ok(bad(
+                    base.max(0) as u64,
+                    format!("torn batch of {size} bytes"),
+                ));
+            }
+            buf.resize(size as usize, 0);
+            self.file
+                .read_exact_at(&mut buf, pos)
+                .map_err(|e| LogError::io(&path, e))?;
+            let h = match batch::validate(&buf) {
+                Ok(h) => h,
+                Err(e) => return Ok(bad(base.max(0) as u64, e.to_string())),
+            };
+            if h.base_offset < self.next_offset {
+                let reason = format!(
+                    "offset goes backwards (expected at least {})",
+                    self.next_offset
+                );
+                return Ok(bad(h.base_offset, reason));
+            }
+            self.note_batch(&h, pos);
+            pos += size as u64;
+        }
+        Ok(ScanEnd {
+            valid_len: pos,
+            error: None,
+        })
+    }
+
+    /// Updates offsets, timestamps and indexes for a batch stored at `position`.
+    fn note_batch(&mut self, h: &BatchHeader, position: u64) {
+        let rel = (h.base_offset - self.base_offset) as u32;
+        if self.index.is_empty() || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
+            self.index.push(OffsetEntry {
+                relative_offset: rel,
+                position: position as u32,
+            });
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.size as u64;
+        if h.max_timestamp > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp;
+            self.time_index.maybe_push(TimeEntry {
+                timestamp: h.max_timestamp,
+                relative_offset: (h.last_offset() - self.base_offset) as u32,
+            });
+        }
+        self.next_offset = h.next_offset();
+    }
+
+    /// Writes one batch whose base offset is already set. The caller holds the writer lock;
+    /// the bytes are not yet visible to readers (see [`Segment::publish`]).
+    pub fn append(&mut self, bytes: &[u8], h: &BatchHeader) -> Result<u64> {
+        let position = self.size;
+        self.file
+            .write_all_at(bytes, position)
+            .map_err(|e| LogError::io(self.log_path(), e))?;
+        self.size += bytes.len() as u64;
+        self.note_batch(h, position);
+        Ok(self.size)
+    }
+
+    /// Makes the first `len` bytes visible to readers.
+    pub fn publish(&self, len: u64) {
+        self.readable.fetch_max(len, Ordering::AcqRel);
+    }
+
+    pub fn readable_cell(&self) -> Arc<AtomicU64> {
+        self.readable.clone()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// Where to start reading for `offset` (the indexed batch at or before it).
+    pub fn read_handle(&self, offset: u64) -> ReadHandle {
+        let rel = offset.saturating_sub(self.base_offset).min(u32::MAX as u64) as u32;
+        ReadHandle {
+            file: self.file.clone(),
+            path: self.log_path(),
+            start_position: self.index.lookup(rel) as u64,
+            readable_len: self.readable.load(Ordering::Acquire),
+        }
+    }
+
+    /// Relative offset to start from when looking for the first record at or after `ts`.
+    pub fn time_lookup(&self, ts: i64) -> u64 {
+        self.base_offset + self.time_index.lookup(ts) as u64
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io(self.log_path(), e))
+    }
+
+    /// Persists the indexes (on roll and on clean close).
+    pub fn write_indexes(&self) -> Result<()> {
+        self.index.write(&self.index_path())?;
+        self.time_index.write(&self.time_index_path())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        log_path(&self.dir, self.base_offset)
+    }
+    fn index_path(&self) -> PathBuf {
+        self.dir.join(format!("{:020}.index", self.base_offset))
+    }
+    fn time_index_path(&self) -> PathBuf {
+        self.dir.join(format!("{:020}.timeindex", self.base_offset))
+    }
+
+    /// Removes the segment's files. Readers that still hold the file handle keep reading.
+    pub fn delete_files(&self) -> Result<()> {
+        remove_if_exists(&self.log_path())?;
+        self.delete_index_files()
+    }
+
+    /// Removes the index files only (before the log file is replaced by a compacted one).
+    pub fn delete_index_files(&self) -> Result<()> {
+        remove_if_exists(&self.index_path())?;
+        remove_if_exists(&self.time_index_path())
+    }
+
+    /// Base offsets of the segments in a partition directory, ascending.
+    pub fn list(dir: &Path) -> Result<Vec<u64>> {
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+            let entry = entry.map_err(|e| LogError::io(dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<u64>() {
+                    bases.push(base);
+                }
+            }
+        }
+        bases.sort_unstable();
+        Ok(bases)
+    }
+}
+
+/// Reads the whole batches of `handle` that start in `[start_position, readable_len)` and lie
+/// at or after `offset`, up to about `max_bytes` (always at least one batch), checking each
+/// batch's CRC. Stops before a batch whose base offset is ≥ `stop_offset`.
+/// Returns the bytes and the offset after the last batch returned.
+pub fn read_batches(
+    handle: &ReadHandle,
+    offset: u64,
+    stop_offset: u64,
+    max_bytes: usize,
+) -> std::result::Result<(Vec<u8>, Option<u64>), CorruptAt> {
+    let mut pos = handle.start_position;
+    let end = handle.readable_len;
+    let mut out: Vec<u8> = Vec::new();
+    let mut next = None;
+    let mut header = [0u8; batch::HEADER_LEN];
+    while pos < end {
+        let corrupt = |reason: String, off: u64| CorruptAt {
+            position: pos,
+            offset: off,
+            reason,
+        };
+        if end - pos < batch::HEADER_LEN as u64 {
+            return Err(corrupt("batch header cut short".into(), offset));
+        }
+        handle
+            .file
+            .read_exact_at(&mut header, pos)
+            .map_err(|e| corrupt(format!("read failed: {e}"), offset))?;
+        let h = batch::parse_header(&header).map_err(|e| corrupt(e.to_string(), offset))?;
+        if h.base_offset >= stop_offset {
+            break;
+        }
+        if pos + h.size as u64 > end {
+            return Err(corrupt(
+                "batch runs past the end of the segment".into(),
+                h.base_offset,
+            ));
+        }
+        if h.last_offset() < offset {
+            pos += h.size as u64;
+            continue;
+        }
+        if !out.is_empty() && out.len() + h.size > max_bytes {
+            break;
+        }
+        let at = out.len();
+        out.resize(at + h.size, 0);
+        handle
+            .file
+            .read_exact_at(&mut out[at..], pos)
+            .map_err(|e| corrupt(format!("read failed: {e}"), h.base_offset))?;
+        batch::validate(&out[at..]).map_err(|e| corrupt(e.to_string(), h.base_offset))?;
+        pos += h.size as u64;
+        next = Some(h.next_offset());
+        if out.len() >= max_bytes {
+            break;
+        }
+    }
+    Ok((out, next))
+}
+
+fn remove_if_exists(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::io(p, e)),
+    }
+}
+
+/// Where a read found a bad batch; the partition turns it into [`LogError::Corrupt`].
+#[derive(Debug)]
+pub struct CorruptAt {
+    pub position: u64,
+    pub offset: u64,
+    pub reason: String,
+}

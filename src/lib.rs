@@ -1,0 +1,1 @@
+pub use runnel_log as log;
