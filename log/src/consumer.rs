@@ -255,6 +255,8 @@ impl Consumer {
             }
             let now = Instant::now();
             if now >= deadline {
+                // A caller spinning on poll(0) must still let heartbeats and other tasks run.
+                tokio::task::yield_now().await;
                 return Ok(Vec::new());
             }
             let mut wait = deadline - now;
@@ -487,10 +489,12 @@ impl Consumer {
                 rebalance_timeout: self.config.rebalance_timeout,
             };
             let joined = match self.log.groups().join_group(req).await {
+                // Dropped from the group (session expired, or removed by a rebalance deadline):
+                // join again as a new member.
                 Err(LogError::Group {
                     kind: GroupErrorKind::UnknownMember,
                     ..
-                }) if !member_id.is_empty() => {
+                }) => {
                     member_id.clear();
                     continue;
                 }

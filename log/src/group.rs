@@ -147,9 +147,10 @@ impl Group {
             .unwrap_or_default();
         self.state = GroupState::PreparingRebalance;
         self.rebalance_deadline = Some(Instant::now() + timeout);
+        // A join response not yet picked up stays: like a response already on the wire in
+        // Kafka, it is delivered, and that member's sync then learns of this new rebalance.
         for m in self.members.values_mut() {
             m.joined = false;
-            m.join_response = None;
         }
         self.notify();
     }

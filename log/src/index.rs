@@ -166,7 +166,9 @@ impl TimeIndex {
 
 /// Writes via a temporary file and rename, so a crash leaves the old or the new file, never half.
 pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     std::fs::write(&tmp, data).map_err(|e| LogError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))
 }

@@ -5,8 +5,9 @@
 //! exclusive file lock while a process has the directory open (two writers would corrupt it).
 //!
 //! One background thread flushes `interval` partitions, applies retention and compaction, and
-//! expires consumer-group sessions. It holds only a weak reference: dropping the last [`Log`]
-//! handle stops it and closes every partition cleanly (indexes written, clean-shutdown marker).
+//! expires consumer-group sessions. Dropping the last [`Log`] handle stops and joins that thread,
+//! then closes every partition cleanly (indexes written, clean-shutdown marker) and releases the
+//! directory lock — all before the drop returns, so the directory can be reopened at once.
 
 use crate::compaction;
 use crate::config::{CleanupPolicy, Durability, TopicConfig, validate_topic_name};
@@ -18,7 +19,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The internal compacted topic holding committed consumer-group offsets.
@@ -82,16 +83,37 @@ struct Inner {
     dir: PathBuf,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     groups: GroupCoordinator,
-    stop: Mutex<bool>,
-    stop_signal: Condvar,
-    background: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: File,
+}
+
+#[derive(Default)]
+struct StopSignal {
+    stop: Mutex<bool>,
+    signal: Condvar,
+}
+
+/// Shared by the [`Log`] handles; the last one's drop stops and joins the background thread,
+/// whose `Arc<Inner>` is then the last, so `Inner` is closed before that drop returns.
+struct Owner {
+    stop: Arc<StopSignal>,
+    background: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        *self.stop.stop.lock() = true;
+        self.stop.signal.notify_all();
+        if let Some(h) = self.background.lock().take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Handle to an open data directory. Cheap to clone; all clones share the same log.
 #[derive(Clone)]
 pub struct Log {
     inner: Arc<Inner>,
+    _owner: Arc<Owner>,
 }
 
 impl std::fmt::Debug for Log {
@@ -150,18 +172,24 @@ impl Log {
             dir,
             topics: RwLock::new(topics),
             groups,
-            stop: Mutex::new(false),
-            stop_signal: Condvar::new(),
-            background: Mutex::new(None),
             _lock: lock,
         });
-        let weak = Arc::downgrade(&inner);
-        let handle = std::thread::Builder::new()
-            .name("runnel-log-bg".into())
-            .spawn(move || background_loop(weak, options))
-            .map_err(|e| LogError::io(".", e))?;
-        *inner.background.lock() = Some(handle);
-        Ok(Self { inner })
+        let stop = Arc::new(StopSignal::default());
+        let handle = {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("runnel-log-bg".into())
+                .spawn(move || background_loop(&inner, &stop, options))
+                .map_err(|e| LogError::io(".", e))?
+        };
+        let owner = Arc::new(Owner {
+            stop,
+            background: Mutex::new(Some(handle)),
+        });
+        Ok(Self {
+            inner,
+            _owner: owner,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -299,18 +327,16 @@ fn run_cleaner(inner: &Inner) -> Result<(usize, u64)> {
     Ok((deleted, compacted))
 }
 
-fn background_loop(weak: Weak<Inner>, options: LogOptions) {
+fn background_loop(inner: &Inner, stop: &StopSignal, options: LogOptions) {
     let tick = Duration::from_millis(20);
     let mut last_clean = Instant::now();
     loop {
-        let Some(inner) = weak.upgrade() else { return };
         {
-            let mut stop = inner.stop.lock();
-            if *stop {
-                return;
+            let mut stopped = stop.stop.lock();
+            if !*stopped {
+                stop.signal.wait_for(&mut stopped, tick);
             }
-            inner.stop_signal.wait_for(&mut stop, tick);
-            if *stop {
+            if *stopped {
                 return;
             }
         }
@@ -327,7 +353,7 @@ fn background_loop(weak: Weak<Inner>, options: LogOptions) {
         inner.groups.expire_sessions();
         if last_clean.elapsed() >= options.cleaner_interval {
             last_clean = Instant::now();
-            if let Err(e) = run_cleaner(&inner) {
+            if let Err(e) = run_cleaner(inner) {
                 tracing::error!(error = %e, "retention/compaction failed; will retry");
             }
         }
@@ -336,13 +362,6 @@ fn background_loop(weak: Weak<Inner>, options: LogOptions) {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        *self.stop.lock() = true;
-        self.stop_signal.notify_all();
-        if let Some(h) = self.background.lock().take() {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
         for t in self.topics.read().values() {
             for p in t.partitions() {
                 if let Err(e) = p.close() {

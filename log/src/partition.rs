@@ -102,10 +102,10 @@ impl Partition {
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let is_tail = i + 1 == bases.len();
-            let (seg, truncated) = Segment::recover(&dir, base, !is_tail || clean)?;
-            if truncated > 0 && !is_tail {
+            let (seg, bad) = Segment::recover(&dir, base, !is_tail || clean, is_tail)?;
+            if bad > 0 && !is_tail {
                 tracing::error!(topic = %topic, partition = id, segment = base,
-                    "closed segment has a bad tail; reads will stop there with an error");
+                    "closed segment has corrupt data; reads will stop there with an error");
             }
             segments.push(seg);
         }
@@ -486,7 +486,7 @@ impl Partition {
         segs[i].delete_index_files()?;
         let target = segment::log_path(&self.dir, base);
         std::fs::rename(cleaned, &target).map_err(|e| LogError::io(&target, e))?;
-        let (seg, _) = Segment::recover(&self.dir, base, false)?;
+        let (seg, _) = Segment::recover(&self.dir, base, false, false)?;
         seg.write_indexes()?;
         seg.publish(seg.size());
         segs[i] = seg;

@@ -179,7 +179,7 @@ struct TopicState {
 struct Accumulator {
     topics: HashMap<String, TopicState>,
     ready: Vec<ReadyBatch>,
-    in_flight: Vec<Arc<BatchDone>>,
+    in_flight: Vec<(Arc<str>, u32, Arc<BatchDone>)>,
     queued_bytes: usize,
 }
 
@@ -288,11 +288,15 @@ impl Producer {
             close_batch(ts, partition, &mut acc.ready);
             self.inner.wake_sender.notify_one();
         }
-        let batch = ts.open.entry(partition).or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::new(cfg.batch_size.min(1 << 20)),
-            queued: 0,
-            created: Instant::now(),
-            done: Arc::new(BatchDone::default()),
+        let batch = ts.open.entry(partition).or_insert_with(|| {
+            // The sender must learn of the new batch to arm its linger timer.
+            self.inner.wake_sender.notify_one();
+            OpenBatch {
+                builder: BatchBuilder::new(cfg.batch_size.min(1 << 20)),
+                queued: 0,
+                created: Instant::now(),
+                done: Arc::new(BatchDone::default()),
+            }
         });
         batch.queued += size;
         let timestamp = rec.timestamp.unwrap_or_else(now_ms);
@@ -312,30 +316,27 @@ impl Producer {
 
     /// Sends everything queued so far and waits until it is durable.
     pub async fn flush(&self) -> Result<()> {
-        let pending: Vec<Arc<BatchDone>> = {
+        let pending: Vec<(Arc<str>, u32, Arc<BatchDone>)> = {
             let mut acc = self.inner.acc.lock();
             close_all(&mut acc);
             acc.ready
                 .iter()
-                .map(|b| b.done.clone())
+                .map(|b| (b.topic.name.clone(), b.partition, b.done.clone()))
                 .chain(acc.in_flight.iter().cloned())
                 .collect()
         };
         self.inner.wake_sender.notify_one();
         let mut first_error = None;
-        for d in pending {
-            if let Err(reason) = d.wait().await {
-                first_error.get_or_insert_with(|| reason.clone());
+        for (topic, partition, done) in pending {
+            if let Err(reason) = done.wait().await {
+                first_error.get_or_insert_with(|| LogError::Delivery {
+                    topic: topic.to_string(),
+                    partition,
+                    reason: reason.clone(),
+                });
             }
         }
-        match first_error {
-            None => Ok(()),
-            Some(reason) => Err(LogError::Delivery {
-                topic: "(several)".into(),
-                partition: 0,
-                reason,
-            }),
-        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Flushes, then stops the sender task. Later sends fail with [`LogError::Closed`].
@@ -399,7 +400,10 @@ fn take_sendable(inner: &Inner) -> (Vec<ReadyBatch>, Option<Instant>) {
         }
     }
     let batches = std::mem::take(&mut acc.ready);
-    acc.in_flight = batches.iter().map(|b| b.done.clone()).collect();
+    acc.in_flight = batches
+        .iter()
+        .map(|b| (b.topic.name.clone(), b.partition, b.done.clone()))
+        .collect();
     (batches, next_deadline)
 }
 
@@ -442,7 +446,7 @@ async fn sender_loop(inner: Arc<Inner>) {
             }
             Err(join) => {
                 tracing::error!(error = %join, "producer append task failed");
-                for d in &inner.acc.lock().in_flight {
+                for (_, _, d) in &inner.acc.lock().in_flight {
                     d.complete(Err(format!("append task failed: {join}")));
                 }
             }

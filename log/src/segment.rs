@@ -82,11 +82,18 @@ impl Segment {
         }
     }
 
-    /// Opens an existing segment. A closed segment (`trust_indexes`) takes its indexes from disk
-    /// when they are consistent and only validates the bytes after the last index entry; otherwise
-    /// the whole file is scanned, indexes rebuilt and a torn or corrupt tail truncated.
-    /// Returns the segment and the number of bytes truncated.
-    pub fn recover(dir: &Path, base_offset: u64, trust_indexes: bool) -> Result<(Self, u64)> {
+    /// Opens an existing segment. With `trust_indexes` (a closed segment, or a clean shutdown)
+    /// the indexes come from disk when they are consistent and only the bytes after the last
+    /// index entry are validated; otherwise the whole file is scanned and the indexes rebuilt.
+    /// A bad tail is cut only with `truncate_bad_tail` (the active segment after a crash); in a
+    /// closed segment the bytes stay, so reads reach them and fail with an error instead of
+    /// silently skipping offsets. Returns the segment and the number of bytes found bad.
+    pub fn recover(
+        dir: &Path,
+        base_offset: u64,
+        trust_indexes: bool,
+        truncate_bad_tail: bool,
+    ) -> Result<(Self, u64)> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
@@ -112,22 +119,25 @@ impl Segment {
             _ => 0,
         };
         let end = seg.scan_and_index(start, len)?;
-        let truncated = len - end.valid_len;
+        let bad = len - end.valid_len;
         if let Some((offset, position, reason)) = &end.error {
             tracing::warn!(
                 segment = %path.display(), offset, position, reason = %reason,
-                truncated, "truncating corrupt or torn tail of segment"
+                bad_bytes = bad, truncating = truncate_bad_tail, "corrupt or torn data in segment"
             );
         }
-        if truncated > 0 {
+        let kept = if truncate_bad_tail && bad > 0 {
             seg.file
                 .set_len(end.valid_len)
                 .map_err(|e| LogError::io(&path, e))?;
             seg.file.sync_all().map_err(|e| LogError::io(&path, e))?;
-        }
-        seg.size = end.valid_len;
-        seg.readable.store(end.valid_len, Ordering::Release);
-        Ok((seg, truncated))
+            end.valid_len
+        } else {
+            len
+        };
+        seg.size = kept;
+        seg.readable.store(kept, Ordering::Release);
+        Ok((seg, bad))
     }
 
     /// Validates batches from `start` to `len`, extending the indexes; stops at the first
@@ -304,7 +314,9 @@ impl Segment {
 /// Reads the whole batches of `handle` that start in `[start_position, readable_len)` and lie
 /// at or after `offset`, up to about `max_bytes` (always at least one batch), checking each
 /// batch's CRC. Stops before a batch whose base offset is ≥ `stop_offset`.
-/// Returns the bytes and the offset after the last batch returned.
+/// Returns the bytes and the offset after the last batch returned. Intact batches before a bad
+/// one are returned; the error comes when the bad batch is the first one to return, so it names
+/// exactly the offset where reading stops.
 pub fn read_batches(
     handle: &ReadHandle,
     offset: u64,
@@ -312,54 +324,82 @@ pub fn read_batches(
     max_bytes: usize,
 ) -> std::result::Result<(Vec<u8>, Option<u64>), CorruptAt> {
     let mut pos = handle.start_position;
-    let end = handle.readable_len;
     let mut out: Vec<u8> = Vec::new();
     let mut next = None;
-    let mut header = [0u8; batch::HEADER_LEN];
-    while pos < end {
-        let corrupt = |reason: String, off: u64| CorruptAt {
-            position: pos,
-            offset: off,
-            reason,
-        };
-        if end - pos < batch::HEADER_LEN as u64 {
-            return Err(corrupt("batch header cut short".into(), offset));
-        }
-        handle
-            .file
-            .read_exact_at(&mut header, pos)
-            .map_err(|e| corrupt(format!("read failed: {e}"), offset))?;
-        let h = batch::parse_header(&header).map_err(|e| corrupt(e.to_string(), offset))?;
-        if h.base_offset >= stop_offset {
-            break;
-        }
-        if pos + h.size as u64 > end {
-            return Err(corrupt(
-                "batch runs past the end of the segment".into(),
-                h.base_offset,
-            ));
-        }
-        if h.last_offset() < offset {
-            pos += h.size as u64;
-            continue;
-        }
-        if !out.is_empty() && out.len() + h.size > max_bytes {
-            break;
-        }
-        let at = out.len();
-        out.resize(at + h.size, 0);
-        handle
-            .file
-            .read_exact_at(&mut out[at..], pos)
-            .map_err(|e| corrupt(format!("read failed: {e}"), h.base_offset))?;
-        batch::validate(&out[at..]).map_err(|e| corrupt(e.to_string(), h.base_offset))?;
-        pos += h.size as u64;
-        next = Some(h.next_offset());
-        if out.len() >= max_bytes {
-            break;
+    while pos < handle.readable_len && out.len() < max_bytes {
+        let expected = next.unwrap_or(offset);
+        match next_batch(handle, pos, offset, stop_offset, max_bytes, &mut out) {
+            Ok(Step::Skip(size)) => pos += size,
+            Ok(Step::Took(size, next_offset)) => {
+                pos += size;
+                next = Some(next_offset);
+            }
+            Ok(Step::Stop) => break,
+            Err((off, reason)) if out.is_empty() => {
+                return Err(CorruptAt {
+                    position: pos,
+                    offset: off.unwrap_or(expected),
+                    reason,
+                });
+            }
+            Err(_) => break,
         }
     }
     Ok((out, next))
+}
+
+enum Step {
+    Skip(u64),
+    Took(u64, u64),
+    Stop,
+}
+
+/// Looks at the batch at `pos`: skips it (before `offset`), appends it to `out` after checking
+/// it, or stops (past `stop_offset`, or `out` would exceed `max_bytes`). On a bad batch `out`
+/// is left as it was and the error carries the batch's offset when its header was readable.
+fn next_batch(
+    handle: &ReadHandle,
+    pos: u64,
+    offset: u64,
+    stop_offset: u64,
+    max_bytes: usize,
+    out: &mut Vec<u8>,
+) -> std::result::Result<Step, (Option<u64>, String)> {
+    let end = handle.readable_len;
+    if end - pos < batch::HEADER_LEN as u64 {
+        return Err((None, "batch header cut short".into()));
+    }
+    let mut header = [0u8; batch::HEADER_LEN];
+    handle
+        .file
+        .read_exact_at(&mut header, pos)
+        .map_err(|e| (None, format!("read failed: {e}")))?;
+    let h = batch::parse_header(&header).map_err(|e| (None, e.to_string()))?;
+    let bad = |reason: String| (Some(h.base_offset), reason);
+    if h.base_offset >= stop_offset {
+        return Ok(Step::Stop);
+    }
+    if pos + h.size as u64 > end {
+        return Err(bad("batch runs past the end of the segment".into()));
+    }
+    if h.last_offset() < offset {
+        return Ok(Step::Skip(h.size as u64));
+    }
+    if !out.is_empty() && out.len() + h.size > max_bytes {
+        return Ok(Step::Stop);
+    }
+    let at = out.len();
+    out.resize(at + h.size, 0);
+    let checked = handle
+        .file
+        .read_exact_at(&mut out[at..], pos)
+        .map_err(|e| bad(format!("read failed: {e}")))
+        .and_then(|()| batch::validate(&out[at..]).map_err(|e| bad(e.to_string())));
+    if let Err(e) = checked {
+        out.truncate(at);
+        return Err(e);
+    }
+    Ok(Step::Took(h.size as u64, h.next_offset()))
 }
 
 fn remove_if_exists(p: &Path) -> Result<()> {

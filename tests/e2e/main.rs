@@ -1,1 +1,10 @@
-fn main() {}
+//! End-to-end tests of Runnel, driven the way a user would: through the public library API and
+//! through the `runnel` binary. One test binary, one module per area.
+
+mod cli;
+mod compaction;
+mod corruption;
+mod crash;
+mod groups;
+mod model;
+mod support;

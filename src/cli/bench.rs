@@ -1,0 +1,508 @@
+//! `runnel bench log`: measures the embedded log on a temporary data directory (deleted after).
+//!
+//! For records of 100 B and 1 KiB it measures:
+//! - append throughput from one in-process [`Producer`] under each durability policy, and under
+//!   `always` from 16 producers in 16 tasks, each writing its own partition of a 16-partition
+//!   topic (group commit is per partition, so this shows how syncs overlap);
+//! - read throughput of a [`Consumer`] reading the `os` topic back from the beginning, and of
+//!   raw [`Partition::read`](runnel_log::Partition::read)s of 1 MiB chunks (bytes as stored,
+//!   CRC-checked, not decoded);
+//!
+//! then, for 100 B records under each policy, the append-to-read latency (p50, p99): a consumer
+//! task polls while a producer sends one record at a time, flushes it and awaits its delivery;
+//! the value carries the send time, so latency is send → seen by the consumer. Last, the time
+//! to open a data directory holding one partition of about 1 GiB (100 MiB with `--quick`) after
+//! a clean shutdown, plus its first read.
+//!
+//! Records are keyless with an explicit partition (no hashing in the measurement) and their
+//! values are random bytes generated once. The default run takes about a minute on two cores
+//! and writes up to 6 GiB to the temporary directory;
+//! `--quick` takes seconds and is meant for smoke tests, not for numbers.
+
+use super::close_log;
+use super::deliveries::Deliveries;
+use super::output;
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use indicatif::ProgressBar;
+use runnel_log::batch::BatchBuilder;
+use runnel_log::{
+    Consumer, ConsumerConfig, Durability, Log, Producer, ProducerConfig, ProducerRecord,
+    TopicConfig, TopicPartition,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Measure the log: append and read throughput, append-to-read latency, open time.
+    Log(LogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Records per append run (default 3000000; 20000 with --quick).
+    #[arg(long, value_name = "N")]
+    records: Option<u64>,
+    /// Finish in seconds with small counts (a smoke test; the numbers are rough).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// How much each benchmark does.
+struct Plan {
+    records: u64,
+    latency_samples: usize,
+    open_bytes: u64,
+    open_samples: usize,
+    /// Raw reads repeat whole passes over the partition for at least this long.
+    raw_read_time: Duration,
+}
+
+impl Plan {
+    fn new(args: &LogArgs) -> Self {
+        let plan = if args.quick {
+            Plan {
+                records: 20_000,
+                latency_samples: 100,
+                open_bytes: 100 << 20,
+                open_samples: 3,
+                raw_read_time: Duration::from_millis(100),
+            }
+        } else {
+            Plan {
+                records: 3_000_000,
+                latency_samples: 5000,
+                open_bytes: 1 << 30,
+                open_samples: 5,
+                raw_read_time: Duration::from_secs(1),
+            }
+        };
+        Plan {
+            records: args.records.unwrap_or(plan.records).max(1),
+            ..plan
+        }
+    }
+}
+
+const SIZES: [usize; 2] = [100, 1024];
+const POLICIES: [Durability; 3] = [Durability::Always, Durability::Interval, Durability::Os];
+/// (durability, producers) of the append runs of each record size.
+const APPEND_RUNS: [(Durability, u32); 4] = [
+    (Durability::Always, 1),
+    (Durability::Interval, 1),
+    (Durability::Os, 1),
+    (Durability::Always, 16),
+];
+const MIB: usize = 1 << 20;
+
+/// One line of the result table.
+struct Row {
+    benchmark: String,
+    size: usize,
+    durability: Option<Durability>,
+    producers: Option<u32>,
+    records: u64,
+    /// Bytes moved in `elapsed` (with `records`, the throughput columns).
+    throughput: Option<(u64, Duration)>,
+    /// (p50, p99)
+    percentiles: Option<(Duration, Duration)>,
+}
+
+impl Row {
+    fn cells(&self) -> Vec<String> {
+        let dash = || "-".to_string();
+        let (per_sec, mb) = match self.throughput {
+            Some((bytes, elapsed)) => {
+                let secs = elapsed.as_secs_f64().max(1e-9);
+                let mb = bytes as f64 / secs / 1e6;
+                let mb = if mb >= 1000.0 {
+                    format!("{mb:.0} ({:.2} GB/s)", mb / 1000.0)
+                } else {
+                    format!("{mb:.1}")
+                };
+                (format!("{:.0}", self.records as f64 / secs), mb)
+            }
+            None => (dash(), dash()),
+        };
+        let (p50, p99) = match self.percentiles {
+            Some((p50, p99)) => (output::latency(p50), output::latency(p99)),
+            None => (dash(), dash()),
+        };
+        vec![
+            self.benchmark.clone(),
+            size_label(self.size),
+            self.durability.map_or_else(dash, |d| d.to_string()),
+            self.producers.map_or_else(dash, |p| p.to_string()),
+            self.records.to_string(),
+            per_sec,
+            mb,
+            p50,
+            p99,
+        ]
+    }
+}
+
+fn size_label(size: usize) -> String {
+    if size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+pub async fn run(cmd: BenchCommand) -> Result<()> {
+    let BenchCommand::Log(args) = cmd;
+    let plan = Plan::new(&args);
+    let tmp = tempfile::Builder::new().prefix("runnel-bench-").tempdir()?;
+    let peak = (2 * plan.records * SIZES[1] as u64).max(plan.open_bytes);
+    eprintln!(
+        "benchmarking the log in {} ({} records per append run, up to {} on disk)",
+        tmp.path().display(),
+        plan.records,
+        output::bytes(peak)
+    );
+    let log = Log::open(tmp.path().join("data"))?;
+    let mut rows = Vec::new();
+    for size in SIZES {
+        let value: Arc<[u8]> = random_bytes(size).into();
+        for (durability, producers) in APPEND_RUNS {
+            rows.push(append(&log, &value, durability, producers, plan.records).await?);
+            // The `os` topic is read back below; the others go now to bound the disk used.
+            if durability != Durability::Os {
+                log.delete_topic(&append_topic(size, durability, producers))?;
+            }
+        }
+        let topic = append_topic(size, Durability::Os, 1);
+        rows.push(read_consumer(&log, &topic, size, plan.records).await?);
+        rows.push(read_raw(&log, &topic, size, plan.raw_read_time).await?);
+        log.delete_topic(&topic)?;
+    }
+    for durability in POLICIES {
+        rows.push(latency(&log, durability, plan.latency_samples).await?);
+    }
+    close_log(log);
+    rows.push(open_time(tmp.path().join("open"), plan.open_bytes, plan.open_samples).await?);
+
+    let mut t = output::table(
+        &[
+            "benchmark",
+            "record size",
+            "durability",
+            "producers",
+            "records",
+            "records/s",
+            "MB/s",
+            "p50",
+            "p99",
+        ],
+        &[1, 3, 4, 5, 6, 7, 8],
+    );
+    for row in &rows {
+        t.add_row(row.cells());
+    }
+    output::print(t)
+}
+
+/// `n` random bytes: incompressible values, generated once per size.
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rand::fill(&mut v[..]);
+    v
+}
+
+fn append_topic(size: usize, durability: Durability, producers: u32) -> String {
+    format!("append-{size}-{durability}-{producers}")
+}
+
+fn progress(label: &str, len: u64) -> ProgressBar {
+    output::bar(
+        len,
+        "{spinner} {msg:38} [{bar:20}] {human_pos}/{human_len}",
+        label,
+    )
+}
+
+/// Sends `records` values split over `producers` producers, each to its own partition.
+async fn append(
+    log: &Log,
+    value: &Arc<[u8]>,
+    durability: Durability,
+    producers: u32,
+    records: u64,
+) -> Result<Row> {
+    let topic = append_topic(value.len(), durability, producers);
+    let config = TopicConfig {
+        partitions: producers,
+        durability,
+        retention_ms: None,
+        ..Default::default()
+    };
+    log.create_topic(&topic, config)?;
+    let label = format!(
+        "append {}, {durability}, {}",
+        size_label(value.len()),
+        output::count(producers.into(), "producer")
+    );
+    let pb = progress(&label, records);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for partition in 0..producers {
+        let n = records / u64::from(producers)
+            + u64::from(u64::from(partition) < records % u64::from(producers));
+        let (log, topic, value, pb) = (log.clone(), topic.clone(), value.clone(), pb.clone());
+        tasks.spawn(async move {
+            let producer = Producer::new(log, ProducerConfig::default());
+            let mut deliveries = Deliveries::default();
+            for i in 0..n {
+                let record = ProducerRecord::new(&topic, &value).partition(partition);
+                deliveries.push(producer.send(record).await?).await;
+                if i % 1024 == 1023 {
+                    pb.inc(1024);
+                }
+            }
+            pb.inc(n % 1024);
+            deliveries.finish(&producer).await.into_result()
+        });
+    }
+    while let Some(stored) = tasks.join_next().await {
+        stored??;
+    }
+    let elapsed = started.elapsed();
+    let rate = records as f64 / elapsed.as_secs_f64();
+    output::finish(&pb, format!("{label}: {rate:.0} records/s"));
+    Ok(Row {
+        benchmark: "append".into(),
+        size: value.len(),
+        durability: Some(durability),
+        producers: Some(producers),
+        records,
+        throughput: Some((records * value.len() as u64, elapsed)),
+        percentiles: None,
+    })
+}
+
+/// Reads `topic` (one partition of `records` values) from the beginning with a consumer.
+async fn read_consumer(log: &Log, topic: &str, size: usize, records: u64) -> Result<Row> {
+    let label = format!("read {} with a consumer", size_label(size));
+    let pb = progress(&label, records);
+    let mut consumer = Consumer::new(log.clone(), ConsumerConfig::default());
+    consumer.assign(vec![TopicPartition::new(topic, 0)])?;
+    consumer.seek_to_beginning();
+    let started = Instant::now();
+    let (mut read, mut bytes) = (0u64, 0u64);
+    while read < records {
+        let batch = consumer.poll(Duration::from_secs(10)).await?;
+        if batch.is_empty() {
+            bail!("reading {topic} back stalled after {read} of {records} records");
+        }
+        read += batch.len() as u64;
+        bytes += batch
+            .iter()
+            .map(|r| r.record.value.as_ref().map_or(0, |v| v.len() as u64))
+            .sum::<u64>();
+        pb.inc(batch.len() as u64);
+    }
+    let elapsed = started.elapsed();
+    let rate = read as f64 / elapsed.as_secs_f64();
+    output::finish(&pb, format!("{label}: {rate:.0} records/s"));
+    Ok(Row {
+        benchmark: "read (consumer)".into(),
+        size,
+        durability: None,
+        producers: None,
+        records: read,
+        throughput: Some((bytes, elapsed)),
+        percentiles: None,
+    })
+}
+
+/// Reads partition 0 of `topic` in 1 MiB chunks, whole passes for at least `min_time`.
+async fn read_raw(log: &Log, topic: &str, size: usize, min_time: Duration) -> Result<Row> {
+    let label = format!("read {} raw, 1 MiB chunks", size_label(size));
+    let pb = output::spinner("{spinner} {msg}", &label);
+    let partition = log.partition(&TopicPartition::new(topic, 0))?;
+    let per_pass = partition.high_watermark() - partition.log_start_offset();
+    let (bytes, passes, elapsed) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let started = Instant::now();
+        let (mut bytes, mut passes) = (0u64, 0u64);
+        while passes == 0 || started.elapsed() < min_time {
+            let (mut offset, end) = (partition.log_start_offset(), partition.high_watermark());
+            while offset < end {
+                let fetched = partition.read(offset, MIB)?;
+                if fetched.batches.is_empty() {
+                    break;
+                }
+                bytes += fetched.batches.len() as u64;
+                offset = fetched.next_offset;
+            }
+            passes += 1;
+        }
+        Ok((bytes, passes, started.elapsed()))
+    })
+    .await??;
+    let gbps = bytes as f64 / elapsed.as_secs_f64() / 1e9;
+    output::finish(&pb, format!("{label}: {gbps:.2} GB/s"));
+    Ok(Row {
+        benchmark: "read (raw partition)".into(),
+        size,
+        durability: None,
+        producers: None,
+        records: per_pass * passes,
+        throughput: Some((bytes, elapsed)),
+        percentiles: None,
+    })
+}
+
+/// Append-to-read latency of `samples` records of 100 B, sent one at a time.
+async fn latency(log: &Log, durability: Durability, samples: usize) -> Result<Row> {
+    const SIZE: usize = 100;
+    let topic = format!("latency-{durability}");
+    let config = TopicConfig {
+        durability,
+        retention_ms: None,
+        ..Default::default()
+    };
+    log.create_topic(&topic, config)?;
+    let label = format!("latency {}, {durability}", size_label(SIZE));
+    let pb = progress(&label, samples as u64);
+    let mut consumer = Consumer::new(log.clone(), ConsumerConfig::default());
+    consumer.assign(vec![TopicPartition::new(&topic, 0)])?;
+    consumer.seek_to_end();
+    let clock = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(samples);
+        while latencies.len() < samples {
+            let records = consumer.poll(Duration::from_secs(10)).await?;
+            let seen = clock.elapsed();
+            if records.is_empty() {
+                bail!("the latency consumer saw nothing for 10 s");
+            }
+            for r in records {
+                let sent = r
+                    .record
+                    .value
+                    .as_deref()
+                    .and_then(|v| v.get(..8))
+                    .and_then(|v| v.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or_default();
+                latencies.push(seen.saturating_sub(Duration::from_nanos(sent)));
+            }
+        }
+        Ok(latencies)
+    });
+    let producer = Producer::new(log.clone(), ProducerConfig::default());
+    let mut value = random_bytes(SIZE);
+    for _ in 0..samples {
+        let now = clock.elapsed().as_nanos() as u64;
+        value[..8].copy_from_slice(&now.to_le_bytes());
+        let delivery = producer
+            .send(ProducerRecord::new(&topic, &value).partition(0))
+            .await?;
+        // Send it now rather than after the producer's linger.
+        producer.flush().await?;
+        delivery.wait().await?;
+        pb.inc(1);
+    }
+    producer.close().await?;
+    let mut latencies = reader.await??;
+    latencies.sort_unstable();
+    let p50 = percentile(&latencies, 50);
+    let p99 = percentile(&latencies, 99);
+    output::finish(
+        &pb,
+        format!(
+            "{label}: p50 {}, p99 {}",
+            output::latency(p50),
+            output::latency(p99)
+        ),
+    );
+    Ok(Row {
+        benchmark: "append-to-read latency".into(),
+        size: SIZE,
+        durability: Some(durability),
+        producers: Some(1),
+        records: samples as u64,
+        throughput: None,
+        percentiles: Some((p50, p99)),
+    })
+}
+
+/// The `pct`th percentile of sorted values.
+fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    let i = (sorted.len() * pct / 100).min(sorted.len().saturating_sub(1));
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+/// Writes about `bytes` of 1 KiB records to one partition under `os`, closes the log, then
+/// times `Log::open` plus the first read, `samples` times.
+async fn open_time(dir: PathBuf, bytes: u64, samples: usize) -> Result<Row> {
+    const SIZE: usize = 1024;
+    const PER_BATCH: u64 = 1000;
+    let label = format!("open {} partition + first read", output::bytes(bytes));
+    let pb = output::bar(
+        bytes,
+        "{spinner} {msg:38} [{bar:20}] {binary_bytes}/{binary_total_bytes}",
+        &format!("write {} for the open test", output::bytes(bytes)),
+    );
+    let writing = pb.clone();
+    let (records, mut times) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let tp = TopicPartition::new("open", 0);
+        let log = Log::open(&dir)?;
+        let config = TopicConfig {
+            durability: Durability::Os,
+            retention_ms: None,
+            ..Default::default()
+        };
+        log.create_topic(&tp.topic, config)?;
+        let value = random_bytes(SIZE);
+        let mut builder = BatchBuilder::new(MIB + MIB / 8);
+        let now = runnel_log::types::now_ms();
+        for _ in 0..PER_BATCH {
+            builder.push(now, None, Some(&value), &[]);
+        }
+        let batch = builder.finish();
+        let (mut written, mut records) = (0u64, 0u64);
+        while written < bytes {
+            log.append(&tp, batch.clone())?;
+            written += batch.len() as u64;
+            records += PER_BATCH;
+            writing.set_position(written);
+        }
+        close_log(log);
+        let mut times = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let started = Instant::now();
+            let log = Log::open(&dir)?;
+            let first = log.read(&tp, 0, MIB)?;
+            times.push(started.elapsed());
+            if first.batches.is_empty() {
+                bail!("the reopened log returned no data for {tp}");
+            }
+            close_log(log);
+        }
+        Ok((records, times))
+    })
+    .await??;
+    times.sort_unstable();
+    let (p50, p99) = (percentile(&times, 50), percentile(&times, 99));
+    output::finish(
+        &pb,
+        format!(
+            "{label}: p50 {}, p99 {}",
+            output::latency(p50),
+            output::latency(p99)
+        ),
+    );
+    Ok(Row {
+        benchmark: label,
+        size: SIZE,
+        durability: Some(Durability::Os),
+        producers: None,
+        records,
+        throughput: None,
+        percentiles: Some((p50, p99)),
+    })
+}

@@ -1,0 +1,150 @@
+//! Command-line interface: the top-level arguments, the dispatch to one module per command,
+//! and the helpers they share (opening and closing the data directory, parsing durations and
+//! sizes).
+//!
+//! Every error a user can cause comes back as an `anyhow::Error` whose message is one line
+//! saying what is wrong and how to fix it; `main` prints it as `error: ...` with exit code 1.
+//! Durations and sizes are parsed here rather than by clap for that reason; what clap itself
+//! rejects (an unknown flag, a missing argument, a value outside a fixed list) keeps clap's
+//! message with usage and its exit code 2.
+
+mod bench;
+mod consume;
+mod deliveries;
+mod groups;
+mod output;
+mod produce;
+mod quickstart;
+mod topics;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use runnel_log::{Log, LogError};
+use std::fs::TryLockError;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Runnel: a durable, partitioned commit log in one binary, used the way Kafka is.
+#[derive(Debug, Parser)]
+#[command(name = "runnel", version, propagate_version = true)]
+pub struct Cli {
+    /// The data directory holding the topics (bench uses a temporary one).
+    #[arg(
+        long,
+        global = true,
+        env = "RUNNEL_DATA_DIR",
+        default_value = "./runnel-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Data(DataCommand),
+    /// Measure throughput and latency (on a temporary data directory).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// The commands that work on the data directory.
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+    /// Send one record per input line to a topic.
+    Produce(produce::ProduceArgs),
+    /// Print the records of a topic.
+    Consume(consume::ConsumeArgs),
+    /// List and describe consumer groups.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
+    /// Produce ride-hailing events to `rides`, read them back and summarize them per region.
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<()> {
+    let cmd = match cli.command {
+        Command::Bench(cmd) => return bench::run(cmd).await,
+        Command::Data(cmd) => cmd,
+    };
+    let dir = cli.data_dir.as_path();
+    // Reading commands do not create a data directory for a mistyped --data-dir.
+    let creates = matches!(
+        cmd,
+        DataCommand::Quickstart(_) | DataCommand::Topics(topics::TopicsCommand::Create(_))
+    );
+    if !creates && !dir.is_dir() {
+        bail!(
+            "data directory {} does not exist; create a topic with `runnel topics create NAME`, or point --data-dir (or RUNNEL_DATA_DIR) at an existing one",
+            dir.display()
+        );
+    }
+    let log = Log::open(dir)?;
+    let result = match cmd {
+        DataCommand::Topics(cmd) => topics::run(&log, cmd),
+        DataCommand::Produce(args) => produce::run(&log, args).await,
+        DataCommand::Consume(args) => consume::run(&log, args).await,
+        DataCommand::Groups(cmd) => groups::run(&log, cmd),
+        DataCommand::Quickstart(args) => quickstart::run(&log, args).await,
+    };
+    close_log(log);
+    result
+}
+
+/// Drops `log` and waits until it has closed its partitions cleanly (indexes written, clean
+/// shutdown marked), so the process does not exit in the middle of that.
+///
+/// The log's background thread can hold the last reference for a moment and then closes the
+/// log itself, after `drop` returned. The directory lock (`DATA/.runnel/lock`) is released
+/// last, so being able to take it shows the close is done. Gives up after a while: a handle
+/// still held elsewhere must not hang the command.
+fn close_log(log: Log) {
+    let lock = log.dir().join(".runnel").join("lock");
+    drop(log);
+    let Ok(file) = std::fs::File::open(&lock) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return,
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => {
+                tracing::warn!(lock = %lock.display(), error = %e, "log not closed yet; exiting anyway");
+                return;
+            }
+        }
+    }
+}
+
+/// The message of a configuration error without the generic "invalid configuration" prefix.
+fn config_message(e: LogError) -> String {
+    match e {
+        LogError::InvalidConfig(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// Parses a duration flag (`500ms`, `30s`, `7d`), naming the flag in the error.
+fn duration_arg(flag: &str, value: &str) -> Result<Duration> {
+    runnel_log::config::parse_duration(value).map_err(|e| anyhow!("{flag}: {}", config_message(e)))
+}
+
+/// Parses a size flag (`512`, `64KiB`, `1GiB`), naming the flag in the error.
+fn size_arg(flag: &str, value: &str) -> Result<u64> {
+    runnel_log::config::parse_size(value).map_err(|e| anyhow!("{flag}: {}", config_message(e)))
+}
+
+/// Like [`size_arg`], for sizes held in memory.
+fn usize_arg(flag: &str, value: &str) -> Result<usize> {
+    usize::try_from(size_arg(flag, value)?).with_context(|| format!("{flag}: {value} is too large"))
+}

@@ -1,0 +1,1 @@
+//! The `runnel` command as a user runs it.

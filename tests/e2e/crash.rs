@@ -1,0 +1,152 @@
+//! Crash test: a child process appends with durability `always` from several threads and prints
+//! each acknowledgement; the parent kills it with SIGKILL at random moments, reopens the log and
+//! checks that every acknowledged record is there with its exact bytes, that offsets are dense,
+//! and that the next run appends at the right offset.
+
+use crate::support::{batch_of, read_all};
+use rand::{Rng, SeedableRng};
+use runnel_log::{Durability, Log, TopicConfig, TopicPartition};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const CHILD_ENV: &str = "RUNNEL_CRASH_CHILD_DIR";
+const KILLS: usize = 24;
+
+/// The value of record `i` of the batch identified by `seed`: its content and length depend on
+/// both, so a record misplaced or from a torn batch cannot pass for another.
+fn value(seed: u64, i: usize) -> Vec<u8> {
+    let len = 20 + ((seed as usize * 31 + i * 7) % 400);
+    let mut v = format!("{seed}:{i}:").into_bytes();
+    v.resize(len, b'a' + (seed % 26) as u8);
+    v
+}
+
+/// Runs only inside the child process started by `acknowledged_appends_survive_sigkill`.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let log = Log::open(&dir).unwrap();
+    if log.topic("crash").is_err() {
+        log.create_topic(
+            "crash",
+            TopicConfig {
+                durability: Durability::Always,
+                segment_bytes: 64 * 1024,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let p = log.partition(&TopicPartition::new("crash", 0)).unwrap();
+    let run: u64 = std::env::var("RUNNEL_CRASH_RUN").unwrap().parse().unwrap();
+    let out = std::sync::Mutex::new(std::io::stdout());
+    writeln!(out.lock().unwrap(), "start {}", p.high_watermark()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (p, out) = (&p, &out);
+            s.spawn(move || {
+                for n in 0u64.. {
+                    let seed = run * 1_000_000_000 + t * 100_000_000 + n;
+                    let count = 1 + (seed % 13) as usize;
+                    let recs: Vec<_> = (0..count)
+                        .map(|i| (None, Some(value(seed, i)), 1))
+                        .collect();
+                    let base = p.append(batch_of(&recs)).unwrap();
+                    let mut o = out.lock().unwrap();
+                    writeln!(o, "ack {base} {count} {seed}").unwrap();
+                    o.flush().unwrap();
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn acknowledged_appends_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // offset -> (seed, index in batch) for every acknowledged record so far.
+    let mut acked: BTreeMap<u64, (u64, usize)> = BTreeMap::new();
+    let mut end_after_recovery = 0u64;
+    for run in 0..KILLS as u64 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .env("RUNNEL_CRASH_RUN", run.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| {
+                    let mut it = l
+                        .strip_prefix("ack ")?
+                        .split(' ')
+                        .map(|x| x.parse::<u64>().unwrap());
+                    Some((it.next()?, it.next()?, it.next()?))
+                })
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let acks = reader.join().unwrap();
+        assert!(
+            !acks.is_empty(),
+            "run {run}: the child acknowledged nothing before the kill"
+        );
+        let first_base = acks.iter().map(|a| a.0).min().unwrap();
+        assert_eq!(
+            first_base, end_after_recovery,
+            "run {run}: appends continue at the recovered end"
+        );
+        for (base, count, seed) in acks {
+            for i in 0..count as usize {
+                assert!(
+                    acked.insert(base + i as u64, (seed, i)).is_none(),
+                    "offset given twice"
+                );
+            }
+        }
+
+        let log = Log::open(dir.path()).unwrap();
+        let p = log.partition(&TopicPartition::new("crash", 0)).unwrap();
+        let records = read_all(&p, 0).unwrap();
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.offset, i as u64, "offsets dense after recovery");
+        }
+        for (&offset, &(seed, i)) in &acked {
+            let r = records.get(offset as usize).unwrap_or_else(|| {
+                panic!(
+                    "run {run}: acknowledged offset {offset} lost (log ends at {})",
+                    records.len()
+                )
+            });
+            assert_eq!(
+                r.value.as_deref(),
+                Some(&value(seed, i)[..]),
+                "offset {offset} bytes differ"
+            );
+        }
+        end_after_recovery = p.high_watermark();
+    }
+    assert!(
+        acked.len() > 1000,
+        "only {} records acknowledged over {KILLS} runs",
+        acked.len()
+    );
+}

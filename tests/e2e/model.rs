@@ -1,0 +1,163 @@
+//! Property test: random sequences of appends, reads, reopens and retention agree with a
+//! simple in-memory model of the log (a vector of records per partition).
+
+use crate::support::{batch_of, read_all};
+use proptest::prelude::*;
+use runnel_log::{Durability, Log, LogOptions, TopicConfig, TopicPartition};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        partition: u32,
+        values: Vec<Vec<u8>>,
+        keyed: bool,
+    },
+    Read {
+        partition: u32,
+        at: f64,
+    },
+    Reopen,
+    Retention,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u32..2, prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..20), any::<bool>())
+            .prop_map(|(partition, values, keyed)| Op::Append { partition, values, keyed }),
+        3 => (0u32..2, 0.0f64..1.0).prop_map(|(partition, at)| Op::Read { partition, at }),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Retention),
+    ]
+}
+
+fn durability() -> impl Strategy<Value = Durability> {
+    prop_oneof![
+        Just(Durability::Always),
+        Just(Durability::Interval),
+        Just(Durability::Os)
+    ]
+}
+
+const SEGMENT_BYTES: u64 = 4096;
+const RETENTION_BYTES: u64 = 12 * 1024;
+
+fn open(dir: &std::path::Path) -> Log {
+    Log::open_with(
+        dir,
+        LogOptions {
+            cleaner_interval: Duration::from_secs(3600),
+        },
+    )
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn log_agrees_with_model(ops in prop::collection::vec(op(), 1..60), durability in durability()) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        log.create_topic("t", TopicConfig {
+            partitions: 2,
+            segment_bytes: SEGMENT_BYTES,
+            retention_ms: None,
+            retention_bytes: Some(RETENTION_BYTES),
+            durability,
+            ..Default::default()
+        }).unwrap();
+        // model[p] = every value ever appended; start[p] = first offset still in the log.
+        let mut model: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+        let mut start = [0u64; 2];
+        for op in ops {
+            match op {
+                Op::Append { partition, values, keyed } => {
+                    let p = log.partition(&TopicPartition::new("t", partition)).unwrap();
+                    let recs: Vec<_> = values.iter().enumerate()
+                        .map(|(i, v)| (keyed.then(|| format!("k{i}").into_bytes()), Some(v.clone()), 1_000 + i as i64))
+                        .collect();
+                    let base = p.append(batch_of(&recs)).unwrap();
+                    prop_assert_eq!(base, model[partition as usize].len() as u64, "offsets are dense");
+                    model[partition as usize].extend(values);
+                }
+                Op::Read { partition, at } => {
+                    let m = &model[partition as usize];
+                    let s = start[partition as usize];
+                    let from = s + ((m.len() as u64 - s) as f64 * at) as u64;
+                    let p = log.partition(&TopicPartition::new("t", partition)).unwrap();
+                    let got = read_all(&p, from).unwrap();
+                    prop_assert_eq!(got.len() as u64, m.len() as u64 - from);
+                    for r in got {
+                        prop_assert_eq!(r.value.as_deref(), Some(&m[r.offset as usize][..]));
+                    }
+                }
+                Op::Reopen => {
+                    drop(log);
+                    log = open(dir.path());
+                }
+                Op::Retention => {
+                    log.run_cleaner().unwrap();
+                    for (i, m) in model.iter().enumerate() {
+                        let p = log.partition(&TopicPartition::new("t", i as u32)).unwrap();
+                        let st = p.stats();
+                        prop_assert!(st.start_offset >= start[i], "log start never moves back");
+                        start[i] = st.start_offset;
+                        prop_assert_eq!(st.end_offset, m.len() as u64);
+                        // Deleted enough: what remains fits the limit plus one segment (the active one).
+                        prop_assert!(st.size_bytes <= RETENTION_BYTES + SEGMENT_BYTES + 8 * 1024,
+                            "size {} after retention", st.size_bytes);
+                    }
+                }
+            }
+        }
+        // Finally everything still in the log is an exact suffix of the model.
+        for (i, m) in model.iter().enumerate() {
+            let p = log.partition(&TopicPartition::new("t", i as u32)).unwrap();
+            let s = p.log_start_offset();
+            prop_assert!(s >= start[i]);
+            let got = read_all(&p, s).unwrap();
+            prop_assert_eq!(got.len() as u64, m.len() as u64 - s);
+            for r in got {
+                prop_assert_eq!(r.value.as_deref(), Some(&m[r.offset as usize][..]));
+            }
+        }
+    }
+}
+
+#[test]
+fn time_retention_deletes_only_expired_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.create_topic(
+        "t",
+        TopicConfig {
+            segment_bytes: 2048,
+            retention_ms: Some(3_600_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
+    let now = runnel_log::types::now_ms();
+    let old = now - 2 * 3_600_000;
+    for i in 0..40 {
+        let ts = if i < 20 { old } else { now };
+        p.append(batch_of(&[(None, Some(vec![b'x'; 200]), ts)]))
+            .unwrap();
+    }
+    let (deleted, _) = log.run_cleaner().unwrap();
+    assert!(deleted > 0, "expired segments were deleted");
+    let start = p.log_start_offset();
+    assert!(
+        start > 0 && start <= 20,
+        "log start {start}: only expired data goes"
+    );
+    let rest = read_all(&p, start).unwrap();
+    assert_eq!(rest.len() as u64, 40 - start);
+    assert!(
+        rest.iter()
+            .filter(|r| r.offset >= 20)
+            .all(|r| r.timestamp == now)
+    );
+}
