@@ -28,7 +28,7 @@ pub enum LogError {
     #[error("topic {0:?} already exists")]
     TopicExists(String),
 
-    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
+    #[error("topic {topic:?} has partitions 0 to {last}; partition {partition} does not exist", last = partitions.saturating_sub(1))]
     UnknownPartition {
         topic: String,
         partition: u32,

@@ -59,6 +59,15 @@ impl OffsetIndex {
         self.entries.last().copied()
     }
 
+    /// The first, middle and last entries: what a load checks against the log file.
+    pub fn samples(&self) -> impl Iterator<Item = OffsetEntry> + '_ {
+        let n = self.entries.len();
+        [0, n / 2, n.saturating_sub(1)]
+            .into_iter()
+            .filter(move |&i| i < n)
+            .map(|i| self.entries[i])
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -160,8 +160,81 @@ impl Partition {
     /// Appends one encoded batch (base offset ignored and assigned here). Returns its base
     /// offset once the batch is durable per the topic's policy. Blocking: call from a blocking
     /// context (`spawn_blocking` or a plain thread).
-    pub fn append(&self, mut bytes: Vec<u8>) -> Result<u64> {
-        let h = batch::validate(&bytes)?;
+    pub fn append(&self, bytes: Vec<u8>) -> Result<u64> {
+        self.append_many(vec![bytes])
+            .pop()
+            .expect("one result per batch")
+    }
+
+    /// Appends several batches in order, in one burst under the writer lock and, under
+    /// `always`, covered by one sync. Returns one result per batch: a batch that fails
+    /// validation is refused alone; a failed sync fails every batch it was to cover.
+    pub fn append_many(&self, batches: Vec<Vec<u8>>) -> Vec<Result<u64>> {
+        self.append_checked(batches, true)
+    }
+
+    /// [`append_many`](Self::append_many) for batches this process has just encoded with
+    /// [`BatchBuilder`](batch::BatchBuilder): their CRC is not computed a second time.
+    pub(crate) fn append_built(&self, batches: Vec<Vec<u8>>) -> Vec<Result<u64>> {
+        self.append_checked(batches, false)
+    }
+
+    fn append_checked(&self, batches: Vec<Vec<u8>>, verify_crc: bool) -> Vec<Result<u64>> {
+        let mut results = Vec::with_capacity(batches.len());
+        let mut end = None;
+        {
+            let _w = self.writer.lock();
+            let mut segs = self.segments.write();
+            for bytes in batches {
+                let r = self
+                    .check_batch(&bytes, verify_crc)
+                    .and_then(|h| self.write_batch(&mut segs, bytes, h));
+                results.push(r.map(|(base, batch_end)| {
+                    end = Some(batch_end);
+                    base
+                }));
+            }
+            if let Some(end) = end {
+                let active = segs.last().expect("active segment");
+                if self.config.durability == Durability::Always {
+                    self.sync_state.lock().latest = Some(Written {
+                        end_offset: end,
+                        file: active.file(),
+                        readable: active.readable_cell(),
+                        len: active.size(),
+                    });
+                } else {
+                    active.publish(active.size());
+                    self.high_watermark.store(end, Ordering::Release);
+                    self.dirty.store(true, Ordering::Release);
+                }
+            }
+        }
+        let Some(end) = end else { return results };
+        if self.config.durability != Durability::Always {
+            self.wake_readers();
+            return results;
+        }
+        if let Err(e) = self.wait_synced(end) {
+            let reason = e.to_string();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(LogError::io(
+                    &self.dir,
+                    std::io::Error::other(reason.clone()),
+                ));
+            }
+        }
+        results
+    }
+
+    /// The checks every appended batch passes: well-formed, CRC intact, dense offsets,
+    /// within `max.message.bytes`, keyed on a compacted topic.
+    fn check_batch(&self, bytes: &[u8], verify_crc: bool) -> Result<batch::BatchHeader> {
+        let h = if verify_crc {
+            batch::validate(bytes)?
+        } else {
+            batch::parse_header(bytes)?
+        };
         if h.size != bytes.len() {
             return Err(LogError::InvalidBatch(format!(
                 "append takes exactly one batch: {} bytes given, the batch is {} bytes",
@@ -182,7 +255,7 @@ impl Partition {
             )));
         }
         if self.config.cleanup_policy == CleanupPolicy::Compact {
-            let recs = batch::records(&Bytes::copy_from_slice(&bytes))?;
+            let recs = batch::records(&Bytes::copy_from_slice(bytes))?;
             if recs.iter().any(|r| r.key.is_none()) {
                 return Err(LogError::InvalidBatch(format!(
                     "topic {:?} is compacted: every record needs a key",
@@ -190,39 +263,29 @@ impl Partition {
                 )));
             }
         }
-        let (base, end) = {
-            let _w = self.writer.lock();
-            let mut segs = self.segments.write();
-            self.maybe_roll(&mut segs, bytes.len() as u64)?;
-            let active = segs.last_mut().expect("active segment");
-            let base = active.next_offset;
-            batch::set_base_offset(&mut bytes, base);
-            let h = batch::BatchHeader {
+        Ok(h)
+    }
+
+    /// Assigns offsets and writes one checked batch to the active segment (rolling first if
+    /// needed). Returns (base offset, end offset). The caller holds the writer lock.
+    fn write_batch(
+        &self,
+        segs: &mut Vec<Segment>,
+        mut bytes: Vec<u8>,
+        h: batch::BatchHeader,
+    ) -> Result<(u64, u64)> {
+        self.maybe_roll(segs, bytes.len() as u64)?;
+        let active = segs.last_mut().expect("active segment");
+        let base = active.next_offset;
+        batch::set_base_offset(&mut bytes, base);
+        active.append(
+            &bytes,
+            &batch::BatchHeader {
                 base_offset: base,
                 ..h
-            };
-            let len = active.append(&bytes, &h)?;
-            let end = active.next_offset;
-            if self.config.durability == Durability::Always {
-                self.sync_state.lock().latest = Some(Written {
-                    end_offset: end,
-                    file: active.file(),
-                    readable: active.readable_cell(),
-                    len,
-                });
-            } else {
-                active.publish(len);
-                self.high_watermark.store(end, Ordering::Release);
-                self.dirty.store(true, Ordering::Release);
-            }
-            (base, end)
-        };
-        if self.config.durability == Durability::Always {
-            self.wait_synced(end)?;
-        } else {
-            self.wake_readers();
-        }
-        Ok(base)
+            },
+        )?;
+        Ok((base, active.next_offset))
     }
 
     /// Group commit: returns once `end` is covered by an `fdatasync`, leading one if none runs.

@@ -14,10 +14,10 @@
 use crate::batch::BatchBuilder;
 use crate::error::{LogError, Result};
 use crate::log::{Log, Topic};
+use crate::partition::Partition;
 use crate::partitioner::partition_for_key;
 use crate::types::{Header, now_ms};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -161,23 +161,27 @@ struct OpenBatch {
     done: Arc<BatchDone>,
 }
 
+/// A closed batch waiting for the sender. It is finished (header, CRC) by the sender's
+/// blocking task, not under the accumulator lock on the producing thread.
 struct ReadyBatch {
-    topic: Arc<Topic>,
-    partition: u32,
-    bytes: Vec<u8>,
+    topic: Arc<str>,
+    partition: Arc<Partition>,
+    builder: BatchBuilder,
     queued: usize,
     done: Arc<BatchDone>,
 }
 
 struct TopicState {
     topic: Arc<Topic>,
-    open: HashMap<u32, OpenBatch>,
+    /// Indexed by partition; grows when the topic gains partitions.
+    open: Vec<Option<OpenBatch>>,
     sticky: Option<u32>,
 }
 
 #[derive(Default)]
 struct Accumulator {
-    topics: HashMap<String, TopicState>,
+    /// A producer writes to few topics: a scan of a short Vec beats hashing the name per record.
+    topics: Vec<TopicState>,
     ready: Vec<ReadyBatch>,
     in_flight: Vec<(Arc<str>, u32, Arc<BatchDone>)>,
     queued_bytes: usize,
@@ -211,6 +215,12 @@ impl Drop for DrainOnDrop {
     }
 }
 
+/// Why a record could not be queued right now.
+enum Refused {
+    BufferFull,
+    Error(LogError),
+}
+
 impl Producer {
     /// Creates a producer; must be called inside a tokio runtime (it spawns its sender task).
     pub fn new(log: Log, config: ProducerConfig) -> Self {
@@ -233,62 +243,83 @@ impl Producer {
     ///
     /// Cancel safety: if dropped while waiting for buffer space, nothing was queued.
     pub async fn send(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
+        match self.try_enqueue(&rec) {
+            Ok(f) => Ok(f),
+            Err(Refused::Error(e)) => Err(e),
+            // Boxed so the common path's future stays small (it is polled once per record).
+            Err(Refused::BufferFull) => Box::pin(self.send_when_space(rec)).await,
+        }
+    }
+
+    async fn send_when_space(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
         loop {
             let freed = self.inner.space_freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if self.inner.acc.lock().queued_bytes < self.inner.config.buffer_memory {
-                break;
+            match self.try_enqueue(&rec) {
+                Ok(f) => return Ok(f),
+                Err(Refused::Error(e)) => return Err(e),
+                Err(Refused::BufferFull) => {
+                    self.inner.wake_sender.notify_one();
+                    freed.await;
+                }
             }
-            self.inner.wake_sender.notify_one();
-            freed.await;
         }
-        self.enqueue(rec)
     }
 
-    fn enqueue(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
+    /// Encodes the record into its partition's open batch, under one lock acquisition.
+    fn try_enqueue(
+        &self,
+        rec: &ProducerRecord<'_>,
+    ) -> std::result::Result<DeliveryFuture, Refused> {
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(LogError::Closed);
+            return Err(Refused::Error(LogError::Closed));
         }
         let cfg = &self.inner.config;
         let size = BatchBuilder::estimate(rec.key, rec.value, rec.headers);
         let mut acc = self.inner.acc.lock();
-        let acc = &mut *acc;
-        if !acc.topics.contains_key(rec.topic) {
-            let topic = self.inner.log.topic(rec.topic)?;
-            acc.topics.insert(
-                rec.topic.to_string(),
-                TopicState {
-                    topic,
-                    open: HashMap::new(),
-                    sticky: None,
-                },
-            );
+        if acc.queued_bytes >= cfg.buffer_memory {
+            return Err(Refused::BufferFull);
         }
-        let ts = acc.topics.get_mut(rec.topic).expect("inserted above");
+        let acc = &mut *acc;
+        let ts = match acc.topics.iter().position(|t| &*t.topic.name == rec.topic) {
+            Some(i) => &mut acc.topics[i],
+            None => {
+                let topic = self.inner.log.topic(rec.topic).map_err(Refused::Error)?;
+                acc.topics.push(TopicState {
+                    topic,
+                    open: Vec::new(),
+                    sticky: None,
+                });
+                acc.topics.last_mut().expect("pushed")
+            }
+        };
         let count = ts.topic.partition_count();
         let partition = match (rec.partition, rec.key) {
             (Some(p), _) if p < count => p,
             (Some(p), _) => {
-                return Err(LogError::UnknownPartition {
+                return Err(Refused::Error(LogError::UnknownPartition {
                     topic: rec.topic.to_string(),
                     partition: p,
                     partitions: count,
-                });
+                }));
             }
             (None, Some(k)) => partition_for_key(k, count),
             (None, None) => *ts
                 .sticky
                 .get_or_insert_with(|| rand::random_range(0..count)),
         };
-        let full = ts.open.get(&partition).is_some_and(|b| {
+        if ts.open.len() < count as usize {
+            ts.open.resize_with(count as usize, || None);
+        }
+        let full = ts.open[partition as usize].as_ref().is_some_and(|b| {
             !b.builder.is_empty() && b.builder.size_bytes() + size > cfg.batch_size
         });
         if full {
-            close_batch(ts, partition, &mut acc.ready);
+            close_batch(ts, partition, &mut acc.ready).map_err(Refused::Error)?;
             self.inner.wake_sender.notify_one();
         }
-        let batch = ts.open.entry(partition).or_insert_with(|| {
+        let batch = ts.open[partition as usize].get_or_insert_with(|| {
             // The sender must learn of the new batch to arm its linger timer.
             self.inner.wake_sender.notify_one();
             OpenBatch {
@@ -321,7 +352,7 @@ impl Producer {
             close_all(&mut acc);
             acc.ready
                 .iter()
-                .map(|b| (b.topic.name.clone(), b.partition, b.done.clone()))
+                .map(|b| (b.topic.clone(), b.partition.id, b.done.clone()))
                 .chain(acc.in_flight.iter().cloned())
                 .collect()
         };
@@ -350,27 +381,38 @@ impl Producer {
 
 /// Moves every open batch to the ready list.
 fn close_all(acc: &mut Accumulator) {
-    for ts in acc.topics.values_mut() {
-        let parts: Vec<u32> = ts.open.keys().copied().collect();
-        for p in parts {
-            close_batch(ts, p, &mut acc.ready);
+    for ts in acc.topics.iter_mut() {
+        for p in 0..ts.open.len() as u32 {
+            if let Err(e) = close_batch(ts, p, &mut acc.ready) {
+                tracing::error!(error = %e, "cannot send a batch");
+            }
         }
     }
 }
 
 /// Moves a partition's open batch to the ready list; a sticky partition moves on.
-fn close_batch(ts: &mut TopicState, partition: u32, ready: &mut Vec<ReadyBatch>) {
-    if let Some(b) = ts.open.remove(&partition) {
-        if ts.sticky == Some(partition) {
-            ts.sticky = None;
+fn close_batch(ts: &mut TopicState, partition: u32, ready: &mut Vec<ReadyBatch>) -> Result<()> {
+    let Some(b) = ts.open.get_mut(partition as usize).and_then(Option::take) else {
+        return Ok(());
+    };
+    if ts.sticky == Some(partition) {
+        ts.sticky = None;
+    }
+    match ts.topic.partition(partition) {
+        Ok(p) => {
+            ready.push(ReadyBatch {
+                topic: ts.topic.name.clone(),
+                partition: p,
+                builder: b.builder,
+                queued: b.queued,
+                done: b.done,
+            });
+            Ok(())
         }
-        ready.push(ReadyBatch {
-            topic: ts.topic.clone(),
-            partition,
-            bytes: b.builder.finish(),
-            queued: b.queued,
-            done: b.done,
-        });
+        Err(e) => {
+            b.done.complete(Err(e.to_string()));
+            Err(e)
+        }
     }
 }
 
@@ -378,33 +420,58 @@ fn close_batch(ts: &mut TopicState, partition: u32, ready: &mut Vec<ReadyBatch>)
 fn take_sendable(inner: &Inner) -> (Vec<ReadyBatch>, Option<Instant>) {
     let mut acc = inner.acc.lock();
     let acc = &mut *acc;
-    let linger = inner.config.linger;
+    let now = Instant::now();
     let mut next_deadline: Option<Instant> = None;
-    for ts in acc.topics.values_mut() {
-        let due: Vec<u32> = ts
-            .open
-            .iter()
-            .filter(|(_, b)| {
-                let deadline = b.created + linger;
-                if deadline <= Instant::now() {
-                    true
-                } else {
-                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
-                    false
+    for ts in acc.topics.iter_mut() {
+        for p in 0..ts.open.len() {
+            let Some(b) = &ts.open[p] else { continue };
+            let deadline = b.created + inner.config.linger;
+            if deadline <= now {
+                if let Err(e) = close_batch(ts, p as u32, &mut acc.ready) {
+                    tracing::error!(error = %e, "cannot send a batch");
                 }
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for p in due {
-            close_batch(ts, p, &mut acc.ready);
+            } else {
+                next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+            }
         }
     }
     let batches = std::mem::take(&mut acc.ready);
     acc.in_flight = batches
         .iter()
-        .map(|b| (b.topic.name.clone(), b.partition, b.done.clone()))
+        .map(|b| (b.topic.clone(), b.partition.id, b.done.clone()))
         .collect();
     (batches, next_deadline)
+}
+
+/// Finishes the batches and appends them, grouped by partition so that each partition's
+/// batches share one write burst and, under `always`, one sync. Order within a partition is kept.
+fn append_batches(
+    batches: Vec<ReadyBatch>,
+) -> Vec<(Arc<BatchDone>, std::result::Result<u64, String>)> {
+    let mut groups: Vec<(Arc<Partition>, Vec<ReadyBatch>)> = Vec::new();
+    for b in batches {
+        match groups
+            .iter_mut()
+            .find(|(p, _)| Arc::ptr_eq(p, &b.partition))
+        {
+            Some((_, g)) => g.push(b),
+            None => groups.push((b.partition.clone(), vec![b])),
+        }
+    }
+    let mut out = Vec::new();
+    for (partition, group) in groups {
+        let (dones, bytes): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|b| (b.done, b.builder.finish()))
+            .unzip();
+        let results = partition.append_built(bytes);
+        out.extend(
+            dones
+                .into_iter()
+                .zip(results.into_iter().map(|r| r.map_err(|e| e.to_string()))),
+        );
+    }
+    out
 }
 
 async fn sender_loop(inner: Arc<Inner>) {
@@ -424,21 +491,7 @@ async fn sender_loop(inner: Arc<Inner>) {
             continue;
         }
         let sizes: usize = batches.iter().map(|b| b.queued).sum();
-        let results = tokio::task::spawn_blocking(move || {
-            batches
-                .into_iter()
-                .map(|b| {
-                    let r = b
-                        .topic
-                        .partition(b.partition)
-                        .and_then(|p| p.append(b.bytes))
-                        .map_err(|e| e.to_string());
-                    (b.done, r)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        match results {
+        match tokio::task::spawn_blocking(move || append_batches(batches)).await {
             Ok(results) => {
                 for (done, r) in results {
                     done.complete(r);

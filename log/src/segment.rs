@@ -104,7 +104,8 @@ impl Segment {
         let mut seg = Self::with_file(dir, base_offset, file);
         let loaded = trust_indexes
             .then(|| OffsetIndex::load(&seg.index_path(), len))
-            .flatten();
+            .flatten()
+            .filter(|idx| seg.index_matches_log(idx));
         let start = match loaded {
             Some(idx) if !idx.is_empty() => {
                 let last = idx.last().expect("non-empty");
@@ -138,6 +139,21 @@ impl Segment {
         seg.size = kept;
         seg.readable.store(kept, Ordering::Release);
         Ok((seg, bad))
+    }
+
+    /// Whether sampled index entries point at batch headers with the offsets they claim. Files
+    /// that are merely well-formed (increasing, in bounds) but wrong are caught here, at the
+    /// cost of three small reads.
+    fn index_matches_log(&self, idx: &OffsetIndex) -> bool {
+        idx.samples().all(|e| {
+            let mut frame = [0u8; batch::LOG_OVERHEAD];
+            self.file
+                .read_exact_at(&mut frame, e.position as u64)
+                .is_ok()
+                && batch::peek_frame(&frame).is_some_and(|(base, _)| {
+                    base == (self.base_offset + e.relative_offset as u64) as i64
+                })
+        })
     }
 
     /// Validates batches from `start` to `len`, extending the indexes; stops at the first

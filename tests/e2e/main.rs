@@ -3,6 +3,7 @@
 
 mod cli;
 mod compaction;
+mod consumer;
 mod corruption;
 mod crash;
 mod groups;
