@@ -2,9 +2,11 @@
 //!
 //! [`Producer::send`] encodes the record straight into the open batch of its partition and
 //! returns a [`DeliveryFuture`]; awaiting it yields the record's (partition, offset) once its
-//! batch is appended and durable per the topic's policy. A background task sends a batch when it
-//! reaches `batch_size` bytes or has waited `linger`; per producer one append is in flight at a
-//! time, so the records of one partition keep the order of their `send` calls.
+//! batch is appended and durable per the topic's policy. The producer's sender thread sends a
+//! batch when it reaches `batch_size` bytes or has waited `linger`, appending all ready batches of
+//! a partition in one burst (one sync under `always`); per producer one burst is in flight at a
+//! time, so the records of one partition keep the order of their `send` calls. Disk I/O never
+//! runs on the caller's async executor.
 //! Backpressure: `send` waits while more than `buffer_memory` bytes are queued.
 //!
 //! Partitioning is Kafka's: an explicit partition wins; a key goes to
@@ -17,7 +19,7 @@ use crate::log::{Log, Topic};
 use crate::partition::Partition;
 use crate::partitioner::partition_for_key;
 use crate::types::{Header, now_ms};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -191,7 +193,8 @@ struct Inner {
     log: Log,
     config: ProducerConfig,
     acc: Mutex<Accumulator>,
-    wake_sender: Notify,
+    /// Wakes the sender thread; waited on with the accumulator lock.
+    wake_sender: Condvar,
     space_freed: Notify,
     closed: AtomicBool,
 }
@@ -222,17 +225,21 @@ enum Refused {
 }
 
 impl Producer {
-    /// Creates a producer; must be called inside a tokio runtime (it spawns its sender task).
+    /// Creates a producer and its sender thread.
     pub fn new(log: Log, config: ProducerConfig) -> Self {
         let inner = Arc::new(Inner {
             log,
             config,
             acc: Mutex::new(Accumulator::default()),
-            wake_sender: Notify::new(),
+            wake_sender: Condvar::new(),
             space_freed: Notify::new(),
             closed: AtomicBool::new(false),
         });
-        tokio::spawn(sender_loop(inner.clone()));
+        let sender = inner.clone();
+        std::thread::Builder::new()
+            .name("runnel-producer".into())
+            .spawn(move || sender_thread(&sender))
+            .expect("spawning the producer's sender thread");
         Self {
             _drain_on_drop: Arc::new(DrainOnDrop(inner.clone())),
             inner,
@@ -416,16 +423,15 @@ fn close_batch(ts: &mut TopicState, partition: u32, ready: &mut Vec<ReadyBatch>)
     }
 }
 
-/// Takes the ready batches plus the open ones that have lingered long enough.
-fn take_sendable(inner: &Inner) -> (Vec<ReadyBatch>, Option<Instant>) {
-    let mut acc = inner.acc.lock();
-    let acc = &mut *acc;
+/// Moves the open batches that have lingered long enough to the ready list; returns when the
+/// next open batch will be due.
+fn close_lingered(acc: &mut Accumulator, linger: Duration) -> Option<Instant> {
     let now = Instant::now();
     let mut next_deadline: Option<Instant> = None;
     for ts in acc.topics.iter_mut() {
         for p in 0..ts.open.len() {
             let Some(b) = &ts.open[p] else { continue };
-            let deadline = b.created + inner.config.linger;
+            let deadline = b.created + linger;
             if deadline <= now {
                 if let Err(e) = close_batch(ts, p as u32, &mut acc.ready) {
                     tracing::error!(error = %e, "cannot send a batch");
@@ -435,12 +441,33 @@ fn take_sendable(inner: &Inner) -> (Vec<ReadyBatch>, Option<Instant>) {
             }
         }
     }
-    let batches = std::mem::take(&mut acc.ready);
-    acc.in_flight = batches
-        .iter()
-        .map(|b| (b.topic.clone(), b.partition.id, b.done.clone()))
-        .collect();
-    (batches, next_deadline)
+    next_deadline
+}
+
+/// Waits until there are batches to send and takes them (recording them as in flight), or
+/// returns `None` once the producer is closed and everything is sent.
+fn next_sendable(inner: &Inner) -> Option<Vec<ReadyBatch>> {
+    let mut acc = inner.acc.lock();
+    loop {
+        let next_deadline = close_lingered(&mut acc, inner.config.linger);
+        if !acc.ready.is_empty() {
+            let batches = std::mem::take(&mut acc.ready);
+            acc.in_flight = batches
+                .iter()
+                .map(|b| (b.topic.clone(), b.partition.id, b.done.clone()))
+                .collect();
+            return Some(batches);
+        }
+        if inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        match next_deadline {
+            Some(d) => {
+                inner.wake_sender.wait_until(&mut acc, d);
+            }
+            None => inner.wake_sender.wait(&mut acc),
+        }
+    }
 }
 
 /// Finishes the batches and appends them, grouped by partition so that each partition's
@@ -474,33 +501,23 @@ fn append_batches(
     out
 }
 
-async fn sender_loop(inner: Arc<Inner>) {
-    loop {
-        let (batches, next_deadline) = take_sendable(&inner);
-        if batches.is_empty() {
-            if inner.closed.load(Ordering::Acquire) {
-                return;
-            }
-            let wake = inner.wake_sender.notified();
-            match next_deadline {
-                Some(d) => {
-                    let _ = tokio::time::timeout_at(d.into(), wake).await;
-                }
-                None => wake.await,
-            }
-            continue;
-        }
+/// The producer's sender: a plain thread, because all it does is blocking disk I/O and it must
+/// not wait for a runtime worker to be free (a task producing in a tight loop would starve a
+/// sender task on its own worker).
+fn sender_thread(inner: &Inner) {
+    while let Some(batches) = next_sendable(inner) {
         let sizes: usize = batches.iter().map(|b| b.queued).sum();
-        match tokio::task::spawn_blocking(move || append_batches(batches)).await {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| append_batches(batches))) {
             Ok(results) => {
                 for (done, r) in results {
                     done.complete(r);
                 }
             }
-            Err(join) => {
-                tracing::error!(error = %join, "producer append task failed");
+            Err(_) => {
+                // A bug, not bad input; fail these batches rather than leave senders waiting.
+                tracing::error!("producer append panicked; failing the batches in flight");
                 for (_, _, d) in &inner.acc.lock().in_flight {
-                    d.complete(Err(format!("append task failed: {join}")));
+                    d.complete(Err("internal error while appending (see the log)".into()));
                 }
             }
         }

@@ -2,8 +2,9 @@
 //!
 //! For records of 100 B and 1 KiB it measures:
 //! - append throughput from one in-process [`Producer`] under each durability policy, and under
-//!   `always` from 16 producers in 16 tasks, each writing its own partition of a 16-partition
-//!   topic (group commit is per partition, so this shows how syncs overlap);
+//!   `always` from 16 producers in 16 tasks, once each writing its own partition of a
+//!   16-partition topic (one sync per partition, overlapping) and once all writing one partition
+//!   (group commit: appends waiting at the same time share one sync);
 //! - read throughput of a [`Consumer`] reading the `os` topic back from the beginning, and of
 //!   raw [`Partition::read`](runnel_log::Partition::read)s of 1 MiB chunks (bytes as stored,
 //!   CRC-checked, not decoded);
@@ -88,12 +89,14 @@ impl Plan {
 
 const SIZES: [usize; 2] = [100, 1024];
 const POLICIES: [Durability; 3] = [Durability::Always, Durability::Interval, Durability::Os];
-/// (durability, producers) of the append runs of each record size.
-const APPEND_RUNS: [(Durability, u32); 4] = [
-    (Durability::Always, 1),
-    (Durability::Interval, 1),
-    (Durability::Os, 1),
-    (Durability::Always, 16),
+/// (durability, producers, partitions) of the append runs of each record size. With fewer
+/// partitions than producers, producers share partitions and so share syncs (group commit).
+const APPEND_RUNS: [(Durability, u32, u32); 5] = [
+    (Durability::Always, 1, 1),
+    (Durability::Interval, 1, 1),
+    (Durability::Os, 1, 1),
+    (Durability::Always, 16, 16),
+    (Durability::Always, 16, 1),
 ];
 const MIB: usize = 1 << 20;
 
@@ -167,15 +170,25 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     let mut rows = Vec::new();
     for size in SIZES {
         let value: Arc<[u8]> = random_bytes(size).into();
-        for (durability, producers) in APPEND_RUNS {
+        for (durability, producers, partitions) in APPEND_RUNS {
             settle_page_cache();
-            rows.push(append(&log, &value, durability, producers, plan.records).await?);
+            let run = Run {
+                durability,
+                producers,
+                partitions,
+            };
+            rows.push(append(&log, &value, run, plan.records).await?);
             // The `os` topic is read back below; the others go now to bound the disk used.
             if durability != Durability::Os {
-                log.delete_topic(&append_topic(size, durability, producers))?;
+                log.delete_topic(&run.topic(size))?;
             }
         }
-        let topic = append_topic(size, Durability::Os, 1);
+        let topic = Run {
+            durability: Durability::Os,
+            producers: 1,
+            partitions: 1,
+        }
+        .topic(size);
         rows.push(read_consumer(&log, &topic, size, plan.records).await?);
         rows.push(read_raw(&log, &topic, size, plan.raw_read_time).await?);
         log.delete_topic(&topic)?;
@@ -220,8 +233,23 @@ fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-fn append_topic(size: usize, durability: Durability, producers: u32) -> String {
-    format!("append-{size}-{durability}-{producers}")
+/// One append run's shape.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    durability: Durability,
+    producers: u32,
+    partitions: u32,
+}
+
+impl Run {
+    fn topic(&self, size: usize) -> String {
+        let Run {
+            durability,
+            producers,
+            partitions,
+        } = self;
+        format!("append-{size}-{durability}-{producers}p-{partitions}")
+    }
 }
 
 fn progress(label: &str, len: u64) -> ProgressBar {
@@ -232,33 +260,35 @@ fn progress(label: &str, len: u64) -> ProgressBar {
     )
 }
 
-/// Sends `records` values split over `producers` producers, each to its own partition.
-async fn append(
-    log: &Log,
-    value: &Arc<[u8]>,
-    durability: Durability,
-    producers: u32,
-    records: u64,
-) -> Result<Row> {
-    let topic = append_topic(value.len(), durability, producers);
+/// Sends `records` values split over `run.producers` producers; producer `i` writes
+/// partition `i mod run.partitions`.
+async fn append(log: &Log, value: &Arc<[u8]>, run: Run, records: u64) -> Result<Row> {
+    let Run {
+        durability,
+        producers,
+        partitions,
+    } = run;
+    let topic = run.topic(value.len());
     let config = TopicConfig {
-        partitions: producers,
+        partitions,
         durability,
         retention_ms: None,
         ..Default::default()
     };
     log.create_topic(&topic, config)?;
     let label = format!(
-        "append {}, {durability}, {}",
+        "append {}, {durability}, {}, {}",
         size_label(value.len()),
-        output::count(producers.into(), "producer")
+        output::count(producers.into(), "producer"),
+        output::count(partitions.into(), "partition")
     );
     let pb = progress(&label, records);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for partition in 0..producers {
+    for producer_index in 0..producers {
+        let partition = producer_index % partitions;
         let n = records / u64::from(producers)
-            + u64::from(u64::from(partition) < records % u64::from(producers));
+            + u64::from(u64::from(producer_index) < records % u64::from(producers));
         let (log, topic, value, pb) = (log.clone(), topic.clone(), value.clone(), pb.clone());
         tasks.spawn(async move {
             let producer = Producer::new(log, ProducerConfig::default());
@@ -282,7 +312,10 @@ async fn append(
     let rate = records as f64 / elapsed.as_secs_f64();
     output::finish(&pb, format!("{label}: {rate:.0} records/s"));
     Ok(Row {
-        benchmark: "append".into(),
+        benchmark: format!(
+            "append to {}",
+            output::count(partitions.into(), "partition")
+        ),
         size: value.len(),
         durability: Some(durability),
         producers: Some(producers),
