@@ -6,6 +6,8 @@
 //! (null value) survives until its timestamp is older than `delete.retention.ms`, so consumers
 //! that lag less than that still see the delete. The rewritten file replaces the old one by an
 //! atomic rename ([`Partition::swap_cleaned`]); readers with the old file keep a consistent view.
+//! A partition is cleaned again only after a new segment was closed (as Kafka waits for dirty
+//! data), so an expired tombstone goes at the first run after the next roll.
 
 use crate::batch::{self, BatchBuilder};
 use crate::error::{LogError, Result};
@@ -20,7 +22,8 @@ const READ_CHUNK: usize = 4 << 20;
 /// records removed.
 pub fn compact(p: &Partition, now_ms: i64) -> Result<u64> {
     let bases = p.segment_bases();
-    if bases.len() < 2 {
+    let active_base = *bases.last().expect("a partition has an active segment");
+    if bases.len() < 2 || p.mark_compacted(active_base) {
         return Ok(0);
     }
     let latest = latest_offsets(p)?;

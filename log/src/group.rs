@@ -257,6 +257,15 @@ struct State {
     committed: BTreeMap<(String, TopicPartition), CommittedOffset>,
 }
 
+impl State {
+    /// The group, or `UnknownMember` (a member cannot be in a group that does not exist).
+    fn group_mut(&mut self, group_id: &str) -> Result<&mut Group> {
+        self.groups
+            .get_mut(group_id)
+            .ok_or_else(|| LogError::group(group_id, GroupErrorKind::UnknownMember))
+    }
+}
+
 /// See the module documentation.
 pub struct GroupCoordinator {
     offsets_topic: Arc<Partition>,
@@ -396,10 +405,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<u8>> {
         let mut changed = {
             let mut st = self.state.lock();
-            let group = st
-                .groups
-                .get_mut(group_id)
-                .ok_or_else(|| LogError::group(group_id, GroupErrorKind::UnknownMember))?;
+            let group = st.group_mut(group_id)?;
             group.check_member(group_id, member_id, generation)?;
             if group.state == GroupState::PreparingRebalance {
                 return Err(LogError::group(
@@ -422,11 +428,8 @@ impl GroupCoordinator {
         };
         loop {
             {
-                let st = self.state.lock();
-                let group = st
-                    .groups
-                    .get(group_id)
-                    .ok_or_else(|| LogError::group(group_id, GroupErrorKind::UnknownMember))?;
+                let mut st = self.state.lock();
+                let group = st.group_mut(group_id)?;
                 let m = group.check_member(group_id, member_id, generation)?;
                 match group.state {
                     GroupState::Stable => return Ok(m.assignment.clone()),
@@ -446,10 +449,7 @@ impl GroupCoordinator {
     /// Keeps a member's session alive. `RebalanceInProgress` tells it to rejoin.
     pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> Result<()> {
         let mut st = self.state.lock();
-        let group = st
-            .groups
-            .get_mut(group_id)
-            .ok_or_else(|| LogError::group(group_id, GroupErrorKind::UnknownMember))?;
+        let group = st.group_mut(group_id)?;
         group.check_member(group_id, member_id, generation)?;
         if let Some(m) = group.members.get_mut(member_id) {
             m.last_heartbeat = Instant::now();

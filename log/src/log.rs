@@ -207,6 +207,7 @@ impl Log {
         if topics.contains_key(name) {
             return Err(LogError::TopicExists(name.to_string()));
         }
+        remove_orphan_partitions(&self.inner.dir, name)?;
         write_topic_config(&self.inner.dir, name, &config)?;
         let topic = Arc::new(open_topic(&self.inner.dir, name, config)?);
         topics.insert(name.to_string(), topic.clone());
@@ -257,11 +258,13 @@ impl Log {
             .write()
             .remove(name)
             .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
-        let meta = topic_config_path(&self.inner.dir, name);
-        std::fs::remove_file(&meta).map_err(|e| LogError::io(&meta, e))?;
+        // Data first, config last: a crash in between leaves a topic with empty partitions,
+        // never partition directories that a new topic of the same name would take over.
         for p in topic.partitions() {
             std::fs::remove_dir_all(p.dir()).map_err(|e| LogError::io(p.dir(), e))?;
         }
+        let meta = topic_config_path(&self.inner.dir, name);
+        std::fs::remove_file(&meta).map_err(|e| LogError::io(&meta, e))?;
         self.inner.groups.forget_topic(name)?;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
@@ -382,6 +385,27 @@ fn open_topic(dir: &Path, name: &str, config: TopicConfig) -> Result<Topic> {
         config: RwLock::new(config),
         partitions: RwLock::new(partitions),
     })
+}
+
+/// Removes `<name>-<n>` directories of a topic that has no config (left by a crash during
+/// `delete_topic`), so a new topic of that name starts empty.
+fn remove_orphan_partitions(dir: &Path, name: &str) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+        let path = entry.map_err(|e| LogError::io(dir, e))?.path();
+        let file_name = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
+        let is_partition_of_name = file_name
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if is_partition_of_name && path.is_dir() {
+            tracing::warn!(dir = %path.display(), "removing data left by an interrupted topic deletion");
+            std::fs::remove_dir_all(&path).map_err(|e| LogError::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn topic_config_path(dir: &Path, name: &str) -> PathBuf {

@@ -77,6 +77,8 @@ pub struct Partition {
     synced: Condvar,
     dirty: AtomicBool,
     last_flush: Mutex<Instant>,
+    /// Active segment's base offset when compaction last ran: nothing new to clean until it changes.
+    compacted_at_active_base: AtomicU64,
     wakers: Mutex<Vec<Weak<Notify>>>,
 }
 
@@ -136,6 +138,7 @@ impl Partition {
             synced: Condvar::new(),
             dirty: AtomicBool::new(false),
             last_flush: Mutex::new(Instant::now()),
+            compacted_at_active_base: AtomicU64::new(u64::MAX),
             wakers: Mutex::new(Vec::new()),
         })
     }
@@ -368,7 +371,10 @@ impl Partition {
         };
         if due && self.dirty.swap(false, Ordering::AcqRel) {
             let file = self.segments.read().last().expect("active segment").file();
-            file.sync_data().map_err(|e| LogError::io(&self.dir, e))?;
+            if let Err(e) = file.sync_data() {
+                self.dirty.store(true, Ordering::Release); // retried at the next tick
+                return Err(LogError::io(&self.dir, e));
+            }
             *self.last_flush.lock() = Instant::now();
         }
         Ok(())
@@ -467,7 +473,12 @@ impl Partition {
     pub fn register_waker(&self, waker: &Arc<Notify>) {
         let mut w = self.wakers.lock();
         w.retain(|x| x.strong_count() > 0);
-        w.push(Arc::downgrade(waker));
+        if !w
+            .iter()
+            .any(|x| std::ptr::eq(x.as_ptr(), Arc::as_ptr(waker)))
+        {
+            w.push(Arc::downgrade(waker));
+        }
     }
 
     fn wake_readers(&self) {
@@ -526,6 +537,14 @@ impl Partition {
             tracing::info!(topic = %self.topic, partition = self.id, segment = gone.base_offset, "retention deleted segment");
         }
         Ok(deleted)
+    }
+
+    /// Records that compaction ran with `active_base` as the active segment; returns whether
+    /// it had already run for that same active segment (then there is nothing new to clean).
+    pub(crate) fn mark_compacted(&self, active_base: u64) -> bool {
+        self.compacted_at_active_base
+            .swap(active_base, Ordering::AcqRel)
+            == active_base
     }
 
     /// Base offsets of all segments, oldest first; the last is the active one.

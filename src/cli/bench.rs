@@ -449,18 +449,8 @@ async fn latency(log: &Log, durability: Durability, samples: usize) -> Result<Ro
         pb.inc(1);
     }
     producer.close().await?;
-    let mut latencies = reader.await??;
-    latencies.sort_unstable();
-    let p50 = percentile(&latencies, 50);
-    let p99 = percentile(&latencies, 99);
-    output::finish(
-        &pb,
-        format!(
-            "{label}: p50 {}, p99 {}",
-            output::latency(p50),
-            output::latency(p99)
-        ),
-    );
+    let latencies = reader.await??;
+    let (p50, p99) = p50_p99(latencies, &pb, &label);
     Ok(Row {
         benchmark: "append-to-read latency".into(),
         size: SIZE,
@@ -473,6 +463,19 @@ async fn latency(log: &Log, durability: Durability, samples: usize) -> Result<Ro
 }
 
 /// The `pct`th percentile of sorted values.
+/// The median and 99th percentile of `samples`, also shown on the finished progress line.
+fn p50_p99(mut samples: Vec<Duration>, pb: &ProgressBar, label: &str) -> (Duration, Duration) {
+    samples.sort_unstable();
+    let (p50, p99) = (percentile(&samples, 50), percentile(&samples, 99));
+    let line = format!(
+        "{label}: p50 {}, p99 {}",
+        output::latency(p50),
+        output::latency(p99)
+    );
+    output::finish(pb, line);
+    (p50, p99)
+}
+
 fn percentile(sorted: &[Duration], pct: usize) -> Duration {
     let i = (sorted.len() * pct / 100).min(sorted.len().saturating_sub(1));
     sorted.get(i).copied().unwrap_or_default()
@@ -490,7 +493,7 @@ async fn open_time(dir: PathBuf, bytes: u64, samples: usize) -> Result<Row> {
         &format!("write {} for the open test", output::bytes(bytes)),
     );
     let writing = pb.clone();
-    let (records, mut times) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (records, times) = tokio::task::spawn_blocking(move || -> Result<_> {
         let tp = TopicPartition::new("open", 0);
         let log = Log::open(&dir)?;
         let config = TopicConfig {
@@ -528,16 +531,7 @@ async fn open_time(dir: PathBuf, bytes: u64, samples: usize) -> Result<Row> {
         Ok((records, times))
     })
     .await??;
-    times.sort_unstable();
-    let (p50, p99) = (percentile(&times, 50), percentile(&times, 99));
-    output::finish(
-        &pb,
-        format!(
-            "{label}: p50 {}, p99 {}",
-            output::latency(p50),
-            output::latency(p99)
-        ),
-    );
+    let (p50, p99) = p50_p99(times, &pb, &label);
     Ok(Row {
         benchmark: label,
         size: SIZE,

@@ -101,20 +101,21 @@ async fn offset_reset_none_refuses_to_guess() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
     log.create_topic("t", TopicConfig::default()).unwrap();
-    let mut c = Consumer::new(
-        log.clone(),
-        ConsumerConfig {
-            group_id: Some("strict".into()),
-            auto_offset_reset: OffsetReset::None,
-            ..Default::default()
-        },
-    );
-    c.assign(vec![TopicPartition::new("t", 0)]).unwrap();
+    let mut c = strict_reader(&log);
     let err = c.poll(Duration::from_millis(10)).await.unwrap_err();
     assert!(matches!(err, LogError::NoOffset { .. }), "{err}");
     c.commit_offsets(vec![(TopicPartition::new("t", 0), 0)])
         .await
         .unwrap();
+    let mut c = strict_reader(&log);
+    assert!(
+        c.poll(Duration::from_millis(10)).await.unwrap().is_empty(),
+        "committed offset used"
+    );
+}
+
+/// A member of group "strict" reading t-0 that never guesses where to start.
+fn strict_reader(log: &Log) -> Consumer {
     let mut c = Consumer::new(
         log.clone(),
         ConsumerConfig {
@@ -124,10 +125,7 @@ async fn offset_reset_none_refuses_to_guess() {
         },
     );
     c.assign(vec![TopicPartition::new("t", 0)]).unwrap();
-    assert!(
-        c.poll(Duration::from_millis(10)).await.unwrap().is_empty(),
-        "committed offset used"
-    );
+    c
 }
 
 #[test]

@@ -135,3 +135,24 @@ fn flipped_middle_segment_stops_reads_with_a_precise_error() {
     let later = read_all(&p, offset + 1).unwrap();
     assert_eq!(later.len() as u64, 199 - offset);
 }
+
+#[test]
+fn data_left_by_an_interrupted_delete_is_not_adopted() {
+    let dir = filled_log();
+    // A crash after the config went but before the data did (the old order) leaves this.
+    std::fs::remove_file(dir.path().join(".runnel/topics/c.json")).unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    assert!(log.topic("c").is_err());
+    log.create_topic("c", TopicConfig::default()).unwrap();
+    let p = log.partition(&TopicPartition::new("c", 0)).unwrap();
+    assert_eq!(
+        (p.log_start_offset(), p.high_watermark()),
+        (0, 0),
+        "the new topic starts empty"
+    );
+    assert_eq!(
+        p.append(batch_of(&[(None, Some(b"new".to_vec()), 1)]))
+            .unwrap(),
+        0
+    );
+}
