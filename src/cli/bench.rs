@@ -12,8 +12,8 @@
 //! then, for 100 B records under each policy, the append-to-read latency (p50, p99): a consumer
 //! task polls while a producer sends one record at a time, flushes it and awaits its delivery;
 //! the value carries the send time, so latency is send → seen by the consumer. Last, the time
-//! to open a data directory holding one partition of about 1 GiB (100 MiB with `--quick`) after
-//! a clean shutdown, plus its first read.
+//! to open a data directory holding one partition of about 1 GiB (100 MiB with `--quick`), plus
+//! its first read, after a clean shutdown and as after a crash (the tail segment scanned).
 //!
 //! Every append run starts after `sync(2)`, so dirty pages left by earlier runs do not throttle it.
 //! Records are keyless with an explicit partition (no hashing in the measurement) and their
@@ -55,7 +55,9 @@ pub struct LogArgs {
 struct Plan {
     records: u64,
     latency_samples: usize,
-    open_bytes: u64,
+    /// Segments of the partition the open test writes; the last (active) one is a batch short
+    /// of rolling, the worst case for the scan after a crash.
+    open_segments: u64,
     open_samples: usize,
     /// Raw reads repeat whole passes over the partition for at least this long.
     raw_read_time: Duration,
@@ -67,7 +69,7 @@ impl Plan {
             Plan {
                 records: 20_000,
                 latency_samples: 100,
-                open_bytes: 100 << 20,
+                open_segments: 1,
                 open_samples: 3,
                 raw_read_time: Duration::from_millis(100),
             }
@@ -75,7 +77,8 @@ impl Plan {
             Plan {
                 records: 3_000_000,
                 latency_samples: 5000,
-                open_bytes: 1 << 30,
+                // 7 full 128 MiB segments and a nearly full tail: about 1 GiB.
+                open_segments: 8,
                 open_samples: 5,
                 raw_read_time: Duration::from_secs(1),
             }
@@ -159,7 +162,8 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     let BenchCommand::Log(args) = cmd;
     let plan = Plan::new(&args);
     let tmp = tempfile::Builder::new().prefix("runnel-bench-").tempdir()?;
-    let peak = (2 * plan.records * SIZES[1] as u64).max(plan.open_bytes);
+    let open_bytes = plan.open_segments * TopicConfig::default().segment_bytes;
+    let peak = (2 * plan.records * SIZES[1] as u64).max(open_bytes);
     eprintln!(
         "benchmarking the log in {} ({} records per append run, up to {} on disk)",
         tmp.path().display(),
@@ -197,7 +201,14 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         rows.push(latency(&log, durability, plan.latency_samples).await?);
     }
     close_log(log);
-    rows.push(open_time(tmp.path().join("open"), plan.open_bytes, plan.open_samples).await?);
+    rows.extend(
+        open_time(
+            tmp.path().join("open"),
+            plan.open_segments,
+            plan.open_samples,
+        )
+        .await?,
+    );
 
     let mut t = output::table(
         &[
@@ -483,17 +494,16 @@ fn percentile(sorted: &[Duration], pct: usize) -> Duration {
 
 /// Writes about `bytes` of 1 KiB records to one partition under `os`, closes the log, then
 /// times `Log::open` plus the first read, `samples` times.
-async fn open_time(dir: PathBuf, bytes: u64, samples: usize) -> Result<Row> {
+async fn open_time(dir: PathBuf, segments: u64, samples: usize) -> Result<Vec<Row>> {
     const SIZE: usize = 1024;
     const PER_BATCH: u64 = 1000;
-    let label = format!("open {} partition + first read", output::bytes(bytes));
     let pb = output::bar(
-        bytes,
+        segments * TopicConfig::default().segment_bytes,
         "{spinner} {msg:38} [{bar:20}] {binary_bytes}/{binary_total_bytes}",
-        &format!("write {} for the open test", output::bytes(bytes)),
+        &format!("write {segments} segments for the open test"),
     );
     let writing = pb.clone();
-    let (records, times) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (written, records, clean, crashed) = tokio::task::spawn_blocking(move || -> Result<_> {
         let tp = TopicPartition::new("open", 0);
         let log = Log::open(&dir)?;
         let config = TopicConfig {
@@ -509,36 +519,51 @@ async fn open_time(dir: PathBuf, bytes: u64, samples: usize) -> Result<Row> {
             builder.push(now, None, Some(&value), &[]);
         }
         let batch = builder.finish();
+        let per_segment = TopicConfig::default().segment_bytes / batch.len() as u64;
         let (mut written, mut records) = (0u64, 0u64);
-        while written < bytes {
+        for _ in 0..segments * per_segment - 1 {
             log.append(&tp, batch.clone())?;
             written += batch.len() as u64;
             records += PER_BATCH;
             writing.set_position(written);
         }
         close_log(log);
-        let mut times = Vec::with_capacity(samples);
-        for _ in 0..samples {
-            let started = Instant::now();
-            let log = Log::open(&dir)?;
-            let first = log.read(&tp, 0, MIB)?;
-            times.push(started.elapsed());
-            if first.batches.is_empty() {
-                bail!("the reopened log returned no data for {tp}");
+        // Without the clean-shutdown marker, open scans and CRC-checks the whole tail segment,
+        // as after a crash.
+        let marker = dir.join("open-0").join(".clean-shutdown");
+        let timed = |crash: bool| -> Result<Vec<Duration>> {
+            let mut times = Vec::with_capacity(samples);
+            for _ in 0..samples {
+                if crash {
+                    std::fs::remove_file(&marker)?;
+                }
+                let started = Instant::now();
+                let log = Log::open(&dir)?;
+                let first = log.read(&tp, 0, MIB)?;
+                times.push(started.elapsed());
+                if first.batches.is_empty() {
+                    bail!("the reopened log returned no data for {tp}");
+                }
+                close_log(log);
             }
-            close_log(log);
-        }
-        Ok((records, times))
+            Ok(times)
+        };
+        Ok((written, records, timed(false)?, timed(true)?))
     })
     .await??;
-    let (p50, p99) = p50_p99(times, &pb, &label);
-    Ok(Row {
-        benchmark: label,
-        size: SIZE,
-        durability: Some(Durability::Os),
-        producers: None,
-        records,
-        throughput: None,
-        percentiles: Some((p50, p99)),
-    })
+    let mut rows = Vec::new();
+    for (how, times) in [("clean shutdown", clean), ("after a crash", crashed)] {
+        let label = format!("open {} partition ({how})", output::bytes(written));
+        let (p50, p99) = p50_p99(times, &pb, &label);
+        rows.push(Row {
+            benchmark: label,
+            size: SIZE,
+            durability: Some(Durability::Os),
+            producers: None,
+            records,
+            throughput: None,
+            percentiles: Some((p50, p99)),
+        });
+    }
+    Ok(rows)
 }
