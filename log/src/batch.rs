@@ -479,7 +479,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn build(recs: &[(i64, Option<Vec<u8>>, Option<Vec<u8>>)]) -> Bytes {
+    type TestRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+    fn build(recs: &[TestRecord]) -> Bytes {
         let mut b = BatchBuilder::new(1024);
         for (ts, k, v) in recs {
             b.push(

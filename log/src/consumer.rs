@@ -410,10 +410,8 @@ impl Consumer {
             log.groups().commit_offsets(&group, member, &offsets)
         })
         .await;
-        if let Err(LogError::Group { .. }) = &r {
-            if let Some(m) = &self.membership {
-                m.rejoin.store(true, Ordering::Release);
-            }
+        if let (Err(LogError::Group { .. }), Some(m)) = (&r, &self.membership) {
+            m.rejoin.store(true, Ordering::Release);
         }
         self.last_commit = Instant::now();
         r

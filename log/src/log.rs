@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The internal compacted topic holding committed consumer-group offsets.
@@ -46,6 +47,8 @@ pub struct Topic {
     pub name: Arc<str>,
     config: RwLock<TopicConfig>,
     partitions: RwLock<Vec<Arc<Partition>>>,
+    /// `partitions.len()`, read by every `send` without taking the lock.
+    partition_count: AtomicU32,
 }
 
 impl Topic {
@@ -53,7 +56,7 @@ impl Topic {
         self.config.read().clone()
     }
     pub fn partition_count(&self) -> u32 {
-        self.partitions.read().len() as u32
+        self.partition_count.load(Ordering::Acquire)
     }
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions.read().clone()
@@ -291,6 +294,7 @@ impl Log {
                 config.clone(),
             )?));
         }
+        topic.partition_count.store(total, Ordering::Release);
         write_topic_config(&self.inner.dir, name, &config)?;
         *topic.config.write() = config;
         Ok(())
@@ -383,6 +387,7 @@ fn open_topic(dir: &Path, name: &str, config: TopicConfig) -> Result<Topic> {
     Ok(Topic {
         name,
         config: RwLock::new(config),
+        partition_count: AtomicU32::new(partitions.len() as u32),
         partitions: RwLock::new(partitions),
     })
 }

@@ -316,10 +316,11 @@ impl Segment {
             let entry = entry.map_err(|e| LogError::io(dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(base) = stem.parse::<u64>() {
-                    bases.push(base);
-                }
+            if let Some(base) = name
+                .strip_suffix(".log")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                bases.push(base);
             }
         }
         bases.sort_unstable();

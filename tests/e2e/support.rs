@@ -3,8 +3,11 @@
 use runnel_log::batch::{self, BatchBuilder};
 use runnel_log::{Partition, Record};
 
-/// Encodes `(key, value, timestamp)` triples into one batch.
-pub fn batch_of(records: &[(Option<Vec<u8>>, Option<Vec<u8>>, i64)]) -> Vec<u8> {
+/// (key, value, timestamp) of a record to write.
+pub type TestRecord = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
+
+/// Encodes records into one batch.
+pub fn batch_of(records: &[TestRecord]) -> Vec<u8> {
     let mut b = BatchBuilder::new(4096);
     for (k, v, ts) in records {
         b.push(*ts, k.as_deref(), v.as_deref(), &[]);
