@@ -403,7 +403,10 @@ impl Partition {
         if offset == hw {
             return Ok(empty(offset));
         }
-        for handle in self.handles_from(offset) {
+        // Usually the segment holding `offset` answers; a later one is tried only when the
+        // rest of that segment holds nothing at or after `offset` (compaction leaves gaps).
+        let mut from = offset;
+        while let Some(handle) = self.handle_for(from) {
             let (bytes, next) =
                 segment::read_batches(&handle, offset, hw, max_bytes).map_err(|c| {
                     LogError::Corrupt {
@@ -423,19 +426,23 @@ impl Partition {
                     log_start_offset: start,
                 });
             }
+            match handle.next_base_offset {
+                Some(base) => from = base,
+                None => break,
+            }
         }
         Ok(empty(offset))
     }
 
-    /// Read handles of the segment holding `offset` and of every later segment.
-    fn handles_from(&self, offset: u64) -> Vec<ReadHandle> {
+    /// A read handle for the segment holding `offset`, positioned by its index.
+    fn handle_for(&self, offset: u64) -> Option<ReadHandle> {
         let segs = self.segments.read();
-        let i = segs.partition_point(|s| s.base_offset <= offset).max(1) - 1;
-        segs[i..]
-            .iter()
-            .enumerate()
-            .map(|(j, s)| s.read_handle(if j == 0 { offset } else { s.base_offset }))
-            .collect()
+        let i = segs
+            .partition_point(|s| s.base_offset <= offset)
+            .checked_sub(1)?;
+        let mut handle = segs[i].read_handle(offset);
+        handle.next_base_offset = segs.get(i + 1).map(|s| s.base_offset);
+        Some(handle)
     }
 
     /// The first offset whose record timestamp is ≥ `ts`, or `None` if every record is older.

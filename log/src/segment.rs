@@ -46,6 +46,8 @@ pub struct ReadHandle {
     pub path: PathBuf,
     pub start_position: u64,
     pub readable_len: u64,
+    /// Where the next segment starts, if there is one (filled in by the partition).
+    pub next_base_offset: Option<u64>,
 }
 
 /// Outcome of a scan that validates batches one by one.
@@ -267,6 +269,7 @@ impl Segment {
             path: self.log_path(),
             start_position: self.index.lookup(rel) as u64,
             readable_len: self.readable.load(Ordering::Acquire),
+            next_base_offset: None,
         }
     }
 

@@ -2,8 +2,8 @@
 //! its partitions from the committed offsets, and nothing is skipped.
 
 use runnel_log::{
-    Consumer, ConsumerConfig, GroupState, Log, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, TopicConfig, TopicPartition,
+    AssignmentStrategy, Consumer, ConsumerConfig, GroupState, Log, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 const PER_PARTITION: u64 = 400;
 
-fn member_config() -> ConsumerConfig {
+fn member_config(strategy: AssignmentStrategy) -> ConsumerConfig {
     ConsumerConfig {
         group_id: Some("g".into()),
         auto_offset_reset: OffsetReset::Earliest,
@@ -20,6 +20,7 @@ fn member_config() -> ConsumerConfig {
         session_timeout: Duration::from_secs(3),
         rebalance_timeout: Duration::from_secs(3),
         auto_commit_interval: Duration::from_millis(100),
+        assignment_strategies: vec![strategy],
         ..Default::default()
     }
 }
@@ -28,7 +29,21 @@ fn member_config() -> ConsumerConfig {
 type Seen = Arc<Mutex<Vec<(usize, u32, u64, bool)>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn member_leaves_and_others_take_over_from_committed_offsets() {
+async fn range_member_leaves_and_others_take_over() {
+    member_leaves_and_others_take_over_from_committed_offsets(AssignmentStrategy::Range).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roundrobin_member_leaves_and_others_take_over() {
+    member_leaves_and_others_take_over_from_committed_offsets(AssignmentStrategy::RoundRobin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_member_leaves_and_others_take_over() {
+    member_leaves_and_others_take_over_from_committed_offsets(AssignmentStrategy::Sticky).await;
+}
+
+async fn member_leaves_and_others_take_over_from_committed_offsets(strategy: AssignmentStrategy) {
     crate::support::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
@@ -48,7 +63,7 @@ async fn member_leaves_and_others_take_over_from_committed_offsets() {
     for member in 0..3usize {
         let (log, seen, left, stable) = (log.clone(), seen.clone(), left.clone(), stable.clone());
         tasks.push(tokio::spawn(async move {
-            let mut c = Consumer::new(log.clone(), member_config());
+            let mut c = Consumer::new(log.clone(), member_config(strategy));
             c.subscribe(&["events"]).unwrap();
             // Wait until the group is stable with three members, each owning two partitions.
             let deadline = Instant::now() + Duration::from_secs(20);

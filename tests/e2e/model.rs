@@ -161,3 +161,40 @@ fn time_retention_deletes_only_expired_segments() {
             .all(|r| r.timestamp == now)
     );
 }
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.create_topic(
+        "t",
+        TopicConfig {
+            segment_ms: 50,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
+    p.append(batch_of(&[(None, Some(b"first".to_vec()), 1)]))
+        .unwrap();
+    p.append(batch_of(&[(None, Some(b"second".to_vec()), 1)]))
+        .unwrap();
+    assert_eq!(p.stats().segments, 1, "a young segment is not rolled");
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(
+        p.append(batch_of(&[(None, Some(b"third".to_vec()), 1)]))
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        p.stats().segments,
+        2,
+        "the old segment was rolled before the append"
+    );
+    let values: Vec<_> = read_all(&p, 0)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert_eq!(values, [&b"first"[..], b"second", b"third"]);
+}
