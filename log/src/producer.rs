@@ -94,14 +94,38 @@ pub struct RecordMetadata {
     pub offset: u64,
 }
 
-/// Completion of one batch, shared by the delivery futures of its records.
-#[derive(Debug, Default)]
+/// Completion of one batch, shared by the delivery futures of its records (which is why the
+/// batch's topic and partition live here, not in each future).
+#[derive(Debug)]
 struct BatchDone {
+    topic: Arc<str>,
+    partition: u32,
     result: OnceLock<std::result::Result<u64, String>>,
     notify: Notify,
 }
 
 impl BatchDone {
+    fn new(topic: Arc<str>, partition: u32) -> Self {
+        Self {
+            topic,
+            partition,
+            result: OnceLock::new(),
+            notify: Notify::new(),
+        }
+    }
+
+    /// The outcome as the caller sees it, once known.
+    async fn outcome(&self) -> Result<u64> {
+        self.wait()
+            .await
+            .clone()
+            .map_err(|reason| LogError::Delivery {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                reason,
+            })
+    }
+
     fn complete(&self, r: std::result::Result<u64, String>) {
         let _ = self.result.set(r);
         self.notify.notify_waiters();
@@ -125,25 +149,17 @@ impl BatchDone {
 #[must_use = "a record is only known to be stored once its DeliveryFuture resolves"]
 pub struct DeliveryFuture {
     done: Arc<BatchDone>,
-    topic: Arc<str>,
-    partition: u32,
     index: u32,
 }
 
 impl DeliveryFuture {
     /// Cancel safety: dropping the future does not cancel the send.
     pub async fn wait(self) -> Result<RecordMetadata> {
-        match self.done.wait().await {
-            Ok(base) => Ok(RecordMetadata {
-                partition: self.partition,
-                offset: base + self.index as u64,
-            }),
-            Err(reason) => Err(LogError::Delivery {
-                topic: self.topic.to_string(),
-                partition: self.partition,
-                reason: reason.clone(),
-            }),
-        }
+        let base = self.done.outcome().await?;
+        Ok(RecordMetadata {
+            partition: self.done.partition,
+            offset: base + self.index as u64,
+        })
     }
 }
 
@@ -166,7 +182,6 @@ struct OpenBatch {
 /// A closed batch waiting for the sender. It is finished (header, CRC) by the sender's
 /// blocking task, not under the accumulator lock on the producing thread.
 struct ReadyBatch {
-    topic: Arc<str>,
     partition: Arc<Partition>,
     builder: BatchBuilder,
     queued: usize,
@@ -185,7 +200,7 @@ struct Accumulator {
     /// A producer writes to few topics: a scan of a short Vec beats hashing the name per record.
     topics: Vec<TopicState>,
     ready: Vec<ReadyBatch>,
-    in_flight: Vec<(Arc<str>, u32, Arc<BatchDone>)>,
+    in_flight: Vec<Arc<BatchDone>>,
     queued_bytes: usize,
 }
 
@@ -333,7 +348,7 @@ impl Producer {
                 builder: BatchBuilder::new(cfg.batch_size.min(1 << 20)),
                 queued: 0,
                 created: Instant::now(),
-                done: Arc::new(BatchDone::default()),
+                done: Arc::new(BatchDone::new(ts.topic.name.clone(), partition)),
             }
         });
         batch.queued += size;
@@ -344,40 +359,31 @@ impl Producer {
         let index = batch.builder.len() as u32 - 1;
         let done = batch.done.clone();
         acc.queued_bytes += size;
-        Ok(DeliveryFuture {
-            done,
-            topic: ts.topic.name.clone(),
-            partition,
-            index,
-        })
+        Ok(DeliveryFuture { done, index })
     }
 
     /// Sends everything queued so far and waits until it is durable.
     pub async fn flush(&self) -> Result<()> {
-        let pending: Vec<(Arc<str>, u32, Arc<BatchDone>)> = {
+        let pending: Vec<Arc<BatchDone>> = {
             let mut acc = self.inner.acc.lock();
             close_all(&mut acc);
             acc.ready
                 .iter()
-                .map(|b| (b.topic.clone(), b.partition.id, b.done.clone()))
+                .map(|b| b.done.clone())
                 .chain(acc.in_flight.iter().cloned())
                 .collect()
         };
         self.inner.wake_sender.notify_one();
         let mut first_error = None;
-        for (topic, partition, done) in pending {
-            if let Err(reason) = done.wait().await {
-                first_error.get_or_insert_with(|| LogError::Delivery {
-                    topic: topic.to_string(),
-                    partition,
-                    reason: reason.clone(),
-                });
+        for done in pending {
+            if let Err(e) = done.outcome().await {
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Flushes, then stops the sender task. Later sends fail with [`LogError::Closed`].
+    /// Flushes, then stops the sender thread. Later sends fail with [`LogError::Closed`].
     pub async fn close(&self) -> Result<()> {
         let r = self.flush().await;
         self.inner.closed.store(true, Ordering::Release);
@@ -408,7 +414,6 @@ fn close_batch(ts: &mut TopicState, partition: u32, ready: &mut Vec<ReadyBatch>)
     match ts.topic.partition(partition) {
         Ok(p) => {
             ready.push(ReadyBatch {
-                topic: ts.topic.name.clone(),
                 partition: p,
                 builder: b.builder,
                 queued: b.queued,
@@ -452,10 +457,7 @@ fn next_sendable(inner: &Inner) -> Option<Vec<ReadyBatch>> {
         let next_deadline = close_lingered(&mut acc, inner.config.linger);
         if !acc.ready.is_empty() {
             let batches = std::mem::take(&mut acc.ready);
-            acc.in_flight = batches
-                .iter()
-                .map(|b| (b.topic.clone(), b.partition.id, b.done.clone()))
-                .collect();
+            acc.in_flight = batches.iter().map(|b| b.done.clone()).collect();
             return Some(batches);
         }
         if inner.closed.load(Ordering::Acquire) {
@@ -516,7 +518,7 @@ fn sender_thread(inner: &Inner) {
             Err(_) => {
                 // A bug, not bad input; fail these batches rather than leave senders waiting.
                 tracing::error!("producer append panicked; failing the batches in flight");
-                for (_, _, d) in &inner.acc.lock().in_flight {
+                for d in &inner.acc.lock().in_flight {
                     d.complete(Err("internal error while appending (see the log)".into()));
                 }
             }
