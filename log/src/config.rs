@@ -105,6 +105,14 @@ impl TopicConfig {
                 self.segment_bytes
             ));
         }
+        // Index entries hold file positions as u32; Kafka caps segment.bytes the same way.
+        if self.segment_bytes > i32::MAX as u64 {
+            return bad(format!(
+                "segment.bytes = {} is above the maximum {} (2 GiB)",
+                self.segment_bytes,
+                i32::MAX
+            ));
+        }
         if self.max_message_bytes as u64 > self.segment_bytes.max(1 << 30) {
             return bad("max.message.bytes is larger than 1 GiB".into());
         }

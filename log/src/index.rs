@@ -174,10 +174,10 @@ impl TimeIndex {
 }
 
 /// Writes via a temporary file and rename, so a crash leaves the old or the new file, never half.
+/// The temporary name is short and random: `<name>.tmp` could exceed the 255-byte file-name
+/// limit for the longest topic names, and two writers in one directory must not share it.
 pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
+    let tmp = path.with_file_name(format!(".{:016x}.tmp", rand::random::<u64>()));
     std::fs::write(&tmp, data).map_err(|e| LogError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))
 }

@@ -198,3 +198,48 @@ fn segments_roll_by_age() {
         .collect();
     assert_eq!(values, [&b"first"[..], b"second", b"third"]);
 }
+
+#[test]
+fn the_longest_topic_name_works_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "n".repeat(249);
+    {
+        let log = open(dir.path());
+        log.create_topic(
+            &name,
+            TopicConfig {
+                partitions: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        log.add_partitions(&name, 12).unwrap();
+        let p = log
+            .partition(&TopicPartition::new(name.clone(), 11))
+            .unwrap();
+        p.append(batch_of(&[(None, Some(b"v".to_vec()), 1)]))
+            .unwrap();
+    }
+    let log = open(dir.path());
+    let p = log
+        .partition(&TopicPartition::new(name.clone(), 11))
+        .unwrap();
+    assert_eq!(read_all(&p, 0).unwrap().len(), 1);
+    log.delete_topic(&name).unwrap();
+}
+
+#[test]
+fn segment_bytes_beyond_index_positions_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let err = log
+        .create_topic(
+            "big",
+            TopicConfig {
+                segment_bytes: 4 << 30,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("segment.bytes"), "{err}");
+}
