@@ -17,7 +17,7 @@ use crate::assignor::{self, AssignmentStrategy, MemberSubscription};
 use crate::batch;
 use crate::error::{GroupErrorKind, LogError, Result};
 use crate::group::JoinRequest;
-use crate::log::Log;
+use crate::log::{Log, Topic};
 use crate::partition::Partition;
 use crate::types::{ConsumerRecord, TopicPartition};
 use std::collections::BTreeMap;
@@ -105,6 +105,20 @@ struct Membership {
     generation: i32,
     rejoin: Arc<AtomicBool>,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// The subscribed topics with their partition counts when this generation was joined.
+    topics: Vec<(Arc<Topic>, u32)>,
+}
+
+impl Membership {
+    /// Whether the group must rebalance: told so, or a subscribed topic gained partitions
+    /// (Kafka's consumers rejoin on that metadata change too, or nobody reads the new ones).
+    fn needs_rejoin(&self) -> bool {
+        self.rejoin.load(Ordering::Acquire)
+            || self
+                .topics
+                .iter()
+                .any(|(t, count)| t.partition_count() != *count)
+    }
 }
 
 /// See the module documentation.
@@ -437,7 +451,7 @@ impl Consumer {
         let needs_join = self
             .membership
             .as_ref()
-            .is_none_or(|m| m.rejoin.load(Ordering::Acquire));
+            .is_none_or(Membership::needs_rejoin);
         if !needs_join {
             return Ok(());
         }
@@ -453,6 +467,15 @@ impl Consumer {
             .clone()
             .expect("subscribe checked group_id");
         let topics = self.subscription.clone().unwrap_or_default();
+        // Taken before joining: growth after this point triggers another rebalance, never none.
+        let watched: Vec<(Arc<Topic>, u32)> = topics
+            .iter()
+            .filter_map(|t| self.log.topic(t).ok())
+            .map(|t| {
+                let count = t.partition_count();
+                (t, count)
+            })
+            .collect();
         let previous: Vec<TopicPartition> = self.assignment();
         let mut member_id = self
             .membership
@@ -536,6 +559,7 @@ impl Consumer {
                         generation: joined.generation,
                         rejoin,
                         heartbeat,
+                        topics: watched,
                     });
                     self.last_commit = Instant::now();
                     return Ok(());

@@ -264,6 +264,7 @@ impl Log {
         // Data first, config last: a crash in between leaves a topic with empty partitions,
         // never partition directories that a new topic of the same name would take over.
         for p in topic.partitions() {
+            p.mark_deleted();
             std::fs::remove_dir_all(p.dir()).map_err(|e| LogError::io(p.dir(), e))?;
         }
         let meta = topic_config_path(&self.inner.dir, name);

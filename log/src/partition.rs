@@ -77,6 +77,9 @@ pub struct Partition {
     synced: Condvar,
     dirty: AtomicBool,
     last_flush: Mutex<Instant>,
+    /// Set when the topic is deleted: handles still held by producers or consumers fail
+    /// instead of writing to or reading from unlinked files.
+    deleted: AtomicBool,
     /// Active segment's base offset when compaction last ran: nothing new to clean until it changes.
     compacted_at_active_base: AtomicU64,
     wakers: Mutex<Vec<Weak<Notify>>>,
@@ -139,6 +142,7 @@ impl Partition {
             dirty: AtomicBool::new(false),
             last_flush: Mutex::new(Instant::now()),
             compacted_at_active_base: AtomicU64::new(u64::MAX),
+            deleted: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
         })
     }
@@ -183,6 +187,9 @@ impl Partition {
     }
 
     fn append_checked(&self, batches: Vec<Vec<u8>>, verify_crc: bool) -> Vec<Result<u64>> {
+        if self.deleted.load(Ordering::Acquire) {
+            return batches.iter().map(|_| Err(self.gone())).collect();
+        }
         let mut results = Vec::with_capacity(batches.len());
         let mut end = None;
         {
@@ -383,6 +390,9 @@ impl Partition {
     /// Reads whole batches starting with the one that holds `offset`, up to about `max_bytes`
     /// (at least one batch). Blocking.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchResult> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(self.gone());
+        }
         let hw = self.high_watermark();
         let start = self.log_start_offset();
         let empty = |next| FetchResult {
@@ -544,6 +554,17 @@ impl Partition {
             tracing::info!(topic = %self.topic, partition = self.id, segment = gone.base_offset, "retention deleted segment");
         }
         Ok(deleted)
+    }
+
+    /// Marks the partition deleted; later appends and reads fail with `UnknownTopic`. The
+    /// writer lock makes an append in progress finish before the files go.
+    pub(crate) fn mark_deleted(&self) {
+        let _w = self.writer.lock();
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    fn gone(&self) -> LogError {
+        LogError::UnknownTopic(self.topic.to_string())
     }
 
     /// Records that compaction ran with `active_base` as the active segment; returns whether

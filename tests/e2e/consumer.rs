@@ -177,3 +177,69 @@ fn missing_or_garbage_indexes_are_rebuilt() {
         assert_eq!(first, start, "reading from {start}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_picks_up_new_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic(
+        "grows",
+        TopicConfig {
+            partitions: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut c = Consumer::new(
+        log.clone(),
+        ConsumerConfig {
+            group_id: Some("g".into()),
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        },
+    );
+    c.subscribe(&["grows"]).unwrap();
+    assert!(c.poll(Duration::from_millis(50)).await.unwrap().is_empty());
+    assert_eq!(c.assignment().len(), 2);
+    log.add_partitions("grows", 4).unwrap();
+    let producer = Producer::new(log.clone(), ProducerConfig::default());
+    let sent = producer
+        .send(ProducerRecord::new("grows", b"new").partition(3))
+        .await
+        .unwrap();
+    sent.await.unwrap();
+    let got = c.poll(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(c.assignment().len(), 4, "rejoined with the new partitions");
+    assert_eq!(
+        (got[0].partition, got[0].record.value.as_deref()),
+        (3, Some(&b"new"[..]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producing_to_a_deleted_topic_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("doomed", TopicConfig::default()).unwrap();
+    let producer = Producer::new(log.clone(), ProducerConfig::default());
+    producer
+        .send(ProducerRecord::new("doomed", b"a"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut c = reader(&log);
+    c.assign(vec![TopicPartition::new("doomed", 0)]).unwrap();
+    log.delete_topic("doomed").unwrap();
+    let late = producer
+        .send(ProducerRecord::new("doomed", b"b"))
+        .await
+        .unwrap();
+    let err = late.await.unwrap_err();
+    assert!(err.to_string().contains("doomed"), "{err}");
+    c.seek(&TopicPartition::new("doomed", 0), 0).unwrap();
+    assert!(matches!(
+        c.poll(Duration::from_millis(10)).await,
+        Err(LogError::UnknownTopic(_))
+    ));
+}
