@@ -44,7 +44,8 @@ fn crash_child() {
     let p = log.partition(&TopicPartition::new("crash", 0)).unwrap();
     let run: u64 = std::env::var("RUNNEL_CRASH_RUN").unwrap().parse().unwrap();
     let out = std::sync::Mutex::new(std::io::stdout());
-    writeln!(out.lock().unwrap(), "start {}", p.high_watermark()).unwrap();
+    // libtest has printed `test crash::crash_child ... ` without a newline: start a fresh line.
+    writeln!(out.lock().unwrap(), "\nstart {}", p.high_watermark()).unwrap();
     std::thread::scope(|s| {
         for t in 0..4u64 {
             let (p, out) = (&p, &out);
@@ -63,6 +64,30 @@ fn crash_child() {
             });
         }
     });
+}
+
+/// What the child prints: where it starts, then one line per acknowledged append.
+enum Line {
+    Start(u64),
+    Ack { base: u64, count: u64, seed: u64 },
+}
+
+impl Line {
+    /// Finds the marker anywhere in the line, in case the test harness prefixed it.
+    fn parse(line: &str) -> Option<Self> {
+        if let Some(i) = line.find("start ") {
+            return line[i + 6..].trim().parse().ok().map(Line::Start);
+        }
+        let i = line.find("ack ")?;
+        let mut fields = line[i + 4..]
+            .split(' ')
+            .map(|x| x.trim().parse::<u64>().ok());
+        Some(Line::Ack {
+            base: fields.next()??,
+            count: fields.next()??,
+            seed: fields.next()??,
+        })
+    }
 }
 
 #[test]
@@ -88,31 +113,57 @@ fn acknowledged_appends_survive_sigkill() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (lines, received) = std::sync::mpsc::channel::<Line>();
         let reader = std::thread::spawn(move || {
-            std::io::BufReader::new(stdout)
+            for line in std::io::BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|l| {
-                    let mut it = l
-                        .strip_prefix("ack ")?
-                        .split(' ')
-                        .map(|x| x.parse::<u64>().unwrap());
-                    Some((it.next()?, it.next()?, it.next()?))
-                })
-                .collect::<Vec<_>>()
+            {
+                if let Some(parsed) = Line::parse(&line) {
+                    let _ = lines.send(parsed);
+                }
+            }
         });
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
+        // The kill timer starts at the first acknowledgement, so a slow start on a loaded
+        // machine cannot make a run that tests nothing.
+        let mut events = Vec::new();
+        loop {
+            let event = received
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("run {run}: the child acknowledged nothing"));
+            let is_ack = matches!(event, Line::Ack { .. });
+            events.push(event);
+            if is_ack {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(10..300)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let acks = reader.join().unwrap();
-        assert!(
-            !acks.is_empty(),
-            "run {run}: the child acknowledged nothing before the kill"
-        );
-        let first_base = acks.iter().map(|a| a.0).min().unwrap();
+        reader.join().unwrap();
+        events.extend(received.try_iter());
+
+        let start = events
+            .iter()
+            .find_map(|e| match e {
+                Line::Start(offset) => Some(*offset),
+                Line::Ack { .. } => None,
+            })
+            .expect("the child prints its start offset first");
         assert_eq!(
-            first_base, end_after_recovery,
-            "run {run}: appends continue at the recovered end"
+            start, end_after_recovery,
+            "run {run}: the child starts at the recovered end"
+        );
+        let acks: Vec<(u64, u64, u64)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Line::Ack { base, count, seed } => Some((*base, *count, *seed)),
+                Line::Start(_) => None,
+            })
+            .collect();
+        assert!(
+            acks.iter().all(|a| a.0 >= start),
+            "run {run}: an append went below the log end"
         );
         for (base, count, seed) in acks {
             for i in 0..count as usize {
