@@ -15,8 +15,7 @@ use crate::partition::Partition;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::io::Write;
-
-const READ_CHUNK: usize = 4 << 20;
+use std::ops::ControlFlow;
 
 /// Compacts every closed segment of `p` that has something to drop. Returns the number of
 /// records removed.
@@ -38,39 +37,15 @@ pub fn compact(p: &Partition, now_ms: i64) -> Result<u64> {
 /// Key → offset of its latest record, over the whole visible partition.
 fn latest_offsets(p: &Partition) -> Result<HashMap<Bytes, u64>> {
     let mut latest = HashMap::new();
-    for_each_batch(p, p.log_start_offset(), u64::MAX, |b| {
+    p.scan_batches(p.log_start_offset(), u64::MAX, |b| {
         for r in batch::records(b)? {
             if let Some(k) = r.key {
                 latest.insert(k, r.offset);
             }
         }
-        Ok(())
+        Ok(ControlFlow::<()>::Continue(()))
     })?;
     Ok(latest)
-}
-
-/// Calls `f` with each batch whose base offset is in `[from, until)`.
-fn for_each_batch(
-    p: &Partition,
-    from: u64,
-    until: u64,
-    mut f: impl FnMut(&Bytes) -> Result<()>,
-) -> Result<()> {
-    let mut offset = from;
-    while offset < p.high_watermark().min(until) {
-        let fetch = p.read(offset, READ_CHUNK)?;
-        if fetch.batches.is_empty() {
-            break;
-        }
-        for b in batch::split_batches(&fetch.batches) {
-            if batch::parse_header(&b)?.base_offset >= until {
-                return Ok(());
-            }
-            f(&b)?;
-        }
-        offset = fetch.next_offset;
-    }
-    Ok(())
 }
 
 fn compact_segment(
@@ -83,7 +58,7 @@ fn compact_segment(
     let cleaned_path = p.dir().join(format!("{base:020}.log.cleaned"));
     let mut out = Vec::new();
     let mut removed = 0u64;
-    for_each_batch(p, base, end, |b| {
+    p.scan_batches(base, end, |b| {
         let h = batch::parse_header(b)?;
         let recs = batch::records(b)?;
         let keep: Vec<_> = recs
@@ -113,7 +88,7 @@ fn compact_segment(
             batch::set_base_offset(&mut bytes, h.base_offset);
             out.extend_from_slice(&bytes);
         }
-        Ok(())
+        Ok(ControlFlow::<()>::Continue(()))
     })?;
     if removed == 0 {
         return Ok(0);

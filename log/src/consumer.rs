@@ -323,9 +323,7 @@ impl Consumer {
                     }
                 },
             });
-            if a.position != Some(end) || reset != OffsetReset::Latest {
-                tracing::debug!(partition = %tp, position = ?a.position, "reset position");
-            }
+            tracing::debug!(partition = %tp, position = ?a.position, "reset position");
         }
         Ok(())
     }
@@ -536,13 +534,10 @@ impl Consumer {
                 Ok(bytes) => {
                     let mine = assignor::decode_assignment(&bytes)?;
                     tracing::info!(group = %group, member = %member_id, generation = joined.generation, partitions = mine.len(), "joined group");
-                    // Positions of partitions we keep stay; new ones come from committed offsets.
-                    let kept: BTreeMap<TopicPartition, Option<u64>> =
-                        mine.iter().map(|tp| (tp.clone(), None)).collect();
-                    self.assigned.retain(|tp, _| kept.contains_key(tp));
-                    for a in self.assigned.values_mut() {
-                        a.position = None;
-                    }
+                    // Every partition, kept or new, resumes from its committed offset: we
+                    // committed before rejoining, and a kept partition may have moved away
+                    // and back in between.
+                    self.assigned.clear();
                     self.set_assignment(mine)?;
                     let rejoin = Arc::new(AtomicBool::new(false));
                     let heartbeat = tokio::spawn(heartbeat_loop(

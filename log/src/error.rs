@@ -106,7 +106,6 @@ pub enum GroupErrorKind {
     IllegalGeneration,
     RebalanceInProgress,
     InconsistentProtocol,
-    NotLeader,
 }
 
 impl std::fmt::Display for GroupErrorKind {
@@ -118,7 +117,6 @@ impl std::fmt::Display for GroupErrorKind {
             Self::IllegalGeneration => "stale generation (the group rebalanced); rejoin the group",
             Self::RebalanceInProgress => "a rebalance is in progress; rejoin the group",
             Self::InconsistentProtocol => "no assignment strategy is supported by every member",
-            Self::NotLeader => "only the group leader may send assignments",
         })
     }
 }

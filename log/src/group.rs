@@ -22,6 +22,7 @@ use crate::types::{TopicPartition, now_ms};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -282,28 +283,21 @@ impl GroupCoordinator {
     /// Loads committed offsets from the offsets topic.
     pub fn load(offsets_topic: Arc<Partition>) -> Result<Self> {
         let mut committed = BTreeMap::new();
-        let mut offset = offsets_topic.log_start_offset();
-        while offset < offsets_topic.high_watermark() {
-            let f = offsets_topic.read(offset, 4 << 20)?;
-            if f.batches.is_empty() {
-                break;
-            }
-            for b in batch::split_batches(&f.batches) {
-                for r in batch::records(&b)? {
-                    let Some(key) = r.key else { continue };
-                    let (group, tp) = decode_key(&key)?;
-                    match r.value {
-                        Some(v) => {
-                            committed.insert((group, tp), decode_value(&v)?);
-                        }
-                        None => {
-                            committed.remove(&(group, tp));
-                        }
+        offsets_topic.scan_batches(offsets_topic.log_start_offset(), u64::MAX, |b| {
+            for r in batch::records(b)? {
+                let Some(key) = r.key else { continue };
+                let (group, tp) = decode_key(&key)?;
+                match r.value {
+                    Some(v) => {
+                        committed.insert((group, tp), decode_value(&v)?);
+                    }
+                    None => {
+                        committed.remove(&(group, tp));
                     }
                 }
             }
-            offset = f.next_offset;
-        }
+            Ok(ControlFlow::<()>::Continue(()))
+        })?;
         Ok(Self {
             offsets_topic,
             state: Mutex::new(State {

@@ -20,6 +20,7 @@ use crate::segment::{self, ReadHandle, Segment};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
+/// Bytes per read when a whole range of batches is scanned (compaction, offset loading).
+const SCAN_CHUNK_BYTES: usize = 4 << 20;
 
 /// Bytes returned by a read: whole batches, as stored.
 #[derive(Debug, Clone)]
@@ -464,26 +467,43 @@ impl Partition {
                 None => return Ok(None),
             }
         };
+        self.scan_batches(from, u64::MAX, |b| {
+            if batch::parse_header(b)?.max_timestamp < ts {
+                return Ok(ControlFlow::Continue(()));
+            }
+            let found = batch::records(b)?
+                .into_iter()
+                .find(|r| r.offset >= from && r.timestamp >= ts);
+            Ok(found.map_or(ControlFlow::Continue(()), |r| ControlFlow::Break(r.offset)))
+        })
+    }
+
+    /// Calls `f` with each visible batch whose base offset is in `[from, until)`, in order,
+    /// until it breaks with a value (returned) or the batches run out (`None`). The first batch
+    /// may start before `from`. Blocking.
+    pub fn scan_batches<T>(
+        &self,
+        from: u64,
+        until: u64,
+        mut f: impl FnMut(&Bytes) -> Result<ControlFlow<T>>,
+    ) -> Result<Option<T>> {
         let mut offset = from;
-        loop {
-            let f = self.read(offset, 1 << 20)?;
-            if f.batches.is_empty() {
-                return Ok(None);
+        while offset < self.high_watermark().min(until) {
+            let fetch = self.read(offset, SCAN_CHUNK_BYTES)?;
+            if fetch.batches.is_empty() {
+                break;
             }
-            for b in batch::split_batches(&f.batches) {
-                let h = batch::parse_header(&b)?;
-                if h.max_timestamp < ts {
-                    continue;
+            for b in batch::split_batches(&fetch.batches) {
+                if batch::parse_header(&b)?.base_offset >= until {
+                    return Ok(None);
                 }
-                let found = batch::records(&b)?
-                    .into_iter()
-                    .find(|r| r.offset >= offset && r.timestamp >= ts);
-                if let Some(r) = found {
-                    return Ok(Some(r.offset));
+                if let ControlFlow::Break(found) = f(&b)? {
+                    return Ok(Some(found));
                 }
             }
-            offset = f.next_offset;
+            offset = fetch.next_offset;
         }
+        Ok(None)
     }
 
     /// Registers a consumer's waker, notified after every append becomes visible.

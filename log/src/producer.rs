@@ -214,8 +214,8 @@ struct Inner {
     closed: AtomicBool,
 }
 
-/// See the module documentation. Cheap to clone; clones share batches and the sender task.
-/// When the last clone is dropped, queued records are still sent (the sender task drains them),
+/// See the module documentation. Cheap to clone; clones share batches and the sender thread.
+/// When the last clone is dropped, queued records are still sent (the sender thread drains them),
 /// but nobody learns the outcome: call [`Producer::close`] to wait for it.
 #[derive(Clone)]
 pub struct Producer {

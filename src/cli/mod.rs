@@ -101,7 +101,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// Drops `log` and waits until it has closed its partitions cleanly (indexes written, clean
 /// shutdown marked), so the process does not exit in the middle of that.
 ///
-/// A closed producer's sender task or a consumer's heartbeat task may still hold a clone of
+/// A closed producer's sender thread or a consumer's heartbeat task may still hold a clone of
 /// the log for a moment; the last clone to go closes it. The directory lock
 /// (`DATA/.runnel/lock`) is released last, so being able to take it shows the close is done.
 /// Gives up after a while: a handle still held elsewhere must not hang the command.
