@@ -25,6 +25,7 @@
 
 pub mod assignor;
 pub mod batch;
+pub mod client;
 pub mod compaction;
 pub mod config;
 pub mod consumer;
@@ -39,6 +40,7 @@ pub mod segment;
 pub mod types;
 
 pub use assignor::AssignmentStrategy;
+pub use client::{LogClient, LogConsumer, LogProducer, SharedLogClient};
 pub use config::{CleanupPolicy, Durability, TopicConfig};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, PartitionLag};
 pub use error::{LogError, Result};

@@ -1,0 +1,224 @@
+//! The log as the engine and the connectors reach it: three small object-safe traits.
+//!
+//! [`LogClient`] (topics, offsets, and a factory for the other two), [`LogProducer`] (send,
+//! flush) and [`LogConsumer`] (assign or subscribe, seek, poll, commit). The embedded [`Log`]
+//! implements them here; `runnel-broker`'s network client implements them over Kafka's wire
+//! protocol, so the same engine and connector code runs against a remote broker (`--bootstrap`).
+//!
+//! Contract, whichever side implements it:
+//! - `LogProducer::send` only queues; a failure of a queued record is reported by the next
+//!   [`LogProducer::flush`], which returns once everything sent before it is durable (per the
+//!   topic's durability policy) or has failed. "Flush, then commit" is therefore the
+//!   at-least-once commit path of both the engine and the connectors.
+//! - `LogConsumer::poll` returns records in offset order per partition; positions start at the
+//!   group's committed offset, else per `auto_offset_reset`.
+//! - Offsets are Kafka's: a committed offset is the next offset to read.
+
+use crate::config::TopicConfig;
+use crate::consumer::{Consumer, ConsumerConfig};
+use crate::error::{LogError, Result};
+use crate::log::Log;
+use crate::producer::{Producer, ProducerConfig, ProducerRecord};
+use crate::types::{ConsumerRecord, TopicPartition};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Topics and offsets, plus factories for producers and consumers.
+#[async_trait]
+pub trait LogClient: Send + Sync {
+    /// Creates `name` with `config` unless it exists; returns its partition count either way.
+    async fn ensure_topic(&self, name: &str, config: &TopicConfig) -> Result<u32>;
+    /// The partition count of `topic`, or `None` if it does not exist.
+    async fn partition_count(&self, topic: &str) -> Result<Option<u32>>;
+    /// The end offset (high watermark) of each partition, in the order asked.
+    async fn end_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>>;
+    /// The offsets `group` committed for these partitions, in the order asked.
+    async fn committed_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<Option<u64>>>;
+    fn producer(&self, config: ProducerConfig) -> Box<dyn LogProducer>;
+    fn consumer(&self, config: ConsumerConfig) -> Box<dyn LogConsumer>;
+    /// A short description for logs: "embedded log at DIR" or "broker at HOST:PORT".
+    fn describe(&self) -> String;
+}
+
+/// Sends records; see the module documentation for when errors surface.
+#[async_trait]
+pub trait LogProducer: Send + Sync {
+    /// Queues a record. Waits only while the producer's buffer is full.
+    ///
+    /// Cancel safety: if dropped while waiting for buffer space, nothing was queued.
+    async fn send(&self, record: ProducerRecord<'_>) -> Result<()>;
+    /// Waits until every record sent before this call is durable; returns the first failure.
+    async fn flush(&self) -> Result<()>;
+}
+
+/// Reads records, by manual assignment or as a group member.
+#[async_trait]
+pub trait LogConsumer: Send {
+    fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()>;
+    fn subscribe(&mut self, topics: &[&str]) -> Result<()>;
+    fn assignment(&self) -> Vec<TopicPartition>;
+    fn position(&self, tp: &TopicPartition) -> Option<u64>;
+    fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()>;
+    fn seek_to_beginning(&mut self);
+    /// Waits up to `timeout` for records. Cancel safety: as the implementation documents.
+    async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>>;
+    /// Commits explicit offsets (the next offset to read) in the consumer's group.
+    async fn commit_offsets(&mut self, offsets: Vec<(TopicPartition, u64)>) -> Result<()>;
+    /// Leaves the group (committing first under auto-commit).
+    async fn close(self: Box<Self>) -> Result<()>;
+}
+
+#[async_trait]
+impl LogClient for Log {
+    async fn ensure_topic(&self, name: &str, config: &TopicConfig) -> Result<u32> {
+        match self.topic(name) {
+            Ok(t) => Ok(t.partition_count()),
+            Err(LogError::UnknownTopic(_)) => match self.create_topic(name, config.clone()) {
+                Ok(t) => Ok(t.partition_count()),
+                // Someone else created it between the two calls.
+                Err(LogError::TopicExists(_)) => Ok(self.topic(name)?.partition_count()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<Option<u32>> {
+        match self.topic(topic) {
+            Ok(t) => Ok(Some(t.partition_count())),
+            Err(LogError::UnknownTopic(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn end_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>> {
+        partitions
+            .iter()
+            .map(|tp| Ok(self.partition(tp)?.high_watermark()))
+            .collect()
+    }
+
+    async fn committed_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<Option<u64>>> {
+        Ok(partitions
+            .iter()
+            .map(|tp| self.groups().committed(group, tp).map(|c| c.offset))
+            .collect())
+    }
+
+    fn producer(&self, config: ProducerConfig) -> Box<dyn LogProducer> {
+        Box::new(Producer::new(self.clone(), config))
+    }
+
+    fn consumer(&self, config: ConsumerConfig) -> Box<dyn LogConsumer> {
+        Box::new(Consumer::new(self.clone(), config))
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded log at {}", self.dir().display())
+    }
+}
+
+#[async_trait]
+impl LogProducer for Producer {
+    async fn send(&self, record: ProducerRecord<'_>) -> Result<()> {
+        // The delivery future is not needed: flush reports the batch's outcome.
+        drop(Producer::send(self, record).await?);
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Producer::flush(self).await
+    }
+}
+
+#[async_trait]
+impl LogConsumer for Consumer {
+    fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
+        Consumer::assign(self, partitions)
+    }
+    fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        Consumer::subscribe(self, topics)
+    }
+    fn assignment(&self) -> Vec<TopicPartition> {
+        Consumer::assignment(self)
+    }
+    fn position(&self, tp: &TopicPartition) -> Option<u64> {
+        Consumer::position(self, tp)
+    }
+    fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
+        Consumer::seek(self, tp, offset)
+    }
+    fn seek_to_beginning(&mut self) {
+        Consumer::seek_to_beginning(self)
+    }
+    async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        Consumer::poll(self, timeout).await
+    }
+    async fn commit_offsets(&mut self, offsets: Vec<(TopicPartition, u64)>) -> Result<()> {
+        Consumer::commit_offsets(self, offsets).await
+    }
+    async fn close(self: Box<Self>) -> Result<()> {
+        Consumer::close(*self).await
+    }
+}
+
+/// A shared handle to whichever log a component runs against.
+pub type SharedLogClient = Arc<dyn LogClient>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::OffsetReset;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn embedded_log_through_the_traits() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
+        let cfg = TopicConfig {
+            partitions: 2,
+            ..Default::default()
+        };
+        assert_eq!(log.partition_count("t").await.unwrap(), None);
+        assert_eq!(log.ensure_topic("t", &cfg).await.unwrap(), 2);
+        assert_eq!(log.ensure_topic("t", &cfg).await.unwrap(), 2);
+        let producer = log.producer(ProducerConfig::default());
+        for i in 0..10u8 {
+            producer
+                .send(ProducerRecord::new("t", &[i]).partition(u32::from(i % 2)))
+                .await
+                .unwrap();
+        }
+        producer.flush().await.unwrap();
+        let tps = [TopicPartition::new("t", 0), TopicPartition::new("t", 1)];
+        assert_eq!(log.end_offsets(&tps).await.unwrap(), vec![5, 5]);
+        let mut consumer = log.consumer(ConsumerConfig {
+            group_id: Some("g".into()),
+            auto_offset_reset: OffsetReset::Earliest,
+            enable_auto_commit: false,
+            ..Default::default()
+        });
+        consumer.assign(tps.to_vec()).unwrap();
+        let mut got = 0;
+        while got < 10 {
+            got += consumer.poll(Duration::from_secs(1)).await.unwrap().len();
+        }
+        consumer
+            .commit_offsets(vec![(tps[0].clone(), 5)])
+            .await
+            .unwrap();
+        assert_eq!(
+            log.committed_offsets("g", &tps).await.unwrap(),
+            vec![Some(5), None]
+        );
+        consumer.close().await.unwrap();
+    }
+}
