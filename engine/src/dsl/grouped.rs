@@ -1,0 +1,431 @@
+//! Grouped streams and their aggregations: plain (a table per key), time-windowed and
+//! session-windowed (a table per key and window).
+
+use super::config::{SessionWindows, TimeWindows};
+use super::{Data, KStream, KTable, Key};
+use crate::operator::op;
+use crate::ops::aggregate::{AggFns, Aggregate};
+use crate::ops::session::SessionAggregate;
+use crate::ops::window::{EmitStrategy, TimeWindowSpec, WindowAggregate};
+use crate::record::Windowed;
+use crate::serdes::{I64Serde, Serde, SerdeRef, WindowedSerde};
+use crate::state::{KeyValueStore, SessionStore, WindowStore};
+use crate::topology::NodeKind;
+use std::sync::Arc;
+
+/// A stream partitioned by its key, ready to aggregate.
+pub struct KGroupedStream<K, V> {
+    stream: KStream<K, V>,
+}
+
+fn count_fns<K, V>() -> AggFns<K, V, i64> {
+    AggFns {
+        init: Arc::new(|| 0),
+        add: Arc::new(|_, _, a| a + 1),
+        merge: Some(Arc::new(|_, a, b| a + b)),
+    }
+}
+
+fn reduce_fns<K, V: Clone>(
+    f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+) -> AggFns<K, V, Option<V>> {
+    let f = Arc::new(f);
+    let f2 = f.clone();
+    AggFns {
+        init: Arc::new(|| None),
+        add: Arc::new(move |_, v, a| Some(a.map_or_else(|| v.clone(), |a| f(&a, v)))),
+        merge: Some(Arc::new(move |_, a, b| match (a, b) {
+            (Some(a), Some(b)) => Some(f2(&a, &b)),
+            (a, b) => a.or(b),
+        })),
+    }
+}
+
+impl<K: Key, V: Data> KGroupedStream<K, V> {
+    pub(crate) fn new(stream: KStream<K, V>) -> Self {
+        Self { stream }
+    }
+
+    fn serdes(&self) -> (SerdeRef<K>, SerdeRef<V>) {
+        self.stream.serdes.clone().unwrap_or_else(|| {
+            panic!("aggregating needs the key and value serdes: pass Grouped::with(..) or call with_serdes(..)")
+        })
+    }
+
+    fn aggregate_into<A: Data>(
+        &self,
+        store: &str,
+        fns: AggFns<K, V, A>,
+        agg_serde: SerdeRef<A>,
+    ) -> KTable<K, A> {
+        let b = &self.stream.b;
+        let (ks, _) = self.serdes();
+        let (n, k2, a2) = (store.to_string(), ks.clone(), agg_serde.clone());
+        b.add_store(store, "key-value", move || {
+            KeyValueStore::new(n.clone(), k2.clone(), a2.clone())
+        });
+        let st = store.to_string();
+        let node = b.add_node(
+            "KSTREAM-AGGREGATE",
+            NodeKind::Processor,
+            vec![self.stream.node],
+            vec![store.to_string()],
+            Arc::new(move |inst| {
+                let out = inst.out::<K, Option<A>>();
+                let store = inst.store::<KeyValueStore<K, A>>(&st)?;
+                let node = inst.node_name.clone();
+                inst.input::<K, V>(op(Aggregate {
+                    node,
+                    fns: fns.clone(),
+                    store,
+                    out,
+                }));
+                Ok(())
+            }),
+        );
+        KTable::new(b.clone(), node, Some((ks, agg_serde)))
+    }
+
+    /// Records per key, into the key-value store `store`.
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// let b = StreamsBuilder::new();
+    /// b.stream("in", Consumed::with(StringSerde, I64Serde)).group_by_key(None).count("n").to("out");
+    /// let mut d = TestDriver::new(b.build());
+    /// for _ in 0..3 { d.pipe("in", "a".to_string(), 0i64, 0); }
+    /// d.run();
+    /// assert_eq!(d.table::<String, i64>("out").get("a"), Some(&3));
+    /// assert_eq!(d.kv_store::<String, i64>("n").get("a"), Some(&3));
+    /// ```
+    pub fn count(&self, store: &str) -> KTable<K, i64> {
+        self.aggregate_into(store, count_fns(), Arc::new(I64Serde))
+    }
+
+    /// Combines the values of each key with `f`.
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// let b = StreamsBuilder::new();
+    /// b.stream("in", Consumed::with(StringSerde, I64Serde)).group_by_key(None).reduce(|a, b| *a.max(b), "max").to("out");
+    /// let mut d = TestDriver::new(b.build());
+    /// for v in [3i64, 9, 4] { d.pipe("in", "a".to_string(), v, 0); }
+    /// d.run();
+    /// assert_eq!(d.table::<String, i64>("out").get("a"), Some(&9));
+    /// ```
+    pub fn reduce(
+        &self,
+        f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+        store: &str,
+    ) -> KTable<K, V> {
+        let (_, vs) = self.serdes();
+        self.aggregate_into(
+            store,
+            reduce_fns(f),
+            Arc::new(crate::serdes::OptionSerde(vs.clone())),
+        )
+        .flatten_option(vs)
+    }
+
+    /// Folds values into an aggregate starting from `init()`.
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// let b = StreamsBuilder::new();
+    /// b.stream("in", Consumed::with(StringSerde, I64Serde))
+    ///     .group_by_key(None)
+    ///     .aggregate(|| 0i64, |_, v, sum| sum + v, I64Serde, "sums")
+    ///     .to("out");
+    /// let mut d = TestDriver::new(b.build());
+    /// for v in [1i64, 2, 3] { d.pipe("in", "a".to_string(), v, 0); }
+    /// d.run();
+    /// assert_eq!(d.table::<String, i64>("out").get("a"), Some(&6));
+    /// ```
+    pub fn aggregate<A: Data>(
+        &self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        add: impl Fn(&K, &V, A) -> A + Send + Sync + 'static,
+        agg_serde: impl Serde<A> + 'static,
+        store: &str,
+    ) -> KTable<K, A> {
+        let fns = AggFns {
+            init: Arc::new(init),
+            add: Arc::new(add),
+            merge: None,
+        };
+        self.aggregate_into(store, fns, Arc::new(agg_serde))
+    }
+
+    /// Tumbling or hopping windows.
+    pub fn windowed_by(&self, windows: TimeWindows) -> TimeWindowedKStream<K, V> {
+        TimeWindowedKStream {
+            grouped: KGroupedStream::new(self.stream.clone()),
+            windows,
+            emit: EmitStrategy::default(),
+        }
+    }
+
+    /// Session windows.
+    pub fn windowed_by_session(&self, windows: SessionWindows) -> SessionWindowedKStream<K, V> {
+        SessionWindowedKStream {
+            grouped: KGroupedStream::new(self.stream.clone()),
+            windows,
+            emit: EmitStrategy::default(),
+        }
+    }
+}
+
+/// A grouped stream cut into tumbling or hopping windows.
+pub struct TimeWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: TimeWindows,
+    emit: EmitStrategy,
+}
+
+impl<K: Key, V: Data> TimeWindowedKStream<K, V> {
+    /// When results go downstream (default: once, when the window closes).
+    pub fn emit(mut self, emit: EmitStrategy) -> Self {
+        self.emit = emit;
+        self
+    }
+
+    fn build<A: Data>(
+        &self,
+        store: &str,
+        fns: AggFns<K, V, A>,
+        agg_serde: SerdeRef<A>,
+    ) -> KTable<Windowed<K>, A> {
+        let s = &self.grouped.stream;
+        let (ks, vs) = self.grouped.serdes();
+        let spec = TimeWindowSpec {
+            size: self.windows.size,
+            advance: self.windows.advance,
+            grace: self.windows.grace,
+        };
+        assert!(
+            spec.size > 0 && spec.advance > 0 && spec.advance <= spec.size,
+            "window size and advance must be positive, with advance <= size"
+        );
+        assert!(
+            fns.merge.is_some() || spec.advance == spec.size,
+            "hopping windows are computed from panes: use aggregate_with_merge to say how two aggregates combine"
+        );
+        let (n, k2, a2) = (store.to_string(), ks.clone(), agg_serde.clone());
+        s.b.add_store(store, "window", move || {
+            WindowStore::new(n.clone(), k2.clone(), a2.clone())
+        });
+        let (st, emit) = (store.to_string(), self.emit);
+        let ks2 = ks.clone();
+        let node = s.b.add_node(
+            "KSTREAM-WINDOWED-AGGREGATE",
+            NodeKind::Processor,
+            vec![s.node],
+            vec![store.to_string()],
+            Arc::new(move |inst| {
+                let out = inst.out::<Windowed<K>, Option<A>>();
+                let store = inst.store::<WindowStore<K, A>>(&st)?;
+                inst.input::<K, V>(op(WindowAggregate {
+                    node: inst.node_name.clone(),
+                    spec,
+                    emit,
+                    fns: fns.clone(),
+                    store,
+                    key_serde: ks2.clone(),
+                    value_serde: vs.clone(),
+                    watermark: i64::MIN,
+                    out,
+                }));
+                Ok(())
+            }),
+        );
+        KTable::new(
+            s.b.clone(),
+            node,
+            Some((Arc::new(WindowedSerde(ks)), agg_serde)),
+        )
+    }
+
+    /// Records per key and window.
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// use std::time::Duration;
+    /// let b = StreamsBuilder::new();
+    /// b.stream("in", Consumed::with(StringSerde, I64Serde))
+    ///     .group_by_key(None)
+    ///     .windowed_by(TimeWindows::of(Duration::from_secs(10)))
+    ///     .count("per-10s")
+    ///     .to_stream()
+    ///     .map(|w, n| (format!("{}@{}", w.key, w.window.start), n.unwrap_or(0)))
+    ///     .to("out", Produced::with(StringSerde, I64Serde));
+    /// let mut d = TestDriver::new(b.build());
+    /// for ts in [1_000, 2_000, 12_000] { d.pipe("in", "a".to_string(), 0i64, ts); }
+    /// d.finish();
+    /// assert_eq!(d.read::<String, i64>("out"), vec![("a@0".to_string(), 2), ("a@10000".to_string(), 1)]);
+    /// ```
+    pub fn count(&self, store: &str) -> KTable<Windowed<K>, i64> {
+        self.build(store, count_fns(), Arc::new(I64Serde))
+    }
+
+    /// Combines the values of each key and window with `f` (which must be associative).
+    pub fn reduce(
+        &self,
+        f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+        store: &str,
+    ) -> KTable<Windowed<K>, V> {
+        let (_, vs) = self.grouped.serdes();
+        self.build(
+            store,
+            reduce_fns(f),
+            Arc::new(crate::serdes::OptionSerde(vs.clone())),
+        )
+        .flatten_option(vs)
+    }
+
+    /// Folds values into an aggregate; `merge` combines two partial aggregates (needed by
+    /// hopping windows, which are computed from panes).
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// use std::time::Duration;
+    /// let b = StreamsBuilder::new();
+    /// b.stream("in", Consumed::with(StringSerde, I64Serde))
+    ///     .group_by_key(None)
+    ///     .windowed_by(TimeWindows::of(Duration::from_secs(10)).advance_by(Duration::from_secs(5)))
+    ///     .aggregate(|| 0i64, |_, v, s| s + v, |_, a, b| a + b, I64Serde, "sums")
+    ///     .to_stream()
+    ///     .map(|w, s| (w.window.start.to_string(), s.unwrap_or(0)))
+    ///     .to("out", Produced::with(StringSerde, I64Serde));
+    /// let mut d = TestDriver::new(b.build());
+    /// d.pipe("in", "a".to_string(), 1i64, 7_000);
+    /// d.pipe("in", "a".to_string(), 2i64, 12_000);
+    /// d.finish();
+    /// assert_eq!(d.read::<String, i64>("out"), vec![("0".into(), 1), ("5000".into(), 3), ("10000".into(), 2)]);
+    /// ```
+    pub fn aggregate<A: Data>(
+        &self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        add: impl Fn(&K, &V, A) -> A + Send + Sync + 'static,
+        merge: impl Fn(&K, A, A) -> A + Send + Sync + 'static,
+        agg_serde: impl Serde<A> + 'static,
+        store: &str,
+    ) -> KTable<Windowed<K>, A> {
+        let fns = AggFns {
+            init: Arc::new(init),
+            add: Arc::new(add),
+            merge: Some(Arc::new(merge)),
+        };
+        self.build(store, fns, Arc::new(agg_serde))
+    }
+}
+
+/// A grouped stream cut into session windows.
+pub struct SessionWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: SessionWindows,
+    emit: EmitStrategy,
+}
+
+impl<K: Key, V: Data> SessionWindowedKStream<K, V> {
+    pub fn emit(mut self, emit: EmitStrategy) -> Self {
+        self.emit = emit;
+        self
+    }
+
+    fn build<A: Data>(
+        &self,
+        store: &str,
+        fns: AggFns<K, V, A>,
+        agg_serde: SerdeRef<A>,
+    ) -> KTable<Windowed<K>, A> {
+        let s = &self.grouped.stream;
+        let (ks, vs) = self.grouped.serdes();
+        let (n, k2, a2) = (store.to_string(), ks.clone(), agg_serde.clone());
+        s.b.add_store(store, "session", move || {
+            SessionStore::new(n.clone(), k2.clone(), a2.clone())
+        });
+        let (st, emit, w) = (store.to_string(), self.emit, self.windows);
+        let ks2 = ks.clone();
+        let node = s.b.add_node(
+            "KSTREAM-SESSION-AGGREGATE",
+            NodeKind::Processor,
+            vec![s.node],
+            vec![store.to_string()],
+            Arc::new(move |inst| {
+                let out = inst.out::<Windowed<K>, Option<A>>();
+                let store = inst.store::<SessionStore<K, A>>(&st)?;
+                inst.input::<K, V>(op(SessionAggregate {
+                    node: inst.node_name.clone(),
+                    gap: w.gap,
+                    grace: w.grace,
+                    emit,
+                    fns: fns.clone(),
+                    store,
+                    key_serde: ks2.clone(),
+                    value_serde: vs.clone(),
+                    watermark: i64::MIN,
+                    out,
+                }));
+                Ok(())
+            }),
+        );
+        KTable::new(
+            s.b.clone(),
+            node,
+            Some((Arc::new(WindowedSerde(ks)), agg_serde)),
+        )
+    }
+
+    /// Records per key and session.
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// use std::time::Duration;
+    /// let b = StreamsBuilder::new();
+    /// b.stream("in", Consumed::with(StringSerde, I64Serde))
+    ///     .group_by_key(None)
+    ///     .windowed_by_session(SessionWindows::with_inactivity_gap(Duration::from_secs(5)))
+    ///     .count("sessions")
+    ///     .to_stream()
+    ///     .map(|w, n| (format!("{}-{}", w.window.start, w.window.end), n.unwrap_or(0)))
+    ///     .to("out", Produced::with(StringSerde, I64Serde));
+    /// let mut d = TestDriver::new(b.build());
+    /// for ts in [0, 3_000, 20_000] { d.pipe("in", "a".to_string(), 0i64, ts); }
+    /// d.finish();
+    /// assert_eq!(d.read::<String, i64>("out"), vec![("0-3000".into(), 2), ("20000-20000".into(), 1)]);
+    /// ```
+    pub fn count(&self, store: &str) -> KTable<Windowed<K>, i64> {
+        self.build(store, count_fns(), Arc::new(I64Serde))
+    }
+
+    pub fn reduce(
+        &self,
+        f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+        store: &str,
+    ) -> KTable<Windowed<K>, V> {
+        let (_, vs) = self.grouped.serdes();
+        self.build(
+            store,
+            reduce_fns(f),
+            Arc::new(crate::serdes::OptionSerde(vs.clone())),
+        )
+        .flatten_option(vs)
+    }
+
+    /// Folds values per session; `merge` combines the aggregates of sessions a record joins.
+    pub fn aggregate<A: Data>(
+        &self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        add: impl Fn(&K, &V, A) -> A + Send + Sync + 'static,
+        merge: impl Fn(&K, A, A) -> A + Send + Sync + 'static,
+        agg_serde: impl Serde<A> + 'static,
+        store: &str,
+    ) -> KTable<Windowed<K>, A> {
+        let fns = AggFns {
+            init: Arc::new(init),
+            add: Arc::new(add),
+            merge: Some(Arc::new(merge)),
+        };
+        self.build(store, fns, Arc::new(agg_serde))
+    }
+}

@@ -1,0 +1,257 @@
+//! The typed DSL: [`StreamsBuilder`], [`KStream`], [`KTable`], grouped and windowed streams.
+//!
+//! Every operation adds a named node (`KSTREAM-FILTER-0000000003`, as Kafka Streams names
+//! them) to the builder and returns a new handle; [`StreamsBuilder::build`] freezes them into
+//! a [`Topology`]. A key-changing operation (`map`, `select_key`, `flat_map`, `group_by`)
+//! followed by a stateful one routes records through an internal repartition topic, so the
+//! stateful operator sees every record of a key in one task whatever the input partitioning.
+
+mod config;
+mod grouped;
+mod stream;
+mod table;
+
+pub use config::{Consumed, Grouped, JoinWindows, Produced, SessionWindows, TimeWindows};
+pub use grouped::{KGroupedStream, SessionWindowedKStream, TimeWindowedKStream};
+pub use stream::KStream;
+pub use table::KTable;
+
+use crate::operator::op;
+use crate::ops::sink::Sink;
+use crate::serdes::SerdeRef;
+use crate::state::{StateStore, StoreHandle};
+use crate::task::{DecodeValue, TypedSource};
+use crate::topology::{BuildFn, Instantiation, NodeDef, NodeKind, StoreDef, TopicName, Topology};
+use std::cell::RefCell;
+use std::hash::Hash;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Keys: cloneable, hashable, comparable.
+pub trait Key: Clone + Hash + Eq + 'static {}
+impl<T: Clone + Hash + Eq + 'static> Key for T {}
+
+/// Values: cloneable.
+pub trait Data: Clone + 'static {}
+impl<T: Clone + 'static> Data for T {}
+
+#[derive(Default)]
+struct Inner {
+    nodes: Vec<NodeDef>,
+    stores: Vec<StoreDef>,
+    counter: usize,
+}
+
+/// Builds a topology. Cheap to clone; clones add to the same topology.
+#[derive(Clone, Default)]
+pub struct StreamsBuilder {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl StreamsBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A record stream read from `topic`.
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// let b = StreamsBuilder::new();
+    /// let rides: KStream<String, String> = b.stream("rides", Consumed::with(StringSerde, StringSerde));
+    /// rides.to("copy", Produced::with(StringSerde, StringSerde));
+    /// assert!(b.build().describe().contains("Source: KSTREAM-SOURCE-0000000000 (topics: [rides])"));
+    /// ```
+    pub fn stream<K: Key, V: Data>(&self, topic: &str, consumed: Consumed<K, V>) -> KStream<K, V> {
+        let serde = consumed.value.clone();
+        let decode: DecodeValue<V> = Arc::new(move |d| serde.deserialize(d));
+        let node = self.source(
+            "KSTREAM-SOURCE",
+            TopicName::External(topic.into()),
+            false,
+            &consumed,
+            decode,
+        );
+        KStream::new(
+            self.clone(),
+            node,
+            Some((consumed.key, consumed.value)),
+            false,
+        )
+    }
+
+    /// A changelog stream read from `topic` as a table: the latest value per key; a null value
+    /// deletes the key. Tables are read to their end before the task processes other inputs.
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// let b = StreamsBuilder::new();
+    /// let t: KTable<String, String> = b.table("restaurants", Consumed::with(StringSerde, StringSerde));
+    /// t.to("restaurants-copy");
+    /// assert!(b.build().describe().contains("KTABLE-SOURCE"));
+    /// ```
+    pub fn table<K: Key, V: Data>(&self, topic: &str, consumed: Consumed<K, V>) -> KTable<K, V> {
+        let serde = consumed.value.clone();
+        let decode: DecodeValue<Option<V>> =
+            Arc::new(move |d| d.map(|b| serde.deserialize(Some(b))).transpose());
+        let consumed_opt: Consumed<K, Option<V>> = Consumed {
+            key: consumed.key.clone(),
+            value: Arc::new(crate::serdes::OptionSerde(consumed.value.clone())),
+            timestamp: None,
+            out_of_orderness: consumed.out_of_orderness,
+        };
+        let node = self.source(
+            "KTABLE-SOURCE",
+            TopicName::External(topic.into()),
+            true,
+            &consumed_opt,
+            decode,
+        );
+        KTable::new(self.clone(), node, Some((consumed.key, consumed.value)))
+    }
+
+    /// Freezes the topology.
+    pub fn build(self) -> Topology {
+        let inner = std::mem::take(&mut *self.inner.borrow_mut());
+        Topology::new(inner.nodes, inner.stores)
+    }
+
+    fn source<K: Key, V: Data>(
+        &self,
+        prefix: &str,
+        topic: TopicName,
+        bootstrap: bool,
+        consumed: &Consumed<K, V>,
+        decode: DecodeValue<V>,
+    ) -> usize {
+        let key_serde = consumed.key.clone();
+        let ts = consumed.timestamp.clone();
+        let ooo = consumed.out_of_orderness;
+        let resolved = topic.clone();
+        self.add_node(
+            prefix,
+            NodeKind::Source { topic, bootstrap },
+            vec![],
+            vec![],
+            Arc::new(move |inst: &mut Instantiation<'_>| {
+                let out = inst.out::<K, V>();
+                let name = inst.topic(&resolved);
+                let dead_letters: Arc<str> = Arc::from(format!("{}-dlq", inst.app_id));
+                inst.sources.push((
+                    name,
+                    bootstrap,
+                    Box::new(TypedSource {
+                        node: inst.node_name.clone(),
+                        key_serde: key_serde.clone(),
+                        decode_value: decode.clone(),
+                        timestamp: ts.clone(),
+                        out_of_orderness: ooo,
+                        on_error: inst.on_deserialize_error,
+                        dead_letters,
+                        out,
+                    }),
+                ));
+                Ok(())
+            }),
+        )
+    }
+
+    /// Adds a node; returns its id. Names are `<PREFIX>-<10-digit counter>`.
+    pub(crate) fn add_node(
+        &self,
+        prefix: &str,
+        kind: NodeKind,
+        parents: Vec<usize>,
+        stores: Vec<String>,
+        build: BuildFn,
+    ) -> usize {
+        let mut inner = self.inner.borrow_mut();
+        let name = format!("{prefix}-{:010}", inner.counter);
+        inner.counter += 1;
+        inner.nodes.push(NodeDef {
+            name,
+            kind,
+            parents,
+            stores,
+            build,
+        });
+        inner.nodes.len() - 1
+    }
+
+    pub(crate) fn node_name(&self, id: usize) -> String {
+        self.inner.borrow().nodes[id].name.clone()
+    }
+
+    /// Declares a store; `make` builds one task's instance.
+    pub(crate) fn add_store<S: StateStore + 'static>(
+        &self,
+        name: &str,
+        kind: &'static str,
+        make: impl Fn() -> S + Send + Sync + 'static,
+    ) {
+        let mut inner = self.inner.borrow_mut();
+        assert!(
+            !inner.stores.iter().any(|s| s.name == name),
+            "a store named {name:?} already exists in this topology: store names must be unique"
+        );
+        inner.stores.push(StoreDef {
+            name: name.into(),
+            kind,
+            factory: Arc::new(move || StoreHandle::new(make())),
+        });
+    }
+
+    /// A sink node writing to `topic`.
+    pub(crate) fn sink<K: Key, V: Data>(
+        &self,
+        parent: usize,
+        topic: TopicName,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> usize {
+        let t = topic.clone();
+        self.add_node(
+            "KSTREAM-SINK",
+            NodeKind::Sink { topic },
+            vec![parent],
+            vec![],
+            Arc::new(move |inst| {
+                let topic: Arc<str> = Arc::from(inst.topic(&t));
+                let node = inst.node_name.clone();
+                inst.input::<K, V>(op(Sink {
+                    node,
+                    topic,
+                    key_serde: key_serde.clone(),
+                    value_serde: value_serde.clone(),
+                }));
+                Ok(())
+            }),
+        )
+    }
+
+    /// Routes `parent`'s records through `<app>-<node>-repartition`; returns the new source.
+    pub(crate) fn repartition<K: Key, V: Data>(
+        &self,
+        parent: usize,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> usize {
+        let name = format!("{}-repartition", self.node_name(parent));
+        let topic = TopicName::Internal(name);
+        self.sink(
+            parent,
+            topic.clone(),
+            key_serde.clone(),
+            value_serde.clone(),
+        );
+        let serde = value_serde.clone();
+        let decode: DecodeValue<V> = Arc::new(move |d| serde.deserialize(d));
+        let consumed = Consumed {
+            key: key_serde,
+            value: value_serde,
+            timestamp: None,
+            out_of_orderness: 0,
+        };
+        self.source("KSTREAM-SOURCE", topic, false, &consumed, decode)
+    }
+}

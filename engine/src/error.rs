@@ -1,0 +1,61 @@
+//! The engine's one error type.
+
+use runnel_log::LogError;
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+
+    #[error("invalid topology: {0}")]
+    Topology(String),
+
+    #[error(
+        "topics {topics} are read by the same task but have different partition counts ({counts}): \
+         a join or merge needs co-partitioned inputs (same partition count, same key). \
+         Create them with the same number of partitions, or re-key one side with `repartition()`"
+    )]
+    NotCoPartitioned { topics: String, counts: String },
+
+    #[error(
+        "cannot deserialize the {what} of {topic}-{partition} at offset {offset}: {reason}. \
+         Set `deserialization_errors = log_and_continue` to send such records to the dead-letter topic"
+    )]
+    Deserialize {
+        what: &'static str,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        reason: String,
+    },
+
+    #[error("cannot serialize a record for {topic}: {reason}")]
+    Serialize { topic: String, reason: String },
+
+    #[error(
+        "task {task} failed in operator {node:?} while processing {topic}-{partition} at offset {offset}: {message}"
+    )]
+    TaskFailed {
+        task: String,
+        node: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        message: String,
+    },
+
+    #[error("state store {store:?}: {reason}")]
+    Store { store: String, reason: String },
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}

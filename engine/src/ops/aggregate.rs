@@ -1,0 +1,70 @@
+//! Non-windowed aggregation of a grouped stream into a table: one value per key in a
+//! key-value store, an update downstream for every input record.
+
+use crate::operator::{Operator, Out, TaskCx};
+use crate::record::Msg;
+use crate::state::KeyValueStore;
+use std::cell::RefCell;
+use std::hash::Hash;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// How to fold values into an aggregate, and (for windows built from panes and for sessions)
+/// how to combine two aggregates.
+pub(crate) struct AggFns<K, V, A> {
+    pub init: Arc<dyn Fn() -> A + Send + Sync>,
+    pub add: Arc<dyn Fn(&K, &V, A) -> A + Send + Sync>,
+    pub merge: Option<Arc<dyn Fn(&K, A, A) -> A + Send + Sync>>,
+}
+
+impl<K, V, A> Clone for AggFns<K, V, A> {
+    fn clone(&self) -> Self {
+        Self {
+            init: self.init.clone(),
+            add: self.add.clone(),
+            merge: self.merge.clone(),
+        }
+    }
+}
+
+impl<K, V, A> AggFns<K, V, A> {
+    /// Combines aggregates oldest first.
+    pub fn merge_all(&self, key: &K, parts: impl IntoIterator<Item = A>) -> Option<A> {
+        let merge = self
+            .merge
+            .as_ref()
+            .expect("checked when the topology was built");
+        parts.into_iter().reduce(|a, b| merge(key, a, b))
+    }
+}
+
+pub(crate) struct Aggregate<K, V, A> {
+    pub node: Arc<str>,
+    pub fns: AggFns<K, V, A>,
+    pub store: Rc<RefCell<KeyValueStore<K, A>>>,
+    pub out: Out<K, Option<A>>,
+}
+
+impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Operator<K, V> for Aggregate<K, V, A> {
+    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
+        match msg {
+            Msg::Data(batch) => {
+                let mut out = Vec::with_capacity(batch.len());
+                let mut store = self.store.borrow_mut();
+                for r in batch {
+                    cx.at(&self.node, r.offset);
+                    let acc = store.delete(&r.key).unwrap_or_else(|| (self.fns.init)());
+                    let acc = (self.fns.add)(&r.key, &r.value, acc);
+                    store.put(r.key.clone(), acc.clone());
+                    let key = r.key.clone();
+                    out.push(r.with(key, Some(acc)));
+                }
+                drop(store);
+                self.out.data(cx, out);
+            }
+            Msg::Watermark(w) => self.out.send(cx, Msg::Watermark(w)),
+            Msg::Barrier => self.out.send(cx, Msg::Barrier),
+            Msg::End => self.out.send(cx, Msg::End),
+        }
+    }
+}

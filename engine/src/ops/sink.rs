@@ -1,0 +1,36 @@
+//! Writes records to a topic (a user topic or a repartition topic), partitioned by the key's
+//! murmur2 hash as Kafka's default partitioner does.
+
+use crate::operator::{Operator, TaskCx};
+use crate::record::Msg;
+use crate::serdes::SerdeRef;
+use std::sync::Arc;
+
+pub(crate) struct Sink<K, V> {
+    pub node: Arc<str>,
+    pub topic: Arc<str>,
+    pub key_serde: SerdeRef<K>,
+    pub value_serde: SerdeRef<V>,
+}
+
+impl<K, V> Operator<K, V> for Sink<K, V> {
+    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
+        let Msg::Data(batch) = msg else { return };
+        cx.metrics.records_out += batch.len() as u64;
+        for r in batch {
+            cx.at(&self.node, r.offset);
+            let (ks, vs) = (&self.key_serde, &self.value_serde);
+            if let Err(e) = cx.out.push(
+                &self.topic,
+                None,
+                r.timestamp,
+                r.headers,
+                |b| ks.serialize(&r.key, b),
+                |b| vs.serialize(&r.value, b),
+            ) {
+                // Fails the task with this operator and record named (see the runtime).
+                panic!("cannot serialize a record for topic {}: {e}", self.topic);
+            }
+        }
+    }
+}

@@ -1,0 +1,669 @@
+//! Running a topology: [`App`] (worker threads over a log client) and the [`Worker`] loop.
+//!
+//! Contract (at-least-once):
+//! - Tasks are created for every partition of every sub-topology and spread round-robin over
+//!   `num_threads` worker threads; a worker polls the partitions of its tasks with one consumer
+//!   of the application's group (`application_id`), processes runs of records per partition,
+//!   and sends what the tasks produced to the log through its producer.
+//! - Every `commit_interval`: barrier through every task, dirty store entries to the
+//!   changelogs, flush the producer, then commit in one request both the input positions and
+//!   the changelogs' end offsets. A restart restores each store from its changelog up to the
+//!   committed changelog offset only, and rewrites the keys written after it (by a run that
+//!   died before committing) with their restored values — so state always matches the
+//!   committed input positions, and a crash can only re-emit results, never double-count.
+//! - The unit of backpressure is the producer's buffer (`send` waits when it is full), which
+//!   holds the worker's loop, which stops polling.
+
+use crate::error::{EngineError, Result};
+use crate::operator::TaskMetrics;
+use crate::task::{Input, OnDeserializeError, Task};
+use crate::topology::{Instantiation, NodeKind, TopicName, Topology, changelog_topic};
+use runnel_log::{
+    CleanupPolicy, ConsumerConfig, ConsumerRecord, LogConsumer, LogProducer, OffsetReset,
+    ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig, TopicPartition,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+
+/// Application settings, named after Kafka Streams'.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// Group id, prefix of internal topics (`<id>-<node>-repartition`, `<id>-<store>-changelog`).
+    pub application_id: String,
+    pub num_threads: usize,
+    pub commit_interval: Duration,
+    /// A partition without records for this long does not hold the watermark back.
+    pub idle_timeout: Duration,
+    /// Stop once every input is consumed up to where it ended at start, with all windows closed.
+    pub until_end: bool,
+    pub on_deserialize_error: OnDeserializeError,
+    /// Late records go here (they are always counted).
+    pub late_records_topic: Option<String>,
+}
+
+impl StreamsConfig {
+    pub fn new(application_id: &str) -> Self {
+        Self {
+            application_id: application_id.into(),
+            num_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            commit_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            until_end: false,
+            on_deserialize_error: OnDeserializeError::default(),
+            late_records_topic: None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunSummary {
+    pub metrics: TaskMetrics,
+    pub tasks: usize,
+    pub commits: u64,
+}
+
+/// Topics resolved for one application: partition counts and task layout.
+pub(crate) struct Plan {
+    pub partitions_of: HashMap<String, u32>,
+    /// Per sub-topology: its task count.
+    pub tasks_of: Vec<u32>,
+    /// Repartition topic → number of upstream tasks writing into it.
+    pub writers_of: HashMap<String, u32>,
+}
+
+/// Resolves partition counts, checks co-partitioning, creates internal and missing output topics.
+pub(crate) async fn plan(
+    topology: &Topology,
+    client: &SharedLogClient,
+    config: &StreamsConfig,
+) -> Result<Plan> {
+    let app = &config.application_id;
+    let mut partitions_of = HashMap::new();
+    let mut tasks_of = vec![0u32; topology.subtopologies.len()];
+    let mut writers_of = HashMap::new();
+    let sink_st: HashMap<String, usize> = topology
+        .subtopologies
+        .iter()
+        .flat_map(|st| {
+            st.nodes
+                .iter()
+                .filter_map(move |&n| match &topology.nodes[n].kind {
+                    NodeKind::Sink { topic } => Some((topic.resolve(app), st.id)),
+                    _ => None,
+                })
+        })
+        .collect();
+    for st in &topology.subtopologies {
+        let mut counts = BTreeMap::new();
+        for t in &st.sources {
+            if let TopicName::External(name) = t {
+                let n = client.partition_count(name).await?.ok_or_else(|| {
+                    EngineError::Log(runnel_log::LogError::UnknownTopic(name.clone()))
+                })?;
+                counts.insert(name.clone(), n);
+            }
+        }
+        let distinct: std::collections::BTreeSet<u32> = counts.values().copied().collect();
+        if distinct.len() > 1 {
+            return Err(EngineError::NotCoPartitioned {
+                topics: counts.keys().cloned().collect::<Vec<_>>().join(", "),
+                counts: counts
+                    .iter()
+                    .map(|(t, n)| format!("{t}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let mut n = distinct.into_iter().next();
+        for t in &st.sources {
+            if let TopicName::Internal(_) = t {
+                let name = t.resolve(app);
+                let upstream = sink_st.get(&name).map_or(1, |&u| tasks_of[u].max(1));
+                writers_of.insert(name.clone(), upstream);
+                let count = *n.get_or_insert(upstream);
+                counts.insert(name, count);
+            }
+        }
+        let n = n.unwrap_or(1);
+        tasks_of[st.id] = n;
+        for (name, count) in counts {
+            partitions_of.insert(name, count);
+        }
+    }
+    let dlq = format!("{app}-dlq");
+    let mut ensure = vec![(dlq, 1, CleanupPolicy::Delete)];
+    if let Some(t) = &config.late_records_topic {
+        ensure.push((t.clone(), 1, CleanupPolicy::Delete));
+    }
+    for (topic, _) in topology.internal_topics() {
+        let name = topic.resolve(app);
+        if let Some(&n) = partitions_of.get(&name) {
+            ensure.push((name, n, CleanupPolicy::Delete));
+        }
+    }
+    for st in &topology.subtopologies {
+        for store in &st.stores {
+            ensure.push((
+                changelog_topic(store).resolve(app),
+                tasks_of[st.id],
+                CleanupPolicy::Compact,
+            ));
+        }
+        for &n in &st.nodes {
+            if let NodeKind::Sink {
+                topic: TopicName::External(t),
+            } = &topology.nodes[n].kind
+            {
+                ensure.push((t.clone(), tasks_of[st.id], CleanupPolicy::Delete));
+            }
+        }
+    }
+    for (name, partitions, cleanup_policy) in ensure {
+        let cfg = TopicConfig {
+            partitions,
+            cleanup_policy,
+            ..Default::default()
+        };
+        let n = client.ensure_topic(&name, &cfg).await?;
+        partitions_of.insert(name, n);
+    }
+    Ok(Plan {
+        partitions_of,
+        tasks_of,
+        writers_of,
+    })
+}
+
+/// Runs a topology until stopped (or, with `until_end`, until the inputs are consumed).
+pub struct App {
+    topology: Arc<Topology>,
+    client: SharedLogClient,
+    config: StreamsConfig,
+    stop: Arc<AtomicBool>,
+}
+
+impl App {
+    pub fn new(topology: Topology, client: SharedLogClient, config: StreamsConfig) -> Self {
+        Self {
+            topology: Arc::new(topology),
+            client,
+            config,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set to stop the application after its next commit.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Runs on worker threads; blocks until done. `rt` runs the log client's async parts.
+    pub fn run(&self, rt: &Handle) -> Result<RunSummary> {
+        let plan = Arc::new(rt.block_on(plan(&self.topology, &self.client, &self.config))?);
+        let mut specs: Vec<(usize, u32)> = Vec::new();
+        for st in &self.topology.subtopologies {
+            for p in 0..plan.tasks_of[st.id] {
+                specs.push((st.id, p));
+            }
+        }
+        let threads = self.config.num_threads.clamp(1, specs.len().max(1));
+        tracing::info!(app = %self.config.application_id, tasks = specs.len(), threads,
+            log = %self.client.describe(), "starting\n{}", self.topology.describe());
+        let mut per_thread: Vec<Vec<(usize, u32)>> = vec![Vec::new(); threads];
+        for (i, s) in specs.iter().enumerate() {
+            per_thread[i % threads].push(*s);
+        }
+        let handles: Vec<_> = per_thread
+            .into_iter()
+            .enumerate()
+            .map(|(i, specs)| {
+                let (topology, client, config, plan, stop, rt) = (
+                    self.topology.clone(),
+                    self.client.clone(),
+                    self.config.clone(),
+                    plan.clone(),
+                    self.stop.clone(),
+                    rt.clone(),
+                );
+                std::thread::Builder::new()
+                    .name(format!("runnel-stream-{i}"))
+                    .spawn(move || -> Result<RunSummary> {
+                        let mut w = Worker::new(topology, client, config, plan, &specs, rt)?;
+                        let r = w.run_loop(&stop);
+                        if r.is_err() {
+                            stop.store(true, Ordering::Release);
+                        }
+                        r
+                    })
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        let mut summary = RunSummary::default();
+        let mut first_err = None;
+        for h in handles {
+            match h.join().expect("worker threads return errors, not panics") {
+                Ok(s) => {
+                    summary.tasks += s.tasks;
+                    summary.commits += s.commits;
+                    add_metrics(&mut summary.metrics, &s.metrics);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(summary), Err)
+    }
+}
+
+fn add_metrics(a: &mut TaskMetrics, b: &TaskMetrics) {
+    a.records_in += b.records_in;
+    a.records_out += b.records_out;
+    a.late_records += b.late_records;
+    a.dead_letters += b.dead_letters;
+}
+
+/// One thread's tasks, consumer and producer.
+pub(crate) struct Worker {
+    pub tasks: Vec<Task>,
+    consumer: Box<dyn LogConsumer>,
+    producer: Box<dyn LogProducer>,
+    client: SharedLogClient,
+    config: StreamsConfig,
+    rt: Handle,
+    last_commit: Instant,
+    pub commits: u64,
+    route: HashMap<(Arc<str>, u32), (usize, usize)>,
+}
+
+impl Worker {
+    pub fn new(
+        topology: Arc<Topology>,
+        client: SharedLogClient,
+        config: StreamsConfig,
+        plan: Arc<Plan>,
+        specs: &[(usize, u32)],
+        rt: Handle,
+    ) -> Result<Self> {
+        let app = config.application_id.clone();
+        let children = topology.children();
+        let mut tasks = Vec::new();
+        for &(st_id, partition) in specs {
+            let st = &topology.subtopologies[st_id];
+            let mut stores = HashMap::new();
+            let mut store_list = Vec::new();
+            for name in &st.stores {
+                let def = topology
+                    .stores
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .expect("declared store");
+                let handle = (def.factory)();
+                stores.insert(name.clone(), handle.clone());
+                store_list.push((
+                    handle,
+                    TopicPartition::new(changelog_topic(name).resolve(&app), partition),
+                ));
+            }
+            let mut inst = Instantiation::new(&app, &children, &stores);
+            inst.on_deserialize_error = config.on_deserialize_error;
+            let mut marker_topics = Vec::new();
+            for &n in st.nodes.iter().rev() {
+                let node = &topology.nodes[n];
+                inst.current = n;
+                inst.node_name = Arc::from(node.name.as_str());
+                inst.parents = &node.parents;
+                (node.build)(&mut inst)?;
+                if let NodeKind::Sink {
+                    topic: t @ TopicName::Internal(_),
+                } = &node.kind
+                {
+                    let name = t.resolve(&app);
+                    let count = plan.partitions_of.get(&name).copied().unwrap_or(1);
+                    marker_topics.push((Arc::<str>::from(name), count));
+                }
+            }
+            let name: Arc<str> = Arc::from(format!("{st_id}_{partition}"));
+            let late = config.late_records_topic.as_deref().map(Arc::<str>::from);
+            let mut sources = Vec::new();
+            let mut inputs = Vec::new();
+            for (topic, bootstrap, op) in std::mem::take(&mut inst.sources) {
+                let writers = plan.writers_of.get(&topic).copied();
+                inputs.push(Input::new(
+                    TopicPartition::new(topic, partition),
+                    sources.len(),
+                    bootstrap,
+                    writers,
+                ));
+                sources.push(op);
+            }
+            let wall = std::mem::take(&mut inst.wall_punctuators);
+            tasks.push(Task {
+                cx: crate::operator::TaskCx::new(partition, late),
+                name,
+                sources,
+                inputs,
+                stores: store_list,
+                wall,
+                idle_timeout: config.idle_timeout,
+                finished: false,
+                marker_topics,
+                last_mark: None,
+            });
+        }
+        let consumer = client.consumer(ConsumerConfig {
+            group_id: Some(app.clone()),
+            client_id: format!("{app}-worker"),
+            auto_offset_reset: OffsetReset::Earliest,
+            enable_auto_commit: false,
+            ..Default::default()
+        });
+        let producer = client.producer(ProducerConfig::default());
+        let mut route = HashMap::new();
+        for (t, task) in tasks.iter().enumerate() {
+            for (i, input) in task.inputs.iter().enumerate() {
+                route.insert(
+                    (
+                        Arc::<str>::from(input.tp.topic.as_str()),
+                        input.tp.partition,
+                    ),
+                    (t, i),
+                );
+            }
+        }
+        let mut w = Self {
+            tasks,
+            consumer,
+            producer,
+            client,
+            config,
+            rt,
+            last_commit: Instant::now(),
+            commits: 0,
+            route,
+        };
+        w.restore()?;
+        w.start_inputs()?;
+        Ok(w)
+    }
+
+    /// Restores every store up to its committed changelog offset; marks later keys dirty.
+    fn restore(&mut self) -> Result<()> {
+        let app = self.config.application_id.clone();
+        for task in &mut self.tasks {
+            for (store, tp) in &task.stores {
+                let (committed, end) = self.rt.block_on(async {
+                    let c = self
+                        .client
+                        .committed_offsets(&app, std::slice::from_ref(tp))
+                        .await?;
+                    let e = self.client.end_offsets(std::slice::from_ref(tp)).await?;
+                    Ok::<_, EngineError>((c[0].unwrap_or(0), e[0]))
+                })?;
+                if end == 0 {
+                    continue;
+                }
+                let mut consumer = self.client.consumer(ConsumerConfig {
+                    auto_offset_reset: OffsetReset::Earliest,
+                    enable_auto_commit: false,
+                    ..Default::default()
+                });
+                consumer.assign(vec![tp.clone()])?;
+                consumer.seek_to_beginning();
+                let mut position = 0;
+                let mut restored = 0u64;
+                let mut rewritten = 0u64;
+                while position < end {
+                    let recs = self
+                        .rt
+                        .block_on(consumer.poll(Duration::from_millis(200)))?;
+                    let mut s = store.dynamic.borrow_mut();
+                    for r in recs {
+                        let rec = &r.record;
+                        position = rec.offset + 1;
+                        let Some(key) = rec.key.as_deref() else {
+                            continue;
+                        };
+                        let res = if rec.offset < committed {
+                            restored += 1;
+                            s.apply_change(key, rec.value.as_deref())
+                        } else {
+                            rewritten += 1;
+                            s.mark_dirty_encoded(key)
+                        };
+                        res.map_err(|reason| EngineError::Store {
+                            store: s.name().to_string(),
+                            reason: format!("{tp} offset {}: {reason}", rec.offset),
+                        })?;
+                    }
+                }
+                tracing::info!(task = %task.name, changelog = %tp, restored, rewritten, "restored store");
+                self.rt.block_on(consumer.close())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Assigns the inputs; with `until_end`, notes where each ends.
+    fn start_inputs(&mut self) -> Result<()> {
+        let all: Vec<TopicPartition> = self
+            .tasks
+            .iter()
+            .flat_map(|t| t.inputs.iter().map(|i| i.tp.clone()))
+            .collect();
+        let committed = self.rt.block_on(
+            self.client
+                .committed_offsets(&self.config.application_id, &all),
+        )?;
+        let mut it = committed.into_iter();
+        for t in &mut self.tasks {
+            for i in &mut t.inputs {
+                i.position = it.next().flatten();
+            }
+        }
+        // Tables first: read every bootstrap input to its current end before anything else.
+        let boot: Vec<TopicPartition> = self
+            .tasks
+            .iter()
+            .flat_map(|t| {
+                t.inputs
+                    .iter()
+                    .filter(|i| i.bootstrap)
+                    .map(|i| i.tp.clone())
+            })
+            .collect();
+        if !boot.is_empty() {
+            let ends = self.rt.block_on(self.client.end_offsets(&boot))?;
+            self.consumer.assign(boot.clone())?;
+            loop {
+                let behind = boot.iter().zip(&ends).any(|(tp, &end)| {
+                    let (t, i) = self.route[&(Arc::<str>::from(tp.topic.as_str()), tp.partition)];
+                    self.tasks[t].inputs[i].position.unwrap_or(0) < end
+                        && self.consumer.position(tp).is_none_or(|p| p < end)
+                });
+                if !behind {
+                    break;
+                }
+                self.step(Duration::from_millis(100))?;
+            }
+        }
+        self.consumer.assign(all)?;
+        for t in &self.tasks {
+            for i in &t.inputs {
+                if let Some(p) = i.position {
+                    self.consumer.seek(&i.tp, p)?;
+                }
+            }
+        }
+        if self.config.until_end {
+            self.mark_ends()?;
+        }
+        Ok(())
+    }
+
+    /// Bounded run: every external input ends at its current end offset.
+    pub fn mark_ends(&mut self) -> Result<()> {
+        let tps: Vec<TopicPartition> = self
+            .tasks
+            .iter()
+            .flat_map(|t| t.inputs.iter().map(|i| i.tp.clone()))
+            .collect();
+        let ends = self.rt.block_on(self.client.end_offsets(&tps))?;
+        let mut it = ends.into_iter();
+        for t in &mut self.tasks {
+            for i in 0..t.inputs.len() {
+                t.inputs[i].end_offset = Some(it.next().expect("one end per input"));
+                t.check_ended(i);
+            }
+            t.advance_watermark();
+        }
+        self.send_outputs()?;
+        Ok(())
+    }
+
+    /// Polls once and processes what came. Returns the number of records (markers excluded).
+    pub fn step(&mut self, timeout: Duration) -> Result<usize> {
+        let recs = self.rt.block_on(self.consumer.poll(timeout))?;
+        let n = recs
+            .iter()
+            .filter(|r| !crate::task::is_marker(&r.record.headers))
+            .count();
+        let mut start = 0;
+        while start < recs.len() {
+            let (topic, partition) = (&recs[start].topic, recs[start].partition);
+            let mut end = start + 1;
+            while end < recs.len()
+                && recs[end].partition == partition
+                && Arc::ptr_eq(&recs[end].topic, topic)
+            {
+                end += 1;
+            }
+            if let Some(&(t, i)) = self.route.get(&(topic.clone(), partition)) {
+                self.process(t, i, &recs[start..end])?;
+            }
+            start = end;
+        }
+        let now = Instant::now();
+        let now_ms = runnel_log::types::now_ms();
+        for t in &mut self.tasks {
+            t.fire_wall_clock(now, now_ms);
+            t.advance_watermark();
+        }
+        self.send_outputs()?;
+        Ok(n)
+    }
+
+    fn process(&mut self, t: usize, i: usize, recs: &[ConsumerRecord]) -> Result<()> {
+        let task = &mut self.tasks[t];
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.process(i, recs))) {
+            Ok(r) => r,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                Err(EngineError::TaskFailed {
+                    task: task.name.to_string(),
+                    node: task.cx.node.to_string(),
+                    topic: recs[0].topic.to_string(),
+                    partition: recs[0].partition,
+                    offset: task.cx.offset,
+                    message,
+                })
+            }
+        }
+    }
+
+    fn send_outputs(&mut self) -> Result<()> {
+        let producer = &self.producer;
+        for t in &mut self.tasks {
+            if t.cx.out.is_empty() {
+                continue;
+            }
+            let out = std::mem::take(&mut t.cx.out);
+            self.rt.block_on(async {
+                for r in &out.records {
+                    let slice = |range: &Option<std::ops::Range<usize>>| {
+                        range.clone().map(|r| &out.bytes[r])
+                    };
+                    producer
+                        .send(ProducerRecord {
+                            topic: &r.topic,
+                            partition: r.partition,
+                            key: slice(&r.key),
+                            value: slice(&r.value),
+                            headers: &r.headers,
+                            timestamp: Some(r.timestamp),
+                        })
+                        .await?;
+                }
+                Ok::<_, EngineError>(())
+            })?;
+            let mut out = out;
+            out.clear();
+            t.cx.out = out;
+        }
+        Ok(())
+    }
+
+    /// Flushes outputs and changelogs, then commits input positions and changelog ends.
+    pub fn commit(&mut self) -> Result<()> {
+        for t in &mut self.tasks {
+            t.prepare_commit()?;
+        }
+        self.send_outputs()?;
+        self.rt.block_on(self.producer.flush())?;
+        let changelogs: Vec<TopicPartition> = self
+            .tasks
+            .iter()
+            .flat_map(|t| t.stores.iter().map(|(_, tp)| tp.clone()))
+            .collect();
+        let ends = self.rt.block_on(self.client.end_offsets(&changelogs))?;
+        let mut offsets: Vec<(TopicPartition, u64)> =
+            self.tasks.iter().flat_map(|t| t.positions()).collect();
+        offsets.extend(changelogs.into_iter().zip(ends));
+        self.rt.block_on(self.consumer.commit_offsets(offsets))?;
+        self.commits += 1;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    pub fn all_finished(&self) -> bool {
+        self.tasks.iter().all(|t| t.finished)
+    }
+
+    pub fn metrics(&self) -> TaskMetrics {
+        let mut m = TaskMetrics::default();
+        for t in &self.tasks {
+            add_metrics(&mut m, &t.cx.metrics);
+        }
+        m
+    }
+
+    fn run_loop(&mut self, stop: &AtomicBool) -> Result<RunSummary> {
+        loop {
+            self.step(Duration::from_millis(100))?;
+            let done = self.config.until_end && self.all_finished();
+            if done
+                || stop.load(Ordering::Acquire)
+                || self.last_commit.elapsed() >= self.config.commit_interval
+            {
+                self.commit()?;
+            }
+            if done || stop.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        Ok(RunSummary {
+            metrics: self.metrics(),
+            tasks: self.tasks.len(),
+            commits: self.commits,
+        })
+    }
+}

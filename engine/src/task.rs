@@ -1,0 +1,459 @@
+//! A task: one partition of one sub-topology — its operator chain, stores, and event time.
+//!
+//! Contract:
+//! - Records reach the task as runs from one input partition, in offset order
+//!   ([`Task::process`]). The task tracks, per input partition, the next offset to read and
+//!   the highest event time seen; the watermark is the minimum over active partitions of
+//!   (highest event time − allowed out-of-orderness). Partitions without records for the idle
+//!   timeout do not hold the watermark back. A repartition partition's watermark is the
+//!   minimum of the watermarks its writers (the upstream tasks) put into it as marker records.
+//! - When the watermark rises, every source forwards it; operators close windows with it.
+//! - With a bounded input, a partition ends at the end offset seen at start (a repartition
+//!   partition when every writer said so); when all have ended, the task sends the final
+//!   watermark (`i64::MAX`) and `End`.
+//! - [`Task::prepare_commit`] sends a barrier through the chain and writes dirty store
+//!   entries to the changelogs; the runner then flushes and commits [`Task::positions`].
+
+use crate::error::{EngineError, Result};
+use crate::operator::{Out, TaskCx};
+use crate::record::{Control, Msg, Rec};
+use crate::serdes::SerdeRef;
+use crate::state::StoreHandle;
+use bytes::Bytes;
+use runnel_log::{ConsumerRecord, Header, TopicPartition};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Header of the marker records that carry an upstream task's watermark through a repartition
+/// topic. Value: `<writer partition>:<millis>`, `<writer>:idle` or `<writer>:end`.
+pub(crate) const WATERMARK_HEADER: &str = "runnel.watermark";
+
+/// What to do with a record whose key or value cannot be deserialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDeserializeError {
+    /// Stop the task with an error naming the record.
+    Fail,
+    /// Log it, send it to the dead-letter topic with the reason in headers, go on.
+    #[default]
+    LogAndContinue,
+}
+
+/// The entry point of a sub-topology for one input topic, whatever its record types.
+pub(crate) trait SourceOp {
+    /// Deserializes and forwards a run of records of one partition. Returns the highest event
+    /// time among them.
+    fn on_records(&mut self, cx: &mut TaskCx, records: &[ConsumerRecord]) -> Result<Option<i64>>;
+    fn on_control(&mut self, cx: &mut TaskCx, control: Control);
+    /// Allowed out-of-orderness in milliseconds.
+    fn out_of_orderness(&self) -> i64;
+}
+
+/// Turns a record's value bytes into the source's value type (streams and tables differ in
+/// what a null means).
+pub(crate) type DecodeValue<V> = Arc<dyn Fn(Option<&[u8]>) -> Result<V, String> + Send + Sync>;
+pub(crate) type TimestampFn<K, V> = Arc<dyn Fn(&K, &V, i64) -> i64 + Send + Sync>;
+
+pub(crate) struct TypedSource<K, V> {
+    pub node: Arc<str>,
+    pub key_serde: SerdeRef<K>,
+    pub decode_value: DecodeValue<V>,
+    pub timestamp: Option<TimestampFn<K, V>>,
+    pub out_of_orderness: i64,
+    pub on_error: OnDeserializeError,
+    pub dead_letters: Arc<str>,
+    pub out: Out<K, V>,
+}
+
+impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
+    fn on_records(&mut self, cx: &mut TaskCx, records: &[ConsumerRecord]) -> Result<Option<i64>> {
+        let mut batch = Vec::with_capacity(records.len());
+        let mut max_ts = None::<i64>;
+        for r in records {
+            let rec = &r.record;
+            if is_marker(&rec.headers) {
+                continue;
+            }
+            let key = self.key_serde.deserialize(rec.key.as_deref());
+            let value = key
+                .as_ref()
+                .map_err(|e| ("key", e.clone()))
+                .and_then(|_| (self.decode_value)(rec.value.as_deref()).map_err(|e| ("value", e)));
+            let (key, value) = match value {
+                Ok(v) => (key.expect("checked"), v),
+                Err((what, reason)) => {
+                    self.reject(cx, r, what, reason)?;
+                    continue;
+                }
+            };
+            let ts = match &self.timestamp {
+                Some(f) => {
+                    cx.at(&self.node, rec.offset);
+                    f(&key, &value, rec.timestamp)
+                }
+                None => rec.timestamp,
+            };
+            max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
+            batch.push(Rec {
+                key,
+                value,
+                timestamp: ts,
+                headers: rec.headers.clone(),
+                offset: rec.offset,
+            });
+        }
+        cx.metrics.records_in += batch.len() as u64;
+        self.out.data(cx, batch);
+        Ok(max_ts)
+    }
+
+    fn on_control(&mut self, cx: &mut TaskCx, control: Control) {
+        self.out.send(cx, control.msg());
+    }
+
+    fn out_of_orderness(&self) -> i64 {
+        self.out_of_orderness
+    }
+}
+
+impl<K, V> TypedSource<K, V> {
+    fn reject(
+        &self,
+        cx: &mut TaskCx,
+        r: &ConsumerRecord,
+        what: &'static str,
+        reason: String,
+    ) -> Result<()> {
+        let rec = &r.record;
+        if self.on_error == OnDeserializeError::Fail {
+            return Err(EngineError::Deserialize {
+                what,
+                topic: r.topic.to_string(),
+                partition: r.partition,
+                offset: rec.offset,
+                reason,
+            });
+        }
+        tracing::warn!(topic = %r.topic, partition = r.partition, offset = rec.offset, %reason,
+            "cannot deserialize the record's {what}; sent to the dead-letter topic {}", self.dead_letters);
+        let mut headers = rec.headers.clone();
+        let h = |k: &str, v: String| Header {
+            key: k.into(),
+            value: Some(Bytes::from(v)),
+        };
+        headers.push(h(
+            "runnel.error",
+            format!("cannot deserialize the {what}: {reason}"),
+        ));
+        headers.push(h("runnel.topic", r.topic.to_string()));
+        headers.push(h("runnel.partition", r.partition.to_string()));
+        headers.push(h("runnel.offset", rec.offset.to_string()));
+        cx.out.push_raw(
+            &self.dead_letters,
+            None,
+            rec.timestamp,
+            headers,
+            rec.key.as_deref(),
+            rec.value.as_deref(),
+        );
+        cx.metrics.dead_letters += 1;
+        Ok(())
+    }
+}
+
+pub(crate) fn is_marker(headers: &[Header]) -> bool {
+    !headers.is_empty() && headers.iter().any(|h| h.key == WATERMARK_HEADER)
+}
+
+/// A wall-clock punctuation scheduled by a processor.
+pub(crate) struct WallPunctuator {
+    pub interval: Duration,
+    pub next: Instant,
+    pub fire: Box<dyn FnMut(&mut TaskCx, i64)>,
+}
+
+/// An upstream task's last word in a repartition partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterMark {
+    At(i64),
+    Idle,
+    End,
+}
+
+pub(crate) struct Input {
+    pub tp: TopicPartition,
+    pub source: usize,
+    /// Next offset to process.
+    pub position: Option<u64>,
+    max_ts: Option<i64>,
+    out_of_orderness: i64,
+    last_record: Instant,
+    /// Bounded runs: the offset at which this partition ends.
+    pub end_offset: Option<u64>,
+    pub ended: bool,
+    pub bootstrap: bool,
+    /// For repartition partitions: how many upstream tasks write into it, and their marks.
+    writers: Option<(u32, HashMap<u32, WriterMark>)>,
+}
+
+impl Input {
+    pub fn new(tp: TopicPartition, source: usize, bootstrap: bool, writers: Option<u32>) -> Self {
+        Self {
+            tp,
+            source,
+            position: None,
+            max_ts: None,
+            out_of_orderness: 0,
+            last_record: Instant::now(),
+            end_offset: None,
+            ended: false,
+            bootstrap,
+            writers: writers.map(|n| (n, HashMap::new())),
+        }
+    }
+
+    /// `None` when this partition must not hold the watermark back (idle or ended).
+    fn watermark(&self, idle_timeout: Duration, now: Instant) -> Option<i64> {
+        if self.ended {
+            return None;
+        }
+        if let Some((count, marks)) = &self.writers {
+            let mut wm = i64::MAX;
+            let mut any = false;
+            for w in 0..*count {
+                match marks.get(&w) {
+                    None => return Some(i64::MIN),
+                    Some(WriterMark::At(t)) => {
+                        wm = wm.min(*t);
+                        any = true;
+                    }
+                    Some(WriterMark::Idle) | Some(WriterMark::End) => {}
+                }
+            }
+            return any.then_some(wm);
+        }
+        match self.max_ts {
+            _ if now.duration_since(self.last_record) > idle_timeout && self.max_ts.is_some() => {
+                None
+            }
+            Some(t) => Some(t.saturating_sub(self.out_of_orderness)),
+            None if now.duration_since(self.last_record) > idle_timeout => None,
+            None => Some(i64::MIN),
+        }
+    }
+
+    fn writers_ended(&self) -> bool {
+        self.writers.as_ref().is_some_and(|(count, marks)| {
+            (0..*count).all(|w| marks.get(&w) == Some(&WriterMark::End))
+        })
+    }
+}
+
+pub(crate) struct Task {
+    pub name: Arc<str>,
+    pub cx: TaskCx,
+    pub sources: Vec<Box<dyn SourceOp>>,
+    pub inputs: Vec<Input>,
+    pub stores: Vec<(StoreHandle, TopicPartition)>,
+    pub wall: Vec<WallPunctuator>,
+    pub idle_timeout: Duration,
+    pub finished: bool,
+    /// Topics of the repartition sinks, for marker records.
+    pub marker_topics: Vec<(Arc<str>, u32)>,
+    /// The last watermark mark written to them.
+    pub last_mark: Option<String>,
+}
+
+impl Task {
+    /// Processes a run of records of input `i`, in offset order.
+    pub fn process(&mut self, i: usize, records: &[ConsumerRecord]) -> Result<()> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        if self.inputs[i].writers.is_some() {
+            self.read_markers(i, records);
+        }
+        let source = self.inputs[i].source;
+        self.cx.topic = records[0].topic.clone();
+        let max_ts = self.sources[source].on_records(&mut self.cx, records)?;
+        let input = &mut self.inputs[i];
+        input.out_of_orderness = self.sources[source].out_of_orderness();
+        input.position = Some(last.record.offset + 1);
+        input.last_record = Instant::now();
+        if let Some(t) = max_ts {
+            input.max_ts = Some(input.max_ts.map_or(t, |m| m.max(t)));
+        }
+        self.check_ended(i);
+        self.advance_watermark();
+        Ok(())
+    }
+
+    fn read_markers(&mut self, i: usize, records: &[ConsumerRecord]) {
+        let Some((_, marks)) = &mut self.inputs[i].writers else {
+            return;
+        };
+        for r in records {
+            for h in &r.record.headers {
+                if h.key != WATERMARK_HEADER {
+                    continue;
+                }
+                let text = h.value.as_deref().map(String::from_utf8_lossy);
+                let Some((w, m)) = text.as_deref().and_then(|t| t.split_once(':')) else {
+                    continue;
+                };
+                let Ok(w) = w.parse::<u32>() else { continue };
+                let mark = match m {
+                    "idle" => WriterMark::Idle,
+                    "end" => WriterMark::End,
+                    t => match t.parse() {
+                        Ok(t) => WriterMark::At(t),
+                        Err(_) => continue,
+                    },
+                };
+                // A writer's watermark never goes back (markers of a restarted writer may).
+                let keep = match (marks.get(&w), mark) {
+                    (Some(WriterMark::At(old)), WriterMark::At(new)) => new >= *old,
+                    (Some(WriterMark::End), _) => false,
+                    _ => true,
+                };
+                if keep {
+                    marks.insert(w, mark);
+                }
+            }
+        }
+    }
+
+    /// Marks inputs that reached their end; call after positions move.
+    pub fn check_ended(&mut self, i: usize) {
+        let input = &mut self.inputs[i];
+        if input.ended {
+            return;
+        }
+        input.ended = if input.writers.is_some() {
+            input.end_offset.is_some() && input.writers_ended()
+        } else {
+            matches!((input.end_offset, input.position), (Some(end), Some(p)) if p >= end)
+                || input.end_offset == Some(0)
+        };
+    }
+
+    /// Recomputes the watermark; forwards it if it rose; finishes the task at the end of input.
+    pub fn advance_watermark(&mut self) {
+        if self.finished {
+            return;
+        }
+        let now = Instant::now();
+        let mut wm = None::<i64>;
+        for input in &self.inputs {
+            if let Some(w) = input.watermark(self.idle_timeout, now) {
+                wm = Some(wm.map_or(w, |m| m.min(w)));
+            }
+        }
+        let all_ended = self.inputs.iter().all(|i| i.ended);
+        if all_ended {
+            self.control(Control::Watermark(i64::MAX));
+            self.control(Control::End);
+            self.finished = true;
+            return;
+        }
+        if let Some(w) = wm
+            && w > self.cx.watermark
+        {
+            self.control(Control::Watermark(w));
+        }
+    }
+
+    pub fn control(&mut self, c: Control) {
+        if let Control::Watermark(w) = c {
+            if w <= self.cx.watermark && w != i64::MAX {
+                return;
+            }
+            self.cx.watermark = self.cx.watermark.max(w);
+        }
+        for s in &mut self.sources {
+            s.on_control(&mut self.cx, c);
+        }
+    }
+
+    /// Barrier through the chain, watermark markers into repartition topics, and dirty store
+    /// entries into the changelogs.
+    pub fn prepare_commit(&mut self) -> Result<()> {
+        self.control(Control::Barrier);
+        let mark = if self.finished {
+            "end".to_string()
+        } else if self.cx.watermark == i64::MIN
+            && self
+                .inputs
+                .iter()
+                .all(|i| i.watermark(self.idle_timeout, Instant::now()).is_none())
+        {
+            "idle".to_string()
+        } else {
+            self.cx.watermark.to_string()
+        };
+        // Only a changed mark is news; rewriting the same one would keep readers busy forever.
+        let changed = self.last_mark.as_deref() != Some(mark.as_str());
+        let value = Bytes::from(format!("{}:{mark}", self.cx.partition));
+        self.last_mark = Some(mark);
+        for (topic, partitions) in self.marker_topics.iter().filter(|_| changed) {
+            for p in 0..*partitions {
+                let headers = vec![Header {
+                    key: WATERMARK_HEADER.into(),
+                    value: Some(value.clone()),
+                }];
+                self.cx.out.push_raw(topic, Some(p), 0, headers, None, None);
+            }
+        }
+        for (store, changelog) in &self.stores {
+            let topic: Arc<str> = Arc::from(changelog.topic.as_str());
+            let partition = changelog.partition;
+            let out = &mut self.cx.out;
+            store
+                .dynamic
+                .borrow_mut()
+                .drain_changes(&mut |k, v| {
+                    out.push_raw(&topic, Some(partition), 0, Vec::new(), Some(k), v)
+                })
+                .map_err(|reason| EngineError::Store {
+                    store: store.dynamic.borrow().name().to_string(),
+                    reason,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// `(input partition, next offset)` of every input that has a position.
+    pub fn positions(&self) -> Vec<(TopicPartition, u64)> {
+        self.inputs
+            .iter()
+            .filter_map(|i| Some((i.tp.clone(), i.position?)))
+            .collect()
+    }
+
+    pub fn fire_wall_clock(&mut self, now: Instant, now_ms: i64) {
+        for p in &mut self.wall {
+            if now >= p.next {
+                p.next = now + p.interval;
+                (p.fire)(&mut self.cx, now_ms);
+            }
+        }
+    }
+}
+
+/// Forwards a message to `out` unchanged except for data, which `f` maps batch by batch.
+pub(crate) fn map_msg<K, V, K2: Clone, V2: Clone>(
+    cx: &mut TaskCx,
+    out: &Out<K2, V2>,
+    msg: Msg<K, V>,
+    f: impl FnOnce(&mut TaskCx, Vec<Rec<K, V>>) -> Vec<Rec<K2, V2>>,
+) {
+    match msg {
+        Msg::Data(batch) => {
+            let b = f(cx, batch);
+            out.data(cx, b)
+        }
+        Msg::Watermark(w) => out.send(cx, Msg::Watermark(w)),
+        Msg::Barrier => out.send(cx, Msg::Barrier),
+        Msg::End => out.send(cx, Msg::End),
+    }
+}
