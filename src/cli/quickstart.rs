@@ -10,6 +10,7 @@
 
 use super::deliveries::Deliveries;
 use super::output;
+use runnel::rides::RideEvents;
 use anyhow::{Result, bail};
 use clap::Args;
 use runnel_log::{
@@ -18,7 +19,6 @@ use runnel_log::{
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
@@ -33,27 +33,6 @@ const PARTITIONS: u32 = 4;
 const GROUP: &str = "quickstart";
 /// Reading back gives up when no record arrived for this long although the group lags.
 const STALL: Duration = Duration::from_secs(30);
-
-const REGIONS: [&str; 16] = [
-    "north",
-    "south",
-    "east",
-    "west",
-    "central",
-    "harbor",
-    "airport",
-    "downtown",
-    "uptown",
-    "midtown",
-    "riverside",
-    "hills",
-    "lakeside",
-    "industrial",
-    "suburb",
-    "campus",
-];
-const BASE_TS: i64 = 1_700_000_000_000;
-const JITTER_MS: u64 = 200;
 
 pub async fn run(log: &Log, args: QuickstartArgs) -> Result<()> {
     match log.topic(TOPIC) {
@@ -117,12 +96,12 @@ async fn produce(log: &Log, n: u64) -> Result<u64> {
     let started = Instant::now();
     let producer = Producer::new(log.clone(), ProducerConfig::default());
     let mut deliveries = Deliveries::default();
-    let mut events = Events::new();
+    let mut events = RideEvents::default();
     let (mut line, mut key, mut bytes) = (Vec::with_capacity(256), Vec::new(), 0);
-    for i in 0..n {
+    for _ in 0..n {
         line.clear();
         key.clear();
-        events.next_event(i, &mut line, &mut key)?;
+        events.write_next(&mut line, &mut key)?;
         bytes += line.len() as u64;
         let record = ProducerRecord::new(TOPIC, &line).key(&key);
         deliveries.push(producer.send(record).await?).await;
@@ -133,74 +112,6 @@ async fn produce(log: &Log, n: u64) -> Result<u64> {
     let summary = output::throughput(stored, "event", TOPIC, bytes, started.elapsed());
     eprintln!("produced {summary}");
     Ok(stored)
-}
-
-/// splitmix64: a small deterministic generator, so every run produces the same events.
-struct Events {
-    state: u64,
-}
-
-impl Events {
-    fn new() -> Self {
-        Self { state: 42 }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Writes event `i` as a JSON line into `line` and its driver id into `key`.
-    fn next_event(&mut self, i: u64, line: &mut Vec<u8>, key: &mut Vec<u8>) -> Result<()> {
-        let jitter = self.below(2 * JITTER_MS + 1) as i64 - JITTER_MS as i64;
-        let ts = (BASE_TS + i as i64 + jitter).max(BASE_TS);
-        let driver = self.below(10_000);
-        // Drivers mostly stay in "their" region.
-        let region = if self.unit() < 0.7 {
-            driver % 16
-        } else {
-            self.below(16)
-        } as usize;
-        // Region centres around a fictional city at (52.52, 13.40).
-        let lat = 52.52 + 0.02 * ((region % 4) as f64 - 1.5) + self.uniform(-0.01, 0.01);
-        let lon = 13.40 + 0.03 * ((region / 4) as f64 - 1.5) + self.uniform(-0.015, 0.015);
-        // A quarter of the updates are "standing" (< 5 m/s).
-        let speed = if self.unit() < 0.25 {
-            self.uniform(0.0, 5.0)
-        } else {
-            self.uniform(5.0, 30.0)
-        };
-        let round = |x: f64, digits: i32| {
-            let m = 10f64.powi(digits);
-            (x * m).round() / m
-        };
-        write!(
-            line,
-            r#"{{"ts":{ts},"driver_id":{driver},"region":"{}","lat":{},"lon":{},"speed":{}}}"#,
-            REGIONS[region],
-            round(lat, 6),
-            round(lon, 6),
-            round(speed, 3)
-        )?;
-        write!(key, "{driver}")?;
-        Ok(())
-    }
 }
 
 #[derive(Deserialize)]
