@@ -27,7 +27,8 @@ fn main() -> anyhow::Result<()> {
     let summary = App::new(topology, client.clone(), config).run(rt.handle())?;
     let elapsed = started.elapsed();
 
-    let windows: Vec<(String, RegionWindow)> = rt.block_on(rides::read_json(&client, "region-speeds"))?;
+    let windows: Vec<(String, RegionWindow)> =
+        rt.block_on(rides::read_json(&client, "region-speeds"))?;
     let mut per_region: BTreeMap<String, (usize, u64, f64, f64)> = BTreeMap::new();
     for (_, w) in &windows {
         let e = per_region.entry(w.region.clone()).or_default();

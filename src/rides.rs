@@ -12,8 +12,22 @@ use std::io::Write;
 use std::time::Duration;
 
 pub const REGIONS: [&str; 16] = [
-    "north", "south", "east", "west", "central", "harbor", "airport", "downtown", "uptown",
-    "midtown", "riverside", "hills", "lakeside", "industrial", "suburb", "campus",
+    "north",
+    "south",
+    "east",
+    "west",
+    "central",
+    "harbor",
+    "airport",
+    "downtown",
+    "uptown",
+    "midtown",
+    "riverside",
+    "hills",
+    "lakeside",
+    "industrial",
+    "suburb",
+    "campus",
 ];
 pub const BASE_TS: i64 = 1_700_000_000_000;
 const JITTER_MS: u64 = 200;
@@ -177,12 +191,19 @@ pub fn speed_per_region(input: &str, output: &str) -> Topology {
             window_start: w.window.start,
             window_end: w.window.end,
             count: s.count,
-            avg_speed: if s.count == 0 { 0.0 } else { s.sum / s.count as f64 },
+            avg_speed: if s.count == 0 {
+                0.0
+            } else {
+                s.sum / s.count as f64
+            },
             max_speed: s.max,
         };
         (w.key, r)
     })
-    .to(output, Produced::with(StringSerde, JsonSerde::<RegionWindow>::new()));
+    .to(
+        output,
+        Produced::with(StringSerde, JsonSerde::<RegionWindow>::new()),
+    );
     b.build()
 }
 
@@ -195,14 +216,20 @@ pub fn fast_rides(input: &str, output: &str) -> Topology {
         kmh: f64,
     }
     let b = StreamsBuilder::new();
-    b.stream(input, Consumed::with(StringSerde, JsonSerde::<RideSpeed>::new()))
-        .filter(|_, r| r.speed > 5.0)
-        .map_values(|r| Fast {
-            driver_id: r.driver_id,
-            region: r.region,
-            kmh: r.speed * 3.6,
-        })
-        .to(output, Produced::with(StringSerde, JsonSerde::<Fast>::new()));
+    b.stream(
+        input,
+        Consumed::with(StringSerde, JsonSerde::<RideSpeed>::new()),
+    )
+    .filter(|_, r| r.speed > 5.0)
+    .map_values(|r| Fast {
+        driver_id: r.driver_id,
+        region: r.region,
+        kmh: r.speed * 3.6,
+    })
+    .to(
+        output,
+        Produced::with(StringSerde, JsonSerde::<Fast>::new()),
+    );
     b.build()
 }
 
@@ -229,7 +256,11 @@ pub async fn produce_rides(
         let ts = events.write_next(&mut line, &mut key)?;
         bytes += line.len() as u64;
         producer
-            .send(runnel_log::ProducerRecord::new(topic, &line).key(&key).timestamp(ts))
+            .send(
+                runnel_log::ProducerRecord::new(topic, &line)
+                    .key(&key)
+                    .timestamp(ts),
+            )
             .await?;
         if i % 65_536 == 0 {
             progress(i);
@@ -246,7 +277,9 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     topic: &str,
 ) -> anyhow::Result<Vec<(String, T)>> {
     let n = client.partition_count(topic).await?.unwrap_or(0);
-    let tps: Vec<_> = (0..n).map(|p| runnel_log::TopicPartition::new(topic, p)).collect();
+    let tps: Vec<_> = (0..n)
+        .map(|p| runnel_log::TopicPartition::new(topic, p))
+        .collect();
     let total: u64 = client.end_offsets(&tps).await?.iter().sum();
     let mut consumer = client.consumer(runnel_log::ConsumerConfig {
         auto_offset_reset: runnel_log::OffsetReset::Earliest,
@@ -260,7 +293,8 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         let recs = consumer.poll(Duration::from_millis(200)).await?;
         seen += recs.len() as u64;
         for r in recs {
-            let key = String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into_owned();
+            let key =
+                String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into_owned();
             if let Some(v) = r.record.value.as_deref() {
                 out.push((key, serde_json::from_slice(v)?));
             }

@@ -21,13 +21,46 @@ use crate::serdes::SerdeRef;
 use crate::state::StoreHandle;
 use bytes::Bytes;
 use runnel_log::{ConsumerRecord, Header, TopicPartition};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Header of the marker records that carry an upstream task's watermark through a repartition
 /// topic. Value: `<writer partition>:<millis>`, `<writer>:idle` or `<writer>:end`.
 pub(crate) const WATERMARK_HEADER: &str = "runnel.watermark";
+
+/// Header of repartitioned records: the writing task's partition, the offset of the input
+/// record it derives from, and its index among the outputs of that input (big-endian
+/// u32, u64, u32). A writer replays its input in the same order after a crash, so a reader
+/// that remembers the last origin per writer drops exactly the records it already has.
+pub(crate) const ORIGIN_HEADER: &str = "runnel.origin";
+
+/// Last origin `(offset, index)` read per writer, kept with the reader's state so that it
+/// matches the committed positions.
+pub(crate) type DedupStore = crate::state::KeyValueStore<u32, (u64, u32)>;
+
+pub(crate) fn encode_origin(writer: u32, offset: u64, index: u32) -> Bytes {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&writer.to_be_bytes());
+    b.extend_from_slice(&offset.to_be_bytes());
+    b.extend_from_slice(&index.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn decode_origin(headers: &[Header]) -> Option<(u32, (u64, u32))> {
+    let h = headers.iter().find(|h| h.key == ORIGIN_HEADER)?;
+    let v = h.value.as_deref().filter(|v| v.len() == 16)?;
+    let u32_at = |i: usize| u32::from_be_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+    Some((
+        u32_at(0),
+        (
+            u64::from_be_bytes(v[4..12].try_into().expect("8 bytes")),
+            u32_at(12),
+        ),
+    ))
+}
 
 /// What to do with a record whose key or value cannot be deserialized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +95,8 @@ pub(crate) struct TypedSource<K, V> {
     pub out_of_orderness: i64,
     pub on_error: OnDeserializeError,
     pub dead_letters: Arc<str>,
+    /// For repartition topics: drops records already read (see [`ORIGIN_HEADER`]).
+    pub dedup: Option<Rc<RefCell<DedupStore>>>,
     pub out: Out<K, V>,
 }
 
@@ -73,6 +108,15 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
             let rec = &r.record;
             if is_marker(&rec.headers) {
                 continue;
+            }
+            if let Some(dedup) = &self.dedup
+                && let Some((writer, origin)) = decode_origin(&rec.headers)
+            {
+                let mut seen = dedup.borrow_mut();
+                if seen.get(&writer).is_some_and(|last| origin <= *last) {
+                    continue;
+                }
+                seen.put(writer, origin);
             }
             let key = self.key_serde.deserialize(rec.key.as_deref());
             let value = key
@@ -348,6 +392,15 @@ impl Task {
             if let Some(w) = input.watermark(self.idle_timeout, now) {
                 wm = Some(wm.map_or(w, |m| m.min(w)));
             }
+        }
+        if wm.is_none() {
+            // Every input is idle: nothing is arriving, so what was seen is complete.
+            wm = self
+                .inputs
+                .iter()
+                .filter(|i| !i.ended && i.writers.is_none())
+                .filter_map(|i| i.max_ts.map(|t| t.saturating_sub(i.out_of_orderness)))
+                .min();
         }
         let all_ended = self.inputs.iter().all(|i| i.ended);
         if all_ended {

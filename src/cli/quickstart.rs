@@ -10,9 +10,9 @@
 
 use super::deliveries::Deliveries;
 use super::output;
-use runnel::rides::RideEvents;
 use anyhow::{Result, bail};
 use clap::Args;
+use runnel::rides::RideEvents;
 use runnel_log::{
     Consumer, ConsumerConfig, Log, LogError, OffsetReset, Producer, ProducerConfig, ProducerRecord,
     TopicConfig,

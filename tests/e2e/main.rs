@@ -6,6 +6,7 @@ mod compaction;
 mod consumer;
 mod corruption;
 mod crash;
+mod engine;
 mod groups;
 mod model;
 mod support;

@@ -20,7 +20,7 @@ use crate::operator::op;
 use crate::ops::sink::Sink;
 use crate::serdes::SerdeRef;
 use crate::state::{StateStore, StoreHandle};
-use crate::task::{DecodeValue, TypedSource};
+use crate::task::{DecodeValue, DedupStore, TypedSource};
 use crate::topology::{BuildFn, Instantiation, NodeDef, NodeKind, StoreDef, TopicName, Topology};
 use std::cell::RefCell;
 use std::hash::Hash;
@@ -71,6 +71,7 @@ impl StreamsBuilder {
             false,
             &consumed,
             decode,
+            None,
         );
         KStream::new(
             self.clone(),
@@ -106,6 +107,7 @@ impl StreamsBuilder {
             true,
             &consumed_opt,
             decode,
+            None,
         );
         KTable::new(self.clone(), node, Some((consumed.key, consumed.value)))
     }
@@ -123,18 +125,24 @@ impl StreamsBuilder {
         bootstrap: bool,
         consumed: &Consumed<K, V>,
         decode: DecodeValue<V>,
+        dedup: Option<String>,
     ) -> usize {
         let key_serde = consumed.key.clone();
         let ts = consumed.timestamp.clone();
         let ooo = consumed.out_of_orderness;
         let resolved = topic.clone();
+        let stores = dedup.iter().cloned().collect();
         self.add_node(
             prefix,
             NodeKind::Source { topic, bootstrap },
             vec![],
-            vec![],
+            stores,
             Arc::new(move |inst: &mut Instantiation<'_>| {
                 let out = inst.out::<K, V>();
+                let dedup = match &dedup {
+                    Some(name) => Some(inst.store::<DedupStore>(name)?),
+                    None => None,
+                };
                 let name = inst.topic(&resolved);
                 let dead_letters: Arc<str> = Arc::from(format!("{}-dlq", inst.app_id));
                 inst.sources.push((
@@ -148,6 +156,7 @@ impl StreamsBuilder {
                         out_of_orderness: ooo,
                         on_error: inst.on_deserialize_error,
                         dead_letters,
+                        dedup,
                         out,
                     }),
                 ));
@@ -176,6 +185,11 @@ impl StreamsBuilder {
             build,
         });
         inner.nodes.len() - 1
+    }
+
+    /// The name the next node with this prefix will get (stores of a join are named after it).
+    pub(crate) fn next_node_name(&self, prefix: &str) -> String {
+        format!("{prefix}-{:010}", self.inner.borrow().counter)
     }
 
     pub(crate) fn node_name(&self, id: usize) -> String {
@@ -218,8 +232,10 @@ impl StreamsBuilder {
             Arc::new(move |inst| {
                 let topic: Arc<str> = Arc::from(inst.topic(&t));
                 let node = inst.node_name.clone();
+                let origin = matches!(t, TopicName::Internal(_)).then_some((u64::MAX, 0));
                 inst.input::<K, V>(op(Sink {
                     node,
+                    origin,
                     topic,
                     key_serde: key_serde.clone(),
                     value_serde: value_serde.clone(),
@@ -252,6 +268,19 @@ impl StreamsBuilder {
             timestamp: None,
             out_of_orderness: 0,
         };
-        self.source("KSTREAM-SOURCE", topic, false, &consumed, decode)
+        // Records an upstream task sends again after a crash are dropped by their origin.
+        let dedup = format!("{}-dedup", self.next_node_name("KSTREAM-SOURCE"));
+        let n = dedup.clone();
+        self.add_store(&dedup, "key-value", move || {
+            DedupStore::new(n.clone(), crate::serdes::json(), crate::serdes::json())
+        });
+        self.source(
+            "KSTREAM-SOURCE",
+            topic,
+            false,
+            &consumed,
+            decode,
+            Some(dedup),
+        )
     }
 }

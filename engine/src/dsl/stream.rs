@@ -550,8 +550,7 @@ impl<K: Key, V: Data> KStream<K, V> {
     ) -> KStream<K, VR> {
         let me = self.partitioned(None);
         let (ks, vts) = table.serdes_or_panic("join");
-        let name = self.b.node_name(self.node);
-        let store = format!("{prefix}-{name}-table-store");
+        let store = format!("{}-table-store", self.b.next_node_name(prefix));
         let (k2, v2) = (ks.clone(), vts.clone());
         let s2 = store.clone();
         self.b.add_store(&store, "key-value", move || {
@@ -680,11 +679,13 @@ impl<K: Key, V: Data> KStream<K, V> {
         let (rk, rv) = them.serdes.clone().unwrap_or_else(|| {
             panic!("the right side of a stream–stream join needs serdes: call with_serdes(..)")
         });
-        let name = self.b.node_name(self.node);
-        let (ls, rs) = (
-            format!("KSTREAM-JOINTHIS-{name}-store"),
-            format!("KSTREAM-JOINOTHER-{name}-store"),
-        );
+        let prefix = match kind {
+            JoinKind::Inner => "KSTREAM-JOIN",
+            JoinKind::Left => "KSTREAM-LEFTJOIN",
+            JoinKind::Outer => "KSTREAM-OUTERJOIN",
+        };
+        let name = self.b.next_node_name(prefix);
+        let (ls, rs) = (format!("{name}-this-store"), format!("{name}-other-store"));
         let (a, b2, c) = (ls.clone(), lk.clone(), lv.clone());
         self.b.add_store(&ls, "window", move || {
             WindowStore::<K, Buffered<V>>::new(a.clone(), b2.clone(), buffered_serde(c.clone()))
@@ -700,11 +701,6 @@ impl<K: Key, V: Data> KStream<K, V> {
             grace: window.grace,
         };
         let (ls2, rs2) = (ls.clone(), rs.clone());
-        let prefix = match kind {
-            JoinKind::Inner => "KSTREAM-JOIN",
-            JoinKind::Left => "KSTREAM-LEFTJOIN",
-            JoinKind::Outer => "KSTREAM-OUTERJOIN",
-        };
         let node = self.b.add_node(
             prefix,
             NodeKind::Processor,

@@ -257,11 +257,8 @@ impl<K: Key, V: Data> KTable<K, V> {
     ) -> KTable<K, VR> {
         let (lk, lv) = self.serdes_or_panic("join");
         let (rk, rv) = other.serdes_or_panic("join");
-        let name = self.b.node_name(self.node);
-        let (ls, rs) = (
-            format!("{prefix}-{name}-this-store"),
-            format!("{prefix}-{name}-other-store"),
-        );
+        let name = self.b.next_node_name(prefix);
+        let (ls, rs) = (format!("{name}-this-store"), format!("{name}-other-store"));
         let (a, b2, c) = (ls.clone(), lk.clone(), lv.clone());
         self.b.add_store(&ls, "key-value", move || {
             KeyValueStore::new(a.clone(), b2.clone(), c.clone())

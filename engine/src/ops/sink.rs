@@ -4,10 +4,13 @@
 use crate::operator::{Operator, TaskCx};
 use crate::record::Msg;
 use crate::serdes::SerdeRef;
+use crate::task::{ORIGIN_HEADER, encode_origin};
 use std::sync::Arc;
 
 pub(crate) struct Sink<K, V> {
     pub node: Arc<str>,
+    /// Repartition sinks tag records with their origin; the last one written.
+    pub origin: Option<(u64, u32)>,
     pub topic: Arc<str>,
     pub key_serde: SerdeRef<K>,
     pub value_serde: SerdeRef<V>,
@@ -20,11 +23,21 @@ impl<K, V> Operator<K, V> for Sink<K, V> {
         for r in batch {
             cx.at(&self.node, r.offset);
             let (ks, vs) = (&self.key_serde, &self.value_serde);
+            let mut headers = r.headers;
+            if let Some((offset, index)) = &mut self.origin {
+                *index = if *offset == r.offset { *index + 1 } else { 0 };
+                *offset = r.offset;
+                headers.retain(|h| h.key != ORIGIN_HEADER);
+                headers.push(runnel_log::Header {
+                    key: ORIGIN_HEADER.into(),
+                    value: Some(encode_origin(cx.partition, *offset, *index)),
+                });
+            }
             if let Err(e) = cx.out.push(
                 &self.topic,
                 None,
                 r.timestamp,
-                r.headers,
+                headers,
                 |b| ks.serialize(&r.key, b),
                 |b| vs.serialize(&r.value, b),
             ) {

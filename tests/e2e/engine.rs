@@ -1,0 +1,680 @@
+//! The engine end to end: reference jobs on multi-partition inputs checked against brute
+//! force, the repartition test (4 partitions give the results of 1), restart and SIGKILL
+//! recovery, error handling, co-partitioning, punctuation and joins through the test driver.
+
+use rand::{Rng, SeedableRng};
+use runnel::engine::prelude::*;
+use runnel::log::{Log, SharedLogClient};
+use runnel::rides::{self, REGIONS, RegionWindow, RideEvents};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Windows by (region, start) computed directly from the generated events: count, sum, max.
+fn brute_force(events: u64) -> BTreeMap<(String, i64), (u64, f64, f64)> {
+    let mut rides_gen = RideEvents::default();
+    let (mut line, mut key) = (Vec::new(), Vec::new());
+    let mut out: BTreeMap<(String, i64), (u64, f64, f64)> = BTreeMap::new();
+    for _ in 0..events {
+        line.clear();
+        key.clear();
+        rides_gen.write_next(&mut line, &mut key).unwrap();
+        let r: rides::Ride = serde_json::from_slice(&line).unwrap();
+        if r.speed > 5.0 {
+            let e = out
+                .entry((r.region, r.ts.div_euclid(10_000) * 10_000))
+                .or_default();
+            e.0 += 1;
+            e.1 += r.speed;
+            e.2 = e.2.max(r.speed);
+        }
+    }
+    out
+}
+
+/// The final result per window; panics if a window was emitted twice with different results.
+fn final_windows(emitted: Vec<(String, RegionWindow)>) -> BTreeMap<(String, i64), RegionWindow> {
+    let mut out: BTreeMap<(String, i64), RegionWindow> = BTreeMap::new();
+    for (_, w) in emitted {
+        let k = (w.region.clone(), w.window_start);
+        if let Some(prev) = out.get(&k) {
+            assert!(
+                same(prev, &w),
+                "window {k:?} emitted twice with different results: {prev:?} vs {w:?}"
+            );
+        }
+        out.insert(k, w);
+    }
+    out
+}
+
+/// Equal up to float summation order (records of a region arrive through a repartition topic,
+/// whose interleaving of writers differs between runs).
+fn same(a: &RegionWindow, b: &RegionWindow) -> bool {
+    a.count == b.count
+        && a.max_speed == b.max_speed
+        && (a.avg_speed - b.avg_speed).abs() < 1e-9 * a.avg_speed.abs().max(1.0)
+}
+
+fn run_rides(partitions: u32, events: u64) -> BTreeMap<(String, i64), RegionWindow> {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
+    rt.block_on(rides::produce_rides(
+        &client,
+        "rides",
+        partitions,
+        events,
+        |_| {},
+    ))
+    .unwrap();
+    let mut cfg = StreamsConfig::new("rides-app");
+    cfg.until_end = true;
+    let summary = App::new(rides::speed_per_region("rides", "out"), client.clone(), cfg)
+        .run(rt.handle())
+        .unwrap();
+    assert_eq!(
+        summary.metrics.late_records, 0,
+        "the generator's jitter is within the 5 s bound"
+    );
+    final_windows(rt.block_on(rides::read_json(&client, "out")).unwrap())
+}
+
+#[test]
+fn repartition_four_partitions_give_the_results_of_one_and_of_brute_force() {
+    let events = 60_000;
+    let one = run_rides(1, events);
+    let four = run_rides(4, events);
+    assert_eq!(one.len(), four.len());
+    for (k, w) in &one {
+        assert!(same(w, &four[k]), "{k:?}: {w:?} vs {:?}", four[k]);
+    }
+    let expected = brute_force(events);
+    assert_eq!(expected.len(), one.len());
+    for ((region, start), (count, sum, max)) in expected {
+        let w = &one[&(region.clone(), start)];
+        assert_eq!(
+            (w.count, w.max_speed, w.window_end),
+            (count, max, start + 10_000),
+            "{region} {start}"
+        );
+        assert!((w.avg_speed - sum / count as f64).abs() < 1e-9);
+    }
+    assert!(one.keys().all(|(r, _)| REGIONS.contains(&r.as_str())));
+}
+
+const CHILD_ENV: &str = "RUNNEL_ENGINE_CHILD_DIR";
+const RECOVERY_EVENTS: u64 = 1_000_000;
+
+/// Runs only inside the child started by `ride_windows_survive_sigkill`: the ride-hailing job
+/// over the data directory, until the input is consumed.
+#[test]
+fn engine_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(&dir).unwrap());
+    let mut cfg = StreamsConfig::new("recovery");
+    cfg.until_end = true;
+    cfg.commit_interval = Duration::from_millis(200);
+    println!("\nstarted");
+    std::io::stdout().flush().unwrap();
+    App::new(rides::speed_per_region("rides", "out"), client, cfg)
+        .run(rt.handle())
+        .unwrap();
+    println!("finished");
+}
+
+#[test]
+fn ride_windows_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
+        rt.block_on(rides::produce_rides(
+            &client,
+            "rides",
+            4,
+            RECOVERY_EVENTS,
+            |_| {},
+        ))
+        .unwrap();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let spawn = || {
+        Command::new(&exe)
+            .args([
+                "engine::engine_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut kills = 0;
+    for _ in 0..12 {
+        let mut child = spawn();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap() > 0 && !line.contains("started") {
+            line.clear();
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        if kills >= 6 {
+            break;
+        }
+    }
+    assert!(
+        kills >= 5,
+        "the job finished before it was killed 5 times ({kills})"
+    );
+    let status = spawn().wait_with_output().unwrap();
+    assert!(
+        status.status.success() && String::from_utf8_lossy(&status.stdout).contains("finished")
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
+    let emitted: Vec<(String, RegionWindow)> =
+        rt.block_on(rides::read_json(&client, "out")).unwrap();
+    let recovered = final_windows(emitted);
+    let expected = brute_force(RECOVERY_EVENTS);
+    assert_eq!(
+        recovered.len(),
+        expected.len(),
+        "every window, once the input is consumed"
+    );
+    for ((region, start), (count, sum, max)) in expected {
+        let w = &recovered[&(region.clone(), start)];
+        assert_eq!(
+            (w.count, w.max_speed),
+            (count, max),
+            "window {region} {start} after {kills} kills"
+        );
+        assert!((w.avg_speed - sum / count as f64).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn state_is_restored_from_the_changelog_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream("words", Consumed::with(StringSerde, StringSerde))
+            .group_by(|_, w| w.clone(), Grouped::with(StringSerde, StringSerde))
+            .count("word-counts")
+            .to("counts");
+        b.build()
+    };
+    let produce = |words: &[&str]| {
+        rt.block_on(async {
+            client
+                .ensure_topic(
+                    "words",
+                    &runnel::log::TopicConfig {
+                        partitions: 3,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let p = client.producer(Default::default());
+            for (i, w) in words.iter().enumerate() {
+                let k = i.to_string();
+                p.send(runnel::log::ProducerRecord::new("words", w.as_bytes()).key(k.as_bytes()))
+                    .await
+                    .unwrap();
+            }
+            p.flush().await.unwrap();
+        })
+    };
+    let run = || {
+        let mut cfg = StreamsConfig::new("wc");
+        cfg.until_end = true;
+        App::new(topology(), client.clone(), cfg)
+            .run(rt.handle())
+            .unwrap()
+    };
+    produce(&["a", "b", "a"]);
+    run();
+    produce(&["a", "c"]);
+    let second = run();
+    assert_eq!(
+        second.metrics.records_in,
+        2 + 2,
+        "only the new words (plus their repartitioned copies) are read"
+    );
+    let mut latest = HashMap::new();
+    let tps: Vec<_> = (0..3)
+        .map(|p| runnel::log::TopicPartition::new("counts", p))
+        .collect();
+    let n: u64 = rt.block_on(client.end_offsets(&tps)).unwrap().iter().sum();
+    let mut c = client.consumer(runnel::log::ConsumerConfig {
+        auto_offset_reset: runnel::log::OffsetReset::Earliest,
+        ..Default::default()
+    });
+    c.assign(tps).unwrap();
+    let mut got = 0;
+    while got < n {
+        for r in rt.block_on(c.poll(Duration::from_millis(100))).unwrap() {
+            got += 1;
+            let k = String::from_utf8(r.record.key.unwrap().to_vec()).unwrap();
+            latest.insert(
+                k,
+                i64::from_be_bytes(r.record.value.unwrap()[..].try_into().unwrap()),
+            );
+        }
+    }
+    assert_eq!(
+        latest,
+        HashMap::from([("a".into(), 3), ("b".into(), 1), ("c".into(), 1)])
+    );
+}
+
+fn windowed_counts(windows: TimeWindows, late_topic: bool) -> TestDriver {
+    let b = StreamsBuilder::new();
+    b.stream(
+        "in",
+        Consumed::with(StringSerde, I64Serde).with_out_of_orderness(Duration::from_secs(2)),
+    )
+    .group_by_key(None)
+    .windowed_by(windows)
+    .count("counts")
+    .to_stream()
+    .map(|w, n| (format!("{}@{}", w.key, w.window.start), n.unwrap_or(0)))
+    .to("out", Produced::with(StringSerde, I64Serde));
+    let t = b.build();
+    let described = t.describe();
+    assert!(described.contains("KSTREAM-WINDOWED-AGGREGATE"));
+    let mut d = TestDriver::with_partitions(t, 3);
+    if late_topic {
+        d.config_mut().late_records_topic = Some("late".into());
+    }
+    d
+}
+
+#[test]
+fn late_records_are_counted_and_sent_to_the_side_topic_and_grace_keeps_windows_open() {
+    // Watermark = max event time − 2 s. Window [0, 10 s) closes at watermark ≥ 10 s + grace.
+    for (grace, expect_late) in [(0, 1u64), (5, 0)] {
+        let mut d = windowed_counts(
+            TimeWindows::of(Duration::from_secs(10)).grace(Duration::from_secs(grace)),
+            true,
+        );
+        // Only one of the 3 partitions gets records: the others must not hold the watermark.
+        d.config_mut().idle_timeout = Duration::ZERO;
+        d.pipe("in", "k".to_string(), 1i64, 1_000);
+        d.pipe("in", "k".to_string(), 1i64, 13_000); // watermark 11 s: [0,10) closes without grace
+        d.run(); // the watermark advances after each batch
+        d.pipe("in", "k".to_string(), 1i64, 9_000); // late without grace, on time with 5 s grace
+        d.pipe("in", "k".to_string(), 1i64, 12_500); // out of order but on time
+        d.finish();
+        let out: BTreeMap<String, i64> = d.read::<String, i64>("out").into_iter().collect();
+        assert_eq!(d.metrics().late_records, expect_late, "grace {grace}");
+        assert_eq!(out["k@0"], 2 - expect_late as i64);
+        assert_eq!(out["k@10000"], 2);
+        assert_eq!(d.read::<String, i64>("late").len() as u64, expect_late);
+    }
+}
+
+#[test]
+fn hopping_windows_from_panes_match_brute_force_on_shuffled_partitions() {
+    let b = StreamsBuilder::new();
+    b.stream(
+        "in",
+        Consumed::with(StringSerde, I64Serde).with_out_of_orderness(Duration::from_secs(3)),
+    )
+    .group_by_key(None)
+    .windowed_by(TimeWindows::of(Duration::from_secs(10)).advance_by(Duration::from_secs(4)))
+    .aggregate(|| 0i64, |_, v, s| s + v, |_, a, b| a + b, I64Serde, "sums")
+    .to_stream()
+    .map(|w, s| (format!("{}@{}", w.key, w.window.start), s.unwrap()))
+    .to("out", Produced::with(StringSerde, I64Serde));
+    let mut d = TestDriver::with_partitions(b.build(), 4);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for i in 0..3_000i64 {
+        let key = format!("k{}", rng.random_range(0..7));
+        let ts = i * 50 + rng.random_range(-2_000..2_000); // within the 3 s bound
+        let v = rng.random_range(1..100);
+        d.pipe("in", key.clone(), v, ts);
+        let mut start = (ts - 10_000).div_euclid(4_000) * 4_000 + 4_000;
+        while start <= ts {
+            *expected.entry(format!("{key}@{start}")).or_default() += v;
+            start += 4_000;
+        }
+    }
+    d.finish();
+    assert_eq!(d.metrics().late_records, 0);
+    let got: BTreeMap<String, i64> = d.read::<String, i64>("out").into_iter().collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn session_windows_merge_when_an_out_of_order_record_bridges_them() {
+    let b = StreamsBuilder::new();
+    b.stream(
+        "in",
+        Consumed::with(StringSerde, I64Serde).with_out_of_orderness(Duration::from_secs(10)),
+    )
+    .group_by_key(None)
+    .windowed_by_session(
+        SessionWindows::with_inactivity_gap(Duration::from_secs(5)).grace(Duration::from_secs(1)),
+    )
+    .aggregate(
+        || 0i64,
+        |_, v, s| s + v,
+        |_, a, b| a + b,
+        I64Serde,
+        "sessions",
+    )
+    .to_stream()
+    .map(|w, s| {
+        (
+            format!("{}:{}-{}", w.key, w.window.start, w.window.end),
+            s.unwrap(),
+        )
+    })
+    .to("out", Produced::with(StringSerde, I64Serde));
+    let mut d = TestDriver::with_partitions(b.build(), 2);
+    for (k, ts, v) in [
+        ("a", 0, 1i64),
+        ("a", 8_000, 2),
+        ("b", 1_000, 10),
+        ("a", 4_000, 4),
+        ("a", 30_000, 8),
+    ] {
+        d.pipe("in", k.to_string(), v, ts);
+    }
+    d.finish();
+    let got: BTreeMap<String, i64> = d.read::<String, i64>("out").into_iter().collect();
+    let expected = BTreeMap::from([
+        ("a:0-8000".to_string(), 7),
+        ("a:30000-30000".to_string(), 8),
+        ("b:1000-1000".to_string(), 10),
+    ]);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn emit_on_update_sends_every_intermediate_result() {
+    let b = StreamsBuilder::new();
+    b.stream("in", Consumed::with(StringSerde, I64Serde))
+        .group_by_key(None)
+        .windowed_by(TimeWindows::of(Duration::from_secs(10)))
+        .emit(EmitStrategy::OnWindowUpdate)
+        .count("c")
+        .to_stream()
+        .map(|w, n| (w.key, n.unwrap()))
+        .to("out", Produced::with(StringSerde, I64Serde));
+    let mut d = TestDriver::new(b.build());
+    for ts in [1, 2, 3] {
+        d.pipe("in", "k".to_string(), 0i64, ts);
+    }
+    d.run();
+    let got: Vec<i64> = d
+        .read::<String, i64>("out")
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    assert_eq!(got, vec![1, 2, 3]);
+}
+
+#[test]
+fn undeserializable_records_go_to_the_dead_letter_topic_or_fail_the_task() {
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream("in", Consumed::with(StringSerde, I64Serde))
+            .to("out", Produced::with(StringSerde, I64Serde));
+        b.build()
+    };
+    let mut d = TestDriver::new(topology());
+    d.pipe("in", "k".to_string(), 1i64, 0);
+    d.pipe_bytes("in", Some(b"k"), Some(b"not eight bytes"), 1);
+    d.pipe("in", "k".to_string(), 2i64, 2);
+    d.run();
+    assert_eq!(d.read::<String, i64>("out").len(), 2, "good records go on");
+    let dead = d.read_records("test-app-dlq");
+    assert_eq!(dead.len(), 1);
+    let header = |k: &str| {
+        dead[0]
+            .1
+            .headers
+            .iter()
+            .find(|h| h.key == k)
+            .and_then(|h| h.value.clone())
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    };
+    assert!(header("runnel.error").unwrap().contains("expected 8 bytes"));
+    assert_eq!(header("runnel.topic").as_deref(), Some("in"));
+    assert_eq!(header("runnel.offset").as_deref(), Some("1"));
+    assert_eq!(dead[0].1.value.as_deref(), Some(&b"not eight bytes"[..]));
+
+    let mut d = TestDriver::new(topology());
+    d.config_mut().on_deserialize_error = OnDeserializeError::Fail;
+    d.pipe_bytes("in", Some(b"k"), Some(b"bad"), 1);
+    let err = d.try_run().unwrap_err().to_string();
+    assert!(
+        err.contains("cannot deserialize the value of in-") && err.contains("offset 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_panic_in_user_code_fails_the_task_naming_the_operator_and_the_record() {
+    let b = StreamsBuilder::new();
+    b.stream("in", Consumed::with(StringSerde, I64Serde))
+        .map_values(|v| 100 / v)
+        .to("out", Produced::with(StringSerde, I64Serde));
+    let mut d = TestDriver::with_partitions(b.build(), 1);
+    d.pipe("in", "k".to_string(), 5i64, 0);
+    d.pipe("in", "k".to_string(), 0i64, 1);
+    let err = d.try_run().unwrap_err().to_string();
+    assert!(
+        err.contains("KSTREAM-MAPVALUES-0000000001")
+            && err.contains("in-0 at offset 1")
+            && err.contains("divide by zero"),
+        "{err}"
+    );
+}
+
+#[test]
+fn joining_topics_with_different_partition_counts_is_explained() {
+    let b = StreamsBuilder::new();
+    let t = b.table("names", Consumed::with(StringSerde, StringSerde));
+    b.stream("orders", Consumed::with(StringSerde, I64Serde))
+        .join(&t, |a, n| format!("{n}{a}"))
+        .to("out", Produced::with(StringSerde, StringSerde));
+    let mut d = TestDriver::new(b.build());
+    d.create_topic("names", 2);
+    d.create_topic("orders", 3);
+    let err = d.try_run().unwrap_err().to_string();
+    assert!(
+        err.contains("different partition counts")
+            && err.contains("names: 2")
+            && err.contains("orders: 3"),
+        "{err}"
+    );
+}
+
+struct Totals;
+
+impl Processor<String, i64, String, i64> for Totals {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, String, i64>) {
+        ctx.schedule(Duration::from_secs(10), PunctuationType::StreamTime);
+        ctx.schedule(Duration::from_millis(20), PunctuationType::WallClockTime);
+    }
+    fn process(&mut self, ctx: &mut ProcessorContext<'_, String, i64>, r: Rec<String, i64>) {
+        let store = ctx.store::<KeyValueStore<String, i64>>("totals");
+        let total = store.borrow().get(&r.key).copied().unwrap_or(0) + r.value;
+        store.borrow_mut().put(r.key, total);
+    }
+    fn punctuate(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, String, i64>,
+        time: i64,
+        kind: PunctuationType,
+    ) {
+        let store = ctx.store::<KeyValueStore<String, i64>>("totals");
+        let sum: i64 = store.borrow().iter().map(|(_, v)| *v).sum();
+        let key = match kind {
+            PunctuationType::StreamTime => format!("stream@{time}"),
+            PunctuationType::WallClockTime => "wall".to_string(),
+        };
+        ctx.forward(Rec::new(key, sum, time));
+    }
+}
+
+#[test]
+fn processor_punctuates_on_stream_time_and_wall_clock() {
+    let b = StreamsBuilder::new();
+    b.add_kv_store("totals", StringSerde, I64Serde);
+    b.stream("in", Consumed::with(StringSerde, I64Serde))
+        .process(|| Totals, &["totals"])
+        .to("out", Produced::with(StringSerde, I64Serde));
+    let mut d = TestDriver::with_partitions(b.build(), 1);
+    for (ts, v) in [(1_000, 1i64), (5_000, 2), (12_000, 4), (25_000, 8)] {
+        d.pipe("in", "k".to_string(), v, ts);
+        d.run(); // the watermark advances after each batch
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    d.run();
+    let out = d.read::<String, i64>("out");
+    let stream: Vec<_> = out
+        .iter()
+        .filter(|(k, _)| k.starts_with("stream@"))
+        .cloned()
+        .collect();
+    // The watermark (no out-of-orderness) passes 10 s with the record at 12 s, 20 s with the one
+    // at 25 s; punctuation runs after the record that moved it was processed.
+    assert_eq!(
+        stream,
+        vec![
+            ("stream@10000".to_string(), 7),
+            ("stream@20000".to_string(), 15)
+        ]
+    );
+    assert!(out.iter().any(|(k, v)| k == "wall" && *v == 15), "{out:?}");
+}
+
+#[test]
+fn stream_stream_joins_emit_unmatched_records_only_after_the_window_closes() {
+    let b = StreamsBuilder::new();
+    let l = b.stream("l", Consumed::with(StringSerde, I64Serde));
+    let r = b.stream("r", Consumed::with(StringSerde, I64Serde));
+    let w = JoinWindows::of(Duration::from_secs(5));
+    let show = |a: Option<&i64>, b: Option<&i64>| format!("{a:?}/{b:?}");
+    l.join_stream(&r, move |a, b| show(Some(a), Some(b)), w)
+        .to("inner", Produced::with(StringSerde, StringSerde));
+    l.left_join_stream(&r, move |a, b| show(Some(a), b), w)
+        .to("left", Produced::with(StringSerde, StringSerde));
+    l.outer_join_stream(&r, show, w)
+        .to("outer", Produced::with(StringSerde, StringSerde));
+    let mut d = TestDriver::with_partitions(b.build(), 3);
+    d.pipe("l", "a".to_string(), 1i64, 1_000);
+    d.pipe("r", "a".to_string(), 2i64, 4_000); // joins l@1s
+    d.pipe("l", "b".to_string(), 3i64, 2_000); // never matched
+    d.pipe("r", "c".to_string(), 4i64, 3_000); // never matched
+    d.run();
+    let vals = |d: &TestDriver, t: &str| -> Vec<String> {
+        d.read::<String, String>(t)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    };
+    assert_eq!(vals(&d, "inner"), vec!["a=Some(1)/Some(2)"]);
+    assert_eq!(
+        vals(&d, "left"),
+        vec!["a=Some(1)/Some(2)"],
+        "b's window is still open"
+    );
+    d.pipe("l", "z".to_string(), 0i64, 60_000); // moves the watermark past every window
+    d.run();
+    d.finish();
+    let mut left = vals(&d, "left");
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["a=Some(1)/Some(2)", "b=Some(3)/None", "z=Some(0)/None"]
+    );
+    let mut outer = vals(&d, "outer");
+    outer.sort();
+    assert_eq!(
+        outer,
+        vec![
+            "a=Some(1)/Some(2)",
+            "b=Some(3)/None",
+            "c=None/Some(4)",
+            "z=Some(0)/None"
+        ]
+    );
+}
+
+#[test]
+fn table_table_joins_follow_updates_and_deletions() {
+    let b = StreamsBuilder::new();
+    let l = b.table("l", Consumed::with(StringSerde, I64Serde));
+    let r = b.table("r", Consumed::with(StringSerde, I64Serde));
+    l.join(&r, |a, b| a + b)
+        .with_serdes(StringSerde, I64Serde)
+        .to("inner");
+    l.left_join(&r, |a, b| a + b.copied().unwrap_or(0))
+        .with_serdes(StringSerde, I64Serde)
+        .to("left");
+    l.outer_join(&r, |a, b| a.copied().unwrap_or(0) + b.copied().unwrap_or(0))
+        .with_serdes(StringSerde, I64Serde)
+        .to("outer");
+    let mut d = TestDriver::with_partitions(b.build(), 2);
+    d.pipe("l", "k".to_string(), 1i64, 0);
+    d.pipe("r", "k".to_string(), 10i64, 1);
+    d.pipe("r", "only-r".to_string(), 5i64, 2);
+    d.run();
+    d.pipe_tombstone::<String>("l", "k".to_string(), 3);
+    d.run();
+    assert_eq!(d.table::<String, i64>("inner"), HashMap::new());
+    assert_eq!(d.table::<String, i64>("left"), HashMap::new());
+    assert_eq!(
+        d.table::<String, i64>("outer"),
+        HashMap::from([("k".to_string(), 10), ("only-r".to_string(), 5)])
+    );
+}
+
+#[test]
+fn stream_table_join_sees_the_table_loaded_first() {
+    let b = StreamsBuilder::new();
+    let names = b.table("names", Consumed::with(StringSerde, StringSerde));
+    b.stream("orders", Consumed::with(StringSerde, I64Serde))
+        .left_join(&names, |a, n| {
+            format!("{}:{a}", n.map_or("?", |n| n.as_str()))
+        })
+        .to("out", Produced::with(StringSerde, StringSerde));
+    let mut d = TestDriver::with_partitions(b.build(), 4);
+    // The order arrives in the log before the table row is processed: tables are read first.
+    d.pipe("orders", "r1".to_string(), 7i64, 10);
+    d.pipe("names", "r1".to_string(), "Luigi".to_string(), 0);
+    d.pipe("orders", "r9".to_string(), 1i64, 11);
+    d.run();
+    let mut got: Vec<String> = d
+        .read::<String, String>("out")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["?:1", "Luigi:7"]);
+}
