@@ -354,6 +354,7 @@ impl Worker {
                 finished: false,
                 marker_topics,
                 last_mark: None,
+                last_mark_at: Instant::now(),
             });
         }
         let consumer = client.consumer(ConsumerConfig {
@@ -553,6 +554,7 @@ impl Worker {
         for t in &mut self.tasks {
             t.fire_wall_clock(now, now_ms);
             t.advance_watermark();
+            t.write_markers(false);
         }
         self.send_outputs()?;
         Ok(n)

@@ -304,9 +304,13 @@ pub(crate) struct Task {
     pub finished: bool,
     /// Topics of the repartition sinks, for marker records.
     pub marker_topics: Vec<(Arc<str>, u32)>,
-    /// The last watermark mark written to them.
+    /// The last watermark mark written to them, and when.
     pub last_mark: Option<String>,
+    pub last_mark_at: Instant,
 }
+
+/// Watermark markers go into repartition topics at most this often (and at every commit).
+const MARKER_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Task {
     /// Processes a run of records of input `i`, in offset order.
@@ -432,31 +436,7 @@ impl Task {
     /// entries into the changelogs.
     pub fn prepare_commit(&mut self) -> Result<()> {
         self.control(Control::Barrier);
-        let mark = if self.finished {
-            "end".to_string()
-        } else if self.cx.watermark == i64::MIN
-            && self
-                .inputs
-                .iter()
-                .all(|i| i.watermark(self.idle_timeout, Instant::now()).is_none())
-        {
-            "idle".to_string()
-        } else {
-            self.cx.watermark.to_string()
-        };
-        // Only a changed mark is news; rewriting the same one would keep readers busy forever.
-        let changed = self.last_mark.as_deref() != Some(mark.as_str());
-        let value = Bytes::from(format!("{}:{mark}", self.cx.partition));
-        self.last_mark = Some(mark);
-        for (topic, partitions) in self.marker_topics.iter().filter(|_| changed) {
-            for p in 0..*partitions {
-                let headers = vec![Header {
-                    key: WATERMARK_HEADER.into(),
-                    value: Some(value.clone()),
-                }];
-                self.cx.out.push_raw(topic, Some(p), 0, headers, None, None);
-            }
-        }
+        self.write_markers(true);
         for (store, changelog) in &self.stores {
             let topic: Arc<str> = Arc::from(changelog.topic.as_str());
             let partition = changelog.partition;
@@ -473,6 +453,44 @@ impl Task {
                 })?;
         }
         Ok(())
+    }
+
+    /// Tells the readers of this task's repartition topics how far its event time got, when
+    /// that changed: at most every [`MARKER_INTERVAL`], unless `now` (commits) or finished.
+    pub fn write_markers(&mut self, now: bool) {
+        if self.marker_topics.is_empty()
+            || !(now || self.finished || self.last_mark_at.elapsed() >= MARKER_INTERVAL)
+        {
+            return;
+        }
+        let mark = if self.finished {
+            "end".to_string()
+        } else if self.cx.watermark == i64::MIN
+            && self
+                .inputs
+                .iter()
+                .all(|i| i.watermark(self.idle_timeout, Instant::now()).is_none())
+        {
+            "idle".to_string()
+        } else {
+            self.cx.watermark.to_string()
+        };
+        // Only a changed mark is news; rewriting the same one would keep readers busy forever.
+        if self.last_mark.as_deref() == Some(mark.as_str()) {
+            return;
+        }
+        let value = Bytes::from(format!("{}:{mark}", self.cx.partition));
+        self.last_mark = Some(mark);
+        self.last_mark_at = Instant::now();
+        for (topic, partitions) in &self.marker_topics {
+            for p in 0..*partitions {
+                let headers = vec![Header {
+                    key: WATERMARK_HEADER.into(),
+                    value: Some(value.clone()),
+                }];
+                self.cx.out.push_raw(topic, Some(p), 0, headers, None, None);
+            }
+        }
     }
 
     /// `(input partition, next offset)` of every input that has a position.

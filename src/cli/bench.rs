@@ -39,6 +39,11 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Measure the log: append and read throughput, append-to-read latency, open time.
     Log(LogArgs),
+    /// Measure the engine's reference jobs (stateless and 10 s windows) on ride events.
+    Engine(super::bench_engine::EngineArgs),
+    /// One job of `bench engine`, in its own process (for its peak memory).
+    #[command(hide = true)]
+    EngineJob(super::bench_engine::EngineJobArgs),
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +164,13 @@ fn size_label(size: usize) -> String {
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
-    let BenchCommand::Log(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Log(args) => args,
+        BenchCommand::Engine(args) => return super::bench_engine::run(args).await,
+        BenchCommand::EngineJob(args) => {
+            return tokio::task::spawn_blocking(|| super::bench_engine::run_job(args)).await?;
+        }
+    };
     let plan = Plan::new(&args);
     let tmp = tempfile::Builder::new().prefix("runnel-bench-").tempdir()?;
     let open_bytes = plan.open_segments * TopicConfig::default().segment_bytes;

@@ -9,6 +9,7 @@
 //! message with usage and its exit code 2.
 
 mod bench;
+mod bench_engine;
 mod consume;
 mod deliveries;
 mod groups;

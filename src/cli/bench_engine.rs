@@ -1,0 +1,260 @@
+//! `runnel bench engine`: the engine's two reference jobs on ride events (JSON lines from
+//! `shared/bench/gen_events.py`, the data other engines were measured on).
+//!
+//! The events are generated once into `~/.cache/runnel-bench/events-N.jsonl` (or read from
+//! `--file`), loaded into the topic `rides` of a temporary data directory keyed by driver id
+//! with the event time as timestamp, then each job runs in a child process (so its peak
+//! resident memory is its own) from a topic holding all events until the last output is
+//! written: (a) stateless — `speed > 5`, `driver_id, region, speed * 3.6 AS kmh` as JSON;
+//! (b) windowed — watermark 5 s, `speed > 5`, 10 s tumbling windows by region with count,
+//! average and maximum speed. Events/s = input events / that time.
+
+use super::output;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use runnel::engine::{App, StreamsConfig};
+use runnel::log::{Log, LogClient, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig};
+use runnel::rides;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Events to generate and process.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Use this JSON-lines file of ride events instead of generating one.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Partitions of the input topic (tasks per job).
+    #[arg(long, default_value_t = 2)]
+    partitions: u32,
+    /// Worker threads of each job.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// 100000 events: a smoke test, not for numbers.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Runs one job in this process (started by `bench engine`); prints one result line.
+#[derive(Debug, Args)]
+pub struct EngineJobArgs {
+    #[arg(long)]
+    job: String,
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    threads: usize,
+}
+
+const JOBS: [(&str, &str); 2] = [
+    (
+        "stateless",
+        "filter speed > 5, project driver_id, region, kmh",
+    ),
+    (
+        "windowed",
+        "watermark 5 s, filter, 10 s tumbling by region: count, avg, max",
+    ),
+];
+
+pub async fn run(args: EngineArgs) -> Result<()> {
+    let events = if args.quick { 100_000 } else { args.events };
+    let file = match &args.file {
+        Some(f) => f.clone(),
+        None => generated_file(events)?,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("runnel-bench-engine-")
+        .tempdir()?;
+    let loaded = load(&file, tmp.path(), args.partitions).await?;
+    eprintln!(
+        "loaded {loaded} events from {} into rides ({} partitions)",
+        file.display(),
+        args.partitions
+    );
+    let mut t = output::table(
+        &[
+            "job", "what", "events", "seconds", "events/s", "outputs", "peak RSS",
+        ],
+        &[2, 3, 4, 5, 6],
+    );
+    for (job, what) in JOBS {
+        let pb = output::spinner("{spinner} {msg} {elapsed}", &format!("running {job}"));
+        let exe = std::env::current_exe()?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args([
+            "bench",
+            "engine-job",
+            "--job",
+            job,
+            "--threads",
+            &args.threads.to_string(),
+            "--dir",
+        ])
+        .arg(tmp.path());
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+        pb.finish_and_clear();
+        if !out.status.success() {
+            bail!(
+                "the {job} job failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let line = String::from_utf8(out.stdout)?;
+        let r: serde_json::Value =
+            serde_json::from_str(line.trim()).with_context(|| format!("job output {line:?}"))?;
+        let secs = r["seconds"].as_f64().unwrap_or(f64::NAN);
+        t.add_row(vec![
+            job.to_string(),
+            what.to_string(),
+            loaded.to_string(),
+            format!("{secs:.2}"),
+            format!("{:.2} M", loaded as f64 / secs / 1e6),
+            r["outputs"].to_string(),
+            output::bytes(r["peak_rss"].as_u64().unwrap_or(0)),
+        ]);
+    }
+    output::print(t)
+}
+
+/// Runs a job over the topic `rides` of `dir`; prints `{seconds, outputs, peak_rss}`.
+pub fn run_job(args: EngineJobArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let log = Log::open(&args.dir)?;
+    let client: SharedLogClient = Arc::new(log.clone());
+    let topology = match args.job.as_str() {
+        "stateless" => rides::fast_rides("rides", "out-stateless"),
+        "windowed" => rides::speed_per_region("rides", "out-windowed"),
+        other => bail!("unknown job {other:?}: stateless or windowed"),
+    };
+    let mut config = StreamsConfig::new(&format!("bench-{}", args.job));
+    config.until_end = true;
+    config.num_threads = args.threads;
+    config.commit_interval = std::time::Duration::from_secs(5);
+    let started = Instant::now();
+    let summary = App::new(topology, client, config).run(rt.handle())?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"seconds": seconds, "outputs": summary.metrics.records_out, "peak_rss": peak_rss()})
+    );
+    drop(rt);
+    super::close_log(log);
+    Ok(())
+}
+
+/// VmHWM of this process, in bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The cached events file, generated with `shared/bench/gen_events.py` when missing.
+fn generated_file(events: u64) -> Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = home.join(".cache/runnel-bench");
+    let file = dir.join(format!("events-{events}.jsonl"));
+    if file.exists() {
+        return Ok(file);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let script = [
+        "../shared/bench/gen_events.py",
+        "shared/bench/gen_events.py",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .context(
+        "shared/bench/gen_events.py is not beside this checkout: pass --file with ride events",
+    )?;
+    let pb = output::spinner(
+        "{spinner} {msg} {elapsed}",
+        &format!("generating {events} events with {}", script.display()),
+    );
+    let tmp = dir.join(format!("events-{events}.jsonl.partial"));
+    let status = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--n", &events.to_string(), "--out"])
+        .arg(&tmp)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    pb.finish_and_clear();
+    if !status.success() {
+        bail!("{} failed", script.display());
+    }
+    std::fs::rename(&tmp, &file)?;
+    Ok(file)
+}
+
+/// Loads the events into `rides`, keyed by driver id, timestamped with `ts`.
+async fn load(file: &Path, dir: &Path, partitions: u32) -> Result<u64> {
+    let log = Log::open(dir)?;
+    let cfg = TopicConfig {
+        partitions,
+        ..Default::default()
+    };
+    log.ensure_topic("rides", &cfg).await?;
+    let size = std::fs::metadata(file)?.len();
+    let pb = output::bar(
+        size,
+        "{spinner} loading [{bar:30}] {bytes}/{total_bytes}",
+        "",
+    );
+    let producer = log.producer(ProducerConfig::default());
+    let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
+    let mut n = 0u64;
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        let ts = field(&line, b"\"ts\":")
+            .with_context(|| format!("{}:{}: no \"ts\"", file.display(), i + 1))?;
+        let driver = field(&line, b"\"driver_id\":")
+            .with_context(|| format!("{}:{}: no \"driver_id\"", file.display(), i + 1))?;
+        let key = driver.to_string();
+        producer
+            .send(
+                ProducerRecord::new("rides", &line)
+                    .key(key.as_bytes())
+                    .timestamp(ts),
+            )
+            .await?;
+        n += 1;
+        pb.inc(line.len() as u64 + 1);
+    }
+    producer.flush().await?;
+    pb.finish_and_clear();
+    drop(producer);
+    super::close_log(log);
+    Ok(n)
+}
+
+/// The integer after `name` in a JSON line.
+fn field(line: &[u8], name: &[u8]) -> Option<i64> {
+    let at = line.windows(name.len()).position(|w| w == name)? + name.len();
+    let digits: String = line[at..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit() || **c == b'-')
+        .map(|&c| c as char)
+        .collect();
+    digits.parse().ok()
+}
