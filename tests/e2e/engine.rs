@@ -116,7 +116,16 @@ fn engine_child() {
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client: SharedLogClient = Arc::new(Log::open(&dir).unwrap());
+    // The parent's producer thread lets go of the data directory shortly after its last use.
+    let mut log = Log::open(&dir);
+    for _ in 0..100 {
+        if !matches!(log, Err(runnel::log::LogError::DataDirLocked { .. })) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        log = Log::open(&dir);
+    }
+    let client: SharedLogClient = Arc::new(log.unwrap());
     let mut cfg = StreamsConfig::new("recovery");
     cfg.until_end = true;
     cfg.commit_interval = Duration::from_millis(200);
@@ -155,7 +164,7 @@ fn ride_windows_survive_sigkill() {
             ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("child.log")).unwrap())
             .spawn()
             .unwrap()
     };
@@ -167,8 +176,10 @@ fn ride_windows_survive_sigkill() {
         while out.read_line(&mut line).unwrap() > 0 && !line.contains("started") {
             line.clear();
         }
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
-        if child.try_wait().unwrap().is_some() {
+        std::thread::sleep(Duration::from_millis(rng.random_range(30..400)));
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.path().join("child.log")).unwrap_or_default();
+            assert!(status.success(), "the job failed: {log}");
             break;
         }
         child.kill().unwrap();
