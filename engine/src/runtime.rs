@@ -589,24 +589,22 @@ impl Worker {
                 continue;
             }
             let out = std::mem::take(&mut t.cx.out);
-            self.rt.block_on(async {
-                for r in &out.records {
-                    let slice = |range: &Option<std::ops::Range<usize>>| {
-                        range.clone().map(|r| &out.bytes[r])
-                    };
-                    producer
-                        .send(ProducerRecord {
-                            topic: &r.topic,
-                            partition: r.partition,
-                            key: slice(&r.key),
-                            value: slice(&r.value),
-                            headers: &r.headers,
-                            timestamp: Some(r.timestamp),
-                        })
-                        .await?;
-                }
-                Ok::<_, EngineError>(())
-            })?;
+            let slice =
+                |range: &Option<std::ops::Range<usize>>| range.clone().map(|r| &out.bytes[r]);
+            let records: Vec<ProducerRecord<'_>> = out
+                .records
+                .iter()
+                .map(|r| ProducerRecord {
+                    topic: &r.topic,
+                    partition: r.partition,
+                    key: slice(&r.key),
+                    value: slice(&r.value),
+                    headers: &r.headers,
+                    timestamp: Some(r.timestamp),
+                })
+                .collect();
+            self.rt.block_on(producer.send_all(&records))?;
+            drop(records);
             let mut out = out;
             out.clear();
             t.cx.out = out;

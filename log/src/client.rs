@@ -52,6 +52,16 @@ pub trait LogProducer: Send + Sync {
     ///
     /// Cancel safety: if dropped while waiting for buffer space, nothing was queued.
     async fn send(&self, record: ProducerRecord<'_>) -> Result<()>;
+    /// Queues records in order; the same as `send` for each, in one call (one await for the
+    /// lot, so a caller with many records pays the async machinery once).
+    ///
+    /// Cancel safety: if dropped, a prefix of the records may have been queued.
+    async fn send_all(&self, records: &[ProducerRecord<'_>]) -> Result<()> {
+        for r in records {
+            self.send(*r).await?;
+        }
+        Ok(())
+    }
     /// Waits until every record sent before this call is durable; returns the first failure.
     async fn flush(&self) -> Result<()>;
 }
@@ -132,6 +142,14 @@ impl LogProducer for Producer {
     async fn send(&self, record: ProducerRecord<'_>) -> Result<()> {
         // The delivery future is not needed: flush reports the batch's outcome.
         drop(Producer::send(self, record).await?);
+        Ok(())
+    }
+
+    async fn send_all(&self, records: &[ProducerRecord<'_>]) -> Result<()> {
+        for r in records {
+            // Queued without a future unless the buffer is full.
+            drop(Producer::enqueue_or_send(self, *r).await?);
+        }
         Ok(())
     }
 

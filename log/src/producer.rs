@@ -273,6 +273,16 @@ impl Producer {
         }
     }
 
+    /// [`send`](Self::send) for callers in a loop: the common case completes without creating
+    /// a future at all.
+    pub(crate) async fn enqueue_or_send(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
+        match self.try_enqueue(&rec) {
+            Ok(f) => Ok(f),
+            Err(Refused::Error(e)) => Err(e),
+            Err(Refused::BufferFull) => self.send_when_space(rec).await,
+        }
+    }
+
     async fn send_when_space(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
         loop {
             let freed = self.inner.space_freed.notified();

@@ -124,7 +124,7 @@ pub async fn run(args: EngineArgs) -> Result<()> {
 /// Runs a job over the topic `rides` of `dir`; prints `{seconds, outputs, peak_rss}`.
 pub fn run_job(args: EngineJobArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()?;
     let log = Log::open(&args.dir)?;
