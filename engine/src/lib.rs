@@ -5,6 +5,7 @@
 //! log, or a broker), and test it with [`TestDriver`]. See the module docs of [`runtime`] for
 //! the processing guarantee and [`task`] for event time and watermarks.
 
+pub(crate) mod checkpoint;
 pub mod driver;
 pub mod dsl;
 pub mod error;

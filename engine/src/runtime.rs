@@ -43,6 +43,11 @@ pub struct StreamsConfig {
     pub on_deserialize_error: OnDeserializeError,
     /// Late records go here (they are always counted).
     pub late_records_topic: Option<String>,
+    /// Where local checkpoints of the stores go (`None`, the default: none, so a restart
+    /// replays each changelog in full). One directory per machine; files are per app and task.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How often stores are checkpointed locally (also at a clean stop).
+    pub checkpoint_interval: Duration,
 }
 
 impl StreamsConfig {
@@ -55,6 +60,8 @@ impl StreamsConfig {
             until_end: false,
             on_deserialize_error: OnDeserializeError::default(),
             late_records_topic: None,
+            state_dir: None,
+            checkpoint_interval: Duration::from_secs(30),
         }
     }
 }
@@ -65,6 +72,8 @@ pub struct RunSummary {
     pub metrics: TaskMetrics,
     pub tasks: usize,
     pub commits: u64,
+    /// Changelog records replayed at start (after any local checkpoint).
+    pub restored_records: u64,
 }
 
 /// Topics resolved for one application: partition counts and task layout.
@@ -250,6 +259,7 @@ impl App {
                 Ok(s) => {
                     summary.tasks += s.tasks;
                     summary.commits += s.commits;
+                    summary.restored_records += s.restored_records;
                     add_metrics(&mut summary.metrics, &s.metrics);
                 }
                 Err(e) => {
@@ -277,7 +287,9 @@ pub(crate) struct Worker {
     config: StreamsConfig,
     rt: Handle,
     last_commit: Instant,
+    last_checkpoint: Instant,
     pub commits: u64,
+    pub restored_records: u64,
     route: HashMap<(Arc<str>, u32), (usize, usize)>,
 }
 
@@ -385,7 +397,9 @@ impl Worker {
             config,
             rt,
             last_commit: Instant::now(),
+            last_checkpoint: Instant::now(),
             commits: 0,
+            restored_records: 0,
             route,
         };
         w.restore()?;
@@ -406,6 +420,16 @@ impl Worker {
                     let e = self.client.end_offsets(std::slice::from_ref(tp)).await?;
                     Ok::<_, EngineError>((c[0].unwrap_or(0), e[0]))
                 })?;
+                let file = self.config.state_dir.as_deref().map(|d| {
+                    crate::checkpoint::path(d, &app, &task.name, store.dynamic.borrow().name())
+                });
+                let from = match &file {
+                    Some(f) if end > 0 => {
+                        let mut s = store.dynamic.borrow_mut();
+                        crate::checkpoint::load(f, &mut *s, committed)?.unwrap_or(0)
+                    }
+                    _ => 0,
+                };
                 if end == 0 {
                     continue;
                 }
@@ -415,8 +439,8 @@ impl Worker {
                     ..Default::default()
                 });
                 consumer.assign(vec![tp.clone()])?;
-                consumer.seek_to_beginning();
-                let mut position = 0;
+                consumer.seek(tp, from)?;
+                let mut position = from;
                 let mut restored = 0u64;
                 let mut rewritten = 0u64;
                 while position < end {
@@ -443,7 +467,8 @@ impl Worker {
                         })?;
                     }
                 }
-                tracing::info!(task = %task.name, changelog = %tp, restored, rewritten, "restored store");
+                tracing::info!(task = %task.name, changelog = %tp, checkpoint = from, restored, rewritten, "restored store");
+                self.restored_records += restored;
                 self.rt.block_on(consumer.close())?;
             }
         }
@@ -614,6 +639,11 @@ impl Worker {
 
     /// Flushes outputs and changelogs, then commits input positions and changelog ends.
     pub fn commit(&mut self) -> Result<()> {
+        self.commit_and_checkpoint(false)
+    }
+
+    /// Commits; checkpoints the stores locally when due or `checkpoint` is set.
+    fn commit_and_checkpoint(&mut self, checkpoint: bool) -> Result<()> {
         for t in &mut self.tasks {
             t.prepare_commit()?;
         }
@@ -627,10 +657,29 @@ impl Worker {
         let ends = self.rt.block_on(self.client.end_offsets(&changelogs))?;
         let mut offsets: Vec<(TopicPartition, u64)> =
             self.tasks.iter().flat_map(|t| t.positions()).collect();
-        offsets.extend(changelogs.into_iter().zip(ends));
+        offsets.extend(changelogs.into_iter().zip(ends.iter().copied()));
         self.rt.block_on(self.consumer.commit_offsets(offsets))?;
         self.commits += 1;
         self.last_commit = Instant::now();
+        let due = self.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
+        if let Some(dir) = self.config.state_dir.clone().filter(|_| checkpoint || due) {
+            // Nothing ran since the commit: each store is exactly its changelog up to `end`.
+            let mut ends = ends.into_iter();
+            for t in &self.tasks {
+                for (store, _) in &t.stores {
+                    let end = ends.next().expect("one end offset per store");
+                    let s = store.dynamic.borrow();
+                    let file = crate::checkpoint::path(
+                        &dir,
+                        &self.config.application_id,
+                        &t.name,
+                        s.name(),
+                    );
+                    crate::checkpoint::write(&file, end, &*s)?;
+                }
+            }
+            self.last_checkpoint = Instant::now();
+        }
         Ok(())
     }
 
@@ -650,11 +699,9 @@ impl Worker {
         loop {
             self.step(Duration::from_millis(100))?;
             let done = self.config.until_end && self.all_finished();
-            if done
-                || stop.load(Ordering::Acquire)
-                || self.last_commit.elapsed() >= self.config.commit_interval
-            {
-                self.commit()?;
+            let stopping = done || stop.load(Ordering::Acquire);
+            if stopping || self.last_commit.elapsed() >= self.config.commit_interval {
+                self.commit_and_checkpoint(stopping)?;
             }
             if done || stop.load(Ordering::Acquire) {
                 break;
@@ -664,6 +711,7 @@ impl Worker {
             metrics: self.metrics(),
             tasks: self.tasks.len(),
             commits: self.commits,
+            restored_records: self.restored_records,
         })
     }
 }

@@ -255,17 +255,29 @@ fn state_is_restored_from_the_changelog_after_a_restart() {
             p.flush().await.unwrap();
         })
     };
-    let run = || {
+    let state = tempfile::tempdir().unwrap();
+    let run = |checkpoints: bool| {
         let mut cfg = StreamsConfig::new("wc");
         cfg.until_end = true;
+        cfg.state_dir = checkpoints.then(|| state.path().to_path_buf());
         App::new(topology(), client.clone(), cfg)
             .run(rt.handle())
             .unwrap()
     };
     produce(&["a", "b", "a"]);
-    run();
+    run(true);
     produce(&["a", "c"]);
-    let second = run();
+    let second = run(true);
+    assert_eq!(
+        second.restored_records, 0,
+        "the local checkpoint covers the whole changelog"
+    );
+    produce(&["b"]);
+    let third = run(false);
+    assert!(
+        third.restored_records >= 3,
+        "without checkpoints the whole changelog is replayed"
+    );
     assert_eq!(
         second.metrics.records_in,
         2 + 2,
@@ -294,7 +306,7 @@ fn state_is_restored_from_the_changelog_after_a_restart() {
     }
     assert_eq!(
         latest,
-        HashMap::from([("a".into(), 3), ("b".into(), 1), ("c".into(), 1)])
+        HashMap::from([("a".into(), 3), ("b".into(), 2), ("c".into(), 1)])
     );
 }
 
