@@ -278,10 +278,20 @@ fn add_metrics(a: &mut TaskMetrics, b: &TaskMetrics) {
     a.dead_letters += b.dead_letters;
 }
 
+/// Batches of polled records (or the poll's error), from the prefetch task to the worker.
+type Feed = tokio::sync::mpsc::Receiver<runnel_log::Result<Vec<ConsumerRecord>>>;
+
+/// How many polled batches may wait for the worker: the bound of the prefetch channel.
+const PREFETCH_BATCHES: usize = 4;
+
 /// One thread's tasks, consumer and producer.
 pub(crate) struct Worker {
     pub tasks: Vec<Task>,
-    consumer: Box<dyn LogConsumer>,
+    /// Polls in `step` until [`Worker::start_prefetch`] hands it to a prefetch task.
+    consumer: Option<Box<dyn LogConsumer>>,
+    /// Commits offsets (the polling consumer may be in the prefetch task).
+    committer: Box<dyn LogConsumer>,
+    feed: Option<Feed>,
     producer: Box<dyn LogProducer>,
     client: SharedLogClient,
     config: StreamsConfig,
@@ -374,9 +384,21 @@ impl Worker {
             client_id: format!("{app}-worker"),
             auto_offset_reset: OffsetReset::Earliest,
             enable_auto_commit: false,
+            // Small polls: the prefetch channel holds a few of them per worker.
+            fetch_max_bytes: 4 << 20,
             ..Default::default()
         });
-        let producer = client.producer(ProducerConfig::default());
+        let committer = client.consumer(ConsumerConfig {
+            group_id: Some(app.clone()),
+            client_id: format!("{app}-committer"),
+            enable_auto_commit: false,
+            ..Default::default()
+        });
+        // The producer's buffer is the worker's backpressure: small, so memory stays bounded.
+        let producer = client.producer(ProducerConfig {
+            buffer_memory: 16 << 20,
+            ..Default::default()
+        });
         let mut route = HashMap::new();
         for (t, task) in tasks.iter().enumerate() {
             for (i, input) in task.inputs.iter().enumerate() {
@@ -391,7 +413,9 @@ impl Worker {
         }
         let mut w = Self {
             tasks,
-            consumer,
+            consumer: Some(consumer),
+            committer,
+            feed: None,
             producer,
             client,
             config,
@@ -505,12 +529,16 @@ impl Worker {
             .collect();
         if !boot.is_empty() {
             let ends = self.rt.block_on(self.client.end_offsets(&boot))?;
-            self.consumer.assign(boot.clone())?;
+            self.polling()?.assign(boot.clone())?;
             loop {
                 let behind = boot.iter().zip(&ends).any(|(tp, &end)| {
                     let (t, i) = self.route[&(Arc::<str>::from(tp.topic.as_str()), tp.partition)];
                     self.tasks[t].inputs[i].position.unwrap_or(0) < end
-                        && self.consumer.position(tp).is_none_or(|p| p < end)
+                        && self
+                            .consumer
+                            .as_ref()
+                            .and_then(|c| c.position(tp))
+                            .is_none_or(|p| p < end)
                 });
                 if !behind {
                     break;
@@ -518,11 +546,14 @@ impl Worker {
                 self.step(Duration::from_millis(100))?;
             }
         }
-        self.consumer.assign(all)?;
+        self.polling()?.assign(all)?;
         for t in &self.tasks {
             for i in &t.inputs {
                 if let Some(p) = i.position {
-                    self.consumer.seek(&i.tp, p)?;
+                    self.consumer
+                        .as_mut()
+                        .expect("not handed over yet")
+                        .seek(&i.tp, p)?;
                 }
             }
         }
@@ -554,7 +585,18 @@ impl Worker {
 
     /// Polls once and processes what came. Returns the number of records (markers excluded).
     pub fn step(&mut self, timeout: Duration) -> Result<usize> {
-        let recs = self.rt.block_on(self.consumer.poll(timeout))?;
+        let recs = match (&mut self.feed, &mut self.consumer) {
+            (Some(feed), _) => match self
+                .rt
+                .block_on(async { tokio::time::timeout(timeout, feed.recv()).await })
+            {
+                Ok(Some(batch)) => batch?,
+                Ok(None) => return Err(EngineError::Config("the prefetch task stopped".into())),
+                Err(_) => Vec::new(),
+            },
+            (None, Some(c)) => self.rt.block_on(c.poll(timeout))?,
+            (None, None) => unreachable!("a worker has a consumer or a feed"),
+        };
         let n = recs
             .iter()
             .filter(|r| !crate::task::is_marker(&r.record.headers))
@@ -658,7 +700,7 @@ impl Worker {
         let mut offsets: Vec<(TopicPartition, u64)> =
             self.tasks.iter().flat_map(|t| t.positions()).collect();
         offsets.extend(changelogs.into_iter().zip(ends.iter().copied()));
-        self.rt.block_on(self.consumer.commit_offsets(offsets))?;
+        self.rt.block_on(self.committer.commit_offsets(offsets))?;
         self.commits += 1;
         self.last_commit = Instant::now();
         let due = self.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
@@ -683,6 +725,39 @@ impl Worker {
         Ok(())
     }
 
+    fn polling(&mut self) -> Result<&mut Box<dyn LogConsumer>> {
+        self.consumer.as_mut().ok_or_else(|| {
+            EngineError::Config("the consumer was handed to the prefetch task".into())
+        })
+    }
+
+    /// Moves polling to a task on the runtime that fetches ahead into a bounded channel, so
+    /// decoding the next records overlaps processing these. The channel's bound
+    /// ([`PREFETCH_BATCHES`] polls) is where a slow worker holds its input back.
+    pub fn start_prefetch(&mut self) {
+        let Some(mut consumer) = self.consumer.take() else {
+            return;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH_BATCHES);
+        self.rt.spawn(async move {
+            loop {
+                let batch = consumer.poll(Duration::from_millis(100)).await;
+                let failed = batch.is_err();
+                if matches!(&batch, Ok(b) if b.is_empty()) {
+                    if tx.is_closed() {
+                        break;
+                    }
+                    continue;
+                }
+                if tx.send(batch).await.is_err() || failed {
+                    break;
+                }
+            }
+            let _ = consumer.close().await;
+        });
+        self.feed = Some(rx);
+    }
+
     pub fn all_finished(&self) -> bool {
         self.tasks.iter().all(|t| t.finished)
     }
@@ -696,6 +771,7 @@ impl Worker {
     }
 
     fn run_loop(&mut self, stop: &AtomicBool) -> Result<RunSummary> {
+        self.start_prefetch();
         loop {
             self.step(Duration::from_millis(100))?;
             let done = self.config.until_end && self.all_finished();
