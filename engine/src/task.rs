@@ -104,6 +104,8 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
     fn on_records(&mut self, cx: &mut TaskCx, records: &[ConsumerRecord]) -> Result<Option<i64>> {
         let mut batch = Vec::with_capacity(records.len());
         let mut max_ts = None::<i64>;
+        // The last origin per writer, read from the store once per run and written back once.
+        let mut last_seen: Vec<(u32, (u64, u32), bool)> = Vec::new();
         for r in records {
             let rec = &r.record;
             if is_marker(&rec.headers) {
@@ -112,11 +114,19 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
             if let Some(dedup) = &self.dedup
                 && let Some((writer, origin)) = decode_origin(&rec.headers)
             {
-                let mut seen = dedup.borrow_mut();
-                if seen.get(&writer).is_some_and(|last| origin <= *last) {
+                let i = match last_seen.iter().position(|(w, _, _)| *w == writer) {
+                    Some(i) => i,
+                    None => {
+                        let last = dedup.borrow().get(&writer).copied();
+                        last_seen.push((writer, last.unwrap_or((0, 0)), last.is_some()));
+                        last_seen.len() - 1
+                    }
+                };
+                let (_, last, known) = &mut last_seen[i];
+                if *known && origin <= *last {
                     continue;
                 }
-                seen.put(writer, origin);
+                (*last, *known) = (origin, true);
             }
             let key = self.key_serde.deserialize(rec.key.as_deref());
             let value = key
@@ -145,6 +155,14 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
                 headers: rec.headers.clone(),
                 offset: rec.offset,
             });
+        }
+        if let Some(dedup) = &self.dedup {
+            let mut store = dedup.borrow_mut();
+            for (writer, last, known) in last_seen {
+                if known && store.get(&writer) != Some(&last) {
+                    store.put(writer, last);
+                }
+            }
         }
         cx.metrics.records_in += batch.len() as u64;
         self.out.data(cx, batch);

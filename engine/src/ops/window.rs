@@ -124,9 +124,8 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
                 continue;
             }
             let p = r.timestamp.div_euclid(pane) * pane;
-            let acc = store.remove(&r.key, p).unwrap_or_else(|| (self.fns.init)());
-            let acc = (self.fns.add)(&r.key, &r.value, acc);
-            store.put(r.key.clone(), p, acc);
+            let (init, add) = (&self.fns.init, &self.fns.add);
+            store.update(&r.key, p, || init(), |acc| add(&r.key, &r.value, acc));
             if self.emit == EmitStrategy::OnWindowUpdate {
                 let mut s = self.spec.first_start(r.timestamp);
                 while s <= r.timestamp {

@@ -42,6 +42,12 @@ impl<SK: Hash + Eq + Clone, V> MapStore<SK, V> {
         self.map.insert(key, value);
     }
 
+    pub fn mark_dirty(&mut self, key: SK) {
+        if !self.dirty.contains(&key) {
+            self.dirty.insert(key);
+        }
+    }
+
     pub fn remove(&mut self, key: &SK) -> Option<V> {
         let old = self.map.remove(key);
         if old.is_some() && !self.dirty.contains(key) {

@@ -56,6 +56,27 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> WindowStore<K, V> {
         self.inner.put((key, start), value)
     }
 
+    /// Replaces the value at (key, start) with `f(old or init())`, hashing the key once when
+    /// the entry exists (the common case: one pane updated per record).
+    pub fn update(
+        &mut self,
+        key: &K,
+        start: i64,
+        init: impl FnOnce() -> V,
+        f: impl FnOnce(V) -> V,
+    ) {
+        let slot = (key.clone(), start);
+        if let Some(v) = self.inner.map.get_mut(&slot) {
+            let old = std::mem::replace(v, init());
+            *v = f(old);
+            self.inner.mark_dirty(slot);
+        } else {
+            self.by_start.entry(start).or_default().insert(key.clone());
+            let v = f(init());
+            self.inner.put(slot, v);
+        }
+    }
+
     pub fn remove(&mut self, key: &K, start: i64) -> Option<V> {
         if let Some(keys) = self.by_start.get_mut(&start) {
             keys.remove(key);
