@@ -305,6 +305,16 @@ impl TestDriver {
         out
     }
 
+    /// Moves wall-clock time forward for the topology (wall-clock punctuations, idle inputs),
+    /// then processes what that triggers.
+    pub fn advance_wall_clock(&mut self, by: Duration) -> Result<()> {
+        let w = self.worker()?;
+        for t in &mut w.tasks {
+            t.clock_skew += by;
+        }
+        self.try_run()
+    }
+
     /// Records in, out, late and dead-lettered so far.
     pub fn metrics(&self) -> TaskMetrics {
         self.worker

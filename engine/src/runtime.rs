@@ -377,6 +377,7 @@ impl Worker {
                 marker_topics,
                 last_mark: None,
                 last_mark_at: Instant::now(),
+                clock_skew: Duration::ZERO,
             });
         }
         let consumer = client.consumer(ConsumerConfig {
@@ -616,9 +617,9 @@ impl Worker {
             }
             start = end;
         }
-        let now = Instant::now();
-        let now_ms = runnel_log::types::now_ms();
         for t in &mut self.tasks {
+            let now = t.now();
+            let now_ms = runnel_log::types::now_ms() + t.clock_skew.as_millis() as i64;
             t.fire_wall_clock(now, now_ms);
             t.advance_watermark();
             t.write_markers(false);

@@ -231,7 +231,7 @@ pub(crate) fn is_marker(headers: &[Header]) -> bool {
 pub(crate) struct WallPunctuator {
     pub interval: Duration,
     pub next: Instant,
-    pub fire: Box<dyn FnMut(&mut TaskCx, i64)>,
+    pub fire: Box<dyn FnMut(&mut TaskCx, Instant, i64)>,
 }
 
 /// An upstream task's last word in a repartition partition.
@@ -322,6 +322,8 @@ pub(crate) struct Task {
     pub finished: bool,
     /// Topics of the repartition sinks, for marker records.
     pub marker_topics: Vec<(Arc<str>, u32)>,
+    /// Added to the machine's clock (the test driver moves time forward with it).
+    pub clock_skew: Duration,
     /// The last watermark mark written to them, and when.
     pub last_mark: Option<String>,
     pub last_mark_at: Instant,
@@ -331,6 +333,11 @@ pub(crate) struct Task {
 const MARKER_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Task {
+    /// Wall-clock now, as this task sees it.
+    pub fn now(&self) -> Instant {
+        Instant::now() + self.clock_skew
+    }
+
     /// Processes a run of records of input `i`, in offset order.
     pub fn process(&mut self, i: usize, records: &[ConsumerRecord]) -> Result<()> {
         let Some(last) = records.last() else {
@@ -345,7 +352,7 @@ impl Task {
         let input = &mut self.inputs[i];
         input.out_of_orderness = self.sources[source].out_of_orderness();
         input.position = Some(last.record.offset + 1);
-        input.last_record = Instant::now();
+        input.last_record = Instant::now() + self.clock_skew;
         if let Some(t) = max_ts {
             input.max_ts = Some(input.max_ts.map_or(t, |m| m.max(t)));
         }
@@ -408,7 +415,7 @@ impl Task {
         if self.finished {
             return;
         }
-        let now = Instant::now();
+        let now = self.now();
         let mut wm = None::<i64>;
         for input in &self.inputs {
             if let Some(w) = input.watermark(self.idle_timeout, now) {
@@ -487,7 +494,7 @@ impl Task {
             && self
                 .inputs
                 .iter()
-                .all(|i| i.watermark(self.idle_timeout, Instant::now()).is_none())
+                .all(|i| i.watermark(self.idle_timeout, self.now()).is_none())
         {
             "idle".to_string()
         } else {
@@ -523,7 +530,7 @@ impl Task {
         for p in &mut self.wall {
             if now >= p.next {
                 p.next = now + p.interval;
-                (p.fire)(&mut self.cx, now_ms);
+                (p.fire)(&mut self.cx, now, now_ms);
             }
         }
     }

@@ -576,8 +576,7 @@ fn processor_punctuates_on_stream_time_and_wall_clock() {
         d.pipe("in", "k".to_string(), v, ts);
         d.run(); // the watermark advances after each batch
     }
-    std::thread::sleep(Duration::from_millis(50));
-    d.run();
+    d.advance_wall_clock(Duration::from_millis(50)).unwrap();
     let out = d.read::<String, i64>("out");
     let stream: Vec<_> = out
         .iter()
@@ -700,4 +699,63 @@ fn stream_table_join_sees_the_table_loaded_first() {
         .collect();
     got.sort();
     assert_eq!(got, vec!["?:1", "Luigi:7"]);
+}
+
+#[test]
+fn idle_partitions_stop_holding_the_watermark_after_the_idle_timeout() {
+    // Regrouped through a repartition topic: the downstream task's watermark is the minimum over
+    // the three upstream tasks, two of which read empty partitions.
+    let b = StreamsBuilder::new();
+    b.stream("in", Consumed::with(StringSerde, I64Serde))
+        .group_by(|k, _| k.clone(), Grouped::with(StringSerde, I64Serde))
+        .windowed_by(TimeWindows::of(Duration::from_secs(10)))
+        .count("c")
+        .to_stream()
+        .map(|w, n| (format!("{}@{}", w.key, w.window.start), n.unwrap()))
+        .to("out", Produced::with(StringSerde, I64Serde));
+    let mut d = TestDriver::with_partitions(b.build(), 3);
+    d.pipe("in", "k".to_string(), 1i64, 1_000);
+    d.pipe("in", "k".to_string(), 1i64, 30_000);
+    d.run();
+    let early = d.read::<String, i64>("out");
+    assert!(
+        early.is_empty(),
+        "empty partitions hold the watermark: {early:?}"
+    );
+    d.advance_wall_clock(Duration::from_secs(6)).unwrap(); // past the 5 s idle timeout
+    assert_eq!(d.read::<String, i64>("out"), vec![("k@0".to_string(), 1)]);
+}
+
+#[test]
+fn session_records_after_the_gap_and_grace_are_late() {
+    let b = StreamsBuilder::new();
+    b.stream("in", Consumed::with(StringSerde, I64Serde))
+        .group_by_key(None)
+        .windowed_by_session(
+            SessionWindows::with_inactivity_gap(Duration::from_secs(5))
+                .grace(Duration::from_secs(2)),
+        )
+        .count("s")
+        .to_stream()
+        .map(|w, n| (format!("{}-{}", w.window.start, w.window.end), n.unwrap()))
+        .to("out", Produced::with(StringSerde, I64Serde));
+    let mut d = TestDriver::with_partitions(b.build(), 1);
+    d.config_mut().late_records_topic = Some("late".into());
+    d.pipe("in", "k".to_string(), 0i64, 1_000);
+    d.pipe("in", "k".to_string(), 0i64, 20_000); // watermark 20 s: [1 s, 1 s] closed at 8 s
+    d.run();
+    d.pipe("in", "k".to_string(), 0i64, 12_500); // 12.5 + 5 + 2 <= 20: late
+    d.pipe("in", "k".to_string(), 0i64, 14_000); // 14 + 5 + 2 > 20: joins no session, opens one
+    d.finish();
+    assert_eq!(d.metrics().late_records, 1);
+    assert_eq!(d.read::<String, i64>("late").len(), 1);
+    let got: BTreeMap<String, i64> = d.read::<String, i64>("out").into_iter().collect();
+    assert_eq!(
+        got,
+        BTreeMap::from([
+            ("1000-1000".into(), 1),
+            ("14000-14000".into(), 1),
+            ("20000-20000".into(), 1)
+        ])
+    );
 }

@@ -798,9 +798,8 @@ impl<K: Key, V: Data> KStream<K, V> {
                 inst.wall_punctuators.push(WallPunctuator {
                     interval: Duration::from_millis(10),
                     next: std::time::Instant::now(),
-                    fire: Box::new(move |cx, now_ms| {
-                        s2.borrow_mut()
-                            .fire_wall(cx, std::time::Instant::now(), now_ms)
+                    fire: Box::new(move |cx, now, now_ms| {
+                        s2.borrow_mut().fire_wall(cx, now, now_ms)
                     }),
                 });
                 inst.input::<K, V>(op(ProcessorOp { state }));
