@@ -158,7 +158,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
 
     /// Tumbling or hopping windows.
     pub fn windowed_by(&self, windows: TimeWindows) -> TimeWindowedKStream<K, V> {
-        TimeWindowedKStream {
+        WindowedKStream {
             grouped: KGroupedStream::new(self.stream.clone()),
             windows,
             emit: EmitStrategy::default(),
@@ -167,7 +167,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
 
     /// Session windows.
     pub fn windowed_by_session(&self, windows: SessionWindows) -> SessionWindowedKStream<K, V> {
-        SessionWindowedKStream {
+        WindowedKStream {
             grouped: KGroupedStream::new(self.stream.clone()),
             windows,
             emit: EmitStrategy::default(),
@@ -175,48 +175,56 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
     }
 }
 
-/// A grouped stream cut into tumbling or hopping windows.
-pub struct TimeWindowedKStream<K, V> {
+/// A grouped stream cut into windows: [`TimeWindows`] (tumbling, hopping) or
+/// [`SessionWindows`].
+pub struct WindowedKStream<K, V, W> {
     grouped: KGroupedStream<K, V>,
-    windows: TimeWindows,
+    windows: W,
     emit: EmitStrategy,
 }
 
-impl<K: Key, V: Data> TimeWindowedKStream<K, V> {
-    /// When results go downstream (default: once, when the window closes).
-    pub fn emit(mut self, emit: EmitStrategy) -> Self {
-        self.emit = emit;
-        self
-    }
+pub type TimeWindowedKStream<K, V> = WindowedKStream<K, V, TimeWindows>;
+pub type SessionWindowedKStream<K, V> = WindowedKStream<K, V, SessionWindows>;
 
-    fn build<A: Data>(
+/// What a kind of window adds to the topology: its store and its aggregation operator.
+pub trait WindowKind: Copy + 'static {
+    #[doc(hidden)]
+    fn add_aggregation<K: Key, V: Data, A: Data>(
         &self,
+        stream: &KStream<K, V>,
+        serdes: (SerdeRef<K>, SerdeRef<V>),
         store: &str,
+        emit: EmitStrategy,
         fns: AggFns<K, V, A>,
         agg_serde: SerdeRef<A>,
-    ) -> KTable<Windowed<K>, A> {
-        let s = &self.grouped.stream;
-        let (ks, vs) = self.grouped.serdes();
+    ) -> usize;
+}
+
+impl WindowKind for TimeWindows {
+    fn add_aggregation<K: Key, V: Data, A: Data>(
+        &self,
+        s: &KStream<K, V>,
+        (ks, vs): (SerdeRef<K>, SerdeRef<V>),
+        store: &str,
+        emit: EmitStrategy,
+        fns: AggFns<K, V, A>,
+        agg_serde: SerdeRef<A>,
+    ) -> usize {
         let spec = TimeWindowSpec {
-            size: self.windows.size,
-            advance: self.windows.advance,
-            grace: self.windows.grace,
+            size: self.size,
+            advance: self.advance,
+            grace: self.grace,
         };
         assert!(
             spec.size > 0 && spec.advance > 0 && spec.advance <= spec.size,
             "window size and advance must be positive, with advance <= size"
         );
-        assert!(
-            fns.merge.is_some() || spec.advance == spec.size,
-            "hopping windows are computed from panes: use aggregate_with_merge to say how two aggregates combine"
-        );
-        let (n, k2, a2) = (store.to_string(), ks.clone(), agg_serde.clone());
+        let (n, k2, a2) = (store.to_string(), ks.clone(), agg_serde);
         s.b.add_store(store, "window", move || {
             WindowStore::new(n.clone(), k2.clone(), a2.clone())
         });
-        let (st, emit) = (store.to_string(), self.emit);
-        let ks2 = ks.clone();
-        let node = s.b.add_node(
+        let st = store.to_string();
+        s.b.add_node(
             "KSTREAM-WINDOWED-AGGREGATE",
             NodeKind::Processor,
             vec![s.node],
@@ -230,14 +238,77 @@ impl<K: Key, V: Data> TimeWindowedKStream<K, V> {
                     emit,
                     fns: fns.clone(),
                     store,
-                    key_serde: ks2.clone(),
+                    key_serde: ks.clone(),
                     value_serde: vs.clone(),
                     watermark: i64::MIN,
                     out,
                 }));
                 Ok(())
             }),
-        );
+        )
+    }
+}
+
+impl WindowKind for SessionWindows {
+    fn add_aggregation<K: Key, V: Data, A: Data>(
+        &self,
+        s: &KStream<K, V>,
+        (ks, vs): (SerdeRef<K>, SerdeRef<V>),
+        store: &str,
+        emit: EmitStrategy,
+        fns: AggFns<K, V, A>,
+        agg_serde: SerdeRef<A>,
+    ) -> usize {
+        let (n, k2, a2) = (store.to_string(), ks.clone(), agg_serde);
+        s.b.add_store(store, "session", move || {
+            SessionStore::new(n.clone(), k2.clone(), a2.clone())
+        });
+        let (st, w) = (store.to_string(), *self);
+        s.b.add_node(
+            "KSTREAM-SESSION-AGGREGATE",
+            NodeKind::Processor,
+            vec![s.node],
+            vec![store.to_string()],
+            Arc::new(move |inst| {
+                let out = inst.out::<Windowed<K>, Option<A>>();
+                let store = inst.store::<SessionStore<K, A>>(&st)?;
+                inst.input::<K, V>(op(SessionAggregate {
+                    node: inst.node_name.clone(),
+                    gap: w.gap,
+                    grace: w.grace,
+                    emit,
+                    fns: fns.clone(),
+                    store,
+                    key_serde: ks.clone(),
+                    value_serde: vs.clone(),
+                    watermark: i64::MIN,
+                    out,
+                }));
+                Ok(())
+            }),
+        )
+    }
+}
+
+impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
+    /// When results go downstream (default: once, when the window closes).
+    pub fn emit(mut self, emit: EmitStrategy) -> Self {
+        self.emit = emit;
+        self
+    }
+
+    fn build<A: Data>(
+        &self,
+        store: &str,
+        fns: AggFns<K, V, A>,
+        agg_serde: SerdeRef<A>,
+    ) -> KTable<Windowed<K>, A> {
+        let s = &self.grouped.stream;
+        let serdes = self.grouped.serdes();
+        let ks = serdes.0.clone();
+        let node =
+            self.windows
+                .add_aggregation(s, serdes, store, self.emit, fns, agg_serde.clone());
         KTable::new(
             s.b.clone(),
             node,
@@ -251,23 +322,47 @@ impl<K: Key, V: Data> TimeWindowedKStream<K, V> {
     /// use runnel_engine::prelude::*;
     /// use std::time::Duration;
     /// let b = StreamsBuilder::new();
-    /// b.stream("in", Consumed::with(StringSerde, I64Serde))
-    ///     .group_by_key(None)
+    /// let grouped = b.stream("in", Consumed::with(StringSerde, I64Serde)).group_by_key(None);
+    /// grouped
     ///     .windowed_by(TimeWindows::of(Duration::from_secs(10)))
     ///     .count("per-10s")
     ///     .to_stream()
     ///     .map(|w, n| (format!("{}@{}", w.key, w.window.start), n.unwrap_or(0)))
-    ///     .to("out", Produced::with(StringSerde, I64Serde));
+    ///     .to("tumbling", Produced::with(StringSerde, I64Serde));
+    /// grouped
+    ///     .windowed_by_session(SessionWindows::with_inactivity_gap(Duration::from_secs(5)))
+    ///     .count("sessions")
+    ///     .to_stream()
+    ///     .map(|w, n| (format!("{}-{}", w.window.start, w.window.end), n.unwrap_or(0)))
+    ///     .to("sessions", Produced::with(StringSerde, I64Serde));
     /// let mut d = TestDriver::new(b.build());
-    /// for ts in [1_000, 2_000, 12_000] { d.pipe("in", "a".to_string(), 0i64, ts); }
+    /// for ts in [1_000, 3_000, 12_000] { d.pipe("in", "a".to_string(), 0i64, ts); }
     /// d.finish();
-    /// assert_eq!(d.read::<String, i64>("out"), vec![("a@0".to_string(), 2), ("a@10000".to_string(), 1)]);
+    /// assert_eq!(d.read::<String, i64>("tumbling"), vec![("a@0".to_string(), 2), ("a@10000".to_string(), 1)]);
+    /// assert_eq!(d.read::<String, i64>("sessions"), vec![("1000-3000".into(), 2), ("12000-12000".into(), 1)]);
     /// ```
     pub fn count(&self, store: &str) -> KTable<Windowed<K>, i64> {
         self.build(store, count_fns(), Arc::new(I64Serde))
     }
 
     /// Combines the values of each key and window with `f` (which must be associative).
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// use std::time::Duration;
+    /// let b = StreamsBuilder::new();
+    /// b.stream("in", Consumed::with(StringSerde, I64Serde))
+    ///     .group_by_key(None)
+    ///     .windowed_by(TimeWindows::of(Duration::from_secs(10)))
+    ///     .reduce(|a, b| *a.max(b), "max")
+    ///     .to_stream()
+    ///     .map(|w, m| (w.key, m.unwrap_or(0)))
+    ///     .to("out", Produced::with(StringSerde, I64Serde));
+    /// let mut d = TestDriver::new(b.build());
+    /// for v in [3i64, 9, 4] { d.pipe("in", "a".to_string(), v, 1_000); }
+    /// d.finish();
+    /// assert_eq!(d.read::<String, i64>("out"), vec![("a".to_string(), 9)]);
+    /// ```
     pub fn reduce(
         &self,
         f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
@@ -282,8 +377,8 @@ impl<K: Key, V: Data> TimeWindowedKStream<K, V> {
         .flatten_option(vs)
     }
 
-    /// Folds values into an aggregate; `merge` combines two partial aggregates (needed by
-    /// hopping windows, which are computed from panes).
+    /// Folds values into an aggregate; `merge` combines two partial aggregates (hopping
+    /// windows are computed from panes; a record can join several sessions into one).
     ///
     /// ```
     /// use runnel_engine::prelude::*;
@@ -302,117 +397,6 @@ impl<K: Key, V: Data> TimeWindowedKStream<K, V> {
     /// d.finish();
     /// assert_eq!(d.read::<String, i64>("out"), vec![("0".into(), 1), ("5000".into(), 3), ("10000".into(), 2)]);
     /// ```
-    pub fn aggregate<A: Data>(
-        &self,
-        init: impl Fn() -> A + Send + Sync + 'static,
-        add: impl Fn(&K, &V, A) -> A + Send + Sync + 'static,
-        merge: impl Fn(&K, A, A) -> A + Send + Sync + 'static,
-        agg_serde: impl Serde<A> + 'static,
-        store: &str,
-    ) -> KTable<Windowed<K>, A> {
-        let fns = AggFns {
-            init: Arc::new(init),
-            add: Arc::new(add),
-            merge: Some(Arc::new(merge)),
-        };
-        self.build(store, fns, Arc::new(agg_serde))
-    }
-}
-
-/// A grouped stream cut into session windows.
-pub struct SessionWindowedKStream<K, V> {
-    grouped: KGroupedStream<K, V>,
-    windows: SessionWindows,
-    emit: EmitStrategy,
-}
-
-impl<K: Key, V: Data> SessionWindowedKStream<K, V> {
-    pub fn emit(mut self, emit: EmitStrategy) -> Self {
-        self.emit = emit;
-        self
-    }
-
-    fn build<A: Data>(
-        &self,
-        store: &str,
-        fns: AggFns<K, V, A>,
-        agg_serde: SerdeRef<A>,
-    ) -> KTable<Windowed<K>, A> {
-        let s = &self.grouped.stream;
-        let (ks, vs) = self.grouped.serdes();
-        let (n, k2, a2) = (store.to_string(), ks.clone(), agg_serde.clone());
-        s.b.add_store(store, "session", move || {
-            SessionStore::new(n.clone(), k2.clone(), a2.clone())
-        });
-        let (st, emit, w) = (store.to_string(), self.emit, self.windows);
-        let ks2 = ks.clone();
-        let node = s.b.add_node(
-            "KSTREAM-SESSION-AGGREGATE",
-            NodeKind::Processor,
-            vec![s.node],
-            vec![store.to_string()],
-            Arc::new(move |inst| {
-                let out = inst.out::<Windowed<K>, Option<A>>();
-                let store = inst.store::<SessionStore<K, A>>(&st)?;
-                inst.input::<K, V>(op(SessionAggregate {
-                    node: inst.node_name.clone(),
-                    gap: w.gap,
-                    grace: w.grace,
-                    emit,
-                    fns: fns.clone(),
-                    store,
-                    key_serde: ks2.clone(),
-                    value_serde: vs.clone(),
-                    watermark: i64::MIN,
-                    out,
-                }));
-                Ok(())
-            }),
-        );
-        KTable::new(
-            s.b.clone(),
-            node,
-            Some((Arc::new(WindowedSerde(ks)), agg_serde)),
-        )
-    }
-
-    /// Records per key and session.
-    ///
-    /// ```
-    /// use runnel_engine::prelude::*;
-    /// use std::time::Duration;
-    /// let b = StreamsBuilder::new();
-    /// b.stream("in", Consumed::with(StringSerde, I64Serde))
-    ///     .group_by_key(None)
-    ///     .windowed_by_session(SessionWindows::with_inactivity_gap(Duration::from_secs(5)))
-    ///     .count("sessions")
-    ///     .to_stream()
-    ///     .map(|w, n| (format!("{}-{}", w.window.start, w.window.end), n.unwrap_or(0)))
-    ///     .to("out", Produced::with(StringSerde, I64Serde));
-    /// let mut d = TestDriver::new(b.build());
-    /// for ts in [0, 3_000, 20_000] { d.pipe("in", "a".to_string(), 0i64, ts); }
-    /// d.finish();
-    /// assert_eq!(d.read::<String, i64>("out"), vec![("0-3000".into(), 2), ("20000-20000".into(), 1)]);
-    /// ```
-    pub fn count(&self, store: &str) -> KTable<Windowed<K>, i64> {
-        self.build(store, count_fns(), Arc::new(I64Serde))
-    }
-
-    pub fn reduce(
-        &self,
-        f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
-        store: &str,
-    ) -> KTable<Windowed<K>, V> {
-        let (_, vs) = self.grouped.serdes();
-        self.build(
-            store,
-            reduce_fns(f),
-            Arc::new(crate::serdes::OptionSerde(vs.clone())),
-        )
-        .flatten_option(vs)
-    }
-
-    /// Folds values per session; `merge` combines the aggregates of sessions a record joins.
     pub fn aggregate<A: Data>(
         &self,
         init: impl Fn() -> A + Send + Sync + 'static,

@@ -12,7 +12,9 @@ mod stream;
 mod table;
 
 pub use config::{Consumed, Grouped, JoinWindows, Produced, SessionWindows, TimeWindows};
-pub use grouped::{KGroupedStream, SessionWindowedKStream, TimeWindowedKStream};
+pub use grouped::{
+    KGroupedStream, SessionWindowedKStream, TimeWindowedKStream, WindowKind, WindowedKStream,
+};
 pub use stream::KStream;
 pub use table::KTable;
 

@@ -10,8 +10,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// How to fold values into an aggregate, and (for windows built from panes and for sessions)
-/// how to combine two aggregates.
-pub(crate) struct AggFns<K, V, A> {
+/// how to combine two aggregates. Public only because [`crate::dsl::WindowKind`] names it.
+#[doc(hidden)]
+pub struct AggFns<K, V, A> {
     pub init: Arc<dyn Fn() -> A + Send + Sync>,
     pub add: Arc<dyn Fn(&K, &V, A) -> A + Send + Sync>,
     pub merge: Option<Arc<dyn Fn(&K, A, A) -> A + Send + Sync>>,

@@ -32,7 +32,7 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> SessionAggregate<K, 
         end.saturating_add(self.gap).saturating_add(self.grace) <= self.watermark
     }
 
-    fn add(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) {
+    fn add_batch(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) {
         let mut updates = Vec::new();
         let mut store = self.store.borrow_mut();
         for r in batch {
@@ -79,7 +79,7 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> SessionAggregate<K, 
         self.out.data(cx, updates);
     }
 
-    fn close(&mut self, cx: &mut TaskCx) {
+    fn close_windows(&mut self, cx: &mut TaskCx) {
         let mut emitted = Vec::new();
         let mut store = self.store.borrow_mut();
         while let Some(end) = store.first_end() {
@@ -107,21 +107,27 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> SessionAggregate<K, 
     }
 }
 
+impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static>
+    super::Windowed<K, V, Windowed<K>, Option<A>> for SessionAggregate<K, V, A>
+{
+    fn watermark(&mut self) -> &mut i64 {
+        &mut self.watermark
+    }
+    fn out(&self) -> &Out<Windowed<K>, Option<A>> {
+        &self.out
+    }
+    fn add(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) {
+        self.add_batch(cx, batch)
+    }
+    fn close(&mut self, cx: &mut TaskCx) {
+        self.close_windows(cx)
+    }
+}
+
 impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Operator<K, V>
     for SessionAggregate<K, V, A>
 {
     fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
-        match msg {
-            Msg::Data(batch) => self.add(cx, batch),
-            Msg::Watermark(w) => {
-                if w > self.watermark {
-                    self.watermark = w;
-                    self.close(cx);
-                }
-                self.out.send(cx, Msg::Watermark(w));
-            }
-            Msg::Barrier => self.out.send(cx, Msg::Barrier),
-            Msg::End => self.out.send(cx, Msg::End),
-        }
+        super::on_windowed(self, cx, msg)
     }
 }
