@@ -6,11 +6,10 @@
 //! `cargo run --release --example ecommerce [PURCHASES]`
 
 use comfy_table::Table;
+use runnel::demo::{Demo, Lcg};
 use runnel::engine::prelude::*;
-use runnel::log::{Log, Producer, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,59 +99,26 @@ fn topology() -> Topology {
 
 fn main() -> anyhow::Result<()> {
     let purchases: u64 = std::env::args().nth(1).map_or(Ok(100_000), |a| a.parse())?;
-    let dir = tempfile::tempdir()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let log = Log::open(dir.path())?;
-    let client: SharedLogClient = Arc::new(log.clone());
-    rt.block_on(async {
-        log.create_topic(
-            "purchases",
-            TopicConfig {
-                partitions: 4,
-                ..Default::default()
-            },
-        )?;
-        let p = Producer::new(log.clone(), ProducerConfig::default());
-        let mut seed = 11u64;
-        let mut next = move |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
+    let demo = Demo::new()?;
+    let mut rng = Lcg::new(11);
+    let base = 1_700_000_000_000i64;
+    let events = (0..purchases).map(|i| {
+        // Cheaper products sell more often: pick the lower of two draws.
+        let n = PRODUCTS.len() as u64;
+        let product = rng.below(n).min(rng.below(n)) as usize;
+        let p = Purchase {
+            customer: format!("c{}", rng.below(5_000)),
+            product: PRODUCTS[product].0.into(),
+            quantity: 1 + rng.below(3) as u32,
+            price: PRODUCTS[product].1,
+            ts: base + i as i64 * 20 + rng.below(2_000) as i64,
         };
-        let base = 1_700_000_000_000i64;
-        for i in 0..purchases {
-            // Cheaper products sell more often: pick the lower of two draws.
-            let product = next(PRODUCTS.len() as u64).min(next(PRODUCTS.len() as u64)) as usize;
-            let purchase = Purchase {
-                customer: format!("c{}", next(5_000)),
-                product: PRODUCTS[product].0.into(),
-                quantity: 1 + next(3) as u32,
-                price: PRODUCTS[product].1,
-                ts: base + i as i64 * 20 + next(2_000) as i64,
-            };
-            let v = serde_json::to_vec(&purchase)?;
-            drop(
-                p.send(
-                    ProducerRecord::new("purchases", &v)
-                        .key(purchase.customer.as_bytes())
-                        .timestamp(purchase.ts),
-                )
-                .await?,
-            );
-        }
-        p.flush().await?;
-        anyhow::Ok(())
-    })?;
+        (p.customer.clone(), p.ts, p)
+    });
+    demo.produce("purchases", 4, events)?;
 
-    let topology = topology();
-    println!("{}", topology.describe());
-    let mut config = StreamsConfig::new("ecommerce");
-    config.until_end = true;
-    App::new(topology, client.clone(), config).run(rt.handle())?;
-
-    let windows: Vec<(String, ProductWindow)> =
-        rt.block_on(runnel::rides::read_json(&client, "product-sales"))?;
+    demo.run(topology(), "ecommerce")?;
+    let windows: Vec<(String, ProductWindow)> = demo.read("product-sales")?;
     // Windows advance every 10 s, so each purchase is in 6 of them: totals use the windows
     // starting on whole minutes, which tile the time line exactly once.
     let mut totals: BTreeMap<String, Sales> = BTreeMap::new();

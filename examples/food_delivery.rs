@@ -6,11 +6,10 @@
 //! `cargo run --release --example food_delivery [ORDERS]`
 
 use comfy_table::Table;
+use runnel::demo::{Demo, Lcg};
 use runnel::engine::prelude::*;
-use runnel::log::{Log, Producer, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,84 +86,47 @@ fn topology() -> Topology {
 
 fn main() -> anyhow::Result<()> {
     let orders: u64 = std::env::args().nth(1).map_or(Ok(20_000), |a| a.parse())?;
-    let dir = tempfile::tempdir()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let log = Log::open(dir.path())?;
-    let client: SharedLogClient = Arc::new(log.clone());
-    rt.block_on(async {
-        for t in ["restaurants", "order-events"] {
-            log.create_topic(
-                t,
-                TopicConfig {
-                    partitions: 3,
-                    ..Default::default()
-                },
-            )?;
-        }
-        let p = Producer::new(log.clone(), ProducerConfig::default());
-        for (i, (name, cuisine)) in RESTAURANTS.iter().enumerate() {
-            let v = serde_json::to_vec(&Restaurant {
-                name: name.to_string(),
-                cuisine: cuisine.to_string(),
-            })?;
-            drop(
-                p.send(ProducerRecord::new("restaurants", &v).key(format!("r{i}").as_bytes()))
-                    .await?,
-            );
-        }
-        // Orders every 3 s; each goes placed → accepted → picked_up → delivered over 20-70 min,
-        // slower for some restaurants; events of different orders interleave in time.
-        let mut seed = 7u64;
-        let mut next = move |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
+    let demo = Demo::new()?;
+    let restaurants = RESTAURANTS.iter().enumerate().map(|(i, (name, cuisine))| {
+        let r = Restaurant {
+            name: name.to_string(),
+            cuisine: cuisine.to_string(),
         };
-        let base = 1_700_000_000_000i64;
-        let mut events = Vec::new();
-        for o in 0..orders {
-            let r = next(RESTAURANTS.len() as u64);
-            let placed = base + o as i64 * 3_000;
-            let total = (20 + next(30) + r * 4) as i64 * 60_000;
-            for (status, at) in [
-                ("placed", 0),
-                ("accepted", total / 8),
-                ("picked_up", total / 2),
-                ("delivered", total),
-            ] {
-                events.push(OrderEvent {
-                    order_id: format!("o{o}"),
-                    restaurant_id: format!("r{r}"),
-                    status: status.into(),
-                    ts: placed + at,
-                });
-            }
+        (format!("r{i}"), 0, r)
+    });
+    demo.produce("restaurants", 3, restaurants)?;
+    // Orders every 3 s; each goes placed → accepted → picked_up → delivered over 20-70 min,
+    // slower for some restaurants; events of different orders interleave in time.
+    let mut rng = Lcg::new(7);
+    let base = 1_700_000_000_000i64;
+    let mut events = Vec::new();
+    for o in 0..orders {
+        let r = rng.below(RESTAURANTS.len() as u64);
+        let placed = base + o as i64 * 3_000;
+        let total = (20 + rng.below(30) + r * 4) as i64 * 60_000;
+        for (status, at) in [
+            ("placed", 0),
+            ("accepted", total / 8),
+            ("picked_up", total / 2),
+            ("delivered", total),
+        ] {
+            events.push(OrderEvent {
+                order_id: format!("o{o}"),
+                restaurant_id: format!("r{r}"),
+                status: status.into(),
+                ts: placed + at,
+            });
         }
-        events.sort_by_key(|e| e.ts);
-        for e in &events {
-            let v = serde_json::to_vec(e)?;
-            drop(
-                p.send(
-                    ProducerRecord::new("order-events", &v)
-                        .key(e.order_id.as_bytes())
-                        .timestamp(e.ts),
-                )
-                .await?,
-            );
-        }
-        p.flush().await?;
-        anyhow::Ok(())
-    })?;
+    }
+    events.sort_by_key(|e| e.ts);
+    demo.produce(
+        "order-events",
+        3,
+        events.into_iter().map(|e| (e.order_id.clone(), e.ts, e)),
+    )?;
 
-    let topology = topology();
-    println!("{}", topology.describe());
-    let mut config = StreamsConfig::new("food-delivery");
-    config.until_end = true;
-    let summary = App::new(topology, client.clone(), config).run(rt.handle())?;
-
-    let deliveries: Vec<(String, Delivery)> =
-        rt.block_on(runnel::rides::read_json(&client, "delivery-times"))?;
+    let summary = demo.run(topology(), "food-delivery")?;
+    let deliveries: Vec<(String, Delivery)> = demo.read("delivery-times")?;
     let mut per: BTreeMap<String, (String, u64, f64, f64)> = BTreeMap::new();
     for (_, d) in &deliveries {
         let e = per

@@ -6,11 +6,10 @@
 //! `cargo run --release --example fraud_detection [PAYMENTS]`
 
 use comfy_table::Table;
+use runnel::demo::{Demo, Lcg};
 use runnel::engine::prelude::*;
-use runnel::log::{Log, Producer, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,84 +76,54 @@ fn topology() -> Topology {
 
 fn main() -> anyhow::Result<()> {
     let payments: u64 = std::env::args().nth(1).map_or(Ok(200_000), |a| a.parse())?;
-    let dir = tempfile::tempdir()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let log = Log::open(dir.path())?;
-    let client: SharedLogClient = Arc::new(log.clone());
-    let (bursting, overspending) = rt.block_on(async {
-        log.create_topic(
-            "payments",
-            TopicConfig {
-                partitions: 4,
-                ..Default::default()
-            },
-        )?;
-        let p = Producer::new(log.clone(), ProducerConfig::default());
-        let mut seed = 5u64;
-        let mut next = move |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
-        let base = 1_700_000_000_000i64;
-        let (mut bursting, mut overspending) = (BTreeSet::new(), BTreeSet::new());
-        let mut all = Vec::new();
-        for i in 0..payments {
-            let ts = base + i as i64 * 50;
-            // 50,000 cards: a normal card pays about once an hour of this event time.
-            all.push(Payment {
-                card: format!("card-{:05}", next(50_000)),
-                amount: (1 + next(20_000)) as f64 / 100.0,
-                merchant: format!("m{}", next(300)),
-                ts,
-            });
-            if i % 20_000 == 7 {
-                let card = format!("burst-{i}");
-                for k in 0..8 {
-                    all.push(Payment {
-                        card: card.clone(),
-                        amount: 9.99,
-                        merchant: "online".into(),
-                        ts: ts + k * 4_000,
-                    });
-                }
-                bursting.insert(card);
-            }
-            if i % 25_000 == 11 {
-                let card = format!("big-{i}");
+    let demo = Demo::new()?;
+    let mut rng = Lcg::new(5);
+    let base = 1_700_000_000_000i64;
+    let (mut bursting, mut overspending) = (BTreeSet::new(), BTreeSet::new());
+    let mut all = Vec::new();
+    for i in 0..payments {
+        let ts = base + i as i64 * 50;
+        // 50,000 cards: a normal card pays about once an hour of this event time.
+        all.push(Payment {
+            card: format!("card-{:05}", rng.below(50_000)),
+            amount: (1 + rng.below(20_000)) as f64 / 100.0,
+            merchant: format!("m{}", rng.below(300)),
+            ts,
+        });
+        if i % 20_000 == 7 {
+            let card = format!("burst-{i}");
+            for k in 0..8 {
+                let merchant = "online".into();
                 all.push(Payment {
                     card: card.clone(),
-                    amount: 7_500.0,
-                    merchant: "jeweller".into(),
-                    ts,
+                    amount: 9.99,
+                    merchant,
+                    ts: ts + k * 4_000,
                 });
-                overspending.insert(card);
             }
+            bursting.insert(card);
         }
-        all.sort_by_key(|p| p.ts);
-        for pay in &all {
-            let v = serde_json::to_vec(pay)?;
-            drop(
-                p.send(
-                    ProducerRecord::new("payments", &v)
-                        .key(pay.card.as_bytes())
-                        .timestamp(pay.ts),
-                )
-                .await?,
-            );
+        if i % 25_000 == 11 {
+            let card = format!("big-{i}");
+            let merchant = "jeweller".into();
+            all.push(Payment {
+                card: card.clone(),
+                amount: 7_500.0,
+                merchant,
+                ts,
+            });
+            overspending.insert(card);
         }
-        p.flush().await?;
-        anyhow::Ok((bursting, overspending))
-    })?;
+    }
+    all.sort_by_key(|p| p.ts);
+    demo.produce(
+        "payments",
+        4,
+        all.into_iter().map(|p| (p.card.clone(), p.ts, p)),
+    )?;
 
-    let topology = topology();
-    println!("{}", topology.describe());
-    let mut config = StreamsConfig::new("fraud-detection");
-    config.until_end = true;
-    App::new(topology, client.clone(), config).run(rt.handle())?;
-
-    let alerts: Vec<(String, Alert)> = rt.block_on(runnel::rides::read_json(&client, "alerts"))?;
+    demo.run(topology(), "fraud-detection")?;
+    let alerts: Vec<(String, Alert)> = demo.read("alerts")?;
     let mut by_kind: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (_, a) in &alerts {
         by_kind

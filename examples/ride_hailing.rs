@@ -5,30 +5,29 @@
 //! `cargo run --release --example ride_hailing [EVENTS]`
 
 use comfy_table::Table;
-use runnel::engine::{App, StreamsConfig};
-use runnel::log::{Log, SharedLogClient};
+use runnel::demo::Demo;
 use runnel::rides::{self, RegionWindow};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     let events: u64 = std::env::args().nth(1).map_or(Ok(500_000), |a| a.parse())?;
-    let dir = tempfile::tempdir()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let client: SharedLogClient = Arc::new(Log::open(dir.path())?);
-    rt.block_on(rides::produce_rides(&client, "rides", 4, events, |_| {}))?;
-
-    let topology = rides::speed_per_region("rides", "region-speeds");
-    println!("{}", topology.describe());
-    let mut config = StreamsConfig::new("ride-hailing");
-    config.until_end = true;
+    let demo = Demo::new()?;
+    demo.rt.block_on(rides::produce_rides(
+        &demo.client,
+        "rides",
+        4,
+        events,
+        |_| {},
+    ))?;
     let started = Instant::now();
-    let summary = App::new(topology, client.clone(), config).run(rt.handle())?;
+    let summary = demo.run(
+        rides::speed_per_region("rides", "region-speeds"),
+        "ride-hailing",
+    )?;
     let elapsed = started.elapsed();
 
-    let windows: Vec<(String, RegionWindow)> =
-        rt.block_on(rides::read_json(&client, "region-speeds"))?;
+    let windows: Vec<(String, RegionWindow)> = demo.read("region-speeds")?;
     let mut per_region: BTreeMap<String, (usize, u64, f64, f64)> = BTreeMap::new();
     for (_, w) in &windows {
         let e = per_region.entry(w.region.clone()).or_default();

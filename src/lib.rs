@@ -3,4 +3,5 @@
 pub use runnel_engine as engine;
 pub use runnel_log as log;
 
+pub mod demo;
 pub mod rides;

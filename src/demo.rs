@@ -1,0 +1,88 @@
+//! What the examples share: a temporary embedded log, a deterministic random source, JSON
+//! records in, a bounded run of a topology, JSON records out.
+
+use anyhow::Result;
+use runnel_engine::{App, RunSummary, StreamsConfig, Topology};
+use runnel_log::{Log, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// A temporary data directory with an embedded log, deleted on drop.
+pub struct Demo {
+    pub rt: tokio::runtime::Runtime,
+    pub client: SharedLogClient,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let client: SharedLogClient = Arc::new(Log::open(dir.path())?);
+        Ok(Self {
+            rt: tokio::runtime::Runtime::new()?,
+            client,
+            _dir: dir,
+        })
+    }
+
+    /// Appends `(key, event time, value as JSON)` records to `topic`, created with `partitions`.
+    pub fn produce<T: Serialize>(
+        &self,
+        topic: &str,
+        partitions: u32,
+        records: impl IntoIterator<Item = (String, i64, T)>,
+    ) -> Result<()> {
+        self.rt.block_on(async {
+            let cfg = TopicConfig {
+                partitions,
+                ..Default::default()
+            };
+            self.client.ensure_topic(topic, &cfg).await?;
+            let p = self.client.producer(ProducerConfig::default());
+            for (key, ts, value) in records {
+                let v = serde_json::to_vec(&value)?;
+                p.send(
+                    ProducerRecord::new(topic, &v)
+                        .key(key.as_bytes())
+                        .timestamp(ts),
+                )
+                .await?;
+            }
+            p.flush().await?;
+            Ok(())
+        })
+    }
+
+    /// Prints the topology, then runs it until its inputs are consumed and windows closed.
+    pub fn run(&self, topology: Topology, application_id: &str) -> Result<RunSummary> {
+        println!("{}", topology.describe());
+        let mut config = StreamsConfig::new(application_id);
+        config.until_end = true;
+        Ok(App::new(topology, self.client.clone(), config).run(self.rt.handle())?)
+    }
+
+    /// Every record of `topic` as (key, JSON value).
+    pub fn read<T: DeserializeOwned>(&self, topic: &str) -> Result<Vec<(String, T)>> {
+        self.rt
+            .block_on(crate::rides::read_json(&self.client, topic))
+    }
+}
+
+/// A small deterministic random source (a 64-bit LCG), so every run generates the same data.
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
