@@ -1,1 +1,2 @@
+pub use runnel_broker as broker;
 pub use runnel_log as log;

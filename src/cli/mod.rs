@@ -9,6 +9,7 @@
 //! message with usage and its exit code 2.
 
 mod bench;
+mod broker;
 mod consume;
 mod deliveries;
 mod groups;
@@ -64,6 +65,8 @@ enum DataCommand {
     /// List and describe consumer groups.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// Serve Kafka's wire protocol over the data directory (any Kafka client can connect).
+    Broker(broker::BrokerArgs),
     /// Produce ride-hailing events to `rides`, read them back and summarize them per region.
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -78,7 +81,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     // Reading commands do not create a data directory for a mistyped --data-dir.
     let creates = matches!(
         cmd,
-        DataCommand::Quickstart(_) | DataCommand::Topics(topics::TopicsCommand::Create(_))
+        DataCommand::Quickstart(_)
+            | DataCommand::Broker(_)
+            | DataCommand::Topics(topics::TopicsCommand::Create(_))
     );
     if !creates && !dir.is_dir() {
         bail!(
@@ -93,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         DataCommand::Consume(args) => consume::run(&log, args).await,
         DataCommand::Groups(cmd) => groups::run(&log, cmd),
         DataCommand::Quickstart(args) => quickstart::run(&log, args).await,
+        DataCommand::Broker(args) => broker::run(&log, args).await,
     };
     close_log(log);
     result
