@@ -1,6 +1,7 @@
 //! Kafka's error codes that the broker sends and the client interprets
 //! (<https://kafka.apache.org/protocol#protocol_error_codes>).
 
+use kafka_protocol::messages::ApiKey;
 use runnel_log::LogError;
 use runnel_log::error::GroupErrorKind;
 
@@ -74,5 +75,30 @@ pub fn name(code: i16) -> &'static str {
         KAFKA_STORAGE_ERROR => "KAFKA_STORAGE_ERROR",
         GROUP_ID_NOT_FOUND => "GROUP_ID_NOT_FOUND",
         _ => "see Kafka's protocol guide",
+    }
+}
+
+/// An API's Kafka name, for metrics, logs and error messages.
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        _ => "Unsupported",
     }
 }

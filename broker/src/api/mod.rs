@@ -16,7 +16,7 @@ pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod produce;
 
-use crate::codes;
+use crate::codes::{self, api_name};
 use crate::error::BrokerError;
 use crate::server::Broker;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -58,31 +58,6 @@ fn supported(key: ApiKey, version: i16) -> bool {
     SUPPORTED
         .iter()
         .any(|&(k, min, max)| k == key && (min..=max).contains(&version))
-}
-
-/// The API name used in metrics and logs.
-fn api_name(key: ApiKey) -> &'static str {
-    match key {
-        ApiKey::Produce => "Produce",
-        ApiKey::Fetch => "Fetch",
-        ApiKey::ListOffsets => "ListOffsets",
-        ApiKey::Metadata => "Metadata",
-        ApiKey::OffsetCommit => "OffsetCommit",
-        ApiKey::OffsetFetch => "OffsetFetch",
-        ApiKey::FindCoordinator => "FindCoordinator",
-        ApiKey::JoinGroup => "JoinGroup",
-        ApiKey::Heartbeat => "Heartbeat",
-        ApiKey::LeaveGroup => "LeaveGroup",
-        ApiKey::SyncGroup => "SyncGroup",
-        ApiKey::DescribeGroups => "DescribeGroups",
-        ApiKey::ListGroups => "ListGroups",
-        ApiKey::ApiVersions => "ApiVersions",
-        ApiKey::CreateTopics => "CreateTopics",
-        ApiKey::DeleteTopics => "DeleteTopics",
-        ApiKey::InitProducerId => "InitProducerId",
-        ApiKey::DescribeConfigs => "DescribeConfigs",
-        _ => "Unsupported",
-    }
 }
 
 fn i16_at(b: &[u8], at: usize) -> i16 {
