@@ -20,9 +20,10 @@ mod topics;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use runnel_log::{Log, LogError};
+use runnel_log::{Log, LogError, SharedLogClient};
 use std::fs::TryLockError;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Runnel: a durable, partitioned commit log in one binary, used the way Kafka is.
@@ -38,6 +39,16 @@ pub struct Cli {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
+
+    /// Run produce and consume against a Kafka-protocol broker (`runnel broker`, Kafka,
+    /// Redpanda) at HOST:PORT instead of the data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNNEL_BOOTSTRAP",
+        value_name = "HOST:PORT"
+    )]
+    bootstrap: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -78,6 +89,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => cmd,
     };
     let dir = cli.data_dir.as_path();
+    if let Some(bootstrap) = cli.bootstrap.as_deref() {
+        let client = log_client(Some(bootstrap), dir).await?;
+        return match cmd {
+            DataCommand::Produce(args) => {
+                produce::run(produce::Target::Client(&client), args).await
+            }
+            DataCommand::Consume(args) => consume::run(&client, args).await,
+            _ => bail!(
+                "--bootstrap (RUNNEL_BOOTSTRAP) works with produce and consume; the other commands work on a data directory: drop --bootstrap"
+            ),
+        };
+    }
     // Reading commands do not create a data directory for a mistyped --data-dir.
     let creates = matches!(
         cmd,
@@ -94,14 +117,27 @@ pub async fn run(cli: Cli) -> Result<()> {
     let log = Log::open(dir)?;
     let result = match cmd {
         DataCommand::Topics(cmd) => topics::run(&log, cmd),
-        DataCommand::Produce(args) => produce::run(&log, args).await,
-        DataCommand::Consume(args) => consume::run(&log, args).await,
+        DataCommand::Produce(args) => produce::run(produce::Target::Embedded(&log), args).await,
+        DataCommand::Consume(args) => {
+            let client: SharedLogClient = Arc::new(log.clone());
+            consume::run(&client, args).await
+        }
         DataCommand::Groups(cmd) => groups::run(&log, cmd),
         DataCommand::Quickstart(args) => quickstart::run(&log, args).await,
         DataCommand::Broker(args) => broker::run(&log, args).await,
     };
     close_log(log);
     result
+}
+
+/// The log a component runs against: the Kafka-protocol broker at `bootstrap` (Runnel's own,
+/// Kafka, Redpanda) when given, else the embedded log in `data_dir`. This is how `--bootstrap`
+/// swaps the network client in for the engine, the connectors, produce and consume.
+pub async fn log_client(bootstrap: Option<&str>, data_dir: &Path) -> Result<SharedLogClient> {
+    Ok(match bootstrap {
+        Some(addr) => runnel_broker::RemoteLog::connect(addr).await?,
+        None => Arc::new(Log::open(data_dir)?),
+    })
 }
 
 /// Drops `log` and waits until it has closed its partitions cleanly (indexes written, clean
