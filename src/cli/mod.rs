@@ -9,6 +9,7 @@
 //! message with usage and its exit code 2.
 
 mod bench;
+mod bench_broker;
 mod broker;
 mod consume;
 mod deliveries;

@@ -2,9 +2,9 @@
 //!
 //! Contract (the traits' contract, over the network):
 //! - [`RemoteLog`] (admin): topics via Metadata and CreateTopics, end offsets via ListOffsets,
-//!   committed offsets via OffsetFetch. A topic's durability travels as the topic config
-//!   `runnel.durability` (Runnel's broker) plus `flush.messages=1` for `always` (Kafka's own
-//!   equivalent), so the same call means the same thing against Kafka.
+//!   committed offsets via OffsetFetch. A topic's durability travels as Kafka's topic configs
+//!   (`flush.messages=1` for `always`, `flush.ms` for `interval`), which Runnel's broker maps
+//!   back, so the same call means the same thing against Kafka.
 //! - [`producer::RemoteProducer`]: `send` queues into per-partition RecordBatch v2 batches
 //!   (Kafka's murmur2 partitioner, sticky partition for keyless records); a sender task sends
 //!   them with `acks=all`; `flush` returns once every record sent before it is acknowledged,
@@ -219,7 +219,9 @@ pub(crate) async fn committed(
         .collect())
 }
 
-/// Kafka topic configs for a Runnel topic config.
+/// Kafka topic configs for a Runnel topic config. Durability uses Kafka's own names
+/// (`flush.messages=1` is fsync per append, as Runnel's `always`; `flush.ms` is `interval`),
+/// so Kafka accepts them; only `os`, which Kafka has no name for, is sent as `runnel.durability`.
 fn kafka_configs(c: &TopicConfig) -> Vec<(&'static str, String)> {
     let mut v = vec![
         (
@@ -240,11 +242,12 @@ fn kafka_configs(c: &TopicConfig) -> Vec<(&'static str, String)> {
         ),
         ("segment.bytes", c.segment_bytes.to_string()),
         ("max.message.bytes", c.max_message_bytes.to_string()),
-        ("runnel.durability", c.durability.to_string()),
     ];
-    if c.durability == Durability::Always {
-        v.push(("flush.messages", "1".into()));
-    }
+    v.push(match c.durability {
+        Durability::Always => ("flush.messages", "1".into()),
+        Durability::Interval => ("flush.ms", c.flush_interval_ms.to_string()),
+        Durability::Os => ("runnel.durability", "os".into()),
+    });
     v
 }
 
