@@ -131,8 +131,20 @@ impl Connection {
 
     /// Sends `req` at `version` and waits for its response.
     pub async fn send<R: Request>(&self, req: R, version: i16) -> Result<R::Response, BrokerError> {
-        let io = |m: String| BrokerError::Io {
-            addr: self.addr.clone(),
+        self.start(req, version).await?.await
+    }
+
+    /// Writes `req` now and returns a future of its response, so that a caller can have several
+    /// requests in flight and still have them written (and answered) in the order it chose.
+    pub async fn start<R: Request>(
+        &self,
+        req: R,
+        version: i16,
+    ) -> Result<impl Future<Output = Result<R::Response, BrokerError>> + Send + 'static, BrokerError>
+    {
+        let addr = self.addr.clone();
+        let io = move |m: String| BrokerError::Io {
+            addr: addr.clone(),
             source: std::io::Error::other(m),
         };
         let id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
@@ -162,19 +174,21 @@ impl Connection {
                 return Err(io(e.to_string()));
             }
         }
-        let mut frame = rx
-            .await
-            .map_err(|_| io("the connection closed".into()))?
-            .map_err(io)?;
-        // The correlation id is already consumed; a v1 header adds tagged fields.
-        if R::Response::header_version(version) >= 1 {
-            skip_tagged_fields(&mut frame)?;
-        }
-        R::Response::decode(&mut frame, version).map_err(|e| {
-            BrokerError::Malformed(format!(
-                "{} v{version} response: {e}",
-                api_label_i16(R::KEY)
-            ))
+        Ok(async move {
+            let mut frame = rx
+                .await
+                .map_err(|_| io("the connection closed".into()))?
+                .map_err(&io)?;
+            // The correlation id is already consumed; a v1 header adds tagged fields.
+            if R::Response::header_version(version) >= 1 {
+                skip_tagged_fields(&mut frame)?;
+            }
+            R::Response::decode(&mut frame, version).map_err(|e| {
+                BrokerError::Malformed(format!(
+                    "{} v{version} response: {e}",
+                    api_label_i16(R::KEY)
+                ))
+            })
         })
     }
 }

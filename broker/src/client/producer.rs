@@ -5,8 +5,9 @@
 //!   partition for keyless records that moves on when its batch is closed) and appends the
 //!   record to that partition's open batch; it waits only while `buffer_memory` bytes are queued.
 //! - A batch is closed at `batch_size` bytes, after `linger`, or by `flush`. The sender task
-//!   sends closed batches, oldest first, in one Produce request at a time, so the records of a
-//!   partition reach the broker in the order they were sent.
+//!   sends closed batches, oldest first, with up to four Produce requests in flight on one
+//!   connection; the broker answers a connection in order, so the records of a partition are
+//!   stored in the order they were sent.
 //! - `flush` waits until every batch that held a record sent before it has been answered, then
 //!   returns the first error since the previous flush. Failed batches are not retried (no
 //!   idempotence yet), so a failure is reported, never hidden by a duplicate.
@@ -23,12 +24,20 @@ use runnel_log::partitioner::partition_for_key;
 use runnel_log::types::now_ms;
 use runnel_log::{LogError, LogProducer, ProducerConfig, ProducerRecord};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{Notify, watch};
 
 /// The most bytes of batches sent in one Produce request.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
+/// Produce requests in flight on the producer's connection. The broker answers a connection's
+/// requests in order, so pipelining keeps each partition's order while the next request is
+/// encoded and sent during the broker's append of the previous one.
+const MAX_IN_FLIGHT: usize = 4;
+
+type Answer = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send>>;
 
 struct Open {
     builder: BatchBuilder,
@@ -105,11 +114,8 @@ impl RemoteProducer {
         Self { shared }
     }
 
-    /// (interned topic name, partition count), asking the broker once per topic.
-    async fn topic(&self, topic: &str) -> Result<(Arc<str>, u32), LogError> {
-        if let Some(t) = self.shared.state.lock().partitions.get(topic) {
-            return Ok(t.clone());
-        }
+    /// Learns `topic`'s partition count from the broker (once per topic).
+    async fn topic(&self, topic: &str) -> Result<(), LogError> {
         let mut c = self.shared.metadata_conn.lock().await;
         if c.as_ref().is_none_or(|c| c.is_closed()) {
             *c = Some(Connection::connect(&self.shared.bootstrap).await?);
@@ -127,8 +133,8 @@ impl RemoteProducer {
             .state
             .lock()
             .partitions
-            .insert(topic.to_string(), entry.clone());
-        Ok(entry)
+            .insert(topic.to_string(), entry);
+        Ok(())
     }
 }
 
@@ -146,7 +152,6 @@ impl Drop for RemoteProducer {
 #[async_trait]
 impl LogProducer for RemoteProducer {
     async fn send(&self, record: ProducerRecord<'_>) -> runnel_log::Result<()> {
-        let (topic, count) = self.topic(record.topic).await?;
         let size = BatchBuilder::estimate(record.key, record.value, record.headers);
         if size > self.shared.config.batch_size.max(1 << 20) * 16 {
             return Err(LogError::RecordTooLarge {
@@ -154,14 +159,25 @@ impl LogProducer for RemoteProducer {
                 max: self.shared.config.batch_size,
             });
         }
-        loop {
+        // One lock per record on the fast path: topic known and buffer space free.
+        let mut st = loop {
             let space = self.shared.space.notified();
-            if self.shared.state.lock().queued_bytes < self.shared.config.buffer_memory {
-                break;
+            // The guard's scope ends before either await (a guard is not Send).
+            let known = {
+                let st = self.shared.state.lock();
+                let known = st.partitions.contains_key(record.topic);
+                if known && st.queued_bytes < self.shared.config.buffer_memory {
+                    break st;
+                }
+                known
+            };
+            if known {
+                space.await;
+            } else {
+                self.topic(record.topic).await?;
             }
-            space.await;
-        }
-        let mut st = self.shared.state.lock();
+        };
+        let (topic, count) = st.partitions[record.topic].clone();
         let partition = match (record.partition, record.key) {
             (Some(p), _) if p < count => p,
             (Some(p), _) => {
@@ -178,6 +194,7 @@ impl LogProducer for RemoteProducer {
                 .or_insert_with(|| rand::random_range(0..count)),
         };
         let key = (topic, partition);
+        let first = st.open.is_empty() && st.ready.is_empty();
         let open = st.open.entry(key.clone()).or_insert_with(|| Open {
             builder: BatchBuilder::new(size.max(1024)),
             created: Instant::now(),
@@ -190,7 +207,6 @@ impl LogProducer for RemoteProducer {
         );
         let full = open.builder.size_bytes() >= self.shared.config.batch_size;
         st.queued_bytes += size;
-        let first = st.open.len() == 1 && st.ready.is_empty();
         if full {
             st.close(&key);
         }
@@ -217,11 +233,29 @@ impl LogProducer for RemoteProducer {
     }
 }
 
-/// The sender task: closes due batches, sends them, records the outcome.
+/// The sender task: closes due batches and sends them; a second task awaits the answers in
+/// order and records the outcome.
 async fn sender(shared: Arc<Shared>) {
     let mut conn: Option<Arc<Connection>> = None;
+    let (answers, mut pending) = tokio::sync::mpsc::channel::<(Answer, u64, usize)>(MAX_IN_FLIGHT);
+    let completer = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some((answer, n, sizes)) = pending.recv().await {
+                let result = answer.await;
+                let mut st = shared.state.lock();
+                if let Err(e) = result {
+                    st.error.get_or_insert(e);
+                }
+                st.queued_bytes = st.queued_bytes.saturating_sub(sizes);
+                drop(st);
+                shared.space.notify_waiters();
+                shared.answered.send_modify(|a| *a += n);
+            }
+        })
+    };
     loop {
-        let (batches, wait) = {
+        let (batches, wait, finished) = {
             let mut st = shared.state.lock();
             let linger = shared.config.linger;
             let now = Instant::now();
@@ -246,12 +280,15 @@ async fn sender(shared: Arc<Shared>) {
                 bytes += r.bytes.len();
                 take.push(st.ready.pop_front().expect("front exists"));
             }
-            if take.is_empty() && st.dropped && st.open.is_empty() {
-                return;
-            }
+            let finished = take.is_empty() && st.dropped && st.open.is_empty();
             let wait = st.open.values().map(|o| o.created + linger).min();
-            (take, wait)
+            (take, wait, finished)
         };
+        if finished {
+            drop(answers);
+            let _ = completer.await;
+            return;
+        }
         if batches.is_empty() {
             match wait {
                 Some(at) => {
@@ -263,24 +300,22 @@ async fn sender(shared: Arc<Shared>) {
         }
         let n = batches.len() as u64;
         let sizes: usize = batches.iter().map(|b| b.bytes.len()).sum();
-        if let Err(e) = send_batches(&shared.bootstrap, &mut conn, batches).await {
-            let mut st = shared.state.lock();
-            st.error.get_or_insert(e);
+        let answer: Answer = match start_batches(&shared.bootstrap, &mut conn, batches).await {
+            Ok(answer) => Box::pin(answer),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        };
+        if answers.send((answer, n, sizes)).await.is_err() {
+            return;
         }
-        {
-            let mut st = shared.state.lock();
-            st.queued_bytes = st.queued_bytes.saturating_sub(sizes);
-        }
-        shared.space.notify_waiters();
-        shared.answered.send_modify(|a| *a += n);
     }
 }
 
-async fn send_batches(
+/// Writes one Produce request for `batches` and returns the future of its outcome.
+async fn start_batches(
     bootstrap: &str,
     conn: &mut Option<Arc<Connection>>,
     batches: Vec<Ready>,
-) -> Result<(), LogError> {
+) -> Result<impl Future<Output = Result<(), LogError>> + Send + 'static, LogError> {
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         *conn = Some(Connection::connect(bootstrap).await?);
     }
@@ -318,17 +353,19 @@ async fn send_batches(
                 })
                 .collect(),
         );
-    let resp = c.send(req, v).await?;
-    for t in resp.responses {
-        for p in t.partition_responses {
-            if p.error_code != 0 {
-                return Err(LogError::Delivery {
-                    topic: t.name.0.to_string(),
-                    partition: p.index as u32,
-                    reason: kafka_error("Produce", p.error_code, "").to_string(),
-                });
+    let resp = c.start(req, v).await?;
+    Ok(async move {
+        for t in resp.await?.responses {
+            for p in t.partition_responses {
+                if p.error_code != 0 {
+                    return Err(LogError::Delivery {
+                        topic: t.name.0.to_string(),
+                        partition: p.index as u32,
+                        reason: kafka_error("Produce", p.error_code, "").to_string(),
+                    });
+                }
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
