@@ -120,6 +120,25 @@ pub(super) struct Row {
 }
 
 impl Row {
+    /// A latency row: one producer, `samples` records of `size`, their p50 and p99.
+    pub(super) fn latency(
+        benchmark: &str,
+        size: usize,
+        durability: Durability,
+        samples: usize,
+        percentiles: (Duration, Duration),
+    ) -> Self {
+        Row {
+            benchmark: benchmark.into(),
+            size,
+            durability: Some(durability),
+            producers: Some(1),
+            records: samples as u64,
+            throughput: None,
+            percentiles: Some(percentiles),
+        }
+    }
+
     fn cells(&self) -> Vec<String> {
         let dash = || "-".to_string();
         let (per_sec, mb) = match self.throughput {
@@ -472,16 +491,14 @@ async fn latency(log: &Log, durability: Durability, samples: usize) -> Result<Ro
     }
     producer.close().await?;
     let latencies = reader.await??;
-    let (p50, p99) = p50_p99(latencies, &pb, &label);
-    Ok(Row {
-        benchmark: "append-to-read latency".into(),
-        size: SIZE,
-        durability: Some(durability),
-        producers: Some(1),
-        records: samples as u64,
-        throughput: None,
-        percentiles: Some((p50, p99)),
-    })
+    let percentiles = p50_p99(latencies, &pb, &label);
+    Ok(Row::latency(
+        "append-to-read latency",
+        SIZE,
+        durability,
+        samples,
+        percentiles,
+    ))
 }
 
 /// The `pct`th percentile of sorted values.

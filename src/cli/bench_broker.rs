@@ -125,14 +125,7 @@ async fn produce(
         }
     }
     producer.flush().await?;
-    let elapsed = started.elapsed();
-    output::finish(
-        &pb,
-        format!(
-            "{label}: {:.0} records/s",
-            records as f64 / elapsed.as_secs_f64()
-        ),
-    );
+    let elapsed = finish_rate(&pb, &label, records, started);
     Ok(Row {
         benchmark: "produce (acks=all)".into(),
         size: value.len(),
@@ -171,14 +164,7 @@ async fn consume(
         got += batch.len() as u64;
         pb.set_position(got);
     }
-    let elapsed = started.elapsed();
-    output::finish(
-        &pb,
-        format!(
-            "{label}: {:.0} records/s",
-            got as f64 / elapsed.as_secs_f64()
-        ),
-    );
+    let elapsed = finish_rate(&pb, &label, got, started);
     Ok(Row {
         benchmark: "consume".into(),
         size,
@@ -188,6 +174,19 @@ async fn consume(
         throughput: Some((got * size as u64, elapsed)),
         percentiles: None,
     })
+}
+
+/// Ends a throughput run's progress line with its rate; returns the time it took.
+fn finish_rate(
+    pb: &indicatif::ProgressBar,
+    label: &str,
+    records: u64,
+    started: Instant,
+) -> Duration {
+    let elapsed = started.elapsed();
+    let rate = records as f64 / elapsed.as_secs_f64();
+    output::finish(pb, format!("{label}: {rate:.0} records/s"));
+    elapsed
 }
 
 /// Produce latency: one 100 B record at a time, sent and flushed until acknowledged.
@@ -212,14 +211,12 @@ async fn latency(
         latencies.push(started.elapsed());
         pb.inc(1);
     }
-    let (p50, p99) = p50_p99(latencies, &pb, &label);
-    Ok(Row {
-        benchmark: "produce latency (acks=all)".into(),
-        size: SIZE,
-        durability: Some(durability),
-        producers: Some(1),
-        records: samples as u64,
-        throughput: None,
-        percentiles: Some((p50, p99)),
-    })
+    let percentiles = p50_p99(latencies, &pb, &label);
+    Ok(Row::latency(
+        "produce latency (acks=all)",
+        SIZE,
+        durability,
+        samples,
+        percentiles,
+    ))
 }

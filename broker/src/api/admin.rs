@@ -280,7 +280,9 @@ pub(crate) fn describe_configs(b: &Broker, r: DescribeConfigsRequest) -> Describ
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn describe_topic_config(c: &TopicConfig) -> Vec<(&'static str, String)> {
+/// The Kafka topic configs that mean the same in Kafka and in Runnel, for `c`. Shared by
+/// DescribeConfigs and by the client's CreateTopics.
+pub(crate) fn kafka_topic_configs(c: &TopicConfig) -> Vec<(&'static str, String)> {
     let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
     vec![
         ("retention.ms", opt(c.retention_ms)),
@@ -297,9 +299,14 @@ fn describe_topic_config(c: &TopicConfig) -> Vec<(&'static str, String)> {
         ("segment.ms", c.segment_ms.to_string()),
         ("delete.retention.ms", c.delete_retention_ms.to_string()),
         ("max.message.bytes", c.max_message_bytes.to_string()),
-        ("flush.ms", c.flush_interval_ms.to_string()),
-        ("runnel.durability", c.durability.to_string()),
     ]
+}
+
+fn describe_topic_config(c: &TopicConfig) -> Vec<(&'static str, String)> {
+    let mut v = kafka_topic_configs(c);
+    v.push(("flush.ms", c.flush_interval_ms.to_string()));
+    v.push(("runnel.durability", c.durability.to_string()));
+    v
 }
 
 #[cfg(test)]

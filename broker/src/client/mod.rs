@@ -31,8 +31,8 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use runnel_log::{
-    CleanupPolicy, ConsumerConfig, Durability, LogClient, LogConsumer, LogError, LogProducer,
-    ProducerConfig, TopicConfig, TopicPartition,
+    ConsumerConfig, Durability, LogClient, LogConsumer, LogError, LogProducer, ProducerConfig,
+    TopicConfig, TopicPartition,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -223,26 +223,7 @@ pub(crate) async fn committed(
 /// (`flush.messages=1` is fsync per append, as Runnel's `always`; `flush.ms` is `interval`),
 /// so Kafka accepts them; only `os`, which Kafka has no name for, is sent as `runnel.durability`.
 fn kafka_configs(c: &TopicConfig) -> Vec<(&'static str, String)> {
-    let mut v = vec![
-        (
-            "retention.ms",
-            c.retention_ms.map_or(-1, |x| x as i64).to_string(),
-        ),
-        (
-            "retention.bytes",
-            c.retention_bytes.map_or(-1, |x| x as i64).to_string(),
-        ),
-        (
-            "cleanup.policy",
-            match c.cleanup_policy {
-                CleanupPolicy::Delete => "delete",
-                CleanupPolicy::Compact => "compact",
-            }
-            .to_string(),
-        ),
-        ("segment.bytes", c.segment_bytes.to_string()),
-        ("max.message.bytes", c.max_message_bytes.to_string()),
-    ];
+    let mut v = crate::api::admin::kafka_topic_configs(c);
     v.push(match c.durability {
         Durability::Always => ("flush.messages", "1".into()),
         Durability::Interval => ("flush.ms", c.flush_interval_ms.to_string()),
@@ -345,68 +326,12 @@ mod tests {
         (dir, log, addr)
     }
 
-    /// The same shape as the embedded log's trait test, through the broker.
+    /// The embedded log's trait contract, through the broker.
     #[tokio::test(flavor = "multi_thread")]
     async fn remote_log_through_the_traits() {
         let (_dir, _log, addr) = broker().await;
         let log: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
-        let cfg = TopicConfig {
-            partitions: 2,
-            durability: Durability::Always,
-            ..Default::default()
-        };
-        assert_eq!(log.partition_count("t").await.unwrap(), None);
-        assert_eq!(log.ensure_topic("t", &cfg).await.unwrap(), 2);
-        assert_eq!(log.ensure_topic("t", &cfg).await.unwrap(), 2);
-        let producer = log.producer(ProducerConfig::default());
-        for i in 0..10u8 {
-            producer
-                .send(ProducerRecord::new("t", &[i]).partition(u32::from(i % 2)))
-                .await
-                .unwrap();
-        }
-        producer.flush().await.unwrap();
-        let tps = [TopicPartition::new("t", 0), TopicPartition::new("t", 1)];
-        assert_eq!(log.end_offsets(&tps).await.unwrap(), vec![5, 5]);
-        let mut consumer = log.consumer(ConsumerConfig {
-            group_id: Some("g".into()),
-            auto_offset_reset: OffsetReset::Earliest,
-            enable_auto_commit: false,
-            ..Default::default()
-        });
-        consumer.assign(tps.to_vec()).unwrap();
-        let mut got = Vec::new();
-        while got.len() < 10 {
-            got.extend(consumer.poll(Duration::from_secs(1)).await.unwrap());
-        }
-        let p0: Vec<u8> = got
-            .iter()
-            .filter(|r| r.partition == 0)
-            .map(|r| r.record.value.as_ref().unwrap()[0])
-            .collect();
-        assert_eq!(p0, vec![0, 2, 4, 6, 8]);
-        consumer
-            .commit_offsets(vec![(tps[0].clone(), 5)])
-            .await
-            .unwrap();
-        assert_eq!(
-            log.committed_offsets("g", &tps).await.unwrap(),
-            vec![Some(5), None]
-        );
-        consumer.close().await.unwrap();
-        // Unknown topics and partitions are errors, not hangs.
-        assert!(
-            producer
-                .send(ProducerRecord::new("nope", b"x"))
-                .await
-                .is_err()
-        );
-        assert!(
-            producer
-                .send(ProducerRecord::new("t", b"x").partition(7))
-                .await
-                .is_err()
-        );
+        runnel_log::client::check_conformance(log, Durability::Always).await;
     }
 
     /// A wire member and an in-process member share one group: the partitions are split, and
