@@ -192,51 +192,79 @@ impl LogConsumer for Consumer {
 /// A shared handle to whichever log a component runs against.
 pub type SharedLogClient = Arc<dyn LogClient>;
 
+/// Exercises the traits' contract on `log`: topics, produce, end offsets, consume in order per
+/// partition, commit, committed offsets, and errors for unknown topics and partitions. Panics
+/// on the first departure. The tests of every implementation (the embedded log here, the
+/// broker's network client) run it, so they are held to the same behaviour.
+#[doc(hidden)]
+pub async fn check_conformance(log: SharedLogClient, durability: crate::config::Durability) {
+    use crate::consumer::OffsetReset;
+    let cfg = TopicConfig {
+        partitions: 2,
+        durability,
+        ..Default::default()
+    };
+    assert_eq!(log.partition_count("t").await.unwrap(), None);
+    assert_eq!(log.ensure_topic("t", &cfg).await.unwrap(), 2);
+    assert_eq!(log.ensure_topic("t", &cfg).await.unwrap(), 2);
+    let producer = log.producer(ProducerConfig::default());
+    for i in 0..10u8 {
+        producer
+            .send(ProducerRecord::new("t", &[i]).partition(u32::from(i % 2)))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let tps = [TopicPartition::new("t", 0), TopicPartition::new("t", 1)];
+    assert_eq!(log.end_offsets(&tps).await.unwrap(), vec![5, 5]);
+    let mut consumer = log.consumer(ConsumerConfig {
+        group_id: Some("g".into()),
+        auto_offset_reset: OffsetReset::Earliest,
+        enable_auto_commit: false,
+        ..Default::default()
+    });
+    consumer.assign(tps.to_vec()).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        got.extend(consumer.poll(Duration::from_secs(1)).await.unwrap());
+    }
+    let p0: Vec<u8> = got
+        .iter()
+        .filter(|r| r.partition == 0)
+        .map(|r| r.record.value.as_ref().unwrap()[0])
+        .collect();
+    assert_eq!(p0, vec![0, 2, 4, 6, 8]);
+    consumer
+        .commit_offsets(vec![(tps[0].clone(), 5)])
+        .await
+        .unwrap();
+    assert_eq!(
+        log.committed_offsets("g", &tps).await.unwrap(),
+        vec![Some(5), None]
+    );
+    consumer.close().await.unwrap();
+    assert!(
+        producer
+            .send(ProducerRecord::new("nope", b"x"))
+            .await
+            .is_err()
+    );
+    assert!(
+        producer
+            .send(ProducerRecord::new("t", b"x").partition(7))
+            .await
+            .is_err()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consumer::OffsetReset;
 
     #[tokio::test(flavor = "multi_thread")]
     async fn embedded_log_through_the_traits() {
         let dir = tempfile::tempdir().unwrap();
         let log: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
-        let cfg = TopicConfig {
-            partitions: 2,
-            ..Default::default()
-        };
-        assert_eq!(log.partition_count("t").await.unwrap(), None);
-        assert_eq!(log.ensure_topic("t", &cfg).await.unwrap(), 2);
-        assert_eq!(log.ensure_topic("t", &cfg).await.unwrap(), 2);
-        let producer = log.producer(ProducerConfig::default());
-        for i in 0..10u8 {
-            producer
-                .send(ProducerRecord::new("t", &[i]).partition(u32::from(i % 2)))
-                .await
-                .unwrap();
-        }
-        producer.flush().await.unwrap();
-        let tps = [TopicPartition::new("t", 0), TopicPartition::new("t", 1)];
-        assert_eq!(log.end_offsets(&tps).await.unwrap(), vec![5, 5]);
-        let mut consumer = log.consumer(ConsumerConfig {
-            group_id: Some("g".into()),
-            auto_offset_reset: OffsetReset::Earliest,
-            enable_auto_commit: false,
-            ..Default::default()
-        });
-        consumer.assign(tps.to_vec()).unwrap();
-        let mut got = 0;
-        while got < 10 {
-            got += consumer.poll(Duration::from_secs(1)).await.unwrap().len();
-        }
-        consumer
-            .commit_offsets(vec![(tps[0].clone(), 5)])
-            .await
-            .unwrap();
-        assert_eq!(
-            log.committed_offsets("g", &tps).await.unwrap(),
-            vec![Some(5), None]
-        );
-        consumer.close().await.unwrap();
+        check_conformance(log, crate::config::Durability::Interval).await;
     }
 }

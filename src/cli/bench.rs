@@ -44,6 +44,9 @@ pub enum BenchCommand {
     /// One job of `bench engine`, in its own process (for its peak memory).
     #[command(hide = true)]
     EngineJob(super::bench_engine::EngineJobArgs),
+    /// Measure a Kafka-protocol broker through Runnel's client: produce and consume
+    /// throughput, produce latency (Runnel's broker in-process, or any broker with --target).
+    Broker(super::bench_broker::BrokerBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,19 +112,38 @@ const APPEND_RUNS: [(Durability, u32, u32); 5] = [
 const MIB: usize = 1 << 20;
 
 /// One line of the result table.
-struct Row {
-    benchmark: String,
-    size: usize,
-    durability: Option<Durability>,
-    producers: Option<u32>,
-    records: u64,
+pub(super) struct Row {
+    pub benchmark: String,
+    pub size: usize,
+    pub durability: Option<Durability>,
+    pub producers: Option<u32>,
+    pub records: u64,
     /// Bytes moved in `elapsed` (with `records`, the throughput columns).
-    throughput: Option<(u64, Duration)>,
+    pub throughput: Option<(u64, Duration)>,
     /// (p50, p99)
-    percentiles: Option<(Duration, Duration)>,
+    pub percentiles: Option<(Duration, Duration)>,
 }
 
 impl Row {
+    /// A latency row: one producer, `samples` records of `size`, their p50 and p99.
+    pub(super) fn latency(
+        benchmark: &str,
+        size: usize,
+        durability: Durability,
+        samples: usize,
+        percentiles: (Duration, Duration),
+    ) -> Self {
+        Row {
+            benchmark: benchmark.into(),
+            size,
+            durability: Some(durability),
+            producers: Some(1),
+            records: samples as u64,
+            throughput: None,
+            percentiles: Some(percentiles),
+        }
+    }
+
     fn cells(&self) -> Vec<String> {
         let dash = || "-".to_string();
         let (per_sec, mb) = match self.throughput {
@@ -155,7 +177,7 @@ impl Row {
     }
 }
 
-fn size_label(size: usize) -> String {
+pub(super) fn size_label(size: usize) -> String {
     if size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
@@ -170,6 +192,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::EngineJob(args) => {
             return tokio::task::spawn_blocking(|| super::bench_engine::run_job(args)).await?;
         }
+        BenchCommand::Broker(args) => return super::bench_broker::run(args).await,
     };
     let plan = Plan::new(&args);
     let tmp = tempfile::Builder::new().prefix("runnel-bench-").tempdir()?;
@@ -221,6 +244,11 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         .await?,
     );
 
+    print_rows(&rows)
+}
+
+/// Prints the result table.
+pub(super) fn print_rows(rows: &[Row]) -> Result<()> {
     let mut t = output::table(
         &[
             "benchmark",
@@ -235,7 +263,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         ],
         &[1, 3, 4, 5, 6, 7, 8],
     );
-    for row in &rows {
+    for row in rows {
         t.add_row(row.cells());
     }
     output::print(t)
@@ -249,7 +277,7 @@ fn settle_page_cache() {
 }
 
 /// `n` random bytes: incompressible values, generated once per size.
-fn random_bytes(n: usize) -> Vec<u8> {
+pub(super) fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     rand::fill(&mut v[..]);
     v
@@ -274,7 +302,7 @@ impl Run {
     }
 }
 
-fn progress(label: &str, len: u64) -> ProgressBar {
+pub(super) fn progress(label: &str, len: u64) -> ProgressBar {
     output::bar(
         len,
         "{spinner} {msg:38} [{bar:20}] {human_pos}/{human_len}",
@@ -472,21 +500,23 @@ async fn latency(log: &Log, durability: Durability, samples: usize) -> Result<Ro
     }
     producer.close().await?;
     let latencies = reader.await??;
-    let (p50, p99) = p50_p99(latencies, &pb, &label);
-    Ok(Row {
-        benchmark: "append-to-read latency".into(),
-        size: SIZE,
-        durability: Some(durability),
-        producers: Some(1),
-        records: samples as u64,
-        throughput: None,
-        percentiles: Some((p50, p99)),
-    })
+    let percentiles = p50_p99(latencies, &pb, &label);
+    Ok(Row::latency(
+        "append-to-read latency",
+        SIZE,
+        durability,
+        samples,
+        percentiles,
+    ))
 }
 
 /// The `pct`th percentile of sorted values.
 /// The median and 99th percentile of `samples`, also shown on the finished progress line.
-fn p50_p99(mut samples: Vec<Duration>, pb: &ProgressBar, label: &str) -> (Duration, Duration) {
+pub(super) fn p50_p99(
+    mut samples: Vec<Duration>,
+    pb: &ProgressBar,
+    label: &str,
+) -> (Duration, Duration) {
     samples.sort_unstable();
     let (p50, p99) = (percentile(&samples, 50), percentile(&samples, 99));
     let line = format!(

@@ -11,7 +11,8 @@ use super::output::{self, is_broken_pipe};
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use runnel_log::{
-    Consumer, ConsumerConfig, ConsumerRecord, Log, OffsetReset, Topic, TopicPartition,
+    ConsumerConfig, ConsumerRecord, LogConsumer, LogError, OffsetReset, SharedLogClient,
+    TopicPartition,
 };
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -55,7 +56,7 @@ enum Format {
 /// How long one poll waits when there is no --timeout (it is repeated until Ctrl-C).
 const IDLE_POLL: Duration = Duration::from_secs(3600);
 
-pub async fn run(log: &Log, args: ConsumeArgs) -> Result<()> {
+pub async fn run(log: &SharedLogClient, args: ConsumeArgs) -> Result<()> {
     let timeout = args
         .timeout
         .as_deref()
@@ -83,13 +84,13 @@ pub async fn run(log: &Log, args: ConsumeArgs) -> Result<()> {
         max_partition_fetch_bytes: 4 << 20,
         ..Default::default()
     };
-    let mut consumer = Consumer::new(log.clone(), config);
+    let Some(partitions) = log.partition_count(&args.topic).await? else {
+        return Err(LogError::UnknownTopic(args.topic.clone()).into());
+    };
+    let mut consumer = log.consumer(config);
     match &args.group {
         Some(_) => consumer.subscribe(&[&args.topic])?,
-        None => {
-            let topic = log.topic(&args.topic)?;
-            assign(&mut consumer, &topic, &args)?;
-        }
+        None => assign(log, &mut *consumer, partitions, &args).await?,
     }
 
     let stdout = std::io::stdout();
@@ -120,7 +121,7 @@ pub async fn run(log: &Log, args: ConsumeArgs) -> Result<()> {
         count += printed as u64;
         if printed < records.len() {
             // Stopped inside the batch: move back so the commit covers only what was printed.
-            rewind(&mut consumer, &records[printed..])?;
+            rewind(&mut *consumer, &records[printed..])?;
         }
         match written.and_then(|()| out.flush()) {
             Ok(()) => {}
@@ -130,7 +131,12 @@ pub async fn run(log: &Log, args: ConsumeArgs) -> Result<()> {
     };
     let closed = async {
         if args.group.is_some() {
-            consumer.commit().await?;
+            let positions = consumer
+                .assignment()
+                .into_iter()
+                .filter_map(|tp| consumer.position(&tp).map(|p| (tp, p)))
+                .collect();
+            consumer.commit_offsets(positions).await?;
         }
         consumer.close().await
     }
@@ -141,27 +147,44 @@ pub async fn run(log: &Log, args: ConsumeArgs) -> Result<()> {
 }
 
 /// Without a group: assigns --partition or every partition and seeks to where reading starts.
-fn assign(consumer: &mut Consumer, topic: &Topic, args: &ConsumeArgs) -> Result<()> {
-    let tp = |p: u32| TopicPartition::new(&*topic.name, p);
-    let partitions = match args.partition {
-        Some(p) => vec![tp(topic.partition(p)?.id)],
-        None => (0..topic.partition_count()).map(tp).collect(),
+async fn assign(
+    log: &SharedLogClient,
+    consumer: &mut dyn LogConsumer,
+    count: u32,
+    args: &ConsumeArgs,
+) -> Result<()> {
+    let tp = |p: u32| TopicPartition::new(&args.topic, p);
+    let partitions: Vec<TopicPartition> = match args.partition {
+        Some(p) if p < count => vec![tp(p)],
+        Some(p) => {
+            return Err(LogError::UnknownPartition {
+                topic: args.topic.clone(),
+                partition: p,
+                partitions: count,
+            }
+            .into());
+        }
+        None => (0..count).map(tp).collect(),
     };
-    consumer.assign(partitions)?;
+    consumer.assign(partitions.clone())?;
+    let ends = log.end_offsets(&partitions).await?;
     match (args.offset, args.partition) {
         (Some(offset), Some(p)) => {
-            let partition = topic.partition(p)?;
-            let (start, end) = (partition.log_start_offset(), partition.high_watermark());
-            if !(start..=end).contains(&offset) {
+            let end = ends[0];
+            if offset > end {
                 bail!(
-                    "--offset {offset} is out of range for {}: it holds offsets {start}..{end}; pick one in that range or use --from-beginning",
+                    "--offset {offset} is out of range for {}: it ends at offset {end}; pick one below that or use --from-beginning",
                     tp(p)
                 );
             }
             consumer.seek(&tp(p), offset)?;
         }
         _ if args.from_beginning => consumer.seek_to_beginning(),
-        _ => consumer.seek_to_end(),
+        _ => {
+            for (tp, end) in partitions.iter().zip(ends) {
+                consumer.seek(tp, end)?;
+            }
+        }
     }
     Ok(())
 }
@@ -214,7 +237,7 @@ fn json_string(out: &mut impl Write, bytes: Option<&[u8]>) -> std::io::Result<()
 }
 
 /// Seeks each partition back to its first record in `unprinted`.
-fn rewind(consumer: &mut Consumer, unprinted: &[ConsumerRecord]) -> Result<()> {
+fn rewind(consumer: &mut dyn LogConsumer, unprinted: &[ConsumerRecord]) -> Result<()> {
     let mut first = BTreeMap::new();
     for r in unprinted {
         first

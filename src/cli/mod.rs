@@ -10,6 +10,8 @@
 
 mod bench;
 mod bench_engine;
+mod bench_broker;
+mod broker;
 mod consume;
 mod deliveries;
 mod groups;
@@ -20,9 +22,10 @@ mod topics;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use runnel_log::{Log, LogError};
+use runnel_log::{Log, LogError, SharedLogClient};
 use std::fs::TryLockError;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Runnel: a durable, partitioned commit log in one binary, used the way Kafka is.
@@ -38,6 +41,16 @@ pub struct Cli {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
+
+    /// Run produce and consume against a Kafka-protocol broker (`runnel broker`, Kafka,
+    /// Redpanda) at HOST:PORT instead of the data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNNEL_BOOTSTRAP",
+        value_name = "HOST:PORT"
+    )]
+    bootstrap: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -65,6 +78,8 @@ enum DataCommand {
     /// List and describe consumer groups.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// Serve Kafka's wire protocol over the data directory (any Kafka client can connect).
+    Broker(broker::BrokerArgs),
     /// Produce ride-hailing events to `rides`, read them back and summarize them per region.
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -76,10 +91,24 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => cmd,
     };
     let dir = cli.data_dir.as_path();
+    if let Some(bootstrap) = cli.bootstrap.as_deref() {
+        let client = log_client(Some(bootstrap), dir).await?;
+        return match cmd {
+            DataCommand::Produce(args) => {
+                produce::run(produce::Target::Client(&client), args).await
+            }
+            DataCommand::Consume(args) => consume::run(&client, args).await,
+            _ => bail!(
+                "--bootstrap (RUNNEL_BOOTSTRAP) works with produce and consume; the other commands work on a data directory: drop --bootstrap"
+            ),
+        };
+    }
     // Reading commands do not create a data directory for a mistyped --data-dir.
     let creates = matches!(
         cmd,
-        DataCommand::Quickstart(_) | DataCommand::Topics(topics::TopicsCommand::Create(_))
+        DataCommand::Quickstart(_)
+            | DataCommand::Broker(_)
+            | DataCommand::Topics(topics::TopicsCommand::Create(_))
     );
     if !creates && !dir.is_dir() {
         bail!(
@@ -90,13 +119,27 @@ pub async fn run(cli: Cli) -> Result<()> {
     let log = Log::open(dir)?;
     let result = match cmd {
         DataCommand::Topics(cmd) => topics::run(&log, cmd),
-        DataCommand::Produce(args) => produce::run(&log, args).await,
-        DataCommand::Consume(args) => consume::run(&log, args).await,
+        DataCommand::Produce(args) => produce::run(produce::Target::Embedded(&log), args).await,
+        DataCommand::Consume(args) => {
+            let client: SharedLogClient = Arc::new(log.clone());
+            consume::run(&client, args).await
+        }
         DataCommand::Groups(cmd) => groups::run(&log, cmd),
         DataCommand::Quickstart(args) => quickstart::run(&log, args).await,
+        DataCommand::Broker(args) => broker::run(&log, args).await,
     };
     close_log(log);
     result
+}
+
+/// The log a component runs against: the Kafka-protocol broker at `bootstrap` (Runnel's own,
+/// Kafka, Redpanda) when given, else the embedded log in `data_dir`. This is how `--bootstrap`
+/// swaps the network client in for the engine, the connectors, produce and consume.
+pub async fn log_client(bootstrap: Option<&str>, data_dir: &Path) -> Result<SharedLogClient> {
+    Ok(match bootstrap {
+        Some(addr) => runnel_broker::RemoteLog::connect(addr).await?,
+        None => Arc::new(Log::open(data_dir)?),
+    })
 }
 
 /// Drops `log` and waits until it has closed its partitions cleanly (indexes written, clean

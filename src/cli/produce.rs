@@ -7,12 +7,14 @@
 //! read stops the command: what was sent before it is flushed and counted, and the error names
 //! the input and the line number.
 
-use super::deliveries::Deliveries;
+use super::deliveries::{Deliveries, Outcome};
 use super::output;
 use super::{duration_arg, usize_arg};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use runnel_log::{Log, LogError, Producer, ProducerConfig, ProducerRecord};
+use runnel_log::{
+    Log, LogError, LogProducer, Producer, ProducerConfig, ProducerRecord, SharedLogClient,
+};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
@@ -71,10 +73,73 @@ enum Input {
     Failed(String),
 }
 
-pub async fn run(log: &Log, args: ProduceArgs) -> Result<()> {
-    let topic = log.topic(&args.topic)?;
-    if let Some(p) = args.partition {
-        topic.partition(p)?;
+/// Where the records go.
+pub enum Target<'a> {
+    /// The embedded log: each record's delivery is tracked, so a failure names how many were lost.
+    Embedded(&'a Log),
+    /// Any log client (a broker with `--bootstrap`): a failure is reported by the final flush.
+    Client(&'a SharedLogClient),
+}
+
+/// The producer of a [`Target`].
+enum Sending {
+    Embedded(Producer, Deliveries),
+    Client(Box<dyn LogProducer>, u64),
+}
+
+impl Sending {
+    async fn send(&mut self, record: ProducerRecord<'_>) -> Result<(), LogError> {
+        match self {
+            Self::Embedded(p, deliveries) => deliveries.push(p.send(record).await?).await,
+            Self::Client(p, sent) => {
+                p.send(record).await?;
+                *sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Outcome {
+        match self {
+            Self::Embedded(p, deliveries) => deliveries.finish(&p).await,
+            Self::Client(p, sent) => match p.flush().await {
+                Ok(()) => Outcome {
+                    stored: sent,
+                    failed: 0,
+                    first_error: None,
+                },
+                // Which records of the flush failed is unknown: count them all as not stored.
+                Err(e) => Outcome {
+                    stored: 0,
+                    failed: sent,
+                    first_error: Some(e),
+                },
+            },
+        }
+    }
+}
+
+pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
+    match target {
+        Target::Embedded(log) => {
+            let topic = log.topic(&args.topic)?;
+            if let Some(p) = args.partition {
+                topic.partition(p)?;
+            }
+        }
+        Target::Client(client) => {
+            let Some(count) = client.partition_count(&args.topic).await? else {
+                return Err(LogError::UnknownTopic(args.topic.clone()).into());
+            };
+            if let Some(p) = args.partition.filter(|&p| p >= count) {
+                return Err(LogError::UnknownPartition {
+                    topic: args.topic.clone(),
+                    partition: p,
+                    partitions: count,
+                }
+                .into());
+            }
+        }
     }
     let mut config = ProducerConfig::default();
     if let Some(s) = &args.batch_size {
@@ -107,8 +172,12 @@ pub async fn run(log: &Log, args: ProduceArgs) -> Result<()> {
         .context("cannot start the input reader thread")?;
 
     let started = Instant::now();
-    let producer = Producer::new(log.clone(), config);
-    let mut deliveries = Deliveries::default();
+    let mut producer = match target {
+        Target::Embedded(log) => {
+            Sending::Embedded(Producer::new(log.clone(), config), Deliveries::default())
+        }
+        Target::Client(client) => Sending::Client(client.producer(config), 0),
+    };
     let mut input_bytes = 0;
     let mut stopped = None;
     let ctrl_c = tokio::signal::ctrl_c();
@@ -131,13 +200,7 @@ pub async fn run(log: &Log, args: ProduceArgs) -> Result<()> {
                 break;
             }
             Some(Input::Lines(chunk)) => {
-                let sent = send_chunk(
-                    &producer,
-                    &mut deliveries,
-                    &args.topic,
-                    args.partition,
-                    &chunk,
-                );
+                let sent = send_chunk(&mut producer, &args.topic, args.partition, &chunk);
                 if let Err(e) = sent.await {
                     stopped = Some(e.to_string());
                     break;
@@ -150,7 +213,7 @@ pub async fn run(log: &Log, args: ProduceArgs) -> Result<()> {
             }
         }
     }
-    let outcome = deliveries.finish(&producer).await;
+    let outcome = producer.finish().await;
     progress.finish_and_clear();
     let stored = outcome.stored;
     let summary = output::throughput(
@@ -186,8 +249,7 @@ fn open_input(file: Option<&Path>) -> Result<(Box<dyn Read + Send>, String, Opti
 }
 
 async fn send_chunk(
-    producer: &Producer,
-    deliveries: &mut Deliveries,
+    producer: &mut Sending,
     topic: &str,
     partition: Option<u32>,
     chunk: &Chunk,
@@ -201,7 +263,7 @@ async fn send_chunk(
             headers: &[],
             timestamp: None,
         };
-        deliveries.push(producer.send(record).await?).await;
+        producer.send(record).await?;
     }
     Ok(())
 }

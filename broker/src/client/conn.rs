@@ -1,0 +1,241 @@
+//! One client connection to a broker, multiplexed by correlation id.
+//!
+//! Contract:
+//! - Requests may be sent concurrently from several tasks; each gets its own response (matched
+//!   by correlation id by a reader task). The broker answers one connection's requests in
+//!   order, so a request that waits on the broker side (a long-poll Fetch, a JoinGroup) delays
+//!   the others on the same connection: producers, fetchers and group members use their own.
+//! - On connect, ApiVersions tells which versions the broker serves; [`Connection::version`]
+//!   picks the highest both sides speak, or fails with [`BrokerError::Unsupported`].
+//! - When the connection breaks, every waiting request fails with [`BrokerError::Io`] and the
+//!   connection reports itself closed; callers open a new one.
+
+use crate::codes::api_name as api_label;
+use crate::error::BrokerError;
+use crate::frame::read_frame;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::oneshot;
+
+type Waiter = oneshot::Sender<Result<Bytes, String>>;
+
+pub(crate) struct Connection {
+    pub addr: String,
+    next_correlation: AtomicI32,
+    pending: Arc<Mutex<HashMap<i32, Waiter>>>,
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    closed: Arc<AtomicBool>,
+    /// api key → (min, max) served by the broker.
+    versions: HashMap<i16, (i16, i16)>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+const CLIENT_ID: &str = "runnel";
+
+impl Connection {
+    pub async fn connect(addr: &str) -> Result<Arc<Self>, BrokerError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| BrokerError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, wr) = stream.into_split();
+        let pending: Arc<Mutex<HashMap<i32, Waiter>>> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let pending = pending.clone();
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let reason = loop {
+                    match read_frame(&mut rd).await {
+                        Ok(Some(mut frame)) if frame.len() >= 4 => {
+                            let id = frame.get_i32();
+                            if let Some(w) = pending.lock().remove(&id) {
+                                let _ = w.send(Ok(frame));
+                            }
+                        }
+                        Ok(Some(_)) => break "a response shorter than its header".to_string(),
+                        Ok(None) => break "the broker closed the connection".to_string(),
+                        Err(e) => break e.to_string(),
+                    }
+                };
+                closed.store(true, Ordering::Release);
+                for (_, w) in pending.lock().drain() {
+                    let _ = w.send(Err(reason.clone()));
+                }
+            })
+        };
+        let mut conn = Self {
+            addr: addr.to_string(),
+            next_correlation: AtomicI32::new(1),
+            pending,
+            writer: tokio::sync::Mutex::new(wr),
+            closed,
+            versions: HashMap::new(),
+            reader,
+        };
+        // v3 is flexible and understood by Kafka 2.4+ and Runnel.
+        let resp = conn
+            .send(
+                ApiVersionsRequest::default()
+                    .with_client_software_name(StrBytes::from_static_str("runnel"))
+                    .with_client_software_version(StrBytes::from_static_str(env!(
+                        "CARGO_PKG_VERSION"
+                    ))),
+                3,
+            )
+            .await?;
+        if resp.error_code != 0 {
+            return Err(kafka_error("ApiVersions", resp.error_code, ""));
+        }
+        conn.versions = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(Arc::new(conn))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The highest version of `key` in `ours` that the broker serves.
+    pub fn version(&self, key: ApiKey, ours: (i16, i16)) -> Result<i16, BrokerError> {
+        let unsupported = || BrokerError::Unsupported {
+            api: api_label(key),
+        };
+        let &(min, max) = self.versions.get(&(key as i16)).ok_or_else(unsupported)?;
+        let v = ours.1.min(max);
+        if v < ours.0.max(min) {
+            return Err(unsupported());
+        }
+        Ok(v)
+    }
+
+    /// Sends `req` at `version` and waits for its response.
+    pub async fn send<R: Request>(&self, req: R, version: i16) -> Result<R::Response, BrokerError> {
+        self.start(req, version).await?.await
+    }
+
+    /// Writes `req` now and returns a future of its response, so that a caller can have several
+    /// requests in flight and still have them written (and answered) in the order it chose.
+    pub async fn start<R: Request>(
+        &self,
+        req: R,
+        version: i16,
+    ) -> Result<impl Future<Output = Result<R::Response, BrokerError>> + Send + 'static, BrokerError>
+    {
+        let addr = self.addr.clone();
+        let io = move |m: String| BrokerError::Io {
+            addr: addr.clone(),
+            source: std::io::Error::other(m),
+        };
+        let id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(id)
+            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+        let mut buf = BytesMut::with_capacity(128);
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .and_then(|_| req.encode(&mut buf, version))
+            .map_err(|e| BrokerError::Malformed(format!("encoding a request: {e}")))?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(id, tx);
+        if self.is_closed() {
+            self.pending.lock().remove(&id);
+            return Err(io("the connection is closed".into()));
+        }
+        {
+            let mut w = self.writer.lock().await;
+            if let Err(e) = w.write_all(&buf).await {
+                self.pending.lock().remove(&id);
+                return Err(io(e.to_string()));
+            }
+        }
+        Ok(async move {
+            let mut frame = rx
+                .await
+                .map_err(|_| io("the connection closed".into()))?
+                .map_err(&io)?;
+            // The correlation id is already consumed; a v1 header adds tagged fields.
+            if R::Response::header_version(version) >= 1 {
+                skip_tagged_fields(&mut frame)?;
+            }
+            R::Response::decode(&mut frame, version).map_err(|e| {
+                BrokerError::Malformed(format!(
+                    "{} v{version} response: {e}",
+                    api_label_i16(R::KEY)
+                ))
+            })
+        })
+    }
+}
+
+fn read_varint(b: &mut Bytes) -> Result<u64, BrokerError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        if !b.has_remaining() {
+            break;
+        }
+        let byte = b.get_u8();
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(BrokerError::Malformed(
+        "bad varint in a response header".into(),
+    ))
+}
+
+fn skip_tagged_fields(b: &mut Bytes) -> Result<(), BrokerError> {
+    for _ in 0..read_varint(b)? {
+        read_varint(b)?;
+        let len = read_varint(b)? as usize;
+        if len > b.remaining() {
+            return Err(BrokerError::Malformed("tagged field past the end".into()));
+        }
+        b.advance(len);
+    }
+    Ok(())
+}
+
+fn api_label_i16(key: i16) -> &'static str {
+    ApiKey::try_from(key).map_or("request", api_label)
+}
+
+/// A [`BrokerError::Kafka`] for an error code in a response.
+pub(crate) fn kafka_error(api: &'static str, code: i16, context: &str) -> BrokerError {
+    BrokerError::Kafka {
+        api,
+        code,
+        name: crate::codes::name(code),
+        context: if context.is_empty() {
+            String::new()
+        } else {
+            format!(": {context}")
+        },
+    }
+}

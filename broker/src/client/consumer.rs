@@ -1,0 +1,660 @@
+//! The remote consumer: manual assignment or Kafka group membership, long-poll fetches.
+//!
+//! Contract (as `runnel_log::Consumer`'s):
+//! - `poll` returns records in offset order per partition, each once per position; it waits on
+//!   the broker (Fetch `max_wait_ms`), not by spinning, until records arrive or the timeout passes.
+//! - With a group and `subscribe`, partitions come from the group: JoinGroup, then the leader
+//!   computes the assignment with `runnel_log::assignor` and SyncGroup hands it out. A heartbeat
+//!   task flags a rebalance; the next `poll` commits its positions (auto-commit), rejoins and
+//!   resumes every assigned partition from its committed offset.
+//! - Without a committed offset (or below the log start), `auto_offset_reset` decides.
+//! - Group errors come back as `LogError::Group` with the same kinds as in-process.
+
+use super::conn::{Connection, kafka_error};
+use super::{committed, list_offsets, metadata, str_bytes};
+use crate::codes;
+use async_trait::async_trait;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use parking_lot::Mutex;
+use runnel_log::assignor::{self, MemberSubscription};
+use runnel_log::batch;
+use runnel_log::error::GroupErrorKind;
+use runnel_log::{
+    AssignmentStrategy, ConsumerConfig, ConsumerRecord, LogConsumer, LogError, OffsetReset,
+    TopicPartition,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest one Fetch waits on the broker, so that a rebalance is noticed within it.
+const MAX_FETCH_WAIT: Duration = Duration::from_millis(500);
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+const MEMBER_ID_REQUIRED: i16 = 79;
+
+#[derive(Default)]
+struct Membership {
+    member_id: String,
+    generation: i32,
+    joined: bool,
+    /// Set by the heartbeat task when the group rebalances or dropped this member.
+    rejoin: bool,
+}
+
+/// See the module documentation.
+pub struct RemoteConsumer {
+    bootstrap: String,
+    config: ConsumerConfig,
+    fetch_conn: Option<Arc<Connection>>,
+    group_conn: Option<Arc<Connection>>,
+    subscription: Option<Vec<String>>,
+    assignment: Vec<TopicPartition>,
+    positions: HashMap<TopicPartition, u64>,
+    to_beginning: HashSet<TopicPartition>,
+    member: Arc<Mutex<Membership>>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    last_commit: Instant,
+    topic_names: HashMap<String, Arc<str>>,
+}
+
+impl Drop for RemoteConsumer {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+}
+
+fn group_error(group: &str, code: i16, api: &'static str) -> LogError {
+    let kind = match code {
+        codes::UNKNOWN_MEMBER_ID => GroupErrorKind::UnknownMember,
+        codes::ILLEGAL_GENERATION => GroupErrorKind::IllegalGeneration,
+        codes::REBALANCE_IN_PROGRESS => GroupErrorKind::RebalanceInProgress,
+        codes::INCONSISTENT_GROUP_PROTOCOL => GroupErrorKind::InconsistentProtocol,
+        _ => return kafka_error(api, code, group).into(),
+    };
+    LogError::Group {
+        group: group.to_string(),
+        kind,
+    }
+}
+
+async fn reconnect(
+    bootstrap: &str,
+    slot: &mut Option<Arc<Connection>>,
+) -> Result<Arc<Connection>, LogError> {
+    match slot {
+        Some(c) if !c.is_closed() => Ok(c.clone()),
+        _ => {
+            let c = Connection::connect(bootstrap).await?;
+            *slot = Some(c.clone());
+            Ok(c)
+        }
+    }
+}
+
+impl RemoteConsumer {
+    pub fn new(bootstrap: String, config: ConsumerConfig) -> Self {
+        Self {
+            bootstrap,
+            config,
+            fetch_conn: None,
+            group_conn: None,
+            subscription: None,
+            assignment: Vec::new(),
+            positions: HashMap::new(),
+            to_beginning: HashSet::new(),
+            member: Arc::default(),
+            heartbeat: None,
+            last_commit: Instant::now(),
+            topic_names: HashMap::new(),
+        }
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.config.group_id.as_deref()
+    }
+
+    async fn group_conn(&mut self) -> Result<Arc<Connection>, LogError> {
+        reconnect(&self.bootstrap, &mut self.group_conn).await
+    }
+
+    fn needs_join(&self) -> bool {
+        let m = self.member.lock();
+        self.subscription.is_some() && (!m.joined || m.rejoin)
+    }
+
+    /// Joins (or rejoins) the group and takes the new assignment.
+    async fn join(&mut self) -> Result<(), LogError> {
+        let group = self
+            .group()
+            .expect("subscribe checked the group")
+            .to_string();
+        let topics = self.subscription.clone().unwrap_or_default();
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        let conn = self.group_conn().await?;
+        let join_v = conn.version(ApiKey::JoinGroup, (2, 7))?;
+        let sync_v = conn.version(ApiKey::SyncGroup, (1, 5))?;
+        let subscription = MemberSubscription {
+            member_id: String::new(),
+            topics: topics.clone(),
+            owned_partitions: self.assignment.clone(),
+            user_data: Vec::new(),
+        }
+        .encode();
+        let assignment = loop {
+            let member_id = self.member.lock().member_id.clone();
+            let req = JoinGroupRequest::default()
+                .with_group_id(GroupId(str_bytes(&group)))
+                .with_session_timeout_ms(self.config.session_timeout.as_millis() as i32)
+                .with_rebalance_timeout_ms(self.config.rebalance_timeout.as_millis() as i32)
+                .with_member_id(str_bytes(member_id))
+                .with_protocol_type(str_bytes("consumer"))
+                .with_protocols(
+                    self.config
+                        .assignment_strategies
+                        .iter()
+                        .map(|s| {
+                            JoinGroupRequestProtocol::default()
+                                .with_name(str_bytes(s.name()))
+                                .with_metadata(subscription.clone().into())
+                        })
+                        .collect(),
+                );
+            let resp = conn.send(req, join_v).await?;
+            match resp.error_code {
+                0 => {}
+                MEMBER_ID_REQUIRED => {
+                    self.member.lock().member_id = resp.member_id.to_string();
+                    continue;
+                }
+                codes::UNKNOWN_MEMBER_ID => {
+                    self.member.lock().member_id.clear();
+                    continue;
+                }
+                codes::REBALANCE_IN_PROGRESS => continue,
+                code => return Err(group_error(&group, code, "JoinGroup")),
+            }
+            let me = resp.member_id.to_string();
+            {
+                let mut m = self.member.lock();
+                m.member_id = me.clone();
+                m.generation = resp.generation_id;
+            }
+            let assignments = if resp.leader.as_str() == me {
+                let protocol = resp.protocol_name.as_ref().map_or("", |p| p.as_str());
+                self.leader_assignment(&conn, protocol, &resp.members)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let req = SyncGroupRequest::default()
+                .with_group_id(GroupId(str_bytes(&group)))
+                .with_generation_id(resp.generation_id)
+                .with_member_id(str_bytes(&me))
+                .with_protocol_type(resp.protocol_type.clone())
+                .with_protocol_name(resp.protocol_name.clone())
+                .with_assignments(assignments);
+            let req = if sync_v < 5 {
+                req.with_protocol_type(None).with_protocol_name(None)
+            } else {
+                req
+            };
+            let sync = conn.send(req, sync_v).await?;
+            match sync.error_code {
+                0 => break assignor::decode_assignment(&sync.assignment)?,
+                codes::REBALANCE_IN_PROGRESS | codes::ILLEGAL_GENERATION => continue,
+                codes::UNKNOWN_MEMBER_ID => {
+                    self.member.lock().member_id.clear();
+                    continue;
+                }
+                code => return Err(group_error(&group, code, "SyncGroup")),
+            }
+        };
+        tracing::debug!(group = %group, partitions = assignment.len(), "joined group");
+        // Every partition resumes from its committed offset after a rebalance.
+        self.positions.clear();
+        self.assignment = assignment;
+        {
+            let mut m = self.member.lock();
+            m.joined = true;
+            m.rejoin = false;
+        }
+        self.heartbeat = Some(tokio::spawn(heartbeat(
+            conn,
+            group,
+            self.member.clone(),
+            self.config.heartbeat_interval,
+        )));
+        Ok(())
+    }
+
+    /// The leader's assignment, computed with the protocol the coordinator chose.
+    async fn leader_assignment(
+        &self,
+        conn: &Connection,
+        protocol: &str,
+        members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
+    ) -> Result<Vec<SyncGroupRequestAssignment>, LogError> {
+        let strategy: AssignmentStrategy = protocol
+            .parse()
+            .map_err(|e: String| LogError::Protocol(e))?;
+        let subs = members
+            .iter()
+            .map(|m| MemberSubscription::decode(m.member_id.as_str(), &m.metadata))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut topics: Vec<String> = subs.iter().flat_map(|s| s.topics.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        let counts: BTreeMap<String, u32> = metadata(conn, &topics)
+            .await?
+            .into_iter()
+            .filter_map(|(t, c)| c.map(|c| (t, c)))
+            .collect();
+        Ok(assignor::assign(strategy, &subs, &counts)
+            .into_iter()
+            .map(|(member, parts)| {
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(str_bytes(member))
+                    .with_assignment(assignor::encode_assignment(&parts).into())
+            })
+            .collect())
+    }
+
+    /// Positions for assigned partitions that have none: committed offset, else the reset policy.
+    async fn init_positions(&mut self) -> Result<(), LogError> {
+        let missing: Vec<TopicPartition> = self
+            .assignment
+            .iter()
+            .filter(|tp| !self.positions.contains_key(*tp))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let conn = reconnect(&self.bootstrap, &mut self.fetch_conn).await?;
+        let (earliest, rest): (Vec<_>, Vec<_>) = missing
+            .into_iter()
+            .partition(|tp| self.to_beginning.contains(tp));
+        let mut unresolved = Vec::new();
+        match self.group() {
+            Some(g) if !rest.is_empty() => {
+                for (tp, c) in rest.iter().zip(committed(&conn, g, &rest).await?) {
+                    match c {
+                        Some(offset) => {
+                            self.positions.insert(tp.clone(), offset);
+                        }
+                        None => unresolved.push(tp.clone()),
+                    }
+                }
+            }
+            _ => unresolved = rest,
+        }
+        self.reset(&conn, &unresolved).await?;
+        if !earliest.is_empty() {
+            for (tp, o) in earliest
+                .iter()
+                .zip(list_offsets(&conn, &earliest, EARLIEST).await?)
+            {
+                self.positions.insert(tp.clone(), o);
+                self.to_beginning.remove(tp);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `auto_offset_reset` to `partitions`.
+    async fn reset(
+        &mut self,
+        conn: &Connection,
+        partitions: &[TopicPartition],
+    ) -> Result<(), LogError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let at = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => EARLIEST,
+            OffsetReset::Latest => LATEST,
+            OffsetReset::None => {
+                let tp = &partitions[0];
+                return Err(LogError::NoOffset {
+                    group: self.group().unwrap_or_default().to_string(),
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                });
+            }
+        };
+        for (tp, o) in partitions
+            .iter()
+            .zip(list_offsets(conn, partitions, at).await?)
+        {
+            self.positions.insert(tp.clone(), o);
+        }
+        Ok(())
+    }
+
+    async fn fetch(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, LogError> {
+        let conn = reconnect(&self.bootstrap, &mut self.fetch_conn).await?;
+        let v = conn.version(ApiKey::Fetch, (4, 12))?;
+        let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+        for tp in &self.assignment {
+            if let Some(&pos) = self.positions.get(tp) {
+                topics.entry(&tp.topic).or_default().push(
+                    FetchPartition::default()
+                        .with_partition(tp.partition as i32)
+                        .with_fetch_offset(pos as i64)
+                        .with_partition_max_bytes(self.config.max_partition_fetch_bytes as i32),
+                );
+            }
+        }
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(wait.as_millis() as i32)
+            .with_min_bytes(1)
+            .with_max_bytes(self.config.fetch_max_bytes.min(i32::MAX as usize) as i32)
+            .with_session_epoch(-1)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        FetchTopic::default()
+                            .with_topic(TopicName(str_bytes(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let resp = conn.send(req, v).await?;
+        if resp.error_code != 0 {
+            return Err(kafka_error("Fetch", resp.error_code, "").into());
+        }
+        let mut out = Vec::new();
+        let mut out_of_range = Vec::new();
+        for t in resp.responses {
+            let name = t.topic.0.to_string();
+            let topic = self
+                .topic_names
+                .entry(name.clone())
+                .or_insert_with(|| Arc::from(name.as_str()))
+                .clone();
+            for p in t.partitions {
+                let tp = TopicPartition::new(&name, p.partition_index as u32);
+                match p.error_code {
+                    0 => {}
+                    codes::OFFSET_OUT_OF_RANGE => {
+                        out_of_range.push(tp);
+                        continue;
+                    }
+                    code => {
+                        return Err(kafka_error(
+                            "Fetch",
+                            code,
+                            &format!("{name}-{}", p.partition_index),
+                        )
+                        .into());
+                    }
+                }
+                let Some(pos) = self.positions.get_mut(&tp) else {
+                    continue;
+                };
+                let records = p.records.unwrap_or_default();
+                for b in batch::split_batches(&records) {
+                    let h = batch::parse_header(&b)?;
+                    if h.next_offset() <= *pos {
+                        continue;
+                    }
+                    if !h.is_control() {
+                        for r in batch::records(&b)? {
+                            if r.offset >= *pos {
+                                out.push(ConsumerRecord {
+                                    topic: topic.clone(),
+                                    partition: tp.partition,
+                                    record: r,
+                                });
+                            }
+                        }
+                    }
+                    *pos = h.next_offset();
+                }
+            }
+        }
+        if !out_of_range.is_empty() {
+            self.reset(&conn, &out_of_range).await?;
+        }
+        Ok(out)
+    }
+
+    async fn commit_positions(&mut self) -> Result<(), LogError> {
+        let offsets: Vec<(TopicPartition, u64)> = self
+            .assignment
+            .iter()
+            .filter_map(|tp| self.positions.get(tp).map(|&p| (tp.clone(), p)))
+            .collect();
+        self.last_commit = Instant::now();
+        LogConsumer::commit_offsets(self, offsets).await
+    }
+}
+
+/// Heartbeats until the group tells this member to rejoin or the connection breaks.
+async fn heartbeat(
+    conn: Arc<Connection>,
+    group: String,
+    member: Arc<Mutex<Membership>>,
+    every: Duration,
+) {
+    let Ok(v) = conn.version(ApiKey::Heartbeat, (0, 4)) else {
+        member.lock().rejoin = true;
+        return;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let (id, generation) = {
+            let m = member.lock();
+            (m.member_id.clone(), m.generation)
+        };
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(str_bytes(&group)))
+            .with_generation_id(generation)
+            .with_member_id(str_bytes(id));
+        let code = match conn.send(req, v).await {
+            Ok(r) => r.error_code,
+            Err(e) => {
+                tracing::debug!(error = %e, "heartbeat failed");
+                codes::REBALANCE_IN_PROGRESS
+            }
+        };
+        if code != 0 {
+            let mut m = member.lock();
+            m.rejoin = true;
+            if code == codes::UNKNOWN_MEMBER_ID {
+                m.member_id.clear();
+            }
+            return;
+        }
+    }
+}
+
+#[async_trait]
+impl LogConsumer for RemoteConsumer {
+    fn assign(&mut self, partitions: Vec<TopicPartition>) -> runnel_log::Result<()> {
+        self.subscription = None;
+        self.positions.retain(|tp, _| partitions.contains(tp));
+        self.assignment = partitions;
+        Ok(())
+    }
+
+    fn subscribe(&mut self, topics: &[&str]) -> runnel_log::Result<()> {
+        if self.group().is_none() {
+            return Err(LogError::InvalidConfig(
+                "subscribe needs a group id (ConsumerConfig::group_id); use assign without one"
+                    .into(),
+            ));
+        }
+        self.subscription = Some(topics.iter().map(|t| t.to_string()).collect());
+        self.member.lock().rejoin = true;
+        Ok(())
+    }
+
+    fn assignment(&self) -> Vec<TopicPartition> {
+        self.assignment.clone()
+    }
+
+    fn position(&self, tp: &TopicPartition) -> Option<u64> {
+        self.positions.get(tp).copied()
+    }
+
+    fn seek(&mut self, tp: &TopicPartition, offset: u64) -> runnel_log::Result<()> {
+        if !self.assignment.contains(tp) {
+            return Err(LogError::InvalidConfig(format!(
+                "cannot seek {}-{}: it is not assigned to this consumer",
+                tp.topic, tp.partition
+            )));
+        }
+        self.to_beginning.remove(tp);
+        self.positions.insert(tp.clone(), offset);
+        Ok(())
+    }
+
+    fn seek_to_beginning(&mut self) {
+        for tp in &self.assignment {
+            self.positions.remove(tp);
+            self.to_beginning.insert(tp.clone());
+        }
+    }
+
+    /// Cancel safety: dropping the future loses nothing committed; records of an interrupted
+    /// fetch are fetched again.
+    async fn poll(&mut self, timeout: Duration) -> runnel_log::Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.needs_join() {
+                let joined = self.member.lock().joined;
+                if joined && self.config.enable_auto_commit {
+                    // Refused when the group already moved on; the rejoin resumes from the
+                    // last commit that held.
+                    let _ = self.commit_positions().await;
+                }
+                self.join().await?;
+            }
+            self.init_positions().await?;
+            if self.config.enable_auto_commit
+                && self.group().is_some()
+                && self.last_commit.elapsed() >= self.config.auto_commit_interval
+            {
+                if let Err(e) = self.commit_positions().await {
+                    tracing::debug!(error = %e, "auto-commit refused");
+                }
+            }
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(MAX_FETCH_WAIT);
+            let records = if self.assignment.is_empty() {
+                tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
+                Vec::new()
+            } else {
+                self.fetch(wait).await?
+            };
+            if !records.is_empty() || Instant::now() >= deadline {
+                return Ok(records);
+            }
+        }
+    }
+
+    async fn commit_offsets(
+        &mut self,
+        offsets: Vec<(TopicPartition, u64)>,
+    ) -> runnel_log::Result<()> {
+        let Some(group) = self.group().map(str::to_string) else {
+            return Err(LogError::InvalidConfig(
+                "commit needs a group id (ConsumerConfig::group_id)".into(),
+            ));
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let (member_id, generation) = {
+            let m = self.member.lock();
+            if self.subscription.is_some() && m.joined {
+                (m.member_id.clone(), m.generation)
+            } else {
+                (String::new(), -1)
+            }
+        };
+        let conn = self.group_conn().await?;
+        let v = conn.version(ApiKey::OffsetCommit, (2, 8))?;
+        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        for (tp, offset) in &offsets {
+            topics.entry(&tp.topic).or_default().push(
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(tp.partition as i32)
+                    .with_committed_offset(*offset as i64),
+            );
+        }
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(str_bytes(&group)))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(str_bytes(member_id))
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(str_bytes(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let resp = conn.send(req, v).await?;
+        for t in resp.topics {
+            for p in t.partitions {
+                if p.error_code != 0 {
+                    if matches!(
+                        p.error_code,
+                        codes::REBALANCE_IN_PROGRESS
+                            | codes::ILLEGAL_GENERATION
+                            | codes::UNKNOWN_MEMBER_ID
+                    ) {
+                        self.member.lock().rejoin = true;
+                    }
+                    return Err(group_error(&group, p.error_code, "OffsetCommit"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(mut self: Box<Self>) -> runnel_log::Result<()> {
+        let joined = self.member.lock().joined;
+        if self.config.enable_auto_commit && self.group().is_some() {
+            self.commit_positions().await?;
+        }
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        if joined && self.subscription.is_some() {
+            let group = self.group().unwrap_or_default().to_string();
+            let member_id = self.member.lock().member_id.clone();
+            let conn = self.group_conn().await?;
+            let v = conn.version(ApiKey::LeaveGroup, (0, 4))?;
+            let req = LeaveGroupRequest::default().with_group_id(GroupId(str_bytes(group)));
+            let req = if v >= 3 {
+                req.with_members(vec![
+                    MemberIdentity::default().with_member_id(str_bytes(member_id)),
+                ])
+            } else {
+                req.with_member_id(str_bytes(member_id))
+            };
+            conn.send(req, v).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! Kafka's error codes that the broker sends and the client interprets
+//! (<https://kafka.apache.org/protocol#protocol_error_codes>).
+
+use kafka_protocol::messages::ApiKey;
+use runnel_log::LogError;
+use runnel_log::error::GroupErrorKind;
+
+pub const NONE: i16 = 0;
+pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const ILLEGAL_GENERATION: i16 = 22;
+pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
+pub const INVALID_REQUEST: i16 = 42;
+pub const INVALID_CONFIG: i16 = 40;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const NOT_COORDINATOR: i16 = 16;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+
+/// The Kafka error code for a log error.
+pub fn for_log_error(e: &LogError) -> i16 {
+    match e {
+        LogError::UnknownTopic(_) | LogError::UnknownPartition { .. } => UNKNOWN_TOPIC_OR_PARTITION,
+        LogError::InvalidTopicName { .. } => INVALID_TOPIC_EXCEPTION,
+        LogError::TopicExists(_) => TOPIC_ALREADY_EXISTS,
+        LogError::InvalidConfig(_) => INVALID_CONFIG,
+        LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+        LogError::InvalidBatch(_) => CORRUPT_MESSAGE,
+        LogError::RecordTooLarge { .. } => MESSAGE_TOO_LARGE,
+        LogError::Corrupt { .. } | LogError::Io { .. } => KAFKA_STORAGE_ERROR,
+        LogError::Group { kind, .. } => match kind {
+            GroupErrorKind::UnknownMember => UNKNOWN_MEMBER_ID,
+            GroupErrorKind::IllegalGeneration => ILLEGAL_GENERATION,
+            GroupErrorKind::RebalanceInProgress => REBALANCE_IN_PROGRESS,
+            GroupErrorKind::InconsistentProtocol => INCONSISTENT_GROUP_PROTOCOL,
+        },
+        _ => UNKNOWN_SERVER_ERROR,
+    }
+}
+
+/// A short name for a code, for error messages on the client side.
+pub fn name(code: i16) -> &'static str {
+    match code {
+        NONE => "NONE",
+        UNKNOWN_SERVER_ERROR => "UNKNOWN_SERVER_ERROR",
+        OFFSET_OUT_OF_RANGE => "OFFSET_OUT_OF_RANGE",
+        CORRUPT_MESSAGE => "CORRUPT_MESSAGE",
+        UNKNOWN_TOPIC_OR_PARTITION => "UNKNOWN_TOPIC_OR_PARTITION",
+        MESSAGE_TOO_LARGE => "MESSAGE_TOO_LARGE",
+        COORDINATOR_NOT_AVAILABLE => "COORDINATOR_NOT_AVAILABLE",
+        NOT_COORDINATOR => "NOT_COORDINATOR",
+        INVALID_TOPIC_EXCEPTION => "INVALID_TOPIC_EXCEPTION",
+        ILLEGAL_GENERATION => "ILLEGAL_GENERATION",
+        INCONSISTENT_GROUP_PROTOCOL => "INCONSISTENT_GROUP_PROTOCOL",
+        UNKNOWN_MEMBER_ID => "UNKNOWN_MEMBER_ID",
+        REBALANCE_IN_PROGRESS => "REBALANCE_IN_PROGRESS",
+        UNSUPPORTED_VERSION => "UNSUPPORTED_VERSION",
+        TOPIC_ALREADY_EXISTS => "TOPIC_ALREADY_EXISTS",
+        INVALID_PARTITIONS => "INVALID_PARTITIONS",
+        INVALID_CONFIG => "INVALID_CONFIG",
+        INVALID_REQUEST => "INVALID_REQUEST",
+        OUT_OF_ORDER_SEQUENCE_NUMBER => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+        INVALID_PRODUCER_EPOCH => "INVALID_PRODUCER_EPOCH",
+        KAFKA_STORAGE_ERROR => "KAFKA_STORAGE_ERROR",
+        GROUP_ID_NOT_FOUND => "GROUP_ID_NOT_FOUND",
+        _ => "see Kafka's protocol guide",
+    }
+}
+
+/// An API's Kafka name, for metrics, logs and error messages.
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        _ => "Unsupported",
+    }
+}

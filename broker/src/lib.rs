@@ -1,0 +1,26 @@
+//! `runnel-broker`: Kafka's wire protocol over Runnel's log, in both directions.
+//!
+//! - [`Broker`] serves Kafka clients (librdkafka, the Java client, kafka-python, kcat, ...) from
+//!   a [`runnel_log::Log`]: one node that is leader of every partition and coordinator of every
+//!   group. Produce appends the client's RecordBatch v2 bytes as they are (after CRC and
+//!   sequence checks); Fetch answers with byte ranges of the segment files, never re-encoded.
+//!   Consumer groups are the log's own [`runnel_log::GroupCoordinator`], so in-process and wire
+//!   members can share a group.
+//! - [`RemoteLog`] is a Kafka client implementing [`runnel_log::LogClient`], so the engine and
+//!   the connectors run unchanged against Runnel's broker or any Kafka-compatible cluster that
+//!   speaks the same API versions.
+//!
+//! Message codecs come from the `kafka-protocol` crate; framing, dispatch and semantics are here.
+
+mod api;
+pub mod client;
+mod codes;
+mod error;
+mod frame;
+pub mod metrics;
+mod server;
+
+pub use client::RemoteLog;
+pub use error::BrokerError;
+pub use metrics::Metrics;
+pub use server::{Broker, BrokerConfig};

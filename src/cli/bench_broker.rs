@@ -1,0 +1,222 @@
+//! `runnel bench broker`: a Kafka-protocol broker measured through Runnel's own client
+//! ([`RemoteLog`]), so that Runnel's broker and a peer (`--target`, e.g. tansu) are measured by
+//! the same client.
+//!
+//! Without `--target` it starts `runnel broker` in-process on a temporary data directory
+//! (deleted after) and a free port. For records of 100 B and 1 KiB on a one-partition topic:
+//! produce throughput (one producer, `acks=all`, batches of up to 1 MiB, flushed at the end),
+//! consume throughput (one consumer reading the same records from the beginning), and for
+//! 100 B records the produce latency (send one record, flush, until acknowledged; p50/p99).
+//! Topics are created with the durability given (`interval` by default; against another
+//! broker it is sent as Kafka's `flush.messages`/`flush.ms`, which the peer may ignore).
+
+use super::bench::{Row, p50_p99, print_rows, progress, random_bytes, size_label};
+use super::{close_log, output};
+use anyhow::{Result, bail};
+use clap::Args;
+use runnel_broker::{Broker, BrokerConfig, RemoteLog};
+use runnel_log::{
+    ConsumerConfig, Durability, Log, LogClient, OffsetReset, ProducerConfig, ProducerRecord,
+    TopicConfig, TopicPartition,
+};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct BrokerBenchArgs {
+    /// Measure the broker at HOST:PORT instead of starting Runnel's.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+    /// Durability of the topics created on Runnel's broker: always, interval or os.
+    #[arg(long, default_value = "interval")]
+    durability: String,
+    /// Records per throughput run (default 1000000; 20000 with --quick).
+    #[arg(long, value_name = "N")]
+    records: Option<u64>,
+    /// Finish in seconds with small counts (a smoke test; the numbers are rough).
+    #[arg(long)]
+    quick: bool,
+}
+
+pub async fn run(args: BrokerBenchArgs) -> Result<()> {
+    let durability: Durability = args.durability.parse()?;
+    let records = args
+        .records
+        .unwrap_or(if args.quick { 20_000 } else { 1_000_000 })
+        .max(1);
+    let samples = if args.quick { 100 } else { 5000 };
+    let tmp = tempfile::Builder::new().prefix("runnel-bench-").tempdir()?;
+    let (addr, local) = match &args.target {
+        Some(t) => (t.clone(), None),
+        None => {
+            let log = Log::open(tmp.path().join("data"))?;
+            let config = BrokerConfig {
+                listen: "127.0.0.1:0".into(),
+                auto_create_topics: false,
+                default_partitions: 1,
+            };
+            let broker = Broker::bind(log.clone(), config).await?;
+            let addr = broker.local_addr().to_string();
+            (addr, Some((log, tokio::spawn(broker.serve()))))
+        }
+    };
+    eprintln!(
+        "benchmarking the broker at {addr}{} ({records} records per run)",
+        if local.is_some() {
+            " (runnel, in-process)"
+        } else {
+            ""
+        }
+    );
+    let client = RemoteLog::connect(&addr).await?;
+    // A fresh name per run, so that reruns against a long-running peer start empty.
+    let run_id = rand::random::<u32>();
+    let mut rows = Vec::new();
+    for size in [100usize, 1024] {
+        let topic = format!("bench-{size}-{run_id:08x}");
+        let config = TopicConfig {
+            partitions: 1,
+            durability,
+            retention_ms: None,
+            ..Default::default()
+        };
+        client.ensure_topic(&topic, &config).await?;
+        let value = random_bytes(size);
+        rows.push(produce(&*client, &topic, &value, records, durability).await?);
+        rows.push(consume(&*client, &topic, size, records, durability).await?);
+    }
+    let topic = format!("bench-latency-{run_id:08x}");
+    client
+        .ensure_topic(
+            &topic,
+            &TopicConfig {
+                partitions: 1,
+                durability,
+                ..Default::default()
+            },
+        )
+        .await?;
+    rows.push(latency(&*client, &topic, samples, durability).await?);
+    drop(client);
+    if let Some((log, server)) = local {
+        server.abort();
+        let _ = server.await;
+        close_log(log);
+    }
+    print_rows(&rows)
+}
+
+async fn produce(
+    client: &RemoteLog,
+    topic: &str,
+    value: &[u8],
+    records: u64,
+    durability: Durability,
+) -> Result<Row> {
+    let label = format!("produce {}", size_label(value.len()));
+    let pb = progress(&label, records);
+    let producer = client.producer(ProducerConfig::default());
+    let started = Instant::now();
+    for i in 0..records {
+        producer
+            .send(ProducerRecord::new(topic, value).partition(0))
+            .await?;
+        if i % 4096 == 0 {
+            pb.set_position(i);
+        }
+    }
+    producer.flush().await?;
+    let elapsed = finish_rate(&pb, &label, records, started);
+    Ok(Row {
+        benchmark: "produce (acks=all)".into(),
+        size: value.len(),
+        durability: Some(durability),
+        producers: Some(1),
+        records,
+        throughput: Some((records * value.len() as u64, elapsed)),
+        percentiles: None,
+    })
+}
+
+async fn consume(
+    client: &RemoteLog,
+    topic: &str,
+    size: usize,
+    records: u64,
+    durability: Durability,
+) -> Result<Row> {
+    let label = format!("consume {}", size_label(size));
+    let pb = progress(&label, records);
+    let mut consumer = client.consumer(ConsumerConfig {
+        auto_offset_reset: OffsetReset::Earliest,
+        enable_auto_commit: false,
+        max_partition_fetch_bytes: 4 << 20,
+        ..Default::default()
+    });
+    consumer.assign(vec![TopicPartition::new(topic, 0)])?;
+    consumer.seek_to_beginning();
+    let started = Instant::now();
+    let mut got = 0u64;
+    while got < records {
+        let batch = consumer.poll(Duration::from_secs(10)).await?;
+        if batch.is_empty() {
+            bail!("consume {topic}: nothing for 10 s after {got} of {records} records");
+        }
+        got += batch.len() as u64;
+        pb.set_position(got);
+    }
+    let elapsed = finish_rate(&pb, &label, got, started);
+    Ok(Row {
+        benchmark: "consume".into(),
+        size,
+        durability: Some(durability),
+        producers: None,
+        records: got,
+        throughput: Some((got * size as u64, elapsed)),
+        percentiles: None,
+    })
+}
+
+/// Ends a throughput run's progress line with its rate; returns the time it took.
+fn finish_rate(
+    pb: &indicatif::ProgressBar,
+    label: &str,
+    records: u64,
+    started: Instant,
+) -> Duration {
+    let elapsed = started.elapsed();
+    let rate = records as f64 / elapsed.as_secs_f64();
+    output::finish(pb, format!("{label}: {rate:.0} records/s"));
+    elapsed
+}
+
+/// Produce latency: one 100 B record at a time, sent and flushed until acknowledged.
+async fn latency(
+    client: &RemoteLog,
+    topic: &str,
+    samples: usize,
+    durability: Durability,
+) -> Result<Row> {
+    const SIZE: usize = 100;
+    let label = format!("produce latency {}", size_label(SIZE));
+    let pb = progress(&label, samples as u64);
+    let producer = client.producer(ProducerConfig::default());
+    let value = random_bytes(SIZE);
+    let mut latencies = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        producer
+            .send(ProducerRecord::new(topic, &value).partition(0))
+            .await?;
+        producer.flush().await?;
+        latencies.push(started.elapsed());
+        pb.inc(1);
+    }
+    let percentiles = p50_p99(latencies, &pb, &label);
+    Ok(Row::latency(
+        "produce latency (acks=all)",
+        SIZE,
+        durability,
+        samples,
+        percentiles,
+    ))
+}

@@ -1,0 +1,65 @@
+//! `runnel broker`: serves Kafka's wire protocol over the data directory until SIGINT/SIGTERM.
+//!
+//! Metrics (requests and latency per API, bytes in/out, connections) are logged through
+//! `tracing` every `--stats-interval` and printed to stdout when the broker stops.
+
+use super::duration_arg;
+use anyhow::Result;
+use clap::Args;
+use runnel_broker::{Broker, BrokerConfig};
+use runnel_log::Log;
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Address to listen on (port 0 picks a free one; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+    listen: String,
+    /// Create topics that clients ask for and that do not exist.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    auto_create_topics: bool,
+    /// Partitions of an auto-created topic.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    default_partitions: u32,
+    /// How often to log a metrics summary (e.g. 60s; 0s turns it off).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    stats_interval: String,
+}
+
+pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
+    let interval = duration_arg("--stats-interval", &args.stats_interval)?;
+    if args.default_partitions == 0 {
+        anyhow::bail!("--default-partitions must be at least 1");
+    }
+    let broker = Broker::bind(
+        log.clone(),
+        BrokerConfig {
+            listen: args.listen,
+            auto_create_topics: args.auto_create_topics,
+            default_partitions: args.default_partitions,
+        },
+    )
+    .await?;
+    // Scripts read this line to learn the port when --listen ends in :0.
+    println!("listening on {}", broker.local_addr());
+    let metrics = broker.metrics.clone();
+    let serve = tokio::spawn(broker.serve());
+    if !interval.is_zero() {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                tracing::info!("broker metrics\n{}", metrics.summary());
+            }
+        });
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {},
+        r = serve => r??,
+    }
+    println!("{}", metrics.summary());
+    Ok(())
+}

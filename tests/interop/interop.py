@@ -1,0 +1,300 @@
+"""Interoperability checks of a Kafka-compatible broker with real clients (confluent-kafka, i.e.
+librdkafka, and kafka-python). Driven by tests/e2e/broker.rs.
+
+usage: interop.py CLIENT SCENARIO BOOTSTRAP TOPIC [ARGS]
+  CLIENT   confluent | kafka-python
+  roundtrip N      create a 4-partition topic, produce N keyed messages (acks=all, idempotence),
+                   consume them back with a group: exactly the same messages, per-key order kept
+  group N          6 partitions, N messages; consumer A starts, B joins late, partitions
+                   rebalance; both commit after every poll; then a restarted consumer must
+                   read exactly the messages produced after the commits (no gaps, no repeats)
+  produce-acked    create the topic with flush.messages=1 (Runnel durability `always`) and
+                   produce until killed, printing "acked I" for every acknowledged message I
+  verify-acked F   every I in the "acked I" lines of file F is in the topic
+Prints "ok ..." and exits 0 on success; prints what differs and exits 1 otherwise."""
+import sys
+import threading
+import time
+
+CLIENT, SCENARIO, BOOTSTRAP, TOPIC = sys.argv[1:5]
+ARGS = sys.argv[5:]
+
+
+def fail(msg):
+    print(f"FAIL [{CLIENT} {SCENARIO}] {msg}", flush=True)
+    sys.exit(1)
+
+
+# ---- client adapters: the same five operations over both libraries ----
+
+if CLIENT == "confluent":
+    from confluent_kafka import Consumer, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    def create_topic(partitions, config=None):
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        t = NewTopic(TOPIC, num_partitions=partitions, replication_factor=1, config=config or {})
+        for f in admin.create_topics([t]).values():
+            f.result()
+
+    class Sender:
+        def __init__(self, on_ack=None):
+            self.failed = []
+            self.on_ack = on_ack
+            self.p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all",
+                               "enable.idempotence": True, "linger.ms": 5})
+
+        def _cb(self, err, msg):
+            if err is not None:
+                self.failed.append(err)
+            elif self.on_ack:
+                self.on_ack(msg.value())
+
+        def send(self, key, value):
+            while True:
+                try:
+                    self.p.produce(TOPIC, key=key, value=value, on_delivery=self._cb)
+                    break
+                except BufferError:
+                    self.p.poll(0.05)
+            self.p.poll(0)
+
+        def flush(self):
+            if self.p.flush(60) != 0 or self.failed:
+                fail(f"produce failed: {self.failed[:3]}")
+
+    class Reader:
+        def __init__(self, group, auto_commit):
+            self.c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group,
+                               "auto.offset.reset": "earliest",
+                               "enable.auto.commit": auto_commit,
+                               "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+            self.c.subscribe([TOPIC])
+
+        def poll(self, max_records=10000, timeout=1.0):
+            out = []
+            for m in self.c.consume(num_messages=max_records, timeout=timeout):
+                if m.error():
+                    raise KafkaException(m.error())
+                out.append((m.partition(), m.key(), m.value()))
+            return out
+
+        def commit(self):
+            self.c.commit(asynchronous=False)
+
+        def assignment(self):
+            return sorted(tp.partition for tp in self.c.assignment())
+
+        def close(self):
+            self.c.close()
+
+elif CLIENT == "kafka-python":
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    def create_topic(partitions, config=None):
+        admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        admin.create_topics([NewTopic(TOPIC, partitions, 1, topic_configs=config or {})])
+        admin.close()
+
+    class Sender:
+        def __init__(self, on_ack=None):
+            self.failed = []
+            self.on_ack = on_ack
+            kw = {"enable_idempotence": True} if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG else {}
+            self.p = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, **kw)
+
+        def send(self, key, value):
+            f = self.p.send(TOPIC, key=key, value=value)
+            f.add_errback(self.failed.append)
+            if self.on_ack:
+                f.add_callback(lambda _md, v=value: self.on_ack(v))
+
+        def flush(self):
+            self.p.flush(60)
+            if self.failed:
+                fail(f"produce failed: {self.failed[:3]}")
+
+    class Reader:
+        def __init__(self, group, auto_commit):
+            self.c = KafkaConsumer(TOPIC, bootstrap_servers=BOOTSTRAP, group_id=group,
+                                   auto_offset_reset="earliest", enable_auto_commit=auto_commit,
+                                   session_timeout_ms=6000, heartbeat_interval_ms=500)
+
+        def poll(self, max_records=10000, timeout=1.0):
+            out = []
+            for tp, msgs in self.c.poll(timeout_ms=int(timeout * 1000), max_records=max_records).items():
+                out.extend((tp.partition, m.key, m.value) for m in msgs)
+            return out
+
+        def commit(self):
+            self.c.commit()
+
+        def assignment(self):
+            return sorted(tp.partition for tp in self.c.assignment())
+
+        def close(self):
+            self.c.close(autocommit=False)
+else:
+    fail(f"unknown client {CLIENT}")
+
+
+# ---- scenarios ----
+
+def roundtrip(n):
+    keys = 97
+    create_topic(4)
+    s = Sender()
+    for i in range(n):
+        key = f"k{i % keys}"
+        s.send(key.encode(), f"{key}:{i}".encode())
+    s.flush()
+    r = Reader(f"{TOPIC}-readers", True)
+    got, count, deadline = {}, 0, time.time() + 120
+    while count < n and time.time() < deadline:
+        for _, k, v in r.poll():
+            got.setdefault(k.decode(), []).append(int(v.decode().split(":")[1]))
+            count += 1
+    r.close()
+    for k in range(keys):
+        want = list(range(k, n, keys))
+        have = got.get(f"k{k}", [])
+        if have != want:
+            fail(f"key k{k}: expected {len(want)} values in order, got {len(have)}: {have[:5]}...")
+    if count != n:
+        fail(f"expected {n} messages, got {count}")
+    print(f"ok {CLIENT}: produced and consumed {n} messages, per-key order kept", flush=True)
+
+
+def produce_range(start, end):
+    s = Sender()
+    for i in range(start, end):
+        s.send(f"k{i % 31}".encode(), str(i).encode())
+    s.flush()
+
+
+def group(n):
+    create_topic(6)
+    produce_range(0, n)
+    gid = f"{TOPIC}-group"
+    seen, lock, stop = [], threading.Lock(), threading.Event()
+    commit_failures = [0]
+    state = {}
+
+    def worker(name, rate_limited):
+        r = Reader(gid, False)
+        try:
+            while not stop.is_set():
+                batch = r.poll(max_records=200, timeout=0.2)
+                if batch:
+                    try:
+                        r.commit()
+                    except Exception as e:  # a commit refused during a rebalance: redelivery allowed
+                        print(f"{name}: commit failed: {e}", flush=True)
+                        commit_failures[0] += 1
+                    with lock:
+                        seen.extend(int(v) for _, _, v in batch)
+                        state[name + "_count"] = state.get(name + "_count", 0) + len(batch)
+                state[name] = r.assignment()
+                if rate_limited:
+                    time.sleep(0.1)
+        finally:
+            r.close()
+
+    a = threading.Thread(target=worker, args=("A", True))
+    a.start()
+    deadline = time.time() + 60
+    while state.get("A_count", 0) < n // 10 and time.time() < deadline:
+        time.sleep(0.05)
+    if state.get("A_count", 0) < n // 10:
+        fail(f"consumer A read {state.get('A_count', 0)} messages in 60 s")
+    b = threading.Thread(target=worker, args=("B", True))
+    b.start()
+    # Wait for the rebalance: both members hold partitions, six in all, none twice.
+    while time.time() < deadline:
+        pa, pb = state.get("A", []), state.get("B", [])
+        if pa and pb and sorted(pa + pb) == list(range(6)):
+            break
+        time.sleep(0.05)
+    else:
+        fail(f"no rebalance to two members within 60 s: A={state.get('A')} B={state.get('B')}")
+    while time.time() < deadline + 60:
+        with lock:
+            if len(set(seen)) == n:
+                break
+        time.sleep(0.05)
+    time.sleep(1)  # repeats, if any, arrive now
+    stop.set()
+    a.join()
+    b.join()
+    distinct = set(seen)
+    if distinct != set(range(n)):
+        fail(f"gaps: {n - len(distinct & set(range(n)))} of {n} messages never consumed")
+    repeats = len(seen) - len(distinct)
+    if repeats and not commit_failures[0]:
+        fail(f"{repeats} messages consumed twice although every commit succeeded")
+    if not state.get("B_count"):
+        fail("consumer B joined late but never got a message")
+    # A restarted member resumes from the committed offsets: exactly the new messages.
+    produce_range(n, n + n // 2)
+    r = Reader(gid, False)
+    got, deadline = [], time.time() + 60
+    while len(got) < n // 2 and time.time() < deadline:
+        got.extend(int(v) for _, _, v in r.poll())
+    got.extend(int(v) for _, _, v in r.poll(timeout=2.0))
+    r.close()
+    if sorted(got) != list(range(n, n + n // 2)):
+        old = [v for v in got if v < n]
+        fail(f"restart: expected exactly {n // 2} new messages, got {len(got)} ({len(old)} from before the commits)")
+    print(f"ok {CLIENT}: group of two on 6 partitions, A={state['A_count']} B={state['B_count']} messages, "
+          f"{repeats} repeats after {commit_failures[0]} refused commits; restart resumed at the commits", flush=True)
+
+
+def produce_acked():
+    create_topic(3, {"flush.messages": "1"})
+    out = sys.stdout
+
+    def acked(v):
+        out.write(f"acked {v.decode()}\n")
+        out.flush()
+
+    s = Sender(on_ack=acked)
+    i = 0
+    while True:
+        s.send(f"k{i % 31}".encode(), str(i).encode())
+        i += 1
+        if i % 200 == 0:
+            time.sleep(0.01)  # keep the run long enough to be killed in the middle
+
+
+def verify_acked(path):
+    acked = set()
+    with open(path) as f:
+        for line in f:
+            if line.startswith("acked "):
+                acked.add(int(line.split()[1]))
+    if not acked:
+        fail("no message was acknowledged before the kill")
+    r = Reader(f"{TOPIC}-verify", False)
+    found, deadline, idle = set(), time.time() + 60, 0
+    while time.time() < deadline and idle < 3:
+        batch = r.poll(timeout=1.0)
+        idle = 0 if batch else idle + 1
+        found.update(int(v) for _, _, v in batch)
+    r.close()
+    missing = acked - found
+    if missing:
+        fail(f"{len(missing)} of {len(acked)} acknowledged messages lost, e.g. {sorted(missing)[:5]}")
+    print(f"ok {CLIENT}: all {len(acked)} acknowledged messages survived SIGKILL ({len(found)} stored)", flush=True)
+
+
+if SCENARIO == "roundtrip":
+    roundtrip(int(ARGS[0]))
+elif SCENARIO == "group":
+    group(int(ARGS[0]))
+elif SCENARIO == "produce-acked":
+    produce_acked()
+elif SCENARIO == "verify-acked":
+    verify_acked(ARGS[0])
+else:
+    fail(f"unknown scenario {SCENARIO}")
