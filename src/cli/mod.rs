@@ -9,8 +9,8 @@
 //! message with usage and its exit code 2.
 
 mod bench;
-mod bench_engine;
 mod bench_broker;
+mod bench_engine;
 mod broker;
 mod consume;
 mod deliveries;
