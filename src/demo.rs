@@ -1,4 +1,4 @@
-//! What the examples share: a temporary embedded log, a deterministic random source, JSON
+//! What the examples share: a temporary embedded log (or a broker, see [`Demo::new`]), a deterministic random source, JSON
 //! records in, a bounded run of a topology, JSON records out.
 
 use anyhow::Result;
@@ -16,11 +16,20 @@ pub struct Demo {
 }
 
 impl Demo {
+    /// With `RUNNEL_BOOTSTRAP=HOST:PORT` set, the log is that broker's instead (Runnel's own
+    /// or any Kafka-compatible one); topics then outlive the run.
     pub fn new() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let client: SharedLogClient = Arc::new(Log::open(dir.path())?);
+        let rt = tokio::runtime::Runtime::new()?;
+        let client: SharedLogClient = match std::env::var("RUNNEL_BOOTSTRAP") {
+            Ok(addr) if !addr.is_empty() => {
+                rt.block_on(runnel_broker::RemoteLog::connect(&addr))?
+            }
+            _ => Arc::new(Log::open(dir.path())?),
+        };
+        eprintln!("running on the {}", client.describe());
         Ok(Self {
-            rt: tokio::runtime::Runtime::new()?,
+            rt,
             client,
             _dir: dir,
         })

@@ -147,6 +147,7 @@ impl TestDriver {
 
     fn worker(&mut self) -> Result<&mut Worker> {
         if self.worker.is_none() {
+            let _runtime = self.rt.enter();
             let topology = self
                 .topology
                 .take()

@@ -242,6 +242,9 @@ impl App {
                 std::thread::Builder::new()
                     .name(format!("runnel-stream-{i}"))
                     .spawn(move || -> Result<RunSummary> {
+                        // Log clients may spawn tasks (a network client's connections).
+                        let handle = rt.clone();
+                        let _runtime = handle.enter();
                         let mut w = Worker::new(topology, client, config, plan, &specs, rt)?;
                         let r = w.run_loop(&stop);
                         if r.is_err() {

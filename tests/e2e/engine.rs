@@ -759,3 +759,33 @@ fn session_records_after_the_gap_and_grace_are_late() {
         ])
     );
 }
+
+#[test]
+fn the_ride_job_over_a_broker_gives_the_embedded_results() {
+    let events = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::BrokerProc::start(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = rt
+        .block_on(runnel::broker::RemoteLog::connect(&broker.addr))
+        .unwrap();
+    rt.block_on(rides::produce_rides(&client, "rides", 4, events, |_| {}))
+        .unwrap();
+    let mut cfg = StreamsConfig::new("rides-over-broker");
+    cfg.until_end = true;
+    let topology = rides::speed_per_region("rides", "out");
+    App::new(topology, client.clone(), cfg)
+        .run(rt.handle())
+        .unwrap();
+    let remote = final_windows(rt.block_on(rides::read_json(&client, "out")).unwrap());
+    let embedded = run_rides(4, events);
+    assert!(embedded.len() >= 16 * 3, "three 10 s windows per region");
+    assert_eq!(remote.len(), embedded.len());
+    for (k, w) in &embedded {
+        assert!(
+            same(w, &remote[k]),
+            "{k:?}: {w:?} embedded vs {:?} over the broker",
+            remote[k]
+        );
+    }
+}
