@@ -37,6 +37,10 @@ pub struct EngineArgs {
     /// 100000 events: a smoke test, not for numbers.
     #[arg(long)]
     quick: bool,
+    /// Load the input here instead of a temporary directory, and keep it: for profiling one
+    /// job with `runnel bench engine-job --dir DIR --job stateless --threads 2`.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
 }
 
 /// Runs one job in this process (started by `bench engine`); prints one result line.
@@ -70,7 +74,8 @@ pub async fn run(args: EngineArgs) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("runnel-bench-engine-")
         .tempdir()?;
-    let loaded = load(&file, tmp.path(), args.partitions).await?;
+    let dir = args.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let loaded = load(&file, &dir, args.partitions).await?;
     eprintln!(
         "loaded {loaded} events from {} into rides ({} partitions)",
         file.display(),
@@ -95,7 +100,7 @@ pub async fn run(args: EngineArgs) -> Result<()> {
             &args.threads.to_string(),
             "--dir",
         ])
-        .arg(tmp.path());
+        .arg(&dir);
         let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
         pb.finish_and_clear();
         if !out.status.success() {
@@ -134,7 +139,7 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
         "windowed" => rides::speed_per_region("rides", "out-windowed"),
         other => bail!("unknown job {other:?}: stateless or windowed"),
     };
-    let mut config = StreamsConfig::new(&format!("bench-{}", args.job));
+    let mut config = StreamsConfig::new(&format!("bench-{}-{}", args.job, std::process::id()));
     config.until_end = true;
     config.num_threads = args.threads;
     config.commit_interval = std::time::Duration::from_secs(5);
