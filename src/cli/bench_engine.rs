@@ -74,7 +74,10 @@ pub async fn run(args: EngineArgs) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("runnel-bench-engine-")
         .tempdir()?;
-    let dir = args.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let dir = args
+        .keep
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let loaded = load(&file, &dir, args.partitions).await?;
     eprintln!(
         "loaded {loaded} events from {} into rides ({} partitions)",

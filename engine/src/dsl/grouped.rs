@@ -5,7 +5,9 @@ use super::config::{SessionWindows, TimeWindows};
 use super::{Data, KStream, KTable, Key};
 use crate::operator::op;
 use crate::ops::aggregate::{AggFns, Aggregate};
+use crate::ops::combine::{Combine, PartialSerde, PartialsSerde, partial_fns};
 use crate::ops::session::SessionAggregate;
+use crate::ops::stateless::FlatFn;
 use crate::ops::window::{EmitStrategy, TimeWindowSpec, WindowAggregate};
 use crate::record::Windowed;
 use crate::serdes::{I64Serde, Serde, SerdeRef, WindowedSerde};
@@ -13,7 +15,8 @@ use crate::state::{KeyValueStore, SessionStore, WindowStore};
 use crate::topology::NodeKind;
 use std::sync::Arc;
 
-/// A stream partitioned by its key, ready to aggregate.
+/// A stream grouped by its key, ready to aggregate. If the key changed upstream, the
+/// aggregation repartitions it (combining first where it can).
 pub struct KGroupedStream<K, V> {
     stream: KStream<K, V>,
 }
@@ -46,6 +49,11 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         Self { stream }
     }
 
+    /// The stream partitioned by its key: through a repartition topic if the key changed.
+    fn partitioned(&self) -> KStream<K, V> {
+        self.stream.partitioned(None)
+    }
+
     fn serdes(&self) -> (SerdeRef<K>, SerdeRef<V>) {
         self.stream.serdes.clone().unwrap_or_else(|| {
             panic!("aggregating needs the key and value serdes: pass Grouped::with(..) or call with_serdes(..)")
@@ -58,7 +66,8 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         fns: AggFns<K, V, A>,
         agg_serde: SerdeRef<A>,
     ) -> KTable<K, A> {
-        let b = &self.stream.b;
+        let s = self.partitioned();
+        let b = &s.b;
         let (ks, _) = self.serdes();
         let (n, k2, a2) = (store.to_string(), ks.clone(), agg_serde.clone());
         b.add_store(store, "key-value", move || {
@@ -68,7 +77,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         let node = b.add_node(
             "KSTREAM-AGGREGATE",
             NodeKind::Processor,
-            vec![self.stream.node],
+            vec![s.node],
             vec![store.to_string()],
             Arc::new(move |inst| {
                 let out = inst.out::<K, Option<A>>();
@@ -188,6 +197,11 @@ pub type SessionWindowedKStream<K, V> = WindowedKStream<K, V, SessionWindows>;
 
 /// What a kind of window adds to the topology: its store and its aggregation operator.
 pub trait WindowKind: Copy + 'static {
+    /// `(size, advance, grace)` for windows a combiner can pre-aggregate by pane.
+    #[doc(hidden)]
+    fn panes(&self) -> Option<(i64, i64, i64)> {
+        None
+    }
     #[doc(hidden)]
     fn add_aggregation<K: Key, V: Data, A: Data>(
         &self,
@@ -201,6 +215,10 @@ pub trait WindowKind: Copy + 'static {
 }
 
 impl WindowKind for TimeWindows {
+    fn panes(&self) -> Option<(i64, i64, i64)> {
+        Some((self.size, self.advance, self.grace))
+    }
+
     fn add_aggregation<K: Key, V: Data, A: Data>(
         &self,
         s: &KStream<K, V>,
@@ -303,7 +321,19 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
         fns: AggFns<K, V, A>,
         agg_serde: SerdeRef<A>,
     ) -> KTable<Windowed<K>, A> {
-        let s = &self.grouped.stream;
+        if self.grouped.stream.key_changed
+            && self.emit == EmitStrategy::OnWindowClose
+            && fns.merge.is_some()
+            && let Some((size, advance, grace)) = self.windows.panes()
+        {
+            let spec = TimeWindowSpec {
+                size,
+                advance,
+                grace,
+            };
+            return self.build_combined(store, spec, fns, agg_serde);
+        }
+        let s = &self.grouped.partitioned();
         let serdes = self.grouped.serdes();
         let ks = serdes.0.clone();
         let node =
@@ -314,6 +344,80 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
             node,
             Some((Arc::new(WindowedSerde(ks)), agg_serde)),
         )
+    }
+
+    /// Two-phase: a combiner per upstream task sends cumulative partials per key and pane
+    /// through the repartition topic; the window keeps the latest per writer and merges them.
+    fn build_combined<A: Data>(
+        &self,
+        store: &str,
+        spec: TimeWindowSpec,
+        fns: AggFns<K, V, A>,
+        agg_serde: SerdeRef<A>,
+    ) -> KTable<Windowed<K>, A> {
+        let s = &self.grouped.stream;
+        let (ks, vs) = self.grouped.serdes();
+        let combine_store = format!("{store}-combine");
+        let (n, k2, a2) = (combine_store.clone(), ks.clone(), agg_serde.clone());
+        s.b.add_store(&combine_store, "window", move || {
+            WindowStore::new(n.clone(), k2.clone(), a2.clone())
+        });
+        let (st, ks2, merge) = (combine_store.clone(), ks.clone(), fns.merge.clone());
+        let combiner = s.b.add_node(
+            "KSTREAM-COMBINE",
+            NodeKind::Processor,
+            vec![s.node],
+            vec![combine_store],
+            Arc::new(move |inst| {
+                let out = inst.out::<K, (u32, A)>();
+                let store = inst.store::<WindowStore<K, A>>(&st)?;
+                inst.input::<K, V>(op(Combine {
+                    node: inst.node_name.clone(),
+                    spec,
+                    fns: fns.clone(),
+                    store,
+                    key_serde: ks2.clone(),
+                    value_serde: vs.clone(),
+                    watermark: i64::MIN,
+                    dirty: Default::default(),
+                    primed: false,
+                    out,
+                }));
+                Ok(())
+            }),
+        );
+        let partial: SerdeRef<(u32, A)> = Arc::new(PartialSerde(agg_serde.clone()));
+        let source =
+            s.b.repartition_with(combiner, ks.clone(), partial.clone(), false);
+        let partials = KStream::new(
+            s.b.clone(),
+            source,
+            Some((ks.clone(), partial.clone())),
+            false,
+        );
+        let list: SerdeRef<Vec<(u32, A)>> = Arc::new(PartialsSerde(agg_serde.clone()));
+        let node = self.windows.add_aggregation(
+            &partials,
+            (ks.clone(), partial),
+            store,
+            self.emit,
+            partial_fns(),
+            list.clone(),
+        );
+        let merge = merge.expect("checked by the caller");
+        let fold: FlatFn<Windowed<K>, Option<Vec<(u32, A)>>, Windowed<K>, Option<A>> =
+            Arc::new(move |r, out| {
+                let value = r.value.as_ref().and_then(|parts| {
+                    let mut parts = parts.iter().map(|(_, a)| a.clone());
+                    let first = parts.next()?;
+                    Some(parts.fold(first, |x, y| merge(&r.key.key, x, y)))
+                });
+                let key = r.key.clone();
+                out.push(r.with(key, value))
+            });
+        let windowed: SerdeRef<Windowed<K>> = Arc::new(WindowedSerde(ks));
+        KTable::<Windowed<K>, Vec<(u32, A)>>::new(s.b.clone(), node, Some((windowed.clone(), list)))
+            .changes("KTABLE-MERGE-PARTIALS", fold, Some((windowed, agg_serde)))
     }
 
     /// Records per key and window.

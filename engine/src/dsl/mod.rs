@@ -254,6 +254,18 @@ impl StreamsBuilder {
         key_serde: SerdeRef<K>,
         value_serde: SerdeRef<V>,
     ) -> usize {
+        self.repartition_with(parent, key_serde, value_serde, true)
+    }
+
+    /// [`repartition`](Self::repartition); `dedup: false` for records that replace rather
+    /// than add (a combiner's cumulative partials), where a resent one must be read again.
+    pub(crate) fn repartition_with<K: Key, V: Data>(
+        &self,
+        parent: usize,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+        dedup: bool,
+    ) -> usize {
         let name = format!("{}-repartition", self.node_name(parent));
         let topic = TopicName::Internal(name);
         self.sink(
@@ -271,18 +283,14 @@ impl StreamsBuilder {
             out_of_orderness: 0,
         };
         // Records an upstream task sends again after a crash are dropped by their origin.
-        let dedup = format!("{}-dedup", self.next_node_name("KSTREAM-SOURCE"));
-        let n = dedup.clone();
-        self.add_store(&dedup, "key-value", move || {
-            DedupStore::new(n.clone(), crate::serdes::json(), crate::serdes::json())
+        let dedup = dedup.then(|| {
+            let name = format!("{}-dedup", self.next_node_name("KSTREAM-SOURCE"));
+            let n = name.clone();
+            self.add_store(&name, "key-value", move || {
+                DedupStore::new(n.clone(), crate::serdes::json(), crate::serdes::json())
+            });
+            name
         });
-        self.source(
-            "KSTREAM-SOURCE",
-            topic,
-            false,
-            &consumed,
-            decode,
-            Some(dedup),
-        )
+        self.source("KSTREAM-SOURCE", topic, false, &consumed, decode, dedup)
     }
 }

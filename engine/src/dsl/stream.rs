@@ -426,7 +426,7 @@ impl<K: Key, V: Data> KStream<K, V> {
         )
     }
 
-    fn partitioned(&self, grouped: Option<Grouped<K, V>>) -> KStream<K, V> {
+    pub(crate) fn partitioned(&self, grouped: Option<Grouped<K, V>>) -> KStream<K, V> {
         let serdes = grouped
             .map(|g| (g.key, g.value))
             .or_else(|| self.serdes.clone());
@@ -459,7 +459,12 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// assert_eq!(d.read::<String, i64>("out").last(), Some(&("a".to_string(), 2)));
     /// ```
     pub fn group_by_key(&self, grouped: Option<Grouped<K, V>>) -> KGroupedStream<K, V> {
-        KGroupedStream::new(self.partitioned(grouped))
+        let mut s = self.clone();
+        if let Some(g) = grouped {
+            s.serdes = Some((g.key, g.value));
+        }
+        // Repartitioned by the aggregation, which may first combine (see `ops::combine`).
+        KGroupedStream::new(s)
     }
 
     /// Groups by a new key (always through a repartition topic).
@@ -481,16 +486,9 @@ impl<K: Key, V: Data> KStream<K, V> {
         f: impl Fn(&K, &V) -> K2 + Send + Sync + 'static,
         grouped: Grouped<K2, V>,
     ) -> KGroupedStream<K2, V> {
-        let keyed = self.select_key(f);
-        let node = self
-            .b
-            .repartition(keyed.node, grouped.key.clone(), grouped.value.clone());
-        KGroupedStream::new(KStream::new(
-            self.b.clone(),
-            node,
-            Some((grouped.key, grouped.value)),
-            false,
-        ))
+        let mut keyed = self.select_key(f);
+        keyed.serdes = Some((grouped.key, grouped.value));
+        KGroupedStream::new(keyed)
     }
 
     /// Joins each record with the table's current value for its key (inner: records without

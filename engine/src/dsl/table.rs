@@ -51,7 +51,7 @@ impl<K: Key, V: Data> KTable<K, V> {
         self
     }
 
-    fn changes<V2: Data>(
+    pub(crate) fn changes<V2: Data>(
         &self,
         prefix: &str,
         f: FlatFn<K, Option<V>, K, Option<V2>>,

@@ -2,6 +2,7 @@
 //! and user processors.
 
 pub(crate) mod aggregate;
+pub(crate) mod combine;
 pub(crate) mod join;
 pub(crate) mod processor;
 pub(crate) mod session;

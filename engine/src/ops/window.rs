@@ -40,7 +40,7 @@ impl TimeWindowSpec {
         gcd(self.size, self.advance)
     }
     /// Start of the latest window containing `ts`.
-    fn last_start(&self, ts: i64) -> i64 {
+    pub fn last_start(&self, ts: i64) -> i64 {
         ts.div_euclid(self.advance) * self.advance
     }
     /// Start of the earliest window containing `ts`.

@@ -92,6 +92,14 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> WindowStore<K, V> {
         self.by_start.keys().next().copied()
     }
 
+    /// The next start held after `start`.
+    pub fn next_start_after(&self, start: i64) -> Option<i64> {
+        self.by_start
+            .range(start.saturating_add(1)..)
+            .next()
+            .map(|(s, _)| *s)
+    }
+
     /// Keys with an entry at `start`.
     pub fn keys_at(&self, start: i64) -> Vec<K> {
         self.by_start
