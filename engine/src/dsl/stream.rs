@@ -8,7 +8,7 @@ use crate::ops::join::{
     StreamTableJoin,
 };
 use crate::ops::processor::{Processor, ProcessorOp, ProcessorState};
-use crate::ops::stateless::{FlatFn, Stateless};
+use crate::ops::stateless::{FlatFn, Retain, Stateless};
 use crate::record::Rec;
 use crate::serdes::SerdeRef;
 use crate::state::{KeyValueStore, WindowStore};
@@ -108,12 +108,24 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// assert_eq!(d.read::<String, i64>("out"), vec![("a".to_string(), 8)]);
     /// ```
     pub fn filter(&self, pred: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
-        let f: FlatFn<K, V, K, V> = Arc::new(move |r, out| {
-            if pred(&r.key, &r.value) {
-                out.push(r)
-            }
-        });
-        self.flat("KSTREAM-FILTER", f, self.serdes.clone(), self.key_changed)
+        let pred: Arc<dyn Fn(&K, &V) -> bool + Send + Sync> = Arc::new(pred);
+        let node = self.b.add_node(
+            "KSTREAM-FILTER",
+            NodeKind::Processor,
+            vec![self.node],
+            vec![],
+            Arc::new(move |inst| {
+                let out = inst.out::<K, V>();
+                let node = inst.node_name.clone();
+                inst.input::<K, V>(op(Retain {
+                    node,
+                    pred: pred.clone(),
+                    out,
+                }));
+                Ok(())
+            }),
+        );
+        KStream::new(self.b.clone(), node, self.serdes.clone(), self.key_changed)
     }
 
     /// Drops the records for which `pred` holds.

@@ -27,3 +27,24 @@ impl<K, V, K2: Clone, V2: Clone> Operator<K, V> for Stateless<K, V, K2, V2> {
         })
     }
 }
+
+/// Keeps the records a predicate accepts, in place (no new batch: filters are the most
+/// common operator and often the first).
+pub(crate) struct Retain<K, V> {
+    pub node: Arc<str>,
+    pub pred: Arc<dyn Fn(&K, &V) -> bool + Send + Sync>,
+    pub out: Out<K, V>,
+}
+
+impl<K: Clone, V: Clone> Operator<K, V> for Retain<K, V> {
+    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
+        let (node, pred) = (&self.node, &self.pred);
+        map_msg(cx, &self.out, msg, |cx, mut batch| {
+            batch.retain(|r| {
+                cx.at(node, r.offset);
+                pred(&r.key, &r.value)
+            });
+            batch
+        })
+    }
+}
