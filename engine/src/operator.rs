@@ -79,7 +79,7 @@ impl OutBuf {
         let mark = self.bytes.len();
         let k0 = self.bytes.len();
         let key = match write_key(&mut self.bytes) {
-            Ok(present) => present.then(|| k0..self.bytes.len()),
+            Ok(present) => present.then_some(k0..self.bytes.len()),
             Err(e) => {
                 self.bytes.truncate(mark);
                 return Err(e);
@@ -87,7 +87,7 @@ impl OutBuf {
         };
         let v0 = self.bytes.len();
         let value = match write_value(&mut self.bytes) {
-            Ok(present) => present.then(|| v0..self.bytes.len()),
+            Ok(present) => present.then_some(v0..self.bytes.len()),
             Err(e) => {
                 self.bytes.truncate(mark);
                 return Err(e);

@@ -164,33 +164,6 @@ pub fn json<T: Serialize + DeserializeOwned + 'static>() -> SerdeRef<T> {
     Arc::new(JsonSerde::<T>::new())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trips_and_errors_name_the_problem() {
-        let mut b = Vec::new();
-        assert!(I64Serde.serialize(&-5, &mut b).unwrap());
-        assert_eq!(I64Serde.deserialize(Some(&b)).unwrap(), -5);
-        assert!(
-            I64Serde
-                .deserialize(Some(b"abc"))
-                .unwrap_err()
-                .contains("8 bytes")
-        );
-        assert!(
-            StringSerde
-                .deserialize(Some(&[0xff]))
-                .unwrap_err()
-                .contains("UTF-8")
-        );
-        let j = JsonSerde::<Option<u32>>::new();
-        assert_eq!(j.deserialize(None).unwrap(), None);
-        assert!(!UnitSerde.serialize(&(), &mut b).unwrap());
-    }
-}
-
 /// `Option<T>` over a serde of `T`: `None` is Kafka's null (a tombstone).
 pub struct OptionSerde<T>(pub SerdeRef<T>);
 
@@ -240,5 +213,32 @@ impl<K: 'static> Serde<crate::record::Windowed<K>> for WindowedSerde<K> {
                 end: t(split + 8),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_errors_name_the_problem() {
+        let mut b = Vec::new();
+        assert!(I64Serde.serialize(&-5, &mut b).unwrap());
+        assert_eq!(I64Serde.deserialize(Some(&b)).unwrap(), -5);
+        assert!(
+            I64Serde
+                .deserialize(Some(b"abc"))
+                .unwrap_err()
+                .contains("8 bytes")
+        );
+        assert!(
+            StringSerde
+                .deserialize(Some(&[0xff]))
+                .unwrap_err()
+                .contains("UTF-8")
+        );
+        let j = JsonSerde::<Option<u32>>::new();
+        assert_eq!(j.deserialize(None).unwrap(), None);
+        assert!(!UnitSerde.serialize(&(), &mut b).unwrap());
     }
 }

@@ -8,7 +8,7 @@ use crate::ops::join::{
     StreamTableJoin,
 };
 use crate::ops::processor::{Processor, ProcessorOp, ProcessorState};
-use crate::ops::stateless::{FlatFn, Retain, Stateless};
+use crate::ops::stateless::{FlatFn, Predicate, Retain, Stateless};
 use crate::record::Rec;
 use crate::serdes::SerdeRef;
 use crate::state::{KeyValueStore, WindowStore};
@@ -108,7 +108,7 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// assert_eq!(d.read::<String, i64>("out"), vec![("a".to_string(), 8)]);
     /// ```
     pub fn filter(&self, pred: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
-        let pred: Arc<dyn Fn(&K, &V) -> bool + Send + Sync> = Arc::new(pred);
+        let pred: Predicate<K, V> = Arc::new(pred);
         let node = self.b.add_node(
             "KSTREAM-FILTER",
             NodeKind::Processor,

@@ -14,9 +14,14 @@ use std::sync::Arc;
 #[doc(hidden)]
 pub struct AggFns<K, V, A> {
     pub init: Arc<dyn Fn() -> A + Send + Sync>,
-    pub add: Arc<dyn Fn(&K, &V, A) -> A + Send + Sync>,
-    pub merge: Option<Arc<dyn Fn(&K, A, A) -> A + Send + Sync>>,
+    pub add: AddFn<K, V, A>,
+    pub merge: Option<MergeFn<K, A>>,
 }
+
+/// Folds one value into an aggregate.
+pub type AddFn<K, V, A> = Arc<dyn Fn(&K, &V, A) -> A + Send + Sync>;
+/// Combines two aggregates of one key.
+pub type MergeFn<K, A> = Arc<dyn Fn(&K, A, A) -> A + Send + Sync>;
 
 impl<K, V, A> Clone for AggFns<K, V, A> {
     fn clone(&self) -> Self {

@@ -7,6 +7,7 @@
 //!   window plus grace; a record joins every buffered record of the other side within
 //!   `[ts - before, ts + after]`. Left and outer results for records that found no partner are
 //!   emitted only when their window has closed, as Kafka Streams does.
+//!
 //! Control messages go downstream from the left input only (both inputs see the same ones).
 
 use super::window::late;

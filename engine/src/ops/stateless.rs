@@ -6,6 +6,9 @@ use crate::record::{Msg, Rec};
 use crate::task::map_msg;
 use std::sync::Arc;
 
+/// A record predicate shared by the tasks.
+pub(crate) type Predicate<K, V> = Arc<dyn Fn(&K, &V) -> bool + Send + Sync>;
+
 pub(crate) type FlatFn<K, V, K2, V2> = Arc<dyn Fn(Rec<K, V>, &mut Vec<Rec<K2, V2>>) + Send + Sync>;
 
 pub(crate) struct Stateless<K, V, K2, V2> {
@@ -32,7 +35,7 @@ impl<K, V, K2: Clone, V2: Clone> Operator<K, V> for Stateless<K, V, K2, V2> {
 /// common operator and often the first).
 pub(crate) struct Retain<K, V> {
     pub node: Arc<str>,
-    pub pred: Arc<dyn Fn(&K, &V) -> bool + Send + Sync>,
+    pub pred: Predicate<K, V>,
     pub out: Out<K, V>,
 }
 

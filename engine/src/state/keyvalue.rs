@@ -1,7 +1,7 @@
 //! The key-value store: latest value per key (tables, non-windowed aggregates, user state).
 
-use super::StateStore;
 use super::map::{MapStore, serde_key};
+use super::{ChangeEmit, StateStore};
 use crate::serdes::SerdeRef;
 use std::hash::Hash;
 
@@ -39,7 +39,7 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for KeyValueStore<K,
     fn name(&self) -> &str {
         &self.inner.name
     }
-    fn drain_changes(&mut self, emit: &mut dyn FnMut(&[u8], Option<&[u8]>)) -> Result<(), String> {
+    fn drain_changes(&mut self, emit: &mut ChangeEmit<'_>) -> Result<(), String> {
         self.inner.drain_changes(emit)
     }
     fn apply_change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {

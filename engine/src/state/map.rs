@@ -1,5 +1,6 @@
 //! The map with dirty tracking and changelog encoding that every store kind is built on.
 
+use super::ChangeEmit;
 use crate::serdes::SerdeRef;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -56,10 +57,7 @@ impl<SK: Hash + Eq + Clone, V> MapStore<SK, V> {
         old
     }
 
-    pub fn drain_changes(
-        &mut self,
-        emit: &mut dyn FnMut(&[u8], Option<&[u8]>),
-    ) -> Result<(), String> {
+    pub fn drain_changes(&mut self, emit: &mut ChangeEmit<'_>) -> Result<(), String> {
         let mut kb = Vec::new();
         let mut vb = Vec::new();
         for k in self.dirty.drain() {

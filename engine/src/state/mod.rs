@@ -22,11 +22,14 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+/// Receives a store's changes: encoded key, and encoded value or `None` for a deletion.
+pub type ChangeEmit<'a> = dyn FnMut(&[u8], Option<&[u8]>) + 'a;
+
 /// What the task needs of a store, whatever its key and value types.
 pub trait StateStore {
     fn name(&self) -> &str;
     /// Hands every dirty key's encoded current value (`None`: deleted) to `emit`, and forgets it.
-    fn drain_changes(&mut self, emit: &mut dyn FnMut(&[u8], Option<&[u8]>)) -> Result<(), String>;
+    fn drain_changes(&mut self, emit: &mut ChangeEmit<'_>) -> Result<(), String>;
     /// Replays one changelog record.
     fn apply_change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
     /// Marks an encoded key dirty so the next commit rewrites its current value.

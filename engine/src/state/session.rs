@@ -1,8 +1,8 @@
 //! The session store: per key, sessions `[start, end]` (inclusive event times) with a value,
 //! indexed by end so that closing expired sessions walks from the oldest end.
 
-use super::StateStore;
 use super::map::{MapStore, decode_with_times, encode_with_times};
+use super::{ChangeEmit, StateStore};
 use crate::serdes::SerdeRef;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
@@ -101,7 +101,7 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for SessionStore<K, 
     fn name(&self) -> &str {
         &self.inner.name
     }
-    fn drain_changes(&mut self, emit: &mut dyn FnMut(&[u8], Option<&[u8]>)) -> Result<(), String> {
+    fn drain_changes(&mut self, emit: &mut ChangeEmit<'_>) -> Result<(), String> {
         self.inner.drain_changes(emit)
     }
     fn apply_change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {

@@ -1,8 +1,8 @@
 //! The window store: a value per (key, window or pane start), ordered by start so that closing
 //! every window that ended before a watermark is a walk from the oldest start.
 
-use super::StateStore;
 use super::map::{MapStore, decode_with_times, encode_with_times};
+use super::{ChangeEmit, StateStore};
 use crate::serdes::SerdeRef;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::Hash;
@@ -122,7 +122,7 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for WindowStore<K, V
     fn name(&self) -> &str {
         &self.inner.name
     }
-    fn drain_changes(&mut self, emit: &mut dyn FnMut(&[u8], Option<&[u8]>)) -> Result<(), String> {
+    fn drain_changes(&mut self, emit: &mut ChangeEmit<'_>) -> Result<(), String> {
         if std::mem::take(&mut self.closed_dirty) {
             emit(CLOSED_KEY, Some(&self.closed_before.to_be_bytes()));
         }
