@@ -312,7 +312,7 @@ mod tests {
     use runnel_log::{Log, OffsetReset, ProducerRecord, SharedLogClient};
     use std::time::Duration;
 
-    async fn broker() -> (tempfile::TempDir, Log, String) {
+    async fn broker() -> (tempfile::TempDir, Log, String, Arc<Broker>) {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path()).unwrap();
         let config = BrokerConfig {
@@ -322,23 +322,30 @@ mod tests {
         };
         let b = Broker::bind(log.clone(), config).await.unwrap();
         let addr = b.local_addr().to_string();
-        tokio::spawn(b.serve());
-        (dir, log, addr)
+        tokio::spawn(b.clone().serve());
+        (dir, log, addr, b)
     }
 
     /// The embedded log's trait contract, through the broker.
     #[tokio::test(flavor = "multi_thread")]
     async fn remote_log_through_the_traits() {
-        let (_dir, _log, addr) = broker().await;
+        let (_dir, _log, addr, b) = broker().await;
         let log: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
         runnel_log::client::check_conformance(log, Durability::Always).await;
+        // The requests were counted.
+        let m = &b.metrics;
+        assert!(m.requests("Produce") >= 1 && m.requests("Fetch") >= 1);
+        assert!(m.requests("ApiVersions") >= 2 && m.requests("CreateTopics") == 2);
+        assert!(m.bytes_in.load(std::sync::atomic::Ordering::Relaxed) > 100);
+        assert!(m.bytes_out.load(std::sync::atomic::Ordering::Relaxed) > 100);
+        assert!(m.summary().contains("OffsetCommit"));
     }
 
     /// A wire member and an in-process member share one group: the partitions are split, and
     /// the wire member resumes from the in-process member's commits.
     #[tokio::test(flavor = "multi_thread")]
     async fn wire_and_in_process_consumers_share_a_group() {
-        let (_dir, log, addr) = broker().await;
+        let (_dir, log, addr, _broker) = broker().await;
         let remote: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
         let cfg = TopicConfig {
             partitions: 4,
