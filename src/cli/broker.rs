@@ -1,7 +1,8 @@
 //! `runnel broker`: serves Kafka's wire protocol over the data directory until SIGINT/SIGTERM.
 //!
 //! Metrics (requests and latency per API, bytes in/out, connections) are logged through
-//! `tracing` every `--stats-interval` and printed to stdout when the broker stops.
+//! `tracing` at info level (`RUST_LOG=info`) every `--stats-interval` and printed to stdout
+//! when the broker stops (SIGINT or SIGTERM).
 
 use super::duration_arg;
 use anyhow::Result;
