@@ -348,6 +348,7 @@ fn a_malformed_frame_closes_only_its_connection() {
         (-5i32).to_be_bytes().to_vec(), // negative size
         [0, 0, 0, 3, 1, 2, 3].to_vec(), // shorter than a header
         request(3, 9, 7, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), // undecodable Metadata v9
+        request(3, 1, 8, &0x7fff_ffffi32.to_be_bytes()), // 2^31 topics in 4 bytes
     ] {
         let mut bad = TcpStream::connect(&broker.addr).unwrap();
         bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
