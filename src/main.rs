@@ -8,6 +8,10 @@ use clap::Parser;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+/// Survives a network peer's absurd array length without aborting (see the module).
+#[global_allocator]
+static ALLOC: runnel_broker::alloc::LazyLargeAlloc = runnel_broker::alloc::LazyLargeAlloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));

@@ -12,6 +12,7 @@
 //!
 //! Message codecs come from the `kafka-protocol` crate; framing, dispatch and semantics are here.
 
+pub mod alloc;
 mod api;
 pub mod client;
 mod codes;

@@ -84,7 +84,8 @@ impl Broker {
         self.advertised
     }
 
-    /// Accepts connections until the task is dropped.
+    /// Accepts connections until the task is dropped. Dropping (aborting) it also ends every
+    /// connection it accepted, so the broker's handle on the log is released with it.
     pub async fn serve(self: Arc<Self>) -> Result<(), BrokerError> {
         let listener = self
             .listener
@@ -92,8 +93,14 @@ impl Broker {
             .take()
             .ok_or_else(|| BrokerError::Malformed("serve called twice".into()))?;
         tracing::info!(listen = %self.advertised, "broker listening");
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                // Reaps finished connection tasks so the set does not grow.
+                Some(_) = connections.join_next() => continue,
+            };
+            let (stream, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving the others.
@@ -104,7 +111,7 @@ impl Broker {
             };
             let _ = stream.set_nodelay(true);
             let broker = self.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 broker
                     .metrics
                     .connections_open

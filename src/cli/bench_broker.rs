@@ -81,8 +81,8 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
         };
         client.ensure_topic(&topic, &config).await?;
         let value = random_bytes(size);
-        rows.push(produce(&*client, &topic, &value, records, durability).await?);
-        rows.push(consume(&*client, &topic, size, records, durability).await?);
+        rows.push(produce(&client, &topic, &value, records, durability).await?);
+        rows.push(consume(&client, &topic, size, records, durability).await?);
     }
     let topic = format!("bench-latency-{run_id:08x}");
     client
@@ -95,7 +95,7 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
             },
         )
         .await?;
-    rows.push(latency(&*client, &topic, samples, durability).await?);
+    rows.push(latency(&client, &topic, samples, durability).await?);
     drop(client);
     if let Some((log, server)) = local {
         server.abort();

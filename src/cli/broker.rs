@@ -1,7 +1,8 @@
 //! `runnel broker`: serves Kafka's wire protocol over the data directory until SIGINT/SIGTERM.
 //!
 //! Metrics (requests and latency per API, bytes in/out, connections) are logged through
-//! `tracing` every `--stats-interval` and printed to stdout when the broker stops.
+//! `tracing` at info level (`RUST_LOG=info`) every `--stats-interval` and printed to stdout
+//! when the broker stops (SIGINT or SIGTERM).
 
 use super::duration_arg;
 use anyhow::Result;
@@ -42,7 +43,7 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
     // Scripts read this line to learn the port when --listen ends in :0.
     println!("listening on {}", broker.local_addr());
     let metrics = broker.metrics.clone();
-    let serve = tokio::spawn(broker.serve());
+    let mut serve = tokio::spawn(broker.serve());
     if !interval.is_zero() {
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -58,8 +59,11 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {},
-        r = serve => r??,
+        r = &mut serve => r??,
     }
+    // Ends the connections too, so that the caller can close the log cleanly right away.
+    serve.abort();
+    let _ = serve.await;
     println!("{}", metrics.summary());
     Ok(())
 }

@@ -348,6 +348,7 @@ fn a_malformed_frame_closes_only_its_connection() {
         (-5i32).to_be_bytes().to_vec(), // negative size
         [0, 0, 0, 3, 1, 2, 3].to_vec(), // shorter than a header
         request(3, 9, 7, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), // undecodable Metadata v9
+        request(3, 1, 8, &0x7fff_ffffi32.to_be_bytes()), // 2^31 topics in 4 bytes
     ] {
         let mut bad = TcpStream::connect(&broker.addr).unwrap();
         bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -452,4 +453,61 @@ fn cli_produce_and_consume_with_bootstrap() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// SIGTERM with a client still connected: the broker prints its metrics, closes the log cleanly
+/// and exits at once (no wait for the client to go away).
+#[test]
+fn sigterm_prints_metrics_and_closes_the_log_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--stats-interval",
+            "0s",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use runnel::log::LogClient;
+        let client = runnel::broker::RemoteLog::connect(&addr).await.unwrap();
+        client
+            .ensure_topic("t", &runnel::log::TopicConfig::default())
+            .await
+            .unwrap();
+    });
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(&request(18, 0, 1, &[])).unwrap();
+    response(&mut idle);
+    let started = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("connections:") && rest.contains("CreateTopics"),
+        "{rest}"
+    );
+    assert!(dir.path().join("t-0").join(".clean-shutdown").exists());
 }

@@ -193,7 +193,7 @@ fn encode(
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
         .encode(&mut buf, header_version)
-        .and_then(|_| body.encode(&mut buf, version).map_err(Into::into))
+        .and_then(|_| body.encode(&mut buf, version))
         .map_err(|e| BrokerError::Malformed(format!("encoding a response: {e}")))?;
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());

@@ -549,10 +549,9 @@ impl LogConsumer for RemoteConsumer {
             if self.config.enable_auto_commit
                 && self.group().is_some()
                 && self.last_commit.elapsed() >= self.config.auto_commit_interval
+                && let Err(e) = self.commit_positions().await
             {
-                if let Err(e) = self.commit_positions().await {
-                    tracing::debug!(error = %e, "auto-commit refused");
-                }
+                tracing::debug!(error = %e, "auto-commit refused");
             }
             let wait = deadline
                 .saturating_duration_since(Instant::now())

@@ -312,7 +312,7 @@ mod tests {
     use runnel_log::{Log, OffsetReset, ProducerRecord, SharedLogClient};
     use std::time::Duration;
 
-    async fn broker() -> (tempfile::TempDir, Log, String) {
+    async fn broker() -> (tempfile::TempDir, Log, String, Arc<Broker>) {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path()).unwrap();
         let config = BrokerConfig {
@@ -322,23 +322,30 @@ mod tests {
         };
         let b = Broker::bind(log.clone(), config).await.unwrap();
         let addr = b.local_addr().to_string();
-        tokio::spawn(b.serve());
-        (dir, log, addr)
+        tokio::spawn(b.clone().serve());
+        (dir, log, addr, b)
     }
 
     /// The embedded log's trait contract, through the broker.
     #[tokio::test(flavor = "multi_thread")]
     async fn remote_log_through_the_traits() {
-        let (_dir, _log, addr) = broker().await;
+        let (_dir, _log, addr, b) = broker().await;
         let log: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
         runnel_log::client::check_conformance(log, Durability::Always).await;
+        // The requests were counted.
+        let m = &b.metrics;
+        assert!(m.requests("Produce") >= 1 && m.requests("Fetch") >= 1);
+        assert!(m.requests("ApiVersions") >= 2 && m.requests("CreateTopics") == 2);
+        assert!(m.bytes_in.load(std::sync::atomic::Ordering::Relaxed) > 100);
+        assert!(m.bytes_out.load(std::sync::atomic::Ordering::Relaxed) > 100);
+        assert!(m.summary().contains("OffsetCommit"));
     }
 
     /// A wire member and an in-process member share one group: the partitions are split, and
     /// the wire member resumes from the in-process member's commits.
     #[tokio::test(flavor = "multi_thread")]
     async fn wire_and_in_process_consumers_share_a_group() {
-        let (_dir, log, addr) = broker().await;
+        let (_dir, log, addr, _broker) = broker().await;
         let remote: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
         let cfg = TopicConfig {
             partitions: 4,
@@ -365,32 +372,52 @@ mod tests {
         local.subscribe(&["shared"]).unwrap();
         let mut wire = remote.consumer(config);
         wire.subscribe(&["shared"]).unwrap();
+        // Each member polls on its own, as in an application: a member rejoins only from poll.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let wire_task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let records = wire.poll(Duration::from_millis(200)).await.unwrap();
+                    let _ = tx.send((records, wire.assignment()));
+                }
+                wire.close().await.unwrap();
+            }
+        });
         let mut seen = std::collections::BTreeSet::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut wire_assignment = Vec::new();
+        let value = |r: &runnel_log::ConsumerRecord| {
+            u32::from_be_bytes(r.record.value.as_ref().unwrap()[..4].try_into().unwrap())
+        };
         // Until every record is read and the group has settled on a split of the partitions.
         let settled = |l: &Vec<TopicPartition>, w: &Vec<TopicPartition>| {
             !l.is_empty() && !w.is_empty() && l.len() + w.len() == 4
         };
-        while (seen.len() < 400 || !settled(&local.assignment(), &wire.assignment()))
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while (seen.len() < 400 || !settled(&local.assignment(), &wire_assignment))
             && std::time::Instant::now() < deadline
         {
-            let (a, b) = tokio::join!(
-                local.poll(Duration::from_millis(200)),
-                wire.poll(Duration::from_millis(200))
+            seen.extend(
+                local
+                    .poll(Duration::from_millis(200))
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(value),
             );
-            for r in a
-                .unwrap_or_default()
-                .into_iter()
-                .chain(b.unwrap_or_default())
-            {
-                seen.insert(u32::from_be_bytes(
-                    r.record.value.as_ref().unwrap()[..4].try_into().unwrap(),
-                ));
+            while let Ok((records, assignment)) = rx.try_recv() {
+                seen.extend(records.iter().map(value));
+                wire_assignment = assignment;
             }
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(seen.len(), 400);
-        let (la, wa) = (local.assignment(), wire.assignment());
-        assert!(settled(&la, &wa), "local {la:?} wire {wa:?}");
-        wire.close().await.unwrap();
+        let la = local.assignment();
+        assert!(
+            settled(&la, &wire_assignment),
+            "local {la:?} wire {wire_assignment:?}"
+        );
+        wire_task.await.unwrap();
     }
 }
