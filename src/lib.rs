@@ -1,6 +1,7 @@
 //! The `runnel` facade: the crates, plus the ride-hailing reference data and jobs.
 
 pub use runnel_broker as broker;
+pub use runnel_connectors as connectors;
 pub use runnel_engine as engine;
 pub use runnel_log as log;
 

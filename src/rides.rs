@@ -276,6 +276,21 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     client: &runnel_log::SharedLogClient,
     topic: &str,
 ) -> anyhow::Result<Vec<(String, T)>> {
+    let mut out = Vec::new();
+    for r in read_raw(client, topic).await? {
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        if let Some(v) = r.value.as_deref() {
+            out.push((key, serde_json::from_slice(v)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Every record of `topic` as stored, partition by partition.
+pub async fn read_raw(
+    client: &runnel_log::SharedLogClient,
+    topic: &str,
+) -> anyhow::Result<Vec<runnel_log::Record>> {
     let n = client.partition_count(topic).await?.unwrap_or(0);
     let tps: Vec<_> = (0..n)
         .map(|p| runnel_log::TopicPartition::new(topic, p))
@@ -288,17 +303,9 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     });
     consumer.assign(tps)?;
     let mut out = Vec::new();
-    let mut seen = 0;
-    while seen < total {
+    while (out.len() as u64) < total {
         let recs = consumer.poll(Duration::from_millis(200)).await?;
-        seen += recs.len() as u64;
-        for r in recs {
-            let key =
-                String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into_owned();
-            if let Some(v) = r.record.value.as_deref() {
-                out.push((key, serde_json::from_slice(v)?));
-            }
-        }
+        out.extend(recs.into_iter().map(|r| r.record));
     }
     Ok(out)
 }

@@ -12,6 +12,7 @@ mod bench;
 mod bench_broker;
 mod bench_engine;
 mod broker;
+mod connect;
 mod consume;
 mod deliveries;
 mod groups;
@@ -82,6 +83,8 @@ enum DataCommand {
     Broker(broker::BrokerArgs),
     /// Produce ride-hailing events to `rides`, read them back and summarize them per region.
     Quickstart(quickstart::QuickstartArgs),
+    /// Run connectors (files ↔ topics) from a worker file and a Kafka Connect REST API.
+    Connect(connect::ConnectArgs),
 }
 
 /// Runs the parsed command.
@@ -98,8 +101,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 produce::run(produce::Target::Client(&client), args).await
             }
             DataCommand::Consume(args) => consume::run(&client, args).await,
+            DataCommand::Connect(args) => connect::run(client, args).await,
             _ => bail!(
-                "--bootstrap (RUNNEL_BOOTSTRAP) works with produce and consume; the other commands work on a data directory: drop --bootstrap"
+                "--bootstrap (RUNNEL_BOOTSTRAP) works with produce, consume and connect; the other commands work on a data directory: drop --bootstrap"
             ),
         };
     }
@@ -108,6 +112,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         cmd,
         DataCommand::Quickstart(_)
             | DataCommand::Broker(_)
+            | DataCommand::Connect(_)
             | DataCommand::Topics(topics::TopicsCommand::Create(_))
     );
     if !creates && !dir.is_dir() {
@@ -127,6 +132,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         DataCommand::Groups(cmd) => groups::run(&log, cmd),
         DataCommand::Quickstart(args) => quickstart::run(&log, args).await,
         DataCommand::Broker(args) => broker::run(&log, args).await,
+        DataCommand::Connect(args) => connect::run(Arc::new(log.clone()), args).await,
     };
     close_log(log);
     result

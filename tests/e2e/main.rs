@@ -4,6 +4,7 @@
 mod broker;
 mod cli;
 mod compaction;
+mod connect;
 mod consumer;
 mod corruption;
 mod crash;

@@ -1,0 +1,111 @@
+//! The two connector traits and the registry that builds connectors from their class.
+//!
+//! A [`Source`] turns an external system into records, each tagged with a source partition and
+//! a source offset (JSON, as in Kafka Connect); the worker writes the records, flushes, and only
+//! then stores the offsets, so a restart resumes after the last durable record. A [`Sink`]
+//! takes records read from topics; the worker commits the consumer group's offsets only after
+//! [`Sink::flush`] returned, so nothing acknowledged is lost.
+
+use crate::config::ConnectorConfig;
+use crate::error::{ConnectError, Result};
+use crate::{file_sink, file_source};
+use async_trait::async_trait;
+use runnel_log::ConsumerRecord;
+
+/// A record from a source, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: Option<i64>,
+    /// e.g. `{"filename": "/var/log/app.log"}`.
+    pub partition: serde_json::Value,
+    /// e.g. `{"position": 4096}`: where to resume after this record.
+    pub offset: serde_json::Value,
+    /// Set when the record could not be converted: it goes to the dead-letter topic.
+    pub error: Option<String>,
+}
+
+#[async_trait]
+pub trait Source: Send {
+    /// Restores the position from the last stored offset of each source partition.
+    async fn start(&mut self, offsets: &[(serde_json::Value, serde_json::Value)]) -> Result<()>;
+    /// The next records, or none when there is nothing new (the worker waits and asks again).
+    async fn poll(&mut self) -> Result<Vec<SourceRecord>>;
+}
+
+#[async_trait]
+pub trait Sink: Send {
+    /// Topics to read (Kafka Connect's `topics`).
+    fn topics(&self) -> Vec<String>;
+    async fn put(&mut self, records: &[ConsumerRecord]) -> Result<()>;
+    /// Makes everything put so far durable.
+    async fn flush(&mut self) -> Result<()>;
+}
+
+/// A connector instance of either kind.
+pub enum Connector {
+    Source(Box<dyn Source>),
+    Sink(Box<dyn Sink>),
+}
+
+/// One registered class: its names (Kafka's accepted as aliases) and its factory.
+pub struct Plugin {
+    pub class: &'static str,
+    pub aliases: &'static [&'static str],
+    pub kind: &'static str,
+    pub keys: &'static [&'static str],
+    pub build: fn(&ConnectorConfig) -> Result<Connector>,
+}
+
+/// The explicit registry.
+pub const PLUGINS: &[Plugin] = &[
+    Plugin {
+        class: "file-source",
+        aliases: &[
+            "FileStreamSource",
+            "org.apache.kafka.connect.file.FileStreamSourceConnector",
+        ],
+        kind: "source",
+        keys: file_source::KEYS,
+        build: |c| {
+            Ok(Connector::Source(Box::new(file_source::FileSource::new(
+                c,
+            )?)))
+        },
+    },
+    Plugin {
+        class: "file-sink",
+        aliases: &[
+            "FileStreamSink",
+            "org.apache.kafka.connect.file.FileStreamSinkConnector",
+        ],
+        kind: "sink",
+        keys: file_sink::KEYS,
+        build: |c| Ok(Connector::Sink(Box::new(file_sink::FileSink::new(c)?))),
+    },
+];
+
+/// The plugin of a class name or alias.
+pub fn plugin(class: &str) -> Result<&'static Plugin> {
+    PLUGINS
+        .iter()
+        .find(|p| p.class == class || p.aliases.contains(&class))
+        .ok_or_else(|| ConnectError::UnknownClass {
+            class: class.into(),
+            known: PLUGINS
+                .iter()
+                .flat_map(|p| std::iter::once(p.class).chain(p.aliases.iter().copied()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Checks a configuration and builds its connector.
+pub fn build(config: &ConnectorConfig) -> Result<Connector> {
+    let p = plugin(config.require("connector.class")?)?;
+    config.check_keys(p.keys)?;
+    config.tolerates_errors()?;
+    (p.build)(config)
+}

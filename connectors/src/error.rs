@@ -1,0 +1,36 @@
+//! The connectors' one error type.
+
+use runnel_log::LogError;
+
+pub type Result<T, E = ConnectError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+
+    #[error("connector {connector:?}: {message}")]
+    Config { connector: String, message: String },
+
+    #[error("unknown connector.class {class:?}; known classes: {known}")]
+    UnknownClass { class: String, known: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what}: {message}")]
+    Record { what: String, message: String },
+
+    #[error("connector {0:?} does not exist")]
+    NotFound(String),
+
+    #[error("connector {0:?} already exists")]
+    Exists(String),
+
+    #[error("worker file {path}: {message}")]
+    WorkerFile { path: String, message: String },
+}

@@ -1,0 +1,21 @@
+//! `runnel-connectors`: Kafka Connect over Runnel's log — the [`Source`]/[`Sink`] traits, the
+//! connectors (one per file), the [`Worker`] that runs them with offsets in
+//! `__connect_offsets`, and its REST API with Kafka Connect's paths ([`rest`]).
+//!
+//! Connectors reach the log only through `runnel_log`'s `LogClient` traits, so a worker runs
+//! the same against the embedded log or a broker.
+
+pub mod config;
+pub mod connector;
+pub mod error;
+pub mod file_sink;
+pub mod file_source;
+pub mod offsets;
+pub mod rest;
+pub mod worker;
+pub mod workerfile;
+
+pub use config::ConnectorConfig;
+pub use connector::{Sink, Source, SourceRecord};
+pub use error::{ConnectError, Result};
+pub use worker::{Status, Worker};

@@ -1,0 +1,355 @@
+//! The connector worker: runs each connector as a task on the tokio runtime, keeps its status,
+//! pauses, resumes, restarts and deletes it, and restarts a failed one with exponential
+//! backoff (1 s doubling to 60 s), its status saying why. Connectors are independent: one
+//! failing or being deleted never touches another.
+//!
+//! Source tasks: poll, send, flush the producer, then store the offsets in
+//! `__connect_offsets` (at-least-once: a crash resends at most the records since the last
+//! stored offset). Sink tasks: read with the consumer group `connect-<name>`, put, flush, then
+//! commit. Under `errors.tolerance = all` a record that cannot be converted goes to
+//! `errors.deadletterqueue.topic.name` with the error and its origin in headers.
+
+use crate::config::ConnectorConfig;
+use crate::connector::{self, Connector, Sink, Source};
+use crate::error::{ConnectError, Result};
+use crate::offsets::{self, Offsets};
+use runnel_log::{
+    ConsumerConfig, Header, OffsetReset, ProducerConfig, ProducerRecord, SharedLogClient,
+    TopicConfig, TopicPartition,
+};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A connector's state, as Kafka Connect reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Status {
+    pub state: &'static str,
+    /// Why it failed, while it waits to be restarted.
+    pub trace: Option<String>,
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Run,
+    Pause,
+}
+
+struct Entry {
+    config: ConnectorConfig,
+    kind: &'static str,
+    status: Arc<Mutex<Status>>,
+    control: watch::Sender<Control>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// See the module documentation. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    client: SharedLogClient,
+    connectors: Arc<Mutex<BTreeMap<String, Entry>>>,
+    offsets: Arc<tokio::sync::Mutex<Offsets>>,
+}
+
+const POLL_IDLE: Duration = Duration::from_millis(100);
+
+impl Worker {
+    pub async fn new(client: SharedLogClient) -> Result<Self> {
+        let offsets = offsets::load(&client).await?;
+        Ok(Self {
+            client,
+            connectors: Arc::default(),
+            offsets: Arc::new(tokio::sync::Mutex::new(offsets)),
+        })
+    }
+
+    /// Checks the configuration (building the connector once) and starts it.
+    pub fn create(&self, config: ConnectorConfig) -> Result<()> {
+        let kind = match connector::build(&config)? {
+            Connector::Source(_) => "source",
+            Connector::Sink(_) => "sink",
+        };
+        let mut all = self.connectors.lock().expect("not poisoned");
+        if all.contains_key(&config.name) {
+            return Err(ConnectError::Exists(config.name));
+        }
+        let entry = self.start(config.clone(), kind, 0);
+        all.insert(config.name, entry);
+        Ok(())
+    }
+
+    fn start(&self, config: ConnectorConfig, kind: &'static str, restarts: u32) -> Entry {
+        let status = Arc::new(Mutex::new(Status {
+            state: "RUNNING",
+            trace: None,
+            restarts,
+        }));
+        let (control, rx) = watch::channel(Control::Run);
+        let task = tokio::spawn(supervise(self.clone(), config.clone(), status.clone(), rx));
+        Entry {
+            config,
+            kind,
+            status,
+            control,
+            task,
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.connectors
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn config(&self, name: &str) -> Result<ConnectorConfig> {
+        self.with(name, |e| e.config.clone())
+    }
+
+    pub fn kind(&self, name: &str) -> Result<&'static str> {
+        self.with(name, |e| e.kind)
+    }
+
+    pub fn status(&self, name: &str) -> Result<Status> {
+        self.with(name, |e| e.status.lock().expect("not poisoned").clone())
+    }
+
+    pub fn pause(&self, name: &str) -> Result<()> {
+        self.with(name, |e| {
+            let _ = e.control.send(Control::Pause);
+            e.status.lock().expect("not poisoned").state = "PAUSED";
+        })
+    }
+
+    pub fn resume(&self, name: &str) -> Result<()> {
+        self.with(name, |e| {
+            let _ = e.control.send(Control::Run);
+            e.status.lock().expect("not poisoned").state = "RUNNING";
+        })
+    }
+
+    /// Stops and starts the connector's task (with its configuration, possibly a new one).
+    pub fn restart(&self, name: &str, config: Option<ConnectorConfig>) -> Result<()> {
+        if let Some(c) = &config {
+            connector::build(c)?;
+        }
+        let mut all = self.connectors.lock().expect("not poisoned");
+        let old = all
+            .remove(name)
+            .ok_or_else(|| ConnectError::NotFound(name.into()))?;
+        old.task.abort();
+        let restarts = old.status.lock().expect("not poisoned").restarts;
+        let entry = self.start(config.unwrap_or(old.config), old.kind, restarts);
+        all.insert(name.into(), entry);
+        Ok(())
+    }
+
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let entry = self
+            .connectors
+            .lock()
+            .expect("not poisoned")
+            .remove(name)
+            .ok_or_else(|| ConnectError::NotFound(name.into()))?;
+        entry.task.abort();
+        Ok(())
+    }
+
+    /// The stored source offsets of a connector: (partition, offset).
+    pub async fn offsets(&self, name: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
+        self.offsets
+            .lock()
+            .await
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|((_, p), o)| (serde_json::from_str(p).unwrap_or_default(), o.clone()))
+            .collect()
+    }
+
+    fn with<T>(&self, name: &str, f: impl FnOnce(&Entry) -> T) -> Result<T> {
+        let all = self.connectors.lock().expect("not poisoned");
+        all.get(name)
+            .map(f)
+            .ok_or_else(|| ConnectError::NotFound(name.into()))
+    }
+}
+
+/// Runs a connector; after a failure, says why and tries again with exponential backoff.
+async fn supervise(
+    worker: Worker,
+    config: ConnectorConfig,
+    status: Arc<Mutex<Status>>,
+    mut control: watch::Receiver<Control>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let result = match connector::build(&config) {
+            Ok(Connector::Source(s)) => run_source(&worker, &config, s, &mut control).await,
+            Ok(Connector::Sink(s)) => run_sink(&worker, &config, s, &mut control).await,
+            Err(e) => Err(e),
+        };
+        let Err(e) = result else { return };
+        tracing::warn!(connector = %config.name, error = %e, retry_in = ?backoff, "connector failed");
+        {
+            let mut s = status.lock().expect("not poisoned");
+            s.state = "FAILED";
+            s.trace = Some(e.to_string());
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+        let mut s = status.lock().expect("not poisoned");
+        s.restarts += 1;
+        s.state = if *control.borrow() == Control::Pause {
+            "PAUSED"
+        } else {
+            "RUNNING"
+        };
+    }
+}
+
+/// Waits while paused.
+async fn wait_running(control: &mut watch::Receiver<Control>) {
+    while *control.borrow() == Control::Pause {
+        if control.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn dlq_headers(error: &str, origin: &[(&str, String)]) -> Vec<Header> {
+    std::iter::once(("__connect.errors.exception.message", error.to_string()))
+        .chain(origin.iter().map(|(k, v)| (*k, v.clone())))
+        .map(|(k, v)| Header {
+            key: k.into(),
+            value: Some(v.into_bytes().into()),
+        })
+        .collect()
+}
+
+async fn run_source(
+    worker: &Worker,
+    config: &ConnectorConfig,
+    mut source: Box<dyn Source>,
+    control: &mut watch::Receiver<Control>,
+) -> Result<()> {
+    let name = config.name.clone();
+    let tolerate = config.tolerates_errors()?;
+    let dlq = config
+        .get("errors.deadletterqueue.topic.name")
+        .map(str::to_string);
+    let stored = worker.offsets(&name).await;
+    source.start(&stored).await?;
+    let producer = worker.client.producer(ProducerConfig::default());
+    let mut ensured: Vec<String> = Vec::new();
+    loop {
+        wait_running(control).await;
+        let records = source.poll().await?;
+        if records.is_empty() {
+            tokio::time::sleep(POLL_IDLE).await;
+            continue;
+        }
+        let mut last: BTreeMap<String, (serde_json::Value, serde_json::Value)> = BTreeMap::new();
+        for r in &records {
+            let target = match (&r.error, tolerate, &dlq) {
+                (None, _, _) => Some((r.topic.as_str(), Vec::new())),
+                (Some(e), true, Some(d)) => Some((
+                    d.as_str(),
+                    dlq_headers(
+                        e,
+                        &[
+                            ("__connect.errors.connector.name", name.clone()),
+                            ("__connect.errors.source.partition", r.partition.to_string()),
+                            ("__connect.errors.source.offset", r.offset.to_string()),
+                        ],
+                    ),
+                )),
+                (Some(e), true, None) => {
+                    tracing::warn!(connector = %name, error = %e, "skipped a bad record (no dead-letter topic set)");
+                    None
+                }
+                (Some(e), false, _) => {
+                    return Err(ConnectError::Record {
+                        what: format!("connector {name:?}"),
+                        message: format!("{e} (set errors.tolerance = all to skip such records)"),
+                    });
+                }
+            };
+            if let Some((topic, headers)) = target {
+                if !ensured.iter().any(|t| t == topic) {
+                    worker
+                        .client
+                        .ensure_topic(topic, &TopicConfig::default())
+                        .await?;
+                    ensured.push(topic.to_string());
+                }
+                producer
+                    .send(ProducerRecord {
+                        topic,
+                        partition: None,
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref(),
+                        headers: &headers,
+                        timestamp: r.timestamp,
+                    })
+                    .await?;
+            }
+            last.insert(
+                r.partition.to_string(),
+                (r.partition.clone(), r.offset.clone()),
+            );
+        }
+        // The records are durable before their offsets are.
+        producer.flush().await?;
+        offsets::store(&*producer, &name, &last).await?;
+        producer.flush().await?;
+        let mut all = worker.offsets.lock().await;
+        for (p, (_, o)) in last {
+            all.insert((name.clone(), p), o);
+        }
+    }
+}
+
+async fn run_sink(
+    worker: &Worker,
+    config: &ConnectorConfig,
+    mut sink: Box<dyn Sink>,
+    control: &mut watch::Receiver<Control>,
+) -> Result<()> {
+    let topics = sink.topics();
+    for t in &topics {
+        worker
+            .client
+            .ensure_topic(t, &TopicConfig::default())
+            .await?;
+    }
+    let mut consumer = worker.client.consumer(ConsumerConfig {
+        group_id: Some(format!("connect-{}", config.name)),
+        client_id: format!("connect-{}", config.name),
+        auto_offset_reset: OffsetReset::Earliest,
+        enable_auto_commit: false,
+        ..Default::default()
+    });
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    loop {
+        wait_running(control).await;
+        let records = consumer.poll(Duration::from_millis(200)).await?;
+        if records.is_empty() {
+            continue;
+        }
+        sink.put(&records).await?;
+        sink.flush().await?;
+        let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        for r in &records {
+            next.insert(
+                TopicPartition::new(&*r.topic, r.partition),
+                r.record.offset + 1,
+            );
+        }
+        consumer.commit_offsets(next.into_iter().collect()).await?;
+    }
+}

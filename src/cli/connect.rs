@@ -1,0 +1,59 @@
+//! `runnel connect [worker.toml] [--rest 127.0.0.1:8083]`: the connector worker. Runs the
+//! connectors the file declares and those created over the REST API, until SIGINT/SIGTERM.
+//! With `--bootstrap` it works against a broker instead of the data directory.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use runnel_connectors::{Worker, rest, workerfile};
+use runnel_log::SharedLogClient;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// TOML file of `[[connector]]` tables with Kafka Connect's keys.
+    worker_file: Option<PathBuf>,
+    /// Where the REST API listens (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8083", value_name = "HOST:PORT")]
+    rest: String,
+}
+
+pub async fn run(client: SharedLogClient, args: ConnectArgs) -> Result<()> {
+    let configs = match &args.worker_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the worker file {}", path.display()))?;
+            workerfile::parse(&path.display().to_string(), &text)?
+        }
+        None => Vec::new(),
+    };
+    let worker = Worker::new(client).await?;
+    for c in configs {
+        let name = c.name.clone();
+        worker.create(c)?;
+        eprintln!("started connector {name}");
+    }
+    let listener = tokio::net::TcpListener::bind(&args.rest)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the REST API: use --rest HOST:PORT",
+                args.rest
+            )
+        })?;
+    println!("REST API on http://{}", listener.local_addr()?);
+    let server = axum::serve(listener, rest::router(worker));
+    tokio::select! {
+        r = server => r.context("the REST server stopped")?,
+        _ = shutdown() => eprintln!("stopping the worker"),
+    }
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,331 @@
+//! The connector worker end to end: files → topic → file with dead letters and a restart that
+//! resumes from the stored offsets; the REST API driven with plain HTTP as a Kafka Connect user
+//! would; worker-file errors; a connector against a broker with `--bootstrap`.
+
+use runnel::connectors::{ConnectorConfig, Worker};
+use runnel::log::{Log, SharedLogClient};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn config(name: &str, props: serde_json::Value) -> ConnectorConfig {
+    ConnectorConfig::from_json(Some(name), &props).unwrap()
+}
+
+fn write_lines(path: &Path, from: usize, to: usize) -> Vec<String> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut good = Vec::new();
+    for i in from..to {
+        let line = if i % 100 == 37 {
+            format!("{{\"id\": {i}, broken")
+        } else {
+            let l = format!("{{\"id\":{i},\"v\":\"x{i}\"}}");
+            good.push(l.clone());
+            l
+        };
+        writeln!(f, "{line}").unwrap();
+    }
+    good
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn file_to_topic_to_file_with_dead_letters_and_a_resuming_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    let mut expected = write_lines(&input, 0, 5_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path().join("data")).unwrap());
+    let start = |client: SharedLogClient| {
+        let w = rt.block_on(Worker::new(client)).unwrap();
+        let _g = rt.enter();
+        w.create(config("in", serde_json::json!({
+            "connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "lines",
+            "format": "json", "errors.tolerance": "all", "errors.deadletterqueue.topic.name": "dlq",
+        })))
+        .unwrap();
+        w.create(config(
+            "out",
+            serde_json::json!({
+                "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+                "file": output.to_str().unwrap(), "topics": "lines",
+            }),
+        ))
+        .unwrap();
+        w
+    };
+    let stored = |w: &Worker| {
+        rt.block_on(w.offsets("in"))
+            .first()
+            .and_then(|(_, o)| o["position"].as_u64())
+            .unwrap_or(0)
+    };
+    let worker = start(client.clone());
+    wait_for("the first 5,000 lines", || {
+        lines_of(&output).len() == expected.len()
+    });
+    let size = std::fs::metadata(&input).unwrap().len();
+    wait_for("the source offset", || stored(&worker) == size);
+    assert_eq!(lines_of(&output), expected, "every good record, in order");
+    let dead = rt
+        .block_on(runnel::rides::read_raw(&client, "dlq"))
+        .unwrap();
+    assert_eq!(dead.len(), 50, "every malformed line is a dead letter");
+    let reason = dead[0]
+        .headers
+        .iter()
+        .find(|h| h.key == "__connect.errors.exception.message")
+        .and_then(|h| h.value.clone())
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&reason).contains("in.jsonl:38: not JSON"),
+        "{reason:?}"
+    );
+    assert_eq!(worker.status("in").unwrap().state, "RUNNING");
+
+    // A new worker resumes where the stored offsets say: nothing twice, nothing missing.
+    for name in ["in", "out"] {
+        worker.delete(name).unwrap();
+    }
+    drop(worker);
+    expected.extend(write_lines(&input, 5_000, 6_000));
+    let worker = start(client.clone());
+    wait_for("the next 1,000 lines", || {
+        lines_of(&output).len() >= expected.len()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines_of(&output), expected);
+    drop(worker);
+}
+
+/// One HTTP/1.1 request; returns the status and the JSON body (Null when empty).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw[9..12].parse().unwrap();
+    let text = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn the_rest_api_speaks_kafka_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["connect", "--rest", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .trim_start_matches("REST API on http://")
+        .to_string();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a\nb\n").unwrap();
+    let cfg = serde_json::json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "t"});
+
+    assert_eq!(http(&addr, "GET", "/", None).0, 200);
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/connectors",
+        Some(serde_json::json!({"name": "src", "config": cfg})),
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        (body["name"].as_str(), body["type"].as_str()),
+        (Some("src"), Some("source"))
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/connectors",
+            Some(serde_json::json!({"name": "src", "config": cfg}))
+        )
+        .0,
+        409
+    );
+    assert_eq!(
+        http(&addr, "GET", "/connectors", None).1,
+        serde_json::json!(["src"])
+    );
+    let (_, status) = http(&addr, "GET", "/connectors/src/status", None);
+    assert_eq!(status["connector"]["state"], "RUNNING");
+    assert_eq!(status["tasks"][0]["state"], "RUNNING");
+    assert_eq!(http(&addr, "PUT", "/connectors/src/pause", None).0, 202);
+    assert_eq!(
+        http(&addr, "GET", "/connectors/src/status", None).1["connector"]["state"],
+        "PAUSED"
+    );
+    assert_eq!(http(&addr, "PUT", "/connectors/src/resume", None).0, 202);
+    assert_eq!(
+        http(&addr, "GET", "/connectors/src/status", None).1["connector"]["state"],
+        "RUNNING"
+    );
+    assert_eq!(http(&addr, "POST", "/connectors/src/restart", None).0, 204);
+    wait_for("the offsets", || {
+        http(&addr, "GET", "/connectors/src/offsets", None).1["offsets"][0]["offset"]["position"]
+            == 4
+    });
+    assert_eq!(
+        http(&addr, "GET", "/connectors/src/config", None).1["topic"],
+        "t"
+    );
+    let plugins = http(&addr, "GET", "/connector-plugins", None).1;
+    assert!(
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["class"] == "file-sink")
+    );
+    let (code, v) = http(
+        &addr,
+        "PUT",
+        "/connector-plugins/FileStreamSource/config/validate",
+        Some(serde_json::json!({"file": "/x", "topic": "t", "tpoic": "t"})),
+    );
+    assert_eq!((code, v["error_count"].as_u64()), (200, Some(1)), "{v}");
+    let (code, err) = http(
+        &addr,
+        "POST",
+        "/connectors",
+        Some(
+            serde_json::json!({"name": "bad", "config": {"connector.class": "FileStreamSource", "file": "/x", "topik": "t"}}),
+        ),
+    );
+    assert_eq!(code, 400);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"topic\""),
+        "{err}"
+    );
+    assert_eq!(http(&addr, "DELETE", "/connectors/src", None).0, 204);
+    let (code, err) = http(&addr, "GET", "/connectors/src/status", None);
+    assert_eq!((code, err["error_code"].as_u64()), (404, Some(404)));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_worker_file_with_an_unknown_key_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker.toml");
+    std::fs::write(
+        &file,
+        "[[connector]]\nname = \"in\"\n\"connector.class\" = \"FileStreamSource\"\nfile = \"/tmp/x\"\ntopik = \"t\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("connect")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("worker.toml")
+            && err.contains("unknown key \"topik\"")
+            && err.contains("\"topic\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_source_over_a_broker_stores_what_the_embedded_log_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::BrokerProc::start(&dir.path().join("broker"));
+    let input = dir.path().join("in.jsonl");
+    let expected = write_lines(&input, 0, 2_000);
+    let worker_file = dir.path().join("worker.toml");
+    std::fs::write(
+        &worker_file,
+        format!(
+            "[[connector]]\nname = \"in\"\n\"connector.class\" = \"FileStreamSource\"\nfile = \"{}\"\ntopic = \"lines\"\nformat = \"json\"\n\"errors.tolerance\" = \"all\"\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "--bootstrap",
+            &broker.addr,
+            "connect",
+            "--rest",
+            "127.0.0.1:0",
+        ])
+        .arg(&worker_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = rt
+        .block_on(runnel::broker::RemoteLog::connect(&broker.addr))
+        .unwrap();
+    let mut got = Vec::new();
+    wait_for("the lines in the broker", || {
+        got = rt
+            .block_on(runnel::rides::read_raw(&client, "lines"))
+            .unwrap_or_default();
+        got.len() >= expected.len()
+    });
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let values: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        values, expected,
+        "the same records, in order, as the embedded test stores"
+    );
+}
