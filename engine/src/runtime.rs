@@ -620,6 +620,7 @@ impl Worker {
             }
             start = end;
         }
+        self.confirm_idle_inputs()?;
         for t in &mut self.tasks {
             let now = t.now();
             let now_ms = runnel_log::types::now_ms() + t.clock_skew.as_millis() as i64;
@@ -629,6 +630,33 @@ impl Worker {
         }
         self.send_outputs()?;
         Ok(n)
+    }
+
+    /// An input without records for the idle timeout is idle only if it is caught up: one
+    /// that still has records to read (a slow worker, a long restore) stays active.
+    fn confirm_idle_inputs(&mut self) -> Result<()> {
+        let mut candidates = Vec::new();
+        for (t, task) in self.tasks.iter().enumerate() {
+            let now = task.now();
+            for (i, input) in task.inputs.iter().enumerate() {
+                if input.idle_candidate(task.idle_timeout, now) {
+                    candidates.push((t, i, input.tp.clone()));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let tps: Vec<TopicPartition> = candidates.iter().map(|(_, _, tp)| tp.clone()).collect();
+        let ends = self.rt.block_on(self.client.end_offsets(&tps))?;
+        for ((t, i, _), end) in candidates.into_iter().zip(ends) {
+            let task = &mut self.tasks[t];
+            let now = task.now();
+            if task.inputs[i].position.unwrap_or(0) < end {
+                task.inputs[i].still_active(now);
+            }
+        }
+        Ok(())
     }
 
     fn process(&mut self, t: usize, i: usize, recs: &[ConsumerRecord]) -> Result<()> {

@@ -304,6 +304,17 @@ impl Input {
         }
     }
 
+    /// Whether this input went without records for `idle_timeout`; the runtime then asks the
+    /// log whether it is caught up, since a slow worker is not an idle partition.
+    pub fn idle_candidate(&self, idle_timeout: Duration, now: Instant) -> bool {
+        !self.ended && self.writers.is_none() && now.duration_since(self.last_record) > idle_timeout
+    }
+
+    /// Records exist beyond the position: not idle, however long since the last record.
+    pub fn still_active(&mut self, now: Instant) {
+        self.last_record = now;
+    }
+
     fn writers_ended(&self) -> bool {
         self.writers.as_ref().is_some_and(|(count, marks)| {
             (0..*count).all(|w| marks.get(&w) == Some(&WriterMark::End))
