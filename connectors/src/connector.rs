@@ -8,7 +8,7 @@
 
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
-use crate::{file_sink, file_source};
+use crate::{file_sink, file_source, jdbc_sink, jdbc_source};
 use async_trait::async_trait;
 use runnel_log::ConsumerRecord;
 
@@ -84,6 +84,30 @@ pub const PLUGINS: &[Plugin] = &[
         kind: "sink",
         keys: file_sink::KEYS,
         build: |c| Ok(Connector::Sink(Box::new(file_sink::FileSink::new(c)?))),
+    },
+    Plugin {
+        class: "jdbc-source",
+        aliases: &[
+            "io.confluent.connect.jdbc.JdbcSourceConnector",
+            "JdbcSourceConnector",
+        ],
+        kind: "source",
+        keys: jdbc_source::KEYS,
+        build: |c| {
+            Ok(Connector::Source(Box::new(jdbc_source::JdbcSource::new(
+                c,
+            )?)))
+        },
+    },
+    Plugin {
+        class: "jdbc-sink",
+        aliases: &[
+            "io.confluent.connect.jdbc.JdbcSinkConnector",
+            "JdbcSinkConnector",
+        ],
+        kind: "sink",
+        keys: jdbc_sink::KEYS,
+        build: |c| Ok(Connector::Sink(Box::new(jdbc_sink::JdbcSink::new(c)?))),
     },
 ];
 

@@ -329,3 +329,157 @@ fn a_file_source_over_a_broker_stores_what_the_embedded_log_stores() {
         "the same records, in order, as the embedded test stores"
     );
 }
+
+/// The database at `env` (default `default`), or `None` (the test is skipped) when it is not
+/// reachable and `RUNNEL_REQUIRE_SERVICES` is not set.
+fn database(env: &str, default: &str) -> Option<String> {
+    let url = std::env::var(env).unwrap_or_else(|_| default.to_string());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reachable = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            runnel::connectors::jdbc::connect(&url),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    });
+    if reachable {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("RUNNEL_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "{url} is not reachable and RUNNEL_REQUIRE_SERVICES=1"
+    );
+    eprintln!("skipped: {url} is not reachable (set {env})");
+    None
+}
+
+fn count_rows(url: &str, table: &str) -> i64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = runnel::connectors::jdbc::connect(url).await.unwrap();
+        let d = runnel::connectors::jdbc::Dialect::of(url).unwrap();
+        sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {}", d.quote(table)))
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(-1)
+    })
+}
+
+fn drop_table(url: &str, table: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = runnel::connectors::jdbc::connect(url).await.unwrap();
+        let d = runnel::connectors::jdbc::Dialect::of(url).unwrap();
+        let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {}", d.quote(table)))
+            .execute(&pool)
+            .await;
+    })
+}
+
+/// Lines → file source → topic → upsert sink (twice the same records: still one row each)
+/// → incrementing source → topic → file sink: the output file holds the same records.
+fn round_trip_through(url: &str, lines: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let table = format!("rt_{}_{}", std::process::id(), rand_suffix());
+    drop_table(url, &table);
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    let mut f = std::fs::File::create(&input).unwrap();
+    let mut expected = Vec::new();
+    for i in 1..=lines {
+        let line = format!(
+            "{{\"id\":{i},\"name\":\"n{i}\",\"score\":{}.5,\"ok\":{}}}",
+            i % 97,
+            i % 2 == 0
+        );
+        writeln!(f, "{line}").unwrap();
+        expected.push(i as i64);
+    }
+    drop(f);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path().join("data")).unwrap());
+    let worker = rt.block_on(Worker::new(client.clone())).unwrap();
+    let _g = rt.enter();
+    let input_s = input.to_str().unwrap();
+    worker.create(config("in", serde_json::json!({"connector.class": "FileStreamSource", "file": input_s, "topic": table, "format": "json"}))).unwrap();
+    // The same lines again, so the upsert sink sees every key twice.
+    worker.create(config("in-again", serde_json::json!({"connector.class": "FileStreamSource", "file": input_s, "topic": table, "format": "json"}))).unwrap();
+    worker.create(config("to-db", serde_json::json!({
+        "connector.class": "io.confluent.connect.jdbc.JdbcSinkConnector", "connection.url": url, "topics": table,
+        "insert.mode": "upsert", "pk.mode": "record_value", "pk.fields": "id", "auto.create": "true",
+    }))).unwrap();
+    wait_for("every line in the table", || {
+        count_rows(url, &table) == lines as i64
+    });
+    worker.create(config("from-db", serde_json::json!({
+        "connector.class": "io.confluent.connect.jdbc.JdbcSourceConnector", "connection.url": url, "mode": "incrementing",
+        "incrementing.column.name": "id", "table.whitelist": table, "topic.prefix": "db-", "poll.interval.ms": "200",
+    }))).unwrap();
+    worker.create(config("out", serde_json::json!({"connector.class": "FileStreamSink", "file": output.to_str().unwrap(), "topics": format!("db-{table}")}))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines_of(&output).len() < lines {
+        let statuses: Vec<_> = worker
+            .names()
+            .iter()
+            .map(|n| (n.clone(), worker.status(n).unwrap()))
+            .collect();
+        let n = lines_of(&output).len();
+        assert!(
+            Instant::now() < deadline,
+            "timed out with {n} lines in the output file: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let got: Vec<serde_json::Value> = lines_of(&output)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        got.iter()
+            .map(|v| v["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(got[6]["name"], "n7");
+    assert_eq!(
+        count_rows(url, &table),
+        lines as i64,
+        "the replayed records did not add rows"
+    );
+    for name in worker.names() {
+        worker.delete(&name).unwrap();
+    }
+    drop_table(url, &table);
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+#[test]
+fn round_trip_through_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("db.sqlite").display());
+    round_trip_through(&url, 5_000);
+}
+
+#[test]
+fn round_trip_through_postgresql() {
+    if let Some(url) = database(
+        "RUNNEL_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ) {
+        round_trip_through(&url, 100_000);
+    }
+}
+
+#[test]
+fn round_trip_through_mariadb() {
+    if let Some(url) = database("RUNNEL_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test") {
+        round_trip_through(&url, 20_000);
+    }
+}
