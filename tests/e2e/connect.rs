@@ -469,6 +469,8 @@ fn round_trip_through_sqlite() {
 
 #[test]
 fn round_trip_through_postgresql() {
+    // Before the reachability check: another test may have the server stopped.
+    let _one = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(url) = database(
         "RUNNEL_TEST_POSTGRES_URL",
         "postgres://postgres@127.0.0.1:5432/test",
@@ -482,4 +484,165 @@ fn round_trip_through_mariadb() {
     if let Some(url) = database("RUNNEL_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test") {
         round_trip_through(&url, 20_000);
     }
+}
+
+/// PostgreSQL tests run one at a time: one of them stops the server.
+static POSTGRES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn pg_ctl(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .expect("a PostgreSQL cluster under /etc/postgresql");
+    let status = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", action])
+        .status()
+        .expect("pg_ctlcluster");
+    assert!(status.success(), "pg_ctlcluster {action} failed");
+}
+
+/// Starts PostgreSQL again even if the test fails while it is stopped.
+struct RestartPostgres;
+
+impl Drop for RestartPostgres {
+    fn drop(&mut self) {
+        pg_ctl("start");
+    }
+}
+
+fn worker_file(dir: &Path, input: &Path, url: &str, table: &str) -> std::path::PathBuf {
+    let file = dir.join("worker.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[[connector]]
+name = "in"
+"connector.class" = "FileStreamSource"
+file = "{}"
+topic = "{table}"
+format = "json"
+
+[[connector]]
+name = "to-db"
+"connector.class" = "JdbcSinkConnector"
+"connection.url" = "{url}"
+topics = "{table}"
+"insert.mode" = "upsert"
+"pk.mode" = "record_value"
+"pk.fields" = "id"
+"auto.create" = true
+"batch.size" = 200
+"#,
+            input.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn json_lines(path: &Path, n: usize) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for i in 1..=n {
+        writeln!(f, "{{\"id\":{i},\"v\":\"row {i}\"}}").unwrap();
+    }
+}
+
+#[test]
+fn a_killed_worker_restarts_without_losing_or_duplicating_rows() {
+    // Before the reachability check: another test may have the server stopped.
+    let _one = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(url) = database(
+        "RUNNEL_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let table = format!("kill_{}_{}", std::process::id(), rand_suffix());
+    drop_table(&url, &table);
+    let input = dir.path().join("in.jsonl");
+    let n = 100_000;
+    json_lines(&input, n);
+    let file = worker_file(dir.path(), &input, &url, &table);
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["connect", "--rest", "127.0.0.1:0"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut worker = spawn();
+    wait_for("some rows", || count_rows(&url, &table) > 0);
+    worker.kill().unwrap(); // SIGKILL, mid-stream
+    worker.wait().unwrap();
+    let before = count_rows(&url, &table);
+    let mut worker = spawn();
+    wait_for("every row", || count_rows(&url, &table) == n as i64);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(
+        count_rows(&url, &table),
+        n as i64,
+        "no row missing, none twice (killed at {before})"
+    );
+    drop_table(&url, &table);
+}
+
+#[test]
+fn the_sink_rides_out_a_postgresql_outage() {
+    // Before the reachability check: another test may have the server stopped.
+    let _one = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(url) = database(
+        "RUNNEL_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let table = format!("outage_{}_{}", std::process::id(), rand_suffix());
+    drop_table(&url, &table);
+    let input = dir.path().join("in.jsonl");
+    let n = 50_000;
+    json_lines(&input, n);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path().join("data")).unwrap());
+    let worker = rt.block_on(Worker::new(client)).unwrap();
+    let _g = rt.enter();
+    for c in runnel::connectors::workerfile::parse(
+        "worker.toml",
+        &std::fs::read_to_string(worker_file(dir.path(), &input, &url, &table)).unwrap(),
+    )
+    .unwrap()
+    {
+        worker.create(c).unwrap();
+    }
+    wait_for("some rows", || count_rows(&url, &table) > 0);
+    {
+        let _restart = RestartPostgres;
+        pg_ctl("stop");
+        wait_for("the outage in the sink's status", || {
+            let s = worker.status("to-db").unwrap();
+            s.state == "FAILED" && s.trace.as_deref().is_some_and(|t| t.contains("database"))
+        });
+        std::thread::sleep(Duration::from_secs(2));
+    } // PostgreSQL starts again here.
+    wait_for("every row after the outage", || {
+        count_rows(&url, &table) == n as i64
+    });
+    let s = worker.status("to-db").unwrap();
+    assert!(s.restarts >= 1, "{s:?}");
+    wait_for("RUNNING again", || {
+        worker.status("to-db").unwrap().state == "RUNNING"
+    });
+    for name in worker.names() {
+        worker.delete(&name).unwrap();
+    }
+    drop_table(&url, &table);
 }
