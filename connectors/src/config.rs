@@ -85,7 +85,10 @@ impl ConnectorConfig {
     /// Errors on the first key neither common nor in `known`, naming the closest known key.
     pub fn check_keys(&self, known: &[&str]) -> Result<()> {
         for key in self.props.keys() {
-            if COMMON_KEYS.contains(&key.as_str()) || known.contains(&key.as_str()) {
+            let transform = ["transforms", "predicates"].contains(&key.as_str())
+                || key.starts_with("transforms.")
+                || key.starts_with("predicates.");
+            if transform || COMMON_KEYS.contains(&key.as_str()) || known.contains(&key.as_str()) {
                 continue;
             }
             let closest = COMMON_KEYS

@@ -131,5 +131,6 @@ pub fn build(config: &ConnectorConfig) -> Result<Connector> {
     let p = plugin(config.require("connector.class")?)?;
     config.check_keys(p.keys)?;
     config.tolerates_errors()?;
+    crate::transforms::Chain::from_config(config)?;
     (p.build)(config)
 }

@@ -208,6 +208,27 @@ impl JdbcSink {
                 .map_err(|e| jdbc::db_error(&self.url, e))?;
             self.created.insert(table.to_string());
         }
+        // One statement may not touch a row twice (PostgreSQL refuses): per key, the last
+        // record of the batch wins, as it would row by row.
+        let rows = if self.mode == Mode::Upsert {
+            let pk = |r: &Map<String, Value>| -> Vec<String> {
+                self.pk_fields
+                    .iter()
+                    .map(|f| r.get(f).map(Value::to_string).unwrap_or_default())
+                    .collect()
+            };
+            let mut last = std::collections::HashMap::new();
+            for (i, r) in rows.iter().enumerate() {
+                last.insert(pk(r), i);
+            }
+            rows.into_iter()
+                .enumerate()
+                .filter(|(i, r)| last.get(&pk(r)) == Some(i))
+                .map(|(_, r)| r)
+                .collect()
+        } else {
+            rows
+        };
         let mut tx = pool
             .begin()
             .await

@@ -13,9 +13,10 @@ use crate::config::ConnectorConfig;
 use crate::connector::{self, Connector, Sink, Source};
 use crate::error::{ConnectError, Result};
 use crate::offsets::{self, Offsets};
+use crate::transforms::{Chain, Message};
 use runnel_log::{
-    ConsumerConfig, Header, OffsetReset, ProducerConfig, ProducerRecord, SharedLogClient,
-    TopicConfig, TopicPartition,
+    ConsumerConfig, ConsumerRecord, Header, OffsetReset, ProducerConfig, ProducerRecord,
+    SharedLogClient, TopicConfig, TopicPartition,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -241,6 +242,7 @@ async fn run_source(
     let dlq = config
         .get("errors.deadletterqueue.topic.name")
         .map(str::to_string);
+    let chain = Chain::from_config(config)?;
     let stored = worker.offsets(&name).await;
     source.start(&stored).await?;
     let producer = worker.client.producer(ProducerConfig::default());
@@ -254,6 +256,27 @@ async fn run_source(
         }
         let mut last: BTreeMap<String, (serde_json::Value, serde_json::Value)> = BTreeMap::new();
         for r in &records {
+            let mut r = r.clone();
+            if r.error.is_none() && !chain.is_empty() {
+                let m = Message {
+                    topic: r.topic.clone(),
+                    key: r.key.take(),
+                    value: r.value.take(),
+                    header_keys: Vec::new(),
+                };
+                match chain.apply(m) {
+                    Ok(Some(m)) => (r.topic, r.key, r.value) = (m.topic, m.key, m.value),
+                    Ok(None) => {
+                        last.insert(
+                            r.partition.to_string(),
+                            (r.partition.clone(), r.offset.clone()),
+                        );
+                        continue;
+                    }
+                    Err(e) => r.error = Some(e.to_string()),
+                }
+            }
+            let r = &r;
             let target = match (&r.error, tolerate, &dlq) {
                 (None, _, _) => Some((r.topic.as_str(), Vec::new())),
                 (Some(e), true, Some(d)) => Some((
@@ -333,6 +356,8 @@ async fn run_sink(
         enable_auto_commit: false,
         ..Default::default()
     });
+    let chain = Chain::from_config(config)?;
+    let tolerate = config.tolerates_errors()?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     loop {
@@ -341,6 +366,11 @@ async fn run_sink(
         if records.is_empty() {
             continue;
         }
+        let records = if chain.is_empty() {
+            records
+        } else {
+            transform(&chain, records, tolerate)?
+        };
         sink.put(&records).await?;
         sink.flush().await?;
         let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
@@ -352,4 +382,38 @@ async fn run_sink(
         }
         consumer.commit_offsets(next.into_iter().collect()).await?;
     }
+}
+
+/// Applies the transforms to records read for a sink. Their offsets are committed whatever
+/// the transforms did (a filtered record is handled).
+fn transform(
+    chain: &Chain,
+    records: Vec<ConsumerRecord>,
+    tolerate: bool,
+) -> Result<Vec<ConsumerRecord>> {
+    let mut out = Vec::with_capacity(records.len());
+    for mut r in records {
+        let m = Message {
+            topic: r.topic.to_string(),
+            key: r.record.key.as_deref().map(<[u8]>::to_vec),
+            value: r.record.value.as_deref().map(<[u8]>::to_vec),
+            header_keys: r.record.headers.iter().map(|h| h.key.clone()).collect(),
+        };
+        match chain.apply(m) {
+            Ok(Some(m)) => {
+                if *r.topic != *m.topic {
+                    r.topic = m.topic.as_str().into();
+                }
+                r.record.key = m.key.map(Into::into);
+                r.record.value = m.value.map(Into::into);
+                out.push(r);
+            }
+            Ok(None) => {}
+            Err(e) if tolerate => {
+                tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.record.offset, error = %e, "skipped a record a transform refused");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }

@@ -431,6 +431,10 @@ impl Worker {
             route,
         };
         w.restore()?;
+        for t in &mut w.tasks {
+            t.write_restart_markers();
+        }
+        w.send_outputs()?;
         w.start_inputs()?;
         Ok(w)
     }

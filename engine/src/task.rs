@@ -28,7 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Header of the marker records that carry an upstream task's watermark through a repartition
-/// topic. Value: `<writer partition>:<millis>`, `<writer>:idle` or `<writer>:end`.
+/// topic. Value: `<writer partition>:<millis>`, `<writer>:idle`, `<writer>:end`, or
+/// `<writer>:restart`, written when the task starts, before anything else it writes.
 pub(crate) const WATERMARK_HEADER: &str = "runnel.watermark";
 
 /// Header of repartitioned records: the writing task's partition, the offset of the input
@@ -386,6 +387,12 @@ impl Task {
                     continue;
                 };
                 let Ok(w) = w.parse::<u32>() else { continue };
+                if m == "restart" {
+                    // The writer restarted and replays from its commit: what its earlier
+                    // marks promised no longer holds (its partials may go back too).
+                    marks.insert(w, WriterMark::At(i64::MIN));
+                    continue;
+                }
                 let mark = match m {
                     "idle" => WriterMark::Idle,
                     "end" => WriterMark::End,
@@ -394,7 +401,7 @@ impl Task {
                         Err(_) => continue,
                     },
                 };
-                // A writer's watermark never goes back (markers of a restarted writer may).
+                // Within one run of a writer its watermark never goes back.
                 let keep = match (marks.get(&w), mark) {
                     (Some(WriterMark::At(old)), WriterMark::At(new)) => new >= *old,
                     (Some(WriterMark::End), _) => false,
@@ -489,6 +496,21 @@ impl Task {
                 })?;
         }
         Ok(())
+    }
+
+    /// Tells the readers of this task's repartition topics that it (re)started: they forget its
+    /// earlier marks until it sends new ones.
+    pub fn write_restart_markers(&mut self) {
+        let value = Bytes::from(format!("{}:restart", self.cx.partition));
+        for (topic, partitions) in &self.marker_topics {
+            for p in 0..*partitions {
+                let headers = vec![Header {
+                    key: WATERMARK_HEADER.into(),
+                    value: Some(value.clone()),
+                }];
+                self.cx.out.push_raw(topic, Some(p), 0, headers, None, None);
+            }
+        }
     }
 
     /// Tells the readers of this task's repartition topics how far its event time got, when

@@ -38,7 +38,7 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(150));
     }
 }
 
@@ -355,14 +355,21 @@ fn database(env: &str, default: &str) -> Option<String> {
 }
 
 fn count_rows(url: &str, table: &str) -> i64 {
+    use sqlx::Connection;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let pool = runnel::connectors::jdbc::connect(url).await.unwrap();
+        sqlx::any::install_default_drivers();
         let d = runnel::connectors::jdbc::Dialect::of(url).unwrap();
-        sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {}", d.quote(table)))
-            .fetch_one(&pool)
+        // One short connection, closed before returning: polling must not pile up sessions.
+        let Ok(mut conn) = sqlx::AnyConnection::connect(url).await else {
+            return -1;
+        };
+        let n = sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {}", d.quote(table)))
+            .fetch_one(&mut conn)
             .await
-            .unwrap_or(-1)
+            .unwrap_or(-1);
+        let _ = conn.close().await;
+        n
     })
 }
 
@@ -408,9 +415,21 @@ fn round_trip_through(url: &str, lines: usize) {
         "connector.class": "io.confluent.connect.jdbc.JdbcSinkConnector", "connection.url": url, "topics": table,
         "insert.mode": "upsert", "pk.mode": "record_value", "pk.fields": "id", "auto.create": "true",
     }))).unwrap();
-    wait_for("every line in the table", || {
-        count_rows(url, &table) == lines as i64
-    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while count_rows(url, &table) != lines as i64 {
+        std::thread::sleep(Duration::from_millis(200));
+        let statuses: Vec<_> = worker
+            .names()
+            .iter()
+            .map(|n| (n.clone(), worker.status(n).unwrap()))
+            .collect();
+        let rows = count_rows(url, &table);
+        assert!(
+            Instant::now() < deadline,
+            "timed out with {rows} rows in the table: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     worker.create(config("from-db", serde_json::json!({
         "connector.class": "io.confluent.connect.jdbc.JdbcSourceConnector", "connection.url": url, "mode": "incrementing",
         "incrementing.column.name": "id", "table.whitelist": table, "topic.prefix": "db-", "poll.interval.ms": "200",
@@ -645,4 +664,45 @@ fn the_sink_rides_out_a_postgresql_outage() {
         worker.delete(&name).unwrap();
     }
     drop_table(&url, &table);
+}
+
+#[test]
+fn transforms_reshape_and_route_source_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"id\":1,\"secret\":\"s\",\"card\":\"4111\"}\n{\"id\":2,\"secret\":\"t\",\"card\":\"5500\"}\n").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path().join("data")).unwrap());
+    let worker = rt.block_on(Worker::new(client.clone())).unwrap();
+    let _g = rt.enter();
+    worker
+        .create(config("in", serde_json::json!({
+            "connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "raw-payments",
+            "transforms": "tag,drop,mask,key,route",
+            "transforms.tag.type": "org.apache.kafka.connect.transforms.InsertField$Value",
+            "transforms.tag.static.field": "origin", "transforms.tag.static.value": "file",
+            "transforms.drop.type": "org.apache.kafka.connect.transforms.ReplaceField$Value",
+            "transforms.drop.exclude": "secret",
+            "transforms.mask.type": "org.apache.kafka.connect.transforms.MaskField$Value",
+            "transforms.mask.fields": "card",
+            "transforms.key.type": "org.apache.kafka.connect.transforms.ValueToKey",
+            "transforms.key.fields": "id",
+            "transforms.route.type": "org.apache.kafka.connect.transforms.RegexRouter",
+            "transforms.route.regex": "raw-(.*)", "transforms.route.replacement": "$1",
+        })))
+        .unwrap();
+    let mut got = Vec::new();
+    wait_for("the transformed records", || {
+        got = rt
+            .block_on(runnel::rides::read_raw(&client, "payments"))
+            .unwrap_or_default();
+        got.len() == 2
+    });
+    let v: serde_json::Value = serde_json::from_slice(got[0].value.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"id": 1, "card": "", "origin": "file"})
+    );
+    assert_eq!(got[1].key.as_deref(), Some(&br#"{"id":2}"#[..]));
+    worker.delete("in").unwrap();
 }
