@@ -501,7 +501,12 @@ impl Task {
     /// Tells the readers of this task's repartition topics that it (re)started: they forget its
     /// earlier marks until it sends new ones.
     pub fn write_restart_markers(&mut self) {
-        let value = Bytes::from(format!("{}:restart", self.cx.partition));
+        self.push_marker("restart");
+    }
+
+    /// Writes `<partition>:<mark>` to every partition of every repartition topic it writes.
+    fn push_marker(&mut self, mark: &str) {
+        let value = Bytes::from(format!("{}:{mark}", self.cx.partition));
         for (topic, partitions) in &self.marker_topics {
             for p in 0..*partitions {
                 let headers = vec![Header {
@@ -537,18 +542,9 @@ impl Task {
         if self.last_mark.as_deref() == Some(mark.as_str()) {
             return;
         }
-        let value = Bytes::from(format!("{}:{mark}", self.cx.partition));
+        self.push_marker(&mark);
         self.last_mark = Some(mark);
         self.last_mark_at = Instant::now();
-        for (topic, partitions) in &self.marker_topics {
-            for p in 0..*partitions {
-                let headers = vec![Header {
-                    key: WATERMARK_HEADER.into(),
-                    value: Some(value.clone()),
-                }];
-                self.cx.out.push_raw(topic, Some(p), 0, headers, None, None);
-            }
-        }
     }
 
     /// `(input partition, next offset)` of every input that has a position.
