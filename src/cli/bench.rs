@@ -47,6 +47,8 @@ pub enum BenchCommand {
     /// Measure a Kafka-protocol broker through Runnel's client: produce and consume
     /// throughput, produce latency (Runnel's broker in-process, or any broker with --target).
     Broker(super::bench_broker::BrokerBenchArgs),
+    /// Measure the connectors: file ingest vs cat, topic → PostgreSQL vs COPY, PostgreSQL source.
+    Connect(super::bench_connect::ConnectBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +195,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             return tokio::task::spawn_blocking(|| super::bench_engine::run_job(args)).await?;
         }
         BenchCommand::Broker(args) => return super::bench_broker::run(args).await,
+        BenchCommand::Connect(args) => return super::bench_connect::run(args).await,
     };
     let plan = Plan::new(&args);
     let tmp = tempfile::Builder::new().prefix("runnel-bench-").tempdir()?;

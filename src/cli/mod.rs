@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_broker;
+mod bench_connect;
 mod bench_engine;
 mod broker;
 mod connect;
