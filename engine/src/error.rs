@@ -56,6 +56,10 @@ pub enum EngineError {
         source: std::io::Error,
     },
 
+    /// A job file or SQL error, already naming its place (`file:line:col: ...`).
+    #[error("{0}")]
+    Job(String),
+
     #[error("invalid configuration: {0}")]
     Config(String),
 }

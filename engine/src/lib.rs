@@ -14,6 +14,7 @@ pub(crate) mod ops;
 pub mod record;
 pub mod runtime;
 pub mod serdes;
+pub mod sql;
 pub mod state;
 pub mod task;
 pub mod topology;

@@ -49,6 +49,8 @@ pub enum BenchCommand {
     Broker(super::bench_broker::BrokerBenchArgs),
     /// Measure the connectors: file ingest vs cat, topic → PostgreSQL vs COPY, PostgreSQL source.
     Connect(super::bench_connect::ConnectBenchArgs),
+    /// Measure the Nexmark queries of examples/nexmark (SQL jobs), generator included.
+    Nexmark(super::bench_sql::NexmarkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +193,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     let args = match cmd {
         BenchCommand::Log(args) => args,
         BenchCommand::Engine(args) => return super::bench_engine::run(args).await,
+        BenchCommand::Nexmark(args) => return super::bench_sql::run(args).await,
         BenchCommand::EngineJob(args) => {
             return tokio::task::spawn_blocking(|| super::bench_engine::run_job(args)).await?;
         }

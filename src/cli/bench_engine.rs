@@ -7,7 +7,8 @@
 //! resident memory is its own) from a topic holding all events until the last output is
 //! written: (a) stateless — `speed > 5`, `driver_id, region, speed * 3.6 AS kmh` as JSON;
 //! (b) windowed — watermark 5 s, `speed > 5`, 10 s tumbling windows by region with count,
-//! average and maximum speed. Events/s = input events / that time.
+//! average and maximum speed; (c) and (d) the same two jobs written as SQL job files
+//! (`runnel run`). Events/s = input events / that time.
 
 use super::output;
 use anyhow::{Context, Result, bail};
@@ -54,7 +55,7 @@ pub struct EngineJobArgs {
     threads: usize,
 }
 
-const JOBS: [(&str, &str); 2] = [
+const JOBS: [(&str, &str); 4] = [
     (
         "stateless",
         "filter speed > 5, project driver_id, region, kmh",
@@ -63,7 +64,39 @@ const JOBS: [(&str, &str); 2] = [
         "windowed",
         "watermark 5 s, filter, 10 s tumbling by region: count, avg, max",
     ),
+    ("sql-stateless", "the stateless job as a SQL job file"),
+    ("sql-windowed", "the windowed job as a SQL job file"),
 ];
+
+/// The reference jobs in SQL (the same inputs and results as the DSL ones).
+fn sql_job(job: &str) -> String {
+    let sql = match job {
+        "sql-stateless" => {
+            "INSERT INTO out SELECT driver_id, region, speed * 3.6 AS kmh FROM rides WHERE speed > 5"
+        }
+        _ => {
+            "INSERT INTO out SELECT region, window_start, window_end, COUNT(*) AS count, AVG(speed) AS avg_speed, \
+             MAX(speed) AS max_speed FROM rides WHERE speed > 5 GROUP BY region, tumble(ts, INTERVAL '10' SECOND)"
+        }
+    };
+    format!(
+        r#"[job]
+name = "bench-{job}-{pid}"
+sql = "{sql}"
+
+[[input]]
+name = "rides"
+schema = "ts BIGINT, driver_id BIGINT, region VARCHAR, lat DOUBLE, lon DOUBLE, speed DOUBLE"
+event_time = "ts"
+watermark = "5 seconds"
+
+[[output]]
+name = "out"
+topic = "out-{job}"
+"#,
+        pid = std::process::id()
+    )
+}
 
 pub async fn run(args: EngineArgs) -> Result<()> {
     let events = if args.quick { 100_000 } else { args.events };
@@ -140,7 +173,12 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
     let topology = match args.job.as_str() {
         "stateless" => rides::fast_rides("rides", "out-stateless"),
         "windowed" => rides::speed_per_region("rides", "out-windowed"),
-        other => bail!("unknown job {other:?}: stateless or windowed"),
+        job @ ("sql-stateless" | "sql-windowed") => {
+            let path = Path::new(job).with_extension("toml");
+            let sql = runnel::engine::sql::SqlJob::parse(&path, &sql_job(job))?;
+            sql.topology_for_run()?
+        }
+        other => bail!("unknown job {other:?}: stateless, windowed, sql-stateless or sql-windowed"),
     };
     let mut config = StreamsConfig::new(&format!("bench-{}-{}", args.job, std::process::id()));
     config.until_end = true;

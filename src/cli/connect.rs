@@ -49,7 +49,7 @@ pub async fn run(client: SharedLogClient, args: ConnectArgs) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown() {
+pub(super) async fn shutdown() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {

@@ -12,6 +12,7 @@ mod bench;
 mod bench_broker;
 mod bench_connect;
 mod bench_engine;
+mod bench_sql;
 mod broker;
 mod connect;
 mod consume;
@@ -20,6 +21,7 @@ mod groups;
 mod output;
 mod produce;
 mod quickstart;
+mod run;
 mod topics;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -65,6 +67,8 @@ enum Command {
     /// Measure throughput and latency (on a temporary data directory).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Show a SQL job's plans and topology without running it.
+    Explain(run::ExplainArgs),
 }
 
 /// The commands that work on the data directory.
@@ -86,12 +90,15 @@ enum DataCommand {
     Quickstart(quickstart::QuickstartArgs),
     /// Run connectors (files ↔ topics) from a worker file and a Kafka Connect REST API.
     Connect(connect::ConnectArgs),
+    /// Run a SQL job declared in a TOML file (and the connectors it declares).
+    Run(run::RunArgs),
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
     let cmd = match cli.command {
         Command::Bench(cmd) => return bench::run(cmd).await,
+        Command::Explain(args) => return run::explain(args),
         Command::Data(cmd) => cmd,
     };
     let dir = cli.data_dir.as_path();
@@ -103,8 +110,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             DataCommand::Consume(args) => consume::run(&client, args).await,
             DataCommand::Connect(args) => connect::run(client, args).await,
+            DataCommand::Run(args) => run::run(client, args).await,
             _ => bail!(
-                "--bootstrap (RUNNEL_BOOTSTRAP) works with produce, consume and connect; the other commands work on a data directory: drop --bootstrap"
+                "--bootstrap (RUNNEL_BOOTSTRAP) works with produce, consume, connect and run; the other commands work on a data directory: drop --bootstrap"
             ),
         };
     }
@@ -114,6 +122,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         DataCommand::Quickstart(_)
             | DataCommand::Broker(_)
             | DataCommand::Connect(_)
+            | DataCommand::Run(_)
             | DataCommand::Topics(topics::TopicsCommand::Create(_))
     );
     if !creates && !dir.is_dir() {
@@ -134,6 +143,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         DataCommand::Quickstart(args) => quickstart::run(&log, args).await,
         DataCommand::Broker(args) => broker::run(&log, args).await,
         DataCommand::Connect(args) => connect::run(Arc::new(log.clone()), args).await,
+        DataCommand::Run(args) => run::run(Arc::new(log.clone()), args).await,
     };
     close_log(log);
     result

@@ -11,4 +11,5 @@ mod crash;
 mod engine;
 mod groups;
 mod model;
+mod sql;
 mod support;

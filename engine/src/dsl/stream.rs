@@ -8,7 +8,7 @@ use crate::ops::join::{
     StreamTableJoin,
 };
 use crate::ops::processor::{Processor, ProcessorOp, ProcessorState};
-use crate::ops::stateless::{FlatFn, Predicate, Retain, Stateless};
+use crate::ops::stateless::{BatchFn, Batchwise, FlatFn, Predicate, Retain, Stateless};
 use crate::record::Rec;
 use crate::serdes::SerdeRef;
 use crate::state::{KeyValueStore, WindowStore};
@@ -80,6 +80,34 @@ impl<K: Key, V: Data> KStream<K, V> {
             }),
         );
         KStream::new(self.b.clone(), node, serdes, key_changed)
+    }
+
+    /// A node that transforms whole batches (`f` returns the outputs of one input batch).
+    pub(crate) fn map_batch<K2: Key, V2: Data>(
+        &self,
+        prefix: &str,
+        f: BatchFn<K, V, K2, V2>,
+        key_changed: bool,
+    ) -> KStream<K2, V2> {
+        let node = self.b.add_node(
+            prefix,
+            NodeKind::Processor,
+            vec![self.node],
+            vec![],
+            Arc::new(move |inst| {
+                let out = inst.out::<K2, V2>();
+                let node = inst.node_name.clone();
+                let dead_letters = Arc::from(format!("{}-dlq", inst.app_id));
+                inst.input::<K, V>(op(Batchwise {
+                    node,
+                    f: f.clone(),
+                    out,
+                    dead_letters,
+                }));
+                Ok(())
+            }),
+        );
+        KStream::new(self.b.clone(), node, None, self.key_changed || key_changed)
     }
 
     /// Declares the serdes of this stream's key and value, for operations that need them

@@ -1,0 +1,757 @@
+//! From planned [`Step`]s to the engine's topology, through the same DSL Rust jobs use.
+//!
+//! Every edge carries `Rec<Row, Option<Row>>`: the key is the record key's columns (empty for
+//! unkeyed streams), the value a row of the step's schema, or `None` for a deleted key of an
+//! upsert stream. Filters and projections run DataFusion's physical expressions on one Arrow
+//! batch per engine batch; aggregates keep DataFusion accumulator states per key (and window)
+//! in the engine's changelogged stores.
+
+use super::job::{InputDecl, JobFile, OutputDecl};
+use super::plan::{AggregateStep, JobPlan, JoinStep, PhysExpr, Step, StreamJoinStep, WindowSpec};
+use super::row::{
+    InputSerde, KeySerde, Row, RowCodec, RowDecoder, RowEncoder, millis, nulls, timestamp, to_batch,
+};
+use crate::dsl::{
+    Consumed, JoinWindows, KStream, KTable, Produced, SessionWindows, StreamsBuilder, TimeWindows,
+};
+use crate::error::{EngineError, Result};
+use crate::ops::stateless::Refused;
+use crate::record::{Rec, Windowed};
+use crate::serdes::Serde;
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Stream = KStream<Row, Option<Row>>;
+
+/// A lowered step: its stream and the names of its key's columns.
+struct Lowered {
+    stream: Stream,
+    key_names: Vec<String>,
+    key_types: Vec<DataType>,
+}
+
+/// Builds the topology of a planned job.
+pub fn build(plan: &JobPlan) -> Result<crate::Topology> {
+    let b = StreamsBuilder::new();
+    let mut cx = BuildCx {
+        b: b.clone(),
+        job: &plan.job,
+        sources: HashMap::new(),
+        tables: HashMap::new(),
+        stores: 0,
+    };
+    for (i, st) in plan.statements.iter().enumerate() {
+        let lowered = cx.lower(&st.root, i)?;
+        cx.sink(lowered, &st.root.schema(), &st.output)?;
+    }
+    Ok(b.build())
+}
+
+struct BuildCx<'a> {
+    b: StreamsBuilder,
+    job: &'a JobFile,
+    sources: HashMap<String, Stream>,
+    tables: HashMap<String, KTable<Row, Option<Row>>>,
+    stores: usize,
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> ! {
+    // A task's panic becomes its failure, naming the operator and the record's offset.
+    panic!("{what}: {e}")
+}
+
+/// Evaluates expressions over the `Some` rows of a batch, in order: one Arrow batch, or, if
+/// that fails, row by row, so that only the rows an expression fails on are refused (sent to
+/// the dead-letter topic with the reason) and get `None`.
+fn evaluate(
+    schema: &SchemaRef,
+    batch: &[Rec<Row, Option<Row>>],
+    exprs: &[PhysExpr],
+    refused: &mut Vec<Refused>,
+) -> Vec<Option<Row>> {
+    let recs: Vec<&Rec<Row, Option<Row>>> = batch.iter().filter(|r| r.value.is_some()).collect();
+    let rows: Vec<&Row> = recs.iter().filter_map(|r| r.value.as_ref()).collect();
+    match evaluate_batch(schema, &rows, exprs) {
+        Ok(columns) => columns_to_rows(&columns, rows.len())
+            .into_iter()
+            .map(Some)
+            .collect(),
+        Err(_) => recs
+            .iter()
+            .zip(&rows)
+            .map(
+                |(rec, row)| match evaluate_batch(schema, std::slice::from_ref(row), exprs) {
+                    Ok(columns) => columns_to_rows(&columns, 1).pop(),
+                    Err(reason) => {
+                        refused.push(Refused {
+                            offset: rec.offset,
+                            timestamp: rec.timestamp,
+                            value: row_json(schema, row),
+                            reason,
+                        });
+                        None
+                    }
+                },
+            )
+            .collect(),
+    }
+}
+
+fn evaluate_batch(
+    schema: &SchemaRef,
+    rows: &[&Row],
+    exprs: &[PhysExpr],
+) -> std::result::Result<Vec<ArrayRef>, String> {
+    let batch = to_batch(schema, rows)?;
+    exprs
+        .iter()
+        .map(|e| {
+            e.evaluate(&batch)
+                .and_then(|v| v.into_array(rows.len()))
+                .map_err(|err| format!("cannot evaluate {e}: {}", err.strip_backtrace()))
+        })
+        .collect()
+}
+
+/// A row as a JSON object (what a refused record's dead letter holds).
+fn row_json(schema: &SchemaRef, row: &Row) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = RowEncoder {
+        schema: schema.clone(),
+        format: super::row::Format::Json,
+    }
+    .serialize(&Some(row.clone()), &mut out);
+    out
+}
+
+fn columns_to_rows(columns: &[ArrayRef], n: usize) -> Vec<Row> {
+    (0..n)
+        .map(|i| {
+            Row(columns
+                .iter()
+                .map(|c| {
+                    ScalarValue::try_from_array(c, i)
+                        .unwrap_or_else(|e| fail("cannot read a value", e))
+                })
+                .collect())
+        })
+        .collect()
+}
+
+/// Pairs each record with its evaluated row: records without a value (deletes of an upsert
+/// stream) get `Err(())`, refused records `Ok(None)`.
+fn with_results(
+    batch: Vec<Rec<Row, Option<Row>>>,
+    results: Vec<Option<Row>>,
+) -> impl Iterator<Item = (Rec<Row, Option<Row>>, std::result::Result<Option<Row>, ()>)> {
+    let mut results = results.into_iter();
+    batch.into_iter().map(move |r| {
+        let res = if r.value.is_some() {
+            Ok(results.next().expect("a result per row"))
+        } else {
+            Err(())
+        };
+        (r, res)
+    })
+}
+
+fn duration(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+impl BuildCx<'_> {
+    fn lower(&mut self, step: &Step, stmt: usize) -> Result<Lowered> {
+        Ok(match step {
+            Step::Scan { input, extra, .. } => {
+                let mut stream = self.source(input);
+                if !extra.is_empty() {
+                    let extra = extra.clone();
+                    stream =
+                        stream.map_values(move |v: Option<Row>| {
+                            v.map(|mut r| {
+                                r.0.extend(extra.iter().map(|t| {
+                                    ScalarValue::try_from(t).unwrap_or(ScalarValue::Null)
+                                }));
+                                r
+                            })
+                        });
+                }
+                Lowered {
+                    stream,
+                    key_names: vec![],
+                    key_types: vec![],
+                }
+            }
+            Step::Filter { input, predicate } => {
+                let schema = input.schema();
+                let upsert = input.is_upsert();
+                let lowered = self.lower(input, stmt)?;
+                let predicate = predicate.clone();
+                let stream = lowered.stream.map_batch(
+                    "SQL-FILTER",
+                    Arc::new(
+                        move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                            let keep = evaluate(
+                                &schema,
+                                &batch,
+                                std::slice::from_ref(&predicate),
+                                refused,
+                            );
+                            with_results(batch, keep)
+                                .filter_map(|(mut r, keep)| {
+                                    let ok = match keep {
+                                        Err(()) => return Some(r), // a delete passes through
+                                        Ok(None) => return None,   // refused
+                                        Ok(Some(v)) => v.0[0] == ScalarValue::Boolean(Some(true)),
+                                    };
+                                    match (ok, upsert) {
+                                        (true, _) => Some(r),
+                                        // A row of a table that no longer passes is deleted.
+                                        (false, true) => {
+                                            r.value = None;
+                                            Some(r)
+                                        }
+                                        (false, false) => None,
+                                    }
+                                })
+                                .collect()
+                        },
+                    ),
+                    false,
+                );
+                Lowered { stream, ..lowered }
+            }
+            Step::Project { input, exprs, .. } => {
+                let schema = input.schema();
+                let lowered = self.lower(input, stmt)?;
+                let exprs = exprs.clone();
+                let stream = lowered.stream.map_batch(
+                    "SQL-PROJECT",
+                    Arc::new(
+                        move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                            let rows = evaluate(&schema, &batch, &exprs, refused);
+                            with_results(batch, rows)
+                                .filter_map(|(r, row)| {
+                                    let key = r.key.clone();
+                                    match row {
+                                        Err(()) => Some(r),
+                                        Ok(None) => None,
+                                        Ok(Some(row)) => Some(r.with(key, Some(row))),
+                                    }
+                                })
+                                .collect()
+                        },
+                    ),
+                    false,
+                );
+                Lowered { stream, ..lowered }
+            }
+            Step::Aggregate(a) => self.aggregate(a, stmt)?,
+            Step::Union { inputs, .. } => {
+                let mut lowered = inputs
+                    .iter()
+                    .map(|i| self.lower(i, stmt))
+                    .collect::<Result<Vec<_>>>()?;
+                let first = lowered.remove(0);
+                let stream = lowered
+                    .iter()
+                    .fold(first.stream.clone(), |acc, l| acc.merge(&l.stream));
+                Lowered { stream, ..first }
+            }
+            Step::Join(j) => self.join(j, stmt)?,
+            Step::StreamJoin(j) => self.stream_join(j, stmt)?,
+        })
+    }
+
+    /// Re-keys a stream by expressions over its rows (rows with a null key are dropped: SQL's
+    /// NULL = NULL is not true).
+    fn keyed_by(
+        &mut self,
+        step: &Step,
+        keys: &[PhysExpr],
+        stmt: usize,
+        prefix: &str,
+    ) -> Result<Stream> {
+        let schema = step.schema();
+        let lowered = self.lower(step, stmt)?;
+        let key_exprs = keys.to_vec();
+        Ok(lowered.stream.map_batch(
+            prefix,
+            Arc::new(
+                move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                    let keys = evaluate(&schema, &batch, &key_exprs, refused);
+                    with_results(batch, keys)
+                        .filter_map(|(r, k)| {
+                            let k = k.ok().flatten()?;
+                            if k.0.iter().any(ScalarValue::is_null) {
+                                return None;
+                            }
+                            let v = r.value.clone();
+                            Some(r.with(k, v))
+                        })
+                        .collect()
+                },
+            ),
+            true,
+        ))
+    }
+
+    fn stream_join(&mut self, j: &StreamJoinStep, stmt: usize) -> Result<Lowered> {
+        let left = self
+            .keyed_by(&j.left, &j.left_keys, stmt, "SQL-JOIN-LEFT-KEY")?
+            .with_serdes(RowCodec, RowCodec);
+        let right = self
+            .keyed_by(&j.right, &j.right_keys, stmt, "SQL-JOIN-RIGHT-KEY")?
+            .with_serdes(RowCodec, RowCodec);
+        let windows = JoinWindows::of(Duration::ZERO)
+            .before(duration(j.before))
+            .after(duration(j.after))
+            .grace(duration(j.grace));
+        let joined = left.join_stream(
+            &right,
+            |l: &Option<Row>, r: &Option<Row>| {
+                let mut row = l.clone()?;
+                row.0.extend(r.clone()?.0);
+                Some(row)
+            },
+            windows,
+        );
+        let joined = match &j.filter {
+            None => joined,
+            Some(filter) => {
+                let (schema, filter) = (j.schema.clone(), filter.clone());
+                joined.map_batch(
+                    "SQL-JOIN-FILTER",
+                    Arc::new(
+                        move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                            let keep: Vec<bool> =
+                                evaluate(&schema, &batch, std::slice::from_ref(&filter), refused)
+                                    .into_iter()
+                                    .map(|v| {
+                                        v.is_some_and(|v| {
+                                            v.0[0] == ScalarValue::Boolean(Some(true))
+                                        })
+                                    })
+                                    .collect();
+                            batch
+                                .into_iter()
+                                .enumerate()
+                                .filter(|(i, _)| keep[*i])
+                                .map(|(_, r)| r)
+                                .collect()
+                        },
+                    ),
+                    false,
+                )
+            }
+        };
+        Ok(Lowered {
+            stream: joined.with_serdes(RowCodec, RowCodec),
+            key_names: vec![],
+            key_types: vec![],
+        })
+    }
+
+    fn decoder(input: &InputDecl) -> RowDecoder {
+        RowDecoder {
+            schema: input.schema.clone(),
+            format: input.format,
+            extra_nulls: vec![],
+        }
+    }
+
+    fn key_serde(input: &InputDecl) -> KeySerde {
+        let key = input.key.clone().unwrap_or_default();
+        KeySerde {
+            names: key
+                .iter()
+                .map(|k| input.schema.field(*k).name().clone())
+                .collect(),
+            types: key
+                .iter()
+                .map(|k| input.schema.field(*k).data_type().clone())
+                .collect(),
+        }
+    }
+
+    /// The input's stream (one source per input, shared by the statements).
+    fn source(&mut self, input: &InputDecl) -> Stream {
+        if let Some(s) = self.sources.get(&input.name) {
+            return s.clone();
+        }
+        let mut consumed = Consumed::with(
+            KeySerde {
+                names: vec![],
+                types: vec![],
+            },
+            InputSerde(Self::decoder(input)),
+        )
+        .with_out_of_orderness(duration(input.watermark_ms));
+        if let Some(idx) = input.event_time {
+            consumed = consumed.with_timestamp(move |_, v: &Option<Row>, ts| {
+                v.as_ref().and_then(|r| millis(&r.0[idx])).unwrap_or(ts)
+            });
+        }
+        let s = self.b.stream(&input.topic, consumed);
+        self.sources.insert(input.name.clone(), s.clone());
+        s
+    }
+
+    fn table(&mut self, input: &InputDecl) -> KTable<Row, Option<Row>> {
+        if let Some(t) = self.tables.get(&input.name) {
+            return t.clone();
+        }
+        let t = self.b.table(
+            &input.topic,
+            Consumed::with(Self::key_serde(input), InputSerde(Self::decoder(input))),
+        );
+        self.tables.insert(input.name.clone(), t.clone());
+        t
+    }
+
+    fn aggregate(&mut self, a: &AggregateStep, stmt: usize) -> Result<Lowered> {
+        if a.input.is_upsert() {
+            return Err(EngineError::Job(format!(
+                "{}: an aggregate over an upsert stream (the result of another GROUP BY) is not supported yet: aggregate the input stream directly",
+                self.job.path.display()
+            )));
+        }
+        let in_schema = a.input.schema();
+        let lowered = self.lower(&a.input, stmt)?;
+        // Group values and aggregate arguments, computed in batches before grouping.
+        let mut pre: Vec<PhysExpr> = a.keys.clone();
+        let mut arg_ranges = Vec::new();
+        for f in &a.aggregates {
+            let args = f.expressions();
+            arg_ranges.push(pre.len() - a.keys.len()..pre.len() - a.keys.len() + args.len());
+            pre.extend(args);
+        }
+        let nkeys = a.keys.len();
+        let pre_agg = lowered
+            .stream
+            .map_batch(
+                "SQL-GROUP-BY",
+                Arc::new(
+                    move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                        let computed = evaluate(&in_schema, &batch, &pre, refused);
+                        with_results(batch, computed)
+                            .filter_map(|(r, v)| {
+                                let mut v = v.ok().flatten()?;
+                                let args = Row(v.0.split_off(nkeys));
+                                Some(r.with(v, args))
+                            })
+                            .collect()
+                    },
+                ),
+                true,
+            )
+            .with_serdes(RowCodec, RowCodec);
+        let grouped = pre_agg.group_by_key(None);
+        let fns = Arc::new(AccumulatorFns {
+            aggregates: a.aggregates.clone(),
+            arg_ranges,
+        });
+        self.stores += 1;
+        let store = format!("sql-{stmt}-aggregate-{}", self.stores);
+        let (f1, f2, f3) = (fns.clone(), fns.clone(), fns.clone());
+        let init = Vec::<Row>::new;
+        let add = move |_: &Row, args: &Row, states: Vec<Row>| f1.add(args, states);
+        let merge = move |_: &Row, x: Vec<Row>, y: Vec<Row>| f2.merge(x, y);
+        let group_columns = a.group_columns.clone();
+        let out_row = Arc::new(
+            move |key: &Row, window: Option<(i64, i64)>, states: &[Row]| -> Row {
+                let mut values: Vec<ScalarValue> = group_columns
+                    .iter()
+                    .map(|c| match c {
+                        Ok(i) => key.0[*i].clone(),
+                        Err(true) => timestamp(window.map(|w| w.0)),
+                        Err(false) => timestamp(window.map(|w| w.1)),
+                    })
+                    .collect();
+                values.extend(f3.evaluate(states));
+                Row(values)
+            },
+        );
+        let out_row2 = out_row.clone();
+        let key_types: Vec<DataType> = a
+            .group_columns
+            .iter()
+            .zip(a.schema.fields())
+            .filter(|(c, _)| c.is_ok())
+            .map(|(_, f)| f.data_type().clone())
+            .collect();
+        let to_rows = move |w: &Windowed<Row>, states: Option<Vec<Row>>| {
+            let mut key = w.key.clone();
+            let row = states.map(|s| out_row(&w.key, Some((w.window.start, w.window.end)), &s));
+            key.0.push(timestamp(Some(w.window.start)));
+            (key, row)
+        };
+        let mut key_names = a.key_names.clone();
+        let (stream, key_types) = match a.window {
+            Some(WindowSpec::Tumble { size }) | Some(WindowSpec::Hop { size, .. }) => {
+                let mut windows = TimeWindows::of(duration(size));
+                if let Some(WindowSpec::Hop { slide, .. }) = a.window {
+                    windows = windows.advance_by(duration(slide));
+                }
+                let t = grouped
+                    .windowed_by(windows)
+                    .aggregate(init, add, merge, RowCodec, &store);
+                key_names.push("window_start".into());
+                (
+                    t.to_stream().map(move |w, s| to_rows(&w, s)),
+                    with_ts(key_types),
+                )
+            }
+            Some(WindowSpec::Session { gap }) => {
+                let t = grouped
+                    .windowed_by_session(SessionWindows::with_inactivity_gap(duration(gap)))
+                    .aggregate(init, add, merge, RowCodec, &store);
+                key_names.push("window_start".into());
+                (
+                    t.to_stream().map(move |w, s| to_rows(&w, s)),
+                    with_ts(key_types),
+                )
+            }
+            None => {
+                let t = grouped.aggregate(init, move |k, v, s| add(k, v, s), RowCodec, &store);
+                let stream = t.to_stream().map(move |k, s: Option<Vec<Row>>| {
+                    let row = s.map(|s| out_row2(&k, None, &s));
+                    (k, row)
+                });
+                (stream, key_types)
+            }
+        };
+        Ok(Lowered {
+            stream: stream.with_serdes(RowCodec, RowCodec),
+            key_names,
+            key_types,
+        })
+    }
+
+    fn join(&mut self, j: &JoinStep, stmt: usize) -> Result<Lowered> {
+        if j.left.is_upsert() {
+            return Err(EngineError::Job(format!(
+                "{}: the left side of a join must be a stream, not the result of a GROUP BY",
+                self.job.path.display()
+            )));
+        }
+        let keyed = self
+            .keyed_by(&j.left, &j.left_keys, stmt, "SQL-JOIN-KEY")?
+            .with_serdes(Self::key_serde(&j.right), RowCodec);
+        let table = self.table(&j.right);
+        let right_nulls = nulls(&j.right_schema);
+        let joined = if j.left_outer {
+            keyed.left_join(&table, move |l: &Option<Row>, r: Option<&Option<Row>>| {
+                let mut row = l.clone()?;
+                row.0.extend(
+                    r.and_then(|r| r.clone())
+                        .unwrap_or_else(|| right_nulls.clone())
+                        .0,
+                );
+                Some(row)
+            })
+        } else {
+            keyed.join(&table, |l: &Option<Row>, r: &Option<Row>| {
+                let mut row = l.clone()?;
+                row.0.extend(r.clone()?.0);
+                Some(row)
+            })
+        };
+        let joined = match &j.filter {
+            None => joined,
+            Some(filter) => {
+                let (schema, filter, outer) = (j.schema.clone(), filter.clone(), j.left_outer);
+                let left_len = j.left.schema().fields().len();
+                let right_nulls = nulls(&j.right_schema);
+                joined.map_batch(
+                    "SQL-JOIN-FILTER",
+                    Arc::new(
+                        move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                            let keep: Vec<bool> =
+                                evaluate(&schema, &batch, std::slice::from_ref(&filter), refused)
+                                    .into_iter()
+                                    .map(|v| {
+                                        v.is_some_and(|v| {
+                                            v.0[0] == ScalarValue::Boolean(Some(true))
+                                        })
+                                    })
+                                    .collect();
+                            batch
+                                .into_iter()
+                                .enumerate()
+                                .filter_map(|(i, mut r)| {
+                                    if keep[i] {
+                                        Some(r)
+                                    } else if outer {
+                                        // The row stays, without its match.
+                                        if let Some(v) = r.value.as_mut() {
+                                            v.0.truncate(left_len);
+                                            v.0.extend(right_nulls.0.iter().cloned());
+                                        }
+                                        Some(r)
+                                    } else {
+                                        None
+                                    }
+                                })
+                                .collect()
+                        },
+                    ),
+                    false,
+                )
+            }
+        };
+        let key = Self::key_serde(&j.right);
+        Ok(Lowered {
+            stream: joined.with_serdes(Self::key_serde(&j.right), RowCodec),
+            key_names: key.names,
+            key_types: key.types,
+        })
+    }
+
+    fn sink(&mut self, lowered: Lowered, schema: &SchemaRef, output: &OutputDecl) -> Result<()> {
+        let (stream, names, types) = match &output.key {
+            None => (lowered.stream, lowered.key_names, lowered.key_types),
+            Some(cols) => {
+                let idx = cols
+                    .iter()
+                    .map(|c| {
+                        schema.index_of(c).map_err(|_| {
+                            EngineError::Job(format!(
+                                "{}: output {}: key column {c:?} is not in the statement's SELECT list ({})",
+                                self.job.path.display(),
+                                output.name,
+                                schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let types = idx
+                    .iter()
+                    .map(|i| schema.field(*i).data_type().clone())
+                    .collect();
+                let idx2 = idx.clone();
+                let stream = lowered.stream.map(move |k, v: Option<Row>| {
+                    let key = match &v {
+                        Some(r) => Row(idx2.iter().map(|i| r.0[*i].clone()).collect()),
+                        None => k,
+                    };
+                    (key, v)
+                });
+                (stream, cols.clone(), types)
+            }
+        };
+        stream.to(
+            &output.topic,
+            Produced::with(
+                KeySerde { names, types },
+                RowEncoder {
+                    schema: schema.clone(),
+                    format: output.format,
+                },
+            ),
+        );
+        Ok(())
+    }
+}
+
+fn with_ts(mut types: Vec<DataType>) -> Vec<DataType> {
+    types.push(DataType::Timestamp(
+        datafusion::arrow::datatypes::TimeUnit::Millisecond,
+        None,
+    ));
+    types
+}
+
+/// DataFusion accumulators driven one record at a time, their states kept as rows.
+struct AccumulatorFns {
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    arg_ranges: Vec<std::ops::Range<usize>>,
+}
+
+fn state_arrays(state: &Row) -> Vec<ArrayRef> {
+    state
+        .0
+        .iter()
+        .map(|v| {
+            v.to_array_of_size(1)
+                .unwrap_or_else(|e| fail("cannot restore an aggregate state", e))
+        })
+        .collect()
+}
+
+impl AccumulatorFns {
+    fn accumulator(&self, i: usize, state: Option<&Row>) -> Box<dyn Accumulator> {
+        let f = &self.aggregates[i];
+        let mut acc = f
+            .create_accumulator()
+            .unwrap_or_else(|e| fail(&format!("cannot create the accumulator of {}", f.name()), e));
+        if let Some(s) = state {
+            acc.merge_batch(&state_arrays(s))
+                .unwrap_or_else(|e| fail(&format!("cannot merge a state of {}", f.name()), e));
+        }
+        acc
+    }
+
+    fn state(&self, i: usize, mut acc: Box<dyn Accumulator>) -> Row {
+        Row(acc.state().unwrap_or_else(|e| {
+            fail(
+                &format!("cannot read the state of {}", self.aggregates[i].name()),
+                e,
+            )
+        }))
+    }
+
+    fn add(&self, args: &Row, states: Vec<Row>) -> Vec<Row> {
+        (0..self.aggregates.len())
+            .map(|i| {
+                let mut acc = self.accumulator(i, states.get(i));
+                let values: Vec<ArrayRef> = args.0[self.arg_ranges[i].clone()]
+                    .iter()
+                    .map(|v| {
+                        v.to_array_of_size(1)
+                            .unwrap_or_else(|e| fail("bad argument", e))
+                    })
+                    .collect();
+                acc.update_batch(&values).unwrap_or_else(|e| {
+                    fail(&format!("cannot update {}", self.aggregates[i].name()), e)
+                });
+                self.state(i, acc)
+            })
+            .collect()
+    }
+
+    fn merge(&self, x: Vec<Row>, y: Vec<Row>) -> Vec<Row> {
+        if x.is_empty() {
+            return y;
+        }
+        if y.is_empty() {
+            return x;
+        }
+        (0..self.aggregates.len())
+            .map(|i| {
+                let mut acc = self.accumulator(i, Some(&x[i]));
+                acc.merge_batch(&state_arrays(&y[i])).unwrap_or_else(|e| {
+                    fail(&format!("cannot merge {}", self.aggregates[i].name()), e)
+                });
+                self.state(i, acc)
+            })
+            .collect()
+    }
+
+    fn evaluate(&self, states: &[Row]) -> Vec<ScalarValue> {
+        (0..self.aggregates.len())
+            .map(|i| {
+                let mut acc = self.accumulator(i, states.get(i));
+                acc.evaluate().unwrap_or_else(|e| {
+                    fail(&format!("cannot evaluate {}", self.aggregates[i].name()), e)
+                })
+            })
+            .collect()
+    }
+}

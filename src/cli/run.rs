@@ -1,0 +1,109 @@
+//! `runnel run job.toml [--until-end]`: runs a SQL job (and the connectors its file declares)
+//! until SIGINT/SIGTERM, or until its inputs are consumed and every window closed.
+//! `runnel explain job.toml`: the DataFusion logical plans, the streaming steps and the
+//! topology, without running anything.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use comfy_table::Table;
+use indicatif::{ProgressBar, ProgressStyle};
+use runnel_engine::sql::SqlJob;
+use runnel_log::SharedLogClient;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file (TOML: [job], [[input]], [[output]], optional [[connector]]).
+    job: PathBuf,
+    /// Stop once the inputs are consumed up to where they ended at start and every window is
+    /// closed (a batch run); without it the job runs until stopped.
+    #[arg(long)]
+    until_end: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The job file.
+    job: PathBuf,
+}
+
+pub fn explain(args: ExplainArgs) -> Result<()> {
+    let job = SqlJob::load(&args.job)?;
+    print!("{}", job.explain());
+    Ok(())
+}
+
+pub async fn run(client: SharedLogClient, args: RunArgs) -> Result<()> {
+    let job = SqlJob::load(&args.job)?;
+    let connectors = start_connectors(&client, &job).await?;
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} generating inputs: {pos} events ({per_sec})")
+            .expect("a valid template"),
+    );
+    job.prepare(&client, |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    let app = job.app(client, args.until_end)?;
+    let stop = app.stop_flag();
+    tokio::spawn(async move {
+        super::connect::shutdown().await;
+        eprintln!("stopping the job after its next commit");
+        stop.store(true, Ordering::SeqCst);
+    });
+    eprintln!(
+        "running job {} ({} statement(s)); dead letters go to {}",
+        job.job().name,
+        job.plan.statements.len(),
+        job.job().dead_letter_topic
+    );
+    let handle = tokio::runtime::Handle::current();
+    let summary = tokio::task::spawn_blocking(move || app.run(&handle))
+        .await
+        .context("the job's thread panicked")??;
+    drop(connectors);
+    let m = summary.metrics;
+    let mut table = Table::new();
+    table.set_header(vec![
+        "records in",
+        "records out",
+        "dead letters",
+        "late records",
+        "tasks",
+        "commits",
+    ]);
+    table.add_row(vec![
+        m.records_in.to_string(),
+        m.records_out.to_string(),
+        m.dead_letters.to_string(),
+        m.late_records.to_string(),
+        summary.tasks.to_string(),
+        summary.commits.to_string(),
+    ]);
+    println!("{table}");
+    Ok(())
+}
+
+/// The `[[connector]]` tables of the job file, run by a worker in this process.
+async fn start_connectors(
+    client: &SharedLogClient,
+    job: &SqlJob,
+) -> Result<Option<runnel_connectors::Worker>> {
+    let declared = &job.job().connectors;
+    if declared.is_empty() {
+        return Ok(None);
+    }
+    let mut doc = toml::Table::new();
+    doc.insert(
+        "connector".into(),
+        toml::Value::Array(declared.iter().cloned().map(toml::Value::Table).collect()),
+    );
+    let path = job.job().path.display().to_string();
+    let configs = runnel_connectors::workerfile::parse(&path, &doc.to_string())?;
+    let worker = runnel_connectors::Worker::new(client.clone()).await?;
+    for c in configs {
+        let name = c.name.clone();
+        worker.create(c)?;
+        eprintln!("started connector {name}");
+    }
+    Ok(Some(worker))
+}
