@@ -63,8 +63,22 @@ fn lines_of(path: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Runs the case's job on a fresh embedded log until its inputs are consumed.
-fn run_job(dir: &Path, job: &SqlJob) -> Result<Outcome, String> {
+/// Each input's record values: from `<input>.in` in a case directory.
+fn case_inputs(dir: &Path, job: &SqlJob) -> HashMap<String, Vec<Vec<u8>>> {
+    job.job()
+        .inputs
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                lines_of(&dir.join(format!("{}.in", i.name))),
+            )
+        })
+        .collect()
+}
+
+/// Runs the job on a fresh embedded log until its inputs are consumed.
+fn run_job(job: &SqlJob, inputs: &HashMap<String, Vec<Vec<u8>>>) -> Result<Outcome, String> {
     let data = tempfile::tempdir().unwrap();
     let log = Log::open(data.path()).map_err(|e| e.to_string())?;
     let client: SharedLogClient = Arc::new(log);
@@ -85,10 +99,7 @@ fn run_job(dir: &Path, job: &SqlJob) -> Result<Outcome, String> {
                 format: input.format,
                 extra_nulls: vec![],
             };
-            for (i, line) in lines_of(&dir.join(format!("{}.in", input.name)))
-                .iter()
-                .enumerate()
-            {
+            for (i, line) in inputs[&input.name].iter().enumerate() {
                 // A table's record key is its key columns, as a producer of that topic would set it.
                 let mut key = Vec::new();
                 if let (Some(cols), Ok(row)) = (&input.key, decoder.decode(line)) {
@@ -178,12 +189,15 @@ fn run_job(dir: &Path, job: &SqlJob) -> Result<Outcome, String> {
 }
 
 /// The oracle's rows per output, as the job would write them (JSON, canonical, sorted).
-fn oracle_outputs(dir: &Path, job: &SqlJob) -> BTreeMap<String, Vec<String>> {
+fn oracle_outputs(
+    job: &SqlJob,
+    lines: &HashMap<String, Vec<Vec<u8>>>,
+) -> BTreeMap<String, Vec<String>> {
     let mut inputs = HashMap::new();
     for input in &job.job().inputs {
         let lines = match &input.generator {
             Some(_) => generated_lines(&input.name, job),
-            None => lines_of(&dir.join(format!("{}.in", input.name))),
+            None => lines[&input.name].clone(),
         };
         inputs.insert(
             input.name.clone(),
@@ -191,7 +205,9 @@ fn oracle_outputs(dir: &Path, job: &SqlJob) -> BTreeMap<String, Vec<String>> {
         );
     }
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for r in oracle::run(job.job(), &inputs).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+    for r in oracle::run(job.job(), &inputs)
+        .unwrap_or_else(|e| panic!("{}: {e}", job.job().path.display()))
+    {
         let format = job
             .job()
             .output(&r.output)
@@ -281,10 +297,11 @@ fn run_case(dir: &Path) -> Result<(), String> {
         }
         (Ok(job), None) => job,
     };
-    let outcome = run_job(dir, &job)?;
+    let inputs = case_inputs(dir, &job);
+    let outcome = run_job(&job, &inputs)?;
     let mut problems = Vec::new();
     if dir.join("oracle").exists() {
-        let want = oracle_outputs(dir, &job);
+        let want = oracle_outputs(&job, &inputs);
         for (name, rows) in &want {
             let got = outcome.outputs.get(name).cloned().unwrap_or_default();
             problems.extend(diff(
@@ -393,8 +410,9 @@ fn nexmark_queries_match_the_batch_oracle() {
             .unwrap()
             .replace("events = 1000000", &format!("events = {events}"));
         let job = SqlJob::parse(file, &text).unwrap_or_else(|e| panic!("{e}"));
-        let outcome = run_job(&dir, &job).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let want = oracle_outputs(&dir, &job);
+        let none = HashMap::new();
+        let outcome = run_job(&job, &none).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let want = oracle_outputs(&job, &none);
         for (name, rows) in &want {
             let got = outcome.outputs.get(name).cloned().unwrap_or_default();
             eprintln!(
@@ -497,4 +515,180 @@ name = "results"
         ]
     );
     assert_eq!(summary.metrics.late_records, 1);
+}
+
+/// The job files of `examples/jobs/` on their sample data (`examples/jobs/data/<topic>.jsonl`),
+/// against the batch oracle; each output must have rows.
+#[test]
+fn example_jobs_match_the_batch_oracle() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join("jobs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "one job per use case");
+    for file in &files {
+        let job = SqlJob::load(file).unwrap_or_else(|e| panic!("{e}"));
+        if job.job().inputs.iter().any(|i| {
+            !root
+                .join("data")
+                .join(format!("{}.jsonl", i.topic))
+                .exists()
+        }) {
+            // ride_hailing reads the topic `runnel quickstart` fills: generated here.
+            let mut lines = Vec::new();
+            let mut events = runnel::rides::RideEvents::default();
+            for _ in 0..20_000 {
+                let (mut line, mut key) = (Vec::new(), Vec::new());
+                events.write_next(&mut line, &mut key).unwrap();
+                lines.push(line);
+            }
+            let inputs = HashMap::from([("rides".to_string(), lines)]);
+            check_example(&job, &inputs);
+            continue;
+        }
+        let inputs = job
+            .job()
+            .inputs
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    lines_of(&root.join("data").join(format!("{}.jsonl", i.topic))),
+                )
+            })
+            .collect();
+        check_example(&job, &inputs);
+    }
+}
+
+fn check_example(job: &SqlJob, inputs: &HashMap<String, Vec<Vec<u8>>>) {
+    let path = job.job().path.display().to_string();
+    let outcome = run_job(job, inputs).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(
+        outcome.dead_letters.is_empty(),
+        "{path}: {:?}",
+        &outcome.dead_letters[..1]
+    );
+    for (name, rows) in oracle_outputs(job, inputs) {
+        let got = outcome.outputs.get(&name).cloned().unwrap_or_default();
+        eprintln!("{path}: {name}: {} rows", got.len());
+        assert!(!rows.is_empty(), "{path}: {name} has no rows");
+        if let Some(d) = diff(&format!("{path}: {name} vs the batch oracle"), &rows, &got) {
+            panic!("{d}");
+        }
+    }
+}
+
+fn runnel(data: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `runnel produce`, `runnel run --until-end`, `runnel consume` and `runnel explain` as a user
+/// types them, and a job error as `runnel run` reports it.
+#[test]
+fn runnel_run_and_explain_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let out = runnel(d, &["topics", "create", "purchases"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = runnel(
+        d,
+        &[
+            "produce",
+            "purchases",
+            "--file",
+            "examples/jobs/data/purchases.jsonl",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = runnel(d, &["run", "examples/jobs/ecommerce.toml", "--until-end"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("records in") && stdout.contains("dead letters"),
+        "{stdout}"
+    );
+    let out = runnel(
+        d,
+        &[
+            "consume",
+            "category-revenue",
+            "--from-beginning",
+            "--timeout",
+            "2s",
+        ],
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    // CSV rows `category,revenue,orders`; the last per category is the final one.
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for l in &lines {
+        last.insert(l.split(',').next().unwrap().to_string(), l.clone());
+    }
+    let orders: u64 = last
+        .values()
+        .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(orders, 3000, "{lines:?}");
+
+    let out = runnel(d, &["explain", "examples/jobs/fraud_detection.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for want in [
+        "Logical plan (DataFusion)",
+        "Streaming steps",
+        "Aggregate by",
+        "Sub-topology",
+        "Session",
+    ] {
+        assert!(text.contains(want), "explain lacks {want:?}:\n{text}");
+    }
+
+    let bad = d.join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string("examples/jobs/ecommerce.toml".replace(
+            "examples",
+            &format!("{}/examples", env!("CARGO_MANIFEST_DIR")),
+        ))
+        .unwrap()
+        .replace("SUM(quantity) AS units", "SUM(quantty) AS units"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&bad).unwrap();
+    let line = text.lines().position(|l| l.contains("quantty")).unwrap() + 1;
+    let col = text.lines().nth(line - 1).unwrap().find("quantty").unwrap() + 1;
+    let out = runnel(d, &["run", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains(&format!("{}:{line}:{col}:", bad.display()))
+            && err.contains("unknown column \"quantty\" (did you mean \"quantity\"?)"),
+        "{err}"
+    );
 }

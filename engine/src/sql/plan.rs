@@ -846,12 +846,23 @@ fn with_window_columns(schema: &SchemaRef, add: bool) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Runs a planning future to completion (DataFusion's planner is async but does no I/O here).
-pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime")
-        .block_on(f)
+/// Runs a planning future to completion (DataFusion's planner is async but does no I/O here),
+/// on its own thread so that it works inside an async caller too.
+pub(crate) fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a current-thread runtime")
+                .block_on(f)
+        })
+        .join()
+        .expect("the planning thread panicked")
+    })
 }
 
 struct Lower<'a> {
