@@ -20,6 +20,10 @@ use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+/// How often changed idempotent-producer state is snapshotted. A restart after a crash rebuilds
+/// a partition's state from its snapshot plus the log written since (about this long of it).
+pub const SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Broker settings (`runnel broker` flags).
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -47,7 +51,7 @@ pub struct Broker {
     pub(crate) config: BrokerConfig,
     /// The address clients are told to connect to (Metadata, FindCoordinator).
     pub(crate) advertised: SocketAddr,
-    pub(crate) producers: crate::api::produce::ProducerStates,
+    pub(crate) producers: crate::api::producer_state::ProducerStates,
     pub metrics: Arc<Metrics>,
     listener: parking_lot::Mutex<Option<TcpListener>>,
 }
@@ -84,6 +88,17 @@ impl Broker {
         self.advertised
     }
 
+    /// Writes the idempotent-producer snapshots of partitions that changed (blocking). Called
+    /// every [`SNAPSHOT_INTERVAL`] by [`Broker::serve`]; call it once more after stopping the
+    /// server and before closing the log, so that the next start reads no log to rebuild them.
+    pub fn save_producer_state(&self) {
+        self.producers.save(|topic, id| {
+            self.log
+                .partition(&runnel_log::TopicPartition::new(topic, id))
+                .ok()
+        });
+    }
+
     /// Accepts connections until the task is dropped. Dropping (aborting) it also ends every
     /// connection it accepted, so the broker's handle on the log is released with it.
     pub async fn serve(self: Arc<Self>) -> Result<(), BrokerError> {
@@ -94,9 +109,18 @@ impl Broker {
             .ok_or_else(|| BrokerError::Malformed("serve called twice".into()))?;
         tracing::info!(listen = %self.advertised, "broker listening");
         let mut connections = tokio::task::JoinSet::new();
+        let mut snapshots = tokio::time::interval(SNAPSHOT_INTERVAL);
+        snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
+                _ = snapshots.tick() => {
+                    let broker = self.clone();
+                    // Detached: a snapshot half-written when the server stops is never renamed
+                    // into place.
+                    let _ = tokio::task::spawn_blocking(move || broker.save_producer_state());
+                    continue;
+                }
                 // Reaps finished connection tasks so the set does not grow.
                 Some(_) = connections.join_next() => continue,
             };

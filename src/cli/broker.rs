@@ -43,7 +43,7 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
     // Scripts read this line to learn the port when --listen ends in :0.
     println!("listening on {}", broker.local_addr());
     let metrics = broker.metrics.clone();
-    let mut serve = tokio::spawn(broker.serve());
+    let mut serve = tokio::spawn(broker.clone().serve());
     if !interval.is_zero() {
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -64,6 +64,8 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
     // Ends the connections too, so that the caller can close the log cleanly right away.
     serve.abort();
     let _ = serve.await;
+    // Appends still running finish under the partitions' producer locks, which the save takes.
+    tokio::task::spawn_blocking(move || broker.save_producer_state()).await?;
     println!("{}", metrics.summary());
     Ok(())
 }

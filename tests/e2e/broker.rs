@@ -20,16 +20,15 @@ pub struct BrokerProc {
 
 impl BrokerProc {
     pub fn start(dir: &Path) -> Self {
+        Self::start_at(dir, "127.0.0.1:0")
+    }
+
+    /// On a given address, so that a restarted broker is where its clients reconnect.
+    pub fn start_at(dir: &Path, listen: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .arg("--data-dir")
             .arg(dir)
-            .args([
-                "broker",
-                "--listen",
-                "127.0.0.1:0",
-                "--default-partitions",
-                "3",
-            ])
+            .args(["broker", "--listen", listen, "--default-partitions", "3"])
             .args(["--stats-interval", "0s"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -205,6 +204,78 @@ fn acknowledged_messages_survive_sigkill_of_the_broker() {
         &broker.addr,
         "durable",
         &[acked.to_str().unwrap()],
+    );
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// librdkafka's idempotent producer keeps producing while the broker is killed with SIGKILL
+/// and restarted three times on the same address: it retries what was in flight with the same
+/// producer id and sequences, and the restarted broker, which rebuilt its producer state from
+/// the log, drops the batches it had stored but not acknowledged. Every message is stored
+/// exactly once.
+#[test]
+fn idempotent_producer_through_broker_restarts_stores_each_message_once() {
+    let Some(py) = python("idempotent restarts") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr = free_addr();
+    let out = dir.path().join("produced.txt");
+    let n: usize = 40_000;
+    let mut broker = BrokerProc::start_at(&data, &addr);
+    let mut producer = Command::new(&py)
+        .arg(interop_script())
+        .args(["confluent", "produce-n", &addr, "restarts", &n.to_string()])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .expect("run the producer");
+    let acked = || {
+        std::fs::read_to_string(&out)
+            .map(|s| s.lines().filter(|l| l.starts_with("acked ")).count())
+            .unwrap_or(0)
+    };
+    for round in 1..=3 {
+        let started = Instant::now();
+        while acked() < round * 8000 && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(acked() >= round * 8000, "only {} acknowledged", acked());
+        broker.kill();
+        broker = BrokerProc::start_at(&data, &addr);
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = producer.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the producer did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        status.success() && text.contains("ok confluent"),
+        "producer failed: {}",
+        text.lines()
+            .filter(|l| !l.starts_with("acked "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    scenario(
+        &py,
+        "confluent",
+        "verify-exact",
+        &broker.addr,
+        "restarts",
+        &[&n.to_string()],
     );
 }
 

@@ -11,6 +11,9 @@ usage: interop.py CLIENT SCENARIO BOOTSTRAP TOPIC [ARGS]
   produce-acked    create the topic with flush.messages=1 (Runnel durability `always`) and
                    produce until killed, printing "acked I" for every acknowledged message I
   verify-acked F   every I in the "acked I" lines of file F is in the topic
+  produce-n N      like produce-acked, but N messages, then flush: the broker may be killed and
+                   restarted meanwhile; every message must end acknowledged ("ok" at the end)
+  verify-exact N   the topic holds each of 0..N-1 exactly once (no loss, no duplicates)
 Prints "ok ..." and exits 0 on success; prints what differs and exits 1 otherwise."""
 import sys
 import threading
@@ -288,6 +291,41 @@ def verify_acked(path):
     print(f"ok {CLIENT}: all {len(acked)} acknowledged messages survived SIGKILL ({len(found)} stored)", flush=True)
 
 
+def produce_n(n):
+    create_topic(3, {"flush.messages": "1"})
+    out = sys.stdout
+
+    def acked(v):
+        out.write(f"acked {v.decode()}\n")
+        out.flush()
+
+    s = Sender(on_ack=acked)
+    for i in range(n):
+        s.send(f"k{i % 31}".encode(), str(i).encode())
+        if i % 200 == 0:
+            time.sleep(0.01)  # long enough a run for the broker to be killed and restarted in it
+    s.flush()
+    if s.failed:
+        fail(f"{len(s.failed)} messages failed, e.g. {s.failed[0]}")
+    print(f"ok {CLIENT}: produced {n} messages, all acknowledged", flush=True)
+
+
+def verify_exact(n):
+    r = Reader(f"{TOPIC}-exact", False)
+    counts, deadline, idle = {}, time.time() + 60, 0
+    while time.time() < deadline and idle < 3:
+        batch = r.poll(timeout=1.0)
+        idle = 0 if batch else idle + 1
+        for _, _, v in batch:
+            counts[int(v)] = counts.get(int(v), 0) + 1
+    r.close()
+    missing = [i for i in range(n) if i not in counts]
+    twice = sorted(i for i, c in counts.items() if c > 1)
+    if missing or twice:
+        fail(f"{len(missing)} missing (e.g. {missing[:5]}), {len(twice)} stored more than once (e.g. {twice[:5]})")
+    print(f"ok {CLIENT}: each of the {n} messages stored exactly once", flush=True)
+
+
 if SCENARIO == "roundtrip":
     roundtrip(int(ARGS[0]))
 elif SCENARIO == "group":
@@ -296,5 +334,9 @@ elif SCENARIO == "produce-acked":
     produce_acked()
 elif SCENARIO == "verify-acked":
     verify_acked(ARGS[0])
+elif SCENARIO == "produce-n":
+    produce_n(int(ARGS[0]))
+elif SCENARIO == "verify-exact":
+    verify_exact(int(ARGS[0]))
 else:
     fail(f"unknown scenario {SCENARIO}")

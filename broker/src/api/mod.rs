@@ -15,6 +15,7 @@ pub(crate) mod admin;
 pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod produce;
+pub(crate) mod producer_state;
 
 use crate::codes::{self, api_name};
 use crate::error::BrokerError;
