@@ -21,6 +21,10 @@ pub struct BrokerArgs {
     /// Partitions of an auto-created topic.
     #[arg(long, default_value_t = 1, value_name = "N")]
     default_partitions: u32,
+    /// The address given to clients in Metadata and FindCoordinator, when it is not the
+    /// listen address (a proxy, NAT, a container): Kafka's `advertised.listeners`.
+    #[arg(long, value_name = "IP:PORT")]
+    advertised_listener: Option<std::net::SocketAddr>,
     /// How often to log a metrics summary (e.g. 60s; 0s turns it off).
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     stats_interval: String,
@@ -37,6 +41,7 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
             listen: args.listen,
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions,
+            advertised_listener: args.advertised_listener,
         },
     )
     .await?;

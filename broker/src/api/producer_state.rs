@@ -190,12 +190,17 @@ pub(crate) fn remember(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHea
         e.epoch = h.producer_epoch;
         e.recent.clear();
     }
-    // Sequences wrap from i32::MAX to 0, as in Kafka.
-    e.next_sequence = h.base_sequence.wrapping_add(h.records_count).max(0);
+    e.next_sequence = next_sequence(h.base_sequence, h.records_count);
     if e.recent.len() == REMEMBERED_BATCHES {
         e.recent.pop_front();
     }
     e.recent.push_back((h.base_sequence, offset));
+}
+
+/// The sequence after a batch of `count` records starting at `seq`: sequences wrap from
+/// `i32::MAX` to 0, as in Kafka. Shared by the broker's checks and the client's batches.
+pub(crate) fn next_sequence(seq: i32, count: i32) -> i32 {
+    ((i64::from(seq) + i64::from(count.max(0))) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 fn snapshot_path(dir: &Path) -> PathBuf {

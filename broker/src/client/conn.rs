@@ -140,8 +140,10 @@ impl Connection {
         &self,
         req: R,
         version: i16,
-    ) -> Result<impl Future<Output = Result<R::Response, BrokerError>> + Send + 'static, BrokerError>
-    {
+    ) -> Result<
+        impl Future<Output = Result<R::Response, BrokerError>> + Send + 'static + use<R>,
+        BrokerError,
+    > {
         let addr = self.addr.clone();
         let io = move |m: String| BrokerError::Io {
             addr: addr.clone(),

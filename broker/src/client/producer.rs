@@ -5,19 +5,31 @@
 //!   partition for keyless records that moves on when its batch is closed) and appends the
 //!   record to that partition's open batch; it waits only while `buffer_memory` bytes are queued.
 //! - A batch is closed at `batch_size` bytes, after `linger`, or by `flush`. The sender task
-//!   sends closed batches, oldest first, with up to four Produce requests in flight on one
-//!   connection; the broker answers a connection in order, so the records of a partition are
-//!   stored in the order they were sent.
-//! - `flush` waits until every batch that held a record sent before it has been answered, then
-//!   returns the first error since the previous flush. Failed batches are not retried (no
-//!   idempotence yet), so a failure is reported, never hidden by a duplicate.
+//!   sends closed batches, oldest first, to each partition's leader, with up to four Produce
+//!   requests in flight; a broker answers a connection in order, so the records of a partition
+//!   are stored in the order they were sent.
+//! - Idempotence: the sender asks for a producer id (InitProducerId) before its first batch and
+//!   stamps every batch with it and a per-partition sequence, fixed from then on. A brokers
+//!   without InitProducerId gets plain batches.
+//! - Retries: a batch whose request failed with a retriable error or a lost connection is sent
+//!   again, byte for byte, by the completer task, in the order the batches were first sent,
+//!   with backoff, reconnecting and refreshing metadata, until [`DELIVERY_TIMEOUT`] after its
+//!   first send. With idempotence the broker drops the copies it already stored, so a retry
+//!   never duplicates; OUT_OF_ORDER_SEQUENCE_NUMBER (a batch that overtook one being retried)
+//!   is retried too.
+//! - `flush` waits until every batch that held a record sent before it has been answered (or
+//!   given up), then returns the first error since the previous flush.
 
-use super::conn::{Connection, kafka_error};
+use super::cluster::{Backoff, Cluster, retriable, stale_route};
+use super::conn::kafka_error;
 use super::{metadata, str_bytes};
+use crate::api::producer_state::next_sequence;
+use crate::codes;
+use crate::error::BrokerError;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProduceRequest, TopicName};
 use parking_lot::Mutex;
 use runnel_log::batch::BatchBuilder;
 use runnel_log::partitioner::partition_for_key;
@@ -27,7 +39,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
 /// The most bytes of batches sent in one Produce request.
@@ -37,17 +49,29 @@ const MAX_REQUEST_BYTES: usize = 16 << 20;
 /// encoded and sent during the broker's append of the previous one.
 const MAX_IN_FLIGHT: usize = 4;
 
-type Answer = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send>>;
+/// How long a batch is retried after its first send (Kafka's `delivery.timeout.ms` default).
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The outcome of one Produce request: each batch with its error, if it failed.
+type Answer = Pin<Box<dyn Future<Output = Vec<(Sealed, Option<BrokerError>)>> + Send>>;
+
+/// A batch with its final bytes (producer id and sequence included): what is re-sent.
+struct Sealed {
+    topic: Arc<str>,
+    partition: u32,
+    bytes: Bytes,
+}
 
 struct Open {
     builder: BatchBuilder,
     created: Instant,
 }
 
+/// A closed batch, finished by the sender once it knows the producer id.
 struct Ready {
     topic: Arc<str>,
     partition: u32,
-    bytes: Vec<u8>,
+    builder: BatchBuilder,
 }
 
 #[derive(Default)]
@@ -73,7 +97,7 @@ impl State {
             self.ready.push_back(Ready {
                 topic: key.0.clone(),
                 partition: key.1,
-                bytes: open.builder.finish(),
+                builder: open.builder,
             });
             self.closed += 1;
         }
@@ -81,7 +105,7 @@ impl State {
 }
 
 struct Shared {
-    bootstrap: String,
+    cluster: Cluster,
     config: ProducerConfig,
     state: Mutex<State>,
     /// Wakes the sender task.
@@ -90,7 +114,6 @@ struct Shared {
     space: Notify,
     /// Batches answered so far (in closing order).
     answered: watch::Sender<u64>,
-    metadata_conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
 }
 
 /// See the module documentation.
@@ -102,13 +125,12 @@ impl RemoteProducer {
     /// Must be called inside a tokio runtime: it starts the sender task.
     pub fn new(bootstrap: String, config: ProducerConfig) -> Self {
         let shared = Arc::new(Shared {
-            bootstrap,
+            cluster: Cluster::new(&bootstrap),
             config,
             state: Mutex::default(),
             work: Notify::new(),
             space: Notify::new(),
             answered: watch::channel(0).0,
-            metadata_conn: tokio::sync::Mutex::new(None),
         });
         tokio::spawn(sender(shared.clone()));
         Self { shared }
@@ -116,13 +138,7 @@ impl RemoteProducer {
 
     /// Learns `topic`'s partition count from the broker (once per topic).
     async fn topic(&self, topic: &str) -> Result<(), LogError> {
-        let mut c = self.shared.metadata_conn.lock().await;
-        if c.as_ref().is_none_or(|c| c.is_closed()) {
-            *c = Some(Connection::connect(&self.shared.bootstrap).await?);
-        }
-        let conn = c.as_ref().expect("just connected").clone();
-        drop(c);
-        let counts = metadata(&conn, &[topic.to_string()]).await?;
+        let counts = metadata(&self.shared.cluster, &[topic.to_string()]).await?;
         let count = counts
             .get(topic)
             .copied()
@@ -233,27 +249,67 @@ impl LogProducer for RemoteProducer {
     }
 }
 
-/// The sender task: closes due batches and sends them; a second task awaits the answers in
-/// order and records the outcome.
+/// Producer id and epoch, once the sender has asked (`None`: the broker has no idempotence).
+type Identity = Option<(i64, i16)>;
+
+async fn init_producer_id(cluster: &Cluster) -> Result<Identity, BrokerError> {
+    let conn = cluster.any().await?;
+    let v = match conn.version(ApiKey::InitProducerId, (0, 4)) {
+        Ok(v) => v,
+        Err(BrokerError::Unsupported { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(-1);
+    let resp = conn.send(req, v).await?;
+    if resp.error_code != 0 {
+        return Err(kafka_error("InitProducerId", resp.error_code, ""));
+    }
+    tracing::debug!(
+        producer_id = resp.producer_id.0,
+        epoch = resp.producer_epoch,
+        "idempotent producer"
+    );
+    Ok(Some((resp.producer_id.0, resp.producer_epoch)))
+}
+
+/// One queued request: its answer, and what to count when it is settled.
+struct InFlight {
+    answer: Answer,
+    batches: u64,
+    bytes: usize,
+    first_sent: Instant,
+}
+
+/// The sender task: closes due batches, seals them and sends them to their leaders; the
+/// completer task awaits the answers in order, retries what failed, and records the outcome.
 async fn sender(shared: Arc<Shared>) {
-    let mut conn: Option<Arc<Connection>> = None;
-    let (answers, mut pending) = tokio::sync::mpsc::channel::<(Answer, u64, usize)>(MAX_IN_FLIGHT);
+    let (answers, mut pending) = tokio::sync::mpsc::channel::<InFlight>(MAX_IN_FLIGHT);
     let completer = {
         let shared = shared.clone();
         tokio::spawn(async move {
-            while let Some((answer, n, sizes)) = pending.recv().await {
-                let result = answer.await;
+            while let Some(f) = pending.recv().await {
+                let failed: Vec<(Sealed, BrokerError)> = f
+                    .answer
+                    .await
+                    .into_iter()
+                    .filter_map(|(b, e)| e.map(|e| (b, e)))
+                    .collect();
+                let result = retry_until_delivered(&shared.cluster, failed, f.first_sent).await;
                 let mut st = shared.state.lock();
                 if let Err(e) = result {
                     st.error.get_or_insert(e);
                 }
-                st.queued_bytes = st.queued_bytes.saturating_sub(sizes);
+                st.queued_bytes = st.queued_bytes.saturating_sub(f.bytes);
                 drop(st);
                 shared.space.notify_waiters();
-                shared.answered.send_modify(|a| *a += n);
+                shared.answered.send_modify(|a| *a += f.batches);
             }
         })
     };
+    let mut identity: Option<Identity> = None;
+    let mut sequences: HashMap<(Arc<str>, u32), i32> = HashMap::new();
     loop {
         let (batches, wait, finished) = {
             let mut st = shared.state.lock();
@@ -274,10 +330,10 @@ async fn sender(shared: Arc<Shared>) {
             let mut take = Vec::new();
             let mut bytes = 0;
             while let Some(r) = st.ready.front() {
-                if !take.is_empty() && bytes + r.bytes.len() > MAX_REQUEST_BYTES {
+                if !take.is_empty() && bytes + r.builder.size_bytes() > MAX_REQUEST_BYTES {
                     break;
                 }
-                bytes += r.bytes.len();
+                bytes += r.builder.size_bytes();
                 take.push(st.ready.pop_front().expect("front exists"));
             }
             let finished = take.is_empty() && st.dropped && st.open.is_empty();
@@ -298,39 +354,220 @@ async fn sender(shared: Arc<Shared>) {
             }
             continue;
         }
-        let n = batches.len() as u64;
-        let sizes: usize = batches.iter().map(|b| b.bytes.len()).sum();
-        let answer: Answer = match start_batches(&shared.bootstrap, &mut conn, batches).await {
-            Ok(answer) => Box::pin(answer),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+        let first_sent = Instant::now();
+        let id = match identity {
+            Some(id) => id,
+            None => {
+                let got = shared
+                    .cluster
+                    .retry("InitProducerId", DELIVERY_TIMEOUT, || {
+                        init_producer_id(&shared.cluster)
+                    })
+                    .await;
+                match got {
+                    Ok(id) => *identity.insert(id),
+                    Err(e) => {
+                        // Nothing can be sent without an id the broker agreed to: fail these
+                        // batches and ask again for the next ones.
+                        fail(&shared, batches, e.into());
+                        continue;
+                    }
+                }
+            }
         };
-        if answers.send((answer, n, sizes)).await.is_err() {
+        let sealed: Vec<Sealed> = batches
+            .into_iter()
+            .map(|r| {
+                let bytes = match id {
+                    Some((pid, epoch)) => {
+                        let seq = sequences.entry((r.topic.clone(), r.partition)).or_insert(0);
+                        let base = *seq;
+                        *seq = next_sequence(base, r.builder.len() as i32);
+                        r.builder.finish_idempotent(pid, epoch, base)
+                    }
+                    None => r.builder.finish(),
+                };
+                Sealed {
+                    topic: r.topic,
+                    partition: r.partition,
+                    bytes: Bytes::from(bytes),
+                }
+            })
+            .collect();
+        let n = sealed.len() as u64;
+        let size: usize = sealed.iter().map(|b| b.bytes.len()).sum();
+        let answer = send_sealed(&shared.cluster, sealed).await;
+        let f = InFlight {
+            answer,
+            batches: n,
+            bytes: size,
+            first_sent,
+        };
+        if answers.send(f).await.is_err() {
             return;
         }
     }
 }
 
-/// Writes one Produce request for `batches` and returns the future of its outcome.
-async fn start_batches(
-    bootstrap: &str,
-    conn: &mut Option<Arc<Connection>>,
-    batches: Vec<Ready>,
-) -> Result<impl Future<Output = Result<(), LogError>> + Send + 'static, LogError> {
-    if conn.as_ref().is_none_or(|c| c.is_closed()) {
-        *conn = Some(Connection::connect(bootstrap).await?);
+/// Settles batches that could not get a producer id.
+fn fail(shared: &Shared, batches: Vec<Ready>, e: LogError) {
+    let size: usize = batches.iter().map(|b| b.builder.size_bytes()).sum();
+    let mut st = shared.state.lock();
+    st.error.get_or_insert(e);
+    st.queued_bytes = st.queued_bytes.saturating_sub(size);
+    drop(st);
+    shared.space.notify_waiters();
+    shared.answered.send_modify(|a| *a += batches.len() as u64);
+}
+
+/// Whether a failed batch may be sent again: retriable errors and, for an idempotent batch,
+/// OUT_OF_ORDER_SEQUENCE_NUMBER (an earlier batch of the partition is being retried).
+fn may_retry(b: &Sealed, e: &BrokerError) -> bool {
+    let idempotent = runnel_log::batch::parse_header(&b.bytes).is_ok_and(|h| h.producer_id >= 0);
+    retriable(e)
+        || (idempotent
+            && matches!(e, BrokerError::Kafka { code, .. } if *code == codes::OUT_OF_ORDER_SEQUENCE_NUMBER))
+}
+
+/// Re-sends `failed` (in order) until every batch is stored, one fails for good, or
+/// [`DELIVERY_TIMEOUT`] has passed since `first_sent`.
+async fn retry_until_delivered(
+    cluster: &Cluster,
+    mut failed: Vec<(Sealed, BrokerError)>,
+    first_sent: Instant,
+) -> Result<(), LogError> {
+    let mut backoff = Backoff::default();
+    while !failed.is_empty() {
+        let give_up = first_sent.elapsed() >= DELIVERY_TIMEOUT;
+        if let Some((b, e)) = failed.iter().find(|(b, e)| give_up || !may_retry(b, e)) {
+            return Err(LogError::Delivery {
+                topic: b.topic.to_string(),
+                partition: b.partition,
+                reason: e.to_string(),
+            });
+        }
+        tracing::debug!(batches = failed.len(), error = %failed[0].1, "retrying produce");
+        if failed.iter().any(|(_, e)| stale_route(e)) {
+            cluster.forget_routes();
+        }
+        backoff.wait().await;
+        let again = failed.into_iter().map(|(b, _)| b).collect();
+        failed = send_sealed(cluster, again)
+            .await
+            .await
+            .into_iter()
+            .filter_map(|(b, e)| e.map(|e| (b, e)))
+            .collect();
     }
-    let c = conn.as_ref().expect("connected");
+    Ok(())
+}
+
+/// Writes `batches` now, one Produce request per leader, and returns the future of their
+/// outcomes. A batch whose leader is unknown or unreachable fails with that error (and is
+/// retried by the caller).
+async fn send_sealed(cluster: &Cluster, batches: Vec<Sealed>) -> Answer {
+    let mut by_leader: BTreeMap<String, Vec<Sealed>> = BTreeMap::new();
+    let mut failed = Vec::new();
+    for b in batches {
+        let tp = runnel_log::TopicPartition::new(&*b.topic, b.partition);
+        match cluster.leader_addr(&tp).await {
+            Ok(addr) => by_leader.entry(addr).or_default().push(b),
+            Err(e) => failed.push((b, Some(e))),
+        }
+    }
+    let mut requests = Vec::new();
+    for (addr, batches) in by_leader {
+        match start_request(cluster, &addr, &batches).await {
+            Ok(answer) => requests.push((batches, Ok(answer))),
+            Err(e) => requests.push((batches, Err(e))),
+        }
+    }
+    Box::pin(async move {
+        let mut out = failed;
+        for (batches, answer) in requests {
+            let answer = match answer {
+                Ok(a) => a.await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(codes) => {
+                    for b in batches {
+                        // A partition missing from the answer was not stored as far as we know.
+                        let code = codes
+                            .get(&(b.topic.clone(), b.partition))
+                            .copied()
+                            .unwrap_or(codes::NETWORK_EXCEPTION);
+                        let e =
+                            (code != 0 && code != codes::DUPLICATE_SEQUENCE_NUMBER).then(|| {
+                                kafka_error(
+                                    "Produce",
+                                    code,
+                                    &format!("{}-{}", b.topic, b.partition),
+                                )
+                            });
+                        out.push((b, e));
+                    }
+                }
+                Err(e) => {
+                    for b in batches {
+                        let e = clone_error(&e);
+                        out.push((b, Some(e)));
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+/// The same error again, for each batch of a request that failed as a whole.
+fn clone_error(e: &BrokerError) -> BrokerError {
+    match e {
+        BrokerError::Kafka {
+            api,
+            code,
+            name,
+            context,
+        } => BrokerError::Kafka {
+            api,
+            code: *code,
+            name,
+            context: context.clone(),
+        },
+        BrokerError::Io { addr, source } | BrokerError::Connect { addr, source } => {
+            BrokerError::Io {
+                addr: addr.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            }
+        }
+        other => BrokerError::Malformed(other.to_string()),
+    }
+}
+
+type PartitionCodes = HashMap<(Arc<str>, u32), i16>;
+
+/// Writes one Produce request for `batches` to `addr` and returns the future of the error
+/// code per partition.
+async fn start_request(
+    cluster: &Cluster,
+    addr: &str,
+    batches: &[Sealed],
+) -> Result<impl Future<Output = Result<PartitionCodes, BrokerError>> + Send + 'static, BrokerError>
+{
+    let c = cluster.conn_to(addr).await?;
     let v = c.version(ApiKey::Produce, (3, 9))?;
     // Batches of one partition are concatenated in order: one records field per partition.
-    let mut topics: BTreeMap<Arc<str>, BTreeMap<u32, Vec<u8>>> = BTreeMap::new();
+    let mut topics: BTreeMap<Arc<str>, BTreeMap<u32, Vec<&Bytes>>> = BTreeMap::new();
     for b in batches {
         topics
-            .entry(b.topic)
+            .entry(b.topic.clone())
             .or_default()
             .entry(b.partition)
             .or_default()
-            .extend_from_slice(&b.bytes);
+            .push(&b.bytes);
     }
+    let names: HashMap<String, Arc<str>> =
+        topics.keys().map(|t| (t.to_string(), t.clone())).collect();
     let req = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30_000)
@@ -344,9 +581,17 @@ async fn start_batches(
                             parts
                                 .into_iter()
                                 .map(|(p, bytes)| {
+                                    let records = match bytes.as_slice() {
+                                        [one] => (*one).clone(),
+                                        many => Bytes::from(
+                                            many.iter()
+                                                .flat_map(|b| b.iter().copied())
+                                                .collect::<Vec<u8>>(),
+                                        ),
+                                    };
                                     PartitionProduceData::default()
                                         .with_index(p as i32)
-                                        .with_records(Some(Bytes::from(bytes)))
+                                        .with_records(Some(records))
                                 })
                                 .collect(),
                         )
@@ -355,17 +600,15 @@ async fn start_batches(
         );
     let resp = c.start(req, v).await?;
     Ok(async move {
+        let mut out = HashMap::new();
         for t in resp.await?.responses {
+            let Some(topic) = names.get(t.name.0.as_str()) else {
+                continue;
+            };
             for p in t.partition_responses {
-                if p.error_code != 0 {
-                    return Err(LogError::Delivery {
-                        topic: t.name.0.to_string(),
-                        partition: p.index as u32,
-                        reason: kafka_error("Produce", p.error_code, "").to_string(),
-                    });
-                }
+                out.insert((topic.clone(), p.index as u32), p.error_code);
             }
         }
-        Ok(())
+        Ok(out)
     })
 }
