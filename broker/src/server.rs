@@ -58,6 +58,7 @@ pub struct Broker {
     /// The address listened on (loopback for a wildcard listen address).
     bound: SocketAddr,
     pub(crate) producers: crate::api::producer_state::ProducerStates,
+    pub(crate) fetch_sessions: crate::api::fetch_session::FetchSessions,
     pub metrics: Arc<Metrics>,
     listener: parking_lot::Mutex<Option<TcpListener>>,
 }
@@ -87,6 +88,7 @@ impl Broker {
             advertised,
             bound,
             producers: Default::default(),
+            fetch_sessions: Default::default(),
             metrics: Arc::new(Metrics::default()),
             listener: parking_lot::Mutex::new(Some(listener)),
         }))

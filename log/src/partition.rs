@@ -458,6 +458,16 @@ impl Partition {
         Some(handle)
     }
 
+    /// The largest record timestamp in the partition, or `None` when it holds no records.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.segments
+            .read()
+            .iter()
+            .map(|s| s.max_timestamp)
+            .max()
+            .filter(|&t| t > i64::MIN)
+    }
+
     /// The first offset whose record timestamp is ≥ `ts`, or `None` if every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
         let from = {

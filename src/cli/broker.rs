@@ -45,6 +45,10 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
         },
     )
     .await?;
+    // Installed before the line below: a script that reads it may send SIGTERM at once, and
+    // the default action would kill the broker without closing the log.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let ctrl_c = tokio::signal::ctrl_c();
     // Scripts read this line to learn the port when --listen ends in :0.
     println!("listening on {}", broker.local_addr());
     let metrics = broker.metrics.clone();
@@ -60,9 +64,8 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
             }
         });
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        r = ctrl_c => r?,
         _ = term.recv() => {},
         r = &mut serve => r??,
     }

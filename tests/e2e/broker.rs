@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct BrokerProc {
     child: Child,
     pub addr: String,
+    /// The rest of the broker's stdout (the metrics summary it prints when it stops).
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl BrokerProc {
@@ -35,7 +37,8 @@ impl BrokerProc {
             .spawn()
             .expect("spawn runnel broker");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout
             .read_line(&mut line)
             .expect("read the listening line");
         let addr = line
@@ -43,7 +46,22 @@ impl BrokerProc {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from the broker: {line:?}"))
             .to_string();
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// SIGTERM, and what the broker printed until it exited (its metrics summary).
+    pub fn terminate(mut self) -> String {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).unwrap();
+        rest
     }
 
     /// SIGKILL, as a crash.
@@ -277,6 +295,52 @@ fn idempotent_producer_through_broker_restarts_stores_each_message_once() {
         "restarts",
         &[&n.to_string()],
     );
+}
+
+/// kafka-python opens fetch sessions (KIP-227) and fetches incrementally when the broker grants
+/// them, through a rebalance (partitions leave and join its sessions): the group scenario's
+/// checks (no gaps, no repeats, restart at the commits) still hold. librdkafka's numbers are
+/// printed for the record.
+#[test]
+fn kafka_python_uses_incremental_fetch_sessions() {
+    let Some(py) = python("fetch sessions") else {
+        return;
+    };
+    let sessions = |client: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = BrokerProc::start(dir.path());
+        scenario(&py, client, "group", &broker.addr, "sessions", &["20000"]);
+        let summary = broker.terminate();
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with("fetch sessions:"))
+            .unwrap_or_else(|| panic!("no fetch-session line in {summary}"))
+            .to_string();
+        println!("{client}: {line}");
+        let numbers: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        (numbers[0], numbers[1])
+    };
+    let (opened, incremental) = sessions("kafka-python");
+    assert!(
+        opened >= 1 && incremental >= 3,
+        "kafka-python: {opened} sessions, {incremental} incremental fetches"
+    );
+    sessions("confluent");
+}
+
+/// librdkafka's admin `list_offsets` with `OffsetSpec.max_timestamp()` (ListOffsets v7,
+/// timestamp -3), earliest, latest and by timestamp, and the consumer's `offsets_for_times`.
+#[test]
+fn confluent_kafka_list_offsets_max_timestamp_and_by_timestamp() {
+    let Some(py) = python("list offsets") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProc::start(dir.path());
+    scenario(&py, "confluent", "list-offsets", &broker.addr, "times", &[]);
 }
 
 #[test]

@@ -14,6 +14,9 @@ usage: interop.py CLIENT SCENARIO BOOTSTRAP TOPIC [ARGS]
   produce-n N      like produce-acked, but N messages, then flush: the broker may be killed and
                    restarted meanwhile; every message must end acknowledged ("ok" at the end)
   verify-exact N   the topic holds each of 0..N-1 exactly once (no loss, no duplicates)
+  list-offsets     (confluent only) records with timestamps 1000, 5000, 3000, 7000, 2000; the
+                   admin API's OffsetSpec.max_timestamp() (ListOffsets -3) and
+                   earliest/latest, and the consumer's offsets_for_times, give Kafka's answers
 Prints "ok ..." and exits 0 on success; prints what differs and exits 1 otherwise."""
 import sys
 import threading
@@ -326,6 +329,33 @@ def verify_exact(n):
     print(f"ok {CLIENT}: each of the {n} messages stored exactly once", flush=True)
 
 
+def list_offsets():
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+    create_topic(1)
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all", "enable.idempotence": True})
+    for i, ts in enumerate([1000, 5000, 3000, 7000, 2000]):
+        p.produce(TOPIC, value=str(i).encode(), partition=0, timestamp=ts)
+    if p.flush(30) != 0:
+        fail("produce did not finish")
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    tp = TopicPartition(TOPIC, 0)
+    got = {}
+    for name, spec in [("max", OffsetSpec.max_timestamp()), ("earliest", OffsetSpec.earliest()),
+                       ("latest", OffsetSpec.latest()), ("at 2500", OffsetSpec.for_timestamp(2500))]:
+        info = admin.list_offsets({tp: spec})[tp].result()
+        got[name] = (info.offset, info.timestamp)
+    want = {"max": (3, 7000), "earliest": (0, -1), "latest": (5, -1), "at 2500": (1, 5000)}
+    if got != want:
+        fail(f"list_offsets: got {got}, want {want}")
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"{TOPIC}-times"})
+    found = [c.offsets_for_times([TopicPartition(TOPIC, 0, ts)], 10)[0].offset for ts in (4000, 6000, 9000)]
+    c.close()
+    if found != [1, 3, -1]:
+        fail(f"offsets_for_times(4000, 6000, 9000): {found}, want [1, 3, -1]")
+    print(f"ok {CLIENT}: ListOffsets max timestamp, earliest, latest and by timestamp: {got}", flush=True)
+
+
 if SCENARIO == "roundtrip":
     roundtrip(int(ARGS[0]))
 elif SCENARIO == "group":
@@ -338,5 +368,7 @@ elif SCENARIO == "produce-n":
     produce_n(int(ARGS[0]))
 elif SCENARIO == "verify-exact":
     verify_exact(int(ARGS[0]))
+elif SCENARIO == "list-offsets":
+    list_offsets()
 else:
     fail(f"unknown scenario {SCENARIO}")

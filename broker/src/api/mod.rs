@@ -13,6 +13,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod fetch;
+pub(crate) mod fetch_session;
 pub(crate) mod groups;
 pub(crate) mod produce;
 pub(crate) mod producer_state;
@@ -140,7 +141,7 @@ async fn dispatch(
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(produce::init_producer_id(b, r))
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(b, r).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(b, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(fetch::list_offsets(b, r, version).await)
         }
