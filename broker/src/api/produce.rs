@@ -2,8 +2,8 @@
 //!
 //! Contract:
 //! - Every batch is checked (RecordBatch v2 header here, CRC-32C by the log's append) and
-//!   appended byte for byte; the log
-//!   assigns offsets. The response is sent once the append is durable per the topic's policy
+//!   appended byte for byte from the request frame (no copy; the log writes the base offset it
+//!   assigns beside the batch). The response is sent once the append is durable per the topic's policy
 //!   (under `always`, after the fdatasync covering it), whatever `acks` asked (`acks=0` gets
 //!   no response, as in Kafka).
 //! - Idempotence: per partition and producer id, the broker remembers the epoch, the next
@@ -17,7 +17,7 @@
 //!   INVALID_REQUEST.
 
 use super::blocking;
-use super::producer_state::{Check, SharedPartitionProducers, check};
+use super::producer_state::{Check, SharedPartitionProducers, check, remember};
 use crate::codes;
 use crate::server::Broker;
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use kafka_protocol::messages::{
 };
 use runnel_log::batch::{self, BatchHeader};
 use runnel_log::{LogError, Partition};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -66,7 +67,7 @@ fn append_partition(
     }
     let idempotent = batches.iter().any(|(h, _)| h.producer_id >= 0);
     let Some(producers) = producers.filter(|_| idempotent) else {
-        let results = partition.append_many(batches.into_iter().map(|(_, b)| b.to_vec()).collect());
+        let results = partition.append_shared(batches.into_iter().map(|(_, b)| b).collect());
         return first_result(&partition, results);
     };
     // Held across the append so that the sequence check and the append are one step.
@@ -78,9 +79,21 @@ fn append_partition(
     }
     let mut first_offset = None;
     let mut to_append = Vec::new();
+    // The producers of this request as they will be once its earlier batches are appended, so
+    // that a request carrying several batches of one producer checks each against the one
+    // before it. Offsets are not known yet: IN_REQUEST stands for them.
+    const IN_REQUEST: u64 = u64::MAX;
+    let mut view = HashMap::new();
     for (h, b) in &batches {
-        match check(&state.producers, h) {
-            Check::Append => to_append.push((*h, b.to_vec())),
+        if let Some(e) = state.producers.get(&h.producer_id) {
+            view.entry(h.producer_id).or_insert_with(|| e.clone());
+        }
+        match check(&view, h) {
+            Check::Append => {
+                remember(&mut view, h, IN_REQUEST);
+                to_append.push((*h, b.clone()));
+            }
+            Check::Duplicate(IN_REQUEST) => {}
             Check::Duplicate(offset) => {
                 tracing::debug!(
                     producer_id = h.producer_id,
@@ -104,7 +117,7 @@ fn append_partition(
         return (codes::NONE, first_offset.map_or(-1, |o| o as i64));
     }
     let headers: Vec<BatchHeader> = to_append.iter().map(|(h, _)| *h).collect();
-    let results = partition.append_many(to_append.into_iter().map(|(_, b)| b).collect());
+    let results = partition.append_shared(to_append.into_iter().map(|(_, b)| b).collect());
     for (h, r) in headers.iter().zip(&results) {
         if let Ok(offset) = r {
             state.remember(h, *offset);
@@ -313,5 +326,31 @@ mod tests {
         let (log, b) = start(dir.path()).await;
         assert_eq!(send(&b, idempotent_batch(42, 0, 6, 2)).await, (0, 10));
         assert_eq!(end(&log), 12);
+    }
+
+    /// A request with several batches of one producer for a partition (the Rust client sends
+    /// what queued up while earlier requests were in flight): each is checked against the one
+    /// before it, and retried together they are all duplicates.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn several_batches_of_one_producer_in_one_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, b) = start(dir.path()).await;
+        let three = [
+            idempotent_batch(5, 0, 0, 2),
+            idempotent_batch(5, 0, 2, 1),
+            idempotent_batch(5, 0, 3, 4),
+        ]
+        .concat();
+        assert_eq!(send(&b, Bytes::from(three.clone())).await, (0, 0));
+        assert_eq!(end(&log), 7);
+        assert_eq!(send(&b, Bytes::from(three)).await, (0, 0));
+        assert_eq!(end(&log), 7);
+        // A gap inside a request refuses it.
+        let gap = [idempotent_batch(5, 0, 7, 1), idempotent_batch(5, 0, 9, 1)].concat();
+        assert_eq!(
+            send(&b, Bytes::from(gap)).await.0,
+            codes::OUT_OF_ORDER_SEQUENCE_NUMBER
+        );
+        assert_eq!(end(&log), 7);
     }
 }

@@ -464,6 +464,44 @@ mod tests {
         assert!(b.metrics.requests("JoinGroup") >= 1);
     }
 
+    /// Many small batches queued at once go out several per partition per request (idempotent,
+    /// each following the one before): all are stored, once, in order.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn many_batches_per_request_are_stored_once_in_order() {
+        let (_dir, log, addr, _broker) = broker().await;
+        let remote: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
+        remote
+            .ensure_topic("small", &TopicConfig::default())
+            .await
+            .unwrap();
+        let producer = remote.producer(ProducerConfig {
+            batch_size: 2048,
+            ..Default::default()
+        });
+        for i in 0..50_000u32 {
+            producer
+                .send(ProducerRecord::new("small", &i.to_be_bytes()).partition(0))
+                .await
+                .unwrap();
+        }
+        producer.flush().await.unwrap();
+        let p = log.partition(&TopicPartition::new("small", 0)).unwrap();
+        assert_eq!(p.high_watermark(), 50_000);
+        let mut next = 0u32;
+        let mut offset = 0;
+        while offset < 50_000 {
+            let f = p.read(offset, 1 << 20).unwrap();
+            for b in runnel_log::batch::split_batches(&f.batches) {
+                for r in runnel_log::batch::records(&b).unwrap() {
+                    let v = u32::from_be_bytes(r.value.as_ref().unwrap()[..4].try_into().unwrap());
+                    assert_eq!(v, next);
+                    next += 1;
+                }
+            }
+            offset = f.next_offset;
+        }
+    }
+
     /// A wire member and an in-process member share one group: the partitions are split, and
     /// the wire member resumes from the in-process member's commits.
     #[tokio::test(flavor = "multi_thread")]
