@@ -190,7 +190,19 @@ fn encode(
     body: &ResponseKind,
     version: i16,
 ) -> Result<Bytes, BrokerError> {
-    let mut buf = BytesMut::with_capacity(256);
+    // Sized up front: a Fetch response carries megabytes of records, and growing the buffer
+    // by doubling would copy them several times over.
+    let capacity = match body {
+        ResponseKind::Fetch(f) => f
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()) + 64)
+            .sum::<usize>()
+            .saturating_add(256),
+        _ => 256,
+    };
+    let mut buf = BytesMut::with_capacity(capacity);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)

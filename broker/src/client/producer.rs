@@ -41,6 +41,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
+/// The largest buffer a new batch starts with (a larger `batch_size` grows it as needed).
+const MAX_INITIAL_BATCH: usize = 1 << 20;
 /// The most bytes of batches sent in one Produce request.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
 /// Produce requests in flight on the producer's connection. The broker answers a connection's
@@ -62,9 +64,46 @@ struct Sealed {
 }
 
 struct Open {
+    topic: Arc<str>,
+    partition: u32,
     builder: BatchBuilder,
     created: Instant,
 }
+
+/// An open batch's key: the address of its topic's interned name (names are interned in
+/// `State::partitions` and never dropped before the state) and the partition. Hashing a
+/// pointer instead of the name keeps `send` cheap per record.
+type OpenKey = (usize, u32);
+
+fn open_key(topic: &Arc<str>, partition: u32) -> OpenKey {
+    (Arc::as_ptr(topic) as *const u8 as usize, partition)
+}
+
+/// FxHash's mixing step: enough for keys that are pointers and small integers.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// A closed batch, finished by the sender once it knows the producer id.
 struct Ready {
@@ -75,31 +114,39 @@ struct Ready {
 
 #[derive(Default)]
 struct State {
-    open: HashMap<(Arc<str>, u32), Open>,
+    open: IdMap<OpenKey, Open>,
     ready: VecDeque<Ready>,
     /// Batches closed so far (moved from `open` to `ready`).
     closed: u64,
     queued_bytes: usize,
+    /// Topic name → (interned name, partition count).
     partitions: HashMap<String, (Arc<str>, u32)>,
-    sticky: HashMap<Arc<str>, u32>,
+    /// The topic of the last `send`, to skip hashing its name when the next is the same.
+    hot: Option<(Arc<str>, u32)>,
+    /// Sticky partition of keyless records, per topic (by interned name's address).
+    sticky: IdMap<usize, u32>,
     error: Option<LogError>,
     flush_requested: bool,
     dropped: bool,
 }
 
 impl State {
-    fn close(&mut self, key: &(Arc<str>, u32)) {
+    fn close(&mut self, key: &OpenKey) {
         if let Some(open) = self.open.remove(key) {
             if self.sticky.get(&key.0) == Some(&key.1) {
                 self.sticky.remove(&key.0);
             }
             self.ready.push_back(Ready {
-                topic: key.0.clone(),
-                partition: key.1,
+                topic: open.topic,
+                partition: open.partition,
                 builder: open.builder,
             });
             self.closed += 1;
         }
+    }
+
+    fn knows(&self, topic: &str) -> bool {
+        self.hot.as_ref().is_some_and(|(t, _)| &**t == topic) || self.partitions.contains_key(topic)
     }
 }
 
@@ -175,13 +222,20 @@ impl LogProducer for RemoteProducer {
             });
         }
         // One lock per record on the fast path: topic known and buffer space free.
+        let room = |st: &State| st.queued_bytes < self.shared.config.buffer_memory;
         let mut st = loop {
+            {
+                let st = self.shared.state.lock();
+                if st.knows(record.topic) && room(&st) {
+                    break st;
+                }
+            }
             let space = self.shared.space.notified();
             // The guard's scope ends before either await (a guard is not Send).
             let known = {
                 let st = self.shared.state.lock();
-                let known = st.partitions.contains_key(record.topic);
-                if known && st.queued_bytes < self.shared.config.buffer_memory {
+                let known = st.knows(record.topic);
+                if known && room(&st) {
                     break st;
                 }
                 known
@@ -192,12 +246,16 @@ impl LogProducer for RemoteProducer {
                 self.topic(record.topic).await?;
             }
         };
-        let (topic, count) = st.partitions[record.topic].clone();
+        if st.hot.as_ref().is_none_or(|(t, _)| &**t != record.topic) {
+            st.hot = Some(st.partitions[record.topic].clone());
+        }
+        let (topic, count) = st.hot.as_ref().expect("just set");
+        let (topic_key, count) = (open_key(topic, 0).0, *count);
         let partition = match (record.partition, record.key) {
             (Some(p), _) if p < count => p,
             (Some(p), _) => {
                 return Err(LogError::UnknownPartition {
-                    topic: topic.to_string(),
+                    topic: record.topic.to_string(),
                     partition: p,
                     partitions: count,
                 });
@@ -205,27 +263,35 @@ impl LogProducer for RemoteProducer {
             (None, Some(key)) => partition_for_key(key, count),
             (None, None) => *st
                 .sticky
-                .entry(topic.clone())
+                .entry(topic_key)
                 .or_insert_with(|| rand::random_range(0..count)),
         };
-        let key = (topic, partition);
+        let key = (topic_key, partition);
         let first = st.open.is_empty() && st.ready.is_empty();
-        let open = st.open.entry(key.clone()).or_insert_with(|| Open {
-            builder: BatchBuilder::new(size.max(1024)),
-            created: Instant::now(),
-        });
+        let batch_size = self.shared.config.batch_size;
+        let st = &mut *st;
+        let open = match st.open.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(Open {
+                topic: st.hot.as_ref().expect("set above").0.clone(),
+                partition,
+                // Sized for a full batch at once (as Kafka's producer does): growing it by
+                // doubling would copy each batch about once more.
+                builder: BatchBuilder::new(size.max(batch_size.min(MAX_INITIAL_BATCH))),
+                created: Instant::now(),
+            }),
+        };
         open.builder.push(
             record.timestamp.unwrap_or_else(now_ms),
             record.key,
             record.value,
             record.headers,
         );
-        let full = open.builder.size_bytes() >= self.shared.config.batch_size;
+        let full = open.builder.size_bytes() >= batch_size;
         st.queued_bytes += size;
         if full {
             st.close(&key);
         }
-        drop(st);
         if full || first {
             self.shared.work.notify_one();
         }
@@ -314,11 +380,11 @@ async fn sender(shared: Arc<Shared>) {
             let mut st = shared.state.lock();
             let linger = shared.config.linger;
             let now = Instant::now();
-            let due: Vec<(Arc<str>, u32)> = st
+            let due: Vec<OpenKey> = st
                 .open
                 .iter()
                 .filter(|(_, o)| st.flush_requested || now.duration_since(o.created) >= linger)
-                .map(|(k, _)| k.clone())
+                .map(|(k, _)| *k)
                 .collect();
             for k in &due {
                 st.close(k);
