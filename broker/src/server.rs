@@ -129,7 +129,7 @@ impl Broker {
                     let broker = self.clone();
                     // Detached: a snapshot half-written when the server stops is never renamed
                     // into place.
-                    let _ = tokio::task::spawn_blocking(move || broker.save_producer_state());
+                    drop(tokio::task::spawn_blocking(move || broker.save_producer_state()));
                     continue;
                 }
                 // Reaps finished connection tasks so the set does not grow.

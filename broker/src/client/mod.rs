@@ -502,6 +502,57 @@ mod tests {
         }
     }
 
+    /// `send_all` queues many records under one lock, waits when the buffer is full (and gets
+    /// the space back when batches are answered), and keeps each partition's order.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn send_all_waits_for_buffer_space_and_keeps_order() {
+        let (_dir, log, addr, _broker) = broker().await;
+        let remote: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
+        let cfg = TopicConfig {
+            partitions: 3,
+            ..Default::default()
+        };
+        remote.ensure_topic("bulk", &cfg).await.unwrap();
+        let producer = remote.producer(ProducerConfig {
+            batch_size: 4096,
+            buffer_memory: 64 << 10,
+            ..Default::default()
+        });
+        let values: Vec<[u8; 4]> = (0..30_000u32).map(|i| i.to_be_bytes()).collect();
+        let records: Vec<ProducerRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ProducerRecord::new("bulk", v).partition(i as u32 % 3))
+            .collect();
+        // Within 10 s: when the buffer counted records by their estimate but released batches
+        // by their encoded size (smaller for small records), it stayed full and this crawled
+        // along on linger timeouts for about 13 s.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            producer.send_all(&records).await.unwrap();
+            producer.flush().await.unwrap();
+        })
+        .await
+        .expect("send_all stalled on buffer space");
+        for p in 0..3u32 {
+            let part = log.partition(&TopicPartition::new("bulk", p)).unwrap();
+            assert_eq!(part.high_watermark(), 10_000);
+            let mut expected = p;
+            let mut offset = 0;
+            while offset < 10_000 {
+                let f = part.read(offset, 1 << 20).unwrap();
+                for b in runnel_log::batch::split_batches(&f.batches) {
+                    for r in runnel_log::batch::records(&b).unwrap() {
+                        let v =
+                            u32::from_be_bytes(r.value.as_ref().unwrap()[..4].try_into().unwrap());
+                        assert_eq!(v, expected);
+                        expected += 3;
+                    }
+                }
+                offset = f.next_offset;
+            }
+        }
+    }
+
     /// A wire member and an in-process member share one group: the partitions are split, and
     /// the wire member resumes from the in-process member's commits.
     #[tokio::test(flavor = "multi_thread")]

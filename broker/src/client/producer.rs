@@ -68,6 +68,9 @@ struct Open {
     partition: u32,
     builder: BatchBuilder,
     created: Instant,
+    /// What this batch's records count against `buffer_memory` (the sum of `send`'s
+    /// estimates, released as such when the batch is settled).
+    queued: usize,
 }
 
 /// An open batch's key: the address of its topic's interned name (names are interned in
@@ -110,6 +113,7 @@ struct Ready {
     topic: Arc<str>,
     partition: u32,
     builder: BatchBuilder,
+    queued: usize,
 }
 
 #[derive(Default)]
@@ -140,6 +144,7 @@ impl State {
                 topic: open.topic,
                 partition: open.partition,
                 builder: open.builder,
+                queued: open.queued,
             });
             self.closed += 1;
         }
@@ -211,41 +216,15 @@ impl Drop for RemoteProducer {
     }
 }
 
-#[async_trait]
-impl LogProducer for RemoteProducer {
-    async fn send(&self, record: ProducerRecord<'_>) -> runnel_log::Result<()> {
-        let size = BatchBuilder::estimate(record.key, record.value, record.headers);
-        if size > self.shared.config.batch_size.max(1 << 20) * 16 {
-            return Err(LogError::RecordTooLarge {
-                size,
-                max: self.shared.config.batch_size,
-            });
-        }
-        // One lock per record on the fast path: topic known and buffer space free.
-        let room = |st: &State| st.queued_bytes < self.shared.config.buffer_memory;
-        let mut st = loop {
-            {
-                let st = self.shared.state.lock();
-                if st.knows(record.topic) && room(&st) {
-                    break st;
-                }
-            }
-            let space = self.shared.space.notified();
-            // The guard's scope ends before either await (a guard is not Send).
-            let known = {
-                let st = self.shared.state.lock();
-                let known = st.knows(record.topic);
-                if known && room(&st) {
-                    break st;
-                }
-                known
-            };
-            if known {
-                space.await;
-            } else {
-                self.topic(record.topic).await?;
-            }
-        };
+impl RemoteProducer {
+    /// Appends `record` (of estimated `size`) to its partition's open batch, with the state
+    /// locked and the topic known. Returns whether the sender must be woken.
+    fn push(
+        &self,
+        st: &mut State,
+        record: &ProducerRecord<'_>,
+        size: usize,
+    ) -> Result<bool, LogError> {
         if st.hot.as_ref().is_none_or(|(t, _)| &**t != record.topic) {
             st.hot = Some(st.partitions[record.topic].clone());
         }
@@ -269,7 +248,6 @@ impl LogProducer for RemoteProducer {
         let key = (topic_key, partition);
         let first = st.open.is_empty() && st.ready.is_empty();
         let batch_size = self.shared.config.batch_size;
-        let st = &mut *st;
         let open = match st.open.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(Open {
@@ -279,6 +257,7 @@ impl LogProducer for RemoteProducer {
                 // doubling would copy each batch about once more.
                 builder: BatchBuilder::new(size.max(batch_size.min(MAX_INITIAL_BATCH))),
                 created: Instant::now(),
+                queued: 0,
             }),
         };
         open.builder.push(
@@ -287,13 +266,89 @@ impl LogProducer for RemoteProducer {
             record.value,
             record.headers,
         );
+        open.queued += size;
         let full = open.builder.size_bytes() >= batch_size;
         st.queued_bytes += size;
         if full {
             st.close(&key);
         }
-        if full || first {
-            self.shared.work.notify_one();
+        Ok(full || first)
+    }
+
+    fn check_size(&self, record: &ProducerRecord<'_>) -> Result<usize, LogError> {
+        let size = BatchBuilder::estimate(record.key, record.value, record.headers);
+        if size > self.shared.config.batch_size.max(1 << 20) * 16 {
+            return Err(LogError::RecordTooLarge {
+                size,
+                max: self.shared.config.batch_size,
+            });
+        }
+        Ok(size)
+    }
+
+    /// Waits until `topic` is known and the buffer has room (cancel safe: nothing queued).
+    async fn wait_ready(&self, topic: &str) -> Result<(), LogError> {
+        loop {
+            let space = self.shared.space.notified();
+            let known = {
+                let st = self.shared.state.lock();
+                let known = st.knows(topic);
+                if known && st.queued_bytes < self.shared.config.buffer_memory {
+                    return Ok(());
+                }
+                known
+            };
+            if known {
+                space.await;
+            } else {
+                self.topic(topic).await?;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl LogProducer for RemoteProducer {
+    async fn send(&self, record: ProducerRecord<'_>) -> runnel_log::Result<()> {
+        let size = self.check_size(&record)?;
+        // One lock per record on the fast path: topic known and buffer space free.
+        loop {
+            {
+                let mut st = self.shared.state.lock();
+                if st.knows(record.topic) && st.queued_bytes < self.shared.config.buffer_memory {
+                    if self.push(&mut st, &record, size)? {
+                        drop(st);
+                        self.shared.work.notify_one();
+                    }
+                    return Ok(());
+                }
+            }
+            self.wait_ready(record.topic).await?;
+        }
+    }
+
+    /// One lock for as many records as the buffer takes, instead of one per record.
+    async fn send_all(&self, records: &[ProducerRecord<'_>]) -> runnel_log::Result<()> {
+        let mut next = 0;
+        while next < records.len() {
+            let mut wake = false;
+            {
+                let mut st = self.shared.state.lock();
+                while let Some(r) = records.get(next) {
+                    if !st.knows(r.topic) || st.queued_bytes >= self.shared.config.buffer_memory {
+                        break;
+                    }
+                    let size = self.check_size(r)?;
+                    wake |= self.push(&mut st, r, size)?;
+                    next += 1;
+                }
+            }
+            if wake {
+                self.shared.work.notify_one();
+            }
+            if let Some(r) = records.get(next) {
+                self.wait_ready(r.topic).await?;
+            }
         }
         Ok(())
     }
@@ -420,6 +475,8 @@ async fn sender(shared: Arc<Shared>) {
             continue;
         }
         let first_sent = Instant::now();
+        // Released when the request is settled: the same amounts `send` counted.
+        let queued: usize = batches.iter().map(|b| b.queued).sum();
         let id = match identity {
             Some(id) => id,
             None => {
@@ -460,12 +517,11 @@ async fn sender(shared: Arc<Shared>) {
             })
             .collect();
         let n = sealed.len() as u64;
-        let size: usize = sealed.iter().map(|b| b.bytes.len()).sum();
         let answer = send_sealed(&shared.cluster, sealed).await;
         let f = InFlight {
             answer,
             batches: n,
-            bytes: size,
+            bytes: queued,
             first_sent,
         };
         if answers.send(f).await.is_err() {
@@ -476,7 +532,7 @@ async fn sender(shared: Arc<Shared>) {
 
 /// Settles batches that could not get a producer id.
 fn fail(shared: &Shared, batches: Vec<Ready>, e: LogError) {
-    let size: usize = batches.iter().map(|b| b.builder.size_bytes()).sum();
+    let size: usize = batches.iter().map(|b| b.queued).sum();
     let mut st = shared.state.lock();
     st.error.get_or_insert(e);
     st.queued_bytes = st.queued_bytes.saturating_sub(size);
