@@ -22,7 +22,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Opti
             format!("frame size {len} is outside 0..={MAX_FRAME}"),
         ));
     }
-    let mut buf = BytesMut::zeroed(len as usize);
-    r.read_exact(&mut buf).await?;
+    // Read into spare capacity: zeroing a buffer of megabytes first would cost as much as a copy.
+    let len = len as usize;
+    let mut buf = BytesMut::with_capacity(len);
+    let mut body = r.take(len as u64);
+    while buf.len() < len {
+        if body.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
     Ok(Some(buf.freeze()))
 }

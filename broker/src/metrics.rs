@@ -45,6 +45,9 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     /// Connections closed because of a malformed frame or request.
     pub connections_malformed: AtomicU64,
+    /// Fetch sessions opened (KIP-227), and incremental fetches served in them.
+    pub fetch_sessions_opened: AtomicU64,
+    pub fetch_incremental: AtomicU64,
 }
 
 impl Metrics {
@@ -75,6 +78,12 @@ impl Metrics {
             self.connections_malformed.load(Ordering::Relaxed),
             self.bytes_in.load(Ordering::Relaxed),
             self.bytes_out.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "fetch sessions: {} opened, {} incremental fetches",
+            self.fetch_sessions_opened.load(Ordering::Relaxed),
+            self.fetch_incremental.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

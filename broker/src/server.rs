@@ -20,6 +20,10 @@ use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+/// How often changed idempotent-producer state is snapshotted. A restart after a crash rebuilds
+/// a partition's state from its snapshot plus the log written since (about this long of it).
+pub const SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Broker settings (`runnel broker` flags).
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -29,6 +33,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of CreateTopics with `num_partitions = -1`.
     pub default_partitions: u32,
+    /// The address Metadata and FindCoordinator give clients (Kafka's `advertised.listeners`),
+    /// when it is not the listen address: behind a proxy or NAT. An IP:PORT.
+    pub advertised_listener: Option<SocketAddr>,
 }
 
 impl Default for BrokerConfig {
@@ -37,6 +44,7 @@ impl Default for BrokerConfig {
             listen: "127.0.0.1:9092".into(),
             auto_create_topics: true,
             default_partitions: 1,
+            advertised_listener: None,
         }
     }
 }
@@ -47,7 +55,10 @@ pub struct Broker {
     pub(crate) config: BrokerConfig,
     /// The address clients are told to connect to (Metadata, FindCoordinator).
     pub(crate) advertised: SocketAddr,
-    pub(crate) producers: crate::api::produce::ProducerStates,
+    /// The address listened on (loopback for a wildcard listen address).
+    bound: SocketAddr,
+    pub(crate) producers: crate::api::producer_state::ProducerStates,
+    pub(crate) fetch_sessions: crate::api::fetch_session::FetchSessions,
     pub metrics: Arc<Metrics>,
     listener: parking_lot::Mutex<Option<TcpListener>>,
 }
@@ -62,26 +73,41 @@ impl Broker {
                     addr: config.listen.clone(),
                     source,
                 })?;
-        let mut advertised = listener.local_addr().map_err(|source| BrokerError::Bind {
+        let mut bound = listener.local_addr().map_err(|source| BrokerError::Bind {
             addr: config.listen.clone(),
             source,
         })?;
         // Clients cannot connect to 0.0.0.0; advertise loopback for a wildcard listen address.
-        if advertised.ip().is_unspecified() {
-            advertised.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        if bound.ip().is_unspecified() {
+            bound.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        let advertised = config.advertised_listener.unwrap_or(bound);
         Ok(Arc::new(Self {
             log,
             config,
             advertised,
+            bound,
             producers: Default::default(),
+            fetch_sessions: Default::default(),
             metrics: Arc::new(Metrics::default()),
             listener: parking_lot::Mutex::new(Some(listener)),
         }))
     }
 
+    /// The address the broker listens on (with loopback for a wildcard address).
     pub fn local_addr(&self) -> SocketAddr {
-        self.advertised
+        self.bound
+    }
+
+    /// Writes the idempotent-producer snapshots of partitions that changed (blocking). Called
+    /// every [`SNAPSHOT_INTERVAL`] by [`Broker::serve`]; call it once more after stopping the
+    /// server and before closing the log, so that the next start reads no log to rebuild them.
+    pub fn save_producer_state(&self) {
+        self.producers.save(|topic, id| {
+            self.log
+                .partition(&runnel_log::TopicPartition::new(topic, id))
+                .ok()
+        });
     }
 
     /// Accepts connections until the task is dropped. Dropping (aborting) it also ends every
@@ -92,11 +118,20 @@ impl Broker {
             .lock()
             .take()
             .ok_or_else(|| BrokerError::Malformed("serve called twice".into()))?;
-        tracing::info!(listen = %self.advertised, "broker listening");
+        tracing::info!(listen = %self.bound, advertised = %self.advertised, "broker listening");
         let mut connections = tokio::task::JoinSet::new();
+        let mut snapshots = tokio::time::interval(SNAPSHOT_INTERVAL);
+        snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
+                _ = snapshots.tick() => {
+                    let broker = self.clone();
+                    // Detached: a snapshot half-written when the server stops is never renamed
+                    // into place.
+                    drop(tokio::task::spawn_blocking(move || broker.save_producer_state()));
+                    continue;
+                }
                 // Reaps finished connection tasks so the set does not grow.
                 Some(_) = connections.join_next() => continue,
             };

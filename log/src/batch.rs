@@ -429,7 +429,7 @@ impl BatchBuilder {
     }
 
     /// Finishes the batch: fills the header and the CRC. Producer id, epoch and sequence are
-    /// -1 (no idempotence) unless set later by the caller that owns them.
+    /// -1 (no idempotence); see [`finish_idempotent`](Self::finish_idempotent).
     pub fn finish(self) -> Vec<u8> {
         let last = self.last_delta;
         self.finish_with_last_delta(last)
@@ -437,7 +437,25 @@ impl BatchBuilder {
 
     /// Like [`finish`](Self::finish), but records `last_offset_delta` explicitly, so a compacted
     /// batch keeps the offset range of the batch it was cut from.
-    pub fn finish_with_last_delta(mut self, last_offset_delta: i32) -> Vec<u8> {
+    pub fn finish_with_last_delta(self, last_offset_delta: i32) -> Vec<u8> {
+        self.finish_as(last_offset_delta, -1, -1, -1)
+    }
+
+    /// Like [`finish`](Self::finish), for an idempotent producer: the batch carries its
+    /// producer id, epoch and base sequence (covered by the CRC, so they are set here rather
+    /// than patched afterwards at the cost of a second CRC pass).
+    pub fn finish_idempotent(self, producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
+        let last = self.last_delta;
+        self.finish_as(last, producer_id, epoch, base_sequence)
+    }
+
+    fn finish_as(
+        mut self,
+        last_offset_delta: i32,
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+    ) -> Vec<u8> {
         let b = &mut self.buf;
         let len = (b.len() - LOG_OVERHEAD) as i32;
         let (base_ts, max_ts) = if self.count == 0 {
@@ -454,9 +472,9 @@ impl BatchBuilder {
             .copy_from_slice(&last_offset_delta.max(0).to_be_bytes());
         b[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&base_ts.to_be_bytes());
         b[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&max_ts.to_be_bytes());
-        b[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&(-1i64).to_be_bytes());
-        b[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());
-        b[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        b[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+        b[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+        b[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
         b[RECORDS_COUNT..RECORDS_COUNT + 4].copy_from_slice(&self.count.to_be_bytes());
         let crc = crc32c::crc32c(&b[ATTRIBUTES..]);
         b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());

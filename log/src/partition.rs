@@ -189,7 +189,14 @@ impl Partition {
         self.append_checked(batches, false)
     }
 
-    fn append_checked(&self, batches: Vec<Vec<u8>>, verify_crc: bool) -> Vec<Result<u64>> {
+    /// [`append_many`](Self::append_many) for batches held in shared buffers (a network
+    /// frame): they are written without first being copied into an owned, patchable vector;
+    /// the assigned base offset is written beside them.
+    pub fn append_shared(&self, batches: Vec<Bytes>) -> Vec<Result<u64>> {
+        self.append_checked(batches, true)
+    }
+
+    fn append_checked<B: BatchBytes>(&self, batches: Vec<B>, verify_crc: bool) -> Vec<Result<u64>> {
         if self.deleted.load(Ordering::Acquire) {
             return batches.iter().map(|_| Err(self.gone())).collect();
         }
@@ -200,7 +207,7 @@ impl Partition {
             let mut segs = self.segments.write();
             for bytes in batches {
                 let r = self
-                    .check_batch(&bytes, verify_crc)
+                    .check_batch(bytes.as_ref(), verify_crc)
                     .and_then(|h| self.write_batch(&mut segs, bytes, h));
                 results.push(r.map(|(base, batch_end)| {
                     end = Some(batch_end);
@@ -281,18 +288,17 @@ impl Partition {
 
     /// Assigns offsets and writes one checked batch to the active segment (rolling first if
     /// needed). Returns (base offset, end offset). The caller holds the writer lock.
-    fn write_batch(
+    fn write_batch<B: BatchBytes>(
         &self,
         segs: &mut Vec<Segment>,
-        mut bytes: Vec<u8>,
+        bytes: B,
         h: batch::BatchHeader,
     ) -> Result<(u64, u64)> {
-        self.maybe_roll(segs, bytes.len() as u64)?;
+        self.maybe_roll(segs, bytes.as_ref().len() as u64)?;
         let active = segs.last_mut().expect("active segment");
         let base = active.next_offset;
-        batch::set_base_offset(&mut bytes, base);
-        active.append(
-            &bytes,
+        bytes.write_to(
+            active,
             &batch::BatchHeader {
                 base_offset: base,
                 ..h
@@ -456,6 +462,16 @@ impl Partition {
         let mut handle = segs[i].read_handle(offset);
         handle.next_base_offset = segs.get(i + 1).map(|s| s.base_offset);
         Some(handle)
+    }
+
+    /// The largest record timestamp in the partition, or `None` when it holds no records.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.segments
+            .read()
+            .iter()
+            .map(|s| s.max_timestamp)
+            .max()
+            .filter(|&t| t > i64::MIN)
     }
 
     /// The first offset whose record timestamp is ≥ `ts`, or `None` if every record is older.
@@ -637,6 +653,25 @@ impl Partition {
 }
 
 /// Removes temporary files a crash may have left (`*.cleaned`, `*.tmp`).
+/// A batch to append: owned bytes are patched with their base offset and written at once;
+/// shared bytes cannot be patched, so the base offset is written beside them.
+trait BatchBytes: AsRef<[u8]> {
+    fn write_to(self, segment: &mut Segment, h: &batch::BatchHeader) -> Result<u64>;
+}
+
+impl BatchBytes for Vec<u8> {
+    fn write_to(mut self, segment: &mut Segment, h: &batch::BatchHeader) -> Result<u64> {
+        batch::set_base_offset(&mut self, h.base_offset);
+        segment.append(&self, h)
+    }
+}
+
+impl BatchBytes for Bytes {
+    fn write_to(self, segment: &mut Segment, h: &batch::BatchHeader) -> Result<u64> {
+        segment.append_with_base(&self, h)
+    }
+}
+
 fn remove_leftovers(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let path = entry.map_err(|e| LogError::io(dir, e))?.path();

@@ -240,6 +240,22 @@ impl Segment {
         Ok(self.size)
     }
 
+    /// [`append`](Self::append) of a batch whose first 8 bytes (the base offset) are stale:
+    /// `h.base_offset` is written in their place, the rest as it is.
+    pub fn append_with_base(&mut self, bytes: &[u8], h: &BatchHeader) -> Result<u64> {
+        let position = self.size;
+        let io = |e| LogError::io(self.log_path(), e);
+        self.file
+            .write_all_at(&h.base_offset.to_be_bytes(), position)
+            .map_err(io)?;
+        self.file
+            .write_all_at(&bytes[8..], position + 8)
+            .map_err(io)?;
+        self.size += bytes.len() as u64;
+        self.note_batch(h, position);
+        Ok(self.size)
+    }
+
     /// Makes the first `len` bytes visible to readers.
     pub fn publish(&self, len: u64) {
         self.readable.fetch_max(len, Ordering::AcqRel);

@@ -53,6 +53,7 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
                 listen: "127.0.0.1:0".into(),
                 auto_create_topics: false,
                 default_partitions: 1,
+                advertised_listener: None,
             };
             let broker = Broker::bind(log.clone(), config).await?;
             let addr = broker.local_addr().to_string();

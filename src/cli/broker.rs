@@ -21,6 +21,10 @@ pub struct BrokerArgs {
     /// Partitions of an auto-created topic.
     #[arg(long, default_value_t = 1, value_name = "N")]
     default_partitions: u32,
+    /// The address given to clients in Metadata and FindCoordinator, when it is not the
+    /// listen address (a proxy, NAT, a container): Kafka's `advertised.listeners`.
+    #[arg(long, value_name = "IP:PORT")]
+    advertised_listener: Option<std::net::SocketAddr>,
     /// How often to log a metrics summary (e.g. 60s; 0s turns it off).
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     stats_interval: String,
@@ -37,13 +41,18 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
             listen: args.listen,
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions,
+            advertised_listener: args.advertised_listener,
         },
     )
     .await?;
+    // Installed before the line below: a script that reads it may send SIGTERM at once, and
+    // the default action would kill the broker without closing the log.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let ctrl_c = tokio::signal::ctrl_c();
     // Scripts read this line to learn the port when --listen ends in :0.
     println!("listening on {}", broker.local_addr());
     let metrics = broker.metrics.clone();
-    let mut serve = tokio::spawn(broker.serve());
+    let mut serve = tokio::spawn(broker.clone().serve());
     if !interval.is_zero() {
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -55,15 +64,16 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
             }
         });
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        r = ctrl_c => r?,
         _ = term.recv() => {},
         r = &mut serve => r??,
     }
     // Ends the connections too, so that the caller can close the log cleanly right away.
     serve.abort();
     let _ = serve.await;
+    // Appends still running finish under the partitions' producer locks, which the save takes.
+    tokio::task::spawn_blocking(move || broker.save_producer_state()).await?;
     println!("{}", metrics.summary());
     Ok(())
 }

@@ -16,27 +16,29 @@ use std::time::{Duration, Instant};
 pub struct BrokerProc {
     child: Child,
     pub addr: String,
+    /// The rest of the broker's stdout (the metrics summary it prints when it stops).
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl BrokerProc {
     pub fn start(dir: &Path) -> Self {
+        Self::start_at(dir, "127.0.0.1:0")
+    }
+
+    /// On a given address, so that a restarted broker is where its clients reconnect.
+    pub fn start_at(dir: &Path, listen: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .arg("--data-dir")
             .arg(dir)
-            .args([
-                "broker",
-                "--listen",
-                "127.0.0.1:0",
-                "--default-partitions",
-                "3",
-            ])
+            .args(["broker", "--listen", listen, "--default-partitions", "3"])
             .args(["--stats-interval", "0s"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn runnel broker");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout
             .read_line(&mut line)
             .expect("read the listening line");
         let addr = line
@@ -44,7 +46,22 @@ impl BrokerProc {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from the broker: {line:?}"))
             .to_string();
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// SIGTERM, and what the broker printed until it exited (its metrics summary).
+    pub fn terminate(mut self) -> String {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).unwrap();
+        rest
     }
 
     /// SIGKILL, as a crash.
@@ -206,6 +223,124 @@ fn acknowledged_messages_survive_sigkill_of_the_broker() {
         "durable",
         &[acked.to_str().unwrap()],
     );
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// librdkafka's idempotent producer keeps producing while the broker is killed with SIGKILL
+/// and restarted three times on the same address: it retries what was in flight with the same
+/// producer id and sequences, and the restarted broker, which rebuilt its producer state from
+/// the log, drops the batches it had stored but not acknowledged. Every message is stored
+/// exactly once.
+#[test]
+fn idempotent_producer_through_broker_restarts_stores_each_message_once() {
+    let Some(py) = python("idempotent restarts") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr = free_addr();
+    let out = dir.path().join("produced.txt");
+    let n: usize = 40_000;
+    let mut broker = BrokerProc::start_at(&data, &addr);
+    let mut producer = Command::new(&py)
+        .arg(interop_script())
+        .args(["confluent", "produce-n", &addr, "restarts", &n.to_string()])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .expect("run the producer");
+    let acked = || {
+        std::fs::read_to_string(&out)
+            .map(|s| s.lines().filter(|l| l.starts_with("acked ")).count())
+            .unwrap_or(0)
+    };
+    for round in 1..=3 {
+        let started = Instant::now();
+        while acked() < round * 8000 && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(acked() >= round * 8000, "only {} acknowledged", acked());
+        broker.kill();
+        broker = BrokerProc::start_at(&data, &addr);
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = producer.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the producer did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        status.success() && text.contains("ok confluent"),
+        "producer failed: {}",
+        text.lines()
+            .filter(|l| !l.starts_with("acked "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    scenario(
+        &py,
+        "confluent",
+        "verify-exact",
+        &broker.addr,
+        "restarts",
+        &[&n.to_string()],
+    );
+}
+
+/// kafka-python opens fetch sessions (KIP-227) and fetches incrementally when the broker grants
+/// them, through a rebalance (partitions leave and join its sessions): the group scenario's
+/// checks (no gaps, no repeats, restart at the commits) still hold. librdkafka's numbers are
+/// printed for the record.
+#[test]
+fn kafka_python_uses_incremental_fetch_sessions() {
+    let Some(py) = python("fetch sessions") else {
+        return;
+    };
+    let sessions = |client: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = BrokerProc::start(dir.path());
+        scenario(&py, client, "group", &broker.addr, "sessions", &["20000"]);
+        let summary = broker.terminate();
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with("fetch sessions:"))
+            .unwrap_or_else(|| panic!("no fetch-session line in {summary}"))
+            .to_string();
+        println!("{client}: {line}");
+        let numbers: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        (numbers[0], numbers[1])
+    };
+    let (opened, incremental) = sessions("kafka-python");
+    assert!(
+        opened >= 1 && incremental >= 3,
+        "kafka-python: {opened} sessions, {incremental} incremental fetches"
+    );
+    sessions("confluent");
+}
+
+/// librdkafka's admin `list_offsets` with `OffsetSpec.max_timestamp()` (ListOffsets v7,
+/// timestamp -3), earliest, latest and by timestamp, and the consumer's `offsets_for_times`.
+#[test]
+fn confluent_kafka_list_offsets_max_timestamp_and_by_timestamp() {
+    let Some(py) = python("list offsets") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProc::start(dir.path());
+    scenario(&py, "confluent", "list-offsets", &broker.addr, "times", &[]);
 }
 
 #[test]
@@ -510,4 +645,143 @@ fn sigterm_prints_metrics_and_closes_the_log_cleanly() {
         "{rest}"
     );
     assert!(dir.path().join("t-0").join(".clean-shutdown").exists());
+}
+
+/// Runnel's own client rides out `runnel broker` being killed with SIGKILL and restarted
+/// three times under a running producer and a group consumer: the producer's flushes all succeed
+/// (retries with the same producer id and sequences, reconnects), the topic holds every record
+/// exactly once (the restarted broker drops the retried copies it had stored), and the
+/// consumer, which keeps polling through the restarts, sees every record.
+#[test]
+fn rust_client_reconnects_and_retries_through_broker_restarts() {
+    use runnel::log::{ConsumerConfig, LogClient, OffsetReset, ProducerConfig, ProducerRecord};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr = free_addr();
+    let mut broker = BrokerProc::start_at(&data, &addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    const N: usize = 30_000;
+    let flushed = Arc::new(AtomicUsize::new(0));
+    let consumed = Arc::new(AtomicUsize::new(0));
+    let client = rt.block_on(async {
+        let client = runnel::broker::RemoteLog::connect(&addr).await.unwrap();
+        let config = runnel::log::TopicConfig {
+            partitions: 3,
+            durability: runnel::log::Durability::Always,
+            ..Default::default()
+        };
+        client.ensure_topic("restarts", &config).await.unwrap();
+        client
+    });
+    let producer = rt.spawn({
+        let client = client.clone();
+        let flushed = flushed.clone();
+        async move {
+            let p = client.producer(ProducerConfig::default());
+            for i in 0..N {
+                let key = format!("k{}", i % 31);
+                let value = i.to_string();
+                p.send(ProducerRecord::new("restarts", value.as_bytes()).key(key.as_bytes()))
+                    .await
+                    .unwrap();
+                if i % 100 == 99 {
+                    // Small batches, each fsynced (`always`): a kill most likely lands
+                    // between a batch's append and its answer.
+                    p.flush().await.expect("a flush failed across a restart");
+                    flushed.store(i + 1, Ordering::Relaxed);
+                }
+            }
+            p.flush().await.expect("the last flush failed");
+            flushed.store(N, Ordering::Relaxed);
+        }
+    });
+    let consumer = rt.spawn({
+        let client = client.clone();
+        let consumed = consumed.clone();
+        async move {
+            let mut c = client.consumer(ConsumerConfig {
+                group_id: Some("restarts".into()),
+                auto_offset_reset: OffsetReset::Earliest,
+                heartbeat_interval: Duration::from_millis(200),
+                ..Default::default()
+            });
+            c.subscribe(&["restarts"]).unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while seen.len() < N && Instant::now() < deadline {
+                for r in c
+                    .poll(Duration::from_millis(300))
+                    .await
+                    .expect("poll failed")
+                {
+                    let v: usize = std::str::from_utf8(r.record.value.as_ref().unwrap())
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    seen.insert(v);
+                }
+                consumed.store(seen.len(), Ordering::Relaxed);
+            }
+            c.close().await.unwrap();
+            seen.len()
+        }
+    });
+    for at in [6_000, 12_000, 18_000] {
+        let started = Instant::now();
+        while flushed.load(Ordering::Relaxed) < at && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            flushed.load(Ordering::Relaxed) >= at,
+            "the producer stalled"
+        );
+        std::thread::sleep(Duration::from_micros(300));
+        broker.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        broker = BrokerProc::start_at(&data, &addr);
+    }
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), producer)
+            .await
+            .expect("the producer did not finish")
+            .unwrap();
+        let seen = consumer.await.unwrap();
+        assert_eq!(seen, N, "the consumer missed records");
+        // Each record once in the log: a fresh reader from the beginning.
+        let mut c = client.consumer(ConsumerConfig::default());
+        c.assign(
+            (0..3)
+                .map(|p| runnel::log::TopicPartition::new("restarts", p))
+                .collect(),
+        )
+        .unwrap();
+        c.seek_to_beginning();
+        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while counts.values().sum::<usize>() < N + 1000 && Instant::now() < deadline {
+            let batch = c.poll(Duration::from_millis(500)).await.unwrap();
+            if batch.is_empty() && counts.len() == N {
+                break;
+            }
+            for r in batch {
+                let v = std::str::from_utf8(r.record.value.as_ref().unwrap()).unwrap();
+                *counts.entry(v.parse().unwrap()).or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = counts
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .map(|(v, _)| *v)
+            .collect();
+        assert_eq!(counts.len(), N, "records missing from the log");
+        assert!(
+            twice.is_empty(),
+            "{} records stored twice, e.g. {:?}",
+            twice.len(),
+            &twice[..twice.len().min(5)]
+        );
+    });
 }

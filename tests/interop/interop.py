@@ -11,6 +11,12 @@ usage: interop.py CLIENT SCENARIO BOOTSTRAP TOPIC [ARGS]
   produce-acked    create the topic with flush.messages=1 (Runnel durability `always`) and
                    produce until killed, printing "acked I" for every acknowledged message I
   verify-acked F   every I in the "acked I" lines of file F is in the topic
+  produce-n N      like produce-acked, but N messages, then flush: the broker may be killed and
+                   restarted meanwhile; every message must end acknowledged ("ok" at the end)
+  verify-exact N   the topic holds each of 0..N-1 exactly once (no loss, no duplicates)
+  list-offsets     (confluent only) records with timestamps 1000, 5000, 3000, 7000, 2000; the
+                   admin API's OffsetSpec.max_timestamp() (ListOffsets -3) and
+                   earliest/latest, and the consumer's offsets_for_times, give Kafka's answers
 Prints "ok ..." and exits 0 on success; prints what differs and exits 1 otherwise."""
 import sys
 import threading
@@ -288,6 +294,68 @@ def verify_acked(path):
     print(f"ok {CLIENT}: all {len(acked)} acknowledged messages survived SIGKILL ({len(found)} stored)", flush=True)
 
 
+def produce_n(n):
+    create_topic(3, {"flush.messages": "1"})
+    out = sys.stdout
+
+    def acked(v):
+        out.write(f"acked {v.decode()}\n")
+        out.flush()
+
+    s = Sender(on_ack=acked)
+    for i in range(n):
+        s.send(f"k{i % 31}".encode(), str(i).encode())
+        if i % 200 == 0:
+            time.sleep(0.01)  # long enough a run for the broker to be killed and restarted in it
+    s.flush()
+    if s.failed:
+        fail(f"{len(s.failed)} messages failed, e.g. {s.failed[0]}")
+    print(f"ok {CLIENT}: produced {n} messages, all acknowledged", flush=True)
+
+
+def verify_exact(n):
+    r = Reader(f"{TOPIC}-exact", False)
+    counts, deadline, idle = {}, time.time() + 60, 0
+    while time.time() < deadline and idle < 3:
+        batch = r.poll(timeout=1.0)
+        idle = 0 if batch else idle + 1
+        for _, _, v in batch:
+            counts[int(v)] = counts.get(int(v), 0) + 1
+    r.close()
+    missing = [i for i in range(n) if i not in counts]
+    twice = sorted(i for i, c in counts.items() if c > 1)
+    if missing or twice:
+        fail(f"{len(missing)} missing (e.g. {missing[:5]}), {len(twice)} stored more than once (e.g. {twice[:5]})")
+    print(f"ok {CLIENT}: each of the {n} messages stored exactly once", flush=True)
+
+
+def list_offsets():
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+    create_topic(1)
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all", "enable.idempotence": True})
+    for i, ts in enumerate([1000, 5000, 3000, 7000, 2000]):
+        p.produce(TOPIC, value=str(i).encode(), partition=0, timestamp=ts)
+    if p.flush(30) != 0:
+        fail("produce did not finish")
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    tp = TopicPartition(TOPIC, 0)
+    got = {}
+    for name, spec in [("max", OffsetSpec.max_timestamp()), ("earliest", OffsetSpec.earliest()),
+                       ("latest", OffsetSpec.latest()), ("at 2500", OffsetSpec.for_timestamp(2500))]:
+        info = admin.list_offsets({tp: spec})[tp].result()
+        got[name] = (info.offset, info.timestamp)
+    want = {"max": (3, 7000), "earliest": (0, -1), "latest": (5, -1), "at 2500": (1, 5000)}
+    if got != want:
+        fail(f"list_offsets: got {got}, want {want}")
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"{TOPIC}-times"})
+    found = [c.offsets_for_times([TopicPartition(TOPIC, 0, ts)], 10)[0].offset for ts in (4000, 6000, 9000)]
+    c.close()
+    if found != [1, 3, -1]:
+        fail(f"offsets_for_times(4000, 6000, 9000): {found}, want [1, 3, -1]")
+    print(f"ok {CLIENT}: ListOffsets max timestamp, earliest, latest and by timestamp: {got}", flush=True)
+
+
 if SCENARIO == "roundtrip":
     roundtrip(int(ARGS[0]))
 elif SCENARIO == "group":
@@ -296,5 +364,11 @@ elif SCENARIO == "produce-acked":
     produce_acked()
 elif SCENARIO == "verify-acked":
     verify_acked(ARGS[0])
+elif SCENARIO == "produce-n":
+    produce_n(int(ARGS[0]))
+elif SCENARIO == "verify-exact":
+    verify_exact(int(ARGS[0]))
+elif SCENARIO == "list-offsets":
+    list_offsets()
 else:
     fail(f"unknown scenario {SCENARIO}")

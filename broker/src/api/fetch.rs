@@ -8,10 +8,14 @@
 //! - Long poll: while fewer than `min_bytes` are available and `max_wait_ms` has not passed,
 //!   the request waits on the partitions' wakers (no polling loop) and reads again when an
 //!   append becomes visible.
-//! - Fetch sessions (KIP-227) are not kept: the response's session id is 0, which tells clients
-//!   to send full fetch requests.
+//! - ListOffsets: -1 latest, -2 earliest, -3 (v7+) the first record with the largest timestamp,
+//!   else the first record at or after the timestamp, answered with that record's timestamp;
+//!   offset -1 when there is none.
+//! - Fetch sessions (KIP-227) from v7 on, as [`super::fetch_session`] says: full or incremental
+//!   requests, and incremental answers that hold only partitions with news.
 
-use super::blocking;
+use super::fetch_session::{Plan, Requested};
+use super::{blocking, str_bytes};
 use crate::codes;
 use crate::server::Broker;
 use bytes::Bytes;
@@ -24,6 +28,7 @@ use kafka_protocol::messages::{
 };
 use runnel_log::{Partition, TopicPartition};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -34,31 +39,72 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub(crate) async fn fetch(b: &Broker, r: FetchRequest) -> FetchResponse {
-    let topics: Vec<(TopicName, Vec<Wanted>)> = r
+pub(crate) async fn fetch(b: &Broker, r: FetchRequest, version: i16) -> FetchResponse {
+    let requested: Vec<Requested> = r
         .topics
         .into_iter()
-        .map(|t| {
+        .flat_map(|t| {
             let name = t.topic.0.to_string();
-            let parts = t
-                .partitions
-                .into_iter()
-                .map(|p| Wanted {
-                    index: p.partition,
-                    partition: u32::try_from(p.partition)
-                        .map_err(|_| codes::UNKNOWN_TOPIC_OR_PARTITION)
-                        .and_then(|id| {
-                            b.log
-                                .partition(&TopicPartition::new(&name, id))
-                                .map_err(|e| codes::for_log_error(&e))
-                        }),
-                    offset: p.fetch_offset,
-                    max_bytes: p.partition_max_bytes.max(0) as usize,
-                })
-                .collect();
-            (t.topic, parts)
+            t.partitions.into_iter().map(move |p| Requested {
+                topic: name.clone(),
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+            })
         })
         .collect();
+    // Before v7 there are no sessions: every request is a full one.
+    let (session_id, epoch) = if version >= 7 {
+        (r.session_id, r.session_epoch)
+    } else {
+        (0, -1)
+    };
+    let forgotten = r
+        .forgotten_topics_data
+        .into_iter()
+        .flat_map(|t| {
+            let name = t.topic.0.to_string();
+            t.partitions.into_iter().map(move |p| (name.clone(), p))
+        })
+        .collect();
+    let plan = match b
+        .fetch_sessions
+        .plan(session_id, epoch, requested, forgotten)
+    {
+        Ok(plan) => plan,
+        Err(code) => {
+            tracing::debug!(session_id, epoch, code, "fetch session refused");
+            return FetchResponse::default()
+                .with_error_code(code)
+                .with_session_id(0);
+        }
+    };
+    if plan.incremental {
+        b.metrics.fetch_incremental.fetch_add(1, Ordering::Relaxed);
+    } else if plan.session_id != 0 {
+        b.metrics
+            .fetch_sessions_opened
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    let mut topics: Vec<(TopicName, Vec<Wanted>)> = Vec::new();
+    for ((name, index), p) in &plan.partitions {
+        let wanted = Wanted {
+            index: *index,
+            partition: u32::try_from(*index)
+                .map_err(|_| codes::UNKNOWN_TOPIC_OR_PARTITION)
+                .and_then(|id| {
+                    b.log
+                        .partition(&TopicPartition::new(name, id))
+                        .map_err(|e| codes::for_log_error(&e))
+                }),
+            offset: p.fetch_offset,
+            max_bytes: p.max_bytes.max(0) as usize,
+        };
+        match topics.last_mut().filter(|(t, _)| t.0.as_str() == name) {
+            Some((_, parts)) => parts.push(wanted),
+            None => topics.push((TopicName(str_bytes(name.clone())), vec![wanted])),
+        }
+    }
     let topics = Arc::new(topics);
     let waker = Arc::new(Notify::new());
     for (_, parts) in topics.iter() {
@@ -83,10 +129,44 @@ pub(crate) async fn fetch(b: &Broker, r: FetchRequest) -> FetchResponse {
         };
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || errors || now >= deadline {
-            return FetchResponse::default().with_responses(responses);
+            let responses = if plan.session_id == 0 {
+                responses
+            } else {
+                only_news(b, &plan, responses)
+            };
+            return FetchResponse::default()
+                .with_session_id(plan.session_id)
+                .with_responses(responses);
         }
         let _ = tokio::time::timeout(deadline - now, waker.notified()).await;
     }
+}
+
+/// Records what this answer tells the session's client; for an incremental answer, keeps
+/// only the partitions with news.
+fn only_news(
+    b: &Broker,
+    plan: &Plan,
+    responses: Vec<FetchableTopicResponse>,
+) -> Vec<FetchableTopicResponse> {
+    responses
+        .into_iter()
+        .filter_map(|mut t| {
+            let name = t.topic.0.to_string();
+            t.partitions.retain(|p| {
+                let news = p.error_code != 0 || p.records.as_ref().is_some_and(|r| !r.is_empty());
+                let keep = b.fetch_sessions.answered(
+                    plan.session_id,
+                    &(name.clone(), p.partition_index),
+                    p.high_watermark,
+                    p.log_start_offset,
+                    news,
+                );
+                keep || !plan.incremental
+            });
+            (!t.partitions.is_empty() || !plan.incremental).then_some(t)
+        })
+        .collect()
 }
 
 /// One pass over the wanted partitions: (responses, bytes returned, any partition failed).
@@ -164,6 +244,36 @@ fn read_all(
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// ListOffsets v7+ (KIP-734): the record with the largest timestamp.
+const MAX_TIMESTAMP: i64 = -3;
+
+/// (offset, timestamp) for a timestamp lookup: the first record at or after `ts`, or, for
+/// [`MAX_TIMESTAMP`], the first record with the partition's largest timestamp; (-1, -1) when
+/// there is none. Blocking.
+fn lookup(part: &Partition, ts: i64) -> Result<(i64, i64), runnel_log::LogError> {
+    let ts = if ts == MAX_TIMESTAMP {
+        match part.max_timestamp() {
+            Some(max) => max,
+            None => return Ok((-1, -1)),
+        }
+    } else {
+        ts
+    };
+    let Some(offset) = part.offset_for_timestamp(ts)? else {
+        return Ok((-1, -1));
+    };
+    // Kafka answers with the found record's own timestamp.
+    let fetched = part.read(offset, 1)?;
+    for b in runnel_log::batch::split_batches(&fetched.batches) {
+        if let Some(r) = runnel_log::batch::records(&b)?
+            .into_iter()
+            .find(|r| r.offset == offset)
+        {
+            return Ok((offset as i64, r.timestamp));
+        }
+    }
+    Ok((offset as i64, -1))
+}
 
 pub(crate) async fn list_offsets(
     b: &Broker,
@@ -184,9 +294,9 @@ pub(crate) async fn list_offsets(
             let ts = p.timestamp;
             let result = match partition {
                 Ok(part) => match ts {
-                    LATEST => Ok(Some(part.high_watermark())),
-                    EARLIEST => Ok(Some(part.log_start_offset())),
-                    ts => blocking(move || part.offset_for_timestamp(ts))
+                    LATEST => Ok((part.high_watermark() as i64, -1)),
+                    EARLIEST => Ok((part.log_start_offset() as i64, -1)),
+                    ts => blocking(move || lookup(&part, ts))
                         .await
                         .map_err(|_| runnel_log::LogError::Closed)
                         .and_then(|r| r),
@@ -196,8 +306,9 @@ pub(crate) async fn list_offsets(
             partitions.push(match result {
                 // No record at or after the timestamp: Kafka answers offset -1.
                 // The leader epoch exists from v4 on; the codec refuses it below.
-                Ok(offset) => base
-                    .with_offset(offset.map_or(-1, |o| o as i64))
+                Ok((offset, timestamp)) => base
+                    .with_offset(offset)
+                    .with_timestamp(timestamp)
                     .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
                 Err(e) => base
                     .with_error_code(codes::for_log_error(&e))
@@ -211,4 +322,63 @@ pub(crate) async fn list_offsets(
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Broker, BrokerConfig};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use runnel_log::batch::BatchBuilder;
+    use runnel_log::{Log, TopicConfig};
+
+    /// Timestamps 1000, 5000, 3000 in one batch, then 7000, 7000, 2000 in another.
+    async fn setup() -> (tempfile::TempDir, Arc<Broker>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let part = log.partition(&TopicPartition::new("t", 0)).unwrap();
+        for stamps in [[1000, 5000, 3000], [7000, 7000, 2000]] {
+            let mut b = BatchBuilder::new(256);
+            for ts in stamps {
+                b.push(ts, None, Some(b"v"), &[]);
+            }
+            part.append(b.finish()).unwrap();
+        }
+        let config = BrokerConfig {
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        (dir, Broker::bind(log, config).await.unwrap())
+    }
+
+    async fn ask(b: &Broker, ts: i64, version: i16) -> (i64, i64) {
+        let req = ListOffsetsRequest::default().with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(str_bytes("t")))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(ts),
+                ]),
+        ]);
+        let resp = list_offsets(b, req, version).await;
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        (p.offset, p.timestamp)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn list_offsets_by_timestamp_and_max_timestamp() {
+        let (_dir, b) = setup().await;
+        // -3: the first record with the largest timestamp, with that timestamp.
+        assert_eq!(ask(&b, MAX_TIMESTAMP, 7).await, (3, 7000));
+        // The first record at or after a timestamp, with its own timestamp.
+        assert_eq!(ask(&b, 2500, 7).await, (1, 5000));
+        assert_eq!(ask(&b, 5001, 5).await, (3, 7000));
+        assert_eq!(ask(&b, 0, 1).await, (0, 1000));
+        assert_eq!(ask(&b, 7001, 7).await, (-1, -1));
+        assert_eq!(ask(&b, LATEST, 7).await, (6, -1));
+        assert_eq!(ask(&b, EARLIEST, 7).await, (0, -1));
+    }
 }

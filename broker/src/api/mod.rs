@@ -13,8 +13,10 @@
 
 pub(crate) mod admin;
 pub(crate) mod fetch;
+pub(crate) mod fetch_session;
 pub(crate) mod groups;
 pub(crate) mod produce;
+pub(crate) mod producer_state;
 
 use crate::codes::{self, api_name};
 use crate::error::BrokerError;
@@ -139,7 +141,7 @@ async fn dispatch(
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(produce::init_producer_id(b, r))
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(b, r).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(b, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(fetch::list_offsets(b, r, version).await)
         }
@@ -188,7 +190,19 @@ fn encode(
     body: &ResponseKind,
     version: i16,
 ) -> Result<Bytes, BrokerError> {
-    let mut buf = BytesMut::with_capacity(256);
+    // Sized up front: a Fetch response carries megabytes of records, and growing the buffer
+    // by doubling would copy them several times over.
+    let capacity = match body {
+        ResponseKind::Fetch(f) => f
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()) + 64)
+            .sum::<usize>()
+            .saturating_add(256),
+        _ => 256,
+    };
+    let mut buf = BytesMut::with_capacity(capacity);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)

@@ -2,8 +2,8 @@
 //!
 //! Contract:
 //! - Every batch is checked (RecordBatch v2 header here, CRC-32C by the log's append) and
-//!   appended byte for byte; the log
-//!   assigns offsets. The response is sent once the append is durable per the topic's policy
+//!   appended byte for byte from the request frame (no copy; the log writes the base offset it
+//!   assigns beside the batch). The response is sent once the append is durable per the topic's policy
 //!   (under `always`, after the fdatasync covering it), whatever `acks` asked (`acks=0` gets
 //!   no response, as in Kafka).
 //! - Idempotence: per partition and producer id, the broker remembers the epoch, the next
@@ -11,13 +11,13 @@
 //!   sequence as a remembered one) is not appended again and is answered with its original
 //!   offset; a gap or an older unremembered sequence gets OUT_OF_ORDER_SEQUENCE_NUMBER; an
 //!   older epoch gets INVALID_PRODUCER_EPOCH; a newer epoch must start at sequence 0.
-//! - Producer state lives in memory. After a broker restart the first batch of a producer is
-//!   accepted at any sequence and tracking resumes from it, so a batch that was written but not
-//!   acknowledged before a crash and retried after it is stored twice (at-least-once).
+//! - That state survives a restart or a crash: it is rebuilt from a snapshot and the log's
+//!   batch headers before a partition's first idempotent batch (see [`super::producer_state`]).
 //! - Transactions are not supported: InitProducerId with a transactional id is refused with
 //!   INVALID_REQUEST.
 
 use super::blocking;
+use super::producer_state::{Check, SharedPartitionProducers, check, remember};
 use crate::codes;
 use crate::server::Broker;
 use bytes::Bytes;
@@ -25,107 +25,16 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
-use parking_lot::Mutex;
 use runnel_log::batch::{self, BatchHeader};
 use runnel_log::{LogError, Partition};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-
-/// Batches remembered per producer for duplicate detection (Kafka keeps five too).
-const REMEMBERED_BATCHES: usize = 5;
-
-#[derive(Debug)]
-struct ProducerEntry {
-    epoch: i16,
-    next_sequence: i32,
-    /// (base sequence, base offset) of recent batches.
-    recent: VecDeque<(i32, u64)>,
-}
-
-type PartitionProducers = Arc<Mutex<HashMap<i64, ProducerEntry>>>;
-
-/// Idempotent-producer state of every partition, and the producer id allocator.
-pub(crate) struct ProducerStates {
-    partitions: Mutex<HashMap<(String, u32), PartitionProducers>>,
-    next_id: AtomicI64,
-}
-
-impl Default for ProducerStates {
-    fn default() -> Self {
-        // Ids start from the clock so that a restarted broker does not hand out an id that a
-        // producer of the previous run still uses.
-        Self {
-            partitions: Mutex::default(),
-            next_id: AtomicI64::new(runnel_log::types::now_ms() << 8),
-        }
-    }
-}
-
-impl ProducerStates {
-    fn partition(&self, topic: &str, partition: u32) -> PartitionProducers {
-        self.partitions
-            .lock()
-            .entry((topic.to_string(), partition))
-            .or_default()
-            .clone()
-    }
-}
-
-/// What to do with one batch of an idempotent producer.
-#[derive(Debug, PartialEq)]
-enum Check {
-    Append,
-    Duplicate(u64),
-    Reject(i16),
-}
-
-fn check(producers: &HashMap<i64, ProducerEntry>, h: &BatchHeader) -> Check {
-    let Some(e) = producers.get(&h.producer_id) else {
-        return Check::Append;
-    };
-    if h.producer_epoch < e.epoch {
-        return Check::Reject(codes::INVALID_PRODUCER_EPOCH);
-    }
-    if h.producer_epoch > e.epoch {
-        return if h.base_sequence == 0 {
-            Check::Append
-        } else {
-            Check::Reject(codes::OUT_OF_ORDER_SEQUENCE_NUMBER)
-        };
-    }
-    if let Some(&(_, offset)) = e.recent.iter().find(|(s, _)| *s == h.base_sequence) {
-        return Check::Duplicate(offset);
-    }
-    if h.base_sequence == e.next_sequence {
-        Check::Append
-    } else {
-        Check::Reject(codes::OUT_OF_ORDER_SEQUENCE_NUMBER)
-    }
-}
-
-fn remember(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, base_offset: u64) {
-    let e = producers.entry(h.producer_id).or_insert(ProducerEntry {
-        epoch: h.producer_epoch,
-        next_sequence: 0,
-        recent: VecDeque::new(),
-    });
-    if h.producer_epoch != e.epoch {
-        e.epoch = h.producer_epoch;
-        e.recent.clear();
-    }
-    // Sequences wrap from i32::MAX to 0, as in Kafka.
-    e.next_sequence = h.base_sequence.wrapping_add(h.records_count).max(0);
-    if e.recent.len() == REMEMBERED_BATCHES {
-        e.recent.pop_front();
-    }
-    e.recent.push_back((h.base_sequence, base_offset));
-}
+use std::sync::atomic::Ordering;
 
 /// Appends one partition's records; returns (error code, base offset).
 fn append_partition(
     partition: Arc<Partition>,
-    producers: Option<PartitionProducers>,
+    producers: Option<SharedPartitionProducers>,
     records: Bytes,
 ) -> (i16, i64) {
     let mut batches = Vec::new();
@@ -158,16 +67,33 @@ fn append_partition(
     }
     let idempotent = batches.iter().any(|(h, _)| h.producer_id >= 0);
     let Some(producers) = producers.filter(|_| idempotent) else {
-        let results = partition.append_many(batches.into_iter().map(|(_, b)| b.to_vec()).collect());
+        let results = partition.append_shared(batches.into_iter().map(|(_, b)| b).collect());
         return first_result(&partition, results);
     };
     // Held across the append so that the sequence check and the append are one step.
     let mut state = producers.lock();
+    if let Err(e) = state.ensure_loaded(&partition) {
+        tracing::warn!(topic = %partition.topic, partition = partition.id, error = %e,
+            "cannot rebuild the idempotent-producer state from the log");
+        return (codes::for_log_error(&e), -1);
+    }
     let mut first_offset = None;
     let mut to_append = Vec::new();
+    // The producers of this request as they will be once its earlier batches are appended, so
+    // that a request carrying several batches of one producer checks each against the one
+    // before it. Offsets are not known yet: IN_REQUEST stands for them.
+    const IN_REQUEST: u64 = u64::MAX;
+    let mut view = HashMap::new();
     for (h, b) in &batches {
-        match check(&state, h) {
-            Check::Append => to_append.push((*h, b.to_vec())),
+        if let Some(e) = state.producers.get(&h.producer_id) {
+            view.entry(h.producer_id).or_insert_with(|| e.clone());
+        }
+        match check(&view, h) {
+            Check::Append => {
+                remember(&mut view, h, IN_REQUEST);
+                to_append.push((*h, b.clone()));
+            }
+            Check::Duplicate(IN_REQUEST) => {}
             Check::Duplicate(offset) => {
                 tracing::debug!(
                     producer_id = h.producer_id,
@@ -191,10 +117,10 @@ fn append_partition(
         return (codes::NONE, first_offset.map_or(-1, |o| o as i64));
     }
     let headers: Vec<BatchHeader> = to_append.iter().map(|(h, _)| *h).collect();
-    let results = partition.append_many(to_append.into_iter().map(|(_, b)| b).collect());
+    let results = partition.append_shared(to_append.into_iter().map(|(_, b)| b).collect());
     for (h, r) in headers.iter().zip(&results) {
         if let Ok(offset) = r {
-            remember(&mut state, h, *offset);
+            state.remember(h, *offset);
         }
     }
     drop(state);
@@ -294,55 +220,137 @@ pub(crate) fn init_producer_id(b: &Broker, r: InitProducerIdRequest) -> InitProd
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Broker, BrokerConfig};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use runnel_log::batch::BatchBuilder;
+    use runnel_log::{Log, TopicConfig, TopicPartition};
 
-    fn header(pid: i64, epoch: i16, seq: i32, count: i32) -> BatchHeader {
-        BatchHeader {
-            base_offset: 0,
-            size: 0,
-            attributes: 0,
-            last_offset_delta: count - 1,
-            base_timestamp: 0,
-            max_timestamp: 0,
-            producer_id: pid,
-            producer_epoch: epoch,
-            base_sequence: seq,
-            records_count: count,
+    fn idempotent_batch(pid: i64, epoch: i16, seq: i32, count: i32) -> Bytes {
+        let mut b = BatchBuilder::new(1024);
+        for i in 0..count {
+            b.push(1, None, Some(format!("v{}", seq + i).as_bytes()), &[]);
         }
+        Bytes::from(b.finish_idempotent(pid, epoch, seq))
     }
 
-    #[test]
-    fn sequences_duplicates_and_epochs() {
-        let mut s = HashMap::new();
-        let first = header(7, 0, 0, 10);
-        assert_eq!(check(&s, &first), Check::Append);
-        remember(&mut s, &first, 100);
-        // A retry of the same batch is a duplicate answered with its offset.
-        assert_eq!(check(&s, &first), Check::Duplicate(100));
-        // A gap is out of order; the next sequence appends.
-        assert_eq!(
-            check(&s, &header(7, 0, 11, 1)),
-            Check::Reject(codes::OUT_OF_ORDER_SEQUENCE_NUMBER)
-        );
-        assert_eq!(check(&s, &header(7, 0, 10, 5)), Check::Append);
-        remember(&mut s, &header(7, 0, 10, 5), 110);
-        // An old epoch is fenced; a new epoch must start at 0.
-        assert_eq!(
-            check(&s, &header(7, -1, 15, 1)),
-            Check::Reject(codes::INVALID_PRODUCER_EPOCH)
-        );
-        assert_eq!(
-            check(&s, &header(7, 1, 15, 1)),
-            Check::Reject(codes::OUT_OF_ORDER_SEQUENCE_NUMBER)
-        );
-        assert_eq!(check(&s, &header(7, 1, 0, 1)), Check::Append);
-        // Only the last five batches are remembered.
-        for i in 0..6 {
-            remember(&mut s, &header(7, 0, 15 + i, 1), 200 + i as u64);
+    async fn send(b: &Broker, batch: Bytes) -> (i16, i64) {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(super::super::str_bytes("t")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch)),
+                    ]),
+            ]);
+        let resp = produce(b, req).await.unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
+    async fn start(dir: &std::path::Path) -> (Log, Arc<Broker>) {
+        let log = Log::open(dir).unwrap();
+        if log.topic("t").is_err() {
+            log.create_topic("t", TopicConfig::default()).unwrap();
         }
+        let config = BrokerConfig {
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        (log.clone(), Broker::bind(log, config).await.unwrap())
+    }
+
+    fn end(log: &Log) -> u64 {
+        log.partition(&TopicPartition::new("t", 0))
+            .unwrap()
+            .high_watermark()
+    }
+
+    /// A batch stored but not acknowledged before the broker went away, retried by its producer
+    /// after the restart, is answered with its first offset and not stored again: with no
+    /// snapshot (the state comes from the log), with a snapshot older than the batch, and with
+    /// a snapshot that no longer matches the log.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn retried_batches_are_deduplicated_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, b) = start(dir.path()).await;
+        assert_eq!(send(&b, idempotent_batch(42, 0, 0, 3)).await, (0, 0));
+        assert_eq!(send(&b, idempotent_batch(42, 0, 3, 2)).await, (0, 3));
+        // Another producer's batches in between.
+        assert_eq!(send(&b, idempotent_batch(7, 0, 0, 4)).await, (0, 5));
+        drop((b, log));
+
+        // 1. No snapshot: the state is rebuilt from the batch headers.
+        let (log, b) = start(dir.path()).await;
+        assert_eq!(send(&b, idempotent_batch(42, 0, 3, 2)).await, (0, 3));
+        assert_eq!(send(&b, idempotent_batch(42, 0, 0, 3)).await, (0, 0));
+        assert_eq!(send(&b, idempotent_batch(7, 0, 0, 4)).await, (0, 5));
+        assert_eq!(end(&log), 9, "a retried batch was stored twice");
+        // The next sequence continues; a gap is refused.
         assert_eq!(
-            check(&s, &header(7, 0, 15, 1)),
-            Check::Reject(codes::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            send(&b, idempotent_batch(42, 0, 9, 1)).await.0,
+            codes::OUT_OF_ORDER_SEQUENCE_NUMBER
         );
-        assert_eq!(check(&s, &header(7, 0, 20, 1)), Check::Duplicate(205));
+        assert_eq!(send(&b, idempotent_batch(42, 0, 5, 1)).await, (0, 9));
+        // 2. A snapshot, then more batches it does not cover.
+        b.save_producer_state();
+        assert!(dir.path().join("t-0/producer-state.snapshot").exists());
+        assert_eq!(send(&b, idempotent_batch(42, 0, 6, 2)).await, (0, 10));
+        drop((b, log));
+        let (log, b) = start(dir.path()).await;
+        assert_eq!(send(&b, idempotent_batch(42, 0, 6, 2)).await, (0, 10));
+        assert_eq!(send(&b, idempotent_batch(42, 0, 5, 1)).await, (0, 9));
+        assert_eq!(send(&b, idempotent_batch(7, 0, 0, 4)).await, (0, 5));
+        assert_eq!(end(&log), 12);
+        drop((b, log));
+        // 3. A snapshot that claims more than the log holds is not trusted.
+        let snapshot = dir.path().join("t-0/producer-state.snapshot");
+        std::fs::write(
+            &snapshot,
+            "runnel-producer-state 1\ncovers 1000\n42 0 500 499:999\n",
+        )
+        .unwrap();
+        let (log, b) = start(dir.path()).await;
+        assert_eq!(send(&b, idempotent_batch(42, 0, 6, 2)).await, (0, 10));
+        assert_eq!(end(&log), 12);
+        drop((b, log));
+        // 4. Nor is one whose remembered batch is not where it says.
+        std::fs::write(
+            &snapshot,
+            "runnel-producer-state 1\ncovers 12\n42 0 8 6:3\n",
+        )
+        .unwrap();
+        let (log, b) = start(dir.path()).await;
+        assert_eq!(send(&b, idempotent_batch(42, 0, 6, 2)).await, (0, 10));
+        assert_eq!(end(&log), 12);
+    }
+
+    /// A request with several batches of one producer for a partition (the Rust client sends
+    /// what queued up while earlier requests were in flight): each is checked against the one
+    /// before it, and retried together they are all duplicates.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn several_batches_of_one_producer_in_one_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, b) = start(dir.path()).await;
+        let three = [
+            idempotent_batch(5, 0, 0, 2),
+            idempotent_batch(5, 0, 2, 1),
+            idempotent_batch(5, 0, 3, 4),
+        ]
+        .concat();
+        assert_eq!(send(&b, Bytes::from(three.clone())).await, (0, 0));
+        assert_eq!(end(&log), 7);
+        assert_eq!(send(&b, Bytes::from(three)).await, (0, 0));
+        assert_eq!(end(&log), 7);
+        // A gap inside a request refuses it.
+        let gap = [idempotent_batch(5, 0, 7, 1), idempotent_batch(5, 0, 9, 1)].concat();
+        assert_eq!(
+            send(&b, Bytes::from(gap)).await.0,
+            codes::OUT_OF_ORDER_SEQUENCE_NUMBER
+        );
+        assert_eq!(end(&log), 7);
     }
 }

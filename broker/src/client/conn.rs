@@ -140,8 +140,27 @@ impl Connection {
         &self,
         req: R,
         version: i16,
-    ) -> Result<impl Future<Output = Result<R::Response, BrokerError>> + Send + 'static, BrokerError>
-    {
+    ) -> Result<
+        impl Future<Output = Result<R::Response, BrokerError>> + Send + 'static + use<R>,
+        BrokerError,
+    > {
+        let mut body = BytesMut::with_capacity(128);
+        req.encode(&mut body, version)
+            .map_err(|e| BrokerError::Malformed(format!("encoding a request: {e}")))?;
+        self.start_raw::<R>(version, &[body.freeze()]).await
+    }
+
+    /// [`start`](Self::start) for a request body already encoded at `version`, in parts that
+    /// are written one after the other (so that large record batches go out from their own
+    /// buffers instead of being copied into one).
+    pub async fn start_raw<R: Request>(
+        &self,
+        version: i16,
+        body: &[Bytes],
+    ) -> Result<
+        impl Future<Output = Result<R::Response, BrokerError>> + Send + 'static + use<R>,
+        BrokerError,
+    > {
         let addr = self.addr.clone();
         let io = move |m: String| BrokerError::Io {
             addr: addr.clone(),
@@ -153,13 +172,14 @@ impl Connection {
             .with_request_api_version(version)
             .with_correlation_id(id)
             .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let mut buf = BytesMut::with_capacity(128);
+        let mut buf = BytesMut::with_capacity(64);
         buf.put_i32(0);
         header
             .encode(&mut buf, R::header_version(version))
-            .and_then(|_| req.encode(&mut buf, version))
-            .map_err(|e| BrokerError::Malformed(format!("encoding a request: {e}")))?;
-        let len = (buf.len() - 4) as i32;
+            .map_err(|e| BrokerError::Malformed(format!("encoding a request header: {e}")))?;
+        let len = buf.len() - 4 + body.iter().map(|b| b.len()).sum::<usize>();
+        let len = i32::try_from(len)
+            .map_err(|_| BrokerError::Malformed(format!("a request of {len} bytes")))?;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
@@ -169,9 +189,13 @@ impl Connection {
         }
         {
             let mut w = self.writer.lock().await;
-            if let Err(e) = w.write_all(&buf).await {
-                self.pending.lock().remove(&id);
-                return Err(io(e.to_string()));
+            for part in std::iter::once(&buf[..]).chain(body.iter().map(|b| &b[..])) {
+                if let Err(e) = w.write_all(part).await {
+                    // Part of a frame may be out: nothing more can be sent on this connection.
+                    self.closed.store(true, Ordering::Release);
+                    self.pending.lock().remove(&id);
+                    return Err(io(e.to_string()));
+                }
             }
         }
         Ok(async move {

@@ -9,10 +9,16 @@
 //!   resumes every assigned partition from its committed offset.
 //! - Without a committed offset (or below the log start), `auto_offset_reset` decides.
 //! - Group errors come back as `LogError::Group` with the same kinds as in-process.
+//! - Fetch and ListOffsets go to each partition's leader (one Fetch per leader, concurrently),
+//!   group requests to the coordinator. A lost connection or a retriable error inside `poll`
+//!   is retried with backoff (reconnecting, refreshing metadata) until `poll`'s timeout, which
+//!   then returns no records: as Kafka's consumer, `poll` rides out a broker restart.
 
+use super::cluster::{Backoff, Cluster, RETRY_FOR, retriable, stale_route};
 use super::conn::{Connection, kafka_error};
 use super::{committed, list_offsets, metadata, str_bytes};
 use crate::codes;
+use crate::error::BrokerError;
 use async_trait::async_trait;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -51,10 +57,12 @@ struct Membership {
 
 /// See the module documentation.
 pub struct RemoteConsumer {
-    bootstrap: String,
     config: ConsumerConfig,
-    fetch_conn: Option<Arc<Connection>>,
-    group_conn: Option<Arc<Connection>>,
+    /// Leaders, for Fetch and ListOffsets.
+    fetch: Cluster,
+    /// The coordinator, for group requests (JoinGroup waits there; fetches must not).
+    coordinator: Cluster,
+    backoff: Backoff,
     subscription: Option<Vec<String>>,
     assignment: Vec<TopicPartition>,
     positions: HashMap<TopicPartition, u64>,
@@ -73,41 +81,29 @@ impl Drop for RemoteConsumer {
     }
 }
 
-fn group_error(group: &str, code: i16, api: &'static str) -> LogError {
+/// A group error as `LogError::Group` when it has a kind there; other codes stay Kafka errors
+/// (so that NOT_COORDINATOR and the like are seen as retriable).
+fn group_error(group: &str, code: i16, api: &'static str) -> BrokerError {
     let kind = match code {
         codes::UNKNOWN_MEMBER_ID => GroupErrorKind::UnknownMember,
         codes::ILLEGAL_GENERATION => GroupErrorKind::IllegalGeneration,
         codes::REBALANCE_IN_PROGRESS => GroupErrorKind::RebalanceInProgress,
         codes::INCONSISTENT_GROUP_PROTOCOL => GroupErrorKind::InconsistentProtocol,
-        _ => return kafka_error(api, code, group).into(),
+        _ => return kafka_error(api, code, group),
     };
-    LogError::Group {
+    BrokerError::Log(LogError::Group {
         group: group.to_string(),
         kind,
-    }
-}
-
-async fn reconnect(
-    bootstrap: &str,
-    slot: &mut Option<Arc<Connection>>,
-) -> Result<Arc<Connection>, LogError> {
-    match slot {
-        Some(c) if !c.is_closed() => Ok(c.clone()),
-        _ => {
-            let c = Connection::connect(bootstrap).await?;
-            *slot = Some(c.clone());
-            Ok(c)
-        }
-    }
+    })
 }
 
 impl RemoteConsumer {
     pub fn new(bootstrap: String, config: ConsumerConfig) -> Self {
         Self {
-            bootstrap,
+            fetch: Cluster::new(&bootstrap),
+            coordinator: Cluster::new(&bootstrap),
+            backoff: Backoff::default(),
             config,
-            fetch_conn: None,
-            group_conn: None,
             subscription: None,
             assignment: Vec::new(),
             positions: HashMap::new(),
@@ -123,8 +119,9 @@ impl RemoteConsumer {
         self.config.group_id.as_deref()
     }
 
-    async fn group_conn(&mut self) -> Result<Arc<Connection>, LogError> {
-        reconnect(&self.bootstrap, &mut self.group_conn).await
+    async fn group_conn(&self) -> Result<Arc<Connection>, BrokerError> {
+        let group = self.group().unwrap_or_default();
+        self.coordinator.coordinator(group).await
     }
 
     fn needs_join(&self) -> bool {
@@ -133,7 +130,7 @@ impl RemoteConsumer {
     }
 
     /// Joins (or rejoins) the group and takes the new assignment.
-    async fn join(&mut self) -> Result<(), LogError> {
+    async fn join(&mut self) -> Result<(), BrokerError> {
         let group = self
             .group()
             .expect("subscribe checked the group")
@@ -245,7 +242,7 @@ impl RemoteConsumer {
         conn: &Connection,
         protocol: &str,
         members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
-    ) -> Result<Vec<SyncGroupRequestAssignment>, LogError> {
+    ) -> Result<Vec<SyncGroupRequestAssignment>, BrokerError> {
         let strategy: AssignmentStrategy = protocol
             .parse()
             .map_err(|e: String| LogError::Protocol(e))?;
@@ -256,7 +253,8 @@ impl RemoteConsumer {
         let mut topics: Vec<String> = subs.iter().flat_map(|s| s.topics.clone()).collect();
         topics.sort();
         topics.dedup();
-        let counts: BTreeMap<String, u32> = metadata(conn, &topics)
+        let _ = conn;
+        let counts: BTreeMap<String, u32> = metadata(&self.fetch, &topics)
             .await?
             .into_iter()
             .filter_map(|(t, c)| c.map(|c| (t, c)))
@@ -272,7 +270,7 @@ impl RemoteConsumer {
     }
 
     /// Positions for assigned partitions that have none: committed offset, else the reset policy.
-    async fn init_positions(&mut self) -> Result<(), LogError> {
+    async fn init_positions(&mut self) -> Result<(), BrokerError> {
         let missing: Vec<TopicPartition> = self
             .assignment
             .iter()
@@ -282,14 +280,16 @@ impl RemoteConsumer {
         if missing.is_empty() {
             return Ok(());
         }
-        let conn = reconnect(&self.bootstrap, &mut self.fetch_conn).await?;
         let (earliest, rest): (Vec<_>, Vec<_>) = missing
             .into_iter()
             .partition(|tp| self.to_beginning.contains(tp));
         let mut unresolved = Vec::new();
         match self.group() {
             Some(g) if !rest.is_empty() => {
-                for (tp, c) in rest.iter().zip(committed(&conn, g, &rest).await?) {
+                for (tp, c) in rest
+                    .iter()
+                    .zip(committed(&self.coordinator, g, &rest).await?)
+                {
                     match c {
                         Some(offset) => {
                             self.positions.insert(tp.clone(), offset);
@@ -300,11 +300,11 @@ impl RemoteConsumer {
             }
             _ => unresolved = rest,
         }
-        self.reset(&conn, &unresolved).await?;
+        self.reset(&unresolved).await?;
         if !earliest.is_empty() {
             for (tp, o) in earliest
                 .iter()
-                .zip(list_offsets(&conn, &earliest, EARLIEST).await?)
+                .zip(list_offsets(&self.fetch, &earliest, EARLIEST).await?)
             {
                 self.positions.insert(tp.clone(), o);
                 self.to_beginning.remove(tp);
@@ -314,11 +314,7 @@ impl RemoteConsumer {
     }
 
     /// Applies `auto_offset_reset` to `partitions`.
-    async fn reset(
-        &mut self,
-        conn: &Connection,
-        partitions: &[TopicPartition],
-    ) -> Result<(), LogError> {
+    async fn reset(&mut self, partitions: &[TopicPartition]) -> Result<(), BrokerError> {
         if partitions.is_empty() {
             return Ok(());
         }
@@ -327,58 +323,83 @@ impl RemoteConsumer {
             OffsetReset::Latest => LATEST,
             OffsetReset::None => {
                 let tp = &partitions[0];
-                return Err(LogError::NoOffset {
+                return Err(BrokerError::Log(LogError::NoOffset {
                     group: self.group().unwrap_or_default().to_string(),
                     topic: tp.topic.clone(),
                     partition: tp.partition,
-                });
+                }));
             }
         };
         for (tp, o) in partitions
             .iter()
-            .zip(list_offsets(conn, partitions, at).await?)
+            .zip(list_offsets(&self.fetch, partitions, at).await?)
         {
             self.positions.insert(tp.clone(), o);
         }
         Ok(())
     }
 
-    async fn fetch(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, LogError> {
-        let conn = reconnect(&self.bootstrap, &mut self.fetch_conn).await?;
-        let v = conn.version(ApiKey::Fetch, (4, 12))?;
-        let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
-        for tp in &self.assignment {
-            if let Some(&pos) = self.positions.get(tp) {
+    /// One Fetch per leader of the assigned partitions, sent together; the records of all.
+    async fn fetch(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, BrokerError> {
+        let wanted: Vec<TopicPartition> = self
+            .assignment
+            .iter()
+            .filter(|tp| self.positions.contains_key(*tp))
+            .cloned()
+            .collect();
+        let mut requests = Vec::new();
+        for (addr, tps) in self.fetch.by_leader(&wanted).await? {
+            let conn = self.fetch.conn_to(&addr).await?;
+            let v = conn.version(ApiKey::Fetch, (4, 12))?;
+            let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+            for tp in tps {
                 topics.entry(&tp.topic).or_default().push(
                     FetchPartition::default()
                         .with_partition(tp.partition as i32)
-                        .with_fetch_offset(pos as i64)
+                        .with_fetch_offset(self.positions[tp] as i64)
                         .with_partition_max_bytes(self.config.max_partition_fetch_bytes as i32),
                 );
             }
-        }
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(wait.as_millis() as i32)
-            .with_min_bytes(1)
-            .with_max_bytes(self.config.fetch_max_bytes.min(i32::MAX as usize) as i32)
-            .with_session_epoch(-1)
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        FetchTopic::default()
-                            .with_topic(TopicName(str_bytes(t)))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
-        let resp = conn.send(req, v).await?;
-        if resp.error_code != 0 {
-            return Err(kafka_error("Fetch", resp.error_code, "").into());
+            let req = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(wait.as_millis() as i32)
+                .with_min_bytes(1)
+                .with_max_bytes(self.config.fetch_max_bytes.min(i32::MAX as usize) as i32)
+                .with_session_epoch(-1)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            FetchTopic::default()
+                                .with_topic(TopicName(str_bytes(t)))
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                );
+            requests.push(conn.start(req, v).await?);
         }
         let mut out = Vec::new();
         let mut out_of_range = Vec::new();
+        for answer in requests {
+            let resp = answer.await?;
+            if resp.error_code != 0 {
+                return Err(kafka_error("Fetch", resp.error_code, ""));
+            }
+            self.take_records(resp, &mut out, &mut out_of_range)?;
+        }
+        if !out_of_range.is_empty() {
+            self.reset(&out_of_range).await?;
+        }
+        Ok(out)
+    }
+
+    /// Decodes a Fetch response's records past each position and moves the positions on.
+    fn take_records(
+        &mut self,
+        resp: FetchResponse,
+        out: &mut Vec<ConsumerRecord>,
+        out_of_range: &mut Vec<TopicPartition>,
+    ) -> Result<(), BrokerError> {
         for t in resp.responses {
             let name = t.topic.0.to_string();
             let topic = self
@@ -399,8 +420,7 @@ impl RemoteConsumer {
                             "Fetch",
                             code,
                             &format!("{name}-{}", p.partition_index),
-                        )
-                        .into());
+                        ));
                     }
                 }
                 let Some(pos) = self.positions.get_mut(&tp) else {
@@ -427,10 +447,7 @@ impl RemoteConsumer {
                 }
             }
         }
-        if !out_of_range.is_empty() {
-            self.reset(&conn, &out_of_range).await?;
-        }
-        Ok(out)
+        Ok(())
     }
 
     async fn commit_positions(&mut self) -> Result<(), LogError> {
@@ -441,6 +458,75 @@ impl RemoteConsumer {
             .collect();
         self.last_commit = Instant::now();
         LogConsumer::commit_offsets(self, offsets).await
+    }
+
+    /// One OffsetCommit to the coordinator.
+    async fn commit_once(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<(), BrokerError> {
+        let conn = self.group_conn().await?;
+        let v = conn.version(ApiKey::OffsetCommit, (2, 8))?;
+        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        for (tp, offset) in offsets {
+            topics.entry(&tp.topic).or_default().push(
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(tp.partition as i32)
+                    .with_committed_offset(*offset as i64),
+            );
+        }
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(str_bytes(group)))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(str_bytes(member_id))
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(str_bytes(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let resp = conn.send(req, v).await?;
+        for t in resp.topics {
+            for p in t.partitions {
+                if p.error_code != 0 {
+                    return Err(group_error(group, p.error_code, "OffsetCommit"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One round of `poll`: join if needed, positions, auto-commit, one fetch.
+    async fn poll_once(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, BrokerError> {
+        if self.needs_join() {
+            let joined = self.member.lock().joined;
+            if joined && self.config.enable_auto_commit {
+                // Refused when the group already moved on; the rejoin resumes from the
+                // last commit that held.
+                let _ = self.commit_positions().await;
+            }
+            self.join().await?;
+        }
+        self.init_positions().await?;
+        if self.config.enable_auto_commit
+            && self.group().is_some()
+            && self.last_commit.elapsed() >= self.config.auto_commit_interval
+            && let Err(e) = self.commit_positions().await
+        {
+            tracing::debug!(error = %e, "auto-commit refused");
+        }
+        if self.assignment.is_empty() {
+            tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
+            return Ok(Vec::new());
+        }
+        self.fetch(wait).await
     }
 }
 
@@ -536,34 +622,31 @@ impl LogConsumer for RemoteConsumer {
     async fn poll(&mut self, timeout: Duration) -> runnel_log::Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.needs_join() {
-                let joined = self.member.lock().joined;
-                if joined && self.config.enable_auto_commit {
-                    // Refused when the group already moved on; the rejoin resumes from the
-                    // last commit that held.
-                    let _ = self.commit_positions().await;
-                }
-                self.join().await?;
-            }
-            self.init_positions().await?;
-            if self.config.enable_auto_commit
-                && self.group().is_some()
-                && self.last_commit.elapsed() >= self.config.auto_commit_interval
-                && let Err(e) = self.commit_positions().await
-            {
-                tracing::debug!(error = %e, "auto-commit refused");
-            }
             let wait = deadline
                 .saturating_duration_since(Instant::now())
                 .min(MAX_FETCH_WAIT);
-            let records = if self.assignment.is_empty() {
-                tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
-                Vec::new()
-            } else {
-                self.fetch(wait).await?
-            };
-            if !records.is_empty() || Instant::now() >= deadline {
-                return Ok(records);
+            match self.poll_once(wait).await {
+                Ok(records) => {
+                    self.backoff = Backoff::default();
+                    if !records.is_empty() || Instant::now() >= deadline {
+                        return Ok(records);
+                    }
+                }
+                Err(e) if retriable(&e) => {
+                    tracing::debug!(error = %e, "poll: retrying");
+                    if stale_route(&e) {
+                        self.fetch.forget_routes();
+                        self.coordinator.forget_routes();
+                        // The coordinator may have lost the group with its connection: the
+                        // heartbeat notices, or the next join/commit says so.
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(Vec::new());
+                    }
+                    let _ = tokio::time::timeout(left, self.backoff.wait()).await;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -580,7 +663,7 @@ impl LogConsumer for RemoteConsumer {
         if offsets.is_empty() {
             return Ok(());
         }
-        let (member_id, generation) = {
+        let (member_id, generation): (String, i32) = {
             let m = self.member.lock();
             if self.subscription.is_some() && m.joined {
                 (m.member_id.clone(), m.generation)
@@ -588,47 +671,22 @@ impl LogConsumer for RemoteConsumer {
                 (String::new(), -1)
             }
         };
-        let conn = self.group_conn().await?;
-        let v = conn.version(ApiKey::OffsetCommit, (2, 8))?;
-        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (tp, offset) in &offsets {
-            topics.entry(&tp.topic).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(tp.partition as i32)
-                    .with_committed_offset(*offset as i64),
-            );
+        let commit = || self.commit_once(&group, &member_id, generation, &offsets);
+        let result = self
+            .coordinator
+            .retry("OffsetCommit", RETRY_FOR, commit)
+            .await;
+        if let Err(BrokerError::Log(LogError::Group { kind, .. })) = &result
+            && matches!(
+                kind,
+                GroupErrorKind::RebalanceInProgress
+                    | GroupErrorKind::IllegalGeneration
+                    | GroupErrorKind::UnknownMember
+            )
+        {
+            self.member.lock().rejoin = true;
         }
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(str_bytes(&group)))
-            .with_generation_id_or_member_epoch(generation)
-            .with_member_id(str_bytes(member_id))
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetCommitRequestTopic::default()
-                            .with_name(TopicName(str_bytes(t)))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
-        let resp = conn.send(req, v).await?;
-        for t in resp.topics {
-            for p in t.partitions {
-                if p.error_code != 0 {
-                    if matches!(
-                        p.error_code,
-                        codes::REBALANCE_IN_PROGRESS
-                            | codes::ILLEGAL_GENERATION
-                            | codes::UNKNOWN_MEMBER_ID
-                    ) {
-                        self.member.lock().rejoin = true;
-                    }
-                    return Err(group_error(&group, p.error_code, "OffsetCommit"));
-                }
-            }
-        }
-        Ok(())
+        Ok(result?)
     }
 
     async fn close(mut self: Box<Self>) -> runnel_log::Result<()> {

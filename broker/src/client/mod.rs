@@ -13,20 +13,26 @@
 //!   protocol (JoinGroup/SyncGroup/Heartbeat; the leader computes the assignment with
 //!   `runnel_log::assignor`), so it can share a group with librdkafka or Java consumers and
 //!   with Runnel's in-process consumers.
-//! - Runnel's broker is one node, leader and coordinator of everything, so every request goes
-//!   to the bootstrap address. Against a multi-broker Kafka cluster this client is not enough
-//!   yet: it does not route requests to partition leaders or group coordinators.
+//! - Requests go where the cluster says ([`cluster::Cluster`]): Produce, Fetch and ListOffsets
+//!   to each partition's leader, group requests to the group's coordinator, the rest to any
+//!   broker. Runnel's broker is one node that is all of these; a Kafka cluster is several.
+//! - Failures that Kafka calls retriable, and lost connections, are retried with backoff
+//!   (reconnecting, refreshing metadata when a leader or coordinator moved): admin and group
+//!   requests for [`cluster::RETRY_FOR`], produced batches until the producer's delivery
+//!   timeout. The producer is idempotent when the broker grants a producer id, so a batch
+//!   re-sent after a lost answer is not stored twice.
 
+mod cluster;
 mod conn;
 pub mod consumer;
 pub mod producer;
 
 use crate::error::BrokerError;
 use async_trait::async_trait;
-use conn::{Connection, kafka_error};
+use cluster::{Cluster, RETRY_FOR};
+use conn::kafka_error;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -44,7 +50,7 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
 /// A broker reached over the network; see the module documentation.
 pub struct RemoteLog {
     bootstrap: String,
-    admin: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    cluster: Cluster,
 }
 
 impl RemoteLog {
@@ -52,23 +58,10 @@ impl RemoteLog {
     pub async fn connect(bootstrap: &str) -> Result<Arc<Self>, BrokerError> {
         let log = Arc::new(Self {
             bootstrap: bootstrap.to_string(),
-            admin: tokio::sync::Mutex::new(None),
+            cluster: Cluster::new(bootstrap),
         });
-        log.conn().await?;
+        log.cluster.any().await?;
         Ok(log)
-    }
-
-    /// The shared admin connection, reopened if it broke.
-    async fn conn(&self) -> Result<Arc<Connection>, BrokerError> {
-        let mut c = self.admin.lock().await;
-        match c.as_ref() {
-            Some(conn) if !conn.is_closed() => Ok(conn.clone()),
-            _ => {
-                let conn = Connection::connect(&self.bootstrap).await?;
-                *c = Some(conn.clone());
-                Ok(conn)
-            }
-        }
     }
 
     /// Partition counts of `topics` (`None` for a topic that does not exist).
@@ -76,84 +69,81 @@ impl RemoteLog {
         &self,
         topics: &[String],
     ) -> Result<BTreeMap<String, Option<u32>>, BrokerError> {
-        metadata(&*self.conn().await?, topics).await
+        metadata(&self.cluster, topics).await
     }
 
-    /// Low-level: ListOffsets at `timestamp` (-1 latest, -2 earliest) for each partition.
+    /// Low-level: ListOffsets at `timestamp` (-1 latest, -2 earliest, -3 the record with the
+    /// largest timestamp, else the first record at or after it) for each partition.
     pub async fn list_offsets(
         &self,
         partitions: &[TopicPartition],
         timestamp: i64,
     ) -> Result<Vec<u64>, BrokerError> {
-        list_offsets(&*self.conn().await?, partitions, timestamp).await
+        list_offsets(&self.cluster, partitions, timestamp).await
     }
 }
 
-/// Metadata for `topics`, without creating them.
+/// Metadata for `topics`, without creating them (retried).
 pub(crate) async fn metadata(
-    conn: &Connection,
+    cluster: &Cluster,
     topics: &[String],
 ) -> Result<BTreeMap<String, Option<u32>>, BrokerError> {
-    let v = conn.version(ApiKey::Metadata, (4, 12))?;
-    let req = MetadataRequest::default()
-        .with_topics(Some(
-            topics
-                .iter()
-                .map(|t| {
-                    MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(t.clone()))))
-                })
-                .collect(),
-        ))
-        .with_allow_auto_topic_creation(false);
-    let resp = conn.send(req, v).await?;
-    let mut out = BTreeMap::new();
-    for t in resp.topics {
-        let name = t.name.map(|n| n.0.to_string()).unwrap_or_default();
-        let count = match t.error_code {
-            0 => Some(t.partitions.len() as u32),
-            3 => None,
-            code => return Err(kafka_error("Metadata", code, &name)),
-        };
-        out.insert(name, count);
-    }
-    Ok(out)
+    cluster
+        .retry("Metadata", RETRY_FOR, || cluster.refresh(topics))
+        .await
 }
 
+/// ListOffsets of `partitions` at `timestamp`, each asked of its leader (retried).
 pub(crate) async fn list_offsets(
-    conn: &Connection,
+    cluster: &Cluster,
     partitions: &[TopicPartition],
     timestamp: i64,
 ) -> Result<Vec<u64>, BrokerError> {
-    let v = conn.version(ApiKey::ListOffsets, (1, 7))?;
-    let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
-    for tp in partitions {
-        topics.entry(&tp.topic).or_default().push(
-            ListOffsetsPartition::default()
-                .with_partition_index(tp.partition as i32)
-                .with_timestamp(timestamp),
-        );
-    }
-    let req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(t, ps)| {
-                    ListOffsetsTopic::default()
-                        .with_name(TopicName(str_bytes(t)))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        );
-    let resp = conn.send(req, v).await?;
+    cluster
+        .retry("ListOffsets", RETRY_FOR, || {
+            list_offsets_once(cluster, partitions, timestamp)
+        })
+        .await
+}
+
+async fn list_offsets_once(
+    cluster: &Cluster,
+    partitions: &[TopicPartition],
+    timestamp: i64,
+) -> Result<Vec<u64>, BrokerError> {
     let mut found = BTreeMap::new();
-    for t in resp.topics {
-        for p in t.partitions {
-            let tp = format!("{}-{}", t.name.0.as_str(), p.partition_index);
-            if p.error_code != 0 {
-                return Err(kafka_error("ListOffsets", p.error_code, &tp));
+    for (addr, tps) in cluster.by_leader(partitions).await? {
+        let conn = cluster.conn_to(&addr).await?;
+        let v = conn.version(ApiKey::ListOffsets, (1, 7))?;
+        let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
+        for tp in tps {
+            topics.entry(&tp.topic).or_default().push(
+                ListOffsetsPartition::default()
+                    .with_partition_index(tp.partition as i32)
+                    .with_timestamp(timestamp),
+            );
+        }
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        ListOffsetsTopic::default()
+                            .with_name(TopicName(str_bytes(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let resp = conn.send(req, v).await?;
+        for t in resp.topics {
+            for p in t.partitions {
+                let tp = format!("{}-{}", t.name.0.as_str(), p.partition_index);
+                if p.error_code != 0 {
+                    return Err(kafka_error("ListOffsets", p.error_code, &tp));
+                }
+                found.insert(tp, p.offset.max(0) as u64);
             }
-            found.insert(tp, p.offset.max(0) as u64);
         }
     }
     partitions
@@ -168,12 +158,25 @@ pub(crate) async fn list_offsets(
         .collect()
 }
 
-/// OffsetFetch of `group` for `partitions`, in order.
+/// OffsetFetch of `group` for `partitions`, in order, from the group's coordinator (retried).
 pub(crate) async fn committed(
-    conn: &Connection,
+    cluster: &Cluster,
     group: &str,
     partitions: &[TopicPartition],
 ) -> Result<Vec<Option<u64>>, BrokerError> {
+    cluster
+        .retry("OffsetFetch", RETRY_FOR, || {
+            committed_once(cluster, group, partitions)
+        })
+        .await
+}
+
+async fn committed_once(
+    cluster: &Cluster,
+    group: &str,
+    partitions: &[TopicPartition],
+) -> Result<Vec<Option<u64>>, BrokerError> {
+    let conn = cluster.coordinator(group).await?;
     let v = conn.version(ApiKey::OffsetFetch, (1, 7))?;
     let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for tp in partitions {
@@ -232,10 +235,10 @@ fn kafka_configs(c: &TopicConfig) -> Vec<(&'static str, String)> {
     v
 }
 
-#[async_trait]
-impl LogClient for RemoteLog {
-    async fn ensure_topic(&self, name: &str, config: &TopicConfig) -> runnel_log::Result<u32> {
-        let conn = self.conn().await?;
+impl RemoteLog {
+    /// One CreateTopics request for `name` (TOPIC_ALREADY_EXISTS counts as success).
+    async fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<(), BrokerError> {
+        let conn = self.cluster.any().await?;
         let v = conn.version(ApiKey::CreateTopics, (2, 5))?;
         let topic = CreatableTopic::default()
             .with_name(TopicName(str_bytes(name)))
@@ -260,10 +263,22 @@ impl LogClient for RemoteLog {
                 0 | crate::codes::TOPIC_ALREADY_EXISTS => {}
                 code => {
                     let msg = t.error_message.map(|m| m.to_string()).unwrap_or_default();
-                    return Err(kafka_error("CreateTopics", code, &format!("{name}: {msg}")).into());
+                    return Err(kafka_error("CreateTopics", code, &format!("{name}: {msg}")));
                 }
             }
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LogClient for RemoteLog {
+    async fn ensure_topic(&self, name: &str, config: &TopicConfig) -> runnel_log::Result<u32> {
+        self.cluster
+            .retry("CreateTopics", RETRY_FOR, || {
+                self.create_topic(name, config)
+            })
+            .await?;
         self.partition_count(name)
             .await?
             .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
@@ -283,7 +298,7 @@ impl LogClient for RemoteLog {
         group: &str,
         partitions: &[TopicPartition],
     ) -> runnel_log::Result<Vec<Option<u64>>> {
-        Ok(committed(&*self.conn().await?, group, partitions).await?)
+        Ok(committed(&self.cluster, group, partitions).await?)
     }
 
     fn producer(&self, config: ProducerConfig) -> Box<dyn LogProducer> {
@@ -319,6 +334,7 @@ mod tests {
             listen: "127.0.0.1:0".into(),
             auto_create_topics: false,
             default_partitions: 1,
+            advertised_listener: None,
         };
         let b = Broker::bind(log.clone(), config).await.unwrap();
         let addr = b.local_addr().to_string();
@@ -339,6 +355,202 @@ mod tests {
         assert!(m.bytes_in.load(std::sync::atomic::Ordering::Relaxed) > 100);
         assert!(m.bytes_out.load(std::sync::atomic::Ordering::Relaxed) > 100);
         assert!(m.summary().contains("OffsetCommit"));
+    }
+
+    /// Copies `from` to `to`, counting as it goes (the counts are read while connections are open).
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        counts: Arc<[std::sync::atomic::AtomicU64; 2]>,
+        which: usize,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            counts[which].fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A TCP forwarder from a free port to `to`, counting the bytes each way.
+    async fn forwarder(
+        to: String,
+    ) -> (std::net::SocketAddr, Arc<[std::sync::atomic::AtomicU64; 2]>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts: Arc<[std::sync::atomic::AtomicU64; 2]> = Arc::default();
+        let c = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&to).await.unwrap();
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(pipe(cr, sw, c.clone(), 0));
+                    pipe(sr, cw, c, 1).await;
+                });
+            }
+        });
+        (addr, counts)
+    }
+
+    /// Requests go where Metadata and FindCoordinator say, not to the bootstrap address: the
+    /// broker advertises a forwarder's address, and the produced and fetched bytes (and the
+    /// group's requests) go through the forwarder, while the bootstrap address carries only
+    /// metadata and topic creation.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn requests_go_to_leaders_and_coordinators_not_the_bootstrap_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        let bound = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let real = bound.local_addr().unwrap();
+        drop(bound);
+        let (advertised, forwarded) = forwarder(real.to_string()).await;
+        let config = BrokerConfig {
+            listen: real.to_string(),
+            auto_create_topics: false,
+            default_partitions: 1,
+            advertised_listener: Some(advertised),
+        };
+        let b = Broker::bind(log, config).await.unwrap();
+        tokio::spawn(b.clone().serve());
+        let remote: SharedLogClient = RemoteLog::connect(&real.to_string()).await.unwrap();
+        let topic = TopicConfig {
+            partitions: 2,
+            ..Default::default()
+        };
+        remote.ensure_topic("routed", &topic).await.unwrap();
+        let producer = remote.producer(ProducerConfig::default());
+        let value = vec![7u8; 1000];
+        for i in 0..1000u32 {
+            producer
+                .send(ProducerRecord::new("routed", &value).partition(i % 2))
+                .await
+                .unwrap();
+        }
+        producer.flush().await.unwrap();
+        let mut consumer = remote.consumer(ConsumerConfig {
+            group_id: Some("routed".into()),
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        });
+        consumer.subscribe(&["routed"]).unwrap();
+        let mut n = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while n < 1000 && std::time::Instant::now() < deadline {
+            n += consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .unwrap()
+                .len();
+        }
+        consumer.close().await.unwrap();
+        assert_eq!(n, 1000);
+        let up = forwarded[0].load(std::sync::atomic::Ordering::Relaxed);
+        let down = forwarded[1].load(std::sync::atomic::Ordering::Relaxed);
+        let total_in = b
+            .metrics
+            .bytes_in
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(up > 1_000_000 && down > 1_000_000, "up {up} down {down}");
+        assert!(
+            total_in - up < 50_000,
+            "{} bytes went to the bootstrap address",
+            total_in - up
+        );
+        assert!(b.metrics.requests("JoinGroup") >= 1);
+    }
+
+    /// Many small batches queued at once go out several per partition per request (idempotent,
+    /// each following the one before): all are stored, once, in order.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn many_batches_per_request_are_stored_once_in_order() {
+        let (_dir, log, addr, _broker) = broker().await;
+        let remote: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
+        remote
+            .ensure_topic("small", &TopicConfig::default())
+            .await
+            .unwrap();
+        let producer = remote.producer(ProducerConfig {
+            batch_size: 2048,
+            ..Default::default()
+        });
+        for i in 0..50_000u32 {
+            producer
+                .send(ProducerRecord::new("small", &i.to_be_bytes()).partition(0))
+                .await
+                .unwrap();
+        }
+        producer.flush().await.unwrap();
+        let p = log.partition(&TopicPartition::new("small", 0)).unwrap();
+        assert_eq!(p.high_watermark(), 50_000);
+        let mut next = 0u32;
+        let mut offset = 0;
+        while offset < 50_000 {
+            let f = p.read(offset, 1 << 20).unwrap();
+            for b in runnel_log::batch::split_batches(&f.batches) {
+                for r in runnel_log::batch::records(&b).unwrap() {
+                    let v = u32::from_be_bytes(r.value.as_ref().unwrap()[..4].try_into().unwrap());
+                    assert_eq!(v, next);
+                    next += 1;
+                }
+            }
+            offset = f.next_offset;
+        }
+    }
+
+    /// `send_all` queues many records under one lock, waits when the buffer is full (and gets
+    /// the space back when batches are answered), and keeps each partition's order.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn send_all_waits_for_buffer_space_and_keeps_order() {
+        let (_dir, log, addr, _broker) = broker().await;
+        let remote: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
+        let cfg = TopicConfig {
+            partitions: 3,
+            ..Default::default()
+        };
+        remote.ensure_topic("bulk", &cfg).await.unwrap();
+        let producer = remote.producer(ProducerConfig {
+            batch_size: 4096,
+            buffer_memory: 64 << 10,
+            ..Default::default()
+        });
+        let values: Vec<[u8; 4]> = (0..30_000u32).map(|i| i.to_be_bytes()).collect();
+        let records: Vec<ProducerRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ProducerRecord::new("bulk", v).partition(i as u32 % 3))
+            .collect();
+        // Within 10 s: when the buffer counted records by their estimate but released batches
+        // by their encoded size (smaller for small records), it stayed full and this crawled
+        // along on linger timeouts for about 13 s.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            producer.send_all(&records).await.unwrap();
+            producer.flush().await.unwrap();
+        })
+        .await
+        .expect("send_all stalled on buffer space");
+        for p in 0..3u32 {
+            let part = log.partition(&TopicPartition::new("bulk", p)).unwrap();
+            assert_eq!(part.high_watermark(), 10_000);
+            let mut expected = p;
+            let mut offset = 0;
+            while offset < 10_000 {
+                let f = part.read(offset, 1 << 20).unwrap();
+                for b in runnel_log::batch::split_batches(&f.batches) {
+                    for r in runnel_log::batch::records(&b).unwrap() {
+                        let v =
+                            u32::from_be_bytes(r.value.as_ref().unwrap()[..4].try_into().unwrap());
+                        assert_eq!(v, expected);
+                        expected += 3;
+                    }
+                }
+                offset = f.next_offset;
+            }
+        }
     }
 
     /// A wire member and an in-process member share one group: the partitions are split, and
