@@ -433,6 +433,20 @@ impl BuildCx<'_> {
             pre.extend(args);
         }
         let nkeys = a.keys.len();
+        let fns = Arc::new(AccumulatorFns {
+            aggregates: a.aggregates.clone(),
+            arg_ranges,
+        });
+        // Rows of one key that fall in the same windows are folded into one partial state per
+        // batch, with DataFusion's vectorized `update_batch`: the windowed (or plain)
+        // aggregation then merges a few partials per batch instead of updating per row.
+        let pane = match a.window {
+            Some(WindowSpec::Tumble { size }) => Some(size),
+            Some(WindowSpec::Hop { size, slide }) => Some(gcd(size, slide)),
+            Some(WindowSpec::Session { .. }) => None, // a row can bridge sessions: no folding
+            None => Some(i64::MAX),
+        };
+        let combiner = fns.clone();
         let pre_agg = lowered
             .stream
             .map_batch(
@@ -440,28 +454,22 @@ impl BuildCx<'_> {
                 Arc::new(
                     move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
                         let computed = evaluate(&in_schema, &batch, &pre, refused);
-                        with_results(batch, computed)
-                            .filter_map(|(r, v)| {
-                                let mut v = v.ok().flatten()?;
-                                let args = Row(v.0.split_off(nkeys));
-                                Some(r.with(v, args))
-                            })
-                            .collect()
+                        let rows: Vec<(Rec<Row, Option<Row>>, Row)> = with_results(batch, computed)
+                            .filter_map(|(r, v)| Some((r, v.ok().flatten()?)))
+                            .collect();
+                        combiner.fold(rows, nkeys, pane)
                     },
                 ),
                 true,
             )
             .with_serdes(RowCodec, RowCodec);
         let grouped = pre_agg.group_by_key(None);
-        let fns = Arc::new(AccumulatorFns {
-            aggregates: a.aggregates.clone(),
-            arg_ranges,
-        });
         self.stores += 1;
         let store = format!("sql-{stmt}-aggregate-{}", self.stores);
         let (f1, f2, f3) = (fns.clone(), fns.clone(), fns.clone());
         let init = Vec::<Row>::new;
-        let add = move |_: &Row, args: &Row, states: Vec<Row>| f1.add(args, states);
+        let add =
+            move |_: &Row, partial: &Vec<Row>, states: Vec<Row>| f1.merge(states, partial.clone());
         let merge = move |_: &Row, x: Vec<Row>, y: Vec<Row>| f2.merge(x, y);
         let group_columns = a.group_columns.clone();
         let out_row = Arc::new(
@@ -685,7 +693,75 @@ fn state_arrays(state: &Row) -> Vec<ArrayRef> {
         .collect()
 }
 
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a.max(1) } else { gcd(b, a % b) }
+}
+
 impl AccumulatorFns {
+    /// Folds `(record, key values ++ argument values)` into one record per key and pane
+    /// (`pane`: its length in ms, `i64::MAX` for "all time", `None` for one per row) whose value
+    /// is the partial states of the aggregates; the record keeps the latest time of its rows.
+    fn fold(
+        &self,
+        rows: Vec<(Rec<Row, Option<Row>>, Row)>,
+        nkeys: usize,
+        pane: Option<i64>,
+    ) -> Vec<Rec<Row, Vec<Row>>> {
+        let mut groups: Vec<(Rec<Row, Vec<Row>>, Vec<Row>)> = Vec::new();
+        let mut index: std::collections::HashMap<(Row, i64), usize> =
+            std::collections::HashMap::new();
+        for (n, (r, mut values)) in rows.into_iter().enumerate() {
+            let args = Row(values.0.split_off(nkeys));
+            let slot = match pane {
+                Some(i64::MAX) => 0,
+                Some(p) => r.timestamp.div_euclid(p),
+                None => n as i64,
+            };
+            match index.get(&(values.clone(), slot)) {
+                Some(&g) => {
+                    let (rec, args_of) = &mut groups[g];
+                    rec.timestamp = rec.timestamp.max(r.timestamp);
+                    rec.offset = r.offset;
+                    args_of.push(args);
+                }
+                None => {
+                    index.insert((values.clone(), slot), groups.len());
+                    groups.push((r.with(values, Vec::new()), vec![args]));
+                }
+            }
+        }
+        // In input order of each group's last row: readers of a repartition topic drop a
+        // record whose origin offset is not past the last one seen from its writer.
+        groups.sort_by_key(|(rec, _)| rec.offset);
+        groups
+            .into_iter()
+            .map(|(mut rec, args)| {
+                rec.value = self.partial(&args);
+                rec
+            })
+            .collect()
+    }
+
+    /// The states of every aggregate after the given argument rows, updated as one batch.
+    fn partial(&self, args: &[Row]) -> Vec<Row> {
+        (0..self.aggregates.len())
+            .map(|i| {
+                let mut acc = self.accumulator(i, None);
+                let columns: Vec<ArrayRef> = self.arg_ranges[i]
+                    .clone()
+                    .map(|c| {
+                        ScalarValue::iter_to_array(args.iter().map(|a| a.0[c].clone()))
+                            .unwrap_or_else(|e| fail("bad argument", e))
+                    })
+                    .collect();
+                acc.update_batch(&columns).unwrap_or_else(|e| {
+                    fail(&format!("cannot update {}", self.aggregates[i].name()), e)
+                });
+                self.state(i, acc)
+            })
+            .collect()
+    }
+
     fn accumulator(&self, i: usize, state: Option<&Row>) -> Box<dyn Accumulator> {
         let f = &self.aggregates[i];
         let mut acc = f
@@ -705,25 +781,6 @@ impl AccumulatorFns {
                 e,
             )
         }))
-    }
-
-    fn add(&self, args: &Row, states: Vec<Row>) -> Vec<Row> {
-        (0..self.aggregates.len())
-            .map(|i| {
-                let mut acc = self.accumulator(i, states.get(i));
-                let values: Vec<ArrayRef> = args.0[self.arg_ranges[i].clone()]
-                    .iter()
-                    .map(|v| {
-                        v.to_array_of_size(1)
-                            .unwrap_or_else(|e| fail("bad argument", e))
-                    })
-                    .collect();
-                acc.update_batch(&values).unwrap_or_else(|e| {
-                    fail(&format!("cannot update {}", self.aggregates[i].name()), e)
-                });
-                self.state(i, acc)
-            })
-            .collect()
     }
 
     fn merge(&self, x: Vec<Row>, y: Vec<Row>) -> Vec<Row> {
