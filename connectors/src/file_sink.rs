@@ -4,7 +4,7 @@
 //! commits the consumed offsets: a crash re-appends at most what was written since.
 
 use crate::config::ConnectorConfig;
-use crate::connector::Sink;
+use crate::connector::{Rejected, Sink};
 use crate::error::{ConnectError, Result};
 use async_trait::async_trait;
 use runnel_log::ConsumerRecord;
@@ -50,7 +50,7 @@ impl Sink for FileSink {
         self.topics.clone()
     }
 
-    async fn put(&mut self, records: &[ConsumerRecord]) -> Result<()> {
+    async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>> {
         if self.file.is_none() {
             let f = std::fs::OpenOptions::new()
                 .create(true)
@@ -69,7 +69,8 @@ impl Sink for FileSink {
                 }
             }
         }
-        res.map_err(|e| self.io(e))
+        res.map_err(|e| self.io(e))?;
+        Ok(Vec::new())
     }
 
     async fn flush(&mut self) -> Result<()> {

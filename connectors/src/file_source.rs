@@ -101,6 +101,7 @@ impl Source for FileSource {
                 partition: self.partition(),
                 offset,
                 error,
+                text: !self.json,
             });
             if out.len() >= self.max_lines {
                 break;

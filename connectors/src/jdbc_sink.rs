@@ -3,21 +3,25 @@
 //!
 //! Keys: `connection.url`, `topics`, `table.name.format` (`${topic}`), `insert.mode`
 //! (`insert` | `upsert` | `update`), `pk.mode` (`none` | `record_key` | `record_value`),
-//! `pk.fields`, `auto.create`, `delete.enabled` (a tombstone deletes the row, with
+//! `pk.fields`, `auto.create`, `auto.evolve` (adds the nullable columns a record has and the
+//! table lacks), `delete.enabled` (a tombstone deletes the row, with
 //! `pk.mode = record_key`), `batch.size`. Each `put` is one transaction of multi-row
 //! statements, so a batch is in the table entirely or not at all; with `upsert` a replay after
 //! a crash rewrites the same rows (idempotent). A database that went away fails the put; the
 //! worker restarts the task with backoff and shows the error in its status until it is back.
+//! A batch the database refuses for its data is written again one record per transaction, and
+//! the records still refused are returned as [`Rejected`] (dead-letter topic or a failed task,
+//! naming topic, partition and offset).
 
 use crate::config::ConnectorConfig;
-use crate::connector::Sink;
+use crate::connector::{Rejected, Sink};
 use crate::error::{ConnectError, Result};
 use crate::jdbc::{self, Dialect};
 use async_trait::async_trait;
 use runnel_log::ConsumerRecord;
 use serde_json::{Map, Value};
 use sqlx::AnyPool;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub const KEYS: &[&str] = &[
     "connection.url",
@@ -27,6 +31,7 @@ pub const KEYS: &[&str] = &[
     "pk.mode",
     "pk.fields",
     "auto.create",
+    "auto.evolve",
     "delete.enabled",
     "batch.size",
 ];
@@ -58,6 +63,9 @@ pub struct JdbcSink {
     delete_enabled: bool,
     batch_size: usize,
     created: HashSet<String>,
+    auto_evolve: bool,
+    /// Per table, its columns as last seen (lowercase: MySQL's names ignore case).
+    columns: HashMap<String, HashSet<String>>,
 }
 
 impl JdbcSink {
@@ -116,6 +124,8 @@ impl JdbcSink {
             delete_enabled: c.parse_or("delete.enabled", false)?,
             batch_size: c.parse_or("batch.size", 500usize)?.max(1),
             created: HashSet::new(),
+            auto_evolve: c.parse_or("auto.evolve", false)?,
+            columns: HashMap::new(),
         })
     }
 
@@ -208,6 +218,9 @@ impl JdbcSink {
                 .map_err(|e| jdbc::db_error(&self.url, e))?;
             self.created.insert(table.to_string());
         }
+        if self.auto_evolve && !rows.is_empty() {
+            self.evolve(&pool, table, &columns, &rows).await?;
+        }
         // One statement may not touch a row twice (PostgreSQL refuses): per key, the last
         // record of the batch wins, as it would row by row.
         let rows = if self.mode == Mode::Upsert {
@@ -293,6 +306,67 @@ impl JdbcSink {
         tx.commit().await.map_err(|e| jdbc::db_error(&self.url, e))
     }
 
+    /// `auto.evolve`: adds the columns the records have and the table lacks, nullable, typed
+    /// from the first non-null value.
+    async fn evolve(
+        &mut self,
+        pool: &AnyPool,
+        table: &str,
+        columns: &[String],
+        rows: &[Map<String, Value>],
+    ) -> Result<()> {
+        let d = self.dialect;
+        let known = match self.columns.get(table) {
+            Some(k) if columns.iter().all(|c| k.contains(&c.to_lowercase())) => return Ok(()),
+            Some(k) => k.clone(),
+            None => {
+                let sql = match d {
+                    Dialect::Postgres => {
+                        "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1"
+                    }
+                    Dialect::MySql => {
+                        "SELECT CAST(column_name AS CHAR) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?"
+                    }
+                    Dialect::Sqlite => "SELECT name FROM pragma_table_info(?)",
+                };
+                let names: Vec<String> = sqlx::query_scalar(sql)
+                    .bind(table.to_string())
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| jdbc::db_error(&self.url, e))?;
+                names.into_iter().map(|n| n.to_lowercase()).collect()
+            }
+        };
+        let mut known = known;
+        if known.is_empty() {
+            // No table: the insert says so (set auto.create to have it made).
+            return Ok(());
+        }
+        for c in columns {
+            if known.contains(&c.to_lowercase()) {
+                continue;
+            }
+            let sample = rows
+                .iter()
+                .find_map(|r| r.get(c).filter(|v| !v.is_null()))
+                .unwrap_or(&Value::Null);
+            let sql = format!(
+                "ALTER TABLE {} ADD COLUMN {} {} NULL",
+                d.quote(table),
+                d.quote(c),
+                d.column_type(sample, false)
+            );
+            tracing::info!(table = %table, column = %c, "auto.evolve: adding a column");
+            sqlx::query(&sql)
+                .execute(pool)
+                .await
+                .map_err(|e| jdbc::db_error(&self.url, e))?;
+            known.insert(c.to_lowercase());
+        }
+        self.columns.insert(table.to_string(), known);
+        Ok(())
+    }
+
     /// One multi-row INSERT (with the dialect's upsert clause in upsert mode).
     fn insert_sql(
         &self,
@@ -362,6 +436,24 @@ impl JdbcSink {
     }
 }
 
+/// The records of one table in a put, with their index in the batch.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<(usize, Map<String, Value>)>,
+    deletes: Vec<(usize, Value)>,
+}
+
+/// A database's refusal of the data, as opposed to a database that is not there.
+fn data_error(e: &ConnectError) -> bool {
+    matches!(
+        e,
+        ConnectError::Database {
+            transient: false,
+            ..
+        }
+    )
+}
+
 /// The record key as a JSON value: a number if it parses as one, else text.
 fn key_value(r: &ConsumerRecord) -> Option<Value> {
     let k = std::str::from_utf8(r.record.key.as_deref()?).ok()?;
@@ -399,25 +491,65 @@ impl Sink for JdbcSink {
         self.topics.clone()
     }
 
-    async fn put(&mut self, records: &[ConsumerRecord]) -> Result<()> {
-        let mut tables: BTreeMap<String, (Vec<Map<String, Value>>, Vec<Value>)> = BTreeMap::new();
-        for r in records {
+    async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>> {
+        let mut rejected = Vec::new();
+        let mut tables: BTreeMap<String, Batch> = BTreeMap::new();
+        for (index, r) in records.iter().enumerate() {
             let table = self.table_format.replace("${topic}", &r.topic);
             let entry = tables.entry(table).or_default();
-            match self.row(r)? {
-                Some(row) => entry.0.push(row),
-                None if self.delete_enabled => {
+            match self.row(r) {
+                Ok(Some(row)) => entry.rows.push((index, row)),
+                Ok(None) if self.delete_enabled => {
                     if let Some(k) = key_value(r) {
-                        entry.1.push(k);
+                        entry.deletes.push((index, k));
                     }
                 }
-                None => {}
+                Ok(None) => {}
+                Err(e) => rejected.push(Rejected {
+                    index,
+                    reason: e.to_string(),
+                }),
             }
         }
-        for (table, (rows, deletes)) in tables {
-            self.write_table(&table, rows, deletes).await?;
+        for (table, batch) in tables {
+            let rows: Vec<_> = batch.rows.iter().map(|(_, r)| r.clone()).collect();
+            let deletes: Vec<_> = batch.deletes.iter().map(|(_, k)| k.clone()).collect();
+            match self.write_table(&table, rows, deletes).await {
+                Ok(()) => {}
+                Err(e) if !data_error(&e) => return Err(e),
+                // Some record is bad for the table (a value of the wrong type, a missing
+                // column): find which, one record per transaction; the good ones are written.
+                Err(e) => {
+                    tracing::info!(table = %table, error = %e, "a batch failed; writing its records one by one");
+                    for (index, row) in batch.rows {
+                        match self.write_table(&table, vec![row], Vec::new()).await {
+                            Ok(()) => {}
+                            Err(e) if !data_error(&e) => return Err(e),
+                            Err(e) => rejected.push(Rejected {
+                                index,
+                                reason: format!(
+                                    "{}-{} offset {}: {e}",
+                                    records[index].topic,
+                                    records[index].partition,
+                                    records[index].record.offset
+                                ),
+                            }),
+                        }
+                    }
+                    for (index, key) in batch.deletes {
+                        match self.write_table(&table, Vec::new(), vec![key]).await {
+                            Ok(()) => {}
+                            Err(e) if !data_error(&e) => return Err(e),
+                            Err(e) => rejected.push(Rejected {
+                                index,
+                                reason: e.to_string(),
+                            }),
+                        }
+                    }
+                }
+            }
         }
-        Ok(())
+        Ok(rejected)
     }
 
     async fn flush(&mut self) -> Result<()> {

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod converter;
 pub mod error;
 pub mod file_sink;
 pub mod file_source;
@@ -16,6 +17,7 @@ pub mod jdbc_source;
 pub mod offsets;
 pub mod rest;
 pub mod transforms;
+pub mod transforms_typed;
 pub mod worker;
 pub mod workerfile;
 
