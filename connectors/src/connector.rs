@@ -15,6 +15,7 @@ use runnel_log::{ConsumerRecord, TopicPartition};
 /// A record from a source, with where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceRecord {
+    /// Empty: nothing to send, only the offset to store (a CSV header line).
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,

@@ -259,6 +259,10 @@ async fn run_source(
         let mut last: BTreeMap<String, (serde_json::Value, serde_json::Value)> = BTreeMap::new();
         for r in &records {
             let mut r = r.clone();
+            if r.topic.is_empty() {
+                last.insert(r.partition.to_string(), (r.partition, r.offset));
+                continue;
+            }
             if r.error.is_none() && !chain.is_empty() {
                 let m = Message {
                     topic: r.topic.clone(),

@@ -708,4 +708,5 @@ fn transforms_reshape_and_route_source_records() {
 }
 
 mod convert;
+mod files;
 mod jdbc_modes;
