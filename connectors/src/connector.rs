@@ -8,7 +8,7 @@
 
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
-use crate::{file_sink, file_source, jdbc_sink, jdbc_source};
+use crate::{file_sink, file_source, jdbc_sink, jdbc_source, parquet_sink};
 use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, TopicPartition};
 
@@ -103,6 +103,17 @@ pub const PLUGINS: &[Plugin] = &[
         kind: "sink",
         keys: file_sink::KEYS,
         build: |c| Ok(Connector::Sink(Box::new(file_sink::FileSink::new(c)?))),
+    },
+    Plugin {
+        class: "parquet-sink",
+        aliases: &["ParquetSink"],
+        kind: "sink",
+        keys: parquet_sink::KEYS,
+        build: |c| {
+            Ok(Connector::Sink(Box::new(parquet_sink::ParquetSink::new(
+                c,
+            )?)))
+        },
     },
     Plugin {
         class: "jdbc-source",

@@ -15,6 +15,7 @@ pub mod jdbc;
 pub mod jdbc_sink;
 pub mod jdbc_source;
 pub mod offsets;
+pub mod parquet_sink;
 pub mod rest;
 pub mod transforms;
 pub mod transforms_typed;

@@ -710,3 +710,4 @@ fn transforms_reshape_and_route_source_records() {
 mod convert;
 mod files;
 mod jdbc_modes;
+mod parquet;
