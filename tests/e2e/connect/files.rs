@@ -67,18 +67,20 @@ fn a_glob_source_follows_appends_and_rotation_and_resumes_by_byte_position() {
     });
     std::thread::sleep(Duration::from_millis(400));
     ids_once(&values(&rt, &client, "logs"), 270);
-    let stored = rt.block_on(worker.offsets("tail"));
-    let a_pos = stored
-        .iter()
-        .find(|(p, _)| p["filename"] == a.to_str().unwrap())
-        .map(|(_, o)| o["position"].as_u64().unwrap());
-    assert_eq!(
-        a_pos,
-        Some(std::fs::metadata(&a).unwrap().len()),
-        "{stored:?}"
-    );
+    let a_size = std::fs::metadata(&a).unwrap().len();
+    wait_for("the new a.jsonl's offset at its end", || {
+        rt.block_on(worker.offsets("tail")).iter().any(|(p, o)| {
+            p["filename"] == a.to_str().unwrap() && o["position"].as_u64() == Some(a_size)
+        })
+    });
 
     // Stopped, more lines, started again: each line once.
+    let b_size = std::fs::metadata(&b).unwrap().len();
+    wait_for("b's stored offset", || {
+        rt.block_on(worker.offsets("tail")).iter().any(|(p, o)| {
+            p["filename"] == b.to_str().unwrap() && o["position"].as_u64() == Some(b_size)
+        })
+    });
     worker.delete("tail").unwrap();
     append(&a, 270, 280);
     append(&b, 280, 290);
@@ -128,6 +130,13 @@ fn a_directory_of_csv_files_becomes_json_records_with_the_header_as_field_names(
             .contains("people.csv:3: 2 fields where the header has 3")
     );
     // Resumed mid-file, the header still names the fields.
+    let size = std::fs::metadata(&f).unwrap().len();
+    wait_for("the stored offset", || {
+        rt.block_on(worker.offsets("csv"))
+            .first()
+            .and_then(|(_, o)| o["position"].as_u64())
+            == Some(size)
+    });
     worker.delete("csv").unwrap();
     let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
     writeln!(h, "4,Dee,Oslo").unwrap();
