@@ -177,6 +177,25 @@ impl JdbcSink {
         rows: Vec<Map<String, Value>>,
         deletes: Vec<Value>,
     ) -> Result<()> {
+        let (pool, columns, rows) = self.prepare(table, rows).await?;
+        let d = self.dialect;
+        if d == Dialect::Postgres
+            && self.mode != Mode::Update
+            && deletes.is_empty()
+            && !rows.is_empty()
+        {
+            return self.copy_job(table, &columns, &rows).await?.run().await;
+        }
+        self.write_rows(&pool, table, &columns, rows, deletes).await
+    }
+
+    /// The table made or evolved as configured, the batch's columns, and its rows with one
+    /// per key in upsert mode.
+    async fn prepare(
+        &mut self,
+        table: &str,
+        rows: Vec<Map<String, Value>>,
+    ) -> Result<(AnyPool, Vec<String>, Vec<Map<String, Value>>)> {
         let pool = self.pool().await?;
         let d = self.dialect;
         let mut columns: Vec<String> = Vec::new();
@@ -233,25 +252,36 @@ impl JdbcSink {
                     .map(|f| r.get(f).map(Value::to_string).unwrap_or_default())
                     .collect()
             };
-            let mut last = std::collections::HashMap::new();
-            for (i, r) in rows.iter().enumerate() {
-                last.insert(pk(r), i);
+            let keys: Vec<Vec<String>> = rows.iter().map(pk).collect();
+            let mut last = HashMap::with_capacity(rows.len());
+            for (i, k) in keys.iter().enumerate() {
+                last.insert(k, i);
             }
-            rows.into_iter()
+            let keep: Vec<bool> = keys
+                .iter()
                 .enumerate()
-                .filter(|(i, r)| last.get(&pk(r)) == Some(i))
-                .map(|(_, r)| r)
+                .map(|(i, k)| last.get(k) == Some(&i))
+                .collect();
+            rows.into_iter()
+                .zip(keep)
+                .filter_map(|(r, k)| k.then_some(r))
                 .collect()
         } else {
             rows
         };
-        if d == Dialect::Postgres
-            && self.mode != Mode::Update
-            && deletes.is_empty()
-            && !rows.is_empty()
-        {
-            return self.copy_rows(table, &columns, &rows).await;
-        }
+        Ok((pool, columns, rows))
+    }
+
+    /// The generic path: multi-row statements with bound values, in one transaction.
+    async fn write_rows(
+        &mut self,
+        pool: &AnyPool,
+        table: &str,
+        columns: &[String],
+        rows: Vec<Map<String, Value>>,
+        deletes: Vec<Value>,
+    ) -> Result<()> {
+        let d = self.dialect;
         let mut tx = pool
             .begin()
             .await
@@ -320,12 +350,12 @@ impl JdbcSink {
     /// the target (one per column set, emptied at commit), then moved with one
     /// `INSERT … SELECT` (`ON CONFLICT … DO UPDATE` for upsert), in one transaction. Streaming
     /// text instead of binding every value is what makes it several times faster.
-    async fn copy_rows(
+    async fn copy_job(
         &mut self,
         table: &str,
         columns: &[String],
         rows: &[Map<String, Value>],
-    ) -> Result<()> {
+    ) -> Result<CopyJob> {
         let d = self.dialect;
         if self.pg.is_none() {
             let pool = sqlx::postgres::PgPoolOptions::new()
@@ -336,7 +366,6 @@ impl JdbcSink {
             self.pg = Some(pool);
         }
         let pool = self.pg.clone().expect("connected above");
-        let err = |e| jdbc::db_error(&self.url, e);
         let stage = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -355,20 +384,11 @@ impl JdbcSink {
             }
             text.push(b'\n');
         }
-        let mut tx = pool.begin().await.map_err(err)?;
-        sqlx::query(&format!(
+        let create = format!(
             "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
             d.quote(table)
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        let mut copy = tx
-            .copy_in_raw(&format!("COPY {stage} ({cols}) FROM STDIN"))
-            .await
-            .map_err(err)?;
-        copy.send(text).await.map_err(err)?;
-        copy.finish().await.map_err(err)?;
+        );
+        let copy = format!("COPY {stage} ({cols}) FROM STDIN");
         let mut sql = format!(
             "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage}",
             d.quote(table)
@@ -390,8 +410,74 @@ impl JdbcSink {
                 )
             };
         }
-        sqlx::query(&sql).execute(&mut *tx).await.map_err(err)?;
-        tx.commit().await.map_err(err)
+        Ok(CopyJob {
+            pool,
+            url: self.url.clone(),
+            statements: [create, copy, sql],
+            text,
+        })
+    }
+
+    /// Waits for a chunk written by a task; if the database refused its data, finds the bad
+    /// records one by one.
+    async fn finish(
+        &mut self,
+        job: Inflight,
+        records: &[ConsumerRecord],
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<()> {
+        let result = job.handle.await.unwrap_or_else(|e| {
+            Err(ConnectError::Record {
+                what: format!("the write task of table {}", job.table),
+                message: e.to_string(),
+            })
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if !data_error(&e) => Err(e),
+            Err(e) => {
+                tracing::info!(table = %job.table, error = %e, "a batch failed; writing its records one by one");
+                self.one_by_one(&job.table, job.indices, Vec::new(), records, rejected)
+                    .await
+            }
+        }
+    }
+
+    /// One record per transaction; those the database refuses are rejected with their origin.
+    async fn one_by_one(
+        &mut self,
+        table: &str,
+        rows: Vec<usize>,
+        deletes: Vec<(usize, Value)>,
+        records: &[ConsumerRecord],
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<()> {
+        for index in rows {
+            let r = &records[index];
+            let Ok(Some(row)) = self.row(r) else { continue };
+            match self.write_table(table, vec![row], Vec::new()).await {
+                Ok(()) => {}
+                Err(e) if !data_error(&e) => return Err(e),
+                Err(e) => rejected.push(Rejected {
+                    index,
+                    reason: format!(
+                        "{}-{} offset {}: {e}",
+                        r.topic, r.partition, r.record.offset
+                    ),
+                }),
+            }
+        }
+        for (index, key) in deletes {
+            match self.write_table(table, Vec::new(), vec![key]).await {
+                Ok(()) => {}
+                Err(e) if !data_error(&e) => return Err(e),
+                Err(e) => rejected.push(Rejected {
+                    index,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Ok(())
     }
 
     /// `auto.evolve`: adds the columns the records have and the table lacks, nullable, typed
@@ -524,6 +610,29 @@ impl JdbcSink {
     }
 }
 
+/// One PostgreSQL batch ready to go: create the stage, `COPY` into it, move the rows. Owns
+/// what it needs, so it can run in a task while the next batch is prepared.
+struct CopyJob {
+    pool: sqlx::PgPool,
+    url: String,
+    statements: [String; 3],
+    text: Vec<u8>,
+}
+
+impl CopyJob {
+    async fn run(self) -> Result<()> {
+        let err = |e| jdbc::db_error(&self.url, e);
+        let [create, copy, insert] = &self.statements;
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query(create).execute(&mut *tx).await.map_err(err)?;
+        let mut c = tx.copy_in_raw(copy).await.map_err(err)?;
+        c.send(self.text.as_slice()).await.map_err(err)?;
+        c.finish().await.map_err(err)?;
+        sqlx::query(insert).execute(&mut *tx).await.map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+}
+
 /// A value in `COPY`'s text format: `\N` for NULL, backslash escapes for the separators.
 fn copy_text(v: &Value, out: &mut Vec<u8>) {
     let s = match v {
@@ -551,6 +660,17 @@ fn copy_text(v: &Value, out: &mut Vec<u8>) {
             _ => out.push(b),
         }
     }
+}
+
+/// Records per PostgreSQL chunk: big enough that a commit's fsync is paid rarely, small
+/// enough that encoding the next chunk overlaps the server's work on this one.
+const PIPELINE_CHUNK: usize = 20_000;
+
+/// A chunk being written by a task: which table, which records (indices into the put).
+struct Inflight {
+    handle: tokio::task::JoinHandle<Result<()>>,
+    table: String,
+    indices: Vec<usize>,
 }
 
 /// The records of one table in a put, with their index in the batch.
@@ -608,63 +728,87 @@ impl Sink for JdbcSink {
         self.topics.clone()
     }
 
+    /// On PostgreSQL (insert, upsert) a batch goes in chunks, each `COPY`ed by a task while the
+    /// next chunk is parsed and encoded: the client's work and the server's overlap. Chunks
+    /// are written in order, one at a time, so per key the last record still wins.
     async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>> {
         let mut rejected = Vec::new();
-        let mut tables: BTreeMap<String, Batch> = BTreeMap::new();
-        for (index, r) in records.iter().enumerate() {
-            let table = self.table_format.replace("${topic}", &r.topic);
-            let entry = tables.entry(table).or_default();
-            match self.row(r) {
-                Ok(Some(row)) => entry.rows.push((index, row)),
-                Ok(None) if self.delete_enabled => {
-                    if let Some(k) = key_value(r) {
-                        entry.deletes.push((index, k));
+        let pipelined = self.dialect == Dialect::Postgres && self.mode != Mode::Update;
+        let chunk = if pipelined {
+            PIPELINE_CHUNK
+        } else {
+            records.len().max(1)
+        };
+        let mut inflight: Option<Inflight> = None;
+        for (n, part) in records.chunks(chunk).enumerate() {
+            let mut tables: BTreeMap<String, Batch> = BTreeMap::new();
+            for (i, r) in part.iter().enumerate() {
+                let index = n * chunk + i;
+                let table = self.table_format.replace("${topic}", &r.topic);
+                let entry = tables.entry(table).or_default();
+                match self.row(r) {
+                    Ok(Some(row)) => entry.rows.push((index, row)),
+                    Ok(None) if self.delete_enabled => {
+                        if let Some(k) = key_value(r) {
+                            entry.deletes.push((index, k));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => rejected.push(Rejected {
+                        index,
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            for (table, batch) in tables {
+                let indices: Vec<usize> = batch.rows.iter().map(|(i, _)| *i).collect();
+                let deletes: Vec<(usize, Value)> = batch.deletes;
+                let rows: Vec<Map<String, Value>> =
+                    batch.rows.into_iter().map(|(_, r)| r).collect();
+                if pipelined && deletes.is_empty() && !rows.is_empty() {
+                    let job = match self.prepare(&table, rows).await {
+                        Ok((_, columns, rows)) => self.copy_job(&table, &columns, &rows).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Some(prev) = inflight.take() {
+                        self.finish(prev, records, &mut rejected).await?;
+                    }
+                    match job {
+                        Ok(job) => {
+                            inflight = Some(Inflight {
+                                handle: tokio::spawn(job.run()),
+                                table,
+                                indices,
+                            });
+                        }
+                        Err(e) if !data_error(&e) => return Err(e),
+                        Err(e) => {
+                            tracing::info!(table = %table, error = %e, "a batch failed; writing its records one by one");
+                            self.one_by_one(&table, indices, Vec::new(), records, &mut rejected)
+                                .await?;
+                        }
+                    }
+                    continue;
+                }
+                if let Some(prev) = inflight.take() {
+                    self.finish(prev, records, &mut rejected).await?;
+                }
+                let keys: Vec<Value> = deletes.iter().map(|(_, k)| k.clone()).collect();
+                match self.write_table(&table, rows, keys).await {
+                    Ok(()) => {}
+                    Err(e) if !data_error(&e) => return Err(e),
+                    // Some record is bad for the table (a value of the wrong type, a missing
+                    // column): find which, one record per transaction; the good ones are written.
+                    Err(e) => {
+                        tracing::info!(table = %table, error = %e, "a batch failed; writing its records one by one");
+                        self.one_by_one(&table, indices, deletes, records, &mut rejected)
+                            .await?;
                     }
                 }
-                Ok(None) => {}
-                Err(e) => rejected.push(Rejected {
-                    index,
-                    reason: e.to_string(),
-                }),
             }
         }
-        for (table, batch) in tables {
-            let rows: Vec<_> = batch.rows.iter().map(|(_, r)| r.clone()).collect();
-            let deletes: Vec<_> = batch.deletes.iter().map(|(_, k)| k.clone()).collect();
-            match self.write_table(&table, rows, deletes).await {
-                Ok(()) => {}
-                Err(e) if !data_error(&e) => return Err(e),
-                // Some record is bad for the table (a value of the wrong type, a missing
-                // column): find which, one record per transaction; the good ones are written.
-                Err(e) => {
-                    tracing::info!(table = %table, error = %e, "a batch failed; writing its records one by one");
-                    for (index, row) in batch.rows {
-                        match self.write_table(&table, vec![row], Vec::new()).await {
-                            Ok(()) => {}
-                            Err(e) if !data_error(&e) => return Err(e),
-                            Err(e) => rejected.push(Rejected {
-                                index,
-                                reason: format!(
-                                    "{}-{} offset {}: {e}",
-                                    records[index].topic,
-                                    records[index].partition,
-                                    records[index].record.offset
-                                ),
-                            }),
-                        }
-                    }
-                    for (index, key) in batch.deletes {
-                        match self.write_table(&table, Vec::new(), vec![key]).await {
-                            Ok(()) => {}
-                            Err(e) if !data_error(&e) => return Err(e),
-                            Err(e) => rejected.push(Rejected {
-                                index,
-                                reason: e.to_string(),
-                            }),
-                        }
-                    }
-                }
-            }
+        if let Some(prev) = inflight.take() {
+            self.finish(prev, records, &mut rejected).await?;
         }
         Ok(rejected)
     }

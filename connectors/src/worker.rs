@@ -161,6 +161,19 @@ impl Worker {
         Ok(())
     }
 
+    /// Stops every connector and waits until their tasks are gone, so sinks are dropped
+    /// (a Parquet sink closes its files) before the process exits.
+    pub async fn shutdown(&self) {
+        let entries: Vec<Entry> =
+            std::mem::take(&mut *self.connectors.lock().expect("not poisoned"))
+                .into_values()
+                .collect();
+        for e in entries {
+            e.task.abort();
+            let _ = e.task.await;
+        }
+    }
+
     /// The stored source offsets of a connector: (partition, offset).
     pub async fn offsets(&self, name: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
         self.offsets
@@ -430,6 +443,8 @@ async fn run_sink(
         client_id: format!("connect-{}", config.name),
         auto_offset_reset: OffsetReset::Earliest,
         enable_auto_commit: false,
+        // Bigger batches: a database sink commits (and fsyncs) once per batch.
+        max_partition_fetch_bytes: 8 << 20,
         ..Default::default()
     });
     let chain = Chain::from_config(config)?;

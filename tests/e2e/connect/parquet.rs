@@ -168,3 +168,58 @@ fn the_parquet_sink_writes_the_declared_schema_and_closes_files_on_rotation_and_
     assert!(err.contains("schema") && err.contains("int64"), "{err}");
     worker.delete("pq-slow").unwrap();
 }
+
+#[test]
+fn ctrl_c_closes_the_open_parquet_file_with_its_footer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("pq"));
+    let mut f = std::fs::File::create(&input).unwrap();
+    for i in 0..300 {
+        writeln!(
+            f,
+            r#"{{"id":{i},"name":"n{i}","score":1.5,"ok":true,"at":{i}}}"#
+        )
+        .unwrap();
+    }
+    drop(f);
+    let worker_file = dir.path().join("worker.toml");
+    std::fs::write(
+        &worker_file,
+        format!(
+            "[[connector]]\nname = \"in\"\n\"connector.class\" = \"file-source\"\nfile = \"{}\"\ntopic = \"ev\"\nformat = \"json\"\n\n\
+             [[connector]]\nname = \"pq\"\n\"connector.class\" = \"parquet-sink\"\ntopics = \"ev\"\ndirectory = \"{}\"\n\
+             schema = \"id:int64,name:string,score:float64,ok:boolean,at:timestamp\"\n",
+            input.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["connect", "--rest", "127.0.0.1:0"])
+        .arg(&worker_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the open file", || files(&out, ".parquet.tmp").len() == 1);
+    // Every record written before the signal (the file grows no more).
+    std::thread::sleep(Duration::from_millis(1_000));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    child.wait().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly: {:?}",
+        started.elapsed()
+    );
+    assert!(files(&out, ".parquet.tmp").is_empty());
+    let closed = files(&out, ".parquet");
+    assert_eq!(closed.len(), 1);
+    assert_eq!(read_back(&closed[0]).len(), 300);
+}
