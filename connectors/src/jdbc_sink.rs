@@ -780,6 +780,10 @@ impl Sink for JdbcSink {
                                 table,
                                 indices,
                             });
+                            // A task spawned from a worker waits in its LIFO slot, which other
+                            // workers do not steal from, until this task yields: yield now, or
+                            // the chunk would start only after the next one is encoded.
+                            tokio::task::yield_now().await;
                         }
                         Err(e) if !data_error(&e) => return Err(e),
                         Err(e) => {
