@@ -349,7 +349,11 @@ impl JdbcSink {
     /// PostgreSQL, insert and upsert: the rows are `COPY`ed into a temporary table shaped like
     /// the target (one per column set, emptied at commit), then moved with one
     /// `INSERT … SELECT` (`ON CONFLICT … DO UPDATE` for upsert), in one transaction. Streaming
-    /// text instead of binding every value is what makes it several times faster.
+    /// text instead of binding every value is what makes it several times faster. In insert
+    /// mode, and in upsert mode when a probe finds none of the chunk's keys in the table (a
+    /// first load), the rows are `COPY`ed straight into the table, in the probe's transaction;
+    /// a key written by someone else in between is a unique violation, and the records are
+    /// then written one by one, which probes again and upserts.
     async fn copy_job(
         &mut self,
         table: &str,
@@ -410,10 +414,39 @@ impl JdbcSink {
                 )
             };
         }
+        // Straight into the table when no row is there to update: always in insert mode; in
+        // upsert mode when a probe of the keys (one integer or text key column) finds none.
+        let direct = format!("COPY {} ({cols}) FROM STDIN", d.quote(table));
+        let shortcut = match (self.mode, self.pk_fields.as_slice()) {
+            (Mode::Insert, _) => Shortcut::Always,
+            (Mode::Upsert, [pk]) => {
+                let probe = format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = ANY($1))",
+                    d.quote(table),
+                    d.quote(pk)
+                );
+                let ints: Option<Vec<i64>> = rows
+                    .iter()
+                    .map(|r| r.get(pk).and_then(Value::as_i64))
+                    .collect();
+                let texts: Option<Vec<String>> = rows
+                    .iter()
+                    .map(|r| r.get(pk).and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                match (ints, texts) {
+                    (Some(k), _) => Shortcut::IfNoneOf(probe, Keys::Ints(k)),
+                    (None, Some(k)) => Shortcut::IfNoneOf(probe, Keys::Texts(k)),
+                    _ => Shortcut::Never,
+                }
+            }
+            _ => Shortcut::Never,
+        };
         Ok(CopyJob {
             pool,
             url: self.url.clone(),
             statements: [create, copy, sql],
+            direct,
+            shortcut,
             text,
         })
     }
@@ -616,6 +649,9 @@ struct CopyJob {
     pool: sqlx::PgPool,
     url: String,
     statements: [String; 3],
+    /// `COPY` straight into the table.
+    direct: String,
+    shortcut: Shortcut,
     text: Vec<u8>,
 }
 
@@ -624,6 +660,24 @@ impl CopyJob {
         let err = |e| jdbc::db_error(&self.url, e);
         let [create, copy, insert] = &self.statements;
         let mut tx = self.pool.begin().await.map_err(err)?;
+        let direct = match &self.shortcut {
+            Shortcut::Always => true,
+            Shortcut::Never => false,
+            Shortcut::IfNoneOf(probe, keys) => {
+                let q = sqlx::query_scalar::<_, bool>(probe);
+                let q = match keys {
+                    Keys::Ints(k) => q.bind(k),
+                    Keys::Texts(k) => q.bind(k),
+                };
+                !q.fetch_one(&mut *tx).await.map_err(err)?
+            }
+        };
+        if direct {
+            let mut c = tx.copy_in_raw(&self.direct).await.map_err(err)?;
+            c.send(self.text.as_slice()).await.map_err(err)?;
+            c.finish().await.map_err(err)?;
+            return tx.commit().await.map_err(err);
+        }
         sqlx::query(create).execute(&mut *tx).await.map_err(err)?;
         let mut c = tx.copy_in_raw(copy).await.map_err(err)?;
         c.send(self.text.as_slice()).await.map_err(err)?;
@@ -631,6 +685,19 @@ impl CopyJob {
         sqlx::query(insert).execute(&mut *tx).await.map_err(err)?;
         tx.commit().await.map_err(err)
     }
+}
+
+/// When a chunk may skip the staging table.
+enum Shortcut {
+    Always,
+    Never,
+    /// When the probe finds none of the keys in the table.
+    IfNoneOf(String, Keys),
+}
+
+enum Keys {
+    Ints(Vec<i64>),
+    Texts(Vec<String>),
 }
 
 /// A value in `COPY`'s text format: `\N` for NULL, backslash escapes for the separators.
