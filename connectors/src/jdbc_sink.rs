@@ -246,13 +246,20 @@ impl JdbcSink {
         // One statement may not touch a row twice (PostgreSQL refuses): per key, the last
         // record of the batch wins, as it would row by row.
         let rows = if self.mode == Mode::Upsert {
-            let pk = |r: &Map<String, Value>| -> Vec<String> {
-                self.pk_fields
-                    .iter()
-                    .map(|f| r.get(f).map(Value::to_string).unwrap_or_default())
-                    .collect()
+            // The key fields' JSON texts, joined by a byte JSON text cannot hold.
+            let pk = |r: &Map<String, Value>| -> String {
+                let mut k = String::new();
+                for f in &self.pk_fields {
+                    match r.get(f) {
+                        Some(Value::Number(n)) => k += &n.to_string(),
+                        Some(v) => k += &v.to_string(),
+                        None => {}
+                    }
+                    k.push('\u{1}');
+                }
+                k
             };
-            let keys: Vec<Vec<String>> = rows.iter().map(pk).collect();
+            let keys: Vec<String> = rows.iter().map(pk).collect();
             let mut last = HashMap::with_capacity(rows.len());
             for (i, k) in keys.iter().enumerate() {
                 last.insert(k, i);
@@ -807,12 +814,17 @@ impl Sink for JdbcSink {
             records.len().max(1)
         };
         let mut inflight: Option<Inflight> = None;
+        let (mut last_topic, mut last_table): (Option<String>, String) = (None, String::new());
         for (n, part) in records.chunks(chunk).enumerate() {
             let mut tables: BTreeMap<String, Batch> = BTreeMap::new();
             for (i, r) in part.iter().enumerate() {
                 let index = n * chunk + i;
-                let table = self.table_format.replace("${topic}", &r.topic);
-                let entry = tables.entry(table).or_default();
+                // Records come in runs of one topic: name its table once per run.
+                if last_topic.as_deref() != Some(&*r.topic) {
+                    last_topic = Some(r.topic.to_string());
+                    last_table = self.table_format.replace("${topic}", &r.topic);
+                }
+                let entry = tables.entry(last_table.clone()).or_default();
                 match self.row(r) {
                     Ok(Some(row)) => entry.rows.push((index, row)),
                     Ok(None) if self.delete_enabled => {

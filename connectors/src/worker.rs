@@ -472,11 +472,17 @@ async fn run_sink(
             continue;
         }
         let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
-        for r in &records {
-            next.insert(
-                TopicPartition::new(&*r.topic, r.partition),
-                r.record.offset + 1,
-            );
+        for (i, r) in records.iter().enumerate() {
+            // The last record of each run of one partition: one allocation per run.
+            let run_ends = records
+                .get(i + 1)
+                .is_none_or(|n| n.partition != r.partition || n.topic != r.topic);
+            if run_ends {
+                next.insert(
+                    TopicPartition::new(&*r.topic, r.partition),
+                    r.record.offset + 1,
+                );
+            }
         }
         // (original record, reason, stage)
         let mut bad: Vec<(ConsumerRecord, String, &str)> = Vec::new();
