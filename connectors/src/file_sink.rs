@@ -230,10 +230,11 @@ impl Sink for FileSink {
 
     async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>> {
         let mut rejected = Vec::new();
-        if let (Some(every), Some(open)) = (self.rotate_interval, &self.file) {
-            if open.opened.elapsed() >= every && open.size > 0 {
-                self.rotate().map_err(|e| self.io(e))?;
-            }
+        if let (Some(every), Some(open)) = (self.rotate_interval, &self.file)
+            && open.opened.elapsed() >= every
+            && open.size > 0
+        {
+            self.rotate().map_err(|e| self.io(e))?;
         }
         for (index, r) in records.iter().enumerate() {
             let Some(v) = &r.record.value else { continue };

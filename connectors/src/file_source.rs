@@ -155,10 +155,10 @@ impl FileSource {
             if !wanted {
                 continue;
             }
-            if let Ok(m) = std::fs::metadata(e.path()) {
-                if m.is_file() {
-                    out.push((s.dir.join(&name).to_string_lossy().into_owned(), m.ino()));
-                }
+            if let Ok(m) = std::fs::metadata(e.path())
+                && m.is_file()
+            {
+                out.push((s.dir.join(&name).to_string_lossy().into_owned(), m.ino()));
             }
         }
         out.sort();

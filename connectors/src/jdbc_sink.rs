@@ -332,7 +332,7 @@ impl JdbcSink {
                     }
                     continue;
                 }
-                _ => self.insert_sql(table, &columns, chunk),
+                _ => self.insert_sql(table, columns, chunk),
             };
             let refs: Vec<&Value> = values.iter().collect();
             run(&mut tx, &sql, &refs)

@@ -295,10 +295,10 @@ async fn run_source(
                     Err(e) => r.error = Some(e.to_string()),
                 }
             }
-            if r.error.is_none() {
-                if let Err(e) = convert_out(&converters, &mut r) {
-                    r.error = Some(e);
-                }
+            if r.error.is_none()
+                && let Err(e) = convert_out(&converters, &mut r)
+            {
+                r.error = Some(e);
             }
             let r = &r;
             let target = match (&r.error, tolerate, &dlq) {
