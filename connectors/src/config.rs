@@ -11,6 +11,8 @@ pub const COMMON_KEYS: &[&str] = &[
     "tasks.max",
     "key.converter",
     "value.converter",
+    "key.converter.schemas.enable",
+    "value.converter.schemas.enable",
     "errors.tolerance",
     "errors.deadletterqueue.topic.name",
     "errors.log.enable",

@@ -8,13 +8,14 @@
 
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
-use crate::{file_sink, file_source, jdbc_sink, jdbc_source};
+use crate::{file_sink, file_source, jdbc_sink, jdbc_source, parquet_sink};
 use async_trait::async_trait;
-use runnel_log::ConsumerRecord;
+use runnel_log::{ConsumerRecord, TopicPartition};
 
 /// A record from a source, with where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceRecord {
+    /// Empty: nothing to send, only the offset to store (a CSV header line).
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
@@ -25,6 +26,16 @@ pub struct SourceRecord {
     pub offset: serde_json::Value,
     /// Set when the record could not be converted: it goes to the dead-letter topic.
     pub error: Option<String>,
+    /// The value is a plain string (a text line), not JSON: converters treat it as text.
+    pub text: bool,
+}
+
+/// A record a sink could not write (bad data, not a failing system): `index` into the batch
+/// given to [`Sink::put`]. The worker sends it to the dead-letter topic or fails the task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub index: usize,
+    pub reason: String,
 }
 
 #[async_trait]
@@ -39,9 +50,17 @@ pub trait Source: Send {
 pub trait Sink: Send {
     /// Topics to read (Kafka Connect's `topics`).
     fn topics(&self) -> Vec<String>;
-    async fn put(&mut self, records: &[ConsumerRecord]) -> Result<()>;
-    /// Makes everything put so far durable.
+    /// Writes the records; returns those it could not write for what they hold (an error is
+    /// for the system: the task fails and restarts).
+    async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>>;
+    /// Makes everything put so far durable, unless [`Sink::durable_offsets`] says otherwise.
     async fn flush(&mut self) -> Result<()>;
+    /// For sinks that hold records beyond `flush` (a Parquet file is durable only once its
+    /// footer is written): the next offsets to read per partition that are durable now, which
+    /// the worker commits instead of everything put. `None`: everything flushed is durable.
+    fn durable_offsets(&mut self) -> Option<Vec<(TopicPartition, u64)>> {
+        None
+    }
 }
 
 /// A connector instance of either kind.
@@ -84,6 +103,17 @@ pub const PLUGINS: &[Plugin] = &[
         kind: "sink",
         keys: file_sink::KEYS,
         build: |c| Ok(Connector::Sink(Box::new(file_sink::FileSink::new(c)?))),
+    },
+    Plugin {
+        class: "parquet-sink",
+        aliases: &["ParquetSink"],
+        kind: "sink",
+        keys: parquet_sink::KEYS,
+        build: |c| {
+            Ok(Connector::Sink(Box::new(parquet_sink::ParquetSink::new(
+                c,
+            )?)))
+        },
     },
     Plugin {
         class: "jdbc-source",
@@ -132,5 +162,6 @@ pub fn build(config: &ConnectorConfig) -> Result<Connector> {
     config.check_keys(p.keys)?;
     config.tolerates_errors()?;
     crate::transforms::Chain::from_config(config)?;
+    crate::converter::Converters::from_config(config)?;
     (p.build)(config)
 }

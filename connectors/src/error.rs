@@ -25,6 +25,15 @@ pub enum ConnectError {
     #[error("{what}: {message}")]
     Record { what: String, message: String },
 
+    /// A database error; `transient` ones (the server went away) are worth retrying, the others
+    /// are about the data.
+    #[error("database {what}: {message}")]
+    Database {
+        what: String,
+        message: String,
+        transient: bool,
+    },
+
     #[error("connector {0:?} does not exist")]
     NotFound(String),
 

@@ -1,112 +1,461 @@
-//! `file-source` (Kafka's `FileStreamSource`): the lines of a file, tailed as it grows.
+//! `file-source` (Kafka's `FileStreamSource`): the lines of files, tailed as they grow and
+//! followed through rotation.
 //!
-//! Keys: `file`, `topic`, `format` (`text` | `json`; default `text`), `batch.max.lines`.
-//! Only complete lines are read; the source offset is the byte position after the line, so a
-//! restart resumes exactly. A file that became shorter than the stored position was rotated
-//! or truncated: reading starts again at 0. With `format = json` a line that is not JSON is
-//! handed on with its error (to the dead-letter topic under `errors.tolerance = all`).
+//! Keys: `file` (a path, or a glob whose last component has `*` / `?`, e.g. `logs/*.jsonl`) or
+//! `directory` (every regular file in it not starting with `.`), `topic`, `format` (`text` |
+//! `json` | `csv`; default `text`), `batch.max.lines`.
+//!
+//! Each file is a source partition (`{"filename": path}`); its offset is
+//! `{"position": byte after the line, "inode": ..}`, so a restart resumes exactly. Only complete
+//! lines are read from a live file. Rotation, as `tail -F` follows it: when a path names a new
+//! file (renamed away and created again), the old file is read to its end through the handle
+//! still open, its last line even without a newline, then the new one from 0; if the glob also
+//! matches the old file's new name, it goes on there from its position (same inode), not from
+//! 0. A file shorter than its position was truncated: reading starts again at 0. A file
+//! rotated while the worker was down is found again by its inode.
+//!
+//! Formats: `text` hands each line on as a string; `json` checks it is JSON and hands a bad
+//! line on with its error (dead-letter topic under `errors.tolerance = all`); `csv` takes the
+//! first line of each file as the field names and makes each further line a JSON object of
+//! strings (RFC 4180 quoting on one line; `Cast` types them), a line with another number of
+//! fields being an error record.
 
 use crate::config::ConnectorConfig;
 use crate::connector::{Source, SourceRecord};
 use crate::error::{ConnectError, Result};
 use async_trait::async_trait;
-use std::io::{Read, Seek, SeekFrom};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
-pub const KEYS: &[&str] = &["file", "topic", "format", "batch.max.lines"];
+pub const KEYS: &[&str] = &["file", "directory", "topic", "format", "batch.max.lines"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+    Csv,
+}
+
+/// Which files: those of `dir` whose name matches `name` (any with `None`).
+#[derive(Debug, Clone)]
+struct Selection {
+    dir: PathBuf,
+    name: Option<String>,
+    glob: bool,
+}
+
+struct Tracked {
+    path: String,
+    inode: u64,
+    file: File,
+    position: u64,
+    line_no: u64,
+    header: Option<Vec<String>>,
+}
 
 pub struct FileSource {
-    file: String,
+    selection: Selection,
     topic: String,
-    json: bool,
+    format: Format,
     max_lines: usize,
-    position: u64,
-    /// Lines so far, for error messages.
-    line_no: u64,
+    files: BTreeMap<String, Tracked>,
+    /// Rotated away: read to the end, then dropped.
+    draining: Vec<Tracked>,
+    /// Stored offsets not yet claimed: path → (position, inode).
+    stored: BTreeMap<String, (u64, Option<u64>)>,
 }
 
 impl FileSource {
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
-        let json = match c.get("format").unwrap_or("text") {
-            "text" => false,
-            "json" => true,
-            f => return Err(c.error(format!("format = {f:?}: use text or json"))),
+        let format = match c.get("format").unwrap_or("text") {
+            "text" => Format::Text,
+            "json" => Format::Json,
+            "csv" => Format::Csv,
+            f => return Err(c.error(format!("format = {f:?}: use text, json or csv"))),
+        };
+        let selection = match (c.get("file"), c.get("directory")) {
+            (Some(_), Some(_)) => {
+                return Err(c.error("set file (a path or a glob) or directory, not both".into()));
+            }
+            (None, None) => {
+                return Err(c.error("missing required key \"file\" (or \"directory\")".into()));
+            }
+            (None, Some(d)) => Selection {
+                dir: d.into(),
+                name: None,
+                glob: true,
+            },
+            (Some(f), None) => {
+                let p = Path::new(f);
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| c.error(format!("file = {f:?} names no file")))?;
+                let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                if dir.to_string_lossy().contains(['*', '?']) {
+                    return Err(c.error(format!(
+                        "file = {f:?}: only the last component may have * or ?"
+                    )));
+                }
+                Selection {
+                    glob: name.contains(['*', '?']),
+                    dir,
+                    name: Some(name),
+                }
+            }
         };
         Ok(Self {
-            file: c.require("file")?.into(),
+            selection,
             topic: c.require("topic")?.into(),
-            json,
-            max_lines: c.parse_or("batch.max.lines", 10_000)?,
-            position: 0,
-            line_no: 0,
+            format,
+            max_lines: c.parse_or("batch.max.lines", 10_000usize)?.max(1),
+            files: BTreeMap::new(),
+            draining: Vec::new(),
+            stored: BTreeMap::new(),
         })
     }
 
-    fn partition(&self) -> serde_json::Value {
-        serde_json::json!({ "filename": self.file })
+    /// The matching files now: (path, inode), in path order.
+    fn discover(&self) -> Result<Vec<(String, u64)>> {
+        let s = &self.selection;
+        let mut out = Vec::new();
+        if !s.glob {
+            let path = s.dir.join(s.name.as_deref().unwrap_or_default());
+            if let Ok(m) = std::fs::metadata(&path) {
+                out.push((path.to_string_lossy().into_owned(), m.ino()));
+            }
+            return Ok(out);
+        }
+        let dir = if s.dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &s.dir
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            // Not there yet: a tailing source waits for it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(ConnectError::Io {
+                    path: dir.display().to_string(),
+                    source: e,
+                });
+            }
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let wanted = match &s.name {
+                Some(p) => glob_match(p, &name),
+                None => !name.starts_with('.'),
+            };
+            if !wanted {
+                continue;
+            }
+            if let Ok(m) = std::fs::metadata(e.path())
+                && m.is_file()
+            {
+                out.push((s.dir.join(&name).to_string_lossy().into_owned(), m.ino()));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
+
+    /// Follows renames and new files; see the module documentation.
+    fn refresh(&mut self) -> Result<()> {
+        let found = self.discover()?;
+        let now: BTreeMap<&str, u64> = found.iter().map(|(p, i)| (p.as_str(), *i)).collect();
+        let gone: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(p, t)| now.get(p.as_str()) != Some(&t.inode))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            let t = self.files.remove(&p).expect("listed above");
+            tracing::info!(file = %p, "rotated or removed: reading the old file to its end");
+            self.draining.push(t);
+        }
+        for (path, inode) in found {
+            if self.files.contains_key(&path) {
+                continue;
+            }
+            // The old file under its new name: go on where it was.
+            if let Some(i) = self.draining.iter().position(|t| t.inode == inode) {
+                let mut t = self.draining.remove(i);
+                t.path = path.clone();
+                self.files.insert(path, t);
+                continue;
+            }
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ConnectError::Io { path, source: e }),
+            };
+            let position = match self.stored.remove(&path) {
+                Some((pos, None)) => pos,
+                Some((pos, Some(i))) if i == inode => pos,
+                other => {
+                    // Rotated while the worker was down: the stored position belongs to
+                    // whichever file now has the stored inode.
+                    if let Some((p, (pos, _))) = self
+                        .stored
+                        .iter()
+                        .find(|(_, (_, i))| *i == Some(inode))
+                        .map(|(p, v)| (p.clone(), *v))
+                    {
+                        self.stored.remove(&p);
+                        pos
+                    } else {
+                        if let Some((_, Some(_))) = other {
+                            tracing::info!(file = %path, "a new file under this name since the stored offset: reading from the start");
+                        }
+                        0
+                    }
+                }
+            };
+            self.files.insert(
+                path.clone(),
+                Tracked {
+                    path,
+                    inode,
+                    file,
+                    position,
+                    line_no: 0,
+                    header: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the complete lines of one file (and its last partial one when `last`), up to
+    /// `room` records.
+    fn read(
+        &self,
+        t: &mut Tracked,
+        room: usize,
+        last: bool,
+        out: &mut Vec<SourceRecord>,
+    ) -> Result<bool> {
+        let io = |e| ConnectError::Io {
+            path: t.path.clone(),
+            source: e,
+        };
+        let len = t.file.metadata().map_err(io)?.len();
+        if len < t.position {
+            tracing::info!(file = %t.path, "the file is shorter than its position: truncated, reading from the start");
+            t.position = 0;
+            t.line_no = 0;
+            t.header = None;
+        }
+        if self.format == Format::Csv && t.header.is_none() && t.position > 0 {
+            let mut first = String::new();
+            let f = t.file.try_clone().map_err(io)?;
+            let mut r = BufReader::new(f);
+            r.seek(SeekFrom::Start(0)).map_err(io)?;
+            r.read_line(&mut first).map_err(io)?;
+            t.header = Some(csv_fields(first.trim_end_matches(['\n', '\r'])));
+        }
+        if len == t.position {
+            return Ok(false);
+        }
+        t.file.seek(SeekFrom::Start(t.position)).map_err(io)?;
+        let mut buf = Vec::with_capacity((len - t.position).min(8 << 20) as usize);
+        (&mut t.file)
+            .take(8 << 20)
+            .read_to_end(&mut buf)
+            .map_err(io)?;
+        let mut start = 0;
+        let mut produced = 0;
+        loop {
+            let (line, next) = match buf[start..].iter().position(|&b| b == b'\n') {
+                Some(nl) => (&buf[start..start + nl], start + nl + 1),
+                None if last && start < buf.len() && buf.len() < 8 << 20 => {
+                    (&buf[start..], buf.len())
+                }
+                None => break,
+            };
+            start = next;
+            t.line_no += 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let offset = json!({ "position": t.position + start as u64, "inode": t.inode });
+            let (value, error) = match self.format {
+                Format::Text => (line.to_vec(), None),
+                Format::Json => (
+                    line.to_vec(),
+                    serde_json::from_slice::<serde::de::IgnoredAny>(line)
+                        .err()
+                        .map(|e| format!("{}:{}: not JSON: {e}", t.path, t.line_no)),
+                ),
+                Format::Csv => {
+                    let text = String::from_utf8_lossy(line);
+                    let fields = csv_fields(&text);
+                    match &t.header {
+                        None => {
+                            // The header line: field names, no record; its offset counts.
+                            t.header = Some(fields);
+                            out.push(self.marker(t, offset));
+                            continue;
+                        }
+                        Some(h) if h.len() != fields.len() => (
+                            line.to_vec(),
+                            Some(format!(
+                                "{}:{}: {} fields where the header has {}",
+                                t.path,
+                                t.line_no,
+                                fields.len(),
+                                h.len()
+                            )),
+                        ),
+                        Some(h) => {
+                            let o: serde_json::Map<String, Value> = h
+                                .iter()
+                                .cloned()
+                                .zip(fields.into_iter().map(Value::from))
+                                .collect();
+                            (serde_json::to_vec(&o).expect("JSON serializes"), None)
+                        }
+                    }
+                }
+            };
+            out.push(SourceRecord {
+                topic: self.topic.clone(),
+                key: None,
+                value: Some(value),
+                timestamp: None,
+                partition: json!({ "filename": t.path }),
+                offset,
+                error,
+                text: self.format == Format::Text,
+            });
+            produced += 1;
+            if produced >= room {
+                break;
+            }
+        }
+        t.position += start as u64;
+        Ok(start > 0)
+    }
+
+    /// A CSV header: no record, but its offset must be stored. A record with neither key nor
+    /// value to the topic would be wrong, so it is handed on as filtered (see `poll`).
+    fn marker(&self, t: &Tracked, offset: Value) -> SourceRecord {
+        SourceRecord {
+            topic: String::new(),
+            key: None,
+            value: None,
+            timestamp: None,
+            partition: json!({ "filename": t.path }),
+            offset,
+            error: None,
+            text: false,
+        }
+    }
+}
+
+/// Fields of one CSV line (RFC 4180 quoting, `""` inside quotes).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if cur.is_empty() => quoted = true,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// `*` (any run) and `?` (one character) against a file name.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[async_trait]
 impl Source for FileSource {
-    async fn start(&mut self, offsets: &[(serde_json::Value, serde_json::Value)]) -> Result<()> {
-        let me = self.partition();
-        if let Some((_, o)) = offsets.iter().find(|(p, _)| *p == me) {
-            self.position = o["position"].as_u64().unwrap_or(0);
+    async fn start(&mut self, offsets: &[(Value, Value)]) -> Result<()> {
+        for (p, o) in offsets {
+            if let (Some(f), Some(pos)) = (p["filename"].as_str(), o["position"].as_u64()) {
+                self.stored
+                    .insert(f.to_string(), (pos, o["inode"].as_u64()));
+            }
         }
         Ok(())
     }
 
     async fn poll(&mut self) -> Result<Vec<SourceRecord>> {
-        let io = |e| ConnectError::Io {
-            path: self.file.clone(),
-            source: e,
-        };
-        let mut f = match std::fs::File::open(&self.file) {
-            Ok(f) => f,
-            // Not there yet: a tailing source waits for it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(e)),
-        };
-        let len = f.metadata().map_err(io)?.len();
-        if len < self.position {
-            tracing::info!(file = %self.file, "the file is shorter than the stored position: rotated or truncated, reading from the start");
-            self.position = 0;
-            self.line_no = 0;
-        }
-        if len == self.position {
-            return Ok(Vec::new());
-        }
-        f.seek(SeekFrom::Start(self.position)).map_err(io)?;
-        let mut buf = Vec::with_capacity((len - self.position).min(8 << 20) as usize);
-        f.take(8 << 20).read_to_end(&mut buf).map_err(io)?;
+        self.refresh()?;
         let mut out = Vec::new();
-        let mut start = 0;
-        while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
-            let line = &buf[start..start + nl];
-            start += nl + 1;
-            self.line_no += 1;
-            let offset = serde_json::json!({ "position": self.position + start as u64 });
-            let error = if self.json {
-                serde_json::from_slice::<serde::de::IgnoredAny>(line)
-                    .err()
-                    .map(|e| format!("{}:{}: not JSON: {e}", self.file, self.line_no))
-            } else {
-                None
-            };
-            out.push(SourceRecord {
-                topic: self.topic.clone(),
-                key: None,
-                value: Some(line.to_vec()),
-                timestamp: None,
-                partition: self.partition(),
-                offset,
-                error,
-            });
-            if out.len() >= self.max_lines {
-                break;
+        // Rotated files first: their lines are older.
+        let mut draining = std::mem::take(&mut self.draining);
+        let mut keep = Vec::new();
+        for mut t in draining.drain(..) {
+            let room = self.max_lines.saturating_sub(out.len());
+            let more = room > 0 && self.read(&mut t, room, true, &mut out)?;
+            if more || room == 0 {
+                keep.push(t);
             }
         }
-        self.position += start as u64;
+        self.draining = keep;
+        let paths: Vec<String> = self.files.keys().cloned().collect();
+        for p in paths {
+            let room = self.max_lines.saturating_sub(out.len());
+            if room == 0 {
+                break;
+            }
+            let mut t = self.files.remove(&p).expect("listed above");
+            let r = self.read(&mut t, room, false, &mut out);
+            self.files.insert(p, t);
+            r?;
+        }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_csv_lines() {
+        assert!(glob_match("*.jsonl", "app.jsonl"));
+        assert!(glob_match("app-?.log*", "app-1.log.2"));
+        assert!(!glob_match("*.jsonl", "app.json"));
+        assert_eq!(
+            csv_fields(r#"1,"a, b","say ""hi""",,x"#),
+            ["1", "a, b", "say \"hi\"", "", "x"]
+        );
     }
 }

@@ -78,9 +78,10 @@ pub async fn connect(url: &str) -> Result<AnyPool> {
 }
 
 pub fn db_error(what: &str, e: sqlx::Error) -> ConnectError {
-    ConnectError::Record {
-        what: format!("database {}", redact(what)),
+    ConnectError::Database {
+        what: redact(what),
         message: e.to_string(),
+        transient: transient(&e),
     }
 }
 
@@ -123,11 +124,18 @@ pub fn row_to_json(row: &AnyRow) -> serde_json::Map<String, serde_json::Value> {
 
 /// Whether an error is worth retrying (the server went away) rather than a bad record.
 pub fn transient(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
+    match e {
         sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Protocol(_)
-    )
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE classes of a server going away or pushing back, not of bad data: 08
+        // connection, 40 rollback (deadlock, serialization), 53 resources, 57 shutdown. Not
+        // 08P01: PostgreSQL says so of a value that does not fit its parameter's type.
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c != "08P01" && ["08", "40", "53", "57"].iter().any(|p| c.starts_with(p))
+        }),
+        _ => false,
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod converter;
 pub mod error;
 pub mod file_sink;
 pub mod file_source;
@@ -14,8 +15,10 @@ pub mod jdbc;
 pub mod jdbc_sink;
 pub mod jdbc_source;
 pub mod offsets;
+pub mod parquet_sink;
 pub mod rest;
 pub mod transforms;
+pub mod transforms_typed;
 pub mod worker;
 pub mod workerfile;
 

@@ -10,9 +10,11 @@
 //! with a predicate (`predicates = p`, `predicates.p.type = ...TopicNameMatches` (`pattern`),
 //! `HasHeaderKey` (`name`) or `RecordIsTombstone`; `transforms.x.predicate = p`,
 //! `transforms.x.negate = true`). Short names (`InsertField$Value`) are accepted too.
+//! `Cast` and `TimestampConverter` are in [`crate::transforms_typed`].
 
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
+use crate::transforms_typed::{CastSpec, TimestampConverter};
 use serde_json::{Map, Value};
 
 /// A record as transforms see it.
@@ -46,6 +48,14 @@ enum Step {
     ValueToKey(Vec<String>),
     RegexRouter(regex::Regex, String),
     Filter,
+    Cast {
+        key: bool,
+        spec: CastSpec,
+    },
+    TimestampConverter {
+        key: bool,
+        converter: TimestampConverter,
+    },
 }
 
 struct Transform {
@@ -114,6 +124,23 @@ impl Chain {
                     get("replacement").unwrap_or("").to_string(),
                 ),
                 "Filter" => Step::Filter,
+                "Cast$Value" | "Cast$Key" => Step::Cast {
+                    key: short(class).ends_with("Key"),
+                    spec: CastSpec::parse(
+                        get("spec").ok_or_else(|| c.error(format!("missing {}", key("spec"))))?,
+                    )
+                    .map_err(|e| c.error(format!("{}: {e}", key("spec"))))?,
+                },
+                "TimestampConverter$Value" | "TimestampConverter$Key" => Step::TimestampConverter {
+                    key: short(class).ends_with("Key"),
+                    converter: TimestampConverter::new(
+                        get("field"),
+                        get("target.type"),
+                        get("format"),
+                        get("unix.precision"),
+                    )
+                    .map_err(|e| c.error(format!("transforms.{name}: {e}")))?,
+                },
                 other => {
                     return Err(c.error(format!(
                         "{}: transform {other:?} is not supported",
@@ -193,8 +220,28 @@ impl Chain {
                 }
             };
             let to_bytes = |o: &Value| Some(serde_json::to_vec(o).expect("JSON serializes"));
+            // Cast and TimestampConverter take any JSON, not only objects.
+            let json = |bytes: &Option<Vec<u8>>| -> Result<Option<Value>> {
+                bytes
+                    .as_deref()
+                    .map(serde_json::from_slice::<Value>)
+                    .transpose()
+                    .map_err(|e| fail(format!("not JSON: {e}")))
+            };
             match &t.step {
                 Step::Filter => return Ok(None),
+                Step::Cast { key, spec } => {
+                    let target = if *key { &mut m.key } else { &mut m.value };
+                    if let Some(v) = json(target)? {
+                        *target = to_bytes(&spec.apply(v).map_err(fail)?);
+                    }
+                }
+                Step::TimestampConverter { key, converter } => {
+                    let target = if *key { &mut m.key } else { &mut m.value };
+                    if let Some(v) = json(target)? {
+                        *target = to_bytes(&converter.apply(v).map_err(fail)?);
+                    }
+                }
                 Step::RegexRouter(r, replacement) => {
                     if let Some(c) = r.captures(&m.topic) {
                         let mut out = String::new();

@@ -10,7 +10,8 @@
 //! `errors.deadletterqueue.topic.name` with the error and its origin in headers.
 
 use crate::config::ConnectorConfig;
-use crate::connector::{self, Connector, Sink, Source};
+use crate::connector::{self, Connector, Rejected, Sink, Source, SourceRecord};
+use crate::converter::Converters;
 use crate::error::{ConnectError, Result};
 use crate::offsets::{self, Offsets};
 use crate::transforms::{Chain, Message};
@@ -160,6 +161,19 @@ impl Worker {
         Ok(())
     }
 
+    /// Stops every connector and waits until their tasks are gone, so sinks are dropped
+    /// (a Parquet sink closes its files) before the process exits.
+    pub async fn shutdown(&self) {
+        let entries: Vec<Entry> =
+            std::mem::take(&mut *self.connectors.lock().expect("not poisoned"))
+                .into_values()
+                .collect();
+        for e in entries {
+            e.task.abort();
+            let _ = e.task.await;
+        }
+    }
+
     /// The stored source offsets of a connector: (partition, offset).
     pub async fn offsets(&self, name: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
         self.offsets
@@ -243,6 +257,7 @@ async fn run_source(
         .get("errors.deadletterqueue.topic.name")
         .map(str::to_string);
     let chain = Chain::from_config(config)?;
+    let converters = Converters::from_config(config)?;
     let stored = worker.offsets(&name).await;
     source.start(&stored).await?;
     let producer = worker.client.producer(ProducerConfig::default());
@@ -257,6 +272,10 @@ async fn run_source(
         let mut last: BTreeMap<String, (serde_json::Value, serde_json::Value)> = BTreeMap::new();
         for r in &records {
             let mut r = r.clone();
+            if r.topic.is_empty() {
+                last.insert(r.partition.to_string(), (r.partition, r.offset));
+                continue;
+            }
             if r.error.is_none() && !chain.is_empty() {
                 let m = Message {
                     topic: r.topic.clone(),
@@ -275,6 +294,11 @@ async fn run_source(
                     }
                     Err(e) => r.error = Some(e.to_string()),
                 }
+            }
+            if r.error.is_none()
+                && let Err(e) = convert_out(&converters, &mut r)
+            {
+                r.error = Some(e);
             }
             let r = &r;
             let target = match (&r.error, tolerate, &dlq) {
@@ -336,12 +360,77 @@ async fn run_source(
     }
 }
 
+/// Applies the key and value converters to a source record (after its transforms).
+fn convert_out(c: &Converters, r: &mut SourceRecord) -> std::result::Result<(), String> {
+    if let (Some(conv), Some(k)) = (c.key, &r.key) {
+        r.key = Some(
+            conv.from_connect(k, false)
+                .map_err(|e| format!("key.converter: {e}"))?,
+        );
+    }
+    if let (Some(conv), Some(v)) = (c.value, &r.value) {
+        r.value = Some(
+            conv.from_connect(v, r.text)
+                .map_err(|e| format!("value.converter: {e}"))?,
+        );
+    }
+    Ok(())
+}
+
+/// Applies the converters then the transforms to a record read for a sink: `Ok(None)` when a
+/// filter dropped it, `Err` with the reason when it cannot be handed to the sink.
+fn prepare(
+    converters: &Converters,
+    chain: &Chain,
+    mut r: ConsumerRecord,
+) -> std::result::Result<Option<ConsumerRecord>, String> {
+    if let (Some(c), Some(k)) = (converters.key, &r.record.key) {
+        r.record.key = c
+            .to_connect(k)
+            .map_err(|e| format!("key.converter: {e}"))?
+            .map(Into::into);
+    }
+    if let (Some(c), Some(v)) = (converters.value, &r.record.value) {
+        r.record.value = c
+            .to_connect(v)
+            .map_err(|e| format!("value.converter: {e}"))?
+            .map(Into::into);
+    }
+    if chain.is_empty() {
+        return Ok(Some(r));
+    }
+    let m = Message {
+        topic: r.topic.to_string(),
+        key: r.record.key.as_deref().map(<[u8]>::to_vec),
+        value: r.record.value.as_deref().map(<[u8]>::to_vec),
+        header_keys: r.record.headers.iter().map(|h| h.key.clone()).collect(),
+    };
+    match chain.apply(m) {
+        Ok(Some(m)) => {
+            if *r.topic != *m.topic {
+                r.topic = m.topic.as_str().into();
+            }
+            r.record.key = m.key.map(Into::into);
+            r.record.value = m.value.map(Into::into);
+            Ok(Some(r))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Sink tasks: read, convert, transform, put, flush, send the records that could not be
+/// written to the dead-letter topic (or fail naming the first of them under
+/// `errors.tolerance = none`), then commit. A dead letter keeps the record's original key and
+/// value, with the reason and its origin (`__connect.errors.topic`, `.partition`, `.offset`)
+/// in headers.
 async fn run_sink(
     worker: &Worker,
     config: &ConnectorConfig,
     mut sink: Box<dyn Sink>,
     control: &mut watch::Receiver<Control>,
 ) -> Result<()> {
+    let name = config.name.clone();
     let topics = sink.topics();
     for t in &topics {
         worker
@@ -354,66 +443,120 @@ async fn run_sink(
         client_id: format!("connect-{}", config.name),
         auto_offset_reset: OffsetReset::Earliest,
         enable_auto_commit: false,
+        // Bigger batches: a database sink commits (and fsyncs) once per batch.
+        max_partition_fetch_bytes: 8 << 20,
         ..Default::default()
     });
     let chain = Chain::from_config(config)?;
+    let converters = Converters::from_config(config)?;
     let tolerate = config.tolerates_errors()?;
+    let dlq = config
+        .get("errors.deadletterqueue.topic.name")
+        .map(str::to_string);
+    if let (true, Some(d)) = (tolerate, &dlq) {
+        worker
+            .client
+            .ensure_topic(d, &TopicConfig::default())
+            .await?;
+    }
+    let producer = worker.client.producer(ProducerConfig::default());
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     loop {
         wait_running(control).await;
         let records = consumer.poll(Duration::from_millis(200)).await?;
         if records.is_empty() {
+            if let Some(durable) = sink.durable_offsets().filter(|d| !d.is_empty()) {
+                consumer.commit_offsets(durable).await?;
+            }
             continue;
         }
-        let records = if chain.is_empty() {
-            records
-        } else {
-            transform(&chain, records, tolerate)?
-        };
-        sink.put(&records).await?;
-        sink.flush().await?;
         let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
-        for r in &records {
-            next.insert(
-                TopicPartition::new(&*r.topic, r.partition),
-                r.record.offset + 1,
-            );
+        for (i, r) in records.iter().enumerate() {
+            // The last record of each run of one partition: one allocation per run.
+            let run_ends = records
+                .get(i + 1)
+                .is_none_or(|n| n.partition != r.partition || n.topic != r.topic);
+            if run_ends {
+                next.insert(
+                    TopicPartition::new(&*r.topic, r.partition),
+                    r.record.offset + 1,
+                );
+            }
         }
-        consumer.commit_offsets(next.into_iter().collect()).await?;
-    }
-}
-
-/// Applies the transforms to records read for a sink. Their offsets are committed whatever
-/// the transforms did (a filtered record is handled).
-fn transform(
-    chain: &Chain,
-    records: Vec<ConsumerRecord>,
-    tolerate: bool,
-) -> Result<Vec<ConsumerRecord>> {
-    let mut out = Vec::with_capacity(records.len());
-    for mut r in records {
-        let m = Message {
-            topic: r.topic.to_string(),
-            key: r.record.key.as_deref().map(<[u8]>::to_vec),
-            value: r.record.value.as_deref().map(<[u8]>::to_vec),
-            header_keys: r.record.headers.iter().map(|h| h.key.clone()).collect(),
-        };
-        match chain.apply(m) {
-            Ok(Some(m)) => {
-                if *r.topic != *m.topic {
-                    r.topic = m.topic.as_str().into();
+        // (original record, reason, stage)
+        let mut bad: Vec<(ConsumerRecord, String, &str)> = Vec::new();
+        let mut good = Vec::with_capacity(records.len());
+        let mut originals = Vec::with_capacity(records.len());
+        for r in records {
+            let original = r.clone();
+            match prepare(&converters, &chain, r) {
+                Ok(Some(r)) => {
+                    good.push(r);
+                    originals.push(original);
                 }
-                r.record.key = m.key.map(Into::into);
-                r.record.value = m.value.map(Into::into);
-                out.push(r);
+                Ok(None) => {}
+                Err(e) => bad.push((original, e, "VALUE_CONVERTER")),
             }
-            Ok(None) => {}
-            Err(e) if tolerate => {
-                tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.record.offset, error = %e, "skipped a record a transform refused");
+        }
+        let rejected: Vec<Rejected> = if good.is_empty() {
+            Vec::new()
+        } else {
+            sink.put(&good).await?
+        };
+        for Rejected { index, reason } in rejected {
+            bad.push((originals[index].clone(), reason, "TASK_PUT"));
+        }
+        sink.flush().await?;
+        if !bad.is_empty() {
+            bad.sort_by_key(|(r, _, _)| (r.topic.clone(), r.partition, r.record.offset));
+            if !tolerate {
+                let (r, reason, _) = &bad[0];
+                return Err(ConnectError::Record {
+                    what: format!(
+                        "connector {name:?}: record {}-{} offset {}",
+                        r.topic, r.partition, r.record.offset
+                    ),
+                    message: format!(
+                        "{reason} (set errors.tolerance = all and errors.deadletterqueue.topic.name to set such records aside)"
+                    ),
+                });
             }
-            Err(e) => return Err(e),
+            for (r, reason, stage) in &bad {
+                let Some(d) = &dlq else {
+                    tracing::warn!(connector = %name, topic = %r.topic, partition = r.partition, offset = r.record.offset, error = %reason, "skipped a record the sink could not take (no dead-letter topic set)");
+                    continue;
+                };
+                let headers = dlq_headers(
+                    reason,
+                    &[
+                        ("__connect.errors.connector.name", name.clone()),
+                        ("__connect.errors.stage", stage.to_string()),
+                        ("__connect.errors.topic", r.topic.to_string()),
+                        ("__connect.errors.partition", r.partition.to_string()),
+                        ("__connect.errors.offset", r.record.offset.to_string()),
+                    ],
+                );
+                producer
+                    .send(ProducerRecord {
+                        topic: d,
+                        partition: None,
+                        key: r.record.key.as_deref(),
+                        value: r.record.value.as_deref(),
+                        headers: &headers,
+                        timestamp: Some(r.record.timestamp),
+                    })
+                    .await?;
+            }
+            // The dead letters are durable before the offsets that skip them are.
+            producer.flush().await?;
+        }
+        let commit: Vec<(TopicPartition, u64)> = match sink.durable_offsets() {
+            Some(d) => d,
+            None => next.into_iter().collect(),
+        };
+        if !commit.is_empty() {
+            consumer.commit_offsets(commit).await?;
         }
     }
-    Ok(out)
 }

@@ -41,11 +41,12 @@ pub async fn run(client: SharedLogClient, args: ConnectArgs) -> Result<()> {
             )
         })?;
     println!("REST API on http://{}", listener.local_addr()?);
-    let server = axum::serve(listener, rest::router(worker));
+    let server = axum::serve(listener, rest::router(worker.clone()));
     tokio::select! {
         r = server => r.context("the REST server stopped")?,
         _ = shutdown() => eprintln!("stopping the worker"),
     }
+    worker.shutdown().await;
     Ok(())
 }
 

@@ -706,3 +706,8 @@ fn transforms_reshape_and_route_source_records() {
     assert_eq!(got[1].key.as_deref(), Some(&br#"{"id":2}"#[..]));
     worker.delete("in").unwrap();
 }
+
+mod convert;
+mod files;
+mod jdbc_modes;
+mod parquet;

@@ -1,0 +1,262 @@
+//! File connectors: a source over a glob and a directory, tailing through rotation and
+//! resuming by byte position, in text / JSON / CSV; a sink writing JSON and CSV, rotating by
+//! size and by time.
+
+use super::*;
+use runnel::log::ProducerRecord;
+
+fn values(
+    rt: &tokio::runtime::Runtime,
+    client: &SharedLogClient,
+    topic: &str,
+) -> Vec<serde_json::Value> {
+    rt.block_on(runnel::rides::read_raw(client, topic))
+        .unwrap_or_default()
+        .iter()
+        .map(|r| serde_json::from_slice(r.value.as_deref().unwrap()).unwrap())
+        .collect()
+}
+
+fn append(path: &Path, from: usize, to: usize) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for i in from..to {
+        writeln!(f, "{{\"id\":{i}}}").unwrap();
+    }
+}
+
+fn ids_once(vals: &[serde_json::Value], n: usize) {
+    let mut ids: Vec<i64> = vals.iter().map(|v| v["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (0..n as i64).collect::<Vec<_>>(), "every line once");
+}
+
+#[test]
+fn a_glob_source_follows_appends_and_rotation_and_resumes_by_byte_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let (a, b) = (logs.join("a.jsonl"), logs.join("b.jsonl"));
+    append(&a, 0, 100);
+    append(&b, 100, 200);
+    std::fs::write(logs.join("ignored.txt"), "not matched\n").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path().join("data")).unwrap());
+    let worker = rt.block_on(Worker::new(client.clone())).unwrap();
+    let _g = rt.enter();
+    let cfg = serde_json::json!({
+        "connector.class": "FileStreamSource", "file": format!("{}/*.jsonl", logs.display()),
+        "topic": "logs", "format": "json",
+    });
+    worker.create(config("tail", cfg.clone())).unwrap();
+    wait_for("both files", || values(&rt, &client, "logs").len() == 200);
+    append(&a, 200, 250);
+    wait_for("the appended lines", || {
+        values(&rt, &client, "logs").len() == 250
+    });
+    // Rotation as logrotate does it: lines written, the file renamed (out of the glob), a new
+    // one created: the lines still unread in the old file are read from it.
+    append(&a, 250, 260);
+    std::fs::rename(&a, logs.join("a.jsonl.1")).unwrap();
+    append(&a, 260, 270);
+    wait_for("the rotated lines", || {
+        values(&rt, &client, "logs").len() >= 270
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    ids_once(&values(&rt, &client, "logs"), 270);
+    let a_size = std::fs::metadata(&a).unwrap().len();
+    wait_for("the new a.jsonl's offset at its end", || {
+        rt.block_on(worker.offsets("tail")).iter().any(|(p, o)| {
+            p["filename"] == a.to_str().unwrap() && o["position"].as_u64() == Some(a_size)
+        })
+    });
+
+    // Stopped, more lines, started again: each line once.
+    let b_size = std::fs::metadata(&b).unwrap().len();
+    wait_for("b's stored offset", || {
+        rt.block_on(worker.offsets("tail")).iter().any(|(p, o)| {
+            p["filename"] == b.to_str().unwrap() && o["position"].as_u64() == Some(b_size)
+        })
+    });
+    worker.delete("tail").unwrap();
+    append(&a, 270, 280);
+    append(&b, 280, 290);
+    worker.create(config("tail", cfg)).unwrap();
+    wait_for("the lines written while stopped", || {
+        values(&rt, &client, "logs").len() >= 290
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    ids_once(&values(&rt, &client, "logs"), 290);
+    worker.delete("tail").unwrap();
+}
+
+#[test]
+fn a_directory_of_csv_files_becomes_json_records_with_the_header_as_field_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let csvs = dir.path().join("csv");
+    std::fs::create_dir(&csvs).unwrap();
+    let f = csvs.join("people.csv");
+    std::fs::write(
+        &f,
+        "id,name,city\n1,Ann,\"Paris, FR\"\n2,Bob\n3,\"Cy \"\"C\"\"\",Rome\n",
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path().join("data")).unwrap());
+    let worker = rt.block_on(Worker::new(client.clone())).unwrap();
+    let _g = rt.enter();
+    let cfg = serde_json::json!({
+        "connector.class": "file-source", "directory": csvs.to_str().unwrap(), "topic": "people", "format": "csv",
+        "errors.tolerance": "all", "errors.deadletterqueue.topic.name": "people-dlq",
+    });
+    worker.create(config("csv", cfg.clone())).unwrap();
+    wait_for("the rows", || values(&rt, &client, "people").len() == 2);
+    assert_eq!(
+        values(&rt, &client, "people"),
+        [
+            serde_json::json!({"id": "1", "name": "Ann", "city": "Paris, FR"}),
+            serde_json::json!({"id": "3", "name": "Cy \"C\"", "city": "Rome"}),
+        ]
+    );
+    let dead = rt
+        .block_on(runnel::rides::read_raw(&client, "people-dlq"))
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        String::from_utf8_lossy(&dead[0].headers[0].value.clone().unwrap())
+            .contains("people.csv:3: 2 fields where the header has 3")
+    );
+    // Resumed mid-file, the header still names the fields.
+    let size = std::fs::metadata(&f).unwrap().len();
+    wait_for("the stored offset", || {
+        rt.block_on(worker.offsets("csv"))
+            .first()
+            .and_then(|(_, o)| o["position"].as_u64())
+            == Some(size)
+    });
+    worker.delete("csv").unwrap();
+    let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    writeln!(h, "4,Dee,Oslo").unwrap();
+    drop(h);
+    worker.create(config("csv", cfg)).unwrap();
+    wait_for("the new row", || values(&rt, &client, "people").len() == 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = values(&rt, &client, "people");
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        got[2],
+        serde_json::json!({"id": "4", "name": "Dee", "city": "Oslo"})
+    );
+    worker.delete("csv").unwrap();
+}
+
+fn produce_json(
+    rt: &tokio::runtime::Runtime,
+    client: &SharedLogClient,
+    topic: &str,
+    values: &[String],
+) {
+    rt.block_on(async {
+        client
+            .ensure_topic(topic, &runnel::log::TopicConfig::default())
+            .await
+            .unwrap();
+        let p = client.producer(Default::default());
+        for v in values {
+            p.send(ProducerRecord::new(topic, v.as_bytes()))
+                .await
+                .unwrap();
+        }
+        p.flush().await.unwrap();
+    });
+}
+
+#[test]
+fn the_file_sink_writes_json_and_csv_and_rotates_by_size_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path().join("data")).unwrap());
+    let recs: Vec<String> = (0..100)
+        .map(|i| format!("{{\"id\":{i},\"name\":\"n{i}\"}}"))
+        .collect();
+    produce_json(&rt, &client, "rows", &recs);
+    let worker = rt.block_on(Worker::new(client.clone())).unwrap();
+    let _g = rt.enter();
+    let out = dir.path().join("out.jsonl");
+    worker.create(config("json-out", serde_json::json!({
+        "connector.class": "file-sink", "file": out.to_str().unwrap(), "topics": "rows", "format": "json",
+        "rotate.size.bytes": "500",
+    }))).unwrap();
+    let all_lines = |base: &Path| -> Vec<String> {
+        let mut n = 1;
+        let mut lines = Vec::new();
+        loop {
+            let p = format!("{}.{n}", base.display());
+            if !Path::new(&p).exists() {
+                break;
+            }
+            let l = lines_of(Path::new(&p));
+            assert!(
+                std::fs::metadata(&p).unwrap().len() >= 500,
+                "{p} rotated at 500 bytes"
+            );
+            lines.extend(l);
+            n += 1;
+        }
+        lines.extend(lines_of(base));
+        lines
+    };
+    wait_for("every record in the rotated files", || {
+        all_lines(&out).len() == 100
+    });
+    assert_eq!(all_lines(&out), recs, "in order, across the rotated files");
+    assert!(Path::new(&format!("{}.3", out.display())).exists());
+
+    let csv = dir.path().join("out.csv");
+    produce_json(
+        &rt,
+        &client,
+        "rows",
+        &[
+            r#"{"id":100,"name":"has, comma"}"#.into(),
+            r#"{"id":101,"zip":"x"}"#.into(),
+        ],
+    );
+    worker.create(config("csv-out", serde_json::json!({
+        "connector.class": "file-sink", "file": csv.to_str().unwrap(), "topics": "rows", "format": "csv",
+        "errors.tolerance": "all", "errors.deadletterqueue.topic.name": "csv-dlq",
+    }))).unwrap();
+    wait_for("the CSV file", || lines_of(&csv).len() == 102);
+    let lines = lines_of(&csv);
+    assert_eq!(lines[0], "id,name");
+    assert_eq!(lines[1], "0,n0");
+    assert_eq!(lines[101], "100,\"has, comma\"");
+    wait_for("the refused record", || {
+        rt.block_on(runnel::rides::read_raw(&client, "csv-dlq"))
+            .map(|d| d.len())
+            .unwrap_or(0)
+            == 1
+    });
+
+    // Time: a file open longer than rotate.interval.ms is rotated when records arrive.
+    let timed = dir.path().join("timed.jsonl");
+    produce_json(&rt, &client, "timed", &recs[..5]);
+    worker.create(config("timed-out", serde_json::json!({
+        "connector.class": "file-sink", "file": timed.to_str().unwrap(), "topics": "timed", "format": "json",
+        "rotate.interval.ms": "300",
+    }))).unwrap();
+    wait_for("the first records", || lines_of(&timed).len() == 5);
+    std::thread::sleep(Duration::from_millis(500));
+    produce_json(&rt, &client, "timed", &recs[5..10]);
+    wait_for("the rotation", || {
+        lines_of(&timed).len() == 5
+            && lines_of(Path::new(&format!("{}.1", timed.display()))).len() == 5
+    });
+    assert_eq!(lines_of(&timed), recs[5..10]);
+    for n in worker.names() {
+        worker.delete(&n).unwrap();
+    }
+}
