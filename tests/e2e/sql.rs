@@ -137,7 +137,10 @@ fn run_job(job: &SqlJob, inputs: &HashMap<String, Vec<Vec<u8>>>) -> Result<Outco
         if std::time::Instant::now() > deadline {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = runner.join();
-            return Err(format!("job {} did not finish within 10 minutes", job.job().name));
+            return Err(format!(
+                "job {} did not finish within 10 minutes",
+                job.job().name
+            ));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -415,7 +418,8 @@ fn nexmark_queries_match_the_batch_oracle() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .filter(|p| {
-            std::env::var("RUNNEL_NEXMARK_QUERY").map_or(true, |q| p.file_stem().is_some_and(|s| s == q.as_str()))
+            std::env::var("RUNNEL_NEXMARK_QUERY")
+                .map_or(true, |q| p.file_stem().is_some_and(|s| s == q.as_str()))
         })
         .collect();
     files.sort();
