@@ -132,7 +132,7 @@ fn run_job(job: &SqlJob, inputs: &HashMap<String, Vec<Vec<u8>>>) -> Result<Outco
     let stop = app.stop_flag();
     let handle = rt.handle().clone();
     let runner = std::thread::spawn(move || app.run(&handle));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while !runner.is_finished() {
         if std::time::Instant::now() > deadline {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
