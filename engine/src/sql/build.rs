@@ -324,32 +324,7 @@ impl BuildCx<'_> {
         );
         let joined = match &j.filter {
             None => joined,
-            Some(filter) => {
-                let (schema, filter) = (j.schema.clone(), filter.clone());
-                joined.map_batch(
-                    "SQL-JOIN-FILTER",
-                    Arc::new(
-                        move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
-                            let keep: Vec<bool> =
-                                evaluate(&schema, &batch, std::slice::from_ref(&filter), refused)
-                                    .into_iter()
-                                    .map(|v| {
-                                        v.is_some_and(|v| {
-                                            v.0[0] == ScalarValue::Boolean(Some(true))
-                                        })
-                                    })
-                                    .collect();
-                            batch
-                                .into_iter()
-                                .enumerate()
-                                .filter(|(i, _)| keep[*i])
-                                .map(|(_, r)| r)
-                                .collect()
-                        },
-                    ),
-                    false,
-                )
-            }
+            Some(filter) => join_condition(joined, &j.schema, filter, None),
         };
         Ok(Lowered {
             stream: joined.with_serdes(RowCodec, RowCodec),
@@ -574,44 +549,11 @@ impl BuildCx<'_> {
         let joined = match &j.filter {
             None => joined,
             Some(filter) => {
-                let (schema, filter, outer) = (j.schema.clone(), filter.clone(), j.left_outer);
-                let left_len = j.left.schema().fields().len();
-                let right_nulls = nulls(&j.right_schema);
-                joined.map_batch(
-                    "SQL-JOIN-FILTER",
-                    Arc::new(
-                        move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
-                            let keep: Vec<bool> =
-                                evaluate(&schema, &batch, std::slice::from_ref(&filter), refused)
-                                    .into_iter()
-                                    .map(|v| {
-                                        v.is_some_and(|v| {
-                                            v.0[0] == ScalarValue::Boolean(Some(true))
-                                        })
-                                    })
-                                    .collect();
-                            batch
-                                .into_iter()
-                                .enumerate()
-                                .filter_map(|(i, mut r)| {
-                                    if keep[i] {
-                                        Some(r)
-                                    } else if outer {
-                                        // The row stays, without its match.
-                                        if let Some(v) = r.value.as_mut() {
-                                            v.0.truncate(left_len);
-                                            v.0.extend(right_nulls.0.iter().cloned());
-                                        }
-                                        Some(r)
-                                    } else {
-                                        None
-                                    }
-                                })
-                                .collect()
-                        },
-                    ),
-                    false,
-                )
+                // A left join keeps a row whose match fails the condition, without the match.
+                let unmatched = j
+                    .left_outer
+                    .then(|| (j.left.schema().fields().len(), nulls(&j.right_schema)));
+                join_condition(joined, &j.schema, filter, unmatched)
             }
         };
         let key = Self::key_serde(&j.right);
@@ -666,6 +608,45 @@ impl BuildCx<'_> {
         );
         Ok(())
     }
+}
+
+/// Applies a join's extra condition to the joined rows: a pair that fails it is dropped, or,
+/// with `unmatched = (left columns, right nulls)`, kept with its right side nulled.
+fn join_condition(
+    joined: Stream,
+    schema: &SchemaRef,
+    filter: &PhysExpr,
+    unmatched: Option<(usize, Row)>,
+) -> Stream {
+    let (schema, filter) = (schema.clone(), filter.clone());
+    joined.map_batch(
+        "SQL-JOIN-FILTER",
+        Arc::new(
+            move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                let keep: Vec<bool> =
+                    evaluate(&schema, &batch, std::slice::from_ref(&filter), refused)
+                        .into_iter()
+                        .map(|v| v.is_some_and(|v| v.0[0] == ScalarValue::Boolean(Some(true))))
+                        .collect();
+                batch
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, mut r)| match (&unmatched, keep[i]) {
+                        (_, true) => Some(r),
+                        (Some((left_len, right_nulls)), false) => {
+                            if let Some(v) = r.value.as_mut() {
+                                v.0.truncate(*left_len);
+                                v.0.extend(right_nulls.0.iter().cloned());
+                            }
+                            Some(r)
+                        }
+                        (None, false) => None,
+                    })
+                    .collect()
+            },
+        ),
+        false,
+    )
 }
 
 fn with_ts(mut types: Vec<DataType>) -> Vec<DataType> {

@@ -163,6 +163,3 @@ pub fn decode_lines(job: &JobFile, input: &str, lines: &[Vec<u8>]) -> Vec<Row> {
         .filter_map(|l| decoder.decode(l).ok())
         .collect()
 }
-
-/// A map from input names to rows.
-pub type Inputs = HashMap<String, Vec<Row>>;

@@ -1385,15 +1385,6 @@ fn storable(t: &DataType) -> bool {
     )
 }
 
-/// The output columns' names of a statement (its SELECT list).
-pub fn output_names(step: &Step) -> Vec<String> {
-    step.schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect()
-}
-
 /// The default format of outputs that print rows (used by explain).
 pub fn describe_output(o: &OutputDecl) -> String {
     format!(
