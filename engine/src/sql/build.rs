@@ -6,6 +6,7 @@
 //! batch per engine batch; aggregates keep DataFusion accumulator states per key (and window)
 //! in the engine's changelogged stores.
 
+use super::changes::{Changes, flagged, unflag};
 use super::job::{InputDecl, JobFile, OutputDecl};
 use super::plan::{AggregateStep, JobPlan, JoinStep, PhysExpr, Step, StreamJoinStep, WindowSpec};
 use super::row::{
@@ -391,12 +392,7 @@ impl BuildCx<'_> {
     }
 
     fn aggregate(&mut self, a: &AggregateStep, stmt: usize) -> Result<Lowered> {
-        if a.input.is_upsert() {
-            return Err(EngineError::Job(format!(
-                "{}: an aggregate over an upsert stream (the result of another GROUP BY) is not supported yet: aggregate the input stream directly",
-                self.job.path.display()
-            )));
-        }
+        let retracting = a.input.is_upsert();
         let in_schema = a.input.schema();
         let lowered = self.lower(&a.input, stmt)?;
         // Group values and aggregate arguments, computed in batches before grouping.
@@ -411,7 +407,11 @@ impl BuildCx<'_> {
         let fns = Arc::new(AccumulatorFns {
             aggregates: a.aggregates.clone(),
             arg_ranges,
+            retracting,
         });
+        if retracting {
+            return Ok(self.aggregate_changes(a, stmt, lowered, pre, fns));
+        }
         // Rows of one key that fall in the same windows are folded into one partial state per
         // batch, with DataFusion's vectorized `update_batch`: the windowed (or plain)
         // aggregation then merges a few partials per batch instead of updating per row.
@@ -419,6 +419,8 @@ impl BuildCx<'_> {
             Some(WindowSpec::Tumble { size }) => Some(size),
             Some(WindowSpec::Hop { size, slide }) => Some(gcd(size, slide)),
             Some(WindowSpec::Session { .. }) => None, // a row can bridge sessions: no folding
+            // Results of one upstream window share its time (its end − 1).
+            Some(WindowSpec::PerUpstreamWindow) => Some(1),
             None => Some(i64::MAX),
         };
         let combiner = fns.clone();
@@ -461,7 +463,7 @@ impl BuildCx<'_> {
                 Row(values)
             },
         );
-        let out_row2 = out_row.clone();
+        let (out_row2, out_row3) = (out_row.clone(), out_row.clone());
         let key_types: Vec<DataType> = a
             .group_columns
             .iter()
@@ -477,6 +479,18 @@ impl BuildCx<'_> {
         };
         let mut key_names = a.key_names.clone();
         let (stream, key_types) = match a.window {
+            Some(WindowSpec::PerUpstreamWindow) => {
+                // Panes of 1 ms at the upstream results' time: the group key (which holds the
+                // upstream window) already names the window, so it is the output key as is.
+                let t = grouped
+                    .windowed_by(TimeWindows::of(duration(1)))
+                    .aggregate(init, add, merge, RowCodec, &store);
+                let stream = t.to_stream().map(move |w, s| {
+                    let row = s.map(|s| out_row2(&w.key, None, &s));
+                    (w.key, row)
+                });
+                (stream, key_types)
+            }
             Some(WindowSpec::Tumble { size }) | Some(WindowSpec::Hop { size, .. }) => {
                 let mut windows = TimeWindows::of(duration(size));
                 if let Some(WindowSpec::Hop { slide, .. }) = a.window {
@@ -504,7 +518,7 @@ impl BuildCx<'_> {
             None => {
                 let t = grouped.aggregate(init, move |k, v, s| add(k, v, s), RowCodec, &store);
                 let stream = t.to_stream().map(move |k, s: Option<Vec<Row>>| {
-                    let row = s.map(|s| out_row2(&k, None, &s));
+                    let row = s.map(|s| out_row3(&k, None, &s));
                     (k, row)
                 });
                 (stream, key_types)
@@ -515,6 +529,94 @@ impl BuildCx<'_> {
             key_names,
             key_types,
         })
+    }
+
+    /// `GROUP BY` over an upsert stream: see [`super::changes`].
+    fn aggregate_changes(
+        &mut self,
+        a: &AggregateStep,
+        stmt: usize,
+        lowered: Lowered,
+        pre: Vec<PhysExpr>,
+        fns: Arc<AccumulatorFns>,
+    ) -> Lowered {
+        self.stores += 1;
+        let last = format!("sql-{stmt}-last-rows-{}", self.stores);
+        let aggregate = format!("sql-{stmt}-aggregate-{}", self.stores);
+        self.b.add_kv_store::<Row, Row>(&last, RowCodec, RowCodec);
+        let store = last.clone();
+        let changes = lowered.stream.with_serdes(RowCodec, RowCodec).process(
+            move || Changes {
+                store: store.clone(),
+            },
+            &[&last],
+        );
+        let in_schema = a.input.schema();
+        let nkeys = a.keys.len();
+        let keyed = changes.map_batch(
+            "SQL-GROUP-BY",
+            Arc::new(
+                move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                    let mut flags = Vec::with_capacity(batch.len());
+                    let batch: Vec<Rec<Row, Option<Row>>> = batch
+                        .into_iter()
+                        .map(|r| {
+                            let (row, retract) = unflag(r.value.clone().expect("a change row"));
+                            flags.push(retract);
+                            let key = r.key.clone();
+                            r.with(key, Some(row))
+                        })
+                        .collect();
+                    let computed = evaluate(&in_schema, &batch, &pre, refused);
+                    with_results(batch, computed)
+                        .zip(flags)
+                        .filter_map(|((r, v), retract)| {
+                            let mut values = v.ok().flatten()?;
+                            let args = Row(values.0.split_off(nkeys));
+                            Some(r.with(values, flagged(args, retract)))
+                        })
+                        .collect()
+                },
+            ),
+            true,
+        );
+        let (f1, f2) = (fns.clone(), fns);
+        let table = keyed
+            .with_serdes(RowCodec, RowCodec)
+            .group_by_key(None)
+            .aggregate(
+                Vec::<Row>::new,
+                move |_: &Row, change: &Row, states: Vec<Row>| {
+                    let (args, retract) = unflag(change.clone());
+                    f1.apply(states, &args, retract)
+                },
+                RowCodec,
+                &aggregate,
+            );
+        let group_columns = a.group_columns.clone();
+        let stream = table
+            .to_stream()
+            .map(move |key: Row, states: Option<Vec<Row>>| {
+                let row = states.filter(|s| f2.rows(s) > 0).map(|s| {
+                    let mut values: Vec<ScalarValue> = group_columns
+                        .iter()
+                        .map(|c| {
+                            key.0[*c.as_ref().expect("no window over an upsert stream")].clone()
+                        })
+                        .collect();
+                    values.extend(f2.evaluate(&s));
+                    Row(values)
+                });
+                (key, row)
+            });
+        Lowered {
+            stream: stream.with_serdes(RowCodec, RowCodec),
+            key_names: a.key_names.clone(),
+            key_types: a.schema.fields()[..a.keys.len()]
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
+        }
     }
 
     fn join(&mut self, j: &JoinStep, stmt: usize) -> Result<Lowered> {
@@ -661,6 +763,9 @@ fn with_ts(mut types: Vec<DataType>) -> Vec<DataType> {
 struct AccumulatorFns {
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     arg_ranges: Vec<std::ops::Range<usize>>,
+    /// Retractable ("sliding") accumulators, whose states end with a row count: the input is
+    /// an upsert stream's changes (see [`super::changes`]).
+    retracting: bool,
 }
 
 fn state_arrays(state: &Row) -> Vec<ArrayRef> {
@@ -743,10 +848,52 @@ impl AccumulatorFns {
             .collect()
     }
 
+    /// Adds or retracts one row of arguments; the last state is the group's row count.
+    fn apply(&self, mut states: Vec<Row>, args: &Row, retract: bool) -> Vec<Row> {
+        let rows = self.rows(&states) + if retract { -1 } else { 1 };
+        states.truncate(self.aggregates.len());
+        let mut next: Vec<Row> = (0..self.aggregates.len())
+            .map(|i| {
+                let mut acc = self.accumulator(i, states.get(i));
+                let columns: Vec<ArrayRef> = self.arg_ranges[i]
+                    .clone()
+                    .map(|c| {
+                        args.0[c]
+                            .to_array_of_size(1)
+                            .unwrap_or_else(|e| fail("bad argument", e))
+                    })
+                    .collect();
+                let done = if retract {
+                    acc.retract_batch(&columns)
+                } else {
+                    acc.update_batch(&columns)
+                };
+                done.unwrap_or_else(|e| {
+                    fail(&format!("cannot update {}", self.aggregates[i].name()), e)
+                });
+                self.state(i, acc)
+            })
+            .collect();
+        next.push(Row(vec![ScalarValue::Int64(Some(rows))]));
+        next
+    }
+
+    /// How many rows a retracting group holds.
+    fn rows(&self, states: &[Row]) -> i64 {
+        match states.get(self.aggregates.len()).map(|r| &r.0[..]) {
+            Some([ScalarValue::Int64(Some(n))]) => *n,
+            _ => 0,
+        }
+    }
+
     fn accumulator(&self, i: usize, state: Option<&Row>) -> Box<dyn Accumulator> {
         let f = &self.aggregates[i];
-        let mut acc = f
-            .create_accumulator()
+        let created = if self.retracting {
+            f.create_sliding_accumulator()
+        } else {
+            f.create_accumulator()
+        };
+        let mut acc = created
             .unwrap_or_else(|e| fail(&format!("cannot create the accumulator of {}", f.name()), e));
         if let Some(s) = state {
             acc.merge_batch(&state_arrays(s))

@@ -7,6 +7,7 @@
 //! [`SqlJob::app`] gives the [`App`] to run. [`SqlJob::explain`] shows the plans and topology.
 
 pub mod build;
+mod changes;
 pub mod job;
 pub mod nexmark;
 pub mod oracle;

@@ -125,6 +125,9 @@ fn window_view(cols: &str, raw: &str, spec: WindowSpec, partition_by: &[String])
                 .collect::<Vec<_>>()
                 .join(" UNION ALL ")
         }
+        WindowSpec::PerUpstreamWindow => {
+            unreachable!("a window written in SQL is tumble, hop or session")
+        }
         WindowSpec::Session { gap } => {
             let by = if partition_by.is_empty() {
                 String::new()

@@ -36,9 +36,20 @@ pub type PhysExpr = Arc<dyn PhysicalExpr>;
 /// How rows are grouped in time by a windowed aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowSpec {
-    Tumble { size: i64 },
-    Hop { size: i64, slide: i64 },
-    Session { gap: i64 },
+    Tumble {
+        size: i64,
+    },
+    Hop {
+        size: i64,
+        slide: i64,
+    },
+    Session {
+        gap: i64,
+    },
+    /// Grouping by the window columns of an upstream windowed aggregate: one group per key and
+    /// upstream window, final when the watermark passes that window (as Flink's window
+    /// aggregate over a window table function's result).
+    PerUpstreamWindow,
 }
 
 /// A windowed `GROUP BY` as written: the window and the column it is computed on.
@@ -139,12 +150,17 @@ impl Step {
     /// Columns whose value plus an offset is the record's event time (how a time bound written
     /// on columns becomes a bound on record times).
     pub fn time_columns(&self) -> Vec<(usize, i64)> {
+        self.time_columns_of(false)
+    }
+
+    fn time_columns_of(&self, windows_only: bool) -> Vec<(usize, i64)> {
         use datafusion::physical_expr::expressions::Column;
         match self {
+            Step::Scan { .. } if windows_only => vec![],
             Step::Scan { input, .. } => input.event_time.map(|i| (i, 0)).into_iter().collect(),
-            Step::Filter { input, .. } => input.time_columns(),
+            Step::Filter { input, .. } => input.time_columns_of(windows_only),
             Step::Project { input, exprs, .. } => {
-                let inner = input.time_columns();
+                let inner = input.time_columns_of(windows_only);
                 exprs
                     .iter()
                     .enumerate()
@@ -165,19 +181,34 @@ impl Step {
                     }
                     _ => None,
                 };
+                let inner = a.input.window_columns();
                 a.group_columns
                     .iter()
                     .enumerate()
                     .filter_map(|(i, c)| match (c, size) {
                         (Err(false), Some(_)) => Some((i, -1)),
                         (Err(true), Some(size)) => Some((i, size - 1)),
+                        // An upstream window's column keeps its meaning through the grouping.
+                        (Ok(k), _) if a.window == Some(WindowSpec::PerUpstreamWindow) => {
+                            let c = a.keys[*k].downcast_ref::<Column>()?;
+                            inner
+                                .iter()
+                                .find(|(idx, _)| *idx == c.index())
+                                .map(|(_, off)| (i, *off))
+                        }
                         _ => None,
                     })
                     .collect()
             }
-            Step::Join(j) => j.left.time_columns(),
+            Step::Join(j) => j.left.time_columns_of(windows_only),
             Step::Union { .. } | Step::StreamJoin(_) => vec![],
         }
+    }
+
+    /// The time columns that hold window bounds of an upstream windowed aggregate (not a
+    /// scan's event time): grouping by one of them groups per upstream window.
+    pub fn window_columns(&self) -> Vec<(usize, i64)> {
+        self.time_columns_of(true)
     }
 
     /// The largest window size upstream (how long a windowed result can lag its records).
@@ -189,7 +220,7 @@ impl Step {
                 let own = match a.window {
                     Some(WindowSpec::Tumble { size }) | Some(WindowSpec::Hop { size, .. }) => size,
                     Some(WindowSpec::Session { gap }) => gap,
-                    None => 0,
+                    Some(WindowSpec::PerUpstreamWindow) | None => 0,
                 };
                 own.max(a.input.window_lag())
             }
@@ -244,9 +275,11 @@ impl Step {
                     .map(|e| e.to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
-                a.window
-                    .map(|w| format!(" in {w:?} windows (ms)"))
-                    .unwrap_or_default(),
+                match a.window {
+                    Some(WindowSpec::PerUpstreamWindow) => " per window of its input".to_string(),
+                    Some(w) => format!(" in {w:?} windows (ms)"),
+                    None => String::new(),
+                },
                 a.aggregates
                     .iter()
                     .map(|f| f.name().to_string())
@@ -978,16 +1011,26 @@ impl Lower<'_> {
 
     fn aggregate(&self, a: &datafusion::logical_expr::Aggregate) -> Result<Step> {
         let input_schema = a.input.schema();
+        let input = self.step(&a.input)?;
+        // Grouping by the window columns of a windowed aggregate below groups per its windows
+        // (the window is not cut again on this level).
+        let upstream_windows = input.window_columns();
+        let per_upstream_window = a.group_expr.iter().any(|g| {
+            matches!(g, Expr::Column(c) if input_schema
+                .index_of_column(c)
+                .is_ok_and(|i| upstream_windows.iter().any(|(w, _)| *w == i)))
+        });
+        let windowed_here = self.window.is_some() && !per_upstream_window;
         let mut keys = Vec::new();
         let mut group_columns = Vec::new();
         let mut key_names = Vec::new();
         let out_fields = a.schema.fields();
         for (i, g) in a.group_expr.iter().enumerate() {
             match g {
-                Expr::Column(c) if self.window.is_some() && c.name == "window_start" => {
+                Expr::Column(c) if windowed_here && c.name == "window_start" => {
                     group_columns.push(Err(true))
                 }
-                Expr::Column(c) if self.window.is_some() && c.name == "window_end" => {
+                Expr::Column(c) if windowed_here && c.name == "window_end" => {
                     group_columns.push(Err(false))
                 }
                 Expr::GroupingSet(_) => {
@@ -1004,6 +1047,7 @@ impl Lower<'_> {
             }
         }
         let window = match (self.window, group_columns.iter().any(|c| c.is_err())) {
+            _ if per_upstream_window => Some(WindowSpec::PerUpstreamWindow),
             (Some(w), true) => {
                 self.check_time_column(&a.input, w)?;
                 Some(w.spec)
@@ -1045,10 +1089,32 @@ impl Lower<'_> {
                     ),
                 ));
             }
+            if input.is_upsert() {
+                // Rows of an upsert stream change: each replaced row is taken back out.
+                let name = f.fun().name().to_ascii_lowercase();
+                let retractable = !matches!(name.as_str(), "min" | "max")
+                    && f.create_sliding_accumulator()
+                        .is_ok_and(|a| a.supports_retract_batch());
+                if !retractable {
+                    return Err(self.unsupported(
+                        f.fun().name(),
+                        &format!(
+                            "{} over the result of another GROUP BY (whose rows change) cannot take a changed row back out: use COUNT, SUM or AVG there, or aggregate the input stream directly",
+                            f.fun().name().to_uppercase()
+                        ),
+                    ));
+                }
+            }
             aggregates.push(f);
         }
+        if input.is_upsert() && window.is_some() {
+            return Err(self.unsupported(
+                "group",
+                "a window over the result of another GROUP BY without a window (an upsert stream) is not supported: window the input stream, or group both levels by windows",
+            ));
+        }
         Ok(Step::Aggregate(Box::new(AggregateStep {
-            input: self.step(&a.input)?,
+            input,
             keys,
             group_columns,
             aggregates,
