@@ -284,6 +284,9 @@ fn add_metrics(a: &mut TaskMetrics, b: &TaskMetrics) {
 /// Batches of polled records (or the poll's error), from the prefetch task to the worker.
 type Feed = tokio::sync::mpsc::Receiver<runnel_log::Result<Vec<ConsumerRecord>>>;
 
+/// How long a bounded run may go without records before it says what it waits for.
+const STALL_REPORT: Duration = Duration::from_secs(10);
+
 /// How many polled batches may wait for the worker: the bound of the prefetch channel.
 const PREFETCH_BATCHES: usize = 4;
 
@@ -304,6 +307,14 @@ pub(crate) struct Worker {
     pub commits: u64,
     pub restored_records: u64,
     route: HashMap<(Arc<str>, u32), (usize, usize)>,
+    prefetch: Arc<PrefetchStats>,
+}
+
+/// What the prefetch task did, for the report of a run that waits.
+#[derive(Default)]
+struct PrefetchStats {
+    polls: std::sync::atomic::AtomicU64,
+    records: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
@@ -429,6 +440,7 @@ impl Worker {
             commits: 0,
             restored_records: 0,
             route,
+            prefetch: Default::default(),
         };
         w.restore()?;
         for t in &mut w.tasks {
@@ -775,9 +787,14 @@ impl Worker {
             return;
         };
         let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH_BATCHES);
+        let stats = self.prefetch.clone();
         self.rt.spawn(async move {
             loop {
                 let batch = consumer.poll(Duration::from_millis(100)).await;
+                stats.polls.fetch_add(1, Ordering::Relaxed);
+                if let Ok(b) = &batch {
+                    stats.records.fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
                 let failed = batch.is_err();
                 if matches!(&batch, Ok(b) if b.is_empty()) {
                     if tx.is_closed() {
@@ -806,10 +823,39 @@ impl Worker {
         m
     }
 
+    /// The unfinished tasks' inputs that have not ended, and where each is.
+    fn waiting_for(&self) -> String {
+        self.tasks
+            .iter()
+            .filter(|t| !t.finished)
+            .flat_map(|t| {
+                t.inputs
+                    .iter()
+                    .filter(|i| !i.ended)
+                    .map(move |i| format!("task {}: {}", t.name, i.waiting_for()))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+            + &format!(
+                " (this worker polled {} times, {} records)",
+                self.prefetch.polls.load(Ordering::Relaxed),
+                self.prefetch.records.load(Ordering::Relaxed)
+            )
+    }
+
     fn run_loop(&mut self, stop: &AtomicBool) -> Result<RunSummary> {
         self.start_prefetch();
+        let mut last_progress = Instant::now();
         loop {
-            self.step(Duration::from_millis(100))?;
+            if self.step(Duration::from_millis(100))? > 0 {
+                last_progress = Instant::now();
+            } else if self.config.until_end
+                && !self.all_finished()
+                && last_progress.elapsed() >= STALL_REPORT
+            {
+                tracing::warn!(waiting_for = %self.waiting_for(), "no records for {STALL_REPORT:?} and the inputs have not all ended");
+                last_progress = Instant::now();
+            }
             let done = self.config.until_end && self.all_finished();
             let stopping = done || stop.load(Ordering::Acquire);
             if stopping || self.last_commit.elapsed() >= self.config.commit_interval {

@@ -316,6 +316,28 @@ impl Input {
         self.last_record = now;
     }
 
+    /// What this input still waits for (a bounded run that does not finish says it).
+    pub fn waiting_for(&self) -> String {
+        let writers = match &self.writers {
+            Some((count, marks)) => {
+                let marks: Vec<String> = (0..*count)
+                    .map(|w| match marks.get(&w) {
+                        None => format!("{w}:none"),
+                        Some(WriterMark::At(t)) => format!("{w}:{t}"),
+                        Some(WriterMark::Idle) => format!("{w}:idle"),
+                        Some(WriterMark::End) => format!("{w}:end"),
+                    })
+                    .collect();
+                format!(", writer marks [{}]", marks.join(" "))
+            }
+            None => String::new(),
+        };
+        format!(
+            "{} at {:?} of end {:?}{writers}",
+            self.tp, self.position, self.end_offset
+        )
+    }
+
     fn writers_ended(&self) -> bool {
         self.writers.as_ref().is_some_and(|(count, marks)| {
             (0..*count).all(|w| marks.get(&w) == Some(&WriterMark::End))

@@ -565,7 +565,7 @@ impl Partition {
         }
         let expired = |s: &Segment| {
             cfg.retention_ms
-                .is_some_and(|r| !s.is_empty() && s.max_timestamp < now_ms - r as i64)
+                .is_some_and(|r| !s.is_empty() && s.retention_time() < now_ms - r as i64)
         };
         let _w = self.writer.lock();
         let mut segs = self.segments.write();

@@ -33,6 +33,10 @@ pub struct Segment {
     pub next_offset: u64,
     /// Largest record timestamp, `i64::MIN` while empty.
     pub max_timestamp: i64,
+    /// When data was last written here (ms since the epoch; the file's mtime after a restart):
+    /// retention counts from the later of this and `max_timestamp`, so that records with old
+    /// event times (a replay, a backfill) are kept `retention.ms` after they were written.
+    pub last_write_ms: i64,
     index: OffsetIndex,
     time_index: TimeIndex,
     bytes_since_index: u64,
@@ -77,6 +81,7 @@ impl Segment {
             readable: Arc::new(AtomicU64::new(0)),
             next_offset: base_offset,
             max_timestamp: i64::MIN,
+            last_write_ms: crate::types::now_ms(),
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
             bytes_since_index: 0,
@@ -102,8 +107,17 @@ impl Segment {
             .write(true)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
-        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+        let meta = file.metadata().map_err(|e| LogError::io(&path, e))?;
+        let len = meta.len();
+        let written = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64);
         let mut seg = Self::with_file(dir, base_offset, file);
+        if let Some(ms) = written {
+            seg.last_write_ms = ms;
+        }
         let loaded = trust_indexes
             .then(|| OffsetIndex::load(&seg.index_path(), len))
             .flatten()
@@ -228,10 +242,16 @@ impl Segment {
         self.next_offset = h.next_offset();
     }
 
+    /// The segment's age for retention: the later of its newest record and its last write.
+    pub fn retention_time(&self) -> i64 {
+        self.max_timestamp.max(self.last_write_ms)
+    }
+
     /// Writes one batch whose base offset is already set. The caller holds the writer lock;
     /// the bytes are not yet visible to readers (see [`Segment::publish`]).
     pub fn append(&mut self, bytes: &[u8], h: &BatchHeader) -> Result<u64> {
         let position = self.size;
+        self.last_write_ms = crate::types::now_ms();
         self.file
             .write_all_at(bytes, position)
             .map_err(|e| LogError::io(self.log_path(), e))?;
@@ -244,6 +264,7 @@ impl Segment {
     /// `h.base_offset` is written in their place, the rest as it is.
     pub fn append_with_base(&mut self, bytes: &[u8], h: &BatchHeader) -> Result<u64> {
         let position = self.size;
+        self.last_write_ms = crate::types::now_ms();
         let io = |e| LogError::io(self.log_path(), e);
         self.file
             .write_all_at(&h.base_offset.to_be_bytes(), position)

@@ -128,22 +128,28 @@ proptest! {
 #[test]
 fn time_retention_deletes_only_expired_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    log.create_topic(
-        "t",
-        TopicConfig {
-            segment_bytes: 2048,
-            retention_ms: Some(3_600_000),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
+    let config = TopicConfig {
+        segment_bytes: 2048,
+        retention_ms: Some(3_600_000),
+        ..Default::default()
+    };
     let now = runnel_log::types::now_ms();
     let old = now - 2 * 3_600_000;
-    for i in 0..40 {
-        let ts = if i < 20 { old } else { now };
-        p.append(batch_of(&[(None, Some(vec![b'x'; 200]), ts)]))
+    {
+        let log = open(dir.path());
+        log.create_topic("t", config.clone()).unwrap();
+        let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
+        for _ in 0..20 {
+            p.append(batch_of(&[(None, Some(vec![b'x'; 200]), old)]))
+                .unwrap();
+        }
+    }
+    // Written two hours ago, too: the files say so after a restart.
+    set_segment_mtimes(dir.path(), old);
+    let log = open(dir.path());
+    let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
+    for _ in 0..20 {
+        p.append(batch_of(&[(None, Some(vec![b'x'; 200]), now)]))
             .unwrap();
     }
     let (deleted, _) = log.run_cleaner().unwrap();
@@ -160,6 +166,62 @@ fn time_retention_deletes_only_expired_segments() {
             .filter(|r| r.offset >= 20)
             .all(|r| r.timestamp == now)
     );
+}
+
+/// Records with event times older than `retention.ms` (a replay of last year's events) stay
+/// `retention.ms` after they were written: retention counts from the later of the two.
+#[test]
+fn time_retention_keeps_old_records_written_recently() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.create_topic(
+        "t",
+        TopicConfig {
+            segment_bytes: 2048,
+            retention_ms: Some(3_600_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
+    let last_year = runnel_log::types::now_ms() - 365 * 24 * 3_600_000;
+    for i in 0..40 {
+        p.append(batch_of(&[(None, Some(vec![b'x'; 200]), last_year + i)]))
+            .unwrap();
+    }
+    assert!(p.stats().segments > 2);
+    let (deleted, _) = log.run_cleaner().unwrap();
+    assert_eq!(deleted, 0);
+    assert_eq!(p.log_start_offset(), 0);
+    assert_eq!(read_all(&p, 0).unwrap().len(), 40);
+}
+
+/// Sets the modification time of every segment file under `dir` (as if written at `ms`).
+fn set_segment_mtimes(dir: &std::path::Path, ms: i64) {
+    let when = std::time::UNIX_EPOCH + Duration::from_millis(ms as u64);
+    for entry in walk(dir) {
+        if entry.extension().is_some_and(|e| e == "log") {
+            std::fs::File::options()
+                .write(true)
+                .open(&entry)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 #[test]

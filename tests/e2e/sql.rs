@@ -79,6 +79,11 @@ fn case_inputs(dir: &Path, job: &SqlJob) -> HashMap<String, Vec<Vec<u8>>> {
 
 /// Runs the job on a fresh embedded log until its inputs are consumed.
 fn run_job(job: &SqlJob, inputs: &HashMap<String, Vec<Vec<u8>>>) -> Result<Outcome, String> {
+    // A job that waits too long says on what (RUST_LOG=warn shows it).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let data = tempfile::tempdir().unwrap();
     let log = Log::open(data.path()).map_err(|e| e.to_string())?;
     let client: SharedLogClient = Arc::new(log);
@@ -138,7 +143,7 @@ fn run_job(job: &SqlJob, inputs: &HashMap<String, Vec<Vec<u8>>>) -> Result<Outco
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = runner.join();
             return Err(format!(
-                "job {} did not finish within 10 minutes",
+                "job {} did not finish within 5 minutes",
                 job.job().name
             ));
         }
