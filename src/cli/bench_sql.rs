@@ -45,9 +45,18 @@ pub async fn run(args: NexmarkArgs) -> Result<()> {
             .into_owned();
         (stem.len(), stem)
     });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut t = output::table(
-        &["query", "events", "seconds", "events/s", "outputs"],
-        &[1, 2, 3, 4],
+        &[
+            "query",
+            "events",
+            "generating s",
+            "running s",
+            "events/s",
+            "per core",
+            "records written",
+        ],
+        &[1, 2, 3, 4, 5, 6],
     );
     for file in files {
         let name = file
@@ -69,6 +78,7 @@ pub async fn run(args: NexmarkArgs) -> Result<()> {
         let pb = output::spinner("{spinner} {msg} {elapsed}", &format!("running {name}"));
         let started = Instant::now();
         job.prepare(&client, |_| {}).await?;
+        let generated = started.elapsed().as_secs_f64();
         let app = job.app(client, true)?;
         let handle = tokio::runtime::Handle::current();
         let summary = tokio::task::spawn_blocking(move || app.run(&handle)).await??;
@@ -77,8 +87,10 @@ pub async fn run(args: NexmarkArgs) -> Result<()> {
         t.add_row(vec![
             name,
             events.to_string(),
-            format!("{secs:.2}"),
+            format!("{generated:.2}"),
+            format!("{:.2}", secs - generated),
             format!("{:.0} K", events as f64 / secs / 1e3),
+            format!("{:.0} K", events as f64 / secs / 1e3 / cores as f64),
             summary.metrics.records_out.to_string(),
         ]);
         drop(job);

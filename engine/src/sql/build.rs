@@ -24,6 +24,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,6 +232,17 @@ impl BuildCx<'_> {
             Step::Project { input, exprs, .. } => {
                 let schema = input.schema();
                 let lowered = self.lower(input, stmt)?;
+                let columns: Option<Vec<usize>> = exprs
+                    .iter()
+                    .map(|e| e.downcast_ref::<Column>().map(Column::index))
+                    .collect();
+                if let Some(columns) = columns {
+                    // Only columns: picked from the rows, without a round trip through Arrow.
+                    let stream = lowered.stream.map_values(move |v: Option<Row>| {
+                        v.map(|r| Row(columns.iter().map(|&c| r.0[c].clone()).collect()))
+                    });
+                    return Ok(Lowered { stream, ..lowered });
+                }
                 let exprs = exprs.clone();
                 let stream = lowered.stream.map_batch(
                     "SQL-PROJECT",

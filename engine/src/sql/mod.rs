@@ -9,6 +9,7 @@
 pub mod build;
 mod changes;
 pub mod job;
+mod json_object;
 pub mod nexmark;
 pub mod oracle;
 pub mod plan;

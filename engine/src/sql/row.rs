@@ -113,6 +113,15 @@ impl RowDecoder {
     }
 
     fn decode_json(&self, data: &[u8]) -> Result<Vec<ScalarValue>, String> {
+        let fields = self.schema.fields();
+        if let Ok(slots) = super::json_object::fields_in_order(data, fields) {
+            return fields
+                .iter()
+                .zip(slots)
+                .map(|(f, v)| self.column_of(f, v.unwrap_or(serde_json::Value::Null)))
+                .collect();
+        }
+        // Not a JSON object: the slower path says what it is.
         let value: serde_json::Value =
             serde_json::from_slice(data).map_err(|e| format!("invalid JSON: {e}"))?;
         let serde_json::Value::Object(map) = value else {
@@ -125,19 +134,22 @@ impl RowDecoder {
         self.schema
             .fields()
             .iter()
-            .map(|f| {
-                let v = map.get(f.name()).unwrap_or(&serde_json::Value::Null);
-                from_json(v, f.data_type())
-                    .map_err(|e| format!("field `{}`: {e}", f.name()))
-                    .and_then(|s| {
-                        if s.is_null() && !f.is_nullable() {
-                            Err(format!("field `{}` is missing or null", f.name()))
-                        } else {
-                            Ok(s)
-                        }
-                    })
-            })
+            .map(|f| self.column_of(f, map.get(f.name()).cloned().unwrap_or_default()))
             .collect()
+    }
+
+    /// One field's JSON value as its column's scalar.
+    fn column_of(
+        &self,
+        f: &datafusion::arrow::datatypes::Field,
+        v: serde_json::Value,
+    ) -> Result<ScalarValue, String> {
+        let s = from_json(v, f.data_type()).map_err(|e| format!("field `{}`: {e}", f.name()))?;
+        if s.is_null() && !f.is_nullable() {
+            Err(format!("field `{}` is missing or null", f.name()))
+        } else {
+            Ok(s)
+        }
     }
 
     fn decode_csv(&self, data: &[u8]) -> Result<Vec<ScalarValue>, String> {
@@ -210,7 +222,15 @@ fn type_name(ty: &DataType) -> &'static str {
     }
 }
 
-fn from_json(v: &serde_json::Value, ty: &DataType) -> Result<ScalarValue, String> {
+/// A JSON value as a column's scalar; a string is moved into a text column, not copied.
+fn from_json(v: serde_json::Value, ty: &DataType) -> Result<ScalarValue, String> {
+    match (ty, v) {
+        (DataType::Utf8, serde_json::Value::String(s)) => Ok(ScalarValue::Utf8(Some(s))),
+        (ty, v) => from_json_value(&v, ty),
+    }
+}
+
+fn from_json_value(v: &serde_json::Value, ty: &DataType) -> Result<ScalarValue, String> {
     use serde_json::Value as J;
     let mismatch = || {
         Err(format!(
@@ -272,6 +292,19 @@ fn parse_timestamp(s: &str) -> Result<i64, String> {
 }
 
 /// A value as JSON (timestamps as epoch milliseconds, so outputs read back as inputs).
+/// [`to_json`] written straight to `out` for the common types.
+fn write_json(v: &ScalarValue, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    match v {
+        ScalarValue::Int64(Some(i)) => serde_json::to_writer(out, i),
+        ScalarValue::Float64(Some(f)) => serde_json::to_writer(out, f),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => serde_json::to_writer(out, s),
+        ScalarValue::TimestampMillisecond(Some(ms), _) => serde_json::to_writer(out, ms),
+        other => serde_json::to_writer(out, &to_json(other)),
+    }
+}
+
 pub fn to_json(v: &ScalarValue) -> serde_json::Value {
     use serde_json::Value as J;
     if v.is_null() {
@@ -319,14 +352,17 @@ impl Serde<Option<Row>> for RowEncoder {
         let Some(row) = value else { return Ok(false) };
         match self.format {
             Format::Json => {
-                let map: serde_json::Map<_, _> = self
-                    .schema
-                    .fields()
-                    .iter()
-                    .zip(&row.0)
-                    .map(|(f, v)| (f.name().clone(), to_json(v)))
-                    .collect();
-                serde_json::to_writer(&mut *out, &map).map_err(|e| e.to_string())?;
+                // Written field by field in the SELECT's order, without a JSON value between.
+                out.push(b'{');
+                for (i, (f, v)) in self.schema.fields().iter().zip(&row.0).enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, f.name()).map_err(|e| e.to_string())?;
+                    out.push(b':');
+                    write_json(v, out).map_err(|e| e.to_string())?;
+                }
+                out.push(b'}');
             }
             Format::Csv => {
                 let cells: Vec<String> = row
@@ -408,7 +444,7 @@ impl Serde<Row> for KeySerde {
                     .iter()
                     .zip(types)
                     .map(|(n, ty)| {
-                        from_json(value.get(n).unwrap_or(&serde_json::Value::Null), ty)
+                        from_json(value.get(n).cloned().unwrap_or_default(), ty)
                             .map_err(|e| format!("key field `{n}`: {e}"))
                     })
                     .collect::<Result<_, _>>()
