@@ -133,17 +133,55 @@ fn row_json(schema: &SchemaRef, row: &Row) -> Vec<u8> {
 }
 
 fn columns_to_rows(columns: &[ArrayRef], n: usize) -> Vec<Row> {
-    (0..n)
-        .map(|i| {
-            Row(columns
-                .iter()
-                .map(|c| {
-                    ScalarValue::try_from_array(c, i)
-                        .unwrap_or_else(|e| fail("cannot read a value", e))
-                })
-                .collect())
-        })
-        .collect()
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{
+        Float64Type, Int64Type, TimeUnit, TimestampMillisecondType,
+    };
+    let mut rows: Vec<Row> = (0..n)
+        .map(|_| Row(Vec::with_capacity(columns.len())))
+        .collect();
+    for c in columns {
+        let valid = |i: usize| c.is_valid(i);
+        // The common types read directly; the others through the generic conversion.
+        match c.data_type() {
+            DataType::Int64 => {
+                let a = c.as_primitive::<Int64Type>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(ScalarValue::Int64(valid(i).then(|| a.value(i))));
+                }
+            }
+            DataType::Float64 => {
+                let a = c.as_primitive::<Float64Type>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(ScalarValue::Float64(valid(i).then(|| a.value(i))));
+                }
+            }
+            DataType::Utf8 => {
+                let a = c.as_string::<i32>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(ScalarValue::Utf8(valid(i).then(|| a.value(i).to_string())));
+                }
+            }
+            DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+                let a = c.as_primitive::<TimestampMillisecondType>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(ScalarValue::TimestampMillisecond(
+                        valid(i).then(|| a.value(i)),
+                        tz.clone(),
+                    ));
+                }
+            }
+            _ => {
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(
+                        ScalarValue::try_from_array(c, i)
+                            .unwrap_or_else(|e| fail("cannot read a value", e)),
+                    );
+                }
+            }
+        }
+    }
+    rows
 }
 
 /// Pairs each record with its evaluated row: records without a value (deletes of an upsert
