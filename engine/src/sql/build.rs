@@ -201,6 +201,118 @@ fn with_results(
     })
 }
 
+/// `WHERE`: keeps the rows the predicate is true for; on an upsert stream a row that fails it
+/// becomes a delete of its key. Deletes pass through; rows the predicate fails on are refused.
+fn filter_batch(
+    schema: &SchemaRef,
+    upsert: bool,
+    predicate: &PhysExpr,
+    batch: Vec<Rec<Row, Option<Row>>>,
+    refused: &mut Vec<Refused>,
+) -> Vec<Rec<Row, Option<Row>>> {
+    let keep = evaluate(schema, &batch, std::slice::from_ref(predicate), refused);
+    with_results(batch, keep)
+        .filter_map(|(mut r, keep)| {
+            let ok = match keep {
+                Err(()) => return Some(r), // a delete passes through
+                Ok(None) => return None,   // refused
+                Ok(Some(v)) => v.0[0] == ScalarValue::Boolean(Some(true)),
+            };
+            match (ok, upsert) {
+                (true, _) => Some(r),
+                // A row of a table that no longer passes is deleted.
+                (false, true) => {
+                    r.value = None;
+                    Some(r)
+                }
+                (false, false) => None,
+            }
+        })
+        .collect()
+}
+
+/// `SELECT` expressions over each row; deletes pass through, refused rows are dropped.
+fn project_batch(
+    schema: &SchemaRef,
+    exprs: &[PhysExpr],
+    batch: Vec<Rec<Row, Option<Row>>>,
+    refused: &mut Vec<Refused>,
+) -> Vec<Rec<Row, Option<Row>>> {
+    let rows = evaluate(schema, &batch, exprs, refused);
+    with_results(batch, rows)
+        .filter_map(|(r, row)| {
+            let key = r.key.clone();
+            match row {
+                Err(()) => Some(r),
+                Ok(None) => None,
+                Ok(Some(row)) => Some(r.with(key, Some(row))),
+            }
+        })
+        .collect()
+}
+
+/// A stream's `WHERE` and the `SELECT` above it on one Arrow batch: the kept rows are projected
+/// without going back to rows in between. When anything fails (so that only the rows an
+/// expression fails on are refused) or a record has no value, the two steps run one by one.
+fn filter_project_batch(
+    schema: &SchemaRef,
+    predicate: &PhysExpr,
+    exprs: &[PhysExpr],
+    batch: Vec<Rec<Row, Option<Row>>>,
+    refused: &mut Vec<Refused>,
+) -> Vec<Rec<Row, Option<Row>>> {
+    let rows: Option<Vec<&Row>> = batch.iter().map(|r| r.value.as_ref()).collect();
+    if let Some((keep, columns)) =
+        rows.and_then(|rows| filter_project(schema, predicate, exprs, &rows).ok())
+    {
+        let kept = keep.iter().filter(|k| **k).count();
+        let mut projected = columns_to_rows(&columns, kept).into_iter();
+        return batch
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, k)| *k)
+            .map(|(r, _)| {
+                let key = r.key.clone();
+                r.with(key, projected.next())
+            })
+            .collect();
+    }
+    let filtered = filter_batch(schema, false, predicate, batch, refused);
+    project_batch(schema, exprs, filtered, refused)
+}
+
+/// Which rows pass `predicate`, and `exprs` over those rows, as columns.
+fn filter_project(
+    schema: &SchemaRef,
+    predicate: &PhysExpr,
+    exprs: &[PhysExpr],
+    rows: &[&Row],
+) -> std::result::Result<(Vec<bool>, Vec<ArrayRef>), String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let batch = to_batch(schema, rows)?;
+    let mask = predicate
+        .evaluate(&batch)
+        .and_then(|v| v.into_array(rows.len()))
+        .map_err(|e| e.to_string())?;
+    let mask = mask
+        .as_boolean_opt()
+        .ok_or("the predicate is not a boolean")?;
+    let kept =
+        datafusion::arrow::compute::filter_record_batch(&batch, mask).map_err(|e| e.to_string())?;
+    let columns = exprs
+        .iter()
+        .map(|e| {
+            e.evaluate(&kept)
+                .and_then(|v| v.into_array(kept.num_rows()))
+                .map_err(|err| err.to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let keep = (0..mask.len())
+        .map(|i| mask.is_valid(i) && mask.value(i))
+        .collect();
+    Ok((keep, columns))
+}
+
 fn duration(ms: i64) -> Duration {
     Duration::from_millis(ms.max(0) as u64)
 }
@@ -237,30 +349,7 @@ impl BuildCx<'_> {
                     "SQL-FILTER",
                     Arc::new(
                         move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
-                            let keep = evaluate(
-                                &schema,
-                                &batch,
-                                std::slice::from_ref(&predicate),
-                                refused,
-                            );
-                            with_results(batch, keep)
-                                .filter_map(|(mut r, keep)| {
-                                    let ok = match keep {
-                                        Err(()) => return Some(r), // a delete passes through
-                                        Ok(None) => return None,   // refused
-                                        Ok(Some(v)) => v.0[0] == ScalarValue::Boolean(Some(true)),
-                                    };
-                                    match (ok, upsert) {
-                                        (true, _) => Some(r),
-                                        // A row of a table that no longer passes is deleted.
-                                        (false, true) => {
-                                            r.value = None;
-                                            Some(r)
-                                        }
-                                        (false, false) => None,
-                                    }
-                                })
-                                .collect()
+                            filter_batch(&schema, upsert, &predicate, batch, refused)
                         },
                     ),
                     false,
@@ -269,34 +358,44 @@ impl BuildCx<'_> {
             }
             Step::Project { input, exprs, .. } => {
                 let schema = input.schema();
-                let lowered = self.lower(input, stmt)?;
                 let columns: Option<Vec<usize>> = exprs
                     .iter()
                     .map(|e| e.downcast_ref::<Column>().map(Column::index))
                     .collect();
                 if let Some(columns) = columns {
                     // Only columns: picked from the rows, without a round trip through Arrow.
+                    let lowered = self.lower(input, stmt)?;
                     let stream = lowered.stream.map_values(move |v: Option<Row>| {
                         v.map(|r| Row(columns.iter().map(|&c| r.0[c].clone()).collect()))
                     });
                     return Ok(Lowered { stream, ..lowered });
                 }
                 let exprs = exprs.clone();
+                if let Step::Filter {
+                    input: inner,
+                    predicate,
+                } = &**input
+                    && !inner.is_upsert()
+                {
+                    let lowered = self.lower(inner, stmt)?;
+                    let predicate = predicate.clone();
+                    let stream = lowered.stream.map_batch(
+                        "SQL-FILTER-PROJECT",
+                        Arc::new(
+                            move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                                filter_project_batch(&schema, &predicate, &exprs, batch, refused)
+                            },
+                        ),
+                        false,
+                    );
+                    return Ok(Lowered { stream, ..lowered });
+                }
+                let lowered = self.lower(input, stmt)?;
                 let stream = lowered.stream.map_batch(
                     "SQL-PROJECT",
                     Arc::new(
                         move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
-                            let rows = evaluate(&schema, &batch, &exprs, refused);
-                            with_results(batch, rows)
-                                .filter_map(|(r, row)| {
-                                    let key = r.key.clone();
-                                    match row {
-                                        Err(()) => Some(r),
-                                        Ok(None) => None,
-                                        Ok(Some(row)) => Some(r.with(key, Some(row))),
-                                    }
-                                })
-                                .collect()
+                            project_batch(&schema, &exprs, batch, refused)
                         },
                     ),
                     false,
