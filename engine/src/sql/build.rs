@@ -982,17 +982,22 @@ impl AccumulatorFns {
         (0..self.aggregates.len())
             .map(|i| {
                 let mut acc = self.accumulator(i, None);
-                let columns: Vec<ArrayRef> = self.arg_ranges[i]
-                    .clone()
-                    .map(|c| {
-                        ScalarValue::iter_to_array(args.iter().map(|a| a.0[c].clone()))
-                            .unwrap_or_else(|e| fail("bad argument", e))
-                    })
-                    .collect();
-                acc.update_batch(&columns).unwrap_or_else(|e| {
-                    fail(&format!("cannot update {}", self.aggregates[i].name()), e)
-                });
+                acc.update_batch(&self.arguments(i, args))
+                    .unwrap_or_else(|e| {
+                        fail(&format!("cannot update {}", self.aggregates[i].name()), e)
+                    });
                 self.state(i, acc)
+            })
+            .collect()
+    }
+
+    /// The argument columns of aggregate `i` over rows of arguments.
+    fn arguments(&self, i: usize, args: &[Row]) -> Vec<ArrayRef> {
+        self.arg_ranges[i]
+            .clone()
+            .map(|c| {
+                ScalarValue::iter_to_array(args.iter().map(|a| a.0[c].clone()))
+                    .unwrap_or_else(|e| fail("bad argument", e))
             })
             .collect()
     }
@@ -1004,14 +1009,7 @@ impl AccumulatorFns {
         let mut next: Vec<Row> = (0..self.aggregates.len())
             .map(|i| {
                 let mut acc = self.accumulator(i, states.get(i));
-                let columns: Vec<ArrayRef> = self.arg_ranges[i]
-                    .clone()
-                    .map(|c| {
-                        args.0[c]
-                            .to_array_of_size(1)
-                            .unwrap_or_else(|e| fail("bad argument", e))
-                    })
-                    .collect();
+                let columns = self.arguments(i, std::slice::from_ref(args));
                 let done = if retract {
                     acc.retract_batch(&columns)
                 } else {

@@ -1090,7 +1090,9 @@ impl Lower<'_> {
                 ));
             }
             if input.is_upsert() {
-                // Rows of an upsert stream change: each replaced row is taken back out.
+                // Rows of an upsert stream change: each replaced row is taken back out. MIN and
+                // MAX are named because DataFusion's sliding versions say they retract, but
+                // only in arrival order (a moving window), not any row.
                 let name = f.fun().name().to_ascii_lowercase();
                 let retractable = !matches!(name.as_str(), "min" | "max")
                     && f.create_sliding_accumulator()

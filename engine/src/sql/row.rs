@@ -121,7 +121,7 @@ impl RowDecoder {
                 .map(|(f, v)| self.column_of(f, v.unwrap_or(serde_json::Value::Null)))
                 .collect();
         }
-        // Not a JSON object: the slower path says what it is.
+        // Not a well-formed JSON object: the slower path says what is wrong.
         let value: serde_json::Value =
             serde_json::from_slice(data).map_err(|e| format!("invalid JSON: {e}"))?;
         let serde_json::Value::Object(map) = value else {
@@ -291,7 +291,6 @@ fn parse_timestamp(s: &str) -> Result<i64, String> {
     ))
 }
 
-/// A value as JSON (timestamps as epoch milliseconds, so outputs read back as inputs).
 /// [`to_json`] written straight to `out` for the common types.
 fn write_json(v: &ScalarValue, out: &mut Vec<u8>) -> serde_json::Result<()> {
     match v {
@@ -305,6 +304,7 @@ fn write_json(v: &ScalarValue, out: &mut Vec<u8>) -> serde_json::Result<()> {
     }
 }
 
+/// A value as JSON (timestamps as epoch milliseconds, so outputs read back as inputs).
 pub fn to_json(v: &ScalarValue) -> serde_json::Value {
     use serde_json::Value as J;
     if v.is_null() {
