@@ -188,14 +188,18 @@ impl Broker {
                 .bytes_in
                 .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
             let response = match api::handle(self, frame).await? {
-                Outcome::Respond(bytes) => bytes,
+                Outcome::Respond(parts) => parts,
                 Outcome::NoResponse => continue,
             };
-            self.metrics
-                .bytes_out
-                .fetch_add(response.len() as u64, Ordering::Relaxed);
+            self.metrics.bytes_out.fetch_add(
+                response.iter().map(|p| p.len() as u64).sum(),
+                Ordering::Relaxed,
+            );
             let write = async {
-                wr.write_all(&response).await?;
+                // Large parts (records) bypass the buffer; the small ones around them gather.
+                for part in &response {
+                    wr.write_all(part).await?;
+                }
                 wr.flush().await
             };
             if write.await.is_err() {

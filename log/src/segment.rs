@@ -381,7 +381,9 @@ pub fn read_batches(
     max_bytes: usize,
 ) -> std::result::Result<(Vec<u8>, Option<u64>), CorruptAt> {
     let mut pos = handle.start_position;
-    let mut out: Vec<u8> = Vec::new();
+    // Sized once: growing by doubling would copy megabytes of a large fetch several times.
+    let readable = handle.readable_len.saturating_sub(pos);
+    let mut out: Vec<u8> = Vec::with_capacity(max_bytes.min(readable as usize));
     let mut next = None;
     while pos < handle.readable_len && out.len() < max_bytes {
         let expected = next.unwrap_or(offset);

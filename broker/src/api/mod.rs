@@ -15,6 +15,7 @@ pub(crate) mod admin;
 pub(crate) mod fetch;
 pub(crate) mod fetch_session;
 pub(crate) mod groups;
+pub(crate) mod parts;
 pub(crate) mod produce;
 pub(crate) mod producer_state;
 
@@ -51,7 +52,8 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 ];
 
 pub(crate) enum Outcome {
-    Respond(Bytes),
+    /// A size-prefixed response, in parts written one after the other.
+    Respond(Vec<Bytes>),
     /// Produce with acks=0: Kafka sends nothing back.
     NoResponse,
 }
@@ -82,7 +84,7 @@ pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Outcome,
         broker
             .metrics
             .record("Unsupported", started.elapsed(), true);
-        return Ok(Outcome::Respond(error_only(correlation_id, 0)));
+        return Ok(Outcome::Respond(vec![error_only(correlation_id, 0)]));
     };
     let name = api_name(api);
     if !supported(api, version) {
@@ -100,7 +102,10 @@ pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Outcome,
         } else {
             0
         };
-        return Ok(Outcome::Respond(error_only(correlation_id, header_version)));
+        return Ok(Outcome::Respond(vec![error_only(
+            correlation_id,
+            header_version,
+        )]));
     }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(|e| BrokerError::Malformed(format!("{name} v{version} header: {e}")))?;
@@ -183,35 +188,45 @@ pub(crate) fn api_versions() -> ApiVersionsResponse {
     )
 }
 
-/// A size-prefixed response: header at `header_version`, then `body` at `version`.
+/// A size-prefixed response: header at `header_version`, then `body` at `version`, in parts:
+/// a Fetch response's records are not copied (see [`parts`]).
 fn encode(
     correlation_id: i32,
     header_version: i16,
     body: &ResponseKind,
     version: i16,
-) -> Result<Bytes, BrokerError> {
-    // Sized up front: a Fetch response carries megabytes of records, and growing the buffer
-    // by doubling would copy them several times over.
-    let capacity = match body {
+) -> Result<Vec<Bytes>, BrokerError> {
+    let records: Vec<Bytes> = match body {
         ResponseKind::Fetch(f) => f
             .responses
             .iter()
             .flat_map(|t| t.partitions.iter())
-            .map(|p| p.records.as_ref().map_or(0, |r| r.len()) + 64)
-            .sum::<usize>()
-            .saturating_add(256),
-        _ => 256,
+            .filter_map(|p| p.records.clone())
+            .collect(),
+        _ => Vec::new(),
     };
-    let mut buf = BytesMut::with_capacity(capacity);
-    buf.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, header_version)
-        .and_then(|_| body.encode(&mut buf, version))
-        .map_err(|e| BrokerError::Malformed(format!("encoding a response: {e}")))?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
+    let mut w = parts::PartsWriter::new(256, records);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let encoded = match body {
+        ResponseKind::Fetch(f) => header
+            .encode(&mut w, header_version)
+            .and_then(|_| f.encode(&mut w, version)),
+        other => {
+            let mut buf = BytesMut::with_capacity(256);
+            let r = header
+                .encode(&mut buf, header_version)
+                .and_then(|_| other.encode(&mut buf, version));
+            w.put_slice(&buf);
+            r
+        }
+    };
+    encoded.map_err(|e| BrokerError::Malformed(format!("encoding a response: {e}")))?;
+    let mut parts = w.into_parts();
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    let len = i32::try_from(len)
+        .map_err(|_| BrokerError::Malformed(format!("a response of {len} bytes")))?;
+    parts.insert(0, Bytes::copy_from_slice(&len.to_be_bytes()));
+    Ok(parts)
 }
 
 /// A response header followed by just the UNSUPPORTED_VERSION error code.

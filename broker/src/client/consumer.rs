@@ -37,6 +37,8 @@ use runnel_log::{
     TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,6 +73,58 @@ pub struct RemoteConsumer {
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     last_commit: Instant,
     topic_names: HashMap<String, Arc<str>>,
+    /// In a mutex only so that the consumer stays `Sync` (the answers' futures are not).
+    prefetch: Mutex<Option<Prefetch>>,
+}
+
+/// A Fetch's answer still to come.
+type FetchAnswer = Pin<Box<dyn Future<Output = Result<FetchResponse, BrokerError>> + Send>>;
+
+/// Fetches sent ahead, as soon as an answer came and before its records were decoded, so that
+/// the broker reads and sends the next batches while this side decodes and the caller works
+/// (Kafka's consumer does the same). Used only by a fetch from exactly the same positions: a
+/// seek, a reset or a rebalance in between makes it stale, and it is dropped unread.
+struct Prefetch {
+    from: Vec<(TopicPartition, u64)>,
+    answers: Vec<FetchAnswer>,
+}
+
+/// The positions after the records of `responses`, when they hold any and no error: each
+/// partition's offset after its last batch, read off the batch headers only.
+fn positions_after(
+    from: &[(TopicPartition, u64)],
+    responses: &[FetchResponse],
+) -> Option<Vec<(TopicPartition, u64)>> {
+    let mut next: HashMap<(&str, u32), u64> = HashMap::new();
+    for t in responses.iter().flat_map(|r| &r.responses) {
+        for p in &t.partitions {
+            if p.error_code != 0 {
+                return None;
+            }
+            let last = p
+                .records
+                .as_ref()
+                .and_then(|r| batch::split_batches(r).last())
+                .and_then(|b| batch::parse_header(&b).ok());
+            if let Some(h) = last {
+                next.insert(
+                    (t.topic.0.as_str(), p.partition_index as u32),
+                    h.next_offset(),
+                );
+            }
+        }
+    }
+    if next.is_empty() {
+        return None;
+    }
+    Some(
+        from.iter()
+            .map(|(tp, o)| {
+                let after = next.get(&(tp.topic.as_str(), tp.partition)).copied();
+                (tp.clone(), after.map_or(*o, |n| n.max(*o)))
+            })
+            .collect(),
+    )
 }
 
 impl Drop for RemoteConsumer {
@@ -112,6 +166,7 @@ impl RemoteConsumer {
             heartbeat: None,
             last_commit: Instant::now(),
             topic_names: HashMap::new(),
+            prefetch: Mutex::new(None),
         }
     }
 
@@ -339,15 +394,58 @@ impl RemoteConsumer {
         Ok(())
     }
 
-    /// One Fetch per leader of the assigned partitions, sent together; the records of all.
+    /// The records of the assigned partitions at their positions: the answers of the fetch
+    /// sent ahead by the previous call when it asked from these positions, else of one Fetch
+    /// per leader sent now. Before decoding, asks for what follows (see [`Prefetch`]).
     async fn fetch(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, BrokerError> {
-        let wanted: Vec<TopicPartition> = self
+        let from: Vec<(TopicPartition, u64)> = self
             .assignment
             .iter()
-            .filter(|tp| self.positions.contains_key(*tp))
-            .cloned()
+            .filter_map(|tp| self.positions.get(tp).map(|&p| (tp.clone(), p)))
             .collect();
-        let mut requests = Vec::new();
+        let prefetched = self.prefetch.lock().take();
+        let answers = match prefetched {
+            Some(p) if p.from == from => p.answers,
+            _ => self.send_fetches(&from, wait).await?,
+        };
+        let mut responses = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let resp = answer.await?;
+            if resp.error_code != 0 {
+                return Err(kafka_error("Fetch", resp.error_code, ""));
+            }
+            responses.push(resp);
+        }
+        if let Some(next) = positions_after(&from, &responses) {
+            // Without a wait: a caught-up consumer must not hold its connection with a long
+            // poll; its next call sends a waiting fetch after an empty answer.
+            if let Ok(answers) = self.send_fetches(&next, Duration::ZERO).await {
+                *self.prefetch.lock() = Some(Prefetch {
+                    from: next,
+                    answers,
+                });
+            }
+        }
+        let mut out = Vec::new();
+        let mut out_of_range = Vec::new();
+        for resp in responses {
+            self.take_records(resp, &mut out, &mut out_of_range)?;
+        }
+        if !out_of_range.is_empty() {
+            self.reset(&out_of_range).await?;
+        }
+        Ok(out)
+    }
+
+    /// Sends one Fetch per leader of `from`'s partitions, each asked from its offset.
+    async fn send_fetches(
+        &self,
+        from: &[(TopicPartition, u64)],
+        wait: Duration,
+    ) -> Result<Vec<FetchAnswer>, BrokerError> {
+        let offsets: HashMap<&TopicPartition, u64> = from.iter().map(|(tp, o)| (tp, *o)).collect();
+        let wanted: Vec<TopicPartition> = from.iter().map(|(tp, _)| tp.clone()).collect();
+        let mut answers: Vec<FetchAnswer> = Vec::new();
         for (addr, tps) in self.fetch.by_leader(&wanted).await? {
             let conn = self.fetch.conn_to(&addr).await?;
             let v = conn.version(ApiKey::Fetch, (4, 12))?;
@@ -356,7 +454,7 @@ impl RemoteConsumer {
                 topics.entry(&tp.topic).or_default().push(
                     FetchPartition::default()
                         .with_partition(tp.partition as i32)
-                        .with_fetch_offset(self.positions[tp] as i64)
+                        .with_fetch_offset(offsets[tp] as i64)
                         .with_partition_max_bytes(self.config.max_partition_fetch_bytes as i32),
                 );
             }
@@ -376,21 +474,9 @@ impl RemoteConsumer {
                         })
                         .collect(),
                 );
-            requests.push(conn.start(req, v).await?);
+            answers.push(Box::pin(conn.start(req, v).await?));
         }
-        let mut out = Vec::new();
-        let mut out_of_range = Vec::new();
-        for answer in requests {
-            let resp = answer.await?;
-            if resp.error_code != 0 {
-                return Err(kafka_error("Fetch", resp.error_code, ""));
-            }
-            self.take_records(resp, &mut out, &mut out_of_range)?;
-        }
-        if !out_of_range.is_empty() {
-            self.reset(&out_of_range).await?;
-        }
-        Ok(out)
+        Ok(answers)
     }
 
     /// Decodes a Fetch response's records past each position and moves the positions on.
