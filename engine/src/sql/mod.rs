@@ -14,6 +14,7 @@ pub mod nexmark;
 pub mod oracle;
 pub mod plan;
 pub mod row;
+mod tvf;
 
 use crate::error::{EngineError, Result};
 use crate::runtime::{App, StreamsConfig};

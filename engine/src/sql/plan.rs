@@ -5,12 +5,15 @@
 //! `session`, and Flink's `TUMBLE_START`/`TUMBLE_END` forms) is rewritten, before DataFusion
 //! sees it, into `GROUP BY ..., window_start, window_end`, two columns every input gets while
 //! such a statement is planned. The aggregate step fills them per window. What a stream cannot
-//! do (`ORDER BY`, `LIMIT`, `OVER`) is refused with what to write instead.
+//! do (`ORDER BY`, `LIMIT`, `OVER`) is refused with what to write instead. Flink's window table
+//! functions (`FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))`) are first rewritten into
+//! that `GROUP BY` form ([`tvf`]).
 
 use super::job::{
     InputDecl, JobFile, OutputDecl, closest_hint, parse_duration, sql_position, strip_position,
 };
 use super::row::Format;
+use super::tvf;
 use crate::error::{EngineError, Result};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNode;
@@ -23,10 +26,9 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{
-    self as ast, DateTimeField, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
-    Ident, ObjectNamePart, SetExpr, Spanned, Statement, TableFactor, TableObject,
+    self as ast, DateTimeField, GroupByExpr, Ident, ObjectNamePart, SetExpr, Spanned, Statement,
+    TableFactor, TableObject,
 };
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -376,7 +378,7 @@ fn each_statement<T>(
     f: impl Fn(&StatementPlanner<'_>, Statement) -> Result<T>,
 ) -> Result<Vec<T>> {
     let sql = job.sql.clone();
-    let stmts = Parser::new(&GenericDialect {})
+    let stmts = Parser::new(&tvf::Dialect)
         .try_with_sql(&sql)
         .and_then(|mut p| p.parse_statements())
         .map_err(|e| {
@@ -696,6 +698,7 @@ impl StatementPlanner<'_> {
     fn rewrite_set_expr(&self, body: &mut SetExpr, found: &mut Vec<WindowUse>) -> Result<()> {
         match body {
             SetExpr::Select(select) => {
+                tvf::rewrite_select(self.job, select)?;
                 for t in &mut select.from {
                     self.rewrite_factor(&mut t.relation, found)?;
                     for j in &mut t.joins {
@@ -767,17 +770,7 @@ impl StatementPlanner<'_> {
         let at = self
             .job_sql_offset_to_statement(span.start.line as usize, span.start.column as usize)
             .unwrap_or(0);
-        let args: Vec<&ast::Expr> = match &f.args {
-            FunctionArguments::List(l) => l
-                .args
-                .iter()
-                .filter_map(|a| match a {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-                    _ => None,
-                })
-                .collect(),
-            _ => vec![],
-        };
+        let args = tvf::positional_args(f);
         let usage = match name.as_str() {
             "tumble" => "tumble(<event time column>, INTERVAL '10' SECOND)",
             "hop" => {
