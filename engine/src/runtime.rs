@@ -649,7 +649,10 @@ impl Worker {
     }
 
     /// An input without records for the idle timeout is idle only if it is caught up: one
-    /// that still has records to read (a slow worker, a long restore) stays active.
+    /// that still has records to read (a slow worker, a long restore) stays active. Records
+    /// below the log start were deleted by retention before they were read: the input's
+    /// position moves past them (with a warning), so that a bounded run whose remaining input
+    /// was deleted ends instead of waiting for it.
     fn confirm_idle_inputs(&mut self) -> Result<()> {
         let mut candidates = Vec::new();
         for (t, task) in self.tasks.iter().enumerate() {
@@ -665,9 +668,21 @@ impl Worker {
         }
         let tps: Vec<TopicPartition> = candidates.iter().map(|(_, _, tp)| tp.clone()).collect();
         let ends = self.rt.block_on(self.client.end_offsets(&tps))?;
-        for ((t, i, _), end) in candidates.into_iter().zip(ends) {
+        let starts = self.rt.block_on(self.client.start_offsets(&tps))?;
+        for (((t, i, tp), end), start) in candidates.into_iter().zip(ends).zip(starts) {
             let task = &mut self.tasks[t];
             let now = task.now();
+            let input = &mut task.inputs[i];
+            if let Some(p) = input.position.filter(|&p| p < start) {
+                tracing::warn!(
+                    topic = %tp.topic, partition = tp.partition, from = p, to = start,
+                    "input records were deleted by retention before they were read; skipped"
+                );
+            }
+            if input.position.unwrap_or(0) < start {
+                input.position = Some(start);
+                task.check_ended(i);
+            }
             if task.inputs[i].position.unwrap_or(0) < end {
                 task.inputs[i].still_active(now);
             }

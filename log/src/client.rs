@@ -33,6 +33,9 @@ pub trait LogClient: Send + Sync {
     async fn partition_count(&self, topic: &str) -> Result<Option<u32>>;
     /// The end offset (high watermark) of each partition, in the order asked.
     async fn end_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>>;
+    /// The log start offset of each partition (the records below it were deleted by
+    /// retention), in the order asked.
+    async fn start_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>>;
     /// The offsets `group` committed for these partitions, in the order asked.
     async fn committed_offsets(
         &self,
@@ -110,6 +113,13 @@ impl LogClient for Log {
         partitions
             .iter()
             .map(|tp| Ok(self.partition(tp)?.high_watermark()))
+            .collect()
+    }
+
+    async fn start_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>> {
+        partitions
+            .iter()
+            .map(|tp| Ok(self.partition(tp)?.log_start_offset()))
             .collect()
     }
 

@@ -1,7 +1,7 @@
 //! Property test: random sequences of appends, reads, reopens and retention agree with a
 //! simple in-memory model of the log (a vector of records per partition).
 
-use crate::support::{batch_of, read_all};
+use crate::support::{batch_of, read_all, set_segment_mtimes};
 use proptest::prelude::*;
 use runnel_log::{Durability, Log, LogOptions, TopicConfig, TopicPartition};
 use std::time::Duration;
@@ -194,34 +194,6 @@ fn time_retention_keeps_old_records_written_recently() {
     assert_eq!(deleted, 0);
     assert_eq!(p.log_start_offset(), 0);
     assert_eq!(read_all(&p, 0).unwrap().len(), 40);
-}
-
-/// Sets the modification time of every segment file under `dir` (as if written at `ms`).
-fn set_segment_mtimes(dir: &std::path::Path, ms: i64) {
-    let when = std::time::UNIX_EPOCH + Duration::from_millis(ms as u64);
-    for entry in walk(dir) {
-        if entry.extension().is_some_and(|e| e == "log") {
-            std::fs::File::options()
-                .write(true)
-                .open(&entry)
-                .unwrap()
-                .set_modified(when)
-                .unwrap();
-        }
-    }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

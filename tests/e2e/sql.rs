@@ -14,10 +14,14 @@ use runnel::engine::prelude::Serde;
 use runnel::engine::sql::SqlJob;
 use runnel::engine::sql::oracle;
 use runnel::engine::sql::row::{Format, KeySerde, Row, RowEncoder};
-use runnel::log::{Log, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig};
+use crate::support::{batch_of, set_segment_mtimes};
+use runnel::log::{
+    Log, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig, TopicPartition,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,6 +65,108 @@ fn lines_of(path: &Path) -> Vec<Vec<u8>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.as_bytes().to_vec())
         .collect()
+}
+
+/// Runs the job (bounded: until its inputs are consumed); a job that has not finished after
+/// `limit` is stopped and fails its test instead of hanging the suite.
+fn run_until_end(
+    job: &SqlJob,
+    client: &SharedLogClient,
+    rt: &tokio::runtime::Runtime,
+    limit: Duration,
+) -> Result<(), String> {
+    let app = job.app(client.clone(), true).map_err(|e| e.to_string())?;
+    let stop = app.stop_flag();
+    let handle = rt.handle().clone();
+    let runner = std::thread::spawn(move || app.run(&handle));
+    let deadline = std::time::Instant::now() + limit;
+    while !runner.is_finished() {
+        if std::time::Instant::now() > deadline {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = runner.join();
+            return Err(format!(
+                "job {} did not finish within {limit:?}",
+                job.job().name
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    runner.join().unwrap().map(drop).map_err(|e| e.to_string())
+}
+
+/// A bounded run whose unread input was deleted by retention (old events, the segments
+/// written long ago) skips the deleted offsets and ends, instead of waiting for records that
+/// will never come. The second run resumes from the first run's commit, below the new log start.
+#[test]
+fn a_bounded_run_ends_when_retention_deleted_its_unread_input() {
+    let job = SqlJob::parse(
+        Path::new("job.toml"),
+        r#"
+[job]
+name = "retention"
+sql = "INSERT INTO results SELECT ride_id, speed FROM rides"
+
+[[input]]
+name = "rides"
+topic = "rides"
+format = "json"
+schema = "ride_id BIGINT, speed DOUBLE"
+
+[[output]]
+name = "results"
+topic = "results"
+format = "json"
+"#,
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let two_hours_ago = runnel::log::types::now_ms() - 2 * 3_600_000;
+    let rides = TopicPartition::new("rides", 0);
+    let append = |log: &Log, ids: std::ops::Range<u64>| {
+        let p = log.partition(&rides).unwrap();
+        for id in ids {
+            let value = format!(r#"{{"ride_id": {id}, "speed": 1.5}}"#).into_bytes();
+            p.append(batch_of(&[(None, Some(value), two_hours_ago)]))
+                .unwrap();
+        }
+    };
+    // A runtime per run: its tasks hold the log open until it is dropped.
+    let run = |log: Log| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client: SharedLogClient = Arc::new(log);
+        rt.block_on(job.prepare(&client, |_| {})).unwrap();
+        run_until_end(&job, &client, &rt, Duration::from_secs(60)).unwrap();
+        rt.block_on(runnel::rides::read_raw(&client, "results"))
+            .unwrap()
+            .len()
+    };
+    {
+        let log = Log::open(data.path()).unwrap();
+        let config = TopicConfig {
+            segment_bytes: 1024,
+            retention_ms: Some(3_600_000),
+            ..Default::default()
+        };
+        log.create_topic("rides", config).unwrap();
+        // Old event times, written now: kept, and read by the first run.
+        append(&log, 0..10);
+        assert_eq!(run(log), 10);
+    }
+    {
+        let log = Log::open(data.path()).unwrap();
+        append(&log, 10..40);
+    }
+    set_segment_mtimes(&data.path().join("rides-0"), two_hours_ago);
+    let log = Log::open(data.path()).unwrap();
+    log.run_cleaner().unwrap();
+    let p = log.partition(&rides).unwrap();
+    assert_eq!(
+        (p.log_start_offset(), p.high_watermark()),
+        (40, 40),
+        "retention deleted the whole input, the 30 records not read yet with it"
+    );
+    drop(p);
+    assert_eq!(run(log), 10, "no output from deleted input, and the run ended");
 }
 
 /// Each input's record values: from `<input>.in` in a case directory.
@@ -132,24 +238,7 @@ fn run_job(job: &SqlJob, inputs: &HashMap<String, Vec<Vec<u8>>>) -> Result<Outco
             .await
             .map_err(|e| e.to_string())
     })?;
-    let app = job.app(client.clone(), true).map_err(|e| e.to_string())?;
-    // A job that does not finish fails its test instead of hanging the suite.
-    let stop = app.stop_flag();
-    let handle = rt.handle().clone();
-    let runner = std::thread::spawn(move || app.run(&handle));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !runner.is_finished() {
-        if std::time::Instant::now() > deadline {
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-            let _ = runner.join();
-            return Err(format!(
-                "job {} did not finish within 5 minutes",
-                job.job().name
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    runner.join().unwrap().map_err(|e| e.to_string())?;
+    run_until_end(job, &client, &rt, Duration::from_secs(300))?;
     let mut outputs = BTreeMap::new();
     for st in &job.plan.statements {
         let recs = rt

@@ -54,3 +54,31 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Sets the modification time of every segment file under `dir` (as if written at `ms`).
+pub fn set_segment_mtimes(dir: &std::path::Path, ms: i64) {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+    for entry in walk(dir) {
+        if entry.extension().is_some_and(|e| e == "log") {
+            std::fs::File::options()
+                .write(true)
+                .open(&entry)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -293,6 +293,10 @@ impl LogClient for RemoteLog {
         Ok(self.list_offsets(partitions, -1).await?)
     }
 
+    async fn start_offsets(&self, partitions: &[TopicPartition]) -> runnel_log::Result<Vec<u64>> {
+        Ok(self.list_offsets(partitions, -2).await?)
+    }
+
     async fn committed_offsets(
         &self,
         group: &str,
