@@ -10,11 +10,11 @@
 //! - `error.expected`: the error `runnel run` reports (the file is named `job.toml`);
 //! - and optionally `dlq.expected`: the reasons of the records in the dead-letter topic.
 
+use crate::support::{batch_of, set_segment_mtimes};
 use runnel::engine::prelude::Serde;
 use runnel::engine::sql::SqlJob;
 use runnel::engine::sql::oracle;
 use runnel::engine::sql::row::{Format, KeySerde, Row, RowEncoder};
-use crate::support::{batch_of, set_segment_mtimes};
 use runnel::log::{
     Log, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig, TopicPartition,
 };
@@ -166,7 +166,11 @@ format = "json"
         "retention deleted the whole input, the 30 records not read yet with it"
     );
     drop(p);
-    assert_eq!(run(log), 10, "no output from deleted input, and the run ended");
+    assert_eq!(
+        run(log),
+        10,
+        "no output from deleted input, and the run ended"
+    );
 }
 
 /// Each input's record values: from `<input>.in` in a case directory.
