@@ -121,18 +121,52 @@ fn interop_script() -> PathBuf {
 }
 
 /// Runs one interop scenario and asserts it printed "ok".
+/// The longest an interop scenario may take: a client that hangs (kafka-python 3.0 was seen
+/// spinning in `close` under load) fails its test instead of holding CI until it is killed.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(300);
+
 fn scenario(py: &Path, client: &str, name: &str, bootstrap: &str, topic: &str, args: &[&str]) {
-    let out = Command::new(py)
+    let mut child = Command::new(py)
         .arg(interop_script())
         .args([client, name, bootstrap, topic])
         .args(args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run interop.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Drained while it runs, so that a chatty client never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + SCENARIO_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for interop.py") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
     assert!(
-        out.status.success() && stdout.contains("ok "),
-        "{client} {name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        status.is_some_and(|s| s.success()) && stdout.contains("ok "),
+        "{client} {name} failed{}:\n{stdout}\n{stderr}",
+        if status.is_none() {
+            format!(" (still running after {SCENARIO_LIMIT:?}: killed)")
+        } else {
+            String::new()
+        }
     );
     println!("{}", stdout.trim());
 }
