@@ -196,32 +196,33 @@ fn encode(
     body: &ResponseKind,
     version: i16,
 ) -> Result<Vec<Bytes>, BrokerError> {
-    let records: Vec<Bytes> = match body {
-        ResponseKind::Fetch(f) => f
-            .responses
-            .iter()
-            .flat_map(|t| t.partitions.iter())
-            .filter_map(|p| p.records.clone())
-            .collect(),
-        _ => Vec::new(),
-    };
-    let mut w = parts::PartsWriter::new(256, records);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let encoded = match body {
-        ResponseKind::Fetch(f) => header
-            .encode(&mut w, header_version)
-            .and_then(|_| f.encode(&mut w, version)),
+    let malformed =
+        |e: &dyn std::fmt::Display| BrokerError::Malformed(format!("encoding a response: {e}"));
+    let mut parts = match body {
+        ResponseKind::Fetch(f) => {
+            let records = f
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .filter_map(|p| p.records.clone())
+                .collect();
+            let mut w = parts::PartsWriter::new(256, records);
+            header
+                .encode(&mut w, header_version)
+                .and_then(|_| f.encode(&mut w, version))
+                .map_err(|e| malformed(&e))?;
+            w.into_parts()
+        }
         other => {
             let mut buf = BytesMut::with_capacity(256);
-            let r = header
+            header
                 .encode(&mut buf, header_version)
-                .and_then(|_| other.encode(&mut buf, version));
-            w.put_slice(&buf);
-            r
+                .and_then(|_| other.encode(&mut buf, version))
+                .map_err(|e| malformed(&e))?;
+            vec![buf.freeze()]
         }
     };
-    encoded.map_err(|e| BrokerError::Malformed(format!("encoding a response: {e}")))?;
-    let mut parts = w.into_parts();
     let len = parts.iter().map(|p| p.len()).sum::<usize>();
     let len = i32::try_from(len)
         .map_err(|_| BrokerError::Malformed(format!("a response of {len} bytes")))?;
