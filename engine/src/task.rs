@@ -137,7 +137,7 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
             let (key, value) = match value {
                 Ok(v) => (key.expect("checked"), v),
                 Err((what, reason)) => {
-                    self.reject(cx, r, what, reason)?;
+                    reject(cx, self.on_error, &self.dead_letters, r, what, reason)?;
                     continue;
                 }
             };
@@ -179,49 +179,112 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
     }
 }
 
-impl<K, V> TypedSource<K, V> {
-    fn reject(
-        &self,
-        cx: &mut TaskCx,
-        r: &ConsumerRecord,
-        what: &'static str,
-        reason: String,
-    ) -> Result<()> {
-        let rec = &r.record;
-        if self.on_error == OnDeserializeError::Fail {
-            return Err(EngineError::Deserialize {
-                what,
-                topic: r.topic.to_string(),
-                partition: r.partition,
-                offset: rec.offset,
+/// Decodes a whole run of records of one partition into one value (the SQL layer's Arrow
+/// batches). Returns the value (`None` when no record was kept), each kept record's event time
+/// in order, and the records it refused with the reason (index into the run).
+pub(crate) type DecodeRun<V> = Arc<dyn Fn(&[&ConsumerRecord]) -> DecodedRun<V> + Send + Sync>;
+
+pub(crate) struct DecodedRun<V> {
+    pub value: Option<V>,
+    pub kept: usize,
+    pub max_ts: Option<i64>,
+    pub refused: Vec<(usize, String)>,
+}
+
+/// A source that forwards each run of records as one record holding the decoded run: its
+/// timestamp is the run's highest event time, its offset the last record's.
+pub(crate) struct RunSource<V> {
+    pub decode: DecodeRun<V>,
+    pub out_of_orderness: i64,
+    pub on_error: OnDeserializeError,
+    pub dead_letters: Arc<str>,
+    pub out: Out<(), V>,
+}
+
+impl<V: Clone + 'static> SourceOp for RunSource<V> {
+    fn on_records(&mut self, cx: &mut TaskCx, records: &[ConsumerRecord]) -> Result<Option<i64>> {
+        let run: Vec<&ConsumerRecord> = records
+            .iter()
+            .filter(|r| !is_marker(&r.record.headers))
+            .collect();
+        let decoded = (self.decode)(&run);
+        for (i, reason) in decoded.refused {
+            reject(
+                cx,
+                self.on_error,
+                &self.dead_letters,
+                run[i],
+                "value",
                 reason,
-            });
+            )?;
         }
-        tracing::warn!(topic = %r.topic, partition = r.partition, offset = rec.offset, %reason,
-            "cannot deserialize the record's {what}; sent to the dead-letter topic {}", self.dead_letters);
-        let mut headers = rec.headers.clone();
-        let h = |k: &str, v: String| Header {
-            key: k.into(),
-            value: Some(Bytes::from(v)),
-        };
-        headers.push(h(
-            "runnel.error",
-            format!("cannot deserialize the {what}: {reason}"),
-        ));
-        headers.push(h("runnel.topic", r.topic.to_string()));
-        headers.push(h("runnel.partition", r.partition.to_string()));
-        headers.push(h("runnel.offset", rec.offset.to_string()));
-        cx.out.push_raw(
-            &self.dead_letters,
-            None,
-            rec.timestamp,
-            headers,
-            rec.key.as_deref(),
-            rec.value.as_deref(),
-        );
-        cx.metrics.dead_letters += 1;
-        Ok(())
+        cx.metrics.records_in += decoded.kept as u64;
+        if let (Some(value), Some(last)) = (decoded.value, run.last()) {
+            let rec = Rec {
+                key: (),
+                value,
+                timestamp: decoded.max_ts.unwrap_or(last.record.timestamp),
+                headers: Vec::new(),
+                offset: last.record.offset,
+            };
+            self.out.data(cx, vec![rec]);
+        }
+        Ok(decoded.max_ts)
     }
+
+    fn on_control(&mut self, cx: &mut TaskCx, control: Control) {
+        self.out.send(cx, control.msg());
+    }
+
+    fn out_of_orderness(&self) -> i64 {
+        self.out_of_orderness
+    }
+}
+
+/// A record whose key or value cannot be deserialized: fails the task, or goes to the
+/// dead-letter topic with the reason in its headers.
+fn reject(
+    cx: &mut TaskCx,
+    on_error: OnDeserializeError,
+    dead_letters: &Arc<str>,
+    r: &ConsumerRecord,
+    what: &'static str,
+    reason: String,
+) -> Result<()> {
+    let rec = &r.record;
+    if on_error == OnDeserializeError::Fail {
+        return Err(EngineError::Deserialize {
+            what,
+            topic: r.topic.to_string(),
+            partition: r.partition,
+            offset: rec.offset,
+            reason,
+        });
+    }
+    tracing::warn!(topic = %r.topic, partition = r.partition, offset = rec.offset, %reason,
+        "cannot deserialize the record's {what}; sent to the dead-letter topic {dead_letters}");
+    let mut headers = rec.headers.clone();
+    let h = |k: &str, v: String| Header {
+        key: k.into(),
+        value: Some(Bytes::from(v)),
+    };
+    headers.push(h(
+        "runnel.error",
+        format!("cannot deserialize the {what}: {reason}"),
+    ));
+    headers.push(h("runnel.topic", r.topic.to_string()));
+    headers.push(h("runnel.partition", r.partition.to_string()));
+    headers.push(h("runnel.offset", rec.offset.to_string()));
+    cx.out.push_raw(
+        dead_letters,
+        None,
+        rec.timestamp,
+        headers,
+        rec.key.as_deref(),
+        rec.value.as_deref(),
+    );
+    cx.metrics.dead_letters += 1;
+    Ok(())
 }
 
 pub(crate) fn is_marker(headers: &[Header]) -> bool {

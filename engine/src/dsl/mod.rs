@@ -22,7 +22,7 @@ use crate::operator::op;
 use crate::ops::sink::Sink;
 use crate::serdes::SerdeRef;
 use crate::state::{StateStore, StoreHandle};
-use crate::task::{DecodeValue, DedupStore, TypedSource};
+use crate::task::{DecodeRun, DecodeValue, DedupStore, RunSource, TypedSource};
 use crate::topology::{BuildFn, Instantiation, NodeDef, NodeKind, StoreDef, TopicName, Topology};
 use std::cell::RefCell;
 use std::hash::Hash;
@@ -81,6 +81,47 @@ impl StreamsBuilder {
             Some((consumed.key, consumed.value)),
             false,
         )
+    }
+
+    /// A stream of `topic` whose records arrive decoded a run at a time: each record of the
+    /// returned stream holds one run of input records (see [`DecodeRun`]). The SQL layer reads
+    /// its inputs this way, straight into Arrow batches.
+    pub(crate) fn stream_runs<V: Data>(
+        &self,
+        topic: &str,
+        out_of_orderness: std::time::Duration,
+        decode: DecodeRun<V>,
+    ) -> KStream<(), V> {
+        let topic = TopicName::External(topic.into());
+        let resolved = topic.clone();
+        let ooo = out_of_orderness.as_millis() as i64;
+        let node = self.add_node(
+            "KSTREAM-SOURCE",
+            NodeKind::Source {
+                topic,
+                bootstrap: false,
+            },
+            vec![],
+            vec![],
+            Arc::new(move |inst: &mut Instantiation<'_>| {
+                let out = inst.out::<(), V>();
+                let name = inst.topic(&resolved);
+                let dead_letters: Arc<str> = Arc::from(format!("{}-dlq", inst.app_id));
+                inst.sources.push((
+                    name,
+                    false,
+                    Box::new(RunSource {
+                        decode: decode.clone(),
+                        out_of_orderness: ooo,
+                        on_error: inst.on_deserialize_error,
+                        dead_letters,
+                        out,
+                    }),
+                ));
+                Ok(())
+            }),
+        );
+        KStream::new(self.clone(), node, None, false)
     }
 
     /// A changelog stream read from `topic` as a table: the latest value per key; a null value

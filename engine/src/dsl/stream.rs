@@ -8,6 +8,7 @@ use crate::ops::join::{
     StreamTableJoin,
 };
 use crate::ops::processor::{Processor, ProcessorOp, ProcessorState};
+use crate::ops::sink::{RowsSink, WriteRows};
 use crate::ops::stateless::{BatchFn, Batchwise, FlatFn, Predicate, Retain, Stateless};
 use crate::record::Rec;
 use crate::serdes::SerdeRef;
@@ -450,6 +451,28 @@ impl<K: Key, V: Data> KStream<K, V> {
             TopicName::External(topic.into()),
             produced.key,
             produced.value,
+        );
+    }
+
+    /// Writes to `topic` the output records `write` makes of each record (see [`WriteRows`]).
+    pub(crate) fn to_rows(&self, topic: &str, write: WriteRows<K, V>) {
+        let t = TopicName::External(topic.into());
+        let resolved = t.clone();
+        self.b.add_node(
+            "KSTREAM-SINK",
+            NodeKind::Sink { topic: t },
+            vec![self.node],
+            vec![],
+            Arc::new(move |inst| {
+                let topic: Arc<str> = Arc::from(inst.topic(&resolved));
+                let node = inst.node_name.clone();
+                inst.input::<K, V>(op(RowsSink {
+                    node,
+                    topic,
+                    write: write.clone(),
+                }));
+                Ok(())
+            }),
         );
     }
 

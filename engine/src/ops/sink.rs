@@ -1,8 +1,8 @@
 //! Writes records to a topic (a user topic or a repartition topic), partitioned by the key's
 //! murmur2 hash as Kafka's default partitioner does.
 
-use crate::operator::{Operator, TaskCx};
-use crate::record::Msg;
+use crate::operator::{Operator, OutBuf, TaskCx};
+use crate::record::{Msg, Rec};
 use crate::serdes::SerdeRef;
 use crate::task::{ORIGIN_HEADER, encode_origin};
 use std::sync::Arc;
@@ -43,6 +43,30 @@ impl<K, V> Operator<K, V> for Sink<K, V> {
             ) {
                 // Fails the task with this operator and record named (see the runtime).
                 panic!("cannot serialize a record for topic {}: {e}", self.topic);
+            }
+        }
+    }
+}
+
+/// Writes one output record per row of each record's value (the SQL layer's Arrow batches):
+/// `write` appends them to the task's output and returns how many it wrote.
+pub(crate) type WriteRows<K, V> =
+    Arc<dyn Fn(Rec<K, V>, &Arc<str>, &mut OutBuf) -> Result<u64, String> + Send + Sync>;
+
+pub(crate) struct RowsSink<K, V> {
+    pub node: Arc<str>,
+    pub topic: Arc<str>,
+    pub write: WriteRows<K, V>,
+}
+
+impl<K, V> Operator<K, V> for RowsSink<K, V> {
+    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
+        let Msg::Data(batch) = msg else { return };
+        for r in batch {
+            cx.at(&self.node, r.offset);
+            match (self.write)(r, &self.topic, &mut cx.out) {
+                Ok(n) => cx.metrics.records_out += n,
+                Err(e) => panic!("cannot serialize a record for topic {}: {e}", self.topic),
             }
         }
     }

@@ -1,30 +1,37 @@
 //! From planned [`Step`]s to the engine's topology, through the same DSL Rust jobs use.
 //!
-//! Every edge carries `Rec<Row, Option<Row>>`: the key is the record key's columns (empty for
-//! unkeyed streams), the value a row of the step's schema, or `None` for a deleted key of an
-//! upsert stream. Filters and projections run DataFusion's physical expressions on one Arrow
-//! batch per engine batch; aggregates keep DataFusion accumulator states per key (and window)
-//! in the engine's changelogged stores.
+//! A stream input and the `WHERE`/`SELECT` chain over it carry [`Chunk`]s: each run of input
+//! records as one Arrow batch, on which DataFusion's physical expressions run; a stateless
+//! statement's output is written from it, and an aggregate evaluates its grouping values and
+//! arguments on it and folds them per key and pane. Every other edge carries
+//! `Rec<Row, Option<Row>>`: the key is the record key's columns (empty for unkeyed streams),
+//! the value a row of the step's schema, or `None` for a deleted key of an upsert stream.
+//! Aggregates keep DataFusion accumulator states per key (and window) in the engine's
+//! changelogged stores.
 
 use super::changes::{Changes, flagged, unflag};
+use super::chunk::{Chunk, ChunkDecoder, ChunkEncoder, FilterProject};
 use super::job::{InputDecl, JobFile, OutputDecl};
 use super::plan::{AggregateStep, JobPlan, JoinStep, PhysExpr, Step, StreamJoinStep, WindowSpec};
 use super::row::{
-    InputSerde, KeySerde, Row, RowCodec, RowDecoder, RowEncoder, millis, nulls, timestamp, to_batch,
+    InputSerde, KeySerde, Row, RowCodec, RowDecoder, RowEncoder, nulls, rows_of, timestamp,
+    to_batch,
 };
 use crate::dsl::{
     Consumed, JoinWindows, KStream, KTable, Produced, SessionWindows, StreamsBuilder, TimeWindows,
 };
 use crate::error::{EngineError, Result};
+use crate::operator::OutBuf;
 use crate::ops::stateless::Refused;
 use crate::record::{Rec, Windowed};
 use crate::serdes::Serde;
 use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
+use runnel_log::ConsumerRecord;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,8 +56,7 @@ pub fn build(plan: &JobPlan) -> Result<crate::Topology> {
         stores: 0,
     };
     for (i, st) in plan.statements.iter().enumerate() {
-        let lowered = cx.lower(&st.root, i)?;
-        cx.sink(lowered, &st.root.schema(), &st.output)?;
+        cx.sink(&st.root, i, &st.output)?;
     }
     Ok(b.build())
 }
@@ -58,7 +64,7 @@ pub fn build(plan: &JobPlan) -> Result<crate::Topology> {
 struct BuildCx<'a> {
     b: StreamsBuilder,
     job: &'a JobFile,
-    sources: HashMap<String, Stream>,
+    sources: HashMap<String, KStream<(), Chunk>>,
     tables: HashMap<String, KTable<Row, Option<Row>>>,
     stores: usize,
 }
@@ -66,6 +72,42 @@ struct BuildCx<'a> {
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     // A task's panic becomes its failure, naming the operator and the record's offset.
     panic!("{what}: {e}")
+}
+
+/// Whether a step is a chain of `WHERE` and `SELECT` over a stream input, which runs on
+/// [`Chunk`]s (the input's Arrow batches) instead of rows.
+fn chunkable(step: &Step) -> bool {
+    match step {
+        Step::Scan { .. } => true,
+        Step::Filter { input, .. } | Step::Project { input, .. } => chunkable(input),
+        _ => false,
+    }
+}
+
+/// Applies `f` to each record's chunk, dropping those it empties.
+fn map_chunks(
+    batch: Vec<Rec<(), Chunk>>,
+    mut f: impl FnMut(Chunk) -> Option<Chunk>,
+) -> Vec<Rec<(), Chunk>> {
+    batch
+        .into_iter()
+        .filter_map(|r| {
+            let Rec {
+                value,
+                timestamp,
+                headers,
+                offset,
+                ..
+            } = r;
+            f(value).map(|value| Rec {
+                key: (),
+                value,
+                timestamp,
+                headers,
+                offset,
+            })
+        })
+        .collect()
 }
 
 /// Evaluates expressions over the `Some` rows of a batch, in order: one Arrow batch, or, if
@@ -80,7 +122,8 @@ fn evaluate(
     let recs: Vec<&Rec<Row, Option<Row>>> = batch.iter().filter(|r| r.value.is_some()).collect();
     let rows: Vec<&Row> = recs.iter().filter_map(|r| r.value.as_ref()).collect();
     match evaluate_batch(schema, &rows, exprs) {
-        Ok(columns) => columns_to_rows(&columns, rows.len())
+        Ok(columns) => rows_of(&columns, rows.len())
+            .unwrap_or_else(|e| fail("cannot read a value", e))
             .into_iter()
             .map(Some)
             .collect(),
@@ -89,7 +132,9 @@ fn evaluate(
             .zip(&rows)
             .map(
                 |(rec, row)| match evaluate_batch(schema, std::slice::from_ref(row), exprs) {
-                    Ok(columns) => columns_to_rows(&columns, 1).pop(),
+                    Ok(columns) => rows_of(&columns, 1)
+                        .unwrap_or_else(|e| fail("cannot read a value", e))
+                        .pop(),
                     Err(reason) => {
                         refused.push(Refused {
                             offset: rec.offset,
@@ -130,58 +175,6 @@ fn row_json(schema: &SchemaRef, row: &Row) -> Vec<u8> {
     }
     .serialize(&Some(row.clone()), &mut out);
     out
-}
-
-fn columns_to_rows(columns: &[ArrayRef], n: usize) -> Vec<Row> {
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::{
-        Float64Type, Int64Type, TimeUnit, TimestampMillisecondType,
-    };
-    let mut rows: Vec<Row> = (0..n)
-        .map(|_| Row(Vec::with_capacity(columns.len())))
-        .collect();
-    for c in columns {
-        let valid = |i: usize| c.is_valid(i);
-        // The common types read directly; the others through the generic conversion.
-        match c.data_type() {
-            DataType::Int64 => {
-                let a = c.as_primitive::<Int64Type>();
-                for (i, r) in rows.iter_mut().enumerate() {
-                    r.0.push(ScalarValue::Int64(valid(i).then(|| a.value(i))));
-                }
-            }
-            DataType::Float64 => {
-                let a = c.as_primitive::<Float64Type>();
-                for (i, r) in rows.iter_mut().enumerate() {
-                    r.0.push(ScalarValue::Float64(valid(i).then(|| a.value(i))));
-                }
-            }
-            DataType::Utf8 => {
-                let a = c.as_string::<i32>();
-                for (i, r) in rows.iter_mut().enumerate() {
-                    r.0.push(ScalarValue::Utf8(valid(i).then(|| a.value(i).to_string())));
-                }
-            }
-            DataType::Timestamp(TimeUnit::Millisecond, tz) => {
-                let a = c.as_primitive::<TimestampMillisecondType>();
-                for (i, r) in rows.iter_mut().enumerate() {
-                    r.0.push(ScalarValue::TimestampMillisecond(
-                        valid(i).then(|| a.value(i)),
-                        tz.clone(),
-                    ));
-                }
-            }
-            _ => {
-                for (i, r) in rows.iter_mut().enumerate() {
-                    r.0.push(
-                        ScalarValue::try_from_array(c, i)
-                            .unwrap_or_else(|e| fail("cannot read a value", e)),
-                    );
-                }
-            }
-        }
-    }
-    rows
 }
 
 /// Pairs each record with its evaluated row: records without a value (deletes of an upsert
@@ -266,7 +259,9 @@ fn filter_project_batch(
         rows.and_then(|rows| filter_project(schema, predicate, exprs, &rows).ok())
     {
         let kept = keep.iter().filter(|k| **k).count();
-        let mut projected = columns_to_rows(&columns, kept).into_iter();
+        let mut projected = rows_of(&columns, kept)
+            .unwrap_or_else(|e| fail("cannot read a value", e))
+            .into_iter();
         return batch
             .into_iter()
             .zip(keep)
@@ -319,27 +314,29 @@ fn duration(ms: i64) -> Duration {
 
 impl BuildCx<'_> {
     fn lower(&mut self, step: &Step, stmt: usize) -> Result<Lowered> {
+        if chunkable(step) {
+            let stream = self.chunks(step).map_batch(
+                "SQL-ROWS",
+                Arc::new(|batch: Vec<Rec<(), Chunk>>, _: &mut Vec<Refused>| {
+                    batch
+                        .into_iter()
+                        .flat_map(|r| {
+                            r.value
+                                .into_rows()
+                                .unwrap_or_else(|e| fail("cannot read a value", e))
+                        })
+                        .collect()
+                }),
+                false,
+            );
+            return Ok(Lowered {
+                stream,
+                key_names: vec![],
+                key_types: vec![],
+            });
+        }
         Ok(match step {
-            Step::Scan { input, extra, .. } => {
-                let mut stream = self.source(input);
-                if !extra.is_empty() {
-                    let extra = extra.clone();
-                    stream =
-                        stream.map_values(move |v: Option<Row>| {
-                            v.map(|mut r| {
-                                r.0.extend(extra.iter().map(|t| {
-                                    ScalarValue::try_from(t).unwrap_or(ScalarValue::Null)
-                                }));
-                                r
-                            })
-                        });
-                }
-                Lowered {
-                    stream,
-                    key_names: vec![],
-                    key_types: vec![],
-                }
-            }
+            Step::Scan { .. } => unreachable!("a scan is read as chunks"),
             Step::Filter { input, predicate } => {
                 let schema = input.schema();
                 let upsert = input.is_upsert();
@@ -505,27 +502,82 @@ impl BuildCx<'_> {
         }
     }
 
-    /// The input's stream (one source per input, shared by the statements).
-    fn source(&mut self, input: &InputDecl) -> Stream {
+    /// The input's chunks (one source per input, shared by the statements).
+    fn chunk_source(&mut self, input: &InputDecl) -> KStream<(), Chunk> {
         if let Some(s) = self.sources.get(&input.name) {
             return s.clone();
         }
-        let mut consumed = Consumed::with(
-            KeySerde {
-                names: vec![],
-                types: vec![],
-            },
-            InputSerde(Self::decoder(input)),
-        )
-        .with_out_of_orderness(duration(input.watermark_ms));
-        if let Some(idx) = input.event_time {
-            consumed = consumed.with_timestamp(move |_, v: &Option<Row>, ts| {
-                v.as_ref().and_then(|r| millis(&r.0[idx])).unwrap_or(ts)
-            });
-        }
-        let s = self.b.stream(&input.topic, consumed);
+        let decoder = Arc::new(ChunkDecoder {
+            rows: Self::decoder(input),
+            event_time: input.event_time,
+        });
+        let s = self.b.stream_runs(
+            &input.topic,
+            duration(input.watermark_ms),
+            Arc::new(move |run: &[&ConsumerRecord]| decoder.decode(run)),
+        );
         self.sources.insert(input.name.clone(), s.clone());
         s
+    }
+
+    /// The chunks of a stateless chain over a stream input (where [`chunkable`]): `WHERE`
+    /// and `SELECT` evaluated on the Arrow batch of each run of input records.
+    fn chunks(&mut self, step: &Step) -> KStream<(), Chunk> {
+        let (inner, predicate, project, name) = match step {
+            Step::Scan {
+                input,
+                schema,
+                extra,
+            } => {
+                let source = self.chunk_source(input);
+                if extra.is_empty() {
+                    return source;
+                }
+                let (extra, schema) = (extra.clone(), schema.clone());
+                return source.map_batch(
+                    "SQL-WINDOW-COLUMNS",
+                    Arc::new(move |batch: Vec<Rec<(), Chunk>>, _: &mut Vec<Refused>| {
+                        map_chunks(batch, |c| {
+                            Some(
+                                c.with_nulls(&extra, &schema)
+                                    .unwrap_or_else(|e| fail("cannot add window columns", e)),
+                            )
+                        })
+                    }),
+                    false,
+                );
+            }
+            Step::Filter { input, predicate } => {
+                (input, Some(predicate.clone()), None, "SQL-FILTER")
+            }
+            Step::Project {
+                input,
+                exprs,
+                schema,
+            } => {
+                let project = Some((exprs.clone(), schema.clone()));
+                match &**input {
+                    Step::Filter { input, predicate } => (
+                        input,
+                        Some(predicate.clone()),
+                        project,
+                        "SQL-FILTER-PROJECT",
+                    ),
+                    _ => (input, None, project, "SQL-PROJECT"),
+                }
+            }
+            _ => unreachable!("only scans, filters and projections are read as chunks"),
+        };
+        let op = FilterProject { predicate, project };
+        self.chunks(inner).map_batch(
+            name,
+            Arc::new(
+                move |batch: Vec<Rec<(), Chunk>>, refused: &mut Vec<Refused>| {
+                    map_chunks(batch, |c| op.apply(c, refused))
+                },
+            ),
+            false,
+        )
     }
 
     fn table(&mut self, input: &InputDecl) -> KTable<Row, Option<Row>> {
@@ -543,7 +595,6 @@ impl BuildCx<'_> {
     fn aggregate(&mut self, a: &AggregateStep, stmt: usize) -> Result<Lowered> {
         let retracting = a.input.is_upsert();
         let in_schema = a.input.schema();
-        let lowered = self.lower(&a.input, stmt)?;
         // Group values and aggregate arguments, computed in batches before grouping.
         let mut pre: Vec<PhysExpr> = a.keys.clone();
         let mut arg_ranges = Vec::new();
@@ -559,6 +610,7 @@ impl BuildCx<'_> {
             retracting,
         });
         if retracting {
+            let lowered = self.lower(&a.input, stmt)?;
             return Ok(self.aggregate_changes(a, stmt, lowered, pre, fns));
         }
         // Rows of one key that fall in the same windows are folded into one partial state per
@@ -573,9 +625,33 @@ impl BuildCx<'_> {
             None => Some(i64::MAX),
         };
         let combiner = fns.clone();
-        let pre_agg = lowered
-            .stream
-            .map_batch(
+        let pre_agg = if chunkable(&a.input) {
+            // The group values and arguments evaluated on the input's Arrow batches.
+            let names: Vec<Field> = (0..pre.len())
+                .map(|i| Field::new(format!("pre{i}"), DataType::Null, true))
+                .collect();
+            let op = FilterProject {
+                predicate: None,
+                project: Some((pre, Arc::new(Schema::new(names)))),
+            };
+            self.chunks(&a.input).map_batch(
+                "SQL-GROUP-BY",
+                Arc::new(
+                    move |batch: Vec<Rec<(), Chunk>>, refused: &mut Vec<Refused>| {
+                        batch
+                            .into_iter()
+                            .filter_map(|r| op.apply(r.value, refused))
+                            .flat_map(|c| {
+                                let records = c.records();
+                                combiner.fold_columns(c.batch.columns(), records, nkeys, pane)
+                            })
+                            .collect()
+                    },
+                ),
+                true,
+            )
+        } else {
+            self.lower(&a.input, stmt)?.stream.map_batch(
                 "SQL-GROUP-BY",
                 Arc::new(
                     move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
@@ -588,7 +664,8 @@ impl BuildCx<'_> {
                 ),
                 true,
             )
-            .with_serdes(RowCodec, RowCodec);
+        }
+        .with_serdes(RowCodec, RowCodec);
         let grouped = pre_agg.group_by_key(None);
         self.stores += 1;
         let store = format!("sql-{stmt}-aggregate-{}", self.stores);
@@ -815,49 +892,83 @@ impl BuildCx<'_> {
         })
     }
 
-    fn sink(&mut self, lowered: Lowered, schema: &SchemaRef, output: &OutputDecl) -> Result<()> {
-        let (stream, names, types) = match &output.key {
+    /// Writes a statement's result to its output: from chunks where the statement is
+    /// stateless over a stream input, else from rows.
+    fn sink(&mut self, root: &Step, stmt: usize, output: &OutputDecl) -> Result<()> {
+        let schema = root.schema();
+        let values = RowEncoder {
+            schema: schema.clone(),
+            format: output.format,
+        };
+        if chunkable(root) {
+            let key = self.key_columns(&schema, output)?.map(|(idx, types)| {
+                let names = output.key.clone().unwrap_or_default();
+                (idx, KeySerde { names, types })
+            });
+            let encoder = Arc::new(ChunkEncoder::new(values, key));
+            self.chunks(root).to_rows(
+                &output.topic,
+                Arc::new(
+                    move |r: Rec<(), Chunk>, topic: &Arc<str>, out: &mut OutBuf| {
+                        encoder.write(r.value, topic, out)
+                    },
+                ),
+            );
+            return Ok(());
+        }
+        let lowered = self.lower(root, stmt)?;
+        let (stream, names, types) = match self.key_columns(&schema, output)? {
             None => (lowered.stream, lowered.key_names, lowered.key_types),
-            Some(cols) => {
-                let idx = cols
-                    .iter()
-                    .map(|c| {
-                        schema.index_of(c).map_err(|_| {
-                            EngineError::Job(format!(
-                                "{}: output {}: key column {c:?} is not in the statement's SELECT list ({})",
-                                self.job.path.display(),
-                                output.name,
-                                schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-                            ))
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let types = idx
-                    .iter()
-                    .map(|i| schema.field(*i).data_type().clone())
-                    .collect();
-                let idx2 = idx.clone();
+            Some((idx, types)) => {
                 let stream = lowered.stream.map(move |k, v: Option<Row>| {
                     let key = match &v {
-                        Some(r) => Row(idx2.iter().map(|i| r.0[*i].clone()).collect()),
+                        Some(r) => Row(idx.iter().map(|i| r.0[*i].clone()).collect()),
                         None => k,
                     };
                     (key, v)
                 });
-                (stream, cols.clone(), types)
+                (stream, output.key.clone().unwrap_or_default(), types)
             }
         };
         stream.to(
             &output.topic,
-            Produced::with(
-                KeySerde { names, types },
-                RowEncoder {
-                    schema: schema.clone(),
-                    format: output.format,
-                },
-            ),
+            Produced::with(KeySerde { names, types }, values),
         );
         Ok(())
+    }
+
+    /// The positions and types of the output's declared key columns in the statement's result.
+    fn key_columns(
+        &self,
+        schema: &SchemaRef,
+        output: &OutputDecl,
+    ) -> Result<Option<(Vec<usize>, Vec<DataType>)>> {
+        let Some(cols) = &output.key else {
+            return Ok(None);
+        };
+        let idx = cols
+            .iter()
+            .map(|c| {
+                schema.index_of(c).map_err(|_| {
+                    EngineError::Job(format!(
+                        "{}: output {}: key column {c:?} is not in the statement's SELECT list ({})",
+                        self.job.path.display(),
+                        output.name,
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let types = idx
+            .iter()
+            .map(|i| schema.field(*i).data_type().clone())
+            .collect();
+        Ok(Some((idx, types)))
     }
 }
 
@@ -933,35 +1044,69 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 impl AccumulatorFns {
-    /// Folds `(record, key values ++ argument values)` into one record per key and pane
-    /// (`pane`: its length in ms, `i64::MAX` for "all time", `None` for one per row) whose value
-    /// is the partial states of the aggregates; the record keeps the latest time of its rows.
+    /// Folds `(record, key values ++ argument values)` rows: see [`Self::fold_columns`].
     fn fold(
         &self,
         rows: Vec<(Rec<Row, Option<Row>>, Row)>,
         nkeys: usize,
         pane: Option<i64>,
     ) -> Vec<Rec<Row, Vec<Row>>> {
-        let mut groups: Vec<(Rec<Row, Vec<Row>>, Vec<Row>)> = Vec::new();
-        let mut index: std::collections::HashMap<(Row, i64), usize> =
-            std::collections::HashMap::new();
-        for (n, (r, mut values)) in rows.into_iter().enumerate() {
-            let args = Row(values.0.split_off(nkeys));
+        let Some((_, first)) = rows.first() else {
+            return Vec::new();
+        };
+        let columns: Vec<ArrayRef> = (0..first.0.len())
+            .map(|c| {
+                ScalarValue::iter_to_array(rows.iter().map(|(_, v)| v.0[c].clone()))
+                    .unwrap_or_else(|e| fail("bad argument", e))
+            })
+            .collect();
+        let records = rows.into_iter().map(|(r, _)| r.with((), ())).collect();
+        self.fold_columns(&columns, records, nkeys, pane)
+    }
+
+    /// Folds rows into one record per key and pane (`pane`: its length in ms, `i64::MAX` for
+    /// "all time", `None` for one per row) whose value is the partial states of the
+    /// aggregates, updated with DataFusion's vectorized `update_batch`. `columns` are the key
+    /// columns then the argument columns; `records` each row's time, offset and headers. The
+    /// folded record keeps the latest time of its rows.
+    fn fold_columns(
+        &self,
+        columns: &[ArrayRef],
+        records: Vec<Rec<(), ()>>,
+        nkeys: usize,
+        pane: Option<i64>,
+    ) -> Vec<Rec<Row, Vec<Row>>> {
+        use datafusion::arrow::array::{Array, UInt32Array};
+        use datafusion::arrow::row::{RowConverter, SortField};
+        let (key_columns, arg_columns) = columns.split_at(nkeys);
+        // Keys compared as Arrow's row format: bytes, not scalars.
+        let keys = RowConverter::new(
+            key_columns
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )
+        .and_then(|c| c.convert_columns(key_columns))
+        .unwrap_or_else(|e| fail("cannot group rows", e));
+        let mut index: HashMap<(&[u8], i64), usize> = HashMap::new();
+        let mut groups: Vec<(Rec<(), ()>, Vec<u32>)> = Vec::new();
+        for (n, r) in records.into_iter().enumerate() {
             let slot = match pane {
                 Some(i64::MAX) => 0,
                 Some(p) => r.timestamp.div_euclid(p),
                 None => n as i64,
             };
-            match index.get(&(values.clone(), slot)) {
-                Some(&g) => {
-                    let (rec, args_of) = &mut groups[g];
+            let key: &[u8] = if nkeys == 0 { &[] } else { keys.row(n).data() };
+            match index.entry((key, slot)) {
+                std::collections::hash_map::Entry::Occupied(g) => {
+                    let (rec, rows) = &mut groups[*g.get()];
                     rec.timestamp = rec.timestamp.max(r.timestamp);
                     rec.offset = r.offset;
-                    args_of.push(args);
+                    rows.push(n as u32);
                 }
-                None => {
-                    index.insert((values.clone(), slot), groups.len());
-                    groups.push((r.with(values, Vec::new()), vec![args]));
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(groups.len());
+                    groups.push((r, vec![n as u32]));
                 }
             }
         }
@@ -970,23 +1115,36 @@ impl AccumulatorFns {
         groups.sort_by_key(|(rec, _)| rec.offset);
         groups
             .into_iter()
-            .map(|(mut rec, args)| {
-                rec.value = self.partial(&args);
-                rec
-            })
-            .collect()
-    }
-
-    /// The states of every aggregate after the given argument rows, updated as one batch.
-    fn partial(&self, args: &[Row]) -> Vec<Row> {
-        (0..self.aggregates.len())
-            .map(|i| {
-                let mut acc = self.accumulator(i, None);
-                acc.update_batch(&self.arguments(i, args))
-                    .unwrap_or_else(|e| {
-                        fail(&format!("cannot update {}", self.aggregates[i].name()), e)
-                    });
-                self.state(i, acc)
+            .map(|(rec, rows)| {
+                let first = rows[0] as usize;
+                let rows = UInt32Array::from(rows);
+                let whole = rows.len() == arg_columns.first().map_or(0, |c| c.len());
+                let key = key_columns
+                    .iter()
+                    .map(|c| ScalarValue::try_from_array(c, first))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .unwrap_or_else(|e| fail("cannot read a value", e));
+                let states = (0..self.aggregates.len())
+                    .map(|i| {
+                        let args: Vec<ArrayRef> = self.arg_ranges[i]
+                            .clone()
+                            .map(|c| {
+                                if whole {
+                                    Ok(arg_columns[c].clone())
+                                } else {
+                                    datafusion::arrow::compute::take(&arg_columns[c], &rows, None)
+                                }
+                            })
+                            .collect::<std::result::Result<_, _>>()
+                            .unwrap_or_else(|e| fail("cannot pick arguments", e));
+                        let mut acc = self.accumulator(i, None);
+                        acc.update_batch(&args).unwrap_or_else(|e| {
+                            fail(&format!("cannot update {}", self.aggregates[i].name()), e)
+                        });
+                        self.state(i, acc)
+                    })
+                    .collect();
+                rec.with(Row(key), states)
             })
             .collect()
     }

@@ -1,45 +1,55 @@
 //! One JSON object read straight into a schema's column order: each named field's value is
-//! parsed into a `serde_json::Value` in its column's slot, keys are matched without being
-//! copied, and fields the schema does not name are skipped unparsed. Contract: returns the
-//! slots (`None` for a field that is absent), or `Err` for anything that is not a well-formed
-//! JSON object; the caller then builds its own error message.
+//! deserialized as `T` (a `serde_json::Value`, or a borrowed [`super::chunk`] cell) in its
+//! column's slot, keys are matched without being copied, and fields the schema does not name
+//! are skipped unparsed. Contract: returns the slots (`None` for a field that is absent), or
+//! `Err` for anything that is not a well-formed JSON object or a value `T` refuses; the caller
+//! then builds its own error message.
 
 use datafusion::arrow::datatypes::Fields;
+use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::fmt;
+use std::marker::PhantomData;
 
 /// The field values of `data`, in the order of `fields`.
-pub(crate) fn fields_in_order(
-    data: &[u8],
+pub(crate) fn fields_in_order<'de, T: Deserialize<'de>>(
+    data: &'de [u8],
     fields: &Fields,
-) -> Result<Vec<Option<serde_json::Value>>, serde_json::Error> {
+) -> Result<Vec<Option<T>>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(data);
-    let slots = ObjectSeed { fields }.deserialize(&mut de)?;
+    let slots = ObjectSeed {
+        fields,
+        slot: PhantomData,
+    }
+    .deserialize(&mut de)?;
     de.end()?;
     Ok(slots)
 }
 
-struct ObjectSeed<'a> {
+struct ObjectSeed<'a, T> {
     fields: &'a Fields,
+    slot: PhantomData<T>,
 }
 
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
-    type Value = Vec<Option<serde_json::Value>>;
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for ObjectSeed<'_, T> {
+    type Value = Vec<Option<T>>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ObjectSeed<'_> {
-    type Value = Vec<Option<serde_json::Value>>;
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectSeed<'_, T> {
+    type Value = Vec<Option<T>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut slots = vec![None; self.fields.len()];
+        let mut slots: Vec<Option<T>> = std::iter::repeat_with(|| None)
+            .take(self.fields.len())
+            .collect();
         while let Some(column) = map.next_key_seed(KeySeed {
             fields: self.fields,
         })? {

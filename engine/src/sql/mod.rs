@@ -8,6 +8,7 @@
 
 pub mod build;
 mod changes;
+mod chunk;
 pub mod job;
 mod json_object;
 pub mod nexmark;

@@ -60,11 +60,52 @@ fn column<'a>(
 
 /// An Arrow batch → rows.
 pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Row>, String> {
-    let mut rows = vec![Row(Vec::with_capacity(batch.num_columns())); batch.num_rows()];
-    for col in batch.columns() {
-        for (i, row) in rows.iter_mut().enumerate() {
-            row.0
-                .push(ScalarValue::try_from_array(col, i).map_err(|e| e.to_string())?);
+    rows_of(batch.columns(), batch.num_rows())
+}
+
+/// Arrow columns of `n` rows → rows (the common types read directly, the others through
+/// `ScalarValue`).
+pub fn rows_of(columns: &[ArrayRef], n: usize) -> Result<Vec<Row>, String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+    let mut rows: Vec<Row> = (0..n)
+        .map(|_| Row(Vec::with_capacity(columns.len())))
+        .collect();
+    for c in columns {
+        let valid = |i: usize| c.is_valid(i);
+        match c.data_type() {
+            DataType::Int64 => {
+                let a = c.as_primitive::<Int64Type>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(ScalarValue::Int64(valid(i).then(|| a.value(i))));
+                }
+            }
+            DataType::Float64 => {
+                let a = c.as_primitive::<Float64Type>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(ScalarValue::Float64(valid(i).then(|| a.value(i))));
+                }
+            }
+            DataType::Utf8 => {
+                let a = c.as_string::<i32>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(ScalarValue::Utf8(valid(i).then(|| a.value(i).to_string())));
+                }
+            }
+            DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+                let a = c.as_primitive::<TimestampMillisecondType>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(ScalarValue::TimestampMillisecond(
+                        valid(i).then(|| a.value(i)),
+                        tz.clone(),
+                    ));
+                }
+            }
+            _ => {
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.0.push(ScalarValue::try_from_array(c, i).map_err(|e| e.to_string())?);
+                }
+            }
         }
     }
     Ok(rows)
@@ -114,7 +155,7 @@ impl RowDecoder {
 
     fn decode_json(&self, data: &[u8]) -> Result<Vec<ScalarValue>, String> {
         let fields = self.schema.fields();
-        if let Ok(slots) = super::json_object::fields_in_order(data, fields) {
+        if let Ok(slots) = super::json_object::fields_in_order::<serde_json::Value>(data, fields) {
             return fields
                 .iter()
                 .zip(slots)
@@ -276,7 +317,7 @@ fn from_text(s: &str, ty: &DataType) -> Result<ScalarValue, String> {
 }
 
 /// `2024-05-01T10:00:00Z`, `2024-05-01 10:00:00.250` (UTC when no offset is given).
-fn parse_timestamp(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_timestamp(s: &str) -> Result<i64, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_millis());
     }
@@ -292,7 +333,7 @@ fn parse_timestamp(s: &str) -> Result<i64, String> {
 }
 
 /// [`to_json`] written straight to `out` for the common types.
-fn write_json(v: &ScalarValue, out: &mut Vec<u8>) -> serde_json::Result<()> {
+pub(crate) fn write_json(v: &ScalarValue, out: &mut Vec<u8>) -> serde_json::Result<()> {
     match v {
         ScalarValue::Int64(Some(i)) => serde_json::to_writer(out, i),
         ScalarValue::Float64(Some(f)) => serde_json::to_writer(out, f),

@@ -1,0 +1,766 @@
+//! Chunks: a run of input records as one Arrow batch, for the stateless front of a SQL job.
+//!
+//! A stream input is decoded a run at a time straight into Arrow columns ([`ChunkDecoder`]);
+//! `WHERE` and `SELECT` evaluate on that batch ([`filter_project`]) and an output is encoded
+//! from the columns ([`ChunkEncoder`]), so the rows of a stateless statement never become
+//! `ScalarValue`s. Where a row-based operator follows (aggregates, joins, unions), a chunk
+//! becomes rows ([`Chunk::into_rows`]).
+//!
+//! Contract: the same records, values, errors and dead letters as the row path
+//! ([`RowDecoder`], [`RowEncoder`]). A JSON value the fast reader does not take as it is (a
+//! number in a text column, a missing required field, malformed JSON, ...) goes through
+//! `RowDecoder`, whose result or error is the one used.
+
+use super::json_object::fields_in_order;
+use super::row::{KeySerde, Row, RowDecoder, RowEncoder, parse_timestamp, rows_of, write_json};
+use crate::ops::stateless::Refused;
+use crate::record::Rec;
+use crate::serdes::Serde;
+use crate::task::DecodedRun;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    RecordBatchOptions, StringBuilder, TimestampMillisecondBuilder, new_null_array,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::PhysicalExpr;
+use runnel_log::{ConsumerRecord, Header};
+use serde::de::{Deserialize, Deserializer, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+/// Rows of one run of input records: the values as columns, and per row its event time, the
+/// offset of its input record and that record's headers.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub batch: RecordBatch,
+    pub timestamps: Vec<i64>,
+    pub offsets: Vec<u64>,
+    /// Per row; empty when no row has headers.
+    pub headers: Vec<Vec<Header>>,
+}
+
+impl Chunk {
+    fn headers(&self, row: usize) -> Vec<Header> {
+        self.headers.get(row).cloned().unwrap_or_default()
+    }
+
+    /// The rows as the row-based operators take them (no key).
+    pub fn into_rows(self) -> Result<Vec<Rec<Row, Option<Row>>>, String> {
+        let rows = rows_of(self.batch.columns(), self.batch.num_rows())?;
+        let mut headers = self.headers.into_iter();
+        Ok(rows
+            .into_iter()
+            .zip(self.timestamps.iter().zip(&self.offsets))
+            .map(|(row, (&timestamp, &offset))| Rec {
+                key: Row::default(),
+                value: Some(row),
+                timestamp,
+                headers: headers.next().unwrap_or_default(),
+                offset,
+            })
+            .collect())
+    }
+
+    /// Each row's time, offset and headers, as a record without key or value.
+    pub fn records(&self) -> Vec<Rec<(), ()>> {
+        (0..self.offsets.len())
+            .map(|i| Rec {
+                key: (),
+                value: (),
+                timestamp: self.timestamps[i],
+                headers: self.headers(i),
+                offset: self.offsets[i],
+            })
+            .collect()
+    }
+
+    /// The rows `keep` selects (a row per `true`), with their metadata.
+    fn select(self, keep: &[bool], batch: RecordBatch) -> Chunk {
+        fn pick<T>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
+            v.into_iter()
+                .zip(keep)
+                .filter_map(|(x, k)| k.then_some(x))
+                .collect()
+        }
+        Chunk {
+            batch,
+            timestamps: pick(self.timestamps, keep),
+            offsets: pick(self.offsets, keep),
+            headers: if self.headers.is_empty() {
+                Vec::new()
+            } else {
+                pick(self.headers, keep)
+            },
+        }
+    }
+
+    /// The same rows with null columns appended (`window_start`, `window_end`), as `schema`.
+    pub fn with_nulls(mut self, extra: &[DataType], schema: &SchemaRef) -> Result<Chunk, String> {
+        let n = self.batch.num_rows();
+        let mut columns = self.batch.columns().to_vec();
+        columns.extend(extra.iter().map(|t| new_null_array(t, n)));
+        self.batch = batch_of(schema.clone(), columns, n)?;
+        Ok(self)
+    }
+}
+
+fn batch_of(schema: SchemaRef, columns: Vec<ArrayRef>, n: usize) -> Result<RecordBatch, String> {
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
+    RecordBatch::try_new_with_options(schema, columns, &options).map_err(|e| e.to_string())
+}
+
+/// One JSON field's value as written, strings borrowed from the record where they can be.
+/// Objects and arrays are refused (the record then goes through `RowDecoder`).
+enum Cell<'a> {
+    Null,
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(Cow<'a, str>),
+}
+
+impl<'de> Deserialize<'de> for Cell<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CellVisitor)
+    }
+}
+
+struct CellVisitor;
+
+impl<'de> Visitor<'de> for CellVisitor {
+    type Value = Cell<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON scalar")
+    }
+    fn visit_unit<E>(self) -> Result<Cell<'de>, E> {
+        Ok(Cell::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Cell<'de>, E> {
+        Ok(Cell::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Cell<'de>, E> {
+        Ok(Cell::I64(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Cell<'de>, E> {
+        Ok(Cell::U64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Cell<'de>, E> {
+        Ok(Cell::F64(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cell<'de>, E> {
+        Ok(Cell::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cell<'de>, E> {
+        Ok(Cell::Str(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Cell<'de>, E> {
+        Ok(Cell::Str(Cow::Owned(v)))
+    }
+}
+
+/// A value ready for its column's builder: the variant matches the column's type.
+enum Typed<'a> {
+    Null,
+    I64(i64),
+    F64(f64),
+    Str(Cow<'a, str>),
+    Bool(bool),
+}
+
+impl<'a> Typed<'a> {
+    /// `cell` as a value of `ty`, when it is one without conversion rules the row path owns.
+    fn of_cell(cell: Option<Cell<'a>>, ty: &DataType, nullable: bool) -> Option<Typed<'a>> {
+        Some(match (ty, cell) {
+            (_, None | Some(Cell::Null)) => return nullable.then_some(Typed::Null),
+            (DataType::Int64 | DataType::Timestamp(..), Some(Cell::I64(i))) => Typed::I64(i),
+            (DataType::Int64 | DataType::Timestamp(..), Some(Cell::U64(u))) => {
+                Typed::I64(i64::try_from(u).ok()?)
+            }
+            (DataType::Timestamp(..), Some(Cell::Str(s))) => Typed::I64(parse_timestamp(&s).ok()?),
+            (DataType::Float64, Some(Cell::F64(f))) => Typed::F64(f),
+            (DataType::Float64, Some(Cell::I64(i))) => Typed::F64(i as f64),
+            (DataType::Float64, Some(Cell::U64(u))) => Typed::F64(u as f64),
+            (DataType::Utf8, Some(Cell::Str(s))) => Typed::Str(s),
+            (DataType::Boolean, Some(Cell::Bool(b))) => Typed::Bool(b),
+            _ => return None,
+        })
+    }
+
+    /// A value `RowDecoder` made, for the column it made it for.
+    fn of_scalar(v: ScalarValue) -> Typed<'static> {
+        match v {
+            ScalarValue::Int64(Some(i)) | ScalarValue::TimestampMillisecond(Some(i), _) => {
+                Typed::I64(i)
+            }
+            ScalarValue::Float64(Some(f)) => Typed::F64(f),
+            ScalarValue::Utf8(Some(s)) => Typed::Str(Cow::Owned(s)),
+            ScalarValue::Boolean(Some(b)) => Typed::Bool(b),
+            _ => Typed::Null,
+        }
+    }
+}
+
+/// A column being built, of one of the types an input declares.
+enum Column {
+    I64(Int64Builder),
+    F64(Float64Builder),
+    Str(StringBuilder),
+    Bool(BooleanBuilder),
+    Ts(TimestampMillisecondBuilder),
+}
+
+impl Column {
+    fn new(ty: &DataType, rows: usize) -> Column {
+        match ty {
+            DataType::Int64 => Column::I64(Int64Builder::with_capacity(rows)),
+            DataType::Float64 => Column::F64(Float64Builder::with_capacity(rows)),
+            DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Timestamp(..) => Column::Ts(TimestampMillisecondBuilder::with_capacity(rows)),
+            _ => Column::Str(StringBuilder::with_capacity(rows, rows * 16)),
+        }
+    }
+
+    fn push(&mut self, v: Typed) {
+        match (self, v) {
+            (Column::I64(b), Typed::I64(i)) => b.append_value(i),
+            (Column::Ts(b), Typed::I64(i)) => b.append_value(i),
+            (Column::F64(b), Typed::F64(f)) => b.append_value(f),
+            (Column::Str(b), Typed::Str(s)) => b.append_value(s),
+            (Column::Bool(b), Typed::Bool(v)) => b.append_value(v),
+            (Column::I64(b), _) => b.append_null(),
+            (Column::Ts(b), _) => b.append_null(),
+            (Column::F64(b), _) => b.append_null(),
+            (Column::Str(b), _) => b.append_null(),
+            (Column::Bool(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Column::I64(mut b) => Arc::new(b.finish()),
+            Column::F64(mut b) => Arc::new(b.finish()),
+            Column::Str(mut b) => Arc::new(b.finish()),
+            Column::Bool(mut b) => Arc::new(b.finish()),
+            Column::Ts(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Decodes runs of an input's records into chunks of its schema.
+pub struct ChunkDecoder {
+    pub rows: RowDecoder,
+    /// The column holding the event time, if the input declares one.
+    pub event_time: Option<usize>,
+}
+
+impl ChunkDecoder {
+    pub fn decode(&self, run: &[&ConsumerRecord]) -> DecodedRun<Chunk> {
+        let schema = &self.rows.schema;
+        let fields = schema.fields();
+        let mut columns: Vec<Column> = fields
+            .iter()
+            .map(|f| Column::new(f.data_type(), run.len()))
+            .collect();
+        let mut refused = Vec::new();
+        let (mut record_ts, mut offsets) = (Vec::new(), Vec::new());
+        let mut headers: Vec<Vec<Header>> = Vec::new();
+        for (i, r) in run.iter().enumerate() {
+            let Some(data) = r.record.value.as_deref() else {
+                refused.push((
+                    i,
+                    "a null value (tombstone) where a row was expected".into(),
+                ));
+                continue;
+            };
+            let fast = (self.rows.format == super::row::Format::Json)
+                .then(|| fields_in_order::<Cell>(data, fields).ok())
+                .flatten()
+                .and_then(|cells| {
+                    cells
+                        .into_iter()
+                        .zip(fields)
+                        .map(|(c, f)| Typed::of_cell(c, f.data_type(), f.is_nullable()))
+                        .collect::<Option<Vec<_>>>()
+                });
+            let values = match fast {
+                Some(values) => values,
+                None => match self.rows.decode(data) {
+                    Ok(row) => row.0.into_iter().map(Typed::of_scalar).collect(),
+                    Err(reason) => {
+                        refused.push((i, reason));
+                        continue;
+                    }
+                },
+            };
+            for (c, v) in columns.iter_mut().zip(values) {
+                c.push(v);
+            }
+            record_ts.push(r.record.timestamp);
+            offsets.push(r.record.offset);
+            if !r.record.headers.is_empty() && headers.is_empty() {
+                headers.resize(offsets.len() - 1, Vec::new());
+            }
+            if !headers.is_empty() {
+                headers.push(r.record.headers.clone());
+            }
+        }
+        let kept = offsets.len();
+        if kept == 0 {
+            return DecodedRun {
+                value: None,
+                kept,
+                max_ts: None,
+                refused,
+            };
+        }
+        let columns: Vec<ArrayRef> = columns.into_iter().map(Column::finish).collect();
+        let timestamps = match self.event_time {
+            Some(c) => event_times(&columns[c], record_ts),
+            None => record_ts,
+        };
+        let max_ts = timestamps.iter().copied().max();
+        let batch = batch_of(schema.clone(), columns, kept)
+            .unwrap_or_else(|e| panic!("cannot build a batch of {schema}: {e}"));
+        DecodedRun {
+            value: Some(Chunk {
+                batch,
+                timestamps,
+                offsets,
+                headers,
+            }),
+            kept,
+            max_ts,
+            refused,
+        }
+    }
+}
+
+/// Each row's event time: the column's value, or the record's timestamp where it is null.
+fn event_times(column: &ArrayRef, mut record_ts: Vec<i64>) -> Vec<i64> {
+    let values: &[i64] = match column.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            column.as_primitive::<TimestampMillisecondType>().values()
+        }
+        DataType::Int64 => column.as_primitive::<Int64Type>().values(),
+        _ => return record_ts,
+    };
+    for (i, ts) in record_ts.iter_mut().enumerate() {
+        if column.is_valid(i) {
+            *ts = values[i];
+        }
+    }
+    record_ts
+}
+
+/// What a statement's `WHERE` and `SELECT` do to a chunk.
+pub struct FilterProject {
+    pub predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// The `SELECT` expressions and the names of their columns.
+    pub project: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
+}
+
+impl FilterProject {
+    /// The rows that pass, projected. When an expression fails on the batch, the rows are
+    /// evaluated one by one so that only those it fails on are refused.
+    pub fn apply(&self, chunk: Chunk, refused: &mut Vec<Refused>) -> Option<Chunk> {
+        if let Ok((keep, batch)) = self.evaluate(&chunk.batch) {
+            return Some(chunk.select(&keep, batch)).filter(|c| c.batch.num_rows() > 0);
+        }
+        let mut keep = Vec::with_capacity(chunk.batch.num_rows());
+        let mut kept = Vec::new();
+        for i in 0..chunk.batch.num_rows() {
+            let row = chunk.batch.slice(i, 1);
+            match self.evaluate(&row) {
+                Ok((k, batch)) => {
+                    keep.push(k[0]);
+                    kept.push(batch);
+                }
+                Err(reason) => {
+                    keep.push(false);
+                    refused.push(Refused {
+                        offset: chunk.offsets[i],
+                        timestamp: chunk.timestamps[i],
+                        value: row_json(&row),
+                        reason,
+                    });
+                }
+            }
+        }
+        let schema = kept.first()?.schema();
+        let batch = datafusion::arrow::compute::concat_batches(&schema, &kept)
+            .unwrap_or_else(|e| panic!("cannot join evaluated rows: {e}"));
+        Some(chunk.select(&keep, batch)).filter(|c| c.batch.num_rows() > 0)
+    }
+
+    /// Which rows pass, and the projection of those.
+    fn evaluate(&self, batch: &RecordBatch) -> Result<(Vec<bool>, RecordBatch), String> {
+        let n = batch.num_rows();
+        let (keep, kept) = match &self.predicate {
+            None => (vec![true; n], batch.clone()),
+            Some(p) => {
+                let mask = p
+                    .evaluate(batch)
+                    .and_then(|v| v.into_array(n))
+                    .map_err(|e| format!("cannot evaluate {p}: {}", e.strip_backtrace()))?;
+                let mask = mask
+                    .as_boolean_opt()
+                    .ok_or("the predicate is not a boolean")?;
+                let keep = (0..n).map(|i| mask.is_valid(i) && mask.value(i)).collect();
+                let kept = datafusion::arrow::compute::filter_record_batch(batch, mask)
+                    .map_err(|e| e.to_string())?;
+                (keep, kept)
+            }
+        };
+        let Some((exprs, schema)) = &self.project else {
+            return Ok((keep, kept));
+        };
+        let rows = kept.num_rows();
+        let columns = exprs
+            .iter()
+            .map(|e| {
+                e.evaluate(&kept)
+                    .and_then(|v| v.into_array(rows))
+                    .map_err(|err| format!("cannot evaluate {e}: {}", err.strip_backtrace()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The columns' own types (DataFusion's), under the statement's names.
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+            .collect();
+        Ok((
+            keep,
+            batch_of(Arc::new(Schema::new(fields)), columns, rows)?,
+        ))
+    }
+}
+
+/// A one-row batch as a JSON object (what a refused record's dead letter holds).
+fn row_json(row: &RecordBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(mut rows) = rows_of(row.columns(), 1) {
+        let _ = RowEncoder {
+            schema: row.schema(),
+            format: super::row::Format::Json,
+        }
+        .serialize(&rows.pop(), &mut out);
+    }
+    out
+}
+
+/// Encodes a chunk's rows as an output's records.
+pub struct ChunkEncoder {
+    pub values: RowEncoder,
+    /// The output's key: its columns and how they are written.
+    pub key: Option<(Vec<usize>, KeySerde)>,
+    /// `"name":` of each column, written once.
+    names: Vec<Vec<u8>>,
+}
+
+impl ChunkEncoder {
+    pub fn new(values: RowEncoder, key: Option<(Vec<usize>, KeySerde)>) -> Self {
+        let names = values
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let mut name = serde_json::to_vec(f.name()).expect("a string");
+                name.push(b':');
+                name
+            })
+            .collect();
+        Self { values, key, names }
+    }
+
+    /// Appends the chunk's rows to `out` as records of `topic`; returns how many.
+    pub fn write(
+        &self,
+        chunk: Chunk,
+        topic: &Arc<str>,
+        out: &mut crate::operator::OutBuf,
+    ) -> Result<u64, String> {
+        let columns = chunk.batch.columns();
+        for row in 0..chunk.batch.num_rows() {
+            out.push(
+                topic,
+                None,
+                chunk.timestamps[row],
+                chunk.headers(row),
+                |b| match &self.key {
+                    None => Ok(false),
+                    Some((idx, serde)) => {
+                        let key = idx
+                            .iter()
+                            .map(|&c| ScalarValue::try_from_array(&columns[c], row))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| e.to_string())?;
+                        serde.serialize(&Row(key), b)
+                    }
+                },
+                |b| self.write_value(columns, row, b),
+            )?;
+        }
+        Ok(chunk.batch.num_rows() as u64)
+    }
+
+    fn write_value(
+        &self,
+        columns: &[ArrayRef],
+        row: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        if self.values.format != super::row::Format::Json {
+            let values = columns
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            return self.values.serialize(&Some(Row(values)), out);
+        }
+        out.push(b'{');
+        for (i, (name, c)) in self.names.iter().zip(columns).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(name);
+            write_cell(c, row, out).map_err(|e| e.to_string())?;
+        }
+        out.push(b'}');
+        Ok(true)
+    }
+}
+
+/// One cell as JSON, as [`write_json`] writes its scalar.
+fn write_cell(c: &ArrayRef, row: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    let json = |r: serde_json::Result<()>| r.map_err(|e| e.to_string());
+    if c.is_null(row) {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    match c.data_type() {
+        DataType::Int64 => json(serde_json::to_writer(
+            out,
+            &c.as_primitive::<Int64Type>().value(row),
+        )),
+        DataType::Float64 => json(serde_json::to_writer(
+            out,
+            &c.as_primitive::<Float64Type>().value(row),
+        )),
+        DataType::Utf8 => json(serde_json::to_writer(out, c.as_string::<i32>().value(row))),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => json(serde_json::to_writer(
+            out,
+            &c.as_primitive::<TimestampMillisecondType>().value(row),
+        )),
+        _ => {
+            let v = ScalarValue::try_from_array(c, row).map_err(|e| e.to_string())?;
+            json(write_json(&v, out))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::row::Format;
+    use runnel_log::Record;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("speed", DataType::Float64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("ok", DataType::Boolean, true),
+        ]))
+    }
+
+    fn record(offset: u64, value: Option<&str>) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: Arc::from("in"),
+            partition: 0,
+            record: Record {
+                offset,
+                timestamp: 1_000 + offset as i64,
+                key: None,
+                value: value.map(|v| bytes::Bytes::copy_from_slice(v.as_bytes())),
+                headers: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_run_decodes_as_the_row_decoder_decodes_each_record() {
+        let values = [
+            Some(r#"{"id":1,"name":"a","speed":2.5,"ts":5000,"ok":true}"#),
+            Some(
+                r#"{"ok":false,"ts":"2024-05-01T10:00:00Z","speed":3,"name":"tab\there \"q\"","id":2}"#,
+            ),
+            Some(r#"{"id":3,"name":42,"extra":{"nested":[1,2]}}"#),
+            Some(r#"{"id":4,"name":{"nested":1}}"#),
+            Some(r#"{"name":"no id"}"#),
+            Some(r#"{"id":5.5}"#),
+            Some(r#"{"id":18446744073709551615}"#),
+            Some(r#"{"id":6,"ts":"yesterday"}"#),
+            Some(r#"{"id":7,"speed":null,"ts":null}"#),
+            Some("not json"),
+            Some("[1,2]"),
+            None,
+        ];
+        let run: Vec<ConsumerRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| record(i as u64, *v))
+            .collect();
+        let rows = RowDecoder {
+            schema: schema(),
+            format: Format::Json,
+            extra_nulls: vec![],
+        };
+        let decoder = ChunkDecoder {
+            rows: RowDecoder {
+                schema: schema(),
+                format: Format::Json,
+                extra_nulls: vec![],
+            },
+            event_time: Some(3),
+        };
+        let refs: Vec<&ConsumerRecord> = run.iter().collect();
+        let decoded = decoder.decode(&refs);
+        let chunk = decoded.value.expect("some rows");
+        let mut got_rows = chunk.clone().into_rows().unwrap().into_iter();
+        let mut refused = decoded.refused.into_iter();
+        let mut expected_times = Vec::new();
+        for (i, r) in run.iter().enumerate() {
+            let want = match r.record.value.as_deref() {
+                None => Err("a null value (tombstone) where a row was expected".to_string()),
+                Some(data) => rows.decode(data),
+            };
+            match want {
+                Ok(row) => {
+                    let got = got_rows.next().expect("a row per decodable record");
+                    assert_eq!(got.value, Some(row.clone()), "record {i}");
+                    assert_eq!(got.offset, i as u64);
+                    let ts = super::super::row::millis(&row.0[3]).unwrap_or(r.record.timestamp);
+                    assert_eq!(got.timestamp, ts, "record {i}");
+                    expected_times.push(ts);
+                }
+                Err(reason) => assert_eq!(refused.next(), Some((i, reason)), "record {i}"),
+            }
+        }
+        assert!(got_rows.next().is_none() && refused.next().is_none());
+        assert_eq!(decoded.kept, expected_times.len());
+        assert_eq!(decoded.max_ts, expected_times.iter().copied().max());
+    }
+
+    #[test]
+    fn json_outputs_are_written_as_the_row_encoder_writes_them() {
+        let decoder = ChunkDecoder {
+            rows: RowDecoder {
+                schema: schema(),
+                format: Format::Json,
+                extra_nulls: vec![],
+            },
+            event_time: None,
+        };
+        let run = [
+            record(
+                0,
+                Some(r#"{"id":1,"name":"é \"x\"","speed":0.1,"ts":5,"ok":true}"#),
+            ),
+            record(1, Some(r#"{"id":-2,"speed":1e300}"#)),
+        ];
+        let refs: Vec<&ConsumerRecord> = run.iter().collect();
+        let chunk = decoder.decode(&refs).value.unwrap();
+        for format in [Format::Json, Format::Csv, Format::Raw] {
+            let values = RowEncoder {
+                schema: schema(),
+                format,
+            };
+            let key = Some((
+                vec![0, 1],
+                KeySerde {
+                    names: vec!["id".into(), "name".into()],
+                    types: vec![DataType::Int64, DataType::Utf8],
+                },
+            ));
+            let encoder = ChunkEncoder::new(values, key);
+            let mut out = crate::operator::OutBuf::default();
+            let n = encoder
+                .write(chunk.clone(), &Arc::from("out"), &mut out)
+                .unwrap();
+            assert_eq!(n, 2);
+            let rows = chunk.clone().into_rows().unwrap();
+            for (rec, row) in out.records.iter().zip(rows) {
+                let mut want = Vec::new();
+                encoder.values.serialize(&row.value, &mut want).unwrap();
+                let got = &out.bytes[rec.value.clone().unwrap()];
+                assert_eq!(String::from_utf8_lossy(got), String::from_utf8_lossy(&want));
+                let mut want_key = Vec::new();
+                let key = Row(row.value.unwrap().0[..2].to_vec());
+                encoder
+                    .key
+                    .as_ref()
+                    .unwrap()
+                    .1
+                    .serialize(&key, &mut want_key)
+                    .unwrap();
+                assert_eq!(&out.bytes[rec.key.clone().unwrap()], &want_key[..]);
+                assert_eq!(rec.timestamp, row.timestamp);
+            }
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("null".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|i| i.to_string()),
+            any::<u64>().prop_map(|u| u.to_string()),
+            (-1e6f64..1e6).prop_map(|f| f.to_string()),
+            ".{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just(r#""2024-05-01 10:00:00.250""#.to_string()),
+            Just(r#"{"a":[1,{"b":null}]}"#.to_string()),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any flat JSON object (fields in any order, present or not, of any JSON type, with
+        /// fields the schema does not name) decodes as the row decoder decodes it, or is
+        /// refused with its reason.
+        #[test]
+        fn any_object_decodes_as_the_row_decoder_decodes_it(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(vec!["id", "name", "speed", "ts", "ok", "other"]), json_value()),
+                0..8,
+            )
+        ) {
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+            let text = format!("{{{}}}", body.join(","));
+            let decoder = ChunkDecoder {
+                rows: RowDecoder { schema: schema(), format: Format::Json, extra_nulls: vec![] },
+                event_time: Some(3),
+            };
+            let r = record(0, Some(&text));
+            let decoded = decoder.decode(&[&r]);
+            match decoder.rows.decode(text.as_bytes()) {
+                Ok(row) => {
+                    let got = decoded.value.expect("a row").into_rows().unwrap();
+                    proptest::prop_assert_eq!(&got[0].value, &Some(row), "{}", text);
+                }
+                Err(reason) => {
+                    proptest::prop_assert!(decoded.value.is_none());
+                    proptest::prop_assert_eq!(decoded.refused, vec![(0, reason)]);
+                }
+            }
+        }
+    }
+}
