@@ -180,14 +180,16 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
 }
 
 /// Decodes a whole run of records of one partition into one value (the SQL layer's Arrow
-/// batches). Returns the value (`None` when no record was kept), each kept record's event time
-/// in order, and the records it refused with the reason (index into the run).
+/// batches).
 pub(crate) type DecodeRun<V> = Arc<dyn Fn(&[&ConsumerRecord]) -> DecodedRun<V> + Send + Sync>;
 
 pub(crate) struct DecodedRun<V> {
+    /// `None` when no record was kept.
     pub value: Option<V>,
+    /// How many records the value holds, and their highest event time.
     pub kept: usize,
     pub max_ts: Option<i64>,
+    /// The records it could not decode (their index in the run) and why.
     pub refused: Vec<(usize, String)>,
 }
 

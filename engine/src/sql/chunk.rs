@@ -269,7 +269,8 @@ impl ChunkDecoder {
             .collect();
         let mut refused = Vec::new();
         let (mut record_ts, mut offsets) = (Vec::new(), Vec::new());
-        let mut headers: Vec<Vec<Header>> = Vec::new();
+        // Headers are kept per row only once a record has some.
+        let (mut headers, mut any_headers) = (Vec::<Vec<Header>>::new(), false);
         for (i, r) in run.iter().enumerate() {
             let Some(data) = r.record.value.as_deref() else {
                 refused.push((
@@ -303,10 +304,11 @@ impl ChunkDecoder {
             }
             record_ts.push(r.record.timestamp);
             offsets.push(r.record.offset);
-            if !r.record.headers.is_empty() && headers.is_empty() {
+            if !r.record.headers.is_empty() && !any_headers {
                 headers.resize(offsets.len() - 1, Vec::new());
+                any_headers = true;
             }
-            if !headers.is_empty() {
+            if any_headers {
                 headers.push(r.record.headers.clone());
             }
         }
@@ -715,6 +717,44 @@ mod tests {
                 assert_eq!(&out.bytes[rec.key.clone().unwrap()], &want_key[..]);
                 assert_eq!(rec.timestamp, row.timestamp);
             }
+        }
+    }
+
+    #[test]
+    fn each_row_keeps_its_record_headers() {
+        let decoder = ChunkDecoder {
+            rows: RowDecoder {
+                schema: schema(),
+                format: Format::Json,
+                extra_nulls: vec![],
+            },
+            event_time: None,
+        };
+        let header = |v: &str| Header {
+            key: "trace".into(),
+            value: Some(bytes::Bytes::copy_from_slice(v.as_bytes())),
+        };
+        for with_headers in [
+            [true, false, false],
+            [false, true, false],
+            [false, false, true],
+        ] {
+            let run: Vec<ConsumerRecord> = with_headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let mut r = record(i as u64, Some(r#"{"id":1}"#));
+                    if *h {
+                        r.record.headers = vec![header(&i.to_string())];
+                    }
+                    r
+                })
+                .collect();
+            let refs: Vec<&ConsumerRecord> = run.iter().collect();
+            let rows = decoder.decode(&refs).value.unwrap().into_rows().unwrap();
+            let got: Vec<Vec<Header>> = rows.into_iter().map(|r| r.headers).collect();
+            let want: Vec<Vec<Header>> = run.iter().map(|r| r.record.headers.clone()).collect();
+            assert_eq!(got, want, "{with_headers:?}");
         }
     }
 
