@@ -26,7 +26,7 @@ use crate::ops::stateless::Refused;
 use crate::record::{Rec, Windowed};
 use crate::serdes::Serde;
 use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -555,7 +555,8 @@ impl BuildCx<'_> {
                 exprs,
                 schema,
             } => {
-                let project = Some((exprs.clone(), schema.clone()));
+                let names = schema.fields().iter().map(|f| f.name().clone()).collect();
+                let project = Some((exprs.clone(), names));
                 match &**input {
                     Step::Filter { input, predicate } => (
                         input,
@@ -627,12 +628,10 @@ impl BuildCx<'_> {
         let combiner = fns.clone();
         let pre_agg = if chunkable(&a.input) {
             // The group values and arguments evaluated on the input's Arrow batches.
-            let names: Vec<Field> = (0..pre.len())
-                .map(|i| Field::new(format!("pre{i}"), DataType::Null, true))
-                .collect();
+            let names = (0..pre.len()).map(|i| format!("pre{i}")).collect();
             let op = FilterProject {
                 predicate: None,
-                project: Some((pre, Arc::new(Schema::new(names)))),
+                project: Some((pre, names)),
             };
             self.chunks(&a.input).map_batch(
                 "SQL-GROUP-BY",

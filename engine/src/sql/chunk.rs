@@ -12,6 +12,7 @@
 //! `RowDecoder`, whose result or error is the one used.
 
 use super::json_object::fields_in_order;
+use super::plan::PhysExpr;
 use super::row::{KeySerde, Row, RowDecoder, RowEncoder, parse_timestamp, rows_of, write_json};
 use crate::ops::stateless::Refused;
 use crate::record::Rec;
@@ -25,7 +26,6 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
 };
 use datafusion::common::ScalarValue;
-use datafusion::physical_expr::PhysicalExpr;
 use runnel_log::{ConsumerRecord, Header};
 use serde::de::{Deserialize, Deserializer, Visitor};
 use std::borrow::Cow;
@@ -362,9 +362,9 @@ fn event_times(column: &ArrayRef, mut record_ts: Vec<i64>) -> Vec<i64> {
 
 /// What a statement's `WHERE` and `SELECT` do to a chunk.
 pub struct FilterProject {
-    pub predicate: Option<Arc<dyn PhysicalExpr>>,
+    pub predicate: Option<PhysExpr>,
     /// The `SELECT` expressions and the names of their columns.
-    pub project: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
+    pub project: Option<(Vec<PhysExpr>, Vec<String>)>,
 }
 
 impl FilterProject {
@@ -419,7 +419,7 @@ impl FilterProject {
                 (keep, kept)
             }
         };
-        let Some((exprs, schema)) = &self.project else {
+        let Some((exprs, names)) = &self.project else {
             return Ok((keep, kept));
         };
         let rows = kept.num_rows();
@@ -432,11 +432,10 @@ impl FilterProject {
             })
             .collect::<Result<Vec<_>, _>>()?;
         // The columns' own types (DataFusion's), under the statement's names.
-        let fields: Vec<Field> = schema
-            .fields()
+        let fields: Vec<Field> = names
             .iter()
             .zip(&columns)
-            .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+            .map(|(name, c)| Field::new(name, c.data_type().clone(), true))
             .collect();
         Ok((
             keep,
@@ -584,6 +583,17 @@ mod tests {
         ]))
     }
 
+    fn json_decoder(event_time: Option<usize>) -> ChunkDecoder {
+        ChunkDecoder {
+            rows: RowDecoder {
+                schema: schema(),
+                format: Format::Json,
+                extra_nulls: vec![],
+            },
+            event_time,
+        }
+    }
+
     fn record(offset: u64, value: Option<&str>) -> ConsumerRecord {
         ConsumerRecord {
             topic: Arc::from("in"),
@@ -621,19 +631,7 @@ mod tests {
             .enumerate()
             .map(|(i, v)| record(i as u64, *v))
             .collect();
-        let rows = RowDecoder {
-            schema: schema(),
-            format: Format::Json,
-            extra_nulls: vec![],
-        };
-        let decoder = ChunkDecoder {
-            rows: RowDecoder {
-                schema: schema(),
-                format: Format::Json,
-                extra_nulls: vec![],
-            },
-            event_time: Some(3),
-        };
+        let decoder = json_decoder(Some(3));
         let refs: Vec<&ConsumerRecord> = run.iter().collect();
         let decoded = decoder.decode(&refs);
         let chunk = decoded.value.expect("some rows");
@@ -643,7 +641,7 @@ mod tests {
         for (i, r) in run.iter().enumerate() {
             let want = match r.record.value.as_deref() {
                 None => Err("a null value (tombstone) where a row was expected".to_string()),
-                Some(data) => rows.decode(data),
+                Some(data) => decoder.rows.decode(data),
             };
             match want {
                 Ok(row) => {
@@ -664,14 +662,7 @@ mod tests {
 
     #[test]
     fn json_outputs_are_written_as_the_row_encoder_writes_them() {
-        let decoder = ChunkDecoder {
-            rows: RowDecoder {
-                schema: schema(),
-                format: Format::Json,
-                extra_nulls: vec![],
-            },
-            event_time: None,
-        };
+        let decoder = json_decoder(None);
         let run = [
             record(
                 0,
@@ -722,14 +713,7 @@ mod tests {
 
     #[test]
     fn each_row_keeps_its_record_headers() {
-        let decoder = ChunkDecoder {
-            rows: RowDecoder {
-                schema: schema(),
-                format: Format::Json,
-                extra_nulls: vec![],
-            },
-            event_time: None,
-        };
+        let decoder = json_decoder(None);
         let header = |v: &str| Header {
             key: "trace".into(),
             value: Some(bytes::Bytes::copy_from_slice(v.as_bytes())),
@@ -785,10 +769,7 @@ mod tests {
         ) {
             let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
             let text = format!("{{{}}}", body.join(","));
-            let decoder = ChunkDecoder {
-                rows: RowDecoder { schema: schema(), format: Format::Json, extra_nulls: vec![] },
-                event_time: Some(3),
-            };
+            let decoder = json_decoder(Some(3));
             let r = record(0, Some(&text));
             let decoded = decoder.decode(&[&r]);
             match decoder.rows.decode(text.as_bytes()) {
