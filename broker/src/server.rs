@@ -9,6 +9,7 @@
 //! - An unknown API key or an unsupported version is answered, never dropped: see
 //!   [`crate::api`].
 
+use crate::api::parts::{Part, send_file};
 use crate::api::{self, Outcome};
 use crate::error::BrokerError;
 use crate::frame::read_frame;
@@ -192,17 +193,27 @@ impl Broker {
                 Outcome::NoResponse => continue,
             };
             self.metrics.bytes_out.fetch_add(
-                response.iter().map(|p| p.len() as u64).sum(),
+                response.iter().map(|p| p.len() as u64).sum::<u64>(),
                 Ordering::Relaxed,
             );
             let write = async {
-                // Large parts (records) bypass the buffer; the small ones around them gather.
                 for part in &response {
-                    wr.write_all(part).await?;
+                    match part {
+                        Part::Bytes(b) => wr.write_all(b).await?,
+                        Part::File(range) => {
+                            // What was gathered goes first, then the records from the file.
+                            wr.flush().await?;
+                            send_file(wr.get_ref().as_ref(), range).await?;
+                        }
+                    }
                 }
                 wr.flush().await
             };
-            if write.await.is_err() {
+            if let Err(e) = write.await {
+                // A peer gone is the usual cause; a segment shorter than its range is not.
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    tracing::warn!(error = %e, "closing connection");
+                }
                 return Ok(());
             }
         }

@@ -46,6 +46,6 @@ pub use consumer::{Consumer, ConsumerConfig, OffsetReset, PartitionLag};
 pub use error::{LogError, Result};
 pub use group::{GroupCoordinator, GroupState};
 pub use log::{CONSUMER_OFFSETS_TOPIC, Log, LogOptions, Topic, TopicDescription};
-pub use partition::{FetchResult, Partition, PartitionStats};
+pub use partition::{FetchResult, Fetched, FileRange, Partition, PartitionStats};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use types::{ConsumerRecord, Header, Record, TopicPartition};

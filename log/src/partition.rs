@@ -31,15 +31,44 @@ const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 /// Bytes per read when a whole range of batches is scanned (compaction, offset loading).
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
 
-/// Bytes returned by a read: whole batches, as stored.
+/// What a read returns: whole batches (as bytes or as where they lie in a segment file), with
+/// the partition's offsets at the time of the read.
 #[derive(Debug, Clone)]
-pub struct FetchResult {
+pub struct Fetched<T> {
     /// Zero or more whole batches; the first may start before the requested offset.
-    pub batches: Bytes,
+    pub batches: T,
     /// Offset after the last batch returned (the requested offset when nothing was returned).
     pub next_offset: u64,
     pub high_watermark: u64,
     pub log_start_offset: u64,
+}
+
+/// Bytes returned by [`Partition::read`]: whole batches, as stored, CRCs checked.
+pub type FetchResult = Fetched<Bytes>;
+
+/// Whole batches as a byte range of one segment file ([`Partition::locate`]), for a sender
+/// that copies them from the file without reading them (the broker's Fetch, by `sendfile`).
+/// The file handle stays valid when the segment is deleted or replaced meanwhile, and the range
+/// lies below the segment's readable length, which only grows.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: Arc<File>,
+    /// The file's path, for errors.
+    pub path: PathBuf,
+    pub position: u64,
+    pub len: u64,
+}
+
+impl FileRange {
+    /// The range's bytes, read from the file (for ranges too small to be worth sending apart).
+    pub fn read(&self) -> Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; self.len as usize];
+        self.file
+            .read_exact_at(&mut buf, self.position)
+            .map_err(|e| LogError::io(&self.path, e))?;
+        Ok(Bytes::from(buf))
+    }
 }
 
 /// Sizes and offsets of a partition, for `describe`.
@@ -397,16 +426,57 @@ impl Partition {
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to about `max_bytes`
-    /// (at least one batch). Blocking.
+    /// (at least one batch), checking their CRCs. Blocking.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchResult> {
+        let found = self.find_batches(offset, |handle, hw| {
+            let (bytes, next) = segment::read_batches(handle, offset, hw, max_bytes)?;
+            Ok(next.map(|next| (Bytes::from(bytes), next)))
+        })?;
+        Ok(Fetched {
+            batches: found.batches.unwrap_or_default(),
+            next_offset: found.next_offset,
+            high_watermark: found.high_watermark,
+            log_start_offset: found.log_start_offset,
+        })
+    }
+
+    /// Where the batches [`Partition::read`] would return lie, without reading them: only
+    /// their headers are read and checked, not their CRCs (the reader checks those, as Kafka's
+    /// consumers do with `check.crcs`). `None` when there is nothing at `offset`. Blocking.
+    pub fn locate(&self, offset: u64, max_bytes: usize) -> Result<Fetched<Option<FileRange>>> {
+        self.find_batches(offset, |handle, hw| {
+            let span = segment::locate_batches(handle, offset, hw, max_bytes)?;
+            Ok(span.next_offset.map(|next| {
+                let range = FileRange {
+                    file: handle.file.clone(),
+                    path: handle.path.clone(),
+                    position: span.position,
+                    len: span.len,
+                };
+                (range, next)
+            }))
+        })
+    }
+
+    /// Runs `in_segment` (batches of one segment below the high watermark, and the offset
+    /// after them) on the segment holding `offset`, and on later ones only while a segment
+    /// holds nothing at or after `offset` (compaction leaves gaps).
+    fn find_batches<T>(
+        &self,
+        offset: u64,
+        in_segment: impl Fn(
+            &ReadHandle,
+            u64,
+        ) -> std::result::Result<Option<(T, u64)>, segment::CorruptAt>,
+    ) -> Result<Fetched<Option<T>>> {
         if self.deleted.load(Ordering::Acquire) {
             return Err(self.gone());
         }
         let hw = self.high_watermark();
         let start = self.log_start_offset();
-        let empty = |next| FetchResult {
-            batches: Bytes::new(),
-            next_offset: next,
+        let mut found = Fetched {
+            batches: None,
+            next_offset: offset,
             high_watermark: hw,
             log_start_offset: start,
         };
@@ -420,37 +490,29 @@ impl Partition {
             });
         }
         if offset == hw {
-            return Ok(empty(offset));
+            return Ok(found);
         }
-        // Usually the segment holding `offset` answers; a later one is tried only when the
-        // rest of that segment holds nothing at or after `offset` (compaction leaves gaps).
         let mut from = offset;
         while let Some(handle) = self.handle_for(from) {
-            let (bytes, next) =
-                segment::read_batches(&handle, offset, hw, max_bytes).map_err(|c| {
-                    LogError::Corrupt {
-                        topic: self.topic.to_string(),
-                        partition: self.id,
-                        segment: handle.path.clone(),
-                        offset: c.offset,
-                        position: c.position,
-                        reason: c.reason,
-                    }
-                })?;
-            if let Some(next) = next {
-                return Ok(FetchResult {
-                    batches: Bytes::from(bytes),
-                    next_offset: next,
-                    high_watermark: hw,
-                    log_start_offset: start,
-                });
+            let batches = in_segment(&handle, hw).map_err(|c| LogError::Corrupt {
+                topic: self.topic.to_string(),
+                partition: self.id,
+                segment: handle.path.clone(),
+                offset: c.offset,
+                position: c.position,
+                reason: c.reason,
+            })?;
+            if let Some((batches, next)) = batches {
+                found.batches = Some(batches);
+                found.next_offset = next;
+                return Ok(found);
             }
             match handle.next_base_offset {
                 Some(base) => from = base,
                 None => break,
             }
         }
-        Ok(empty(offset))
+        Ok(found)
     }
 
     /// A read handle for the segment holding `offset`, positioned by its index.

@@ -368,40 +368,99 @@ impl Segment {
     }
 }
 
-/// Reads the whole batches of `handle` that start in `[start_position, readable_len)` and lie
-/// at or after `offset`, up to about `max_bytes` (always at least one batch), checking each
-/// batch's CRC. Stops before a batch whose base offset is ≥ `stop_offset`.
-/// Returns the bytes and the offset after the last batch returned. Intact batches before a bad
-/// one are returned; the error comes when the bad batch is the first one to return, so it names
-/// exactly the offset where reading stops.
+/// Where the whole batches a read returns lie in a segment file: `len` bytes from `position`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSpan {
+    pub position: u64,
+    pub len: u64,
+    /// The offset after the last batch of the span; `None` when the span is empty.
+    pub next_offset: Option<u64>,
+}
+
+/// Finds the whole batches of `handle` that start in `[start_position, readable_len)` and lie
+/// at or after `offset`, up to about `max_bytes` (always at least one batch), stopping before a
+/// batch whose base offset is ≥ `stop_offset`. Only batch headers are read and checked (magic,
+/// size, within the segment), not CRCs: this is what the broker sends from the file as it is,
+/// and what [`read_batches`] reads and checks. Batches before a bad header are returned; the
+/// error comes when the bad batch is the first one, so it names exactly where reading stops.
+pub fn locate_batches(
+    handle: &ReadHandle,
+    offset: u64,
+    stop_offset: u64,
+    max_bytes: usize,
+) -> std::result::Result<BatchSpan, CorruptAt> {
+    let mut pos = handle.start_position;
+    let mut span = BatchSpan {
+        position: pos,
+        len: 0,
+        next_offset: None,
+    };
+    while pos < handle.readable_len && (span.len as usize) < max_bytes {
+        match next_batch(handle, pos, offset, stop_offset) {
+            Ok(Step::Skip(size)) => {
+                pos += size;
+                span.position = pos;
+            }
+            Ok(Step::Take(size, next_offset)) => {
+                if span.len > 0 && span.len as usize + size as usize > max_bytes {
+                    break;
+                }
+                pos += size;
+                span.len += size;
+                span.next_offset = Some(next_offset);
+            }
+            Ok(Step::Stop) => break,
+            Err((off, reason)) if span.len == 0 => {
+                return Err(CorruptAt {
+                    position: pos,
+                    offset: off.unwrap_or(offset),
+                    reason,
+                });
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(span)
+}
+
+/// Reads the batches [`locate_batches`] finds, checking each one's CRC. Returns the bytes and
+/// the offset after the last batch returned. As there, intact batches before a bad one are
+/// returned and the error comes when the bad batch is the first.
 pub fn read_batches(
     handle: &ReadHandle,
     offset: u64,
     stop_offset: u64,
     max_bytes: usize,
 ) -> std::result::Result<(Vec<u8>, Option<u64>), CorruptAt> {
-    let mut pos = handle.start_position;
-    // Sized once: growing by doubling would copy megabytes of a large fetch several times.
-    let readable = handle.readable_len.saturating_sub(pos);
-    let mut out: Vec<u8> = Vec::with_capacity(max_bytes.min(readable as usize));
+    let span = locate_batches(handle, offset, stop_offset, max_bytes)?;
+    let mut out = vec![0u8; span.len as usize];
+    handle
+        .file
+        .read_exact_at(&mut out, span.position)
+        .map_err(|e| CorruptAt {
+            position: span.position,
+            offset,
+            reason: format!("read failed: {e}"),
+        })?;
+    let mut at = 0;
     let mut next = None;
-    while pos < handle.readable_len && out.len() < max_bytes {
-        let expected = next.unwrap_or(offset);
-        match next_batch(handle, pos, offset, stop_offset, max_bytes, &mut out) {
-            Ok(Step::Skip(size)) => pos += size,
-            Ok(Step::Took(size, next_offset)) => {
-                pos += size;
-                next = Some(next_offset);
+    while at < out.len() {
+        match batch::validate(&out[at..]) {
+            Ok(h) => {
+                at += h.size;
+                next = Some(h.next_offset());
             }
-            Ok(Step::Stop) => break,
-            Err((off, reason)) if out.is_empty() => {
+            Err(e) if at == 0 => {
                 return Err(CorruptAt {
-                    position: pos,
-                    offset: off.unwrap_or(expected),
-                    reason,
+                    position: span.position,
+                    offset: batch::parse_header(&out).map_or(offset, |h| h.base_offset),
+                    reason: e.to_string(),
                 });
             }
-            Err(_) => break,
+            Err(_) => {
+                out.truncate(at);
+                break;
+            }
         }
     }
     Ok((out, next))
@@ -409,20 +468,18 @@ pub fn read_batches(
 
 enum Step {
     Skip(u64),
-    Took(u64, u64),
+    Take(u64, u64),
     Stop,
 }
 
-/// Looks at the batch at `pos`: skips it (before `offset`), appends it to `out` after checking
-/// it, or stops (past `stop_offset`, or `out` would exceed `max_bytes`). On a bad batch `out`
-/// is left as it was and the error carries the batch's offset when its header was readable.
+/// Looks at the header of the batch at `pos`: skip it (before `offset`), take it, or stop (at
+/// `stop_offset`). A header that cannot be read or does not fit the segment is an error,
+/// carrying the batch's offset when the header was readable.
 fn next_batch(
     handle: &ReadHandle,
     pos: u64,
     offset: u64,
     stop_offset: u64,
-    max_bytes: usize,
-    out: &mut Vec<u8>,
 ) -> std::result::Result<Step, (Option<u64>, String)> {
     let end = handle.readable_len;
     if end - pos < batch::HEADER_LEN as u64 {
@@ -434,31 +491,19 @@ fn next_batch(
         .read_exact_at(&mut header, pos)
         .map_err(|e| (None, format!("read failed: {e}")))?;
     let h = batch::parse_header(&header).map_err(|e| (None, e.to_string()))?;
-    let bad = |reason: String| (Some(h.base_offset), reason);
     if h.base_offset >= stop_offset {
         return Ok(Step::Stop);
     }
     if pos + h.size as u64 > end {
-        return Err(bad("batch runs past the end of the segment".into()));
+        return Err((
+            Some(h.base_offset),
+            "batch runs past the end of the segment".into(),
+        ));
     }
     if h.last_offset() < offset {
         return Ok(Step::Skip(h.size as u64));
     }
-    if !out.is_empty() && out.len() + h.size > max_bytes {
-        return Ok(Step::Stop);
-    }
-    let at = out.len();
-    out.resize(at + h.size, 0);
-    let checked = handle
-        .file
-        .read_exact_at(&mut out[at..], pos)
-        .map_err(|e| bad(format!("read failed: {e}")))
-        .and_then(|()| batch::validate(&out[at..]).map_err(|e| bad(e.to_string())));
-    if let Err(e) = checked {
-        out.truncate(at);
-        return Err(e);
-    }
-    Ok(Step::Took(h.size as u64, h.next_offset()))
+    Ok(Step::Take(h.size as u64, h.next_offset()))
 }
 
 fn remove_if_exists(p: &Path) -> Result<()> {

@@ -73,17 +73,23 @@ fn flipped_tail_is_truncated_and_appends_continue() {
     }
 }
 
-#[test]
-fn flipped_middle_segment_stops_reads_with_a_precise_error() {
-    let dir = filled_log();
+/// Flips a byte inside the last record of a middle segment; returns that segment's path.
+fn corrupt_middle_segment(dir: &std::path::Path) -> std::path::PathBuf {
     let middle = {
-        let log = Log::open(dir.path()).unwrap();
+        let log = Log::open(dir).unwrap();
         let p = log.partition(&TopicPartition::new("c", 0)).unwrap();
         let files = segment_files(&p);
         assert!(files.len() >= 4, "test needs several segments");
         files[files.len() / 2].clone()
     };
     flip(&middle, 2);
+    middle
+}
+
+#[test]
+fn flipped_middle_segment_stops_reads_with_a_precise_error() {
+    let dir = filled_log();
+    let middle = corrupt_middle_segment(dir.path());
     let log = Log::open(dir.path()).unwrap();
     let p = log.partition(&TopicPartition::new("c", 0)).unwrap();
     assert_eq!(
@@ -134,6 +140,56 @@ fn flipped_middle_segment_stops_reads_with_a_precise_error() {
     // Reading past the damage still works.
     let later = read_all(&p, offset + 1).unwrap();
     assert_eq!(later.len() as u64, 199 - offset);
+}
+
+/// The broker sends batches from its files without checking their CRCs, as Kafka's does; the
+/// Rust client's consumer checks them (Kafka's `check.crcs`): the records before the damage
+/// arrive, then `poll` fails naming the partition and the offset — never a wrong record.
+#[test]
+fn a_consumer_through_the_broker_stops_at_a_corrupt_batch_naming_its_offset() {
+    use runnel::broker::{Broker, BrokerConfig, RemoteLog};
+    use runnel_log::{ConsumerConfig, LogClient};
+    let dir = filled_log();
+    corrupt_middle_segment(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let log = Log::open(dir.path()).unwrap();
+        let config = BrokerConfig {
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        let broker = Broker::bind(log, config).await.unwrap();
+        let addr = broker.local_addr().to_string();
+        let server = tokio::spawn(broker.serve());
+        let client = RemoteLog::connect(&addr).await.unwrap();
+        let mut consumer = client.consumer(ConsumerConfig {
+            enable_auto_commit: false,
+            ..Default::default()
+        });
+        consumer.assign(vec![TopicPartition::new("c", 0)]).unwrap();
+        consumer.seek_to_beginning();
+        let mut next = 0;
+        let err = loop {
+            match consumer.poll(std::time::Duration::from_secs(5)).await {
+                Ok(records) => {
+                    assert!(!records.is_empty(), "nothing after offset {next}");
+                    for r in records {
+                        assert_eq!(r.record.offset, next);
+                        assert_eq!(r.record.value.as_deref(), Some(&value(next)[..]));
+                        next += 1;
+                    }
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(next > 0 && next < 199, "stopped at {next}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("c-0") && msg.contains(&format!("offset {next}")),
+            "{msg}"
+        );
+        server.abort();
+    });
 }
 
 #[test]

@@ -91,6 +91,13 @@ proptest! {
                     for r in got {
                         prop_assert_eq!(r.value.as_deref(), Some(&m[r.offset as usize][..]));
                     }
+                    // The file range the broker sends holds exactly what a read returns.
+                    let max_bytes = 1 + (at * 6000.0) as usize;
+                    let read = p.read(from, max_bytes).unwrap();
+                    let located = p.locate(from, max_bytes).unwrap();
+                    prop_assert_eq!(located.next_offset, read.next_offset);
+                    let sent = located.batches.map(|r| r.read().unwrap()).unwrap_or_default();
+                    prop_assert_eq!(sent, read.batches);
                 }
                 Op::Reopen => {
                     drop(log);

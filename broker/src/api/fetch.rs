@@ -2,9 +2,11 @@
 //!
 //! Contract:
 //! - Fetch answers with whole batches exactly as stored in the segment files (no decoding, no
-//!   re-encoding); the first batch may start before the fetch offset, as in Kafka, and clients
-//!   skip the records before it. Only data below the high watermark is served (under
-//!   `always`, only what has been fsynced).
+//!   re-encoding), sent from the files with `sendfile` (see [`super::parts`]); the first batch
+//!   may start before the fetch offset, as in Kafka, and clients skip the records before it.
+//!   As in Kafka, the broker checks batch headers, not CRCs, on this path: clients check
+//!   those. Only data below the high watermark is served (under `always`, only what has been
+//!   fsynced).
 //! - Long poll: while fewer than `min_bytes` are available and `max_wait_ms` has not passed,
 //!   the request waits on the partitions' wakers (no polling loop) and reads again when an
 //!   append becomes visible.
@@ -15,6 +17,7 @@
 //!   requests, and incremental answers that hold only partitions with news.
 
 use super::fetch_session::{Plan, Requested};
+use super::parts::FileRecords;
 use super::{blocking, str_bytes};
 use crate::codes;
 use crate::server::Broker;
@@ -39,7 +42,12 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub(crate) async fn fetch(b: &Broker, r: FetchRequest, version: i16) -> FetchResponse {
+/// The answer, with the file ranges its records are to be sent from.
+pub(crate) async fn fetch(
+    b: &Broker,
+    r: FetchRequest,
+    version: i16,
+) -> (FetchResponse, FileRecords) {
     let requested: Vec<Requested> = r
         .topics
         .into_iter()
@@ -74,9 +82,10 @@ pub(crate) async fn fetch(b: &Broker, r: FetchRequest, version: i16) -> FetchRes
         Ok(plan) => plan,
         Err(code) => {
             tracing::debug!(session_id, epoch, code, "fetch session refused");
-            return FetchResponse::default()
+            let response = FetchResponse::default()
                 .with_error_code(code)
                 .with_session_id(0);
+            return (response, FileRecords::default());
         }
     };
     if plan.incremental {
@@ -123,10 +132,11 @@ pub(crate) async fn fetch(b: &Broker, r: FetchRequest, version: i16) -> FetchRes
     let min_bytes = r.min_bytes.max(0) as usize;
     loop {
         let t = topics.clone();
-        let (responses, bytes, errors) = match blocking(move || read_all(&t, max_bytes)).await {
-            Ok(x) => x,
-            Err(_) => (Vec::new(), 0, true),
-        };
+        let (responses, files, bytes, errors) =
+            match blocking(move || read_all(&t, max_bytes)).await {
+                Ok(x) => x,
+                Err(_) => (Vec::new(), FileRecords::default(), 0, true),
+            };
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || errors || now >= deadline {
             let responses = if plan.session_id == 0 {
@@ -134,9 +144,10 @@ pub(crate) async fn fetch(b: &Broker, r: FetchRequest, version: i16) -> FetchRes
             } else {
                 only_news(b, &plan, responses)
             };
-            return FetchResponse::default()
+            let response = FetchResponse::default()
                 .with_session_id(plan.session_id)
                 .with_responses(responses);
+            return (response, files);
         }
         let _ = tokio::time::timeout(deadline - now, waker.notified()).await;
     }
@@ -169,11 +180,13 @@ fn only_news(
         .collect()
 }
 
-/// One pass over the wanted partitions: (responses, bytes returned, any partition failed).
+/// One pass over the wanted partitions: (responses, the file ranges of their records, bytes
+/// returned, any partition failed).
 fn read_all(
     topics: &[(TopicName, Vec<Wanted>)],
     max_bytes: usize,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> (Vec<FetchableTopicResponse>, FileRecords, usize, bool) {
+    let mut files = FileRecords::default();
     let mut budget = max_bytes;
     let mut total = 0;
     let mut errors = false;
@@ -215,12 +228,18 @@ fn read_all(
                         )
                         .with_records(Some(Bytes::new()));
                     }
-                    match partition.read(w.offset as u64, limit) {
-                        Ok(f) => {
-                            total += f.batches.len();
-                            budget = budget.saturating_sub(f.batches.len());
-                            with_offsets(base, f.high_watermark, f.log_start_offset)
-                                .with_records(Some(f.batches))
+                    let located = partition.locate(w.offset as u64, limit).and_then(|f| {
+                        let records = match f.batches {
+                            Some(range) => files.records(range)?,
+                            None => Bytes::new(),
+                        };
+                        Ok((records, f.high_watermark, f.log_start_offset))
+                    });
+                    match located {
+                        Ok((records, hw, start)) => {
+                            total += records.len();
+                            budget = budget.saturating_sub(records.len());
+                            with_offsets(base, hw, start).with_records(Some(records))
                         }
                         Err(e) => {
                             errors = true;
@@ -239,7 +258,7 @@ fn read_all(
                 .with_partitions(partitions)
         })
         .collect();
-    (responses, total, errors)
+    (responses, files, total, errors)
 }
 
 const LATEST: i64 = -1;

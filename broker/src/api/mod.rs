@@ -27,6 +27,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
+use parts::{FileRecords, Part};
 use std::time::Instant;
 
 /// (API, min version, max version) served by the broker.
@@ -53,7 +54,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 
 pub(crate) enum Outcome {
     /// A size-prefixed response, in parts written one after the other.
-    Respond(Vec<Bytes>),
+    Respond(Vec<Part>),
     /// Produce with acks=0: Kafka sends nothing back.
     NoResponse,
 }
@@ -84,7 +85,10 @@ pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Outcome,
         broker
             .metrics
             .record("Unsupported", started.elapsed(), true);
-        return Ok(Outcome::Respond(vec![error_only(correlation_id, 0)]));
+        return Ok(Outcome::Respond(vec![Part::Bytes(error_only(
+            correlation_id,
+            0,
+        ))]));
     };
     let name = api_name(api);
     if !supported(api, version) {
@@ -94,7 +98,13 @@ pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Outcome,
             let body = ResponseKind::ApiVersions(
                 api_versions().with_error_code(codes::UNSUPPORTED_VERSION),
             );
-            return Ok(Outcome::Respond(encode(correlation_id, 0, &body, 0)?));
+            return Ok(Outcome::Respond(encode(
+                correlation_id,
+                0,
+                &body,
+                0,
+                FileRecords::default(),
+            )?));
         }
         let valid = api.valid_versions();
         let header_version = if (valid.min..=valid.max).contains(&version) {
@@ -102,16 +112,25 @@ pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Outcome,
         } else {
             0
         };
-        return Ok(Outcome::Respond(vec![error_only(
+        return Ok(Outcome::Respond(vec![Part::Bytes(error_only(
             correlation_id,
             header_version,
-        )]));
+        ))]));
     }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(|e| BrokerError::Malformed(format!("{name} v{version} header: {e}")))?;
     let request = RequestKind::decode(api, &mut frame, version)
         .map_err(|e| BrokerError::Malformed(format!("{name} v{version} body: {e}")))?;
-    let response = dispatch(broker, &header, request, version).await?;
+    let (response, files) = match request {
+        RequestKind::Fetch(r) => {
+            let (response, files) = fetch::fetch(broker, r, version).await;
+            (Some(ResponseKind::Fetch(response)), files)
+        }
+        request => (
+            dispatch(broker, &header, request, version).await?,
+            FileRecords::default(),
+        ),
+    };
     broker.metrics.record(name, started.elapsed(), false);
     match response {
         Some(body) => Ok(Outcome::Respond(encode(
@@ -119,6 +138,7 @@ pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Outcome,
             api.response_header_version(version),
             &body,
             version,
+            files,
         )?)),
         None => Ok(Outcome::NoResponse),
     }
@@ -146,7 +166,6 @@ async fn dispatch(
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(produce::init_producer_id(b, r))
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(b, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(fetch::list_offsets(b, r, version).await)
         }
@@ -189,25 +208,20 @@ pub(crate) fn api_versions() -> ApiVersionsResponse {
 }
 
 /// A size-prefixed response: header at `header_version`, then `body` at `version`, in parts:
-/// a Fetch response's records are not copied (see [`parts`]).
+/// a Fetch response's records are sent from their files (see [`parts`]).
 fn encode(
     correlation_id: i32,
     header_version: i16,
     body: &ResponseKind,
     version: i16,
-) -> Result<Vec<Bytes>, BrokerError> {
+    files: FileRecords,
+) -> Result<Vec<Part>, BrokerError> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let malformed =
         |e: &dyn std::fmt::Display| BrokerError::Malformed(format!("encoding a response: {e}"));
     let mut parts = match body {
         ResponseKind::Fetch(f) => {
-            let records = f
-                .responses
-                .iter()
-                .flat_map(|t| t.partitions.iter())
-                .filter_map(|p| p.records.clone())
-                .collect();
-            let mut w = parts::PartsWriter::new(256, records);
+            let mut w = parts::PartsWriter::new(256, files);
             header
                 .encode(&mut w, header_version)
                 .and_then(|_| f.encode(&mut w, version))
@@ -220,13 +234,13 @@ fn encode(
                 .encode(&mut buf, header_version)
                 .and_then(|_| other.encode(&mut buf, version))
                 .map_err(|e| malformed(&e))?;
-            vec![buf.freeze()]
+            vec![Part::Bytes(buf.freeze())]
         }
     };
     let len = parts.iter().map(|p| p.len()).sum::<usize>();
     let len = i32::try_from(len)
         .map_err(|_| BrokerError::Malformed(format!("a response of {len} bytes")))?;
-    parts.insert(0, Bytes::copy_from_slice(&len.to_be_bytes()));
+    parts.insert(0, Part::Bytes(Bytes::copy_from_slice(&len.to_be_bytes())));
     Ok(parts)
 }
 

@@ -13,6 +13,10 @@
 //!   group requests to the coordinator. A lost connection or a retriable error inside `poll`
 //!   is retried with backoff (reconnecting, refreshing metadata) until `poll`'s timeout, which
 //!   then returns no records: as Kafka's consumer, `poll` rides out a broker restart.
+//! - Each batch's CRC is checked before its records are returned (Kafka's `check.crcs`; the
+//!   broker sends batches from its files unchecked): the records before a bad batch are
+//!   returned, then `poll` fails naming the partition and the batch's offset, and fails again
+//!   while the position stays there.
 
 use super::cluster::{Backoff, Cluster, RETRY_FOR, retriable, stale_route};
 use super::conn::{Connection, kafka_error};
@@ -75,6 +79,9 @@ pub struct RemoteConsumer {
     topic_names: HashMap<String, Arc<str>>,
     /// In a mutex only so that the consumer stays `Sync` (the answers' futures are not).
     prefetch: Mutex<Option<Prefetch>>,
+    /// A batch that failed its check after records before it were taken: those records are
+    /// returned first, and this error by the next poll (as Kafka's consumer does).
+    corrupt: Option<BrokerError>,
 }
 
 /// A Fetch's answer still to come.
@@ -167,6 +174,7 @@ impl RemoteConsumer {
             last_commit: Instant::now(),
             topic_names: HashMap::new(),
             prefetch: Mutex::new(None),
+            corrupt: None,
         }
     }
 
@@ -398,6 +406,9 @@ impl RemoteConsumer {
     /// sent ahead by the previous call when it asked from these positions, else of one Fetch
     /// per leader sent now. Before decoding, asks for what follows (see [`Prefetch`]).
     async fn fetch(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, BrokerError> {
+        if let Some(e) = self.corrupt.take() {
+            return Err(e);
+        }
         let from: Vec<(TopicPartition, u64)> = self
             .assignment
             .iter()
@@ -433,6 +444,11 @@ impl RemoteConsumer {
         }
         if !out_of_range.is_empty() {
             self.reset(&out_of_range).await?;
+        }
+        if out.is_empty()
+            && let Some(e) = self.corrupt.take()
+        {
+            return Err(e);
         }
         Ok(out)
     }
@@ -517,6 +533,16 @@ impl RemoteConsumer {
                     let h = batch::parse_header(&b)?;
                     if h.next_offset() <= *pos {
                         continue;
+                    }
+                    // The broker sends batches from its files unchecked; as Kafka's consumer
+                    // (`check.crcs`), a batch is checked before its records are handed out.
+                    // The partition stays at a bad batch.
+                    if let Err(e) = batch::validate(&b) {
+                        let at = h.base_offset;
+                        self.corrupt = Some(BrokerError::Malformed(format!(
+                            "{tp} batch at offset {at}: {e}"
+                        )));
+                        break;
                     }
                     if !h.is_control() {
                         for r in batch::records(&b)? {
