@@ -7,7 +7,7 @@
 //! length for each partition's records: [`FileRecords`] hands out a *placeholder* (a slice of
 //! read-only address space that is never read), and the writer, recognising a placeholder's
 //! address and length in a slice the encoder writes, emits the file range as a part of its own
-//! instead of copying. Ranges below [`SHARED_MIN_LEN`] are read into memory and copied as any
+//! instead of copying. Ranges below [`FILE_PART_MIN_LEN`] are read into memory and copied as any
 //! other bytes. Message encoders only append (seeking back is done by record-batch encoders,
 //! not used here), so `seek` and `range` work within the part being written and panic outside it.
 
@@ -21,9 +21,10 @@ use std::sync::OnceLock;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Ranges shorter than this are read and copied into the response: a `sendfile` of its own
-/// costs more than the copy.
-const SHARED_MIN_LEN: usize = 1024;
+/// Ranges shorter than this are read and copied into the response rather than sent as a part
+/// of their own (the threshold the earlier in-memory path used for sharing; not measured for
+/// `sendfile`).
+const FILE_PART_MIN_LEN: usize = 1024;
 
 /// Address space reserved for placeholders, enough for any one Fetch answer clients ask for
 /// (Kafka's `fetch.max.bytes` is 50 MiB by default); an answer that needs more reads the rest
@@ -125,7 +126,7 @@ impl FileRecords {
         let len = range.len as usize;
         let space = placeholder_space().filter(|s| self.used + len <= s.len());
         match space {
-            Some(space) if len >= SHARED_MIN_LEN => {
+            Some(space) if len >= FILE_PART_MIN_LEN => {
                 let placeholder = Bytes::from_static(&space[self.used..self.used + len]);
                 self.used += len;
                 self.ranges.push((placeholder.clone(), range));
@@ -178,7 +179,7 @@ unsafe impl BufMut for PartsWriter {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        let file = (src.len() >= SHARED_MIN_LEN)
+        let file = (src.len() >= FILE_PART_MIN_LEN)
             .then(|| {
                 self.files
                     .iter()
