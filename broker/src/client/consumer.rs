@@ -545,6 +545,7 @@ impl RemoteConsumer {
                         break;
                     }
                     if !h.is_control() {
+                        out.reserve(h.records_count.max(0) as usize);
                         for r in batch::records(&b)? {
                             if r.offset >= *pos {
                                 out.push(ConsumerRecord {

@@ -4,10 +4,10 @@
 //! - `send` picks the partition (explicit, murmur2 of the key as Kafka does, or a sticky
 //!   partition for keyless records that moves on when its batch is closed) and appends the
 //!   record to that partition's open batch; it waits only while `buffer_memory` bytes are queued.
-//! - A batch is closed at `batch_size` bytes, after `linger`, or by `flush`. The sender task
-//!   sends closed batches, oldest first, to each partition's leader, with up to four Produce
-//!   requests in flight; a broker answers a connection in order, so the records of a partition
-//!   are stored in the order they were sent.
+//! - A batch is closed when its next record would take it past `batch_size` bytes, after
+//!   `linger`, or by `flush`. The sender task sends closed batches, oldest first, to each
+//!   partition's leader, with up to four Produce requests in flight; a broker answers a
+//!   connection in order, so the records of a partition are stored in the order they were sent.
 //! - Idempotence: the sender asks for a producer id (InitProducerId) before its first batch and
 //!   stamps every batch with it and a per-partition sequence, fixed from then on. A brokers
 //!   without InitProducerId gets plain batches.
@@ -245,9 +245,26 @@ impl RemoteProducer {
                 .entry(topic_key)
                 .or_insert_with(|| rand::random_range(0..count)),
         };
-        let key = (topic_key, partition);
-        let first = st.open.is_empty() && st.ready.is_empty();
+        let mut key = (topic_key, partition);
         let batch_size = self.shared.config.batch_size;
+        // Closed before the record that would overflow it, not after: a batch filled past
+        // its buffer's capacity would be copied into a larger one (1 MiB per batch).
+        let overflows = st
+            .open
+            .get(&key)
+            .is_some_and(|o| !o.builder.is_empty() && o.builder.size_bytes() + size > batch_size);
+        if overflows {
+            st.close(&key);
+            if (record.partition, record.key) == (None, None) {
+                // The sticky partition moves on with its closed batch, this record included.
+                key.1 = *st
+                    .sticky
+                    .entry(topic_key)
+                    .or_insert_with(|| rand::random_range(0..count));
+            }
+        }
+        let partition = key.1;
+        let first = st.open.is_empty() && st.ready.is_empty();
         let open = match st.open.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(Open {
@@ -267,12 +284,8 @@ impl RemoteProducer {
             record.headers,
         );
         open.queued += size;
-        let full = open.builder.size_bytes() >= batch_size;
         st.queued_bytes += size;
-        if full {
-            st.close(&key);
-        }
-        Ok(full || first)
+        Ok(overflows || first)
     }
 
     fn check_size(&self, record: &ProducerRecord<'_>) -> Result<usize, LogError> {
