@@ -2,11 +2,13 @@
 //! ([`RemoteLog`]), so that Runnel's broker and a peer (`--target`, e.g. tansu) are measured by
 //! the same client.
 //!
-//! Without `--target` it starts `runnel broker` in-process on a temporary data directory
-//! (deleted after) and a free port. For records of 100 B and 1 KiB on a one-partition topic:
+//! Without `--target` it starts `runnel broker` in-process, on its own runtime, with a
+//! temporary data directory (deleted after) and a free port. For records of 100 B and 1 KiB on a one-partition topic:
 //! produce throughput (one producer, `acks=all`, batches of up to 1 MiB, flushed at the end),
 //! consume throughput (one consumer reading the same records from the beginning), and for
 //! 100 B records the produce latency (send one record, flush, until acknowledged; p50/p99).
+//! With Runnel's broker in-process, also the ceiling the consume rows are bounded by: plain
+//! loopback TCP from `sendfile` to `recv` (no protocol, no decoding).
 //! Topics are created with the durability given (`interval` by default; against another
 //! broker it is sent as Kafka's `flush.messages`/`flush.ms`, which the peer may ignore).
 
@@ -55,9 +57,18 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
                 default_partitions: 1,
                 advertised_listener: None,
             };
-            let broker = Broker::bind(log.clone(), config).await?;
+            // The broker gets its own runtime, as it has its own process when deployed:
+            // sharing the client's two workers, its tasks would queue behind the client's
+            // send loop, and the figures would measure tokio's scheduling, not the broker.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("broker")
+                .enable_all()
+                .build()?;
+            let broker = runtime.spawn(Broker::bind(log.clone(), config)).await??;
             let addr = broker.local_addr().to_string();
-            (addr, Some((log, tokio::spawn(broker.serve()))))
+            let server = runtime.spawn(broker.serve());
+            (addr, Some((log, runtime, server)))
         }
     };
     eprintln!(
@@ -85,6 +96,10 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
         rows.push(produce(&client, &topic, &value, records, durability).await?);
         rows.push(consume(&client, &topic, size, records, durability).await?);
     }
+    if local.is_some() {
+        let (dir, bytes) = (tmp.path().to_path_buf(), records * 1024);
+        rows.push(tokio::task::spawn_blocking(move || loopback_ceiling(&dir, bytes)).await??);
+    }
     let topic = format!("bench-latency-{run_id:08x}");
     client
         .ensure_topic(
@@ -98,9 +113,10 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
         .await?;
     rows.push(latency(&client, &topic, samples, durability).await?);
     drop(client);
-    if let Some((log, server)) = local {
+    if let Some((log, runtime, server)) = local {
         server.abort();
         let _ = server.await;
+        runtime.shutdown_background();
         close_log(log);
     }
     print_rows(&rows)
@@ -220,4 +236,72 @@ async fn latency(
         samples,
         percentiles,
     ))
+}
+
+/// What this machine's loopback TCP carries with no protocol at all: a file in the page cache
+/// sent with `sendfile` in 4 MiB calls (as the broker sends Fetch answers) and received into
+/// one reused 4 MiB buffer. No consumer of a broker on this machine reads faster than this,
+/// so it is the ceiling to read the consume rows against.
+fn loopback_ceiling(dir: &std::path::Path, bytes: u64) -> Result<Row> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    const CHUNK: usize = 4 << 20;
+    let path = dir.join("loopback.bin");
+    let mut file = std::fs::File::create(&path)?;
+    let block = random_bytes(CHUNK);
+    for _ in 0..bytes.div_ceil(CHUNK as u64) {
+        file.write_all(&block)?;
+    }
+    let file = std::fs::File::open(&path)?;
+    let len = file.metadata()?.len();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let (socket, _) = listener.accept()?;
+        let mut offset: libc::off_t = 0;
+        while (offset as u64) < len {
+            let want = CHUNK.min((len - offset as u64) as usize);
+            // SAFETY: both descriptors are open for the whole call and `offset` is a valid
+            // pointer, which sendfile advances by what it sent.
+            let sent =
+                unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut offset, want) };
+            if sent < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    });
+    let label = "TCP loopback, sendfile -> recv";
+    let pb = progress(label, len);
+    let mut socket = std::net::TcpStream::connect(addr)?;
+    let mut buf = vec![0u8; CHUNK];
+    let started = Instant::now();
+    let mut got = 0u64;
+    while got < len {
+        let n = socket.read(&mut buf)?;
+        if n == 0 {
+            bail!("the loopback sender stopped after {got} of {len} bytes");
+        }
+        got += n as u64;
+        pb.set_position(got);
+    }
+    let elapsed = started.elapsed();
+    output::finish(
+        &pb,
+        format!(
+            "{label}: {:.0} MB/s",
+            got as f64 / elapsed.as_secs_f64() / 1e6
+        ),
+    );
+    sender.join().expect("the loopback sender panicked")?;
+    std::fs::remove_file(&path)?;
+    Ok(Row {
+        benchmark: "TCP loopback ceiling (sendfile -> recv)".into(),
+        size: CHUNK,
+        durability: None,
+        producers: None,
+        records: got / CHUNK as u64,
+        throughput: Some((got, elapsed)),
+        percentiles: None,
+    })
 }
