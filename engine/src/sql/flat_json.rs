@@ -13,8 +13,8 @@ use super::chunk::Cell;
 use datafusion::arrow::datatypes::Fields;
 use std::borrow::Cow;
 
-/// `10^i` for the exponents a float is read with here: each is exact in an f64, so one
-/// multiplication or division rounds correctly, and it is the one serde_json makes.
+/// `10^i` for the exponents a float is read with here: each is exact in an f64 and equal to
+/// the entry of serde_json's own table, so the multiplication or division is serde's.
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
@@ -135,7 +135,8 @@ impl<'a> Scan<'a> {
     /// A number as serde_json reads it (without its `float_roundtrip` feature): an integer
     /// is a u64, or an i64 when negative (`-0` is the float -0.0); a number with a fraction
     /// or an exponent is its decimal significand as an f64, multiplied or divided once by
-    /// `10^|exponent|`. Read here only where that is exact arithmetic on both sides.
+    /// `10^|exponent|`. Read here only while that power of ten is exact, where this code
+    /// makes the same two roundings (significand to f64, then the product) serde makes.
     fn number(&mut self) -> Option<Cell<'a>> {
         let negative = self.b[self.i] == b'-';
         self.i += usize::from(negative);
