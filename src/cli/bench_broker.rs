@@ -3,8 +3,8 @@
 //! the same client.
 //!
 //! Without `--target` it starts `runnel broker` in-process, on its own runtime, with a
-//! temporary data directory (deleted after) and a free port. For records of 100 B and 1 KiB on a one-partition topic:
-//! produce throughput (one producer, `acks=all`, batches of up to 1 MiB, flushed at the end),
+//! temporary data directory (deleted after) and a free port. For records of 100 B and 1 KiB on
+//! a one-partition topic: produce throughput (one producer, `acks=all`, batches of up to 1 MiB, flushed at the end),
 //! consume throughput (one consumer reading the same records from the beginning), and for
 //! 100 B records the produce latency (send one record, flush, until acknowledged; p50/p99).
 //! With Runnel's broker in-process, also the ceiling the consume rows are bounded by: plain
@@ -268,8 +268,10 @@ fn loopback_ceiling(dir: &std::path::Path, bytes: u64) -> Result<Row> {
             // pointer, which sendfile advances by what it sent.
             let sent =
                 unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut offset, want) };
-            if sent < 0 {
-                return Err(std::io::Error::last_os_error());
+            match sent {
+                n if n < 0 => return Err(std::io::Error::last_os_error()),
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                _ => {}
             }
         }
         Ok(())
@@ -283,7 +285,11 @@ fn loopback_ceiling(dir: &std::path::Path, bytes: u64) -> Result<Row> {
     while got < len {
         let n = socket.read(&mut buf)?;
         if n == 0 {
-            bail!("the loopback sender stopped after {got} of {len} bytes");
+            let why = match sender.join().expect("the loopback sender panicked") {
+                Err(e) => e.to_string(),
+                Ok(()) => "it closed the socket".into(),
+            };
+            bail!("the loopback sender stopped after {got} of {len} bytes: {why}");
         }
         got += n as u64;
         pb.set_position(got);
