@@ -19,8 +19,8 @@ use crate::operator::TaskMetrics;
 use crate::task::{Input, OnDeserializeError, Task};
 use crate::topology::{Instantiation, NodeKind, TopicName, Topology, changelog_topic};
 use runnel_log::{
-    CleanupPolicy, ConsumerConfig, ConsumerRecord, LogConsumer, LogProducer, OffsetReset,
-    ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig, TopicPartition,
+    CleanupPolicy, ConsumerConfig, LogConsumer, LogProducer, OffsetReset, ProducerConfig,
+    ProducerRecord, RecordRun, SharedLogClient, TopicConfig, TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -281,8 +281,8 @@ fn add_metrics(a: &mut TaskMetrics, b: &TaskMetrics) {
     a.dead_letters += b.dead_letters;
 }
 
-/// Batches of polled records (or the poll's error), from the prefetch task to the worker.
-type Feed = tokio::sync::mpsc::Receiver<runnel_log::Result<Vec<ConsumerRecord>>>;
+/// Polled record runs (or the poll's error), from the prefetch task to the worker.
+type Feed = tokio::sync::mpsc::Receiver<runnel_log::Result<Vec<RecordRun>>>;
 
 /// How long a bounded run may go without records before it says what it waits for.
 const STALL_REPORT: Duration = Duration::from_secs(10);
@@ -605,7 +605,7 @@ impl Worker {
 
     /// Polls once and processes what came. Returns the number of records (markers excluded).
     pub fn step(&mut self, timeout: Duration) -> Result<usize> {
-        let recs = match (&mut self.feed, &mut self.consumer) {
+        let runs = match (&mut self.feed, &mut self.consumer) {
             (Some(feed), _) => match self
                 .rt
                 .block_on(async { tokio::time::timeout(timeout, feed.recv()).await })
@@ -614,27 +614,15 @@ impl Worker {
                 Ok(None) => return Err(EngineError::Config("the prefetch task stopped".into())),
                 Err(_) => Vec::new(),
             },
-            (None, Some(c)) => self.rt.block_on(c.poll(timeout))?,
+            (None, Some(c)) => self.rt.block_on(c.poll_runs(timeout))?,
             (None, None) => unreachable!("a worker has a consumer or a feed"),
         };
-        let n = recs
-            .iter()
-            .filter(|r| !crate::task::is_marker(&r.record.headers))
-            .count();
-        let mut start = 0;
-        while start < recs.len() {
-            let (topic, partition) = (&recs[start].topic, recs[start].partition);
-            let mut end = start + 1;
-            while end < recs.len()
-                && recs[end].partition == partition
-                && Arc::ptr_eq(&recs[end].topic, topic)
-            {
-                end += 1;
+        let mut n = 0;
+        for run in &runs {
+            n += run.iter().filter(|r| !crate::task::is_marker(r)).count();
+            if let Some(&(t, i)) = self.route.get(&(run.topic.clone(), run.partition)) {
+                self.process(t, i, run)?;
             }
-            if let Some(&(t, i)) = self.route.get(&(topic.clone(), partition)) {
-                self.process(t, i, &recs[start..end])?;
-            }
-            start = end;
         }
         self.confirm_idle_inputs()?;
         for t in &mut self.tasks {
@@ -690,9 +678,9 @@ impl Worker {
         Ok(())
     }
 
-    fn process(&mut self, t: usize, i: usize, recs: &[ConsumerRecord]) -> Result<()> {
+    fn process(&mut self, t: usize, i: usize, run: &RecordRun) -> Result<()> {
         let task = &mut self.tasks[t];
-        match std::panic::catch_unwind(AssertUnwindSafe(|| task.process(i, recs))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.process(i, run))) {
             Ok(r) => r,
             Err(panic) => {
                 let message = panic
@@ -703,8 +691,8 @@ impl Worker {
                 Err(EngineError::TaskFailed {
                     task: task.name.to_string(),
                     node: task.cx.node.to_string(),
-                    topic: recs[0].topic.to_string(),
-                    partition: recs[0].partition,
+                    topic: run.topic.to_string(),
+                    partition: run.partition,
                     offset: task.cx.offset,
                     message,
                 })
@@ -805,10 +793,11 @@ impl Worker {
         let stats = self.prefetch.clone();
         self.rt.spawn(async move {
             loop {
-                let batch = consumer.poll(Duration::from_millis(100)).await;
+                let batch = consumer.poll_runs(Duration::from_millis(100)).await;
                 stats.polls.fetch_add(1, Ordering::Relaxed);
                 if let Ok(b) = &batch {
-                    stats.records.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    let records: usize = b.iter().map(RecordRun::len).sum();
+                    stats.records.fetch_add(records as u64, Ordering::Relaxed);
                 }
                 let failed = batch.is_err();
                 if matches!(&batch, Ok(b) if b.is_empty()) {

@@ -20,7 +20,7 @@ use crate::record::{Control, Msg, Rec};
 use crate::serdes::SerdeRef;
 use crate::state::StoreHandle;
 use bytes::Bytes;
-use runnel_log::{ConsumerRecord, Header, TopicPartition};
+use runnel_log::{Header, RecordRef, RecordRun, TopicPartition};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -50,9 +50,8 @@ pub(crate) fn encode_origin(writer: u32, offset: u64, index: u32) -> Bytes {
     Bytes::from(b)
 }
 
-fn decode_origin(headers: &[Header]) -> Option<(u32, (u64, u32))> {
-    let h = headers.iter().find(|h| h.key == ORIGIN_HEADER)?;
-    let v = h.value.as_deref().filter(|v| v.len() == 16)?;
+fn decode_origin(r: &RecordRef) -> Option<(u32, (u64, u32))> {
+    let v = r.header(ORIGIN_HEADER)?.filter(|v| v.len() == 16)?;
     let u32_at = |i: usize| u32::from_be_bytes(v[i..i + 4].try_into().expect("4 bytes"));
     Some((
         u32_at(0),
@@ -77,7 +76,7 @@ pub enum OnDeserializeError {
 pub(crate) trait SourceOp {
     /// Deserializes and forwards a run of records of one partition. Returns the highest event
     /// time among them.
-    fn on_records(&mut self, cx: &mut TaskCx, records: &[ConsumerRecord]) -> Result<Option<i64>>;
+    fn on_records(&mut self, cx: &mut TaskCx, records: &RecordRun) -> Result<Option<i64>>;
     fn on_control(&mut self, cx: &mut TaskCx, control: Control);
     /// Allowed out-of-orderness in milliseconds.
     fn out_of_orderness(&self) -> i64;
@@ -102,18 +101,17 @@ pub(crate) struct TypedSource<K, V> {
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
-    fn on_records(&mut self, cx: &mut TaskCx, records: &[ConsumerRecord]) -> Result<Option<i64>> {
+    fn on_records(&mut self, cx: &mut TaskCx, records: &RecordRun) -> Result<Option<i64>> {
         let mut batch = Vec::with_capacity(records.len());
         let mut max_ts = None::<i64>;
         // The last origin per writer, read from the store once per run and written back once.
         let mut last_seen: Vec<(u32, (u64, u32), bool)> = Vec::new();
-        for r in records {
-            let rec = &r.record;
-            if is_marker(&rec.headers) {
+        for rec in records.iter() {
+            if is_marker(&rec) {
                 continue;
             }
             if let Some(dedup) = &self.dedup
-                && let Some((writer, origin)) = decode_origin(&rec.headers)
+                && let Some((writer, origin)) = decode_origin(&rec)
             {
                 let i = match last_seen.iter().position(|(w, _, _)| *w == writer) {
                     Some(i) => i,
@@ -129,15 +127,16 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
                 }
                 (*last, *known) = (origin, true);
             }
-            let key = self.key_serde.deserialize(rec.key.as_deref());
+            let key = self.key_serde.deserialize(rec.key);
             let value = key
                 .as_ref()
                 .map_err(|e| ("key", e.clone()))
-                .and_then(|_| (self.decode_value)(rec.value.as_deref()).map_err(|e| ("value", e)));
+                .and_then(|_| (self.decode_value)(rec.value).map_err(|e| ("value", e)));
             let (key, value) = match value {
                 Ok(v) => (key.expect("checked"), v),
                 Err((what, reason)) => {
-                    reject(cx, self.on_error, &self.dead_letters, r, what, reason)?;
+                    let dead_letters = &self.dead_letters;
+                    reject(cx, self.on_error, dead_letters, records, &rec, what, reason)?;
                     continue;
                 }
             };
@@ -153,7 +152,7 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
                 key,
                 value,
                 timestamp: ts,
-                headers: rec.headers.clone(),
+                headers: rec.owned_headers(),
                 offset: rec.offset,
             });
         }
@@ -180,8 +179,8 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
 }
 
 /// Decodes a whole run of records of one partition into one value (the SQL layer's Arrow
-/// batches).
-pub(crate) type DecodeRun<V> = Arc<dyn Fn(&[&ConsumerRecord]) -> DecodedRun<V> + Send + Sync>;
+/// batches), skipping watermark markers ([`is_marker`]).
+pub(crate) type DecodeRun<V> = Arc<dyn Fn(&RecordRun) -> DecodedRun<V> + Send + Sync>;
 
 pub(crate) struct DecodedRun<V> {
     /// `None` when no record was kept.
@@ -204,30 +203,30 @@ pub(crate) struct RunSource<V> {
 }
 
 impl<V: Clone + 'static> SourceOp for RunSource<V> {
-    fn on_records(&mut self, cx: &mut TaskCx, records: &[ConsumerRecord]) -> Result<Option<i64>> {
-        let run: Vec<&ConsumerRecord> = records
-            .iter()
-            .filter(|r| !is_marker(&r.record.headers))
-            .collect();
-        let decoded = (self.decode)(&run);
+    fn on_records(&mut self, cx: &mut TaskCx, records: &RecordRun) -> Result<Option<i64>> {
+        let decoded = (self.decode)(records);
         for (i, reason) in decoded.refused {
+            let rec = records.get(i).expect("a refused record is in the run");
+            let dead_letters = &self.dead_letters;
             reject(
                 cx,
                 self.on_error,
-                &self.dead_letters,
-                run[i],
+                dead_letters,
+                records,
+                &rec,
                 "value",
                 reason,
             )?;
         }
         cx.metrics.records_in += decoded.kept as u64;
-        if let (Some(value), Some(last)) = (decoded.value, run.last()) {
+        let last = records.iter().rev().find(|r| !is_marker(r));
+        if let (Some(value), Some(last)) = (decoded.value, last) {
             let rec = Rec {
                 key: (),
                 value,
-                timestamp: decoded.max_ts.unwrap_or(last.record.timestamp),
+                timestamp: decoded.max_ts.unwrap_or(last.timestamp),
                 headers: Vec::new(),
-                offset: last.record.offset,
+                offset: last.offset,
             };
             self.out.data(cx, vec![rec]);
         }
@@ -249,11 +248,11 @@ fn reject(
     cx: &mut TaskCx,
     on_error: OnDeserializeError,
     dead_letters: &Arc<str>,
-    r: &ConsumerRecord,
+    r: &RecordRun,
+    rec: &RecordRef,
     what: &'static str,
     reason: String,
 ) -> Result<()> {
-    let rec = &r.record;
     if on_error == OnDeserializeError::Fail {
         return Err(EngineError::Deserialize {
             what,
@@ -265,7 +264,7 @@ fn reject(
     }
     tracing::warn!(topic = %r.topic, partition = r.partition, offset = rec.offset, %reason,
         "cannot deserialize the record's {what}; sent to the dead-letter topic {dead_letters}");
-    let mut headers = rec.headers.clone();
+    let mut headers = rec.owned_headers();
     let h = |k: &str, v: String| Header {
         key: k.into(),
         value: Some(Bytes::from(v)),
@@ -282,15 +281,15 @@ fn reject(
         None,
         rec.timestamp,
         headers,
-        rec.key.as_deref(),
-        rec.value.as_deref(),
+        rec.key,
+        rec.value,
     );
     cx.metrics.dead_letters += 1;
     Ok(())
 }
 
-pub(crate) fn is_marker(headers: &[Header]) -> bool {
-    !headers.is_empty() && headers.iter().any(|h| h.key == WATERMARK_HEADER)
+pub(crate) fn is_marker(r: &RecordRef) -> bool {
+    r.header(WATERMARK_HEADER).is_some()
 }
 
 /// A wall-clock punctuation scheduled by a processor.
@@ -438,7 +437,7 @@ impl Task {
     }
 
     /// Processes a run of records of input `i`, in offset order.
-    pub fn process(&mut self, i: usize, records: &[ConsumerRecord]) -> Result<()> {
+    pub fn process(&mut self, i: usize, records: &RecordRun) -> Result<()> {
         let Some(last) = records.last() else {
             return Ok(());
         };
@@ -446,11 +445,11 @@ impl Task {
             self.read_markers(i, records);
         }
         let source = self.inputs[i].source;
-        self.cx.topic = records[0].topic.clone();
+        self.cx.topic = records.topic.clone();
         let max_ts = self.sources[source].on_records(&mut self.cx, records)?;
         let input = &mut self.inputs[i];
         input.out_of_orderness = self.sources[source].out_of_orderness();
-        input.position = Some(last.record.offset + 1);
+        input.position = Some(last.offset + 1);
         input.last_record = Instant::now() + self.clock_skew;
         if let Some(t) = max_ts {
             input.max_ts = Some(input.max_ts.map_or(t, |m| m.max(t)));
@@ -460,16 +459,16 @@ impl Task {
         Ok(())
     }
 
-    fn read_markers(&mut self, i: usize, records: &[ConsumerRecord]) {
+    fn read_markers(&mut self, i: usize, records: &RecordRun) {
         let Some((_, marks)) = &mut self.inputs[i].writers else {
             return;
         };
-        for r in records {
-            for h in &r.record.headers {
-                if h.key != WATERMARK_HEADER {
+        for r in records.iter() {
+            for (key, value) in r.headers() {
+                if key != WATERMARK_HEADER {
                     continue;
                 }
-                let text = h.value.as_deref().map(String::from_utf8_lossy);
+                let text = value.map(String::from_utf8_lossy);
                 let Some((w, m)) = text.as_deref().and_then(|t| t.split_once(':')) else {
                     continue;
                 };

@@ -233,9 +233,41 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes the records of one validated batch. `batch` must hold exactly one whole batch; the
+/// Where one record's parts lie in its batch (byte ranges from the batch's first byte), as
+/// [`for_each_record`] finds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSpan {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<std::ops::Range<usize>>,
+    pub value: Option<std::ops::Range<usize>>,
+    /// The encoded headers (each a varint-framed UTF-8 key and a nullable value), checked.
+    pub headers: std::ops::Range<usize>,
+    pub header_count: usize,
+}
+
+/// Decodes the records of one validated batch: `batch` must hold exactly one whole batch; the
 /// returned keys and values are zero-copy slices of it.
 pub fn records(batch: &Bytes) -> Result<Vec<Record>> {
+    // Capacity is bounded by the bytes present, not by the (untrusted) count field.
+    let count = parse_header(batch)?.records_count.max(0) as usize;
+    let mut out = Vec::with_capacity(count.min(batch.len() / 7));
+    for_each_record(batch, |r| {
+        out.push(Record {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.map(|k| batch.slice(k)),
+            value: r.value.map(|v| batch.slice(v)),
+            headers: headers_of(batch, r.headers, r.header_count),
+        })
+    })?;
+    Ok(out)
+}
+
+/// Walks the records of one batch (as [`records`] takes it), handing each one's place to `f`,
+/// in order. Every length, header key and record frame is checked before `f` sees the record;
+/// a malformed record is an error and `f` has then seen only the records before it.
+pub fn for_each_record(batch: &[u8], mut f: impl FnMut(RecordSpan)) -> Result<()> {
     let h = parse_header(batch)?;
     if h.attributes & COMPRESSION_MASK != 0 {
         return Err(LogError::InvalidBatch(format!(
@@ -244,13 +276,11 @@ pub fn records(batch: &Bytes) -> Result<Vec<Record>> {
         )));
     }
     let log_append_time = h.attributes & TIMESTAMP_TYPE_LOG_APPEND != 0;
-    let body = batch.slice(..h.size.min(batch.len()));
+    let body = &batch[..h.size.min(batch.len())];
     let mut r = Reader {
-        b: &body,
+        b: body,
         pos: HEADER_LEN,
     };
-    // Capacity is bounded by the bytes present, not by the (untrusted) count field.
-    let mut out = Vec::with_capacity((h.records_count.max(0) as usize).min(body.len() / 7));
     for _ in 0..h.records_count {
         let len = r.varint()?;
         if len < 0 {
@@ -266,21 +296,19 @@ pub fn records(batch: &Bytes) -> Result<Vec<Record>> {
         r.take(1, "record attributes")?;
         let ts_delta = r.varint()?;
         let offset_delta = r.varint()?;
-        let key = r.nullable("key")?.map(|k| body.slice(k));
-        let value = r.nullable("value")?.map(|v| body.slice(v));
-        let header_count = r.varint()?;
-        let mut headers = Vec::with_capacity(header_count.clamp(0, 64) as usize);
-        for _ in 0..header_count.max(0) {
+        let key = r.nullable("key")?;
+        let value = r.nullable("value")?;
+        let header_count = r.varint()?.max(0) as usize;
+        let headers_start = r.pos;
+        for _ in 0..header_count {
             let klen = r.varint()?;
             if klen < 0 {
                 return Err(LogError::InvalidBatch("null header key".into()));
             }
             let k = r.take(klen as usize, "header key")?;
-            let key = std::str::from_utf8(&body[k])
-                .map_err(|_| LogError::InvalidBatch("header key is not UTF-8".into()))?
-                .to_string();
-            let value = r.nullable("header value")?.map(|v| body.slice(v));
-            headers.push(Header { key, value });
+            std::str::from_utf8(&body[k])
+                .map_err(|_| LogError::InvalidBatch("header key is not UTF-8".into()))?;
+            r.nullable("header value")?;
         }
         if r.pos != end {
             return Err(LogError::InvalidBatch(format!(
@@ -288,7 +316,7 @@ pub fn records(batch: &Bytes) -> Result<Vec<Record>> {
                 r.pos
             )));
         }
-        out.push(Record {
+        f(RecordSpan {
             offset: h.base_offset + offset_delta as u64,
             timestamp: if log_append_time {
                 h.max_timestamp
@@ -297,10 +325,42 @@ pub fn records(batch: &Bytes) -> Result<Vec<Record>> {
             },
             key,
             value,
-            headers,
+            headers: headers_start..r.pos,
+            header_count,
         });
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The headers [`for_each_record`] checked, one by one: `(key, value)` borrowed from `buf`.
+pub fn header_fields(
+    buf: &[u8],
+    headers: std::ops::Range<usize>,
+    count: usize,
+) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+    let mut r = Reader {
+        b: &buf[..headers.end],
+        pos: headers.start,
+    };
+    (0..count).map_while(move |_| {
+        let k = r.nullable("header key").ok()??;
+        let v = r.nullable("header value").ok()?;
+        let key = std::str::from_utf8(&r.b[k]).ok()?;
+        Some((key, v.map(|v| &r.b[v])))
+    })
+}
+
+/// The checked headers at `headers` as owned [`Header`]s (values are zero-copy slices).
+pub fn headers_of(buf: &Bytes, headers: std::ops::Range<usize>, count: usize) -> Vec<Header> {
+    if count == 0 {
+        return Vec::new();
+    }
+    header_fields(buf, headers, count)
+        .map(|(k, v)| Header {
+            key: k.to_string(),
+            value: v.map(|v| buf.slice_ref(v)),
+        })
+        .collect()
 }
 
 /// Splits a buffer of consecutive whole batches into one `Bytes` per batch (zero-copy).

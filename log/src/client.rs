@@ -19,6 +19,7 @@ use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{LogError, Result};
 use crate::log::Log;
 use crate::producer::{Producer, ProducerConfig, ProducerRecord};
+use crate::run::RecordRun;
 use crate::types::{ConsumerRecord, TopicPartition};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -78,8 +79,17 @@ pub trait LogConsumer: Send {
     fn position(&self, tp: &TopicPartition) -> Option<u64>;
     fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()>;
     fn seek_to_beginning(&mut self);
-    /// Waits up to `timeout` for records. Cancel safety: as the implementation documents.
-    async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>>;
+    /// Waits up to `timeout` for records, one [`RecordRun`] per partition that had some.
+    /// Cancel safety: as the implementation documents.
+    async fn poll_runs(&mut self, timeout: Duration) -> Result<Vec<RecordRun>>;
+    /// As [`LogConsumer::poll_runs`], one [`ConsumerRecord`] per record.
+    async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let runs = self.poll_runs(timeout).await?;
+        Ok(runs
+            .iter()
+            .flat_map(RecordRun::to_consumer_records)
+            .collect())
+    }
     /// Commits explicit offsets (the next offset to read) in the consumer's group.
     async fn commit_offsets(&mut self, offsets: Vec<(TopicPartition, u64)>) -> Result<()>;
     /// Leaves the group (committing first under auto-commit).
@@ -156,11 +166,7 @@ impl LogProducer for Producer {
     }
 
     async fn send_all(&self, records: &[ProducerRecord<'_>]) -> Result<()> {
-        for r in records {
-            // Queued without a future unless the buffer is full.
-            drop(Producer::enqueue_or_send(self, *r).await?);
-        }
-        Ok(())
+        Producer::send_all(self, records).await
     }
 
     async fn flush(&self) -> Result<()> {
@@ -188,8 +194,8 @@ impl LogConsumer for Consumer {
     fn seek_to_beginning(&mut self) {
         Consumer::seek_to_beginning(self)
     }
-    async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
-        Consumer::poll(self, timeout).await
+    async fn poll_runs(&mut self, timeout: Duration) -> Result<Vec<RecordRun>> {
+        Consumer::poll_runs(self, timeout).await
     }
     async fn commit_offsets(&mut self, offsets: Vec<(TopicPartition, u64)>) -> Result<()> {
         Consumer::commit_offsets(self, offsets).await

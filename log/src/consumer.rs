@@ -14,11 +14,11 @@
 //!   `auto_offset_reset` decides: earliest, latest, or an error.
 
 use crate::assignor::{self, AssignmentStrategy, MemberSubscription};
-use crate::batch;
 use crate::error::{GroupErrorKind, LogError, Result};
 use crate::group::JoinRequest;
 use crate::log::{Log, Topic};
 use crate::partition::Partition;
+use crate::run::RecordRun;
 use crate::types::{ConsumerRecord, TopicPartition};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -252,6 +252,18 @@ impl Consumer {
     /// position update, so dropping the future loses nothing; a dropped poll may leave a group
     /// rejoin half done, which the next poll finishes.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let runs = self.poll_runs(timeout).await?;
+        Ok(runs
+            .iter()
+            .flat_map(RecordRun::to_consumer_records)
+            .collect())
+    }
+
+    /// As [`Consumer::poll`], with the records left in the batches they were read in: one
+    /// [`RecordRun`] per partition that had records (the cheaper form for a stream processor).
+    ///
+    /// Cancel safety: as [`Consumer::poll`].
+    pub async fn poll_runs(&mut self, timeout: Duration) -> Result<Vec<RecordRun>> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.subscription.is_some() {
@@ -263,9 +275,9 @@ impl Consumer {
             let notified = waker.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let records = self.fetch().await?;
-            if !records.is_empty() {
-                return Ok(records);
+            let runs = self.fetch().await?;
+            if !runs.is_empty() {
+                return Ok(runs);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -330,7 +342,7 @@ impl Consumer {
 
     /// One pass over the assigned partitions that have data, starting at a rotating index so
     /// no partition starves the others.
-    async fn fetch(&mut self) -> Result<Vec<ConsumerRecord>> {
+    async fn fetch(&mut self) -> Result<Vec<RecordRun>> {
         let n = self.assigned.len();
         if n == 0 {
             return Ok(Vec::new());
@@ -362,34 +374,22 @@ impl Consumer {
                 }
                 let f = p.read(pos, per_partition)?;
                 total += f.batches.len();
-                let mut records = Vec::new();
-                for b in batch::split_batches(&f.batches) {
-                    if batch::parse_header(&b)?.is_control() {
-                        continue;
-                    }
-                    for r in batch::records(&b)? {
-                        if r.offset >= pos {
-                            records.push(ConsumerRecord {
-                                topic: p.topic.clone(),
-                                partition: tp.partition,
-                                record: r,
-                            });
-                        }
-                    }
-                }
-                out.push((tp, f.next_offset.max(pos), records));
+                let run = RecordRun::from_batches(p.topic.clone(), tp.partition, f.batches, pos)?;
+                out.push((tp, f.next_offset.max(pos), run));
             }
             Ok(out)
         })
         .await?;
-        let mut records = Vec::new();
-        for (tp, next, mut recs) in fetched {
+        let mut runs = Vec::with_capacity(fetched.len());
+        for (tp, next, run) in fetched {
             if let Some(a) = self.assigned.get_mut(&tp) {
                 a.position = Some(next);
             }
-            records.append(&mut recs);
+            if !run.is_empty() {
+                runs.push(run);
+            }
         }
-        Ok(records)
+        Ok(runs)
     }
 
     /// Commits the current positions of all assigned partitions.

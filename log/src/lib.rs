@@ -36,6 +36,7 @@ pub mod log;
 pub mod partition;
 pub mod partitioner;
 pub mod producer;
+pub mod run;
 pub mod segment;
 pub mod types;
 
@@ -48,4 +49,5 @@ pub use group::{GroupCoordinator, GroupState};
 pub use log::{CONSUMER_OFFSETS_TOPIC, Log, LogOptions, Topic, TopicDescription};
 pub use partition::{FetchResult, Fetched, FileRange, Partition, PartitionStats};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use run::{RecordRef, RecordRun};
 pub use types::{ConsumerRecord, Header, Record, TopicPartition};

@@ -62,12 +62,9 @@ pub struct FileRange {
 impl FileRange {
     /// The range's bytes, read from the file (for ranges too small to be worth sending apart).
     pub fn read(&self) -> Result<Bytes> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; self.len as usize];
-        self.file
-            .read_exact_at(&mut buf, self.position)
-            .map_err(|e| LogError::io(&self.path, e))?;
-        Ok(Bytes::from(buf))
+        crate::segment::read_new_buffer(&self.file, self.position, self.len as usize)
+            .map(Bytes::from)
+            .map_err(|e| LogError::io(&self.path, e))
     }
 }
 

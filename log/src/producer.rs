@@ -273,16 +273,6 @@ impl Producer {
         }
     }
 
-    /// [`send`](Self::send) for callers in a loop: the common case completes without creating
-    /// a future at all.
-    pub(crate) async fn enqueue_or_send(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
-        match self.try_enqueue(&rec) {
-            Ok(f) => Ok(f),
-            Err(Refused::Error(e)) => Err(e),
-            Err(Refused::BufferFull) => self.send_when_space(rec).await,
-        }
-    }
-
     async fn send_when_space(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
         loop {
             let freed = self.inner.space_freed.notified();
@@ -304,20 +294,78 @@ impl Producer {
         &self,
         rec: &ProducerRecord<'_>,
     ) -> std::result::Result<DeliveryFuture, Refused> {
+        let mut acc = self.inner.acc.lock();
+        let (done, index) = self.enqueue_locked(&mut acc, rec)?;
+        Ok(DeliveryFuture {
+            done: done.clone(),
+            index,
+        })
+    }
+
+    /// Queues records from the front of `records` under one lock acquisition, without
+    /// delivery futures, until they are all queued or the buffer is full; returns how many.
+    fn try_enqueue_all(
+        &self,
+        records: &[ProducerRecord<'_>],
+    ) -> std::result::Result<usize, Refused> {
+        let mut acc = self.inner.acc.lock();
+        for (i, rec) in records.iter().enumerate() {
+            match self.enqueue_locked(&mut acc, rec) {
+                Ok(_) => {}
+                Err(Refused::BufferFull) => return Ok(i),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(records.len())
+    }
+
+    /// Queues every record, waiting while the buffer is full; the records' deliveries are
+    /// awaited with [`flush`](Self::flush).
+    ///
+    /// Cancel safety: if dropped, a prefix of `records` may have been queued.
+    pub async fn send_all(&self, mut records: &[ProducerRecord<'_>]) -> Result<()> {
+        while !records.is_empty() {
+            let queued = match self.try_enqueue_all(records) {
+                Ok(n) => n,
+                Err(Refused::Error(e)) => return Err(e),
+                Err(Refused::BufferFull) => 0,
+            };
+            records = &records[queued..];
+            if let Some(first) = records.first() {
+                // The buffer is full: wait for space for the next one, then go on in bulk.
+                drop(self.send_when_space(*first).await?);
+                records = &records[1..];
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes one record into its partition's open batch; returns the batch's completion and
+    /// the record's index in it.
+    fn enqueue_locked<'a>(
+        &self,
+        acc: &'a mut Accumulator,
+        rec: &ProducerRecord<'_>,
+    ) -> std::result::Result<(&'a Arc<BatchDone>, u32), Refused> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Refused::Error(LogError::Closed));
         }
         let cfg = &self.inner.config;
         let size = BatchBuilder::estimate(rec.key, rec.value, rec.headers);
-        let mut acc = self.inner.acc.lock();
         if acc.queued_bytes >= cfg.buffer_memory {
             return Err(Refused::BufferFull);
         }
-        let acc = &mut *acc;
+        acc.queued_bytes += size;
         let ts = match acc.topics.iter().position(|t| &*t.topic.name == rec.topic) {
             Some(i) => &mut acc.topics[i],
             None => {
-                let topic = self.inner.log.topic(rec.topic).map_err(Refused::Error)?;
+                let topic = match self.inner.log.topic(rec.topic) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        acc.queued_bytes -= size;
+                        return Err(Refused::Error(e));
+                    }
+                };
                 acc.topics.push(TopicState {
                     topic,
                     open: Vec::new(),
@@ -330,6 +378,7 @@ impl Producer {
         let partition = match (rec.partition, rec.key) {
             (Some(p), _) if p < count => p,
             (Some(p), _) => {
+                acc.queued_bytes -= size;
                 return Err(Refused::Error(LogError::UnknownPartition {
                     topic: rec.topic.to_string(),
                     partition: p,
@@ -348,7 +397,10 @@ impl Producer {
             !b.builder.is_empty() && b.builder.size_bytes() + size > cfg.batch_size
         });
         if full {
-            close_batch(ts, partition, &mut acc.ready).map_err(Refused::Error)?;
+            if let Err(e) = close_batch(ts, partition, &mut acc.ready) {
+                acc.queued_bytes -= size;
+                return Err(Refused::Error(e));
+            }
             self.inner.wake_sender.notify_one();
         }
         let batch = ts.open[partition as usize].get_or_insert_with(|| {
@@ -367,9 +419,7 @@ impl Producer {
             .builder
             .push(timestamp, rec.key, rec.value, rec.headers);
         let index = batch.builder.len() as u32 - 1;
-        let done = batch.done.clone();
-        acc.queued_bytes += size;
-        Ok(DeliveryFuture { done, index })
+        Ok((&batch.done, index))
     }
 
     /// Sends everything queued so far and waits until it is durable.

@@ -16,6 +16,39 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+/// Reads `len` bytes at `position` into a new buffer, without first zeroing it: the read
+/// buffers of a fetch are megabytes each, and the kernel overwrites every byte anyway.
+pub(crate) fn read_new_buffer(file: &File, position: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = Vec::<u8>::with_capacity(len);
+    while buf.len() < len {
+        let filled = buf.len();
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: `spare` is writable for `len - filled` bytes (capacity `len`), and pread
+        // writes at most that many into it.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                len - filled,
+                (position + filled as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // SAFETY: pread initialized the next `n` bytes.
+            n => unsafe { buf.set_len(filled + n as usize) },
+        }
+    }
+    Ok(buf)
+}
+
 pub fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:020}.log"))
 }
@@ -433,11 +466,8 @@ pub fn read_batches(
     max_bytes: usize,
 ) -> std::result::Result<(Vec<u8>, Option<u64>), CorruptAt> {
     let span = locate_batches(handle, offset, stop_offset, max_bytes)?;
-    let mut out = vec![0u8; span.len as usize];
-    handle
-        .file
-        .read_exact_at(&mut out, span.position)
-        .map_err(|e| CorruptAt {
+    let mut out =
+        read_new_buffer(&handle.file, span.position, span.len as usize).map_err(|e| CorruptAt {
             position: span.position,
             offset,
             reason: format!("read failed: {e}"),

@@ -391,16 +391,17 @@ async fn read_consumer(log: &Log, topic: &str, size: usize, records: u64) -> Res
     let started = Instant::now();
     let (mut read, mut bytes) = (0u64, 0u64);
     while read < records {
-        let batch = consumer.poll(Duration::from_secs(10)).await?;
-        if batch.is_empty() {
+        // Runs, as a stream processor reads (no `ConsumerRecord` per record).
+        let runs = consumer.poll_runs(Duration::from_secs(10)).await?;
+        if runs.is_empty() {
             bail!("reading {topic} back stalled after {read} of {records} records");
         }
-        read += batch.len() as u64;
-        bytes += batch
-            .iter()
-            .map(|r| r.record.value.as_ref().map_or(0, |v| v.len() as u64))
-            .sum::<u64>();
-        pb.inc(batch.len() as u64);
+        let before = read;
+        for r in runs.iter().flat_map(|run| run.iter()) {
+            read += 1;
+            bytes += r.value.map_or(0, |v| v.len() as u64);
+        }
+        pb.inc(read - before);
     }
     let elapsed = started.elapsed();
     let rate = read as f64 / elapsed.as_secs_f64();

@@ -177,11 +177,12 @@ async fn consume(
     let started = Instant::now();
     let mut got = 0u64;
     while got < records {
-        let batch = consumer.poll(Duration::from_secs(10)).await?;
-        if batch.is_empty() {
+        // Runs, as the embedded rows read (no `ConsumerRecord` per record).
+        let runs = consumer.poll_runs(Duration::from_secs(10)).await?;
+        if runs.is_empty() {
             bail!("consume {topic}: nothing for 10 s after {got} of {records} records");
         }
-        got += batch.len() as u64;
+        got += runs.iter().map(|r| r.len() as u64).sum::<u64>();
         pb.set_position(got);
     }
     let elapsed = finish_rate(&pb, &label, got, started);

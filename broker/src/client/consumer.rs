@@ -37,7 +37,7 @@ use runnel_log::assignor::{self, MemberSubscription};
 use runnel_log::batch;
 use runnel_log::error::GroupErrorKind;
 use runnel_log::{
-    AssignmentStrategy, ConsumerConfig, ConsumerRecord, LogConsumer, LogError, OffsetReset,
+    AssignmentStrategy, ConsumerConfig, LogConsumer, LogError, OffsetReset, RecordRun,
     TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -405,7 +405,7 @@ impl RemoteConsumer {
     /// The records of the assigned partitions at their positions: the answers of the fetch
     /// sent ahead by the previous call when it asked from these positions, else of one Fetch
     /// per leader sent now. Before decoding, asks for what follows (see [`Prefetch`]).
-    async fn fetch(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, BrokerError> {
+    async fn fetch(&mut self, wait: Duration) -> Result<Vec<RecordRun>, BrokerError> {
         if let Some(e) = self.corrupt.take() {
             return Err(e);
         }
@@ -499,7 +499,7 @@ impl RemoteConsumer {
     fn take_records(
         &mut self,
         resp: FetchResponse,
-        out: &mut Vec<ConsumerRecord>,
+        out: &mut Vec<RecordRun>,
         out_of_range: &mut Vec<TopicPartition>,
     ) -> Result<(), BrokerError> {
         for t in resp.responses {
@@ -529,7 +529,12 @@ impl RemoteConsumer {
                     continue;
                 };
                 let records = p.records.unwrap_or_default();
+                let from = *pos;
+                // The checked batches past the position: bytes `start..end` of the answer.
+                let (mut at, mut start, mut end) = (0, None, 0);
                 for b in batch::split_batches(&records) {
+                    let here = at;
+                    at += b.len();
                     let h = batch::parse_header(&b)?;
                     if h.next_offset() <= *pos {
                         continue;
@@ -544,19 +549,20 @@ impl RemoteConsumer {
                         )));
                         break;
                     }
-                    if !h.is_control() {
-                        out.reserve(h.records_count.max(0) as usize);
-                        for r in batch::records(&b)? {
-                            if r.offset >= *pos {
-                                out.push(ConsumerRecord {
-                                    topic: topic.clone(),
-                                    partition: tp.partition,
-                                    record: r,
-                                });
-                            }
-                        }
-                    }
+                    start.get_or_insert(here);
+                    end = at;
                     *pos = h.next_offset();
+                }
+                if let Some(start) = start {
+                    let run = RecordRun::from_batches(
+                        topic.clone(),
+                        tp.partition,
+                        records.slice(start..end),
+                        from,
+                    )?;
+                    if !run.is_empty() {
+                        out.push(run);
+                    }
                 }
             }
         }
@@ -617,7 +623,7 @@ impl RemoteConsumer {
     }
 
     /// One round of `poll`: join if needed, positions, auto-commit, one fetch.
-    async fn poll_once(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, BrokerError> {
+    async fn poll_once(&mut self, wait: Duration) -> Result<Vec<RecordRun>, BrokerError> {
         if self.needs_join() {
             let joined = self.member.lock().joined;
             if joined && self.config.enable_auto_commit {
@@ -732,7 +738,7 @@ impl LogConsumer for RemoteConsumer {
 
     /// Cancel safety: dropping the future loses nothing committed; records of an interrupted
     /// fetch are fetched again.
-    async fn poll(&mut self, timeout: Duration) -> runnel_log::Result<Vec<ConsumerRecord>> {
+    async fn poll_runs(&mut self, timeout: Duration) -> runnel_log::Result<Vec<RecordRun>> {
         let deadline = Instant::now() + timeout;
         loop {
             let wait = deadline

@@ -31,7 +31,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
-use runnel_log::ConsumerRecord;
+use runnel_log::RecordRun;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -514,7 +514,7 @@ impl BuildCx<'_> {
         let s = self.b.stream_runs(
             &input.topic,
             duration(input.watermark_ms),
-            Arc::new(move |run: &[&ConsumerRecord]| decoder.decode(run)),
+            Arc::new(move |run: &RecordRun| decoder.decode(run)),
         );
         self.sources.insert(input.name.clone(), s.clone());
         s

@@ -11,6 +11,7 @@
 //! number in a text column, a missing required field, malformed JSON, ...) goes through
 //! `RowDecoder`, whose result or error is the one used.
 
+use super::columns::{Column, Columns, Kind};
 use super::flat_json::read_flat;
 use super::json_object::fields_in_order;
 use super::plan::PhysExpr;
@@ -20,14 +21,14 @@ use crate::record::Rec;
 use crate::serdes::Serde;
 use crate::task::DecodedRun;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
-    RecordBatchOptions, StringBuilder, TimestampMillisecondBuilder, new_null_array,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, RecordBatchOptions,
+    StringArray, TimestampMillisecondArray, new_null_array,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
 };
 use datafusion::common::ScalarValue;
-use runnel_log::{ConsumerRecord, Header};
+use runnel_log::{Header, RecordRun};
 use serde::de::{Deserialize, Deserializer, Visitor};
 use std::borrow::Cow;
 use std::fmt;
@@ -207,48 +208,14 @@ impl<'a> Typed<'a> {
     }
 }
 
-/// A column being built, of one of the types an input declares.
-enum Column {
-    I64(Int64Builder),
-    F64(Float64Builder),
-    Str(StringBuilder),
-    Bool(BooleanBuilder),
-    Ts(TimestampMillisecondBuilder),
-}
-
-impl Column {
-    fn new(ty: &DataType, rows: usize) -> Column {
-        match ty {
-            DataType::Int64 => Column::I64(Int64Builder::with_capacity(rows)),
-            DataType::Float64 => Column::F64(Float64Builder::with_capacity(rows)),
-            DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(rows)),
-            DataType::Timestamp(..) => Column::Ts(TimestampMillisecondBuilder::with_capacity(rows)),
-            _ => Column::Str(StringBuilder::with_capacity(rows, rows * 16)),
-        }
-    }
-
-    fn push(&mut self, v: Typed) {
-        match (self, v) {
-            (Column::I64(b), Typed::I64(i)) => b.append_value(i),
-            (Column::Ts(b), Typed::I64(i)) => b.append_value(i),
-            (Column::F64(b), Typed::F64(f)) => b.append_value(f),
-            (Column::Str(b), Typed::Str(s)) => b.append_value(s),
-            (Column::Bool(b), Typed::Bool(v)) => b.append_value(v),
-            (Column::I64(b), _) => b.append_null(),
-            (Column::Ts(b), _) => b.append_null(),
-            (Column::F64(b), _) => b.append_null(),
-            (Column::Str(b), _) => b.append_null(),
-            (Column::Bool(b), _) => b.append_null(),
-        }
-    }
-
-    fn finish(self) -> ArrayRef {
-        match self {
-            Column::I64(mut b) => Arc::new(b.finish()),
-            Column::F64(mut b) => Arc::new(b.finish()),
-            Column::Str(mut b) => Arc::new(b.finish()),
-            Column::Bool(mut b) => Arc::new(b.finish()),
-            Column::Ts(mut b) => Arc::new(b.finish()),
+impl Typed<'_> {
+    fn push_into(self, column: &mut Column) {
+        match (column.kind, self) {
+            (Kind::I64 | Kind::Timestamp, Typed::I64(i)) => column.push_i64(i),
+            (Kind::F64, Typed::F64(f)) => column.push_f64(f),
+            (Kind::Str, Typed::Str(s)) => column.push_utf8(s.as_bytes()),
+            (Kind::Bool, Typed::Bool(b)) => column.push_bool(b),
+            _ => column.push_null(),
         }
     }
 }
@@ -261,65 +228,43 @@ pub struct ChunkDecoder {
 }
 
 impl ChunkDecoder {
-    pub fn decode(&self, run: &[&ConsumerRecord]) -> DecodedRun<Chunk> {
+    /// The run's records as one chunk; watermark markers are skipped, and the records that do
+    /// not decode are refused by their index in the run.
+    pub fn decode(&self, run: &RecordRun) -> DecodedRun<Chunk> {
         let schema = &self.rows.schema;
         let fields = schema.fields();
-        let mut columns: Vec<Column> = fields
-            .iter()
-            .map(|f| Column::new(f.data_type(), run.len()))
-            .collect();
+        let mut columns = Columns::new(fields, run.len());
+        let json = self.rows.format == super::row::Format::Json;
         let mut refused = Vec::new();
-        let (mut record_ts, mut offsets) = (Vec::new(), Vec::new());
+        let (mut record_ts, mut offsets) = (Vec::with_capacity(run.len()), Vec::new());
+        offsets.reserve(run.len());
         // Headers are kept per row only once a record has some.
         let (mut headers, mut any_headers) = (Vec::<Vec<Header>>::new(), false);
-        // Reused from record to record: a record costs no allocation of its own.
-        let (mut cells, mut typed) = (Vec::new(), Vec::with_capacity(fields.len()));
         for (i, r) in run.iter().enumerate() {
-            let Some(data) = r.record.value.as_deref() else {
+            if r.has_headers() && crate::task::is_marker(&r) {
+                continue;
+            }
+            let Some(data) = r.value else {
                 refused.push((
                     i,
                     "a null value (tombstone) where a row was expected".into(),
                 ));
                 continue;
             };
-            let json = self.rows.format == super::row::Format::Json;
-            let read = json
-                && (read_flat(data, fields, &mut cells).is_some()
-                    || fields_in_order::<Cell>(data, fields)
-                        .map(|c| cells = c)
-                        .is_ok());
-            typed.clear();
-            let fast = read
-                && cells.drain(..).zip(fields).all(|(c, f)| {
-                    Typed::of_cell(c, f.data_type(), f.is_nullable())
-                        .map(|t| typed.push(t))
-                        .is_some()
-                });
-            if fast {
-                for (c, v) in columns.iter_mut().zip(typed.drain(..)) {
-                    c.push(v);
-                }
-            } else {
-                match self.rows.decode(data) {
-                    Ok(row) => {
-                        for (c, v) in columns.iter_mut().zip(row.0) {
-                            c.push(Typed::of_scalar(v));
-                        }
-                    }
-                    Err(reason) => {
-                        refused.push((i, reason));
-                        continue;
-                    }
-                }
+            if !(json && read_flat(data, fields, &mut columns))
+                && let Err(reason) = self.decode_slowly(data, json, &mut columns)
+            {
+                refused.push((i, reason));
+                continue;
             }
-            record_ts.push(r.record.timestamp);
-            offsets.push(r.record.offset);
-            if !r.record.headers.is_empty() && !any_headers {
+            record_ts.push(r.timestamp);
+            offsets.push(r.offset);
+            if r.has_headers() && !any_headers {
                 headers.resize(offsets.len() - 1, Vec::new());
                 any_headers = true;
             }
             if any_headers {
-                headers.push(r.record.headers.clone());
+                headers.push(r.owned_headers());
             }
         }
         let kept = offsets.len();
@@ -331,7 +276,7 @@ impl ChunkDecoder {
                 refused,
             };
         }
-        let columns: Vec<ArrayRef> = columns.into_iter().map(Column::finish).collect();
+        let columns = columns.finish(fields);
         let timestamps = match self.event_time {
             Some(c) => event_times(&columns[c], record_ts),
             None => record_ts,
@@ -350,6 +295,34 @@ impl ChunkDecoder {
             max_ts,
             refused,
         }
+    }
+
+    /// A record the hand reader left: serde reads its fields, or (for values that need the row
+    /// path's conversions, and for CSV and raw inputs) [`RowDecoder`] decodes it, whose error
+    /// is the record's.
+    fn decode_slowly(&self, data: &[u8], json: bool, columns: &mut Columns) -> Result<(), String> {
+        let fields = self.rows.schema.fields();
+        if json && let Ok(cells) = fields_in_order::<Cell>(data, fields) {
+            let mut typed = Vec::with_capacity(fields.len());
+            let fits = cells.into_iter().zip(fields).all(|(c, f)| {
+                Typed::of_cell(c, f.data_type(), f.is_nullable())
+                    .map(|t| typed.push(t))
+                    .is_some()
+            });
+            if fits {
+                for (column, v) in columns.columns.iter_mut().zip(typed) {
+                    v.push_into(column);
+                }
+                columns.end_row();
+                return Ok(());
+            }
+        }
+        let row = self.rows.decode(data)?;
+        for (column, v) in columns.columns.iter_mut().zip(row.0) {
+            Typed::of_scalar(v).push_into(column);
+        }
+        columns.end_row();
+        Ok(())
     }
 }
 
@@ -499,6 +472,7 @@ impl ChunkEncoder {
         out: &mut crate::operator::OutBuf,
     ) -> Result<u64, String> {
         let columns = chunk.batch.columns();
+        let typed: Vec<TypedColumn> = columns.iter().map(TypedColumn::of).collect();
         for row in 0..chunk.batch.num_rows() {
             out.push(
                 topic,
@@ -516,7 +490,7 @@ impl ChunkEncoder {
                         serde.serialize(&Row(key), b)
                     }
                 },
-                |b| self.write_value(columns, row, b),
+                |b| self.write_value(columns, &typed, row, b),
             )?;
         }
         Ok(chunk.batch.num_rows() as u64)
@@ -525,6 +499,7 @@ impl ChunkEncoder {
     fn write_value(
         &self,
         columns: &[ArrayRef],
+        typed: &[TypedColumn],
         row: usize,
         out: &mut Vec<u8>,
     ) -> Result<bool, String> {
@@ -537,42 +512,64 @@ impl ChunkEncoder {
             return self.values.serialize(&Some(Row(values)), out);
         }
         out.push(b'{');
-        for (i, (name, c)) in self.names.iter().zip(columns).enumerate() {
+        for (i, (name, c)) in self.names.iter().zip(typed).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(name);
-            write_cell(c, row, out).map_err(|e| e.to_string())?;
+            c.write_json(row, out)?;
         }
         out.push(b'}');
         Ok(true)
     }
 }
 
-/// One cell as JSON, as [`write_json`] writes its scalar.
-fn write_cell(c: &ArrayRef, row: usize, out: &mut Vec<u8>) -> Result<(), String> {
-    let json = |r: serde_json::Result<()>| r.map_err(|e| e.to_string());
-    if c.is_null(row) {
-        out.extend_from_slice(b"null");
-        return Ok(());
+/// A column downcast once per chunk, so that writing a cell costs no dynamic type test.
+enum TypedColumn<'a> {
+    I64(&'a Int64Array),
+    F64(&'a Float64Array),
+    Str(&'a StringArray),
+    Timestamp(&'a TimestampMillisecondArray),
+    Other(&'a ArrayRef),
+}
+
+impl<'a> TypedColumn<'a> {
+    fn of(c: &'a ArrayRef) -> Self {
+        match c.data_type() {
+            DataType::Int64 => TypedColumn::I64(c.as_primitive()),
+            DataType::Float64 => TypedColumn::F64(c.as_primitive()),
+            DataType::Utf8 => TypedColumn::Str(c.as_string()),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                TypedColumn::Timestamp(c.as_primitive())
+            }
+            _ => TypedColumn::Other(c),
+        }
     }
-    match c.data_type() {
-        DataType::Int64 => json(serde_json::to_writer(
-            out,
-            &c.as_primitive::<Int64Type>().value(row),
-        )),
-        DataType::Float64 => json(serde_json::to_writer(
-            out,
-            &c.as_primitive::<Float64Type>().value(row),
-        )),
-        DataType::Utf8 => json(serde_json::to_writer(out, c.as_string::<i32>().value(row))),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => json(serde_json::to_writer(
-            out,
-            &c.as_primitive::<TimestampMillisecondType>().value(row),
-        )),
-        _ => {
-            let v = ScalarValue::try_from_array(c, row).map_err(|e| e.to_string())?;
-            json(write_json(&v, out))
+
+    /// One cell as JSON, as [`write_json`] writes its scalar.
+    fn write_json(&self, row: usize, out: &mut Vec<u8>) -> Result<(), String> {
+        let json = |r: serde_json::Result<()>| r.map_err(|e| e.to_string());
+        match self {
+            TypedColumn::I64(a) if a.is_valid(row) => {
+                json(serde_json::to_writer(out, &a.value(row)))
+            }
+            TypedColumn::F64(a) if a.is_valid(row) => {
+                json(serde_json::to_writer(out, &a.value(row)))
+            }
+            TypedColumn::Str(a) if a.is_valid(row) => {
+                json(serde_json::to_writer(out, a.value(row)))
+            }
+            TypedColumn::Timestamp(a) if a.is_valid(row) => {
+                json(serde_json::to_writer(out, &a.value(row)))
+            }
+            TypedColumn::Other(c) if c.is_valid(row) => {
+                let v = ScalarValue::try_from_array(c, row).map_err(|e| e.to_string())?;
+                json(write_json(&v, out))
+            }
+            _ => {
+                out.extend_from_slice(b"null");
+                Ok(())
+            }
         }
     }
 }
@@ -604,18 +601,19 @@ mod tests {
         }
     }
 
-    fn record(offset: u64, value: Option<&str>) -> ConsumerRecord {
-        ConsumerRecord {
-            topic: Arc::from("in"),
-            partition: 0,
-            record: Record {
-                offset,
-                timestamp: 1_000 + offset as i64,
-                key: None,
-                value: value.map(|v| bytes::Bytes::copy_from_slice(v.as_bytes())),
-                headers: Vec::new(),
-            },
+    fn record(offset: u64, value: Option<&str>) -> Record {
+        Record {
+            offset,
+            timestamp: 1_000 + offset as i64,
+            key: None,
+            value: value.map(|v| bytes::Bytes::copy_from_slice(v.as_bytes())),
+            headers: Vec::new(),
         }
+    }
+
+    /// Decodes `records` as one run read from the log.
+    fn decode(decoder: &ChunkDecoder, records: &[Record]) -> DecodedRun<Chunk> {
+        decoder.decode(&RecordRun::from_records(Arc::from("in"), 0, records))
     }
 
     #[test]
@@ -636,20 +634,19 @@ mod tests {
             Some("[1,2]"),
             None,
         ];
-        let run: Vec<ConsumerRecord> = values
+        let run: Vec<Record> = values
             .iter()
             .enumerate()
             .map(|(i, v)| record(i as u64, *v))
             .collect();
         let decoder = json_decoder(Some(3));
-        let refs: Vec<&ConsumerRecord> = run.iter().collect();
-        let decoded = decoder.decode(&refs);
+        let decoded = decode(&decoder, &run);
         let chunk = decoded.value.expect("some rows");
         let mut got_rows = chunk.clone().into_rows().unwrap().into_iter();
         let mut refused = decoded.refused.into_iter();
         let mut expected_times = Vec::new();
         for (i, r) in run.iter().enumerate() {
-            let want = match r.record.value.as_deref() {
+            let want = match r.value.as_deref() {
                 None => Err("a null value (tombstone) where a row was expected".to_string()),
                 Some(data) => decoder.rows.decode(data),
             };
@@ -658,7 +655,7 @@ mod tests {
                     let got = got_rows.next().expect("a row per decodable record");
                     assert_eq!(got.value, Some(row.clone()), "record {i}");
                     assert_eq!(got.offset, i as u64);
-                    let ts = super::super::row::millis(&row.0[3]).unwrap_or(r.record.timestamp);
+                    let ts = super::super::row::millis(&row.0[3]).unwrap_or(r.timestamp);
                     assert_eq!(got.timestamp, ts, "record {i}");
                     expected_times.push(ts);
                 }
@@ -680,8 +677,7 @@ mod tests {
             ),
             record(1, Some(r#"{"id":-2,"speed":1e300}"#)),
         ];
-        let refs: Vec<&ConsumerRecord> = run.iter().collect();
-        let chunk = decoder.decode(&refs).value.unwrap();
+        let chunk = decode(&decoder, &run).value.unwrap();
         for format in [Format::Json, Format::Csv, Format::Raw] {
             let values = RowEncoder {
                 schema: schema(),
@@ -733,21 +729,20 @@ mod tests {
             [false, true, false],
             [false, false, true],
         ] {
-            let run: Vec<ConsumerRecord> = with_headers
+            let run: Vec<Record> = with_headers
                 .iter()
                 .enumerate()
                 .map(|(i, h)| {
                     let mut r = record(i as u64, Some(r#"{"id":1}"#));
                     if *h {
-                        r.record.headers = vec![header(&i.to_string())];
+                        r.headers = vec![header(&i.to_string())];
                     }
                     r
                 })
                 .collect();
-            let refs: Vec<&ConsumerRecord> = run.iter().collect();
-            let rows = decoder.decode(&refs).value.unwrap().into_rows().unwrap();
+            let rows = decode(&decoder, &run).value.unwrap().into_rows().unwrap();
             let got: Vec<Vec<Header>> = rows.into_iter().map(|r| r.headers).collect();
-            let want: Vec<Vec<Header>> = run.iter().map(|r| r.record.headers.clone()).collect();
+            let want: Vec<Vec<Header>> = run.iter().map(|r| r.headers.clone()).collect();
             assert_eq!(got, want, "{with_headers:?}");
         }
     }
@@ -811,8 +806,7 @@ mod tests {
             let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
             let text = format!("{{{}}}", body.join(","));
             let decoder = json_decoder(Some(3));
-            let r = record(0, Some(&text));
-            let decoded = decoder.decode(&[&r]);
+            let decoded = decode(&decoder, &[record(0, Some(&text))]);
             match decoder.rows.decode(text.as_bytes()) {
                 Ok(row) => {
                     let got = decoded.value.expect("a row").into_rows().unwrap();

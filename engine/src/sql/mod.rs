@@ -9,6 +9,7 @@
 pub mod build;
 mod changes;
 mod chunk;
+mod columns;
 mod flat_json;
 pub mod job;
 mod json_object;
