@@ -221,7 +221,11 @@ impl OverOp {
                         row,
                         args,
                     };
-                    store.insert(&r.key, e);
+                    // A key added again without its retraction (an input replayed after a
+                    // failure) replaces its row: the rows after the old one change too.
+                    if let Some(old) = store.insert(&r.key, e) {
+                        t.changed.push((old.order, old.id));
+                    }
                 }
                 Change::Delete | Change::Replace => {
                     if let Some(old) = store.remove(&r.key, &id) {

@@ -36,6 +36,17 @@ pub enum Frame {
     Range(Option<i64>),
 }
 
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (units, start) = match self {
+            Frame::Rows(n) => ("ROWS", n.map(|n| n.to_string())),
+            Frame::Range(v) => ("RANGE", v.map(|v| v.to_string())),
+        };
+        let start = start.unwrap_or_else(|| "UNBOUNDED".to_string());
+        write!(f, "{units} BETWEEN {start} PRECEDING AND CURRENT ROW")
+    }
+}
+
 impl Frame {
     /// Whether the frame's first row moves on (its functions must take rows back out).
     pub fn bounded(&self) -> bool {
@@ -82,11 +93,16 @@ impl OverStep {
             })
             .collect();
         format!(
-            "Over [{}] partition by [{}] order by [{}] in {:?} → {}",
+            "Over [{}] partition by [{}] order by [{}] {}{} → {}",
             functions.join(", "),
             self.partition_names.join(", "),
             order.join(", "),
             self.frame,
+            if matches!(self.frame, Frame::Range(Some(_))) {
+                " (milliseconds for a timestamp)"
+            } else {
+                ""
+            },
             if self.input.is_upsert() {
                 "upsert stream keyed as its input: the rows whose frame a change touched"
             } else {
