@@ -24,6 +24,11 @@
 //!
 //! A batch's changes to a partition are applied together, then its changed rows computed
 //! once. The state is an [`OverStore`], changelogged like every store.
+//!
+//! A row whose partition value changes (`PARTITION BY` an aggregate of the input) leaves its
+//! old partition without a tombstone and is emitted by the task of its new one: when it moves
+//! between tasks, the output holds the writes of two tasks for its key, in the order the
+//! tasks wrote them. Partitioning by the input's group columns, as usual, never moves a row.
 
 mod frame;
 mod store;
