@@ -15,6 +15,7 @@ use crate::record::Rec;
 use crate::state::KeyValueStore;
 use datafusion::common::ScalarValue;
 
+/// A record of an upsert stream: its key, and its row or `None` for a delete.
 type Changed = Rec<Row, Option<Row>>;
 
 /// Upserts in, retractions and additions out (see the module documentation).
@@ -66,9 +67,7 @@ impl Change {
 /// An upsert stream's retractions and additions (see [`Changes`]) as rows and
 /// [`Change`]s: a retraction followed by an addition of the same key (as the changes of one
 /// upsert are forwarded together) is a replacement.
-pub(crate) fn changes_of(
-    batch: Vec<Rec<Row, Option<Row>>>,
-) -> (Vec<Rec<Row, Option<Row>>>, Vec<Change>) {
+pub(crate) fn changes_of(batch: Vec<Changed>) -> (Vec<Changed>, Vec<Change>) {
     let flagged: Vec<(Changed, bool)> = batch
         .into_iter()
         .filter_map(|r| {
