@@ -2,7 +2,7 @@
 
 use super::config::{Grouped, JoinWindows, Produced};
 use super::{Data, KGroupedStream, KTable, Key, StreamsBuilder};
-use crate::operator::op;
+use crate::operator::{OpRef, Out, op};
 use crate::ops::join::{
     Buffered, JoinKind, JoinSpec, Joiner, Materialize, StreamStreamInput, StreamStreamState,
     StreamTableJoin,
@@ -12,7 +12,7 @@ use crate::ops::sink::{RowsSink, WriteRows};
 use crate::ops::stateless::{BatchFn, Batchwise, FlatFn, Predicate, Retain, Stateless};
 use crate::record::Rec;
 use crate::serdes::SerdeRef;
-use crate::state::{KeyValueStore, WindowStore};
+use crate::state::{KeyValueStore, StateStore, WindowStore};
 use crate::task::WallPunctuator;
 use crate::topology::{NodeKind, TopicName};
 use std::cell::RefCell;
@@ -868,6 +868,39 @@ impl<K: Key, V: Data> KStream<K, V> {
             }),
         );
         KStream::new(self.b.clone(), node, None, false)
+    }
+
+    /// A node running one of the crate's own operators over a store of its own (the SQL
+    /// layer's OVER windows): the stream is first partitioned by its key (through a
+    /// repartition topic if the key changed), then each task gets a store from `make_store`
+    /// and an operator from `make` (given the node's name, that store and the node's output).
+    /// `key_changed`: whether the operator's output key differs from its input key.
+    pub(crate) fn with_store_operator<KO: Key, VO: Data, S: StateStore + 'static>(
+        &self,
+        prefix: &str,
+        store: (&str, &'static str),
+        make_store: impl Fn() -> S + Send + Sync + 'static,
+        make: impl Fn(Arc<str>, Rc<RefCell<S>>, Out<KO, VO>) -> OpRef<K, V> + Send + Sync + 'static,
+        key_changed: bool,
+    ) -> KStream<KO, VO> {
+        let me = self.partitioned(None);
+        let (name, kind) = (store.0.to_string(), store.1);
+        self.b.add_store(&name, kind, make_store);
+        let st = name.clone();
+        let node = self.b.add_node(
+            prefix,
+            NodeKind::Processor,
+            vec![me.node],
+            vec![name],
+            Arc::new(move |inst| {
+                let out = inst.out::<KO, VO>();
+                let store = inst.store::<S>(&st)?;
+                let op = make(inst.node_name.clone(), store, out);
+                inst.input::<K, V>(op);
+                Ok(())
+            }),
+        );
+        KStream::new(self.b.clone(), node, None, key_changed)
     }
 }
 

@@ -9,10 +9,14 @@
 //! Aggregates keep DataFusion accumulator states per key (and window) in the engine's
 //! changelogged stores.
 
-use super::changes::{Changes, flagged, unflag};
+use super::changes::{Change, Changes, changes_of, flagged, unflag};
 use super::chunk::{Chunk, ChunkDecoder, ChunkEncoder, FilterProject};
 use super::job::{InputDecl, JobFile, OutputDecl};
-use super::plan::{AggregateStep, JobPlan, JoinStep, PhysExpr, Step, StreamJoinStep, WindowSpec};
+use super::over::{self, Order, OverSpec, pack};
+use super::plan::{
+    AggregateStep, JobPlan, JoinStep, OverFunction, OverStep, PhysExpr, Step, StreamJoinStep,
+    WindowSpec,
+};
 use super::row::{
     InputSerde, KeySerde, Row, RowCodec, RowDecoder, RowEncoder, nulls, rows_of, timestamp,
     to_batch,
@@ -69,7 +73,7 @@ struct BuildCx<'a> {
     stores: usize,
 }
 
-fn fail(what: &str, e: impl std::fmt::Display) -> ! {
+pub(super) fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     // A task's panic becomes its failure, naming the operator and the record's offset.
     panic!("{what}: {e}")
 }
@@ -191,6 +195,23 @@ fn with_results(
             Err(())
         };
         (r, res)
+    })
+}
+
+/// `exprs` over each record's row, split after the first `n` values, in order: `None` for a
+/// delete and for a row an expression failed on (refused).
+fn split_evaluated(
+    schema: &SchemaRef,
+    batch: Vec<Rec<Row, Option<Row>>>,
+    exprs: &[PhysExpr],
+    n: usize,
+    refused: &mut Vec<Refused>,
+) -> impl Iterator<Item = Option<(Rec<Row, Option<Row>>, Row, Row)>> {
+    let computed = evaluate(schema, &batch, exprs, refused);
+    with_results(batch, computed).map(move |(r, v)| {
+        let mut front = v.ok().flatten()?;
+        let rest = Row(front.0.split_off(n));
+        Some((r, front, rest))
     })
 }
 
@@ -413,6 +434,7 @@ impl BuildCx<'_> {
             }
             Step::Join(j) => self.join(j, stmt)?,
             Step::StreamJoin(j) => self.stream_join(j, stmt)?,
+            Step::Over(o) => self.over(o, stmt)?,
         })
     }
 
@@ -756,6 +778,106 @@ impl BuildCx<'_> {
         })
     }
 
+    /// An upsert stream as retractions and additions, its last rows in a store named after
+    /// `self.stores` (see [`super::changes`]).
+    fn changes(&mut self, stream: Stream, stmt: usize) -> Stream {
+        self.stores += 1;
+        let last = format!("sql-{stmt}-last-rows-{}", self.stores);
+        self.b.add_kv_store::<Row, Row>(&last, RowCodec, RowCodec);
+        let store = last.clone();
+        stream.with_serdes(RowCodec, RowCodec).process(
+            move || Changes {
+                store: store.clone(),
+            },
+            &[&last],
+        )
+    }
+
+    /// `OVER (...)`: the rows keyed by their partition, with the window functions' arguments
+    /// (over an upsert stream, as changes), into the window operator ([`super::over`]).
+    fn over(&mut self, o: &OverStep, stmt: usize) -> Result<Lowered> {
+        let upsert = o.input.is_upsert();
+        let in_schema = o.input.schema();
+        let lowered = self.lower(&o.input, stmt)?;
+        let mut pre: Vec<PhysExpr> = o.partition_by.clone();
+        let mut aggregates = Vec::new();
+        let mut arg_ranges = Vec::new();
+        let mut columns = Vec::new();
+        for f in &o.functions {
+            columns.push(match f {
+                OverFunction::Aggregate(a) => {
+                    let args = a.expressions();
+                    let at = pre.len() - o.partition_by.len();
+                    arg_ranges.push(at..at + args.len());
+                    pre.extend(args);
+                    aggregates.push(a.clone());
+                    Some(aggregates.len() - 1)
+                }
+                OverFunction::RowNumber => None,
+            });
+        }
+        let nparts = o.partition_by.len();
+        let spec = Arc::new(OverSpec {
+            order: Arc::new(Order(o.order_by.clone())),
+            frame: o.frame,
+            columns,
+            fns: AccumulatorFns {
+                aggregates,
+                arg_ranges,
+                retracting: o.frame.bounded(),
+            },
+            row_len: in_schema.fields().len(),
+            args_len: pre.len() - nparts,
+            upsert,
+        });
+        let (key_names, key_types) = if upsert {
+            (lowered.key_names.clone(), lowered.key_types.clone())
+        } else {
+            let types = o
+                .partition_by
+                .iter()
+                .map(|e| e.data_type(&in_schema))
+                .collect::<std::result::Result<_, _>>()?;
+            (o.partition_names.clone(), types)
+        };
+        let input = if upsert {
+            self.changes(lowered.stream, stmt)
+        } else {
+            lowered.stream
+        };
+        let keyed = input.map_batch(
+            "SQL-OVER-PARTITION",
+            Arc::new(
+                move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
+                    let (batch, changes) = if upsert {
+                        let (batch, changes) = changes_of(batch);
+                        (batch, changes.into_iter().map(Some).collect())
+                    } else {
+                        let n = batch.len();
+                        (batch, vec![None; n])
+                    };
+                    split_evaluated(&in_schema, batch, &pre, nparts, refused)
+                        .zip(changes)
+                        .filter_map(|(v, change)| {
+                            let (r, part, args) = v?;
+                            let (key, row) = (r.key.clone(), r.value.clone()?);
+                            Some(r.with(part, pack(row, args, change.map(|c| (key, c)))))
+                        })
+                        .collect()
+                },
+            ),
+            true,
+        );
+        self.stores += 1;
+        let store = format!("sql-{stmt}-over-{}", self.stores);
+        let stream = over::operator(keyed.with_serdes(RowCodec, RowCodec), spec, &store);
+        Ok(Lowered {
+            stream: stream.with_serdes(RowCodec, RowCodec),
+            key_names,
+            key_types,
+        })
+    }
+
     /// `GROUP BY` over an upsert stream: see [`super::changes`].
     fn aggregate_changes(
         &mut self,
@@ -765,40 +887,20 @@ impl BuildCx<'_> {
         pre: Vec<PhysExpr>,
         fns: Arc<AccumulatorFns>,
     ) -> Lowered {
-        self.stores += 1;
-        let last = format!("sql-{stmt}-last-rows-{}", self.stores);
+        let changes = self.changes(lowered.stream, stmt);
         let aggregate = format!("sql-{stmt}-aggregate-{}", self.stores);
-        self.b.add_kv_store::<Row, Row>(&last, RowCodec, RowCodec);
-        let store = last.clone();
-        let changes = lowered.stream.with_serdes(RowCodec, RowCodec).process(
-            move || Changes {
-                store: store.clone(),
-            },
-            &[&last],
-        );
         let in_schema = a.input.schema();
         let nkeys = a.keys.len();
         let keyed = changes.map_batch(
             "SQL-GROUP-BY",
             Arc::new(
                 move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
-                    let mut flags = Vec::with_capacity(batch.len());
-                    let batch: Vec<Rec<Row, Option<Row>>> = batch
-                        .into_iter()
-                        .map(|r| {
-                            let (row, retract) = unflag(r.value.clone().expect("a change row"));
-                            flags.push(retract);
-                            let key = r.key.clone();
-                            r.with(key, Some(row))
-                        })
-                        .collect();
-                    let computed = evaluate(&in_schema, &batch, &pre, refused);
-                    with_results(batch, computed)
-                        .zip(flags)
-                        .filter_map(|((r, v), retract)| {
-                            let mut values = v.ok().flatten()?;
-                            let args = Row(values.0.split_off(nkeys));
-                            Some(r.with(values, flagged(args, retract)))
+                    let (batch, changes) = changes_of(batch);
+                    split_evaluated(&in_schema, batch, &pre, nkeys, refused)
+                        .zip(changes)
+                        .filter_map(|(v, change)| {
+                            let (r, keys, args) = v?;
+                            Some(r.with(keys, flagged(args, change != Change::Add)))
                         })
                         .collect()
                 },
@@ -1019,12 +1121,14 @@ fn with_ts(mut types: Vec<DataType>) -> Vec<DataType> {
 }
 
 /// DataFusion accumulators driven one record at a time, their states kept as rows.
-struct AccumulatorFns {
-    aggregates: Vec<Arc<AggregateFunctionExpr>>,
-    arg_ranges: Vec<std::ops::Range<usize>>,
-    /// Retractable ("sliding") accumulators, whose states end with a row count: the input is
-    /// an upsert stream's changes (see [`super::changes`]).
-    retracting: bool,
+pub(super) struct AccumulatorFns {
+    pub(super) aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Each aggregate's arguments among the argument values.
+    pub(super) arg_ranges: Vec<std::ops::Range<usize>>,
+    /// Retractable ("sliding") accumulators: the input is an upsert stream's changes (see
+    /// [`super::changes`]; the states then end with a row count), or an OVER window's frame
+    /// moves on.
+    pub(super) retracting: bool,
 }
 
 fn state_arrays(state: &Row) -> Vec<ArrayRef> {
@@ -1149,11 +1253,15 @@ impl AccumulatorFns {
     }
 
     /// The argument columns of aggregate `i` over rows of arguments.
-    fn arguments(&self, i: usize, args: &[Row]) -> Vec<ArrayRef> {
+    fn arguments<'a>(
+        &self,
+        i: usize,
+        args: impl Iterator<Item = &'a Row> + Clone,
+    ) -> Vec<ArrayRef> {
         self.arg_ranges[i]
             .clone()
             .map(|c| {
-                ScalarValue::iter_to_array(args.iter().map(|a| a.0[c].clone()))
+                ScalarValue::iter_to_array(args.clone().map(|a| a.0[c].clone()))
                     .unwrap_or_else(|e| fail("bad argument", e))
             })
             .collect()
@@ -1166,20 +1274,29 @@ impl AccumulatorFns {
         let mut next: Vec<Row> = (0..self.aggregates.len())
             .map(|i| {
                 let mut acc = self.accumulator(i, states.get(i));
-                let columns = self.arguments(i, std::slice::from_ref(args));
-                let done = if retract {
-                    acc.retract_batch(&columns)
-                } else {
-                    acc.update_batch(&columns)
-                };
-                done.unwrap_or_else(|e| {
-                    fail(&format!("cannot update {}", self.aggregates[i].name()), e)
-                });
+                self.feed(i, acc.as_mut(), std::iter::once(args), retract);
                 self.state(i, acc)
             })
             .collect();
         next.push(Row(vec![ScalarValue::Int64(Some(rows))]));
         next
+    }
+
+    /// Adds rows of arguments to aggregate `i`'s accumulator, or retracts them.
+    pub(super) fn feed<'a>(
+        &self,
+        i: usize,
+        acc: &mut dyn Accumulator,
+        args: impl Iterator<Item = &'a Row> + Clone,
+        retract: bool,
+    ) {
+        let columns = self.arguments(i, args);
+        let done = if retract {
+            acc.retract_batch(&columns)
+        } else {
+            acc.update_batch(&columns)
+        };
+        done.unwrap_or_else(|e| fail(&format!("cannot update {}", self.aggregates[i].name()), e));
     }
 
     /// How many rows a retracting group holds.
@@ -1190,7 +1307,7 @@ impl AccumulatorFns {
         }
     }
 
-    fn accumulator(&self, i: usize, state: Option<&Row>) -> Box<dyn Accumulator> {
+    pub(super) fn accumulator(&self, i: usize, state: Option<&Row>) -> Box<dyn Accumulator> {
         let f = &self.aggregates[i];
         let created = if self.retracting {
             f.create_sliding_accumulator()
@@ -1206,7 +1323,7 @@ impl AccumulatorFns {
         acc
     }
 
-    fn state(&self, i: usize, mut acc: Box<dyn Accumulator>) -> Row {
+    pub(super) fn state(&self, i: usize, mut acc: Box<dyn Accumulator>) -> Row {
         Row(acc.state().unwrap_or_else(|e| {
             fail(
                 &format!("cannot read the state of {}", self.aggregates[i].name()),

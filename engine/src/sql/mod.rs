@@ -15,6 +15,7 @@ pub mod job;
 mod json_object;
 pub mod nexmark;
 pub mod oracle;
+mod over;
 pub mod plan;
 pub mod row;
 mod tvf;

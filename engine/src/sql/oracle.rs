@@ -4,7 +4,7 @@
 //! Windows are computed here in SQL from each row's event time (integer arithmetic for tumbling
 //! and hopping windows; `LAG` and running sums for sessions), not by the engine's window
 //! operators. A window's late records are not modelled: compare with jobs whose inputs are in
-//! order within the watermark.
+//! order within the watermark. `OVER (...)` windows are DataFusion's own window functions.
 
 use super::job::JobFile;
 use super::plan::{WindowSpec, block_on, rewritten_statements};

@@ -5,9 +5,9 @@
 //! `session`, and Flink's `TUMBLE_START`/`TUMBLE_END` forms) is rewritten, before DataFusion
 //! sees it, into `GROUP BY ..., window_start, window_end`, two columns every input gets while
 //! such a statement is planned. The aggregate step fills them per window. What a stream cannot
-//! do (`ORDER BY`, `LIMIT`, `OVER`) is refused with what to write instead. Flink's window table
+//! do (`ORDER BY`, `LIMIT`) is refused with what to write instead. Flink's window table
 //! functions (`FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))`) are first rewritten into
-//! that `GROUP BY` form ([`tvf`]).
+//! that `GROUP BY` form ([`tvf`]). `OVER (...)` windows are planned in [`over`].
 
 use super::job::{
     InputDecl, JobFile, OutputDecl, closest_hint, parse_duration, sql_position, strip_position,
@@ -32,6 +32,9 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+
+mod over;
+pub use over::{Frame, OverFunction, OverStep};
 
 pub type PhysExpr = Arc<dyn PhysicalExpr>;
 
@@ -89,6 +92,7 @@ pub enum Step {
     },
     Join(Box<JoinStep>),
     StreamJoin(Box<StreamJoinStep>),
+    Over(Box<OverStep>),
 }
 
 /// Two streams joined on equal keys, within a time bound (an interval join): each side's records
@@ -146,6 +150,7 @@ impl Step {
             Step::Aggregate(a) => a.schema.clone(),
             Step::Join(j) => j.schema.clone(),
             Step::StreamJoin(j) => j.schema.clone(),
+            Step::Over(o) => o.schema.clone(),
         }
     }
 
@@ -203,6 +208,8 @@ impl Step {
                     .collect()
             }
             Step::Join(j) => j.left.time_columns_of(windows_only),
+            // The input's columns come first, unchanged.
+            Step::Over(o) => o.input.time_columns_of(windows_only),
             Step::Union { .. } | Step::StreamJoin(_) => vec![],
         }
     }
@@ -229,6 +236,7 @@ impl Step {
             Step::Union { inputs, .. } => inputs.iter().map(Step::window_lag).max().unwrap_or(0),
             Step::Join(j) => j.left.window_lag(),
             Step::StreamJoin(j) => j.left.window_lag().max(j.right.window_lag()),
+            Step::Over(o) => o.input.window_lag(),
         }
     }
 
@@ -241,6 +249,7 @@ impl Step {
             Step::Union { inputs, .. } => inputs.iter().any(Step::is_upsert),
             Step::Join(j) => j.left.is_upsert(),
             Step::StreamJoin(_) => false,
+            Step::Over(o) => o.input.is_upsert(),
         }
     }
 
@@ -320,6 +329,7 @@ impl Step {
                 j.after,
                 j.grace
             ),
+            Step::Over(o) => o.describe(),
         };
         out.push_str(&format!("{pad}{line}\n"));
         match self {
@@ -330,6 +340,7 @@ impl Step {
             Step::Aggregate(a) => a.input.describe(depth + 1, out),
             Step::Union { inputs, .. } => inputs.iter().for_each(|i| i.describe(depth + 1, out)),
             Step::Join(j) => j.left.describe(depth + 1, out),
+            Step::Over(o) => o.input.describe(depth + 1, out),
             Step::StreamJoin(j) => {
                 j.left.describe(depth + 1, out);
                 j.right.describe(depth + 1, out);
@@ -981,12 +992,7 @@ impl Lower<'_> {
                     "LIMIT on an unbounded stream would stop the job after n rows: drop it (use WHERE to keep fewer rows, or a window to summarize)",
                 ));
             }
-            LogicalPlan::Window(_) => {
-                return Err(self.unsupported(
-                    "over",
-                    "OVER (...) windows are not supported in streaming jobs yet: use GROUP BY with tumble(...), hop(...) or session(...)",
-                ));
-            }
+            LogicalPlan::Window(w) => self.over(w)?,
             LogicalPlan::Distinct(_) => {
                 return Err(self.unsupported(
                     "distinct",
@@ -1406,19 +1412,24 @@ impl TimeSides {
 fn literal_ms(e: &Expr) -> Option<i64> {
     match e {
         Expr::Cast(c) => literal_ms(&c.expr),
-        Expr::Literal(v, _) => match v {
-            ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
-                Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
-            }
-            ScalarValue::IntervalDayTime(Some(v)) => {
-                Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
-            }
-            ScalarValue::DurationMillisecond(Some(v)) => Some(*v),
-            ScalarValue::DurationSecond(Some(v)) => Some(v * 1000),
-            ScalarValue::DurationMicrosecond(Some(v)) => Some(v / 1000),
-            ScalarValue::DurationNanosecond(Some(v)) => Some(v / 1_000_000),
-            _ => None,
-        },
+        Expr::Literal(v, _) => scalar_ms(v),
+        _ => None,
+    }
+}
+
+/// An interval (or duration) value in milliseconds.
+fn scalar_ms(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+            Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
+        }
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
+        }
+        ScalarValue::DurationMillisecond(Some(v)) => Some(*v),
+        ScalarValue::DurationSecond(Some(v)) => Some(v * 1000),
+        ScalarValue::DurationMicrosecond(Some(v)) => Some(v / 1000),
+        ScalarValue::DurationNanosecond(Some(v)) => Some(v / 1_000_000),
         _ => None,
     }
 }
