@@ -185,7 +185,26 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// Most varints of a record are one or two bytes (attributes, deltas, lengths under
+    /// 8,192): those take no loop.
+    #[inline(always)]
     fn varint(&mut self) -> Result<i64> {
+        let u = match self.b.get(self.pos..self.pos + 2) {
+            Some(&[b0, _]) if b0 < 0x80 => {
+                self.pos += 1;
+                u64::from(b0)
+            }
+            Some(&[b0, b1]) if b1 < 0x80 => {
+                self.pos += 2;
+                u64::from(b0 & 0x7f) | (u64::from(b1) << 7)
+            }
+            _ => return self.long_varint(),
+        };
+        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<i64> {
         let mut u: u64 = 0;
         for shift in (0..70).step_by(7) {
             let byte = *self.b.get(self.pos).ok_or_else(|| self.short("varint"))?;

@@ -1191,7 +1191,8 @@ impl AccumulatorFns {
         )
         .and_then(|c| c.convert_columns(key_columns))
         .unwrap_or_else(|e| fail("cannot group rows", e));
-        let mut index: HashMap<(&[u8], i64), usize> = HashMap::new();
+        // foldhash, not SipHash: one lookup per row.
+        let mut index: datafusion::common::HashMap<(&[u8], i64), usize> = Default::default();
         let mut groups: Vec<(Rec<(), ()>, Vec<u32>)> = Vec::new();
         for (n, r) in records.into_iter().enumerate() {
             let slot = match pane {
@@ -1201,13 +1202,13 @@ impl AccumulatorFns {
             };
             let key: &[u8] = if nkeys == 0 { &[] } else { keys.row(n).data() };
             match index.entry((key, slot)) {
-                std::collections::hash_map::Entry::Occupied(g) => {
+                datafusion::common::hash_map::Entry::Occupied(g) => {
                     let (rec, rows) = &mut groups[*g.get()];
                     rec.timestamp = rec.timestamp.max(r.timestamp);
                     rec.offset = r.offset;
                     rows.push(n as u32);
                 }
-                std::collections::hash_map::Entry::Vacant(v) => {
+                datafusion::common::hash_map::Entry::Vacant(v) => {
                     v.insert(groups.len());
                     groups.push((r, vec![n as u32]));
                 }

@@ -12,7 +12,7 @@
 //! `RowDecoder`, whose result or error is the one used.
 
 use super::columns::{Column, Columns, Kind};
-use super::flat_json::read_flat;
+use super::flat_json::FlatReader;
 use super::json_object::fields_in_order;
 use super::plan::PhysExpr;
 use super::row::{KeySerde, Row, RowDecoder, RowEncoder, parse_timestamp, rows_of, write_json};
@@ -234,6 +234,7 @@ impl ChunkDecoder {
         let schema = &self.rows.schema;
         let fields = schema.fields();
         let mut columns = Columns::new(fields, run.len());
+        let reader = FlatReader::new(fields);
         let json = self.rows.format == super::row::Format::Json;
         let mut refused = Vec::new();
         let (mut record_ts, mut offsets) = (Vec::with_capacity(run.len()), Vec::new());
@@ -251,7 +252,7 @@ impl ChunkDecoder {
                 ));
                 continue;
             };
-            if !(json && read_flat(data, fields, &mut columns))
+            if !(json && reader.read(data, &mut columns))
                 && let Err(reason) = self.decode_slowly(data, json, &mut columns)
             {
                 refused.push((i, reason));

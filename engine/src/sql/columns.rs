@@ -77,22 +77,26 @@ impl Column {
         }
     }
 
+    #[inline]
     pub fn push_i64(&mut self, v: i64) {
         self.ints.push(v);
         self.valid.push(true);
     }
 
+    #[inline]
     pub fn push_f64(&mut self, v: f64) {
         self.floats.push(v);
         self.valid.push(true);
     }
 
+    #[inline]
     pub fn push_bool(&mut self, v: bool) {
         self.ints.push(i64::from(v));
         self.valid.push(true);
     }
 
     /// `v` must be UTF-8 (the array is checked once more when finished).
+    #[inline]
     pub fn push_utf8(&mut self, v: &[u8]) {
         self.bytes.extend_from_slice(v);
         self.offsets.push(self.bytes.len() as i32);
@@ -100,6 +104,7 @@ impl Column {
     }
 
     /// A null of the column's kind (a placeholder value under a cleared validity bit).
+    #[inline]
     pub fn push_null(&mut self) {
         match self.kind {
             Kind::F64 => self.floats.push(0.0),

@@ -23,53 +23,130 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-/// Reads `data` as the next row of `columns`; see the module documentation.
-pub(crate) fn read_flat(data: &[u8], fields: &Fields, columns: &mut Columns) -> bool {
-    if read_fields(data, fields, columns).is_some() {
-        columns.end_row();
-        true
-    } else {
-        columns.abandon_row();
-        false
+/// Reads records of one schema (see the module documentation). It holds the field names as
+/// they are compared: each with its closing quote, in two little-endian words and a mask, so
+/// that a name up to 15 bytes is matched with two comparisons.
+pub(crate) struct FlatReader<'a> {
+    fields: &'a Fields,
+    quoted: Vec<Option<([u64; 2], [u64; 2])>>,
+}
+
+impl<'a> FlatReader<'a> {
+    pub fn new(fields: &'a Fields) -> Self {
+        let quoted = fields
+            .iter()
+            .map(|f| {
+                let name = f.name().as_bytes();
+                // A name JSON writes with an escape never matches in place.
+                if name.len() > 15 || name.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20) {
+                    return None;
+                }
+                let (mut bytes, mut mask) = ([0u8; 16], [0u8; 16]);
+                bytes[..name.len()].copy_from_slice(name);
+                bytes[name.len()] = b'"';
+                mask[..=name.len()].fill(0xff);
+                let word = |b: &[u8; 16], i: usize| {
+                    u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+                };
+                Some((
+                    [word(&bytes, 0), word(&bytes, 1)],
+                    [word(&mask, 0), word(&mask, 1)],
+                ))
+            })
+            .collect();
+        Self { fields, quoted }
+    }
+
+    /// Reads `data` as the next row of `columns`; see the module documentation.
+    pub fn read(&self, data: &[u8], columns: &mut Columns) -> bool {
+        if read_fields(data, self, columns).is_some() {
+            columns.end_row();
+            true
+        } else {
+            columns.abandon_row();
+            false
+        }
     }
 }
 
-fn read_fields(data: &[u8], fields: &Fields, columns: &mut Columns) -> Option<()> {
-    // Which columns this record has filled (the schema's first 64; more go to serde).
-    let mut seen = 0u64;
-    if fields.len() > 64 {
-        return None;
+/// The fields of one record as they are read: which columns got a value, and which field is
+/// expected next.
+struct Record<'n> {
+    reader: &'n FlatReader<'n>,
+    /// Bit `c` set once column `c` has its value (the schema's first 64; more go to serde).
+    seen: u64,
+    next: usize,
+}
+
+impl<'n> Record<'n> {
+    fn new(reader: &'n FlatReader<'n>) -> Option<Self> {
+        (reader.fields.len() <= 64).then_some(Self {
+            reader,
+            seen: 0,
+            next: 0,
+        })
     }
+
+    /// The column of the name at the cursor (after its opening quote), the cursor then past
+    /// its closing quote. Producers write their fields in one order: the field after the last
+    /// one matched is tried first, and compared in place (no scan for its end, no UTF-8 check).
+    #[inline(always)]
+    fn column(&self, s: &mut Scan) -> Option<Option<usize>> {
+        let fields = self.reader.fields;
+        Some(match fields.get(self.next) {
+            Some(f) if s.quoted_name_is(f.name().as_bytes(), &self.reader.quoted[self.next]) => {
+                Some(self.next)
+            }
+            _ => {
+                let name = s.string()?;
+                fields.iter().position(|f| f.name().as_bytes() == name)
+            }
+        })
+    }
+
+    /// The value at the cursor into its column, or past it for a field the schema does not
+    /// name.
+    #[inline(always)]
+    fn value(&mut self, column: Option<usize>, s: &mut Scan, columns: &mut Columns) -> Option<()> {
+        let Some(c) = column else {
+            return s.skip_value();
+        };
+        if self.seen & (1 << c) != 0 {
+            // serde keeps the last of repeated fields: left to it.
+            return None;
+        }
+        self.seen |= 1 << c;
+        self.next = c + 1;
+        s.value_into(&mut columns.columns[c])
+    }
+
+    /// Nulls for the columns the record has no field for, where they may be null.
+    fn finish(&self, columns: &mut Columns) -> Option<()> {
+        for (c, column) in columns.columns.iter_mut().enumerate() {
+            if self.seen & (1 << c) == 0 {
+                if !column.nullable {
+                    return None;
+                }
+                column.push_null();
+            }
+        }
+        Some(())
+    }
+}
+
+/// The record token by token.
+fn read_fields(data: &[u8], reader: &FlatReader, columns: &mut Columns) -> Option<()> {
+    let mut fields = Record::new(reader)?;
     let mut s = Scan { b: data, i: 0 };
     s.eat(b'{')?;
-    // Producers write their fields in one order: the field after the last one matched is
-    // tried first, and compared in place (no scan for its end, no UTF-8 check).
-    let mut next = 0;
     if s.peek()? == b'}' {
         s.i += 1;
     } else {
         loop {
             s.eat(b'"')?;
-            let column = match fields.get(next) {
-                Some(f) if s.quoted_name_is(f.name().as_bytes()) => Some(next),
-                _ => {
-                    let name = s.string()?;
-                    fields.iter().position(|f| f.name().as_bytes() == name)
-                }
-            };
+            let column = fields.column(&mut s)?;
             s.eat(b':')?;
-            match column {
-                Some(c) => {
-                    if seen & (1 << c) != 0 {
-                        // serde keeps the last of repeated fields: left to it.
-                        return None;
-                    }
-                    seen |= 1 << c;
-                    s.value_into(&mut columns.columns[c])?;
-                    next = c + 1;
-                }
-                None => s.skip_value()?,
-            }
+            fields.value(column, &mut s, columns)?;
             match s.peek()? {
                 b',' => s.i += 1,
                 b'}' => {
@@ -84,15 +161,7 @@ fn read_fields(data: &[u8], fields: &Fields, columns: &mut Columns) -> Option<()
     if s.i != data.len() {
         return None;
     }
-    for (c, column) in columns.columns.iter_mut().enumerate() {
-        if seen & (1 << c) == 0 {
-            if !column.nullable {
-                return None;
-            }
-            column.push_null();
-        }
-    }
-    Some(())
+    fields.finish(columns)
 }
 
 /// `10^i` as integers, for appending `i` digits to a significand.
@@ -110,6 +179,7 @@ const POW10_U64: [u64; 9] = [
 
 /// How many of the eight bytes of `chars` (little-endian: the first byte lowest) are leading
 /// ASCII digits, and their value.
+#[inline(always)]
 fn leading_digits(chars: u64) -> (usize, u64) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     // A digit's byte becomes its value 0..=9; any other byte becomes something else.
@@ -132,12 +202,27 @@ fn leading_digits(chars: u64) -> (usize, u64) {
 
 /// The value of eight digit values (0..=9 each, the first in the lowest byte), by SWAR:
 /// pairs, then quadruples, then the whole (Lemire's `parse_eight_digits_unrolled`).
+#[inline(always)]
 fn eight_digits(v: u64) -> u64 {
     const MASK: u64 = 0x0000_00ff_0000_00ff;
     const MUL1: u64 = 100 + (1_000_000 << 32);
     const MUL2: u64 = 1 + (10_000 << 32);
     let v = v.wrapping_mul(10).wrapping_add(v >> 8);
     (((v & MASK).wrapping_mul(MUL1)).wrapping_add(((v >> 16) & MASK).wrapping_mul(MUL2))) >> 32
+}
+
+/// Bit 7 set in each byte of `w` that ends the fast scan of a string: a quote, a backslash, a
+/// control character or a byte above 127. Bits above the first such byte may be set wrongly
+/// (borrows); the lowest one is right, and only it is used.
+#[inline(always)]
+fn special_bytes(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x80 * ONES;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let quote = zero_byte(w ^ (b'"' as u64 * ONES));
+    let backslash = zero_byte(w ^ (b'\\' as u64 * ONES));
+    let control = w.wrapping_sub(0x20 * ONES) & !w & HIGH;
+    quote | backslash | control | (w & HIGH)
 }
 
 /// A JSON number as serde_json reads it.
@@ -153,29 +238,43 @@ struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
+    #[inline(always)]
     fn ws(&mut self) {
         while matches!(self.b.get(self.i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
             self.i += 1;
         }
     }
 
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
         self.ws();
         self.b.get(self.i).copied()
     }
 
+    #[inline(always)]
     fn eat(&mut self, c: u8) -> Option<()> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
     /// Whether the string after the opening quote is `name` (a name that needs no escape),
-    /// then past its closing quote.
-    fn quoted_name_is(&mut self, name: &[u8]) -> bool {
+    /// then past its closing quote. `quoted` is the name as [`FlatReader`] holds it.
+    #[inline(always)]
+    fn quoted_name_is(&mut self, name: &[u8], quoted: &Option<([u64; 2], [u64; 2])>) -> bool {
         let rest = &self.b[self.i..];
-        // Names are short: a loop beats a call to memcmp.
-        let matches = rest.len() > name.len()
-            && rest[name.len()] == b'"'
-            && name.iter().zip(rest).all(|(a, b)| a == b);
+        let matches = match (quoted, rest.get(..16)) {
+            (Some((words, masks)), Some(chunk)) => {
+                let word = |i: usize| {
+                    u64::from_le_bytes(chunk[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+                };
+                (word(0) & masks[0]) == words[0] && (word(1) & masks[1]) == words[1]
+            }
+            // Near the record's end: a loop beats a call to memcmp.
+            _ => {
+                rest.len() > name.len()
+                    && rest[name.len()] == b'"'
+                    && name.iter().zip(rest).all(|(a, b)| a == b)
+            }
+        };
         if matches {
             self.i += name.len() + 1;
         }
@@ -184,10 +283,30 @@ impl<'a> Scan<'a> {
 
     /// A string from after its opening quote, as bytes that are UTF-8: `None` at an escape or
     /// a control character (serde unescapes the one and refuses the other), or for bytes that
-    /// are not UTF-8. Only a string with a byte above 127 needs the UTF-8 check.
+    /// are not UTF-8. Eight bytes are looked at a time; only a string with a byte above 127
+    /// needs the UTF-8 check.
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a [u8]> {
         let rest = &self.b[self.i..];
-        let (mut end, mut ascii) = (0, true);
+        let mut end = 0;
+        let mut ascii = true;
+        loop {
+            let Some(chunk) = rest.get(end..end + 8) else {
+                break;
+            };
+            let special = special_bytes(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+            if special == 0 {
+                end += 8;
+                continue;
+            }
+            end += (special.trailing_zeros() / 8) as usize;
+            if rest[end] == b'"' {
+                self.i += end + 1;
+                return Some(&rest[..end]);
+            }
+            // An escape, a control character or a byte above 127: byte by byte from here.
+            break;
+        }
         loop {
             match *rest.get(end)? {
                 b'"' => break,
@@ -208,6 +327,7 @@ impl<'a> Scan<'a> {
     }
 
     /// The value at the cursor into `column`, as the row path would convert it.
+    #[inline(always)]
     fn value_into(&mut self, column: &mut Column) -> Option<()> {
         match (self.peek()?, column.kind) {
             (b'n', _) if column.nullable => self.literal(b"null").map(|_| column.push_null()),
@@ -265,6 +385,7 @@ impl<'a> Scan<'a> {
     /// switches to another algorithm there). `total` counts the digits of the whole number:
     /// while it stays under 20 the significand cannot overflow, so no check is made. Eight
     /// bytes are looked at a time where the record has them.
+    #[inline(always)]
     fn digits(&mut self, significand: &mut u64, total: &mut usize) -> Option<usize> {
         let start = self.i;
         while let Some(chunk) = self.b.get(self.i..self.i + 8) {
@@ -301,7 +422,84 @@ impl<'a> Scan<'a> {
     /// or an exponent is its decimal significand as an f64, multiplied or divided once by
     /// `10^|exponent|`. Read here only while that power of ten is exact, where this code
     /// makes the same two roundings (significand to f64, then the product) serde makes.
+    #[inline(always)]
     fn number(&mut self) -> Option<Number> {
+        let start = self.i;
+        if let Some(n) = self.short_number() {
+            return Some(n);
+        }
+        self.i = start;
+        self.any_number()
+    }
+
+    /// The common number, up to 16 integer digits and an optional fraction of up to 8 (no
+    /// exponent), read with two or three eight-byte looks; `None` for anything else (the
+    /// caller starts over with [`Scan::any_number`], which reads every number the same way).
+    #[inline(always)]
+    fn short_number(&mut self) -> Option<Number> {
+        let negative = self.b[self.i] == b'-';
+        self.i += usize::from(negative);
+        let first = *self.b.get(self.i)?;
+        let (mut int_digits, mut significand) = leading_digits(self.word(self.i));
+        if int_digits == 0 || (first == b'0' && int_digits > 1) {
+            return None;
+        }
+        if int_digits == 8 {
+            let (more, value) = leading_digits(self.word(self.i + 8));
+            if more == 8 {
+                return None;
+            }
+            significand = significand * POW10_U64[more] + value;
+            int_digits += more;
+        }
+        self.i += int_digits;
+        let next = self.b.get(self.i).copied();
+        if matches!(next, Some(b'e' | b'E')) {
+            return None;
+        }
+        if next != Some(b'.') {
+            return Some(match (negative, significand) {
+                (false, s) => Number::U64(s),
+                (true, 0) => Number::F64(-0.0),
+                // At most 16 digits: below 2^63.
+                (true, s) => Number::I64(-(s as i64)),
+            });
+        }
+        let (fraction, value) = leading_digits(self.word(self.i + 1));
+        if fraction == 0 || fraction == 8 {
+            return None;
+        }
+        self.i += 1 + fraction;
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            return None;
+        }
+        // Up to 24 digits would overflow: then serde's way, through `any_number`.
+        let significand = significand.checked_mul(POW10_U64[fraction])? + value;
+        if significand >= 1 << 63 {
+            return None;
+        }
+        // Below 2^63, through i64: one conversion instruction, the same rounding.
+        let magnitude = (significand as i64) as f64 / POW10[fraction];
+        Some(Number::F64(if negative { -magnitude } else { magnitude }))
+    }
+
+    /// The eight bytes at `at`, little-endian; past the record's end, zero bytes (which are
+    /// not digits).
+    #[inline(always)]
+    fn word(&self, at: usize) -> u64 {
+        match self.b.get(at..at + 8) {
+            Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+            None => {
+                // The record's last bytes: a loop of at most seven, no call to memcpy.
+                let rest = self.b.get(at..).unwrap_or_default();
+                rest.iter().rev().fold(0, |w, &b| (w << 8) | u64::from(b))
+            }
+        }
+    }
+
+    /// Any number, digit run by digit run.
+    #[inline(never)]
+    fn any_number(&mut self) -> Option<Number> {
         let negative = self.b[self.i] == b'-';
         self.i += usize::from(negative);
         let (mut significand, mut total) = (0u64, 0usize);
@@ -375,10 +573,10 @@ mod tests {
     fn read(text: &str) -> Option<Vec<String>> {
         let fields = fields();
         let mut columns = Columns::new(&fields, 2);
-        let read = read_flat(text.as_bytes(), &fields, &mut columns);
-        assert!(read_flat(
+        let reader = FlatReader::new(&fields);
+        let read = reader.read(text.as_bytes(), &mut columns);
+        assert!(reader.read(
             br#"{"ts":1,"region":"r","speed":1,"ok":true}"#,
-            &fields,
             &mut columns
         ));
         let arrays = columns.finish(&fields);
@@ -431,6 +629,16 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The first byte `special_bytes` flags is the first quote, backslash, control
+        /// character or byte above 127.
+        #[test]
+        fn special_bytes_finds_the_first_one(bytes in proptest::array::uniform8(proptest::prelude::any::<u8>())) {
+            let want = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20 || b >= 0x80);
+            let got = special_bytes(u64::from_le_bytes(bytes));
+            let got = (got != 0).then(|| (got.trailing_zeros() / 8) as usize);
+            proptest::prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn leading_digits_of_any_bytes(bytes in proptest::array::uniform8(proptest::prelude::any::<u8>())) {
             let want = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
