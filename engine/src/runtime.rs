@@ -619,7 +619,7 @@ impl Worker {
         };
         let mut n = 0;
         for run in &runs {
-            n += run.iter().filter(|r| !crate::task::is_marker(r)).count();
+            n += run.len() - run.with_headers().filter(crate::task::is_marker).count();
             if let Some(&(t, i)) = self.route.get(&(run.topic.clone(), run.partition)) {
                 self.process(t, i, run)?;
             }

@@ -205,8 +205,12 @@ impl RecordRun {
         (0..self.records.len()).map(|i| self.get(i).expect("in range"))
     }
 
-    pub fn first(&self) -> Option<RecordRef<'_>> {
-        self.get(0)
+    /// The records that have headers (cheaper than filtering [`RecordRun::iter`]: the others
+    /// are skipped without being looked at).
+    pub fn with_headers(&self) -> impl Iterator<Item = RecordRef<'_>> {
+        (0..self.records.len())
+            .filter(|&i| self.records[i].header_count > 0)
+            .map(|i| self.get(i).expect("in range"))
     }
 
     pub fn last(&self) -> Option<RecordRef<'_>> {
