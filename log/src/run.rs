@@ -102,6 +102,20 @@ fn span(r: Range<usize>, base: usize) -> Range<u32> {
     (r.start + base) as u32..(r.end + base) as u32
 }
 
+/// One batch (base offset 0) holding `records`' timestamps, keys, values and headers.
+fn encode_batch(records: &[Record]) -> Vec<u8> {
+    let mut b = batch::BatchBuilder::new(1024);
+    for r in records {
+        b.push(
+            r.timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+        );
+    }
+    b.finish()
+}
+
 impl RecordRun {
     /// An empty run of `topic` partition `partition`.
     pub fn new(topic: Arc<str>, partition: u32) -> Self {
@@ -161,16 +175,7 @@ impl RecordRun {
 
     /// A run holding copies of `records` (for a source of records that are not in batches).
     pub fn from_records(topic: Arc<str>, partition: u32, records: &[Record]) -> Self {
-        let mut b = batch::BatchBuilder::new(1024);
-        for r in records {
-            b.push(
-                r.timestamp,
-                r.key.as_deref(),
-                r.value.as_deref(),
-                &r.headers,
-            );
-        }
-        let bytes = Bytes::from(b.finish());
+        let bytes = Bytes::from(encode_batch(records));
         let mut run =
             Self::from_batches(topic, partition, bytes, 0).expect("a batch just encoded decodes");
         for (place, r) in run.records.iter_mut().zip(records) {
@@ -256,16 +261,7 @@ mod tests {
     }
 
     fn encode(records: &[Record], base_offset: u64) -> Vec<u8> {
-        let mut b = batch::BatchBuilder::new(1024);
-        for r in records {
-            b.push(
-                r.timestamp,
-                r.key.as_deref(),
-                r.value.as_deref(),
-                &r.headers,
-            );
-        }
-        let mut v = b.finish();
+        let mut v = encode_batch(records);
         batch::set_base_offset(&mut v, base_offset);
         v
     }
