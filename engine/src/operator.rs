@@ -50,7 +50,8 @@ impl<K: Clone, V: Clone> Out<K, V> {
 
 /// An output record, its bytes in [`OutBuf::bytes`].
 pub(crate) struct OutRecord {
-    pub topic: Arc<str>,
+    /// Its topic in [`OutBuf::topics`].
+    pub topic: u32,
     pub partition: Option<u32>,
     pub key: Option<Range<usize>>,
     pub value: Option<Range<usize>>,
@@ -59,13 +60,37 @@ pub(crate) struct OutRecord {
 }
 
 /// Records a task produced since the last send, serialized into one buffer.
+///
+/// Topics are kept once, not per record: tasks on different threads write to the same topic
+/// `Arc`, and a reference count changed per record would move its cache line between cores.
 #[derive(Default)]
 pub(crate) struct OutBuf {
     pub bytes: Vec<u8>,
     pub records: Vec<OutRecord>,
+    pub topics: Vec<Arc<str>>,
 }
 
 impl OutBuf {
+    /// The index of `topic` in `topics` (most records go to the topic of the record before).
+    fn topic_index(&mut self, topic: &Arc<str>) -> u32 {
+        let last = self.records.last().map(|r| r.topic as usize);
+        if let Some(i) = last.filter(|&i| Arc::ptr_eq(&self.topics[i], topic)) {
+            return i as u32;
+        }
+        match self.topics.iter().position(|t| t == topic) {
+            Some(i) => i as u32,
+            None => {
+                self.topics.push(topic.clone());
+                (self.topics.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The topic of `record`.
+    pub fn topic(&self, record: &OutRecord) -> &Arc<str> {
+        &self.topics[record.topic as usize]
+    }
+
     /// Serializes with `write_key` / `write_value` (which append and return `false` for null).
     pub fn push(
         &mut self,
@@ -93,8 +118,9 @@ impl OutBuf {
                 return Err(e);
             }
         };
+        let topic = self.topic_index(topic);
         self.records.push(OutRecord {
-            topic: topic.clone(),
+            topic,
             partition,
             key,
             value,
@@ -132,6 +158,7 @@ impl OutBuf {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.records.clear();
+        self.topics.clear();
     }
 }
 

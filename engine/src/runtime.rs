@@ -713,7 +713,7 @@ impl Worker {
                 .records
                 .iter()
                 .map(|r| ProducerRecord {
-                    topic: &r.topic,
+                    topic: out.topic(r),
                     partition: r.partition,
                     key: slice(&r.key),
                     value: slice(&r.value),

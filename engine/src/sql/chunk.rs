@@ -14,6 +14,7 @@
 use super::columns::{Column, Columns, Kind};
 use super::flat_json::FlatReader;
 use super::json_object::fields_in_order;
+use super::json_text;
 use super::plan::PhysExpr;
 use super::row::{KeySerde, Row, RowDecoder, RowEncoder, parse_timestamp, rows_of, write_json};
 use crate::ops::stateless::Refused;
@@ -82,11 +83,10 @@ impl Chunk {
 
     /// The rows `keep` selects (a row per `true`), with their metadata.
     fn select(self, keep: &[bool], batch: RecordBatch) -> Chunk {
-        fn pick<T>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
-            v.into_iter()
-                .zip(keep)
-                .filter_map(|(x, k)| k.then_some(x))
-                .collect()
+        fn pick<T>(mut v: Vec<T>, keep: &[bool]) -> Vec<T> {
+            let mut keep = keep.iter();
+            v.retain(|_| keep.next().is_some_and(|k| *k));
+            v
         }
         Chunk {
             batch,
@@ -336,9 +336,12 @@ fn event_times(column: &ArrayRef, mut record_ts: Vec<i64>) -> Vec<i64> {
         DataType::Int64 => column.as_primitive::<Int64Type>().values(),
         _ => return record_ts,
     };
-    for (i, ts) in record_ts.iter_mut().enumerate() {
-        if column.is_valid(i) {
-            *ts = values[i];
+    match column.nulls() {
+        None => record_ts.copy_from_slice(values),
+        Some(nulls) => {
+            for i in nulls.valid_indices() {
+                record_ts[i] = values[i];
+            }
         }
     }
     record_ts
@@ -397,7 +400,12 @@ impl FilterProject {
                 let mask = mask
                     .as_boolean_opt()
                     .ok_or("the predicate is not a boolean")?;
-                let keep = (0..n).map(|i| mask.is_valid(i) && mask.value(i)).collect();
+                // A null predicate keeps no row, as in SQL.
+                let keep = match mask.nulls() {
+                    Some(nulls) => mask.values() & nulls.inner(),
+                    None => mask.values().clone(),
+                };
+                let keep = keep.iter().collect();
                 let kept = datafusion::arrow::compute::filter_record_batch(batch, mask)
                     .map_err(|e| e.to_string())?;
                 (keep, kept)
@@ -549,29 +557,18 @@ impl<'a> TypedColumn<'a> {
 
     /// One cell as JSON, as [`write_json`] writes its scalar.
     fn write_json(&self, row: usize, out: &mut Vec<u8>) -> Result<(), String> {
-        let json = |r: serde_json::Result<()>| r.map_err(|e| e.to_string());
         match self {
-            TypedColumn::I64(a) if a.is_valid(row) => {
-                json(serde_json::to_writer(out, &a.value(row)))
-            }
-            TypedColumn::F64(a) if a.is_valid(row) => {
-                json(serde_json::to_writer(out, &a.value(row)))
-            }
-            TypedColumn::Str(a) if a.is_valid(row) => {
-                json(serde_json::to_writer(out, a.value(row)))
-            }
-            TypedColumn::Timestamp(a) if a.is_valid(row) => {
-                json(serde_json::to_writer(out, &a.value(row)))
-            }
+            TypedColumn::I64(a) if a.is_valid(row) => json_text::int(a.value(row), out),
+            TypedColumn::F64(a) if a.is_valid(row) => json_text::float(a.value(row), out),
+            TypedColumn::Str(a) if a.is_valid(row) => json_text::string(a.value(row), out),
+            TypedColumn::Timestamp(a) if a.is_valid(row) => json_text::int(a.value(row), out),
             TypedColumn::Other(c) if c.is_valid(row) => {
                 let v = ScalarValue::try_from_array(c, row).map_err(|e| e.to_string())?;
-                json(write_json(&v, out))
+                write_json(&v, out).map_err(|e| e.to_string())?;
             }
-            _ => {
-                out.extend_from_slice(b"null");
-                Ok(())
-            }
+            _ => out.extend_from_slice(b"null"),
         }
+        Ok(())
     }
 }
 
@@ -805,19 +802,46 @@ mod tests {
             )
         ) {
             let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
-            let text = format!("{{{}}}", body.join(","));
-            let decoder = json_decoder(Some(3));
-            let decoded = decode(&decoder, &[record(0, Some(&text))]);
-            match decoder.rows.decode(text.as_bytes()) {
-                Ok(row) => {
-                    let got = decoded.value.expect("a row").into_rows().unwrap();
-                    proptest::prop_assert_eq!(&got[0].value, &Some(row), "{}", text);
+            same_as_row_decoder(&format!("{{{}}}", body.join(",")))?;
+        }
+
+        /// Records in the schema's order, as producers usually write them (the reader's
+        /// first way), some fields absent, some with whitespace or extra fields around them.
+        #[test]
+        fn schema_ordered_objects_decode_as_the_row_decoder_decodes_them(
+            values in proptest::collection::vec(proptest::option::of(json_value()), 5),
+            spaced in proptest::collection::vec(proptest::bool::weighted(0.1), 5),
+            extra in proptest::option::of(0..5usize),
+        ) {
+            let names = ["id", "name", "speed", "ts", "ok"];
+            let mut body = Vec::new();
+            for (i, (v, space)) in values.iter().zip(&spaced).enumerate() {
+                if extra == Some(i) {
+                    body.push(r#""other":1"#.to_string());
                 }
-                Err(reason) => {
-                    proptest::prop_assert!(decoded.value.is_none());
-                    proptest::prop_assert_eq!(decoded.refused, vec![(0, reason)]);
+                if let Some(v) = v {
+                    let colon = if *space { " : " } else { ":" };
+                    body.push(format!("{:?}{colon}{v}", names[i]));
                 }
             }
+            same_as_row_decoder(&format!("{{{}}}", body.join(",")))?;
         }
+    }
+
+    /// `text` as one record decodes as the row decoder decodes it, or is refused with its reason.
+    fn same_as_row_decoder(text: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        let decoder = json_decoder(Some(3));
+        let decoded = decode(&decoder, &[record(0, Some(text))]);
+        match decoder.rows.decode(text.as_bytes()) {
+            Ok(row) => {
+                let got = decoded.value.expect("a row").into_rows().unwrap();
+                proptest::prop_assert_eq!(&got[0].value, &Some(row), "{}", text);
+            }
+            Err(reason) => {
+                proptest::prop_assert!(decoded.value.is_none());
+                proptest::prop_assert_eq!(decoded.refused, vec![(0, reason)]);
+            }
+        }
+        Ok(())
     }
 }

@@ -50,8 +50,9 @@ pub(crate) struct Column {
     /// `Str`: `offsets[i]..offsets[i + 1]` of `bytes` is row i (UTF-8, checked when pushed).
     offsets: Vec<i32>,
     bytes: Vec<u8>,
-    valid: Vec<bool>,
-    nulls: usize,
+    /// The rows holding a null, ascending: most columns have none, so a row costs no
+    /// validity entry until one does.
+    null_rows: Vec<usize>,
 }
 
 impl Column {
@@ -72,27 +73,23 @@ impl Column {
             floats: Vec::with_capacity(floats),
             offsets,
             bytes: Vec::with_capacity(if kind == Kind::Str { rows * 16 } else { 0 }),
-            valid: Vec::with_capacity(rows),
-            nulls: 0,
+            null_rows: Vec::new(),
         }
     }
 
     #[inline]
     pub fn push_i64(&mut self, v: i64) {
         self.ints.push(v);
-        self.valid.push(true);
     }
 
     #[inline]
     pub fn push_f64(&mut self, v: f64) {
         self.floats.push(v);
-        self.valid.push(true);
     }
 
     #[inline]
     pub fn push_bool(&mut self, v: bool) {
         self.ints.push(i64::from(v));
-        self.valid.push(true);
     }
 
     /// `v` must be UTF-8 (the array is checked once more when finished).
@@ -100,27 +97,50 @@ impl Column {
     pub fn push_utf8(&mut self, v: &[u8]) {
         self.bytes.extend_from_slice(v);
         self.offsets.push(self.bytes.len() as i32);
-        self.valid.push(true);
+    }
+
+    /// `src[..len]`, which must be UTF-8. `src` may go on past it: then a short string is
+    /// copied as one 16-byte move (and the excess cut off) rather than by a call to `memcpy`.
+    #[inline]
+    pub fn push_utf8_prefix(&mut self, src: &[u8], len: usize) {
+        match src.get(..16) {
+            Some(wide) if len <= 16 => {
+                let end = self.bytes.len() + len;
+                self.bytes.extend_from_slice(wide);
+                self.bytes.truncate(end);
+            }
+            _ => self.bytes.extend_from_slice(&src[..len]),
+        }
+        self.offsets.push(self.bytes.len() as i32);
     }
 
     /// A null of the column's kind (a placeholder value under a cleared validity bit).
     #[inline]
     pub fn push_null(&mut self) {
+        self.null_rows.push(self.len());
         match self.kind {
             Kind::F64 => self.floats.push(0.0),
             Kind::Str => self.offsets.push(self.bytes.len() as i32),
             _ => self.ints.push(0),
         }
-        self.valid.push(false);
-        self.nulls += 1;
+    }
+
+    /// The values pushed so far.
+    fn len(&self) -> usize {
+        match self.kind {
+            Kind::F64 => self.floats.len(),
+            Kind::Str => self.offsets.len() - 1,
+            _ => self.ints.len(),
+        }
     }
 
     fn truncate(&mut self, rows: usize) {
-        if self.valid.len() <= rows {
+        if self.len() <= rows {
             return;
         }
-        self.nulls -= self.valid[rows..].iter().filter(|v| !**v).count();
-        self.valid.truncate(rows);
+        while self.null_rows.last().is_some_and(|&r| r >= rows) {
+            self.null_rows.pop();
+        }
         match self.kind {
             Kind::F64 => self.floats.truncate(rows),
             Kind::Str => {
@@ -132,7 +152,13 @@ impl Column {
     }
 
     fn finish(self, ty: &DataType) -> ArrayRef {
-        let nulls = (self.nulls > 0).then(|| NullBuffer::from(self.valid));
+        let nulls = (!self.null_rows.is_empty()).then(|| {
+            let mut valid = vec![true; self.len()];
+            for &r in &self.null_rows {
+                valid[r] = false;
+            }
+            NullBuffer::from(valid)
+        });
         match self.kind {
             Kind::I64 => Arc::new(Int64Array::new(ScalarBuffer::from(self.ints), nulls)),
             Kind::Timestamp => {
@@ -176,7 +202,7 @@ impl Columns {
     /// Marks the record whose values were just pushed (one per column) as a row.
     pub fn end_row(&mut self) {
         self.rows += 1;
-        debug_assert!(self.columns.iter().all(|c| c.valid.len() == self.rows));
+        debug_assert!(self.columns.iter().all(|c| c.len() == self.rows));
     }
 
     /// Takes back what the record in progress pushed.

@@ -23,38 +23,96 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-/// Reads records of one schema (see the module documentation). It holds the field names as
-/// they are compared: each with its closing quote, in two little-endian words and a mask, so
-/// that a name up to 15 bytes is matched with two comparisons.
+/// Up to 16 bytes as they are compared in place: two little-endian words and their masks, so
+/// that a match costs two loads and two comparisons.
+struct Pattern {
+    words: [u64; 2],
+    masks: [u64; 2],
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl Pattern {
+    /// `None` when `text` is longer than 16 bytes.
+    fn new(text: &[u8]) -> Option<Self> {
+        if text.len() > 16 {
+            return None;
+        }
+        let (mut bytes, mut mask) = ([0u8; 16], [0u8; 16]);
+        bytes[..text.len()].copy_from_slice(text);
+        mask[..text.len()].fill(0xff);
+        Some(Self {
+            words: [le_word(&bytes[..8]), le_word(&bytes[8..])],
+            masks: [le_word(&mask[..8]), le_word(&mask[8..])],
+            bytes,
+            len: text.len(),
+        })
+    }
+
+    /// Whether `rest` starts with the pattern.
+    #[inline(always)]
+    fn starts(&self, rest: &[u8]) -> bool {
+        match rest.get(..16) {
+            Some(chunk) => {
+                (le_word(&chunk[..8]) & self.masks[0]) == self.words[0]
+                    && (le_word(&chunk[8..]) & self.masks[1]) == self.words[1]
+            }
+            // Near the record's end: a loop beats a call to memcmp.
+            None => {
+                rest.len() >= self.len
+                    && self.bytes[..self.len].iter().zip(rest).all(|(a, b)| a == b)
+            }
+        }
+    }
+}
+
+/// The eight bytes of `chunk` (exactly eight) as a little-endian word.
+#[inline(always)]
+fn le_word(chunk: &[u8]) -> u64 {
+    u64::from_le_bytes(chunk.try_into().expect("8 bytes"))
+}
+
+/// Reads records of one schema (see the module documentation).
+///
+/// Two ways of finding a field, both comparing in place (no scan for the name's end, no UTF-8
+/// check): the record as producers usually write it — every field in the schema's order, no
+/// whitespace — is matched a field at a time against `{"name":` or `,"name":` (`leads`); from
+/// the first field that differs, the record is read token by token, each name first compared
+/// with the one after the last field matched (`quoted`: the name and its closing quote).
 pub(crate) struct FlatReader<'a> {
     fields: &'a Fields,
-    quoted: Vec<Option<([u64; 2], [u64; 2])>>,
+    quoted: Vec<Option<Pattern>>,
+    leads: Vec<Option<Pattern>>,
+    /// `Record::seen` once every column has its value.
+    all_seen: u64,
 }
 
 impl<'a> FlatReader<'a> {
     pub fn new(fields: &'a Fields) -> Self {
+        // A name JSON writes with an escape never matches in place.
+        let plain = |name: &[u8]| !name.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        let pattern = |parts: &[&[u8]]| {
+            let name = parts[1];
+            plain(name).then(|| Pattern::new(&parts.concat())).flatten()
+        };
         let quoted = fields
             .iter()
-            .map(|f| {
-                let name = f.name().as_bytes();
-                // A name JSON writes with an escape never matches in place.
-                if name.len() > 15 || name.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20) {
-                    return None;
-                }
-                let (mut bytes, mut mask) = ([0u8; 16], [0u8; 16]);
-                bytes[..name.len()].copy_from_slice(name);
-                bytes[name.len()] = b'"';
-                mask[..=name.len()].fill(0xff);
-                let word = |b: &[u8; 16], i: usize| {
-                    u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
-                };
-                Some((
-                    [word(&bytes, 0), word(&bytes, 1)],
-                    [word(&mask, 0), word(&mask, 1)],
-                ))
+            .map(|f| pattern(&[b"", f.name().as_bytes(), b"\""]))
+            .collect();
+        let leads = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let open: &[u8] = if i == 0 { b"{\"" } else { b",\"" };
+                pattern(&[open, f.name().as_bytes(), b"\":"])
             })
             .collect();
-        Self { fields, quoted }
+        Self {
+            fields,
+            quoted,
+            leads,
+            all_seen: u64::MAX >> (64 - fields.len().clamp(1, 64)),
+        }
     }
 
     /// Reads `data` as the next row of `columns`; see the module documentation.
@@ -93,8 +151,9 @@ impl<'n> Record<'n> {
     #[inline(always)]
     fn column(&self, s: &mut Scan) -> Option<Option<usize>> {
         let fields = self.reader.fields;
-        Some(match fields.get(self.next) {
-            Some(f) if s.quoted_name_is(f.name().as_bytes(), &self.reader.quoted[self.next]) => {
+        Some(match self.reader.quoted.get(self.next) {
+            Some(Some(name)) if name.starts(&s.b[s.i..]) => {
+                s.i += name.len;
                 Some(self.next)
             }
             _ => {
@@ -121,7 +180,15 @@ impl<'n> Record<'n> {
     }
 
     /// Nulls for the columns the record has no field for, where they may be null.
+    #[inline(always)]
     fn finish(&self, columns: &mut Columns) -> Option<()> {
+        if self.seen == self.reader.all_seen {
+            return Some(());
+        }
+        self.fill_absent(columns)
+    }
+
+    fn fill_absent(&self, columns: &mut Columns) -> Option<()> {
         for (c, column) in columns.columns.iter_mut().enumerate() {
             if self.seen & (1 << c) == 0 {
                 if !column.nullable {
@@ -134,28 +201,35 @@ impl<'n> Record<'n> {
     }
 }
 
-/// The record token by token.
+/// The record: in the usual layout a field at a time, from where it differs token by token.
 fn read_fields(data: &[u8], reader: &FlatReader, columns: &mut Columns) -> Option<()> {
     let mut fields = Record::new(reader)?;
     let mut s = Scan { b: data, i: 0 };
-    s.eat(b'{')?;
-    if s.peek()? == b'}' {
-        s.i += 1;
-    } else {
-        loop {
-            s.eat(b'"')?;
-            let column = fields.column(&mut s)?;
-            s.eat(b':')?;
-            fields.value(column, &mut s, columns)?;
-            match s.peek()? {
-                b',' => s.i += 1,
-                b'}' => {
-                    s.i += 1;
-                    break;
-                }
-                _ => return None,
+    // The usual layout first; `more` says whether a field follows where it stops.
+    let mut more = loop {
+        let k = fields.next;
+        match reader.leads.get(k) {
+            Some(Some(lead)) if lead.starts(&s.b[s.i..]) => {
+                s.i += lead.len;
+                fields.value(Some(k), &mut s, columns)?;
             }
+            _ if k == 0 => {
+                s.eat(b'{')?;
+                if s.peek()? == b'}' {
+                    s.i += 1;
+                    break false;
+                }
+                break true;
+            }
+            _ => break s.after_value()?,
         }
+    };
+    while more {
+        s.eat(b'"')?;
+        let column = fields.column(&mut s)?;
+        s.eat(b':')?;
+        fields.value(column, &mut s, columns)?;
+        more = s.after_value()?;
     }
     s.ws();
     if s.i != data.len() {
@@ -245,8 +319,14 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// The byte at the cursor after whitespace. Every whitespace byte is at most `b' '`: one
+    /// comparison tells the usual case, a token right at the cursor.
     #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        if c > b' ' {
+            return Some(c);
+        }
         self.ws();
         self.b.get(self.i).copied()
     }
@@ -256,29 +336,16 @@ impl<'a> Scan<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
-    /// Whether the string after the opening quote is `name` (a name that needs no escape),
-    /// then past its closing quote. `quoted` is the name as [`FlatReader`] holds it.
+    /// Past the `,` between fields (`true`) or the closing `}` (`false`).
     #[inline(always)]
-    fn quoted_name_is(&mut self, name: &[u8], quoted: &Option<([u64; 2], [u64; 2])>) -> bool {
-        let rest = &self.b[self.i..];
-        let matches = match (quoted, rest.get(..16)) {
-            (Some((words, masks)), Some(chunk)) => {
-                let word = |i: usize| {
-                    u64::from_le_bytes(chunk[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
-                };
-                (word(0) & masks[0]) == words[0] && (word(1) & masks[1]) == words[1]
-            }
-            // Near the record's end: a loop beats a call to memcmp.
-            _ => {
-                rest.len() > name.len()
-                    && rest[name.len()] == b'"'
-                    && name.iter().zip(rest).all(|(a, b)| a == b)
-            }
+    fn after_value(&mut self) -> Option<bool> {
+        let more = match self.peek()? {
+            b',' => true,
+            b'}' => false,
+            _ => return None,
         };
-        if matches {
-            self.i += name.len() + 1;
-        }
-        matches
+        self.i += 1;
+        Some(more)
     }
 
     /// A string from after its opening quote, as bytes that are UTF-8: `None` at an escape or
@@ -294,7 +361,7 @@ impl<'a> Scan<'a> {
             let Some(chunk) = rest.get(end..end + 8) else {
                 break;
             };
-            let special = special_bytes(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+            let special = special_bytes(le_word(chunk));
             if special == 0 {
                 end += 8;
                 continue;
@@ -333,7 +400,9 @@ impl<'a> Scan<'a> {
             (b'n', _) if column.nullable => self.literal(b"null").map(|_| column.push_null()),
             (b'"', Kind::Str) => {
                 self.i += 1;
-                self.string().map(|s| column.push_utf8(s))
+                let start = self.i;
+                let len = self.string()?.len();
+                Some(column.push_utf8_prefix(&self.b[start..], len))
             }
             (b'"', Kind::Timestamp) => {
                 self.i += 1;
@@ -389,7 +458,7 @@ impl<'a> Scan<'a> {
     fn digits(&mut self, significand: &mut u64, total: &mut usize) -> Option<usize> {
         let start = self.i;
         while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-            let chars = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            let chars = le_word(chunk);
             let (n, value) = leading_digits(chars);
             if n == 0 {
                 return Some(self.i - start);
@@ -432,9 +501,10 @@ impl<'a> Scan<'a> {
         self.any_number()
     }
 
-    /// The common number, up to 16 integer digits and an optional fraction of up to 8 (no
-    /// exponent), read with two or three eight-byte looks; `None` for anything else (the
-    /// caller starts over with [`Scan::any_number`], which reads every number the same way).
+    /// The common number, up to 15 integer digits and an optional fraction of up to 7 (no
+    /// exponent), read with two or three eight-byte looks (eight digits in a look may go on,
+    /// which is left to the general reader); `None` for anything else (the caller starts over
+    /// with [`Scan::any_number`], which reads every number the same way).
     #[inline(always)]
     fn short_number(&mut self) -> Option<Number> {
         let negative = self.b[self.i] == b'-';
@@ -461,7 +531,7 @@ impl<'a> Scan<'a> {
             return Some(match (negative, significand) {
                 (false, s) => Number::U64(s),
                 (true, 0) => Number::F64(-0.0),
-                // At most 16 digits: below 2^63.
+                // At most 15 digits: below 2^63.
                 (true, s) => Number::I64(-(s as i64)),
             });
         }
@@ -488,9 +558,14 @@ impl<'a> Scan<'a> {
     #[inline(always)]
     fn word(&self, at: usize) -> u64 {
         match self.b.get(at..at + 8) {
-            Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+            Some(chunk) => le_word(chunk),
+            // The record's last bytes (the last field's number ends within eight bytes of
+            // every record): its last word, shifted so that `at` is the lowest byte.
+            None if at < self.b.len() && self.b.len() >= 8 => {
+                let end = self.b.len();
+                le_word(&self.b[end - 8..]) >> (8 * (at + 8 - end))
+            }
             None => {
-                // The record's last bytes: a loop of at most seven, no call to memcpy.
                 let rest = self.b.get(at..).unwrap_or_default();
                 rest.iter().rev().fold(0, |w, &b| (w << 8) | u64::from(b))
             }

@@ -13,6 +13,7 @@ mod columns;
 mod flat_json;
 pub mod job;
 mod json_object;
+mod json_text;
 pub mod nexmark;
 pub mod oracle;
 mod over;

@@ -334,15 +334,18 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<i64, String> {
 
 /// [`to_json`] written straight to `out` for the common types.
 pub(crate) fn write_json(v: &ScalarValue, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    use super::json_text;
     match v {
-        ScalarValue::Int64(Some(i)) => serde_json::to_writer(out, i),
-        ScalarValue::Float64(Some(f)) => serde_json::to_writer(out, f),
+        ScalarValue::Int64(Some(i)) | ScalarValue::TimestampMillisecond(Some(i), _) => {
+            json_text::int(*i, out)
+        }
+        ScalarValue::Float64(Some(f)) => json_text::float(*f, out),
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => serde_json::to_writer(out, s),
-        ScalarValue::TimestampMillisecond(Some(ms), _) => serde_json::to_writer(out, ms),
-        other => serde_json::to_writer(out, &to_json(other)),
+        | ScalarValue::Utf8View(Some(s)) => json_text::string(s, out),
+        other => return serde_json::to_writer(out, &to_json(other)),
     }
+    Ok(())
 }
 
 /// A value as JSON (timestamps as epoch milliseconds, so outputs read back as inputs).
