@@ -89,23 +89,24 @@ pub(crate) struct FlatReader<'a> {
 
 impl<'a> FlatReader<'a> {
     pub fn new(fields: &'a Fields) -> Self {
-        // A name JSON writes with an escape never matches in place.
-        let plain = |name: &[u8]| !name.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20);
-        let pattern = |parts: &[&[u8]]| {
-            let name = parts[1];
-            plain(name).then(|| Pattern::new(&parts.concat())).flatten()
+        // `name` between `before` and `after`; none for a name JSON writes with an escape,
+        // which never matches in place.
+        let pattern = |before: &[u8], name: &str, after: &[u8]| {
+            let plain = !name.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20);
+            if plain {
+                Pattern::new(&[before, name.as_bytes(), after].concat())
+            } else {
+                None
+            }
         };
         let quoted = fields
             .iter()
-            .map(|f| pattern(&[b"", f.name().as_bytes(), b"\""]))
+            .map(|f| pattern(b"", f.name(), b"\""))
             .collect();
         let leads = fields
             .iter()
             .enumerate()
-            .map(|(i, f)| {
-                let open: &[u8] = if i == 0 { b"{\"" } else { b",\"" };
-                pattern(&[open, f.name().as_bytes(), b"\":"])
-            })
+            .map(|(i, f)| pattern(if i == 0 { b"{\"" } else { b",\"" }, f.name(), b"\":"))
             .collect();
         Self {
             fields,
