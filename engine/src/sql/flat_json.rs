@@ -2,7 +2,7 @@
 //! scalar values, strings without escapes, field names in the order the producer always writes
 //! them. serde's visitor costs more than the scan itself on records of a hundred bytes.
 //!
-//! Contract: [`read_flat`] returns `true` when `data` is one JSON object (surrounding
+//! Contract: [`FlatReader::read`] returns `true` when `data` is one JSON object (surrounding
 //! whitespace allowed) whose values are all scalars, whose strings (names included) hold no
 //! escape, whose numbers are read here to exactly the value serde_json gives, where no field
 //! the schema names appears twice, and where every value fits its column as the row path would

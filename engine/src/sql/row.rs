@@ -6,6 +6,7 @@
 //! text), and [`RowCodec`], a compact self-describing binary form for repartition topics,
 //! changelogs and accumulator states (only the engine reads it).
 
+use super::json_text;
 use crate::serdes::Serde;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -334,7 +335,6 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<i64, String> {
 
 /// [`to_json`] written straight to `out` for the common types.
 pub(crate) fn write_json(v: &ScalarValue, out: &mut Vec<u8>) -> serde_json::Result<()> {
-    use super::json_text;
     match v {
         ScalarValue::Int64(Some(i)) | ScalarValue::TimestampMillisecond(Some(i), _) => {
             json_text::int(*i, out)
