@@ -11,6 +11,7 @@ pub mod dsl;
 pub mod error;
 pub(crate) mod operator;
 pub(crate) mod ops;
+pub(crate) mod out_buf;
 pub mod record;
 pub mod runtime;
 pub mod serdes;

@@ -5,10 +5,9 @@
 //! is ever borrowed twice. Control messages (watermark, barrier, end) may arrive once per
 //! parent at a merge: operators treat repeats as no-ops.
 
+use crate::out_buf::OutBuf;
 use crate::record::Msg;
-use runnel_log::Header;
 use std::cell::RefCell;
-use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -45,120 +44,6 @@ impl<K: Clone, V: Clone> Out<K, V> {
         if !batch.is_empty() {
             self.send(cx, Msg::Data(batch));
         }
-    }
-}
-
-/// An output record, its bytes in [`OutBuf::bytes`].
-pub(crate) struct OutRecord {
-    /// Its topic in [`OutBuf::topics`].
-    pub topic: u32,
-    pub partition: Option<u32>,
-    pub key: Option<Range<usize>>,
-    pub value: Option<Range<usize>>,
-    pub timestamp: i64,
-    pub headers: Vec<Header>,
-}
-
-/// Records a task produced since the last send, serialized into one buffer.
-///
-/// Topics are kept once, not per record: tasks on different threads write to the same topic
-/// `Arc`, and a reference count changed per record would move its cache line between cores.
-#[derive(Default)]
-pub(crate) struct OutBuf {
-    pub bytes: Vec<u8>,
-    pub records: Vec<OutRecord>,
-    pub topics: Vec<Arc<str>>,
-}
-
-impl OutBuf {
-    /// The index of `topic` in `topics` (most records go to the topic of the record before).
-    fn topic_index(&mut self, topic: &Arc<str>) -> u32 {
-        let last = self.records.last().map(|r| r.topic as usize);
-        if let Some(i) = last.filter(|&i| Arc::ptr_eq(&self.topics[i], topic)) {
-            return i as u32;
-        }
-        match self.topics.iter().position(|t| t == topic) {
-            Some(i) => i as u32,
-            None => {
-                self.topics.push(topic.clone());
-                (self.topics.len() - 1) as u32
-            }
-        }
-    }
-
-    /// The topic of `record`.
-    pub fn topic(&self, record: &OutRecord) -> &Arc<str> {
-        &self.topics[record.topic as usize]
-    }
-
-    /// Serializes with `write_key` / `write_value` (which append and return `false` for null).
-    pub fn push(
-        &mut self,
-        topic: &Arc<str>,
-        partition: Option<u32>,
-        timestamp: i64,
-        headers: Vec<Header>,
-        write_key: impl FnOnce(&mut Vec<u8>) -> Result<bool, String>,
-        write_value: impl FnOnce(&mut Vec<u8>) -> Result<bool, String>,
-    ) -> Result<(), String> {
-        let mark = self.bytes.len();
-        let k0 = self.bytes.len();
-        let key = match write_key(&mut self.bytes) {
-            Ok(present) => present.then_some(k0..self.bytes.len()),
-            Err(e) => {
-                self.bytes.truncate(mark);
-                return Err(e);
-            }
-        };
-        let v0 = self.bytes.len();
-        let value = match write_value(&mut self.bytes) {
-            Ok(present) => present.then_some(v0..self.bytes.len()),
-            Err(e) => {
-                self.bytes.truncate(mark);
-                return Err(e);
-            }
-        };
-        let topic = self.topic_index(topic);
-        self.records.push(OutRecord {
-            topic,
-            partition,
-            key,
-            value,
-            timestamp,
-            headers,
-        });
-        Ok(())
-    }
-
-    pub fn push_raw(
-        &mut self,
-        topic: &Arc<str>,
-        partition: Option<u32>,
-        timestamp: i64,
-        headers: Vec<Header>,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-    ) {
-        let copy =
-            |b: &mut Vec<u8>, d: Option<&[u8]>| Ok(d.map(|d| b.extend_from_slice(d)).is_some());
-        let _ = self.push(
-            topic,
-            partition,
-            timestamp,
-            headers,
-            |b| copy(b, key),
-            |b| copy(b, value),
-        );
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.records.clear();
-        self.topics.clear();
     }
 }
 

@@ -20,7 +20,7 @@ use crate::task::{Input, OnDeserializeError, Task};
 use crate::topology::{Instantiation, NodeKind, TopicName, Topology, changelog_topic};
 use runnel_log::{
     CleanupPolicy, ConsumerConfig, LogConsumer, LogProducer, OffsetReset, ProducerConfig,
-    ProducerRecord, RecordRun, SharedLogClient, TopicConfig, TopicPartition,
+    RecordRun, SharedLogClient, TopicConfig, TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -701,31 +701,10 @@ impl Worker {
     }
 
     fn send_outputs(&mut self) -> Result<()> {
-        let producer = &self.producer;
         for t in &mut self.tasks {
-            if t.cx.out.is_empty() {
-                continue;
+            if !t.cx.out.is_empty() {
+                self.rt.block_on(t.cx.out.send(&*self.producer))?;
             }
-            let out = std::mem::take(&mut t.cx.out);
-            let slice =
-                |range: &Option<std::ops::Range<usize>>| range.clone().map(|r| &out.bytes[r]);
-            let records: Vec<ProducerRecord<'_>> = out
-                .records
-                .iter()
-                .map(|r| ProducerRecord {
-                    topic: out.topic(r),
-                    partition: r.partition,
-                    key: slice(&r.key),
-                    value: slice(&r.value),
-                    headers: &r.headers,
-                    timestamp: Some(r.timestamp),
-                })
-                .collect();
-            self.rt.block_on(producer.send_all(&records))?;
-            drop(records);
-            let mut out = out;
-            out.clear();
-            t.cx.out = out;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 //!   group's committed offset, else per `auto_offset_reset`.
 //! - Offsets are Kafka's: a committed offset is the next offset to read.
 
+use crate::batch::BatchBuilder;
 use crate::config::TopicConfig;
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{LogError, Result};
@@ -65,6 +66,35 @@ pub trait LogProducer: Send + Sync {
             self.send(*r).await?;
         }
         Ok(())
+    }
+    /// Queues `batch`, records the caller encoded for `topic`, to `partition`, or with `None`
+    /// where the producer puts records with neither key nor partition. The embedded producer
+    /// appends it as it is; this default decodes it and sends its records.
+    ///
+    /// Cancel safety: as `send_all`'s.
+    async fn send_batch(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: BatchBuilder,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let bytes = bytes::Bytes::from(batch.finish());
+        let records = crate::batch::records(&bytes)?;
+        let records: Vec<ProducerRecord<'_>> = records
+            .iter()
+            .map(|r| ProducerRecord {
+                topic,
+                partition,
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                headers: &r.headers,
+                timestamp: Some(r.timestamp),
+            })
+            .collect();
+        self.send_all(&records).await
     }
     /// Waits until every record sent before this call is durable; returns the first failure.
     async fn flush(&self) -> Result<()>;
@@ -167,6 +197,15 @@ impl LogProducer for Producer {
 
     async fn send_all(&self, records: &[ProducerRecord<'_>]) -> Result<()> {
         Producer::send_all(self, records).await
+    }
+
+    async fn send_batch(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: BatchBuilder,
+    ) -> Result<()> {
+        Producer::send_batch(self, topic, partition, batch).await
     }
 
     async fn flush(&self) -> Result<()> {

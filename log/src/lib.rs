@@ -48,6 +48,8 @@ pub use error::{LogError, Result};
 pub use group::{GroupCoordinator, GroupState};
 pub use log::{CONSUMER_OFFSETS_TOPIC, Log, LogOptions, Topic, TopicDescription};
 pub use partition::{FetchResult, Fetched, FileRange, Partition, PartitionStats};
-pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{
+    DEFAULT_BATCH_SIZE, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
 pub use run::{RecordRef, RecordRun};
 pub use types::{ConsumerRecord, Header, Record, TopicPartition};

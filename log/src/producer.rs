@@ -12,6 +12,10 @@
 //! Partitioning is Kafka's: an explicit partition wins; a key goes to
 //! `murmur2(key) mod partitions`; records without a key stick to one random partition until
 //! that partition's batch is sent (the sticky partitioner), then move to another.
+//!
+//! [`Producer::send_batch`] takes a batch the caller encoded itself (a stream task writing its
+//! outputs without key straight into batches): it is queued whole, after any open batch of its
+//! partition, so the records of a partition still keep the order in which they were handed over.
 
 use crate::batch::BatchBuilder;
 use crate::error::{LogError, Result};
@@ -24,6 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// The default `batch.size`: also the size at which callers of [`Producer::send_batch`]
+/// close the batches they build.
+pub const DEFAULT_BATCH_SIZE: usize = 1 << 20;
 
 /// Producer settings, named after Kafka's where they match.
 #[derive(Debug, Clone)]
@@ -39,7 +47,7 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         Self {
-            batch_size: 1 << 20,
+            batch_size: DEFAULT_BATCH_SIZE,
             linger: Duration::from_millis(5),
             buffer_memory: 64 << 20,
         }
@@ -355,25 +363,9 @@ impl Producer {
         if acc.queued_bytes >= cfg.buffer_memory {
             return Err(Refused::BufferFull);
         }
+        let ts =
+            topic_state(&self.inner.log, &mut acc.topics, rec.topic).map_err(Refused::Error)?;
         acc.queued_bytes += size;
-        let ts = match acc.topics.iter().position(|t| &*t.topic.name == rec.topic) {
-            Some(i) => &mut acc.topics[i],
-            None => {
-                let topic = match self.inner.log.topic(rec.topic) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        acc.queued_bytes -= size;
-                        return Err(Refused::Error(e));
-                    }
-                };
-                acc.topics.push(TopicState {
-                    topic,
-                    open: Vec::new(),
-                    sticky: None,
-                });
-                acc.topics.last_mut().expect("pushed")
-            }
-        };
         let count = ts.topic.partition_count();
         let partition = match (rec.partition, rec.key) {
             (Some(p), _) if p < count => p,
@@ -407,7 +399,7 @@ impl Producer {
             // The sender must learn of the new batch to arm its linger timer.
             self.inner.wake_sender.notify_one();
             OpenBatch {
-                builder: BatchBuilder::new(cfg.batch_size.min(1 << 20)),
+                builder: BatchBuilder::new(cfg.batch_size.min(DEFAULT_BATCH_SIZE)),
                 queued: 0,
                 created: Instant::now(),
                 done: Arc::new(BatchDone::new(ts.topic.name.clone(), partition)),
@@ -420,6 +412,89 @@ impl Producer {
             .push(timestamp, rec.key, rec.value, rec.headers);
         let index = batch.builder.len() as u32 - 1;
         Ok((&batch.done, index))
+    }
+
+    /// Queues `batch`, records the caller encoded for `topic`, as one batch: to `partition`,
+    /// or with `None` to a partition picked at random (where records without key and partition
+    /// may go). Its offsets are assigned when it is appended; [`flush`](Self::flush) reports
+    /// its outcome. Waits only while the buffer is full.
+    ///
+    /// Cancel safety: if dropped while waiting for buffer space, nothing was queued.
+    pub async fn send_batch(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        mut batch: BatchBuilder,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        loop {
+            let freed = self.inner.space_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.try_enqueue_batch(topic, partition, batch) {
+                Ok(()) => return Ok(()),
+                Err((Refused::Error(e), _)) => return Err(e),
+                Err((Refused::BufferFull, refused)) => {
+                    batch = refused;
+                    self.inner.wake_sender.notify_one();
+                    freed.await;
+                }
+            }
+        }
+    }
+
+    /// Queues a built batch as ready, after the open batch of its partition (whose records
+    /// were sent before it); hands the batch back when it cannot.
+    fn try_enqueue_batch(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: BatchBuilder,
+    ) -> std::result::Result<(), (Refused, BatchBuilder)> {
+        let mut guard = self.inner.acc.lock();
+        let acc = &mut *guard;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err((Refused::Error(LogError::Closed), batch));
+        }
+        if acc.queued_bytes >= self.inner.config.buffer_memory {
+            return Err((Refused::BufferFull, batch));
+        }
+        let ts = match topic_state(&self.inner.log, &mut acc.topics, topic) {
+            Ok(ts) => ts,
+            Err(e) => return Err((Refused::Error(e), batch)),
+        };
+        let count = ts.topic.partition_count();
+        let partition = match partition {
+            Some(p) if p < count => p,
+            Some(p) => {
+                let e = LogError::UnknownPartition {
+                    topic: topic.to_string(),
+                    partition: p,
+                    partitions: count,
+                };
+                return Err((Refused::Error(e), batch));
+            }
+            None => rand::random_range(0..count),
+        };
+        let target = match ts.topic.partition(partition) {
+            Ok(p) => p,
+            Err(e) => return Err((Refused::Error(e), batch)),
+        };
+        if let Err(e) = close_batch(ts, partition, &mut acc.ready) {
+            return Err((Refused::Error(e), batch));
+        }
+        let size = batch.size_bytes();
+        acc.queued_bytes += size;
+        acc.ready.push(ReadyBatch {
+            partition: target,
+            builder: batch,
+            queued: size,
+            done: Arc::new(BatchDone::new(ts.topic.name.clone(), partition)),
+        });
+        self.inner.wake_sender.notify_one();
+        Ok(())
     }
 
     /// Sends everything queued so far and waits until it is durable.
@@ -450,6 +525,26 @@ impl Producer {
         self.inner.wake_sender.notify_one();
         r
     }
+}
+
+/// The state of `name`, added on its first record.
+fn topic_state<'a>(
+    log: &Log,
+    topics: &'a mut Vec<TopicState>,
+    name: &str,
+) -> Result<&'a mut TopicState> {
+    let i = match topics.iter().position(|t| &*t.topic.name == name) {
+        Some(i) => i,
+        None => {
+            topics.push(TopicState {
+                topic: log.topic(name)?,
+                open: Vec::new(),
+                sticky: None,
+            });
+            topics.len() - 1
+        }
+    };
+    Ok(&mut topics[i])
 }
 
 /// Moves every open batch to the ready list.

@@ -243,3 +243,88 @@ async fn producing_to_a_deleted_topic_fails() {
         Err(LogError::UnknownTopic(_))
     ));
 }
+
+/// Records with these values, keyless, timestamped 1000 + their index, as one built batch.
+fn built(values: &[&str]) -> runnel_log::batch::BatchBuilder {
+    let mut b = runnel_log::batch::BatchBuilder::new(1024);
+    for (i, v) in values.iter().enumerate() {
+        b.push(1000 + i as i64, None, Some(v.as_bytes()), &[]);
+    }
+    b
+}
+
+fn values_of(records: &[runnel_log::Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned())
+        .collect()
+}
+
+/// A producer that implements only `send` and `flush`, so that `send_batch` is the trait's
+/// default (the network producer's path).
+struct RecordByRecord(Producer);
+
+#[async_trait::async_trait]
+impl runnel_log::LogProducer for RecordByRecord {
+    async fn send(&self, record: ProducerRecord<'_>) -> runnel_log::Result<()> {
+        drop(self.0.send(record).await?);
+        Ok(())
+    }
+    async fn flush(&self) -> runnel_log::Result<()> {
+        self.0.flush().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_batch_is_appended_after_the_records_sent_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let producer = Producer::new(log.clone(), ProducerConfig::default());
+    let one = |v: &'static [u8]| ProducerRecord::new("t", v).partition(0).timestamp(5);
+    drop(producer.send(one(b"a")).await.unwrap());
+    producer
+        .send_batch("t", Some(0), built(&["b", "c"]))
+        .await
+        .unwrap();
+    drop(producer.send(one(b"d")).await.unwrap());
+    let by_default = RecordByRecord(producer.clone());
+    runnel_log::LogProducer::send_batch(&by_default, "t", Some(0), built(&["e", "f"]))
+        .await
+        .unwrap();
+    producer.flush().await.unwrap();
+    let records = read_all(&log.topic("t").unwrap().partition(0).unwrap(), 0).unwrap();
+    assert_eq!(values_of(&records), ["a", "b", "c", "d", "e", "f"]);
+    let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [0, 1, 2, 3, 4, 5]);
+    let times: Vec<i64> = records.iter().map(|r| r.timestamp).collect();
+    assert_eq!(times, [5, 1000, 1001, 5, 1000, 1001]);
+
+    let err = producer
+        .send_batch("t", Some(3), built(&["x"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::UnknownPartition { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_batch_without_partition_lands_whole_in_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let config = TopicConfig {
+        partitions: 3,
+        ..Default::default()
+    };
+    log.create_topic("t", config).unwrap();
+    let producer = Producer::new(log.clone(), ProducerConfig::default());
+    let values: Vec<String> = (0..50).map(|i| format!("v{i}")).collect();
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    producer.send_batch("t", None, built(&refs)).await.unwrap();
+    producer.flush().await.unwrap();
+    let topic = log.topic("t").unwrap();
+    let per_partition: Vec<Vec<String>> = (0..3)
+        .map(|p| values_of(&read_all(&topic.partition(p).unwrap(), 0).unwrap()))
+        .collect();
+    let landed: Vec<&Vec<String>> = per_partition.iter().filter(|v| !v.is_empty()).collect();
+    assert_eq!(landed, [&values]);
+}

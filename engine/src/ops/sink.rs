@@ -1,7 +1,8 @@
 //! Writes records to a topic (a user topic or a repartition topic), partitioned by the key's
 //! murmur2 hash as Kafka's default partitioner does.
 
-use crate::operator::{Operator, OutBuf, TaskCx};
+use crate::operator::{Operator, TaskCx};
+use crate::out_buf::OutBuf;
 use crate::record::{Msg, Rec};
 use crate::serdes::SerdeRef;
 use crate::task::{ORIGIN_HEADER, encode_origin};

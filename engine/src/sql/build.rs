@@ -25,8 +25,8 @@ use crate::dsl::{
     Consumed, JoinWindows, KStream, KTable, Produced, SessionWindows, StreamsBuilder, TimeWindows,
 };
 use crate::error::{EngineError, Result};
-use crate::operator::OutBuf;
 use crate::ops::stateless::Refused;
+use crate::out_buf::OutBuf;
 use crate::record::{Rec, Windowed};
 use crate::serdes::Serde;
 use datafusion::arrow::array::ArrayRef;

@@ -478,7 +478,7 @@ impl ChunkEncoder {
         &self,
         chunk: Chunk,
         topic: &Arc<str>,
-        out: &mut crate::operator::OutBuf,
+        out: &mut crate::out_buf::OutBuf,
     ) -> Result<u64, String> {
         let columns = chunk.batch.columns();
         let typed: Vec<TypedColumn> = columns.iter().map(TypedColumn::of).collect();
@@ -676,41 +676,48 @@ mod tests {
             record(1, Some(r#"{"id":-2,"speed":1e300}"#)),
         ];
         let chunk = decode(&decoder, &run).value.unwrap();
-        for format in [Format::Json, Format::Csv, Format::Raw] {
+        // Keyed rows are kept record by record, rows without key written into log batches.
+        for (format, keyed) in [Format::Json, Format::Csv, Format::Raw]
+            .into_iter()
+            .flat_map(|f| [(f, true), (f, false)])
+        {
             let values = RowEncoder {
                 schema: schema(),
                 format,
             };
-            let key = Some((
-                vec![0, 1],
-                KeySerde {
-                    names: vec!["id".into(), "name".into()],
-                    types: vec![DataType::Int64, DataType::Utf8],
-                },
-            ));
+            let key = keyed.then(|| {
+                (
+                    vec![0, 1],
+                    KeySerde {
+                        names: vec!["id".into(), "name".into()],
+                        types: vec![DataType::Int64, DataType::Utf8],
+                    },
+                )
+            });
             let encoder = ChunkEncoder::new(values, key);
-            let mut out = crate::operator::OutBuf::default();
+            let mut out = crate::out_buf::OutBuf::default();
             let n = encoder
                 .write(chunk.clone(), &Arc::from("out"), &mut out)
                 .unwrap();
             assert_eq!(n, 2);
             let rows = chunk.clone().into_rows().unwrap();
-            for (rec, row) in out.records.iter().zip(rows) {
+            let records = out.into_records();
+            assert_eq!(records.len(), 2);
+            for ((topic, rec), row) in records.iter().zip(rows) {
+                assert_eq!(&**topic, "out");
                 let mut want = Vec::new();
                 encoder.values.serialize(&row.value, &mut want).unwrap();
-                let got = &out.bytes[rec.value.clone().unwrap()];
+                let got = rec.value.as_deref().unwrap();
                 assert_eq!(String::from_utf8_lossy(got), String::from_utf8_lossy(&want));
+                assert_eq!(rec.timestamp, row.timestamp);
+                let Some((_, serde)) = &encoder.key else {
+                    assert_eq!(rec.key, None);
+                    continue;
+                };
                 let mut want_key = Vec::new();
                 let key = Row(row.value.unwrap().0[..2].to_vec());
-                encoder
-                    .key
-                    .as_ref()
-                    .unwrap()
-                    .1
-                    .serialize(&key, &mut want_key)
-                    .unwrap();
-                assert_eq!(&out.bytes[rec.key.clone().unwrap()], &want_key[..]);
-                assert_eq!(rec.timestamp, row.timestamp);
+                serde.serialize(&key, &mut want_key).unwrap();
+                assert_eq!(rec.key.as_deref().unwrap(), &want_key[..]);
             }
         }
     }
