@@ -79,13 +79,7 @@ impl OutBuf {
         write_value: impl FnOnce(&mut Vec<u8>) -> Result<bool, String>,
     ) -> Result<(), String> {
         let mark = self.bytes.len();
-        let key = match write_key(&mut self.bytes) {
-            Ok(present) => present.then_some(mark..self.bytes.len()),
-            Err(e) => {
-                self.bytes.truncate(mark);
-                return Err(e);
-            }
-        };
+        let key = append(&mut self.bytes, mark, write_key)?;
         if key.is_none() && partition.is_none() && headers.is_empty() {
             self.bytes.truncate(mark);
             self.scratch.clear();
@@ -97,14 +91,7 @@ impl OutBuf {
             builder.push(timestamp, None, value, &[]);
             return Ok(());
         }
-        let v0 = self.bytes.len();
-        let value = match write_value(&mut self.bytes) {
-            Ok(present) => present.then_some(v0..self.bytes.len()),
-            Err(e) => {
-                self.bytes.truncate(mark);
-                return Err(e);
-            }
-        };
+        let value = append(&mut self.bytes, mark, write_value)?;
         let last = self.records.last().map(|r| r.topic);
         let topic = self.topic_index(topic, last);
         self.records.push(OutRecord {
@@ -197,6 +184,23 @@ impl OutBuf {
             (self.topic(r).clone(), record)
         }));
         all
+    }
+}
+
+/// What `write` appends to `bytes`: its range, `None` for null; on an error `bytes` is cut
+/// back to `mark`, the start of the record.
+fn append(
+    bytes: &mut Vec<u8>,
+    mark: usize,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<bool, String>,
+) -> Result<Option<Range<usize>>, String> {
+    let start = bytes.len();
+    match write(bytes) {
+        Ok(present) => Ok(present.then_some(start..bytes.len())),
+        Err(e) => {
+            bytes.truncate(mark);
+            Err(e)
+        }
     }
 }
 
