@@ -16,14 +16,14 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// An output record, its bytes in [`OutBuf::bytes`].
-pub(crate) struct OutRecord {
+struct OutRecord {
     /// Its topic in [`OutBuf::topics`].
-    pub topic: u32,
-    pub partition: Option<u32>,
-    pub key: Option<Range<usize>>,
-    pub value: Option<Range<usize>>,
-    pub timestamp: i64,
-    pub headers: Vec<Header>,
+    topic: u32,
+    partition: Option<u32>,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+    timestamp: i64,
+    headers: Vec<Header>,
 }
 
 /// Records without key, partition or headers for one topic, already a log batch.
@@ -39,9 +39,9 @@ struct UnkeyedBatch {
 /// `Arc`, and a reference count changed per record would move its cache line between cores.
 #[derive(Default)]
 pub(crate) struct OutBuf {
-    pub bytes: Vec<u8>,
-    pub records: Vec<OutRecord>,
-    pub topics: Vec<Arc<str>>,
+    bytes: Vec<u8>,
+    records: Vec<OutRecord>,
+    topics: Vec<Arc<str>>,
     /// Closed batches, then at most one open batch per topic (the last of its topic).
     unkeyed: Vec<UnkeyedBatch>,
     /// The value of an unkeyed record, before it is framed into its batch.
@@ -64,7 +64,7 @@ impl OutBuf {
     }
 
     /// The topic of `record`.
-    pub fn topic(&self, record: &OutRecord) -> &Arc<str> {
+    fn topic(&self, record: &OutRecord) -> &Arc<str> {
         &self.topics[record.topic as usize]
     }
 
