@@ -286,7 +286,7 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
-/// Every record of `topic` as stored, partition by partition.
+/// Every committed record of `topic` as stored, partition by partition.
 pub async fn read_raw(
     client: &runnel_log::SharedLogClient,
     topic: &str,
@@ -295,15 +295,21 @@ pub async fn read_raw(
     let tps: Vec<_> = (0..n)
         .map(|p| runnel_log::TopicPartition::new(topic, p))
         .collect();
-    let total: u64 = client.end_offsets(&tps).await?.iter().sum();
+    let ends = client.end_offsets(&tps).await?;
     let mut consumer = client.consumer(runnel_log::ConsumerConfig {
         auto_offset_reset: runnel_log::OffsetReset::Earliest,
         enable_auto_commit: false,
         ..Default::default()
     });
-    consumer.assign(tps)?;
+    consumer.assign(tps.clone())?;
     let mut out = Vec::new();
-    while (out.len() as u64) < total {
+    // Until every position passes its end: a read_committed reader is not handed markers or
+    // aborted records, so the records read can be fewer than the offsets.
+    while tps
+        .iter()
+        .zip(&ends)
+        .any(|(tp, &end)| consumer.position(tp).unwrap_or(0) < end)
+    {
         let recs = consumer.poll(Duration::from_millis(200)).await?;
         out.extend(recs.into_iter().map(|r| r.record));
     }

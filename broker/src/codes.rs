@@ -3,7 +3,7 @@
 
 use kafka_protocol::messages::ApiKey;
 use runnel_log::LogError;
-use runnel_log::error::GroupErrorKind;
+use runnel_log::error::{GroupErrorKind, ProducerErrorKind, TxnErrorKind};
 
 pub const NONE: i16 = 0;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
@@ -38,6 +38,12 @@ pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const NOT_COORDINATOR: i16 = 16;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const INVALID_TXN_STATE: i16 = 48;
+pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+pub const PRODUCER_FENCED: i16 = 90;
+pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 
 /// The Kafka error code for a log error.
 pub fn for_log_error(e: &LogError) -> i16 {
@@ -55,6 +61,17 @@ pub fn for_log_error(e: &LogError) -> i16 {
             GroupErrorKind::IllegalGeneration => ILLEGAL_GENERATION,
             GroupErrorKind::RebalanceInProgress => REBALANCE_IN_PROGRESS,
             GroupErrorKind::InconsistentProtocol => INCONSISTENT_GROUP_PROTOCOL,
+        },
+        LogError::Producer { kind, .. } => match kind {
+            ProducerErrorKind::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
+            ProducerErrorKind::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        },
+        LogError::Transaction { kind, .. } => match kind {
+            TxnErrorKind::ProducerFenced => PRODUCER_FENCED,
+            TxnErrorKind::InvalidProducerIdMapping => INVALID_PRODUCER_ID_MAPPING,
+            TxnErrorKind::InvalidTxnState => INVALID_TXN_STATE,
+            TxnErrorKind::ConcurrentTransactions => CONCURRENT_TRANSACTIONS,
+            TxnErrorKind::InvalidTransactionTimeout => INVALID_TRANSACTION_TIMEOUT,
         },
         _ => UNKNOWN_SERVER_ERROR,
     }

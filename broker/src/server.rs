@@ -21,10 +21,6 @@ use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-/// How often changed idempotent-producer state is snapshotted. A restart after a crash rebuilds
-/// a partition's state from its snapshot plus the log written since (about this long of it).
-pub const SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Broker settings (`runnel broker` flags).
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -58,7 +54,6 @@ pub struct Broker {
     pub(crate) advertised: SocketAddr,
     /// The address listened on (loopback for a wildcard listen address).
     bound: SocketAddr,
-    pub(crate) producers: crate::api::producer_state::ProducerStates,
     pub(crate) fetch_sessions: crate::api::fetch_session::FetchSessions,
     pub metrics: Arc<Metrics>,
     listener: parking_lot::Mutex<Option<TcpListener>>,
@@ -88,7 +83,6 @@ impl Broker {
             config,
             advertised,
             bound,
-            producers: Default::default(),
             fetch_sessions: Default::default(),
             metrics: Arc::new(Metrics::default()),
             listener: parking_lot::Mutex::new(Some(listener)),
@@ -100,15 +94,17 @@ impl Broker {
         self.bound
     }
 
-    /// Writes the idempotent-producer snapshots of partitions that changed (blocking). Called
-    /// every [`SNAPSHOT_INTERVAL`] by [`Broker::serve`]; call it once more after stopping the
-    /// server and before closing the log, so that the next start reads no log to rebuild them.
+    /// Writes the producer-state snapshots of partitions that changed (blocking): call it
+    /// after stopping the server and before closing the log, so that the next start reads no
+    /// log to rebuild them. The log's background thread writes them periodically.
     pub fn save_producer_state(&self) {
-        self.producers.save(|topic, id| {
-            self.log
-                .partition(&runnel_log::TopicPartition::new(topic, id))
-                .ok()
-        });
+        for name in self.log.topic_names() {
+            if let Ok(t) = self.log.topic(&name) {
+                for p in t.partitions() {
+                    p.save_producer_state();
+                }
+            }
+        }
     }
 
     /// Accepts connections until the task is dropped. Dropping (aborting) it also ends every
@@ -121,18 +117,9 @@ impl Broker {
             .ok_or_else(|| BrokerError::Malformed("serve called twice".into()))?;
         tracing::info!(listen = %self.bound, advertised = %self.advertised, "broker listening");
         let mut connections = tokio::task::JoinSet::new();
-        let mut snapshots = tokio::time::interval(SNAPSHOT_INTERVAL);
-        snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = snapshots.tick() => {
-                    let broker = self.clone();
-                    // Detached: a snapshot half-written when the server stops is never renamed
-                    // into place.
-                    drop(tokio::task::spawn_blocking(move || broker.save_producer_state()));
-                    continue;
-                }
                 // Reaps finished connection tasks so the set does not grow.
                 Some(_) = connections.join_next() => continue,
             };

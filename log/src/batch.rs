@@ -32,6 +32,7 @@ const RECORDS_COUNT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
 
 /// The fixed header of a batch, parsed.
@@ -59,6 +60,11 @@ impl BatchHeader {
     }
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_FLAG != 0
+    }
+    /// Written by a transactional producer (data or marker): readers with `read_committed`
+    /// check such batches against the partition's aborted transactions.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG != 0
     }
 }
 
@@ -528,13 +534,7 @@ impl BatchBuilder {
     /// -1 (no idempotence); see [`finish_idempotent`](Self::finish_idempotent).
     pub fn finish(self) -> Vec<u8> {
         let last = self.last_delta;
-        self.finish_with_last_delta(last)
-    }
-
-    /// Like [`finish`](Self::finish), but records `last_offset_delta` explicitly, so a compacted
-    /// batch keeps the offset range of the batch it was cut from.
-    pub fn finish_with_last_delta(self, last_offset_delta: i32) -> Vec<u8> {
-        self.finish_as(last_offset_delta, -1, -1, -1)
+        self.finish_as(last, -1, -1, -1, 0)
     }
 
     /// Like [`finish`](Self::finish), for an idempotent producer: the batch carries its
@@ -542,7 +542,36 @@ impl BatchBuilder {
     /// than patched afterwards at the cost of a second CRC pass).
     pub fn finish_idempotent(self, producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
         let last = self.last_delta;
-        self.finish_as(last, producer_id, epoch, base_sequence)
+        self.finish_as(last, producer_id, epoch, base_sequence, 0)
+    }
+
+    /// A batch cut from the batch `h` describes (compaction): the same offset range,
+    /// producer id, epoch, base sequence and transactional flag.
+    pub fn finish_like(self, h: &BatchHeader) -> Vec<u8> {
+        let flags = h.attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG);
+        let (pid, epoch, seq) = (h.producer_id, h.producer_epoch, h.base_sequence);
+        self.finish_as(h.last_offset_delta, pid, epoch, seq, flags)
+    }
+
+    /// Like [`finish_idempotent`](Self::finish_idempotent), for a transactional producer:
+    /// the batch is marked transactional, so it stays invisible to `read_committed` readers
+    /// until its transaction's commit marker, and is skipped by them if the transaction aborts.
+    pub fn finish_transactional(self, producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
+        let last = self.last_delta;
+        self.finish_as(last, producer_id, epoch, base_sequence, TRANSACTIONAL_FLAG)
+    }
+
+    /// A control batch (a transaction marker: see [`crate::txn::marker`]) of the records
+    /// pushed, for `producer_id` at `epoch`: transactional and control, no sequence.
+    pub fn finish_control(self, producer_id: i64, epoch: i16) -> Vec<u8> {
+        let last = self.last_delta;
+        self.finish_as(
+            last,
+            producer_id,
+            epoch,
+            -1,
+            TRANSACTIONAL_FLAG | CONTROL_FLAG,
+        )
     }
 
     fn finish_as(
@@ -551,6 +580,7 @@ impl BatchBuilder {
         producer_id: i64,
         epoch: i16,
         base_sequence: i32,
+        attributes: i16,
     ) -> Vec<u8> {
         let b = &mut self.buf;
         let len = (b.len() - LOG_OVERHEAD) as i32;
@@ -563,7 +593,7 @@ impl BatchBuilder {
         b[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
         b[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
         b[MAGIC_AT] = MAGIC as u8;
-        b[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&0i16.to_be_bytes());
+        b[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
         b[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
             .copy_from_slice(&last_offset_delta.max(0).to_be_bytes());
         b[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&base_ts.to_be_bytes());

@@ -98,6 +98,39 @@ pub trait LogProducer: Send + Sync {
     }
     /// Waits until every record sent before this call is durable; returns the first failure.
     async fn flush(&self) -> Result<()>;
+
+    /// Registers the producer's `transactional_id` (fencing older instances with the same id
+    /// and aborting what they left open). The other transaction calls follow Kafka's producer:
+    /// begin, send, [`send_offsets_to_transaction`](Self::send_offsets_to_transaction), commit
+    /// or abort. A producer made without a `transactional_id` refuses them.
+    async fn init_transactions(&self) -> Result<()> {
+        Err(no_transactions())
+    }
+    fn begin_transaction(&self) -> Result<()> {
+        Err(no_transactions())
+    }
+    /// Offsets (the next offsets to read) of `group`, committed with the open transaction.
+    async fn send_offsets_to_transaction(
+        &self,
+        _offsets: &[(TopicPartition, u64)],
+        _group: &str,
+    ) -> Result<()> {
+        Err(no_transactions())
+    }
+    /// Flushes, then commits the open transaction: its records and offsets become visible to
+    /// `read_committed` readers together.
+    async fn commit_transaction(&self) -> Result<()> {
+        Err(no_transactions())
+    }
+    async fn abort_transaction(&self) -> Result<()> {
+        Err(no_transactions())
+    }
+}
+
+fn no_transactions() -> LogError {
+    LogError::InvalidConfig(
+        "this producer has no transactional_id, so it cannot run transactions".into(),
+    )
 }
 
 /// Reads records, by manual assignment or as a group member.
@@ -210,6 +243,26 @@ impl LogProducer for Producer {
 
     async fn flush(&self) -> Result<()> {
         Producer::flush(self).await
+    }
+
+    async fn init_transactions(&self) -> Result<()> {
+        Producer::init_transactions(self).await
+    }
+    fn begin_transaction(&self) -> Result<()> {
+        Producer::begin_transaction(self)
+    }
+    async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, u64)],
+        group: &str,
+    ) -> Result<()> {
+        Producer::send_offsets_to_transaction(self, offsets, group).await
+    }
+    async fn commit_transaction(&self) -> Result<()> {
+        Producer::commit_transaction(self).await
+    }
+    async fn abort_transaction(&self) -> Result<()> {
+        Producer::abort_transaction(self).await
     }
 }
 

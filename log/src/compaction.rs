@@ -8,10 +8,16 @@
 //! atomic rename ([`Partition::swap_cleaned`]); readers with the old file keep a consistent view.
 //! A partition is cleaned again only after a new segment was closed (as Kafka waits for dirty
 //! data), so an expired tombstone goes at the first run after the next roll.
+//!
+//! Transactions: only segments below the last stable offset are cleaned (an open transaction's
+//! records are undecided); records of aborted transactions are dropped and never count as the
+//! latest of their key; transaction markers are kept, and a rewritten transactional batch keeps
+//! its producer id, epoch and flags.
 
 use crate::batch::{self, BatchBuilder};
 use crate::error::{LogError, Result};
 use crate::partition::Partition;
+use crate::txn::AbortedFilter;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::io::Write;
@@ -25,19 +31,25 @@ pub fn compact(p: &Partition, now_ms: i64) -> Result<u64> {
     if bases.len() < 2 || p.mark_compacted(active_base) {
         return Ok(0);
     }
-    let latest = latest_offsets(p)?;
+    let stable = p.last_stable_offset();
+    let latest = latest_offsets(p, stable)?;
     let tombstone_deadline = now_ms.saturating_sub(p.config().delete_retention_ms as i64);
     let mut removed = 0;
-    for w in bases.windows(2) {
-        removed += compact_segment(p, w[0], w[1], &latest, tombstone_deadline)?;
+    for w in bases.windows(2).filter(|w| w[1] <= stable) {
+        let aborted = AbortedFilter::new(p.aborted_transactions(w[0], w[1]));
+        removed += compact_segment(p, (w[0], w[1]), &latest, aborted, tombstone_deadline)?;
     }
     Ok(removed)
 }
 
-/// Key → offset of its latest record, over the whole visible partition.
-fn latest_offsets(p: &Partition) -> Result<HashMap<Bytes, u64>> {
+/// Key → offset of its latest committed record, below the last stable offset.
+fn latest_offsets(p: &Partition, stable: u64) -> Result<HashMap<Bytes, u64>> {
     let mut latest = HashMap::new();
-    p.scan_batches(p.log_start_offset(), u64::MAX, |b| {
+    let mut committed = AbortedFilter::new(p.aborted_transactions(p.log_start_offset(), stable));
+    p.scan_batches(p.log_start_offset(), stable, |b| {
+        if !committed.keeps(&batch::parse_header(b)?, b) {
+            return Ok(ControlFlow::Continue(()));
+        }
         for r in batch::records(b)? {
             if let Some(k) = r.key {
                 latest.insert(k, r.offset);
@@ -50,9 +62,9 @@ fn latest_offsets(p: &Partition) -> Result<HashMap<Bytes, u64>> {
 
 fn compact_segment(
     p: &Partition,
-    base: u64,
-    end: u64,
+    (base, end): (u64, u64),
     latest: &HashMap<Bytes, u64>,
+    mut committed: AbortedFilter,
     tombstone_deadline: i64,
 ) -> Result<u64> {
     let cleaned_path = p.dir().join(format!("{base:020}.log.cleaned"));
@@ -60,7 +72,16 @@ fn compact_segment(
     let mut removed = 0u64;
     p.scan_batches(base, end, |b| {
         let h = batch::parse_header(b)?;
+        let visible = committed.keeps(&h, b);
+        if h.is_control() {
+            out.extend_from_slice(b);
+            return Ok(ControlFlow::Continue(()));
+        }
         let recs = batch::records(b)?;
+        if !visible {
+            removed += recs.len() as u64;
+            return Ok(ControlFlow::Continue(()));
+        }
         let keep: Vec<_> = recs
             .iter()
             .filter(|r| {
@@ -84,7 +105,7 @@ fn compact_segment(
                     &r.headers,
                 );
             }
-            let mut bytes = nb.finish_with_last_delta(h.last_offset_delta);
+            let mut bytes = nb.finish_like(&h);
             batch::set_base_offset(&mut bytes, h.base_offset);
             out.extend_from_slice(&bytes);
         }

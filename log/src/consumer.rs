@@ -19,6 +19,7 @@ use crate::group::JoinRequest;
 use crate::log::{Log, Topic};
 use crate::partition::Partition;
 use crate::run::RecordRun;
+use crate::txn::IsolationLevel;
 use crate::types::{ConsumerRecord, TopicPartition};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,6 +67,9 @@ pub struct ConsumerConfig {
     pub rebalance_timeout: Duration,
     /// `partition.assignment.strategy`, in order of preference.
     pub assignment_strategies: Vec<AssignmentStrategy>,
+    /// `isolation.level`. Runnel's readers default to `read_committed` (Kafka's clients to
+    /// `read_uncommitted`): on a topic without transactions both read the same records.
+    pub isolation_level: IsolationLevel,
 }
 
 impl Default for ConsumerConfig {
@@ -82,6 +86,7 @@ impl Default for ConsumerConfig {
             heartbeat_interval: Duration::from_millis(300),
             rebalance_timeout: Duration::from_secs(30),
             assignment_strategies: vec![AssignmentStrategy::Range],
+            isolation_level: IsolationLevel::default(),
         }
     }
 }
@@ -349,6 +354,7 @@ impl Consumer {
         }
         let start = self.next_start % n;
         self.next_start = self.next_start.wrapping_add(1);
+        let isolation = self.config.isolation_level;
         let work: Vec<(TopicPartition, Arc<Partition>, u64)> = self
             .assigned
             .iter()
@@ -357,7 +363,8 @@ impl Consumer {
             .take(n)
             .filter_map(|(tp, a)| {
                 let pos = a.position?;
-                (pos < a.partition.high_watermark()).then(|| (tp.clone(), a.partition.clone(), pos))
+                (pos < readable_end(&a.partition, isolation))
+                    .then(|| (tp.clone(), a.partition.clone(), pos))
             })
             .collect();
         if work.is_empty() {
@@ -372,9 +379,23 @@ impl Consumer {
                 if total >= total_max {
                     break;
                 }
-                let f = p.read(pos, per_partition)?;
+                let f = p.read_isolated(pos, per_partition, isolation)?;
                 total += f.batches.len();
-                let run = RecordRun::from_batches(p.topic.clone(), tp.partition, f.batches, pos)?;
+                let run = match isolation {
+                    IsolationLevel::ReadUncommitted => {
+                        RecordRun::from_batches(p.topic.clone(), tp.partition, f.batches, pos)?
+                    }
+                    IsolationLevel::ReadCommitted => {
+                        let aborted = p.aborted_transactions(pos, f.next_offset);
+                        RecordRun::from_committed_batches(
+                            p.topic.clone(),
+                            tp.partition,
+                            f.batches,
+                            pos,
+                            aborted,
+                        )?
+                    }
+                };
                 out.push((tp, f.next_offset.max(pos), run));
             }
             Ok(out)
@@ -657,7 +678,18 @@ async fn heartbeat_loop(
 }
 
 /// Runs blocking log I/O off the async executor.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Where reads at `isolation` end now: the high watermark, or the last stable offset.
+fn readable_end(p: &Partition, isolation: IsolationLevel) -> u64 {
+    match isolation {
+        IsolationLevel::ReadUncommitted => p.high_watermark(),
+        IsolationLevel::ReadCommitted => p.last_stable_offset(),
+    }
+}
+
+/// Runs blocking log work off the async executor.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| LogError::io("(blocking task)", std::io::Error::other(e.to_string())))?

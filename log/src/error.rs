@@ -96,6 +96,78 @@ pub enum LogError {
 
     #[error("the log is closed")]
     Closed,
+
+    #[error("producer {producer_id} on {topic}-{partition}: {kind}")]
+    Producer {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+        kind: ProducerErrorKind,
+    },
+
+    #[error("transactional id {transactional_id:?}: {kind}")]
+    Transaction {
+        transactional_id: String,
+        kind: TxnErrorKind,
+    },
+}
+
+/// Why a partition refused an idempotent or transactional producer's batch; the variants
+/// mirror Kafka's error codes so the broker can map them one to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerErrorKind {
+    /// An older epoch than the partition has seen: another instance took over (fenced).
+    InvalidProducerEpoch,
+    /// A gap or an old sequence that is no longer remembered.
+    OutOfOrderSequence,
+}
+
+impl std::fmt::Display for ProducerErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::InvalidProducerEpoch => {
+                "its epoch is older than the partition has seen: a newer instance of the producer took over (fenced); create a new producer"
+            }
+            Self::OutOfOrderSequence => {
+                "out-of-order sequence number (a batch is missing before this one); reset the producer"
+            }
+        })
+    }
+}
+
+/// Why the transaction coordinator refused a call; the variants mirror Kafka's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnErrorKind {
+    /// Another producer with the same transactional id initialised since (a newer epoch).
+    ProducerFenced,
+    /// The producer id does not belong to this transactional id (or the id is unknown).
+    InvalidProducerIdMapping,
+    /// The call does not fit the transaction's state (commit after abort, end with none open).
+    InvalidTxnState,
+    /// A previous end of the transaction is still being completed; retry.
+    ConcurrentTransactions,
+    /// `transaction.timeout.ms` is out of range.
+    InvalidTransactionTimeout,
+}
+
+impl std::fmt::Display for TxnErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ProducerFenced => {
+                "fenced: another producer with this transactional id has initialised since (or the transaction timed out); close this producer"
+            }
+            Self::InvalidProducerIdMapping => {
+                "the producer id is not the one this transactional id has; call init_transactions"
+            }
+            Self::InvalidTxnState => "the request does not fit the transaction's state",
+            Self::ConcurrentTransactions => {
+                "the previous transaction is still being completed; retry"
+            }
+            Self::InvalidTransactionTimeout => {
+                "transaction.timeout.ms must be between 1 ms and 15 minutes"
+            }
+        })
+    }
 }
 
 /// Why a group call was refused; the variants mirror Kafka's group error codes so the broker

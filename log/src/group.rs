@@ -18,6 +18,7 @@
 use crate::batch::{self, BatchBuilder};
 use crate::error::{GroupErrorKind, LogError, Result};
 use crate::partition::Partition;
+use crate::txn::marker::{self, Outcome};
 use crate::types::{TopicPartition, now_ms};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -256,7 +257,12 @@ impl Group {
 struct State {
     groups: HashMap<String, Group>,
     committed: BTreeMap<(String, TopicPartition), CommittedOffset>,
+    /// Offsets committed inside open transactions, by producer id: they become committed
+    /// offsets at the transaction's commit marker and are dropped at its abort.
+    pending: HashMap<i64, Vec<PendingOffset>>,
 }
+
+type PendingOffset = ((String, TopicPartition), Option<CommittedOffset>);
 
 impl State {
     /// The group, or `UnknownMember` (a member cannot be in a group that does not exist).
@@ -281,20 +287,32 @@ impl std::fmt::Debug for GroupCoordinator {
 
 impl GroupCoordinator {
     /// Loads committed offsets from the offsets topic.
+    /// Offsets written by transactions count from their commit marker; those of transactions
+    /// still open stay pending until the transaction coordinator ends them.
     pub fn load(offsets_topic: Arc<Partition>) -> Result<Self> {
         let mut committed = BTreeMap::new();
+        let mut pending: HashMap<i64, Vec<PendingOffset>> = HashMap::new();
         offsets_topic.scan_batches(offsets_topic.log_start_offset(), u64::MAX, |b| {
-            for r in batch::records(b)? {
-                let Some(key) = r.key else { continue };
-                let (group, tp) = decode_key(&key)?;
-                match r.value {
-                    Some(v) => {
-                        committed.insert((group, tp), decode_value(&v)?);
-                    }
-                    None => {
-                        committed.remove(&(group, tp));
+            let h = batch::parse_header(b)?;
+            if h.is_control() {
+                if let Some(m) = marker::decode(b)? {
+                    let txn = pending.remove(&h.producer_id).unwrap_or_default();
+                    if m.outcome == Outcome::Commit {
+                        apply(&mut committed, txn);
                     }
                 }
+                return Ok(ControlFlow::<()>::Continue(()));
+            }
+            let mut records = Vec::new();
+            for r in batch::records(b)? {
+                let Some(key) = r.key else { continue };
+                let value = r.value.as_ref().map(decode_value).transpose()?;
+                records.push((decode_key(&key)?, value));
+            }
+            if h.is_transactional() {
+                pending.entry(h.producer_id).or_default().extend(records);
+            } else {
+                apply(&mut committed, records);
             }
             Ok(ControlFlow::<()>::Continue(()))
         })?;
@@ -303,6 +321,7 @@ impl GroupCoordinator {
             state: Mutex::new(State {
                 groups: HashMap::new(),
                 committed,
+                pending,
             }),
         })
     }
@@ -536,6 +555,75 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Writes offsets as part of `producer_id`'s transaction (Kafka's TxnOffsetCommit): they
+    /// are stored now, in a transactional batch of the offsets topic, and become the group's
+    /// committed offsets when the transaction commits ([`complete_transaction`]). `member`
+    /// is checked as for [`commit_offsets`](Self::commit_offsets) when given. Blocking.
+    ///
+    /// [`complete_transaction`]: Self::complete_transaction
+    pub fn txn_commit_offsets(
+        &self,
+        group_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        member: Option<(&str, i32)>,
+        offsets: &[(TopicPartition, u64, String)],
+    ) -> Result<()> {
+        if let Some((member_id, generation)) = member.filter(|(m, _)| !m.is_empty()) {
+            let st = self.state.lock();
+            if let Some(group) = st.groups.get(group_id).filter(|g| !g.members.is_empty()) {
+                group.check_member(group_id, member_id, generation)?;
+            }
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut b = BatchBuilder::new(offsets.len() * 64);
+        for (tp, offset, metadata) in offsets {
+            b.push(
+                now,
+                Some(&encode_key(group_id, tp)),
+                Some(&encode_value(*offset, metadata, now)),
+                &[],
+            );
+        }
+        // No sequence: the coordinator writes this batch, not the producer.
+        let bytes = b.finish_transactional(producer_id, epoch, -1);
+        self.offsets_topic
+            .append_from_producer(vec![bytes], false)
+            .pop()
+            .expect("one result per batch")?;
+        let mut st = self.state.lock();
+        let txn = st.pending.entry(producer_id).or_default();
+        for (tp, offset, metadata) in offsets {
+            txn.push((
+                (group_id.to_string(), tp.clone()),
+                Some(CommittedOffset {
+                    offset: *offset,
+                    metadata: metadata.clone(),
+                    commit_timestamp: now,
+                }),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes `producer_id`'s pending transactional offsets committed (or drops them), after
+    /// the transaction coordinator wrote its marker into the offsets topic.
+    pub fn complete_transaction(&self, producer_id: i64, outcome: Outcome) {
+        let mut st = self.state.lock();
+        let txn = st.pending.remove(&producer_id).unwrap_or_default();
+        if outcome == Outcome::Commit {
+            apply(&mut st.committed, txn);
+        }
+    }
+
+    /// The partition of the offsets topic that holds `group`'s offsets (there is one).
+    pub fn offsets_partition(&self, _group: &str) -> TopicPartition {
+        TopicPartition::new(&*self.offsets_topic.topic, self.offsets_topic.id)
+    }
+
     pub fn committed(&self, group_id: &str, tp: &TopicPartition) -> Option<CommittedOffset> {
         self.state
             .lock()
@@ -617,6 +705,23 @@ impl GroupCoordinator {
             st.committed.remove(&k);
         }
         Ok(())
+    }
+}
+
+/// Applies offset records in order: a value commits, a tombstone deletes.
+fn apply(
+    committed: &mut BTreeMap<(String, TopicPartition), CommittedOffset>,
+    records: Vec<PendingOffset>,
+) {
+    for (key, value) in records {
+        match value {
+            Some(v) => {
+                committed.insert(key, v);
+            }
+            None => {
+                committed.remove(&key);
+            }
+        }
     }
 }
 

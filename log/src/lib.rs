@@ -38,6 +38,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod run;
 pub mod segment;
+pub mod txn;
 pub mod types;
 
 pub use assignor::AssignmentStrategy;
@@ -52,4 +53,7 @@ pub use producer::{
     DEFAULT_BATCH_SIZE, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
 pub use run::{RecordRef, RecordRun};
+pub use txn::IsolationLevel;
+pub use txn::coordinator::TransactionCoordinator;
+pub use txn::marker::Outcome as TxnOutcome;
 pub use types::{ConsumerRecord, Header, Record, TopicPartition};

@@ -14,6 +14,8 @@ use crate::config::{CleanupPolicy, Durability, TopicConfig, validate_topic_name}
 use crate::error::{LogError, Result};
 use crate::group::GroupCoordinator;
 use crate::partition::{FetchResult, Partition, PartitionStats};
+use crate::txn::coordinator::TransactionCoordinator;
+use crate::txn::state_log::TRANSACTION_STATE_TOPIC;
 use crate::types::{TopicPartition, now_ms};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -25,6 +27,10 @@ use std::time::{Duration, Instant};
 
 /// The internal compacted topic holding committed consumer-group offsets.
 pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How often the background thread writes producer-state snapshots (they shorten the scan
+/// that rebuilds producer state after a crash).
+const PRODUCER_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How the background thread paces itself.
 #[derive(Debug, Clone)]
@@ -86,6 +92,7 @@ struct Inner {
     dir: PathBuf,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     groups: GroupCoordinator,
+    transactions: TransactionCoordinator,
     _lock: File,
 }
 
@@ -116,7 +123,8 @@ impl Drop for Owner {
 #[derive(Clone)]
 pub struct Log {
     inner: Arc<Inner>,
-    _owner: Arc<Owner>,
+    /// `None` only for the background thread's own handle, which must not keep it running.
+    _owner: Option<Arc<Owner>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -170,11 +178,17 @@ impl Log {
         }
         let offsets = topics[CONSUMER_OFFSETS_TOPIC].partition(0)?;
         let groups = GroupCoordinator::load(offsets)?;
+        let txn_state = match topics.get(TRANSACTION_STATE_TOPIC) {
+            Some(t) => Some(t.partition(0)?),
+            None => None,
+        };
+        let transactions = TransactionCoordinator::load(txn_state)?;
         tracing::debug!(dir = %dir.display(), topics = topics.len(), elapsed = ?started.elapsed(), "opened log");
         let inner = Arc::new(Inner {
             dir,
             topics: RwLock::new(topics),
             groups,
+            transactions,
             _lock: lock,
         });
         let stop = Arc::new(StopSignal::default());
@@ -189,10 +203,12 @@ impl Log {
             stop,
             background: Mutex::new(Some(handle)),
         });
-        Ok(Self {
+        let log = Self {
             inner,
-            _owner: owner,
-        })
+            _owner: Some(owner),
+        };
+        log.inner.transactions.recover(&log);
+        Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
@@ -201,6 +217,11 @@ impl Log {
 
     pub fn groups(&self) -> &GroupCoordinator {
         &self.inner.groups
+    }
+
+    /// The transaction coordinator (its calls take this log, for the partitions they touch).
+    pub fn transactions(&self) -> &TransactionCoordinator {
+        &self.inner.transactions
     }
 
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>> {
@@ -250,7 +271,7 @@ impl Log {
 
     /// Deletes a topic and its data. Committed group offsets for it are dropped too.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
-        if name == CONSUMER_OFFSETS_TOPIC {
+        if name == CONSUMER_OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC {
             return Err(LogError::InvalidConfig(format!(
                 "{name} is internal and cannot be deleted"
             )));
@@ -335,9 +356,15 @@ fn run_cleaner(inner: &Inner) -> Result<(usize, u64)> {
     Ok((deleted, compacted))
 }
 
-fn background_loop(inner: &Inner, stop: &StopSignal, options: LogOptions) {
+fn background_loop(inner: &Arc<Inner>, stop: &StopSignal, options: LogOptions) {
     let tick = Duration::from_millis(20);
     let mut last_clean = Instant::now();
+    let mut last_snapshot = Instant::now();
+    // Not an owner: dropping the last user handle still stops this thread.
+    let log = Log {
+        inner: inner.clone(),
+        _owner: None,
+    };
     loop {
         {
             let mut stopped = stop.stop.lock();
@@ -359,6 +386,15 @@ fn background_loop(inner: &Inner, stop: &StopSignal, options: LogOptions) {
             }
         }
         inner.groups.expire_sessions();
+        inner.transactions.abort_timed_out(&log);
+        if last_snapshot.elapsed() >= PRODUCER_SNAPSHOT_INTERVAL {
+            last_snapshot = Instant::now();
+            for t in &topics {
+                for p in t.partitions() {
+                    p.save_producer_state();
+                }
+            }
+        }
         if last_clean.elapsed() >= options.cleaner_interval {
             last_clean = Instant::now();
             if let Err(e) = run_cleaner(inner) {

@@ -17,6 +17,8 @@ use crate::batch;
 use crate::config::{CleanupPolicy, Durability, TopicConfig};
 use crate::error::{LogError, Result};
 use crate::segment::{self, ReadHandle, Segment};
+use crate::txn::IsolationLevel;
+use crate::txn::producer_state::{self, PartitionProducers};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::fs::File;
@@ -40,6 +42,9 @@ pub struct Fetched<T> {
     /// Offset after the last batch returned (the requested offset when nothing was returned).
     pub next_offset: u64,
     pub high_watermark: u64,
+    /// Where `read_committed` reads stop: the first offset of the oldest open transaction, or
+    /// the high watermark.
+    pub last_stable_offset: u64,
     pub log_start_offset: u64,
 }
 
@@ -98,7 +103,7 @@ pub struct Partition {
     pub id: u32,
     dir: PathBuf,
     config: TopicConfig,
-    segments: RwLock<Vec<Segment>>,
+    pub(crate) segments: RwLock<Vec<Segment>>,
     writer: Mutex<()>,
     high_watermark: AtomicU64,
     log_start: AtomicU64,
@@ -112,6 +117,14 @@ pub struct Partition {
     /// Active segment's base offset when compaction last ran: nothing new to clean until it changes.
     compacted_at_active_base: AtomicU64,
     wakers: Mutex<Vec<Weak<Notify>>>,
+    /// Idempotent and transactional producers' state ([`crate::txn::producer_state`]); held
+    /// across a producer's append so that its checks and the append are one step.
+    pub(crate) producers: Mutex<PartitionProducers>,
+    /// First offset of the oldest open transaction, `u64::MAX` when none is open.
+    pub(crate) first_unstable: AtomicU64,
+    /// Whether a transactional batch was ever appended here (aborted-index lookups skip
+    /// partitions that never saw one).
+    pub(crate) seen_transactions: AtomicBool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -154,7 +167,8 @@ impl Partition {
         for s in &segments {
             s.publish(s.size());
         }
-        Ok(Self {
+        let seen_transactions = producer_state::has_seen_transactions(&dir);
+        let partition = Self {
             topic,
             id,
             dir,
@@ -173,7 +187,15 @@ impl Partition {
             compacted_at_active_base: AtomicU64::new(u64::MAX),
             deleted: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
-        })
+            producers: Mutex::new(PartitionProducers::default()),
+            first_unstable: AtomicU64::new(u64::MAX),
+            seen_transactions: AtomicBool::new(seen_transactions),
+        };
+        if seen_transactions {
+            // Its last stable offset depends on the transactions a crash may have left open.
+            partition.load_producer_state()?;
+        }
+        Ok(partition)
     }
 
     pub fn dir(&self) -> &Path {
@@ -206,23 +228,31 @@ impl Partition {
     /// `always`, covered by one sync. Returns one result per batch: a batch that fails
     /// validation is refused alone; a failed sync fails every batch it was to cover.
     pub fn append_many(&self, batches: Vec<Vec<u8>>) -> Vec<Result<u64>> {
-        self.append_checked(batches, true)
+        self.append_checked(batches, true, &mut |_, _| {})
     }
 
     /// [`append_many`](Self::append_many) for batches this process has just encoded with
     /// [`BatchBuilder`](batch::BatchBuilder): their CRC is not computed a second time.
     pub(crate) fn append_built(&self, batches: Vec<Vec<u8>>) -> Vec<Result<u64>> {
-        self.append_checked(batches, false)
+        self.append_checked(batches, false, &mut |_, _| {})
     }
 
     /// [`append_many`](Self::append_many) for batches held in shared buffers (a network
     /// frame): they are written without first being copied into an owned, patchable vector;
     /// the assigned base offset is written beside them.
     pub fn append_shared(&self, batches: Vec<Bytes>) -> Vec<Result<u64>> {
-        self.append_checked(batches, true)
+        self.append_checked(batches, true, &mut |_, _| {})
     }
 
-    fn append_checked<B: BatchBytes>(&self, batches: Vec<B>, verify_crc: bool) -> Vec<Result<u64>> {
+    /// Appends checked batches; `on_written` sees each batch's header (with its assigned base
+    /// offset) and the segment it went to, under the writer lock, before any of them becomes
+    /// visible to readers: producer state and the last stable offset are updated there.
+    pub(crate) fn append_checked<B: BatchBytes>(
+        &self,
+        batches: Vec<B>,
+        verify_crc: bool,
+        on_written: &mut dyn FnMut(&mut Segment, &batch::BatchHeader),
+    ) -> Vec<Result<u64>> {
         if self.deleted.load(Ordering::Acquire) {
             return batches.iter().map(|_| Err(self.gone())).collect();
         }
@@ -232,9 +262,15 @@ impl Partition {
             let _w = self.writer.lock();
             let mut segs = self.segments.write();
             for bytes in batches {
-                let r = self
-                    .check_batch(bytes.as_ref(), verify_crc)
-                    .and_then(|h| self.write_batch(&mut segs, bytes, h));
+                let r = self.check_batch(bytes.as_ref(), verify_crc).and_then(|h| {
+                    let (base, end) = self.write_batch(&mut segs, bytes, h)?;
+                    let written = batch::BatchHeader {
+                        base_offset: base,
+                        ..h
+                    };
+                    on_written(segs.last_mut().expect("active segment"), &written);
+                    Ok((base, end))
+                });
                 results.push(r.map(|(base, batch_end)| {
                     end = Some(batch_end);
                     base
@@ -425,7 +461,19 @@ impl Partition {
     /// Reads whole batches starting with the one that holds `offset`, up to about `max_bytes`
     /// (at least one batch), checking their CRCs. Blocking.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchResult> {
-        let found = self.find_batches(offset, |handle, hw| {
+        self.read_isolated(offset, max_bytes, IsolationLevel::ReadUncommitted)
+    }
+
+    /// [`read`](Self::read) up to the bound `isolation` sets: the high watermark, or the last
+    /// stable offset for `read_committed` (whose reader also drops aborted transactions' batches:
+    /// [`Partition::aborted_transactions`]). Blocking.
+    pub fn read_isolated(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+    ) -> Result<FetchResult> {
+        let found = self.find_batches(offset, isolation, |handle, hw| {
             let (bytes, next) = segment::read_batches(handle, offset, hw, max_bytes)?;
             Ok(next.map(|next| (Bytes::from(bytes), next)))
         })?;
@@ -433,6 +481,7 @@ impl Partition {
             batches: found.batches.unwrap_or_default(),
             next_offset: found.next_offset,
             high_watermark: found.high_watermark,
+            last_stable_offset: found.last_stable_offset,
             log_start_offset: found.log_start_offset,
         })
     }
@@ -440,8 +489,13 @@ impl Partition {
     /// Where the batches [`Partition::read`] would return lie, without reading them: only
     /// their headers are read and checked, not their CRCs (the reader checks those, as Kafka's
     /// consumers do with `check.crcs`). `None` when there is nothing at `offset`. Blocking.
-    pub fn locate(&self, offset: u64, max_bytes: usize) -> Result<Fetched<Option<FileRange>>> {
-        self.find_batches(offset, |handle, hw| {
+    pub fn locate(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+    ) -> Result<Fetched<Option<FileRange>>> {
+        self.find_batches(offset, isolation, |handle, hw| {
             let span = segment::locate_batches(handle, offset, hw, max_bytes)?;
             Ok(span.next_offset.map(|next| {
                 let range = FileRange {
@@ -461,6 +515,7 @@ impl Partition {
     fn find_batches<T>(
         &self,
         offset: u64,
+        isolation: IsolationLevel,
         in_segment: impl Fn(
             &ReadHandle,
             u64,
@@ -469,13 +524,21 @@ impl Partition {
         if self.deleted.load(Ordering::Acquire) {
             return Err(self.gone());
         }
+        // The high watermark first: a transaction's first offset is published before the
+        // high watermark passes it, so the unstable offset read after it is never too late.
         let hw = self.high_watermark();
+        let lso = self.first_unstable.load(Ordering::Acquire).min(hw);
         let start = self.log_start_offset();
         let mut found = Fetched {
             batches: None,
             next_offset: offset,
             high_watermark: hw,
+            last_stable_offset: lso,
             log_start_offset: start,
+        };
+        let bound = match isolation {
+            IsolationLevel::ReadCommitted => lso,
+            IsolationLevel::ReadUncommitted => hw,
         };
         if offset < start || offset > hw {
             return Err(LogError::OffsetOutOfRange {
@@ -486,12 +549,12 @@ impl Partition {
                 end: hw,
             });
         }
-        if offset == hw {
+        if offset >= bound {
             return Ok(found);
         }
         let mut from = offset;
         while let Some(handle) = self.handle_for(from) {
-            let batches = in_segment(&handle, hw).map_err(|c| LogError::Corrupt {
+            let batches = in_segment(&handle, bound).map_err(|c| LogError::Corrupt {
                 topic: self.topic.to_string(),
                 partition: self.id,
                 segment: handle.path.clone(),
@@ -701,6 +764,8 @@ impl Partition {
     /// Writes the active segment's indexes, syncs it, and leaves the clean-shutdown marker so the
     /// next open trusts the indexes instead of scanning the tail.
     pub fn close(&self) -> Result<()> {
+        // Before the writer lock: producer appends take the producer state's lock first.
+        self.save_producer_state();
         let _w = self.writer.lock();
         let segs = self.segments.read();
         let active = segs.last().expect("active segment");
@@ -711,10 +776,9 @@ impl Partition {
     }
 }
 
-/// Removes temporary files a crash may have left (`*.cleaned`, `*.tmp`).
 /// A batch to append: owned bytes are patched with their base offset and written at once;
 /// shared bytes cannot be patched, so the base offset is written beside them.
-trait BatchBytes: AsRef<[u8]> {
+pub trait BatchBytes: AsRef<[u8]> {
     fn write_to(self, segment: &mut Segment, h: &batch::BatchHeader) -> Result<u64>;
 }
 
@@ -731,6 +795,7 @@ impl BatchBytes for Bytes {
     }
 }
 
+/// Removes temporary files a crash may have left (`*.cleaned`, `*.tmp`).
 fn remove_leftovers(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let path = entry.map_err(|e| LogError::io(dir, e))?.path();

@@ -22,6 +22,7 @@ use crate::error::{LogError, Result};
 use crate::log::{Log, Topic};
 use crate::partition::Partition;
 use crate::partitioner::partition_for_key;
+use crate::txn::producer::TxnSession;
 use crate::types::{Header, now_ms};
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,12 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// `buffer.memory`: bytes queued before `send` waits.
     pub buffer_memory: usize,
+    /// `transactional.id`: with one, the producer writes only inside transactions
+    /// ([`Producer::init_transactions`], then begin / send / commit or abort), and a newer
+    /// producer with the same id fences this one.
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms`: a transaction open longer is aborted by the coordinator.
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -50,6 +57,10 @@ impl Default for ProducerConfig {
             batch_size: DEFAULT_BATCH_SIZE,
             linger: Duration::from_millis(5),
             buffer_memory: 64 << 20,
+            transactional_id: None,
+            transaction_timeout: Duration::from_millis(
+                crate::txn::coordinator::DEFAULT_TRANSACTION_TIMEOUT_MS as u64,
+            ),
         }
     }
 }
@@ -212,9 +223,11 @@ struct Accumulator {
     queued_bytes: usize,
 }
 
-struct Inner {
-    log: Log,
+pub(crate) struct Inner {
+    pub(crate) log: Log,
     config: ProducerConfig,
+    /// The transaction session of a producer with a `transactional_id`.
+    pub(crate) txn: Option<TxnSession>,
     acc: Mutex<Accumulator>,
     /// Wakes the sender thread; waited on with the accumulator lock.
     wake_sender: Condvar,
@@ -227,7 +240,7 @@ struct Inner {
 /// but nobody learns the outcome: call [`Producer::close`] to wait for it.
 #[derive(Clone)]
 pub struct Producer {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     _drain_on_drop: Arc<DrainOnDrop>,
 }
 
@@ -250,8 +263,13 @@ enum Refused {
 impl Producer {
     /// Creates a producer and its sender thread.
     pub fn new(log: Log, config: ProducerConfig) -> Self {
+        let txn = config
+            .transactional_id
+            .clone()
+            .map(|id| TxnSession::new(id, config.transaction_timeout));
         let inner = Arc::new(Inner {
             log,
+            txn,
             config,
             acc: Mutex::new(Accumulator::default()),
             wake_sender: Condvar::new(),
@@ -358,6 +376,9 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Refused::Error(LogError::Closed));
         }
+        if let Some(t) = &self.inner.txn {
+            t.check_open().map_err(Refused::Error)?;
+        }
         let cfg = &self.inner.config;
         let size = BatchBuilder::estimate(rec.key, rec.value, rec.headers);
         if acc.queued_bytes >= cfg.buffer_memory {
@@ -457,6 +478,9 @@ impl Producer {
         let acc = &mut *guard;
         if self.inner.closed.load(Ordering::Acquire) {
             return Err((Refused::Error(LogError::Closed), batch));
+        }
+        if let Some(Err(e)) = self.inner.txn.as_ref().map(TxnSession::check_open) {
+            return Err((Refused::Error(e), batch));
         }
         if acc.queued_bytes >= self.inner.config.buffer_memory {
             return Err((Refused::BufferFull, batch));
@@ -630,6 +654,7 @@ fn next_sendable(inner: &Inner) -> Option<Vec<ReadyBatch>> {
 /// Finishes the batches and appends them, grouped by partition so that each partition's
 /// batches share one write burst and, under `always`, one sync. Order within a partition is kept.
 fn append_batches(
+    inner: &Inner,
     batches: Vec<ReadyBatch>,
 ) -> Vec<(Arc<BatchDone>, std::result::Result<u64, String>)> {
     let mut groups: Vec<(Arc<Partition>, Vec<ReadyBatch>)> = Vec::new();
@@ -644,11 +669,14 @@ fn append_batches(
     }
     let mut out = Vec::new();
     for (partition, group) in groups {
-        let (dones, bytes): (Vec<_>, Vec<_>) = group
-            .into_iter()
-            .map(|b| (b.done, b.builder.finish()))
-            .unzip();
-        let results = partition.append_built(bytes);
+        let (dones, builders): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|b| (b.done, b.builder)).unzip();
+        let results = match &inner.txn {
+            None => {
+                partition.append_built(builders.into_iter().map(BatchBuilder::finish).collect())
+            }
+            Some(txn) => txn.append(&inner.log, &partition, builders),
+        };
         out.extend(
             dones
                 .into_iter()
@@ -664,7 +692,9 @@ fn append_batches(
 fn sender_thread(inner: &Inner) {
     while let Some(batches) = next_sendable(inner) {
         let sizes: usize = batches.iter().map(|b| b.queued).sum();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| append_batches(batches))) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            append_batches(inner, batches)
+        })) {
             Ok(results) => {
                 for (done, r) in results {
                     done.complete(r);

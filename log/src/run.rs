@@ -13,6 +13,7 @@
 
 use crate::batch::{self, RecordSpan};
 use crate::error::{LogError, Result};
+use crate::txn::AbortedFilter;
 use crate::types::{ConsumerRecord, Header, Record};
 use bytes::Bytes;
 use std::ops::Range;
@@ -135,6 +136,30 @@ impl RecordRun {
         batches: Bytes,
         from: u64,
     ) -> Result<Self> {
+        Self::from_batches_filtered(topic, partition, batches, from, None)
+    }
+
+    /// [`from_batches`](Self::from_batches) for a `read_committed` reader: the batches of
+    /// aborted transactions are left out too (`aborted` lists the aborted transactions that
+    /// overlap `batches`: [`crate::Partition::aborted_transactions`]).
+    pub fn from_committed_batches(
+        topic: Arc<str>,
+        partition: u32,
+        batches: Bytes,
+        from: u64,
+        aborted: Vec<crate::txn::index::AbortedTxn>,
+    ) -> Result<Self> {
+        let mut filter = AbortedFilter::new(aborted);
+        Self::from_batches_filtered(topic, partition, batches, from, Some(&mut filter))
+    }
+
+    fn from_batches_filtered(
+        topic: Arc<str>,
+        partition: u32,
+        batches: Bytes,
+        from: u64,
+        mut aborted: Option<&mut AbortedFilter>,
+    ) -> Result<Self> {
         if batches.len() > u32::MAX as usize {
             return Err(LogError::InvalidBatch(format!(
                 "a read of {} bytes is larger than a record run can hold (4 GiB)",
@@ -152,7 +177,12 @@ impl RecordRun {
         for b in batch::split_batches(&batches) {
             let base = at;
             at += b.len();
-            if batch::parse_header(&b)?.is_control() {
+            let h = batch::parse_header(&b)?;
+            let keep = match aborted.as_deref_mut() {
+                Some(filter) => filter.keeps(&h, &b),
+                None => !h.is_control(),
+            };
+            if !keep {
                 continue;
             }
             let records = &mut run.records;

@@ -9,6 +9,7 @@
 use crate::batch::{self, BatchHeader};
 use crate::error::{LogError, Result};
 use crate::index::{INDEX_INTERVAL_BYTES, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::txn::index::TxnIndex;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ pub struct Segment {
     time_index: TimeIndex,
     bytes_since_index: u64,
     pub created: Instant,
+    /// The transactions aborted by markers in this segment.
+    pub(crate) txn_index: TxnIndex,
 }
 
 /// What a read needs from a segment, taken under the partition's read lock and used after it.
@@ -119,6 +122,7 @@ impl Segment {
             time_index: TimeIndex::default(),
             bytes_since_index: 0,
             created: Instant::now(),
+            txn_index: TxnIndex::empty(dir, base_offset),
         }
     }
 
@@ -187,6 +191,7 @@ impl Segment {
         };
         seg.size = kept;
         seg.readable.store(kept, Ordering::Release);
+        seg.txn_index = TxnIndex::open(dir, base_offset, seg.next_offset)?;
         Ok((seg, bad))
     }
 
@@ -351,7 +356,8 @@ impl Segment {
     pub fn sync(&self) -> Result<()> {
         self.file
             .sync_data()
-            .map_err(|e| LogError::io(self.log_path(), e))
+            .map_err(|e| LogError::io(self.log_path(), e))?;
+        self.txn_index.sync()
     }
 
     /// Persists the indexes (on roll and on clean close).
@@ -373,6 +379,7 @@ impl Segment {
     /// Removes the segment's files. Readers that still hold the file handle keep reading.
     pub fn delete_files(&self) -> Result<()> {
         remove_if_exists(&self.log_path())?;
+        self.txn_index.delete()?;
         self.delete_index_files()
     }
 

@@ -83,7 +83,7 @@ fn required() -> bool {
 }
 
 /// The interop virtualenv's python, or `None` (after printing "skipped") when absent.
-fn python(test: &str) -> Option<PathBuf> {
+pub(crate) fn python(test: &str) -> Option<PathBuf> {
     let path = std::env::var_os("RUNNEL_INTEROP_PYTHON")
         .map(PathBuf::from)
         .or_else(|| {

@@ -13,3 +13,4 @@ mod groups;
 mod model;
 mod sql;
 mod support;
+mod transactions;

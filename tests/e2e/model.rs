@@ -94,7 +94,9 @@ proptest! {
                     // The file range the broker sends holds exactly what a read returns.
                     let max_bytes = 1 + (at * 6000.0) as usize;
                     let read = p.read(from, max_bytes).unwrap();
-                    let located = p.locate(from, max_bytes).unwrap();
+                    let located = p
+                        .locate(from, max_bytes, runnel_log::IsolationLevel::ReadUncommitted)
+                        .unwrap();
                     prop_assert_eq!(located.next_offset, read.next_offset);
                     let sent = located.batches.map(|r| r.read().unwrap()).unwrap_or_default();
                     prop_assert_eq!(sent, read.batches);

@@ -10,7 +10,10 @@
 //! - Long poll: while fewer than `min_bytes` are available and `max_wait_ms` has not passed,
 //!   the request waits on the partitions' wakers (no polling loop) and reads again when an
 //!   append becomes visible.
-//! - ListOffsets: -1 latest, -2 earliest, -3 (v7+) the first record with the largest timestamp,
+//! - `read_committed` (isolation level 1): reads stop at the last stable offset and the
+//!   answer lists the aborted transactions overlapping the records returned, for the client
+//!   to skip (Kafka's protocol); `read_uncommitted` reads to the high watermark.
+//! - ListOffsets: -1 latest (the last stable offset under `read_committed`), -2 earliest, -3 (v7+) the first record with the largest timestamp,
 //!   else the first record at or after the timestamp, answered with that record's timestamp;
 //!   offset -1 when there is none.
 //! - Fetch sessions (KIP-227) from v7 on, as [`super::fetch_session`] says: full or incremental
@@ -22,14 +25,17 @@ use super::{blocking, str_bytes};
 use crate::codes;
 use crate::server::Broker;
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ProducerId,
+    TopicName,
 };
-use runnel_log::{Partition, TopicPartition};
+use runnel_log::{IsolationLevel, Partition, TopicPartition};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -130,10 +136,15 @@ pub(crate) async fn fetch(
         usize::MAX
     };
     let min_bytes = r.min_bytes.max(0) as usize;
+    let isolation = if r.isolation_level == 1 {
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    };
     loop {
         let t = topics.clone();
         let (responses, files, bytes, errors) =
-            match blocking(move || read_all(&t, max_bytes)).await {
+            match blocking(move || read_all(&t, max_bytes, isolation)).await {
                 Ok(x) => x,
                 Err(_) => (Vec::new(), FileRecords::default(), 0, true),
             };
@@ -180,11 +191,25 @@ fn only_news(
         .collect()
 }
 
+/// The aborted transactions a `read_committed` client needs for the records of `[from, until)`.
+fn aborted_transactions(partition: &Partition, from: u64, until: u64) -> Vec<AbortedTransaction> {
+    partition
+        .aborted_transactions(from, until)
+        .into_iter()
+        .map(|a| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(a.producer_id))
+                .with_first_offset(a.first_offset as i64)
+        })
+        .collect()
+}
+
 /// One pass over the wanted partitions: (responses, the file ranges of their records, bytes
 /// returned, any partition failed).
 fn read_all(
     topics: &[(TopicName, Vec<Wanted>)],
     max_bytes: usize,
+    isolation: IsolationLevel,
 ) -> (Vec<FetchableTopicResponse>, FileRecords, usize, bool) {
     let mut files = FileRecords::default();
     let mut budget = max_bytes;
@@ -207,9 +232,9 @@ fn read_all(
                             return base.with_error_code(*code).with_high_watermark(-1);
                         }
                     };
-                    let with_offsets = |d: PartitionData, hw: u64, start: u64| {
+                    let with_offsets = |d: PartitionData, hw: u64, lso: u64, start: u64| {
                         d.with_high_watermark(hw as i64)
-                            .with_last_stable_offset(hw as i64)
+                            .with_last_stable_offset(lso as i64)
                             .with_log_start_offset(start as i64)
                     };
                     // Kafka returns at least one batch even over the budget, so that a
@@ -224,28 +249,40 @@ fn read_all(
                         return with_offsets(
                             base,
                             partition.high_watermark(),
+                            partition.last_stable_offset(),
                             partition.log_start_offset(),
                         )
                         .with_records(Some(Bytes::new()));
                     }
-                    let located = partition.locate(w.offset as u64, limit).and_then(|f| {
-                        let records = match f.batches {
-                            Some(range) => files.records(range)?,
+                    let offset = w.offset as u64;
+                    let located = partition.locate(offset, limit, isolation).and_then(|f| {
+                        let records = match &f.batches {
+                            Some(range) => files.records(range.clone())?,
                             None => Bytes::new(),
                         };
-                        Ok((records, f.high_watermark, f.log_start_offset))
+                        Ok((records, f))
                     });
                     match located {
-                        Ok((records, hw, start)) => {
+                        Ok((records, f)) => {
                             total += records.len();
                             budget = budget.saturating_sub(records.len());
-                            with_offsets(base, hw, start).with_records(Some(records))
+                            let aborted = (isolation == IsolationLevel::ReadCommitted)
+                                .then(|| aborted_transactions(partition, offset, f.next_offset));
+                            with_offsets(
+                                base,
+                                f.high_watermark,
+                                f.last_stable_offset,
+                                f.log_start_offset,
+                            )
+                            .with_records(Some(records))
+                            .with_aborted_transactions(aborted)
                         }
                         Err(e) => {
                             errors = true;
                             with_offsets(
                                 base,
                                 partition.high_watermark(),
+                                partition.last_stable_offset(),
                                 partition.log_start_offset(),
                             )
                             .with_error_code(codes::for_log_error(&e))
@@ -313,6 +350,7 @@ pub(crate) async fn list_offsets(
             let ts = p.timestamp;
             let result = match partition {
                 Ok(part) => match ts {
+                    LATEST if r.isolation_level == 1 => Ok((part.last_stable_offset() as i64, -1)),
                     LATEST => Ok((part.high_watermark() as i64, -1)),
                     EARLIEST => Ok((part.log_start_offset() as i64, -1)),
                     ts => blocking(move || lookup(&part, ts))

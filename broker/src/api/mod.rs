@@ -17,7 +17,7 @@ pub(crate) mod fetch_session;
 pub(crate) mod groups;
 pub(crate) mod parts;
 pub(crate) mod produce;
-pub(crate) mod producer_state;
+pub(crate) mod txn;
 
 use crate::codes::{self, api_name};
 use crate::error::BrokerError;
@@ -49,6 +49,12 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 0),
     (ApiKey::DescribeConfigs, 1, 4),
 ];
 
@@ -164,8 +170,22 @@ async fn dispatch(
             None => return Ok(None),
         },
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(produce::init_producer_id(b, r))
+            ResponseKind::InitProducerId(txn::init_producer_id(b, r).await)
         }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions(b, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets(b, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(b, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(b, r).await),
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe(b, r))
+        }
+        RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(txn::list(b, r)),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(fetch::list_offsets(b, r, version).await)
         }

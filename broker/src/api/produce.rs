@@ -13,30 +13,21 @@
 //!   older epoch gets INVALID_PRODUCER_EPOCH; a newer epoch must start at sequence 0.
 //! - That state survives a restart or a crash: it is rebuilt from a snapshot and the log's
 //!   batch headers before a partition's first idempotent batch (see [`super::producer_state`]).
-//! - Transactions are not supported: InitProducerId with a transactional id is refused with
-//!   INVALID_REQUEST.
+//! - Transactional batches go the same way; the log opens the producer's transaction in the
+//!   partition (see `runnel_log::txn`), and the transactional APIs live in [`super::txn`].
 
 use super::blocking;
-use super::producer_state::{Check, SharedPartitionProducers, check, remember};
 use crate::codes;
 use crate::server::Broker;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{
-    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
-};
-use runnel_log::batch::{self, BatchHeader};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use runnel_log::batch;
 use runnel_log::{LogError, Partition};
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// Appends one partition's records; returns (error code, base offset).
-fn append_partition(
-    partition: Arc<Partition>,
-    producers: Option<SharedPartitionProducers>,
-    records: Bytes,
-) -> (i16, i64) {
+fn append_partition(partition: Arc<Partition>, records: Bytes) -> (i16, i64) {
     let mut batches = Vec::new();
     let mut at = 0;
     // Headers only: the CRC is checked once, by the append.
@@ -65,67 +56,14 @@ fn append_partition(
     if batches.is_empty() {
         return (codes::CORRUPT_MESSAGE, -1);
     }
-    let idempotent = batches.iter().any(|(h, _)| h.producer_id >= 0);
-    let Some(producers) = producers.filter(|_| idempotent) else {
-        let results = partition.append_shared(batches.into_iter().map(|(_, b)| b).collect());
-        return first_result(&partition, results);
+    let from_producer = batches.iter().any(|(h, _)| h.producer_id >= 0);
+    let batches = batches.into_iter().map(|(_, b)| b).collect();
+    let results = if from_producer {
+        partition.append_from_producer(batches, true)
+    } else {
+        partition.append_shared(batches)
     };
-    // Held across the append so that the sequence check and the append are one step.
-    let mut state = producers.lock();
-    if let Err(e) = state.ensure_loaded(&partition) {
-        tracing::warn!(topic = %partition.topic, partition = partition.id, error = %e,
-            "cannot rebuild the idempotent-producer state from the log");
-        return (codes::for_log_error(&e), -1);
-    }
-    let mut first_offset = None;
-    let mut to_append = Vec::new();
-    // The producers of this request as they will be once its earlier batches are appended, so
-    // that a request carrying several batches of one producer checks each against the one
-    // before it. Offsets are not known yet: IN_REQUEST stands for them.
-    const IN_REQUEST: u64 = u64::MAX;
-    let mut view = HashMap::new();
-    for (h, b) in &batches {
-        if let Some(e) = state.producers.get(&h.producer_id) {
-            view.entry(h.producer_id).or_insert_with(|| e.clone());
-        }
-        match check(&view, h) {
-            Check::Append => {
-                remember(&mut view, h, IN_REQUEST);
-                to_append.push((*h, b.clone()));
-            }
-            Check::Duplicate(IN_REQUEST) => {}
-            Check::Duplicate(offset) => {
-                tracing::debug!(
-                    producer_id = h.producer_id,
-                    sequence = h.base_sequence,
-                    "dropped duplicate batch"
-                );
-                first_offset.get_or_insert(offset);
-            }
-            Check::Reject(code) => {
-                tracing::debug!(
-                    producer_id = h.producer_id,
-                    sequence = h.base_sequence,
-                    code,
-                    "refused batch sequence"
-                );
-                return (code, -1);
-            }
-        }
-    }
-    if to_append.is_empty() {
-        return (codes::NONE, first_offset.map_or(-1, |o| o as i64));
-    }
-    let headers: Vec<BatchHeader> = to_append.iter().map(|(h, _)| *h).collect();
-    let results = partition.append_shared(to_append.into_iter().map(|(_, b)| b).collect());
-    for (h, r) in headers.iter().zip(&results) {
-        if let Ok(offset) = r {
-            state.remember(h, *offset);
-        }
-    }
-    drop(state);
-    let (code, offset) = first_result(&partition, results);
-    (code, first_offset.map_or(offset, |o| o as i64))
+    first_result(&partition, results)
 }
 
 fn first_result(partition: &Partition, results: Vec<Result<u64, LogError>>) -> (i16, i64) {
@@ -156,10 +94,7 @@ pub(crate) async fn produce(b: &Broker, r: ProduceRequest) -> Option<ProduceResp
                 });
             let task = match (part, p.records) {
                 (Ok(partition), Some(records)) => {
-                    let producers = Some(b.producers.partition(&topic, partition.id));
-                    Ok(blocking(move || {
-                        append_partition(partition, producers, records)
-                    }))
+                    Ok(blocking(move || append_partition(partition, records)))
                 }
                 (Ok(_), None) => Err(codes::CORRUPT_MESSAGE),
                 (Err(e), _) => Err(codes::for_log_error(&e)),
@@ -193,28 +128,6 @@ pub(crate) async fn produce(b: &Broker, r: ProduceRequest) -> Option<ProduceResp
         }
     }
     (r.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
-}
-
-pub(crate) fn init_producer_id(b: &Broker, r: InitProducerIdRequest) -> InitProducerIdResponse {
-    if r.transactional_id.is_some() {
-        tracing::info!(
-            "refused InitProducerId with a transactional id: transactions are not supported"
-        );
-        return InitProducerIdResponse::default()
-            .with_error_code(codes::INVALID_REQUEST)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-    }
-    // A producer re-initialising after a fatal sequence error keeps its id with a new epoch.
-    let (id, epoch) =
-        if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX {
-            (r.producer_id.0, r.producer_epoch + 1)
-        } else {
-            (b.producers.next_id.fetch_add(1, Ordering::Relaxed), 0)
-        };
-    InitProducerIdResponse::default()
-        .with_producer_id(ProducerId(id))
-        .with_producer_epoch(epoch)
 }
 
 #[cfg(test)]

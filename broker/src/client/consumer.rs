@@ -36,9 +36,10 @@ use parking_lot::Mutex;
 use runnel_log::assignor::{self, MemberSubscription};
 use runnel_log::batch;
 use runnel_log::error::GroupErrorKind;
+use runnel_log::txn::index::AbortedTxn;
 use runnel_log::{
-    AssignmentStrategy, ConsumerConfig, LogConsumer, LogError, OffsetReset, RecordRun,
-    TopicPartition,
+    AssignmentStrategy, ConsumerConfig, IsolationLevel, LogConsumer, LogError, OffsetReset,
+    RecordRun, TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -474,8 +475,13 @@ impl RemoteConsumer {
                         .with_partition_max_bytes(self.config.max_partition_fetch_bytes as i32),
                 );
             }
+            let isolation = match self.config.isolation_level {
+                IsolationLevel::ReadCommitted => 1,
+                IsolationLevel::ReadUncommitted => 0,
+            };
             let req = FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
+                .with_isolation_level(isolation)
                 .with_max_wait_ms(wait.as_millis() as i32)
                 .with_min_bytes(1)
                 .with_max_bytes(self.config.fetch_max_bytes.min(i32::MAX as usize) as i32)
@@ -529,6 +535,18 @@ impl RemoteConsumer {
                     continue;
                 };
                 let records = p.records.unwrap_or_default();
+                // Present for read_committed answers: what the records of aborted
+                // transactions are, to leave out.
+                let aborted: Option<Vec<AbortedTxn>> = p.aborted_transactions.map(|list| {
+                    list.iter()
+                        .map(|a| AbortedTxn {
+                            producer_id: a.producer_id.0,
+                            first_offset: a.first_offset.max(0) as u64,
+                            last_offset: u64::MAX,
+                            last_stable_offset: 0,
+                        })
+                        .collect()
+                });
                 let from = *pos;
                 // The checked batches past the position: bytes `start..end` of the answer.
                 let (mut at, mut start, mut end) = (0, None, 0);
@@ -554,12 +572,19 @@ impl RemoteConsumer {
                     *pos = h.next_offset();
                 }
                 if let Some(start) = start {
-                    let run = RecordRun::from_batches(
-                        topic.clone(),
-                        tp.partition,
-                        records.slice(start..end),
-                        from,
-                    )?;
+                    let batches = records.slice(start..end);
+                    let run = match aborted {
+                        Some(aborted) => RecordRun::from_committed_batches(
+                            topic.clone(),
+                            tp.partition,
+                            batches,
+                            from,
+                            aborted,
+                        )?,
+                        None => {
+                            RecordRun::from_batches(topic.clone(), tp.partition, batches, from)?
+                        }
+                    };
                     if !run.is_empty() {
                         out.push(run);
                     }

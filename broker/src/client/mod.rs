@@ -26,6 +26,7 @@ mod cluster;
 mod conn;
 pub mod consumer;
 pub mod producer;
+mod txn;
 
 use crate::error::BrokerError;
 use async_trait::async_trait;

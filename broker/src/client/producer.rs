@@ -23,7 +23,7 @@
 use super::cluster::{Backoff, Cluster, retriable, stale_route};
 use super::conn::kafka_error;
 use super::metadata;
-use crate::api::producer_state::next_sequence;
+use super::txn::RemoteTxn;
 use crate::codes;
 use crate::error::BrokerError;
 use async_trait::async_trait;
@@ -32,8 +32,9 @@ use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProduceRequest};
 use parking_lot::Mutex;
 use runnel_log::batch::BatchBuilder;
 use runnel_log::partitioner::partition_for_key;
+use runnel_log::txn::producer_state::next_sequence;
 use runnel_log::types::now_ms;
-use runnel_log::{LogError, LogProducer, ProducerConfig, ProducerRecord};
+use runnel_log::{LogError, LogProducer, ProducerConfig, ProducerRecord, TopicPartition};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -158,6 +159,8 @@ impl State {
 struct Shared {
     cluster: Cluster,
     config: ProducerConfig,
+    /// The transaction session of a producer with a `transactional_id`.
+    txn: Option<RemoteTxn>,
     state: Mutex<State>,
     /// Wakes the sender task.
     work: Notify,
@@ -175,8 +178,13 @@ pub struct RemoteProducer {
 impl RemoteProducer {
     /// Must be called inside a tokio runtime: it starts the sender task.
     pub fn new(bootstrap: String, config: ProducerConfig) -> Self {
+        let txn = config
+            .transactional_id
+            .clone()
+            .map(|id| RemoteTxn::new(id, config.transaction_timeout));
         let shared = Arc::new(Shared {
             cluster: Cluster::new(&bootstrap),
+            txn,
             config,
             state: Mutex::default(),
             work: Notify::new(),
@@ -289,6 +297,9 @@ impl RemoteProducer {
     }
 
     fn check_size(&self, record: &ProducerRecord<'_>) -> Result<usize, LogError> {
+        if let Some(t) = &self.shared.txn {
+            t.check_open()?;
+        }
         let size = BatchBuilder::estimate(record.key, record.value, record.headers);
         if size > self.shared.config.batch_size.max(1 << 20) * 16 {
             return Err(LogError::RecordTooLarge {
@@ -387,6 +398,47 @@ impl LogProducer for RemoteProducer {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    async fn init_transactions(&self) -> runnel_log::Result<()> {
+        self.session()?.init(&self.shared.cluster).await
+    }
+
+    fn begin_transaction(&self) -> runnel_log::Result<()> {
+        self.session()?.begin()
+    }
+
+    async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, u64)],
+        group: &str,
+    ) -> runnel_log::Result<()> {
+        self.session()?
+            .send_offsets(&self.shared.cluster, offsets, group)
+            .await
+    }
+
+    async fn commit_transaction(&self) -> runnel_log::Result<()> {
+        let session = self.session()?;
+        LogProducer::flush(self).await?;
+        session.end(&self.shared.cluster, true).await
+    }
+
+    async fn abort_transaction(&self) -> runnel_log::Result<()> {
+        let session = self.session()?;
+        // What is queued is sent and then aborted with the rest.
+        let _ = LogProducer::flush(self).await;
+        session.end(&self.shared.cluster, false).await
+    }
+}
+
+impl RemoteProducer {
+    fn session(&self) -> runnel_log::Result<&RemoteTxn> {
+        self.shared.txn.as_ref().ok_or_else(|| {
+            LogError::InvalidConfig(
+                "this producer has no transactional_id, so it cannot run transactions".into(),
+            )
+        })
     }
 }
 
@@ -498,6 +550,33 @@ async fn sender(shared: Arc<Shared>) {
         let first_sent = Instant::now();
         // Released when the request is settled: the same amounts `send` counted.
         let queued: usize = batches.iter().map(|b| b.queued).sum();
+        if let Some(txn) = &shared.txn {
+            // Transactional: the id comes from init_transactions, and each partition joins
+            // the transaction before its first batch.
+            let partitions: Vec<(Arc<str>, u32)> = batches
+                .iter()
+                .map(|r| (r.topic.clone(), r.partition))
+                .collect();
+            let joined = match txn.producer() {
+                Ok(id) => txn
+                    .add_partitions(&shared.cluster, &partitions)
+                    .await
+                    .map(|()| id),
+                Err(e) => Err(e),
+            };
+            let (pid, epoch) = match joined {
+                Ok(id) => id,
+                Err(e) => {
+                    fail(&shared, batches, e);
+                    continue;
+                }
+            };
+            if identity != Some(Some((pid, epoch))) {
+                identity = Some(Some((pid, epoch)));
+                sequences.clear();
+            }
+        }
+        let transactional = shared.txn.is_some();
         let id = match identity {
             Some(id) => id,
             None => {
@@ -526,7 +605,11 @@ async fn sender(shared: Arc<Shared>) {
                         let seq = sequences.entry((r.topic.clone(), r.partition)).or_insert(0);
                         let base = *seq;
                         *seq = next_sequence(base, r.builder.len() as i32);
-                        r.builder.finish_idempotent(pid, epoch, base)
+                        if transactional {
+                            r.builder.finish_transactional(pid, epoch, base)
+                        } else {
+                            r.builder.finish_idempotent(pid, epoch, base)
+                        }
                     }
                     None => r.builder.finish(),
                 };

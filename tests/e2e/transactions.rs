@@ -1,0 +1,272 @@
+//! Transactions: the embedded transactional producer and `read_committed` readers, fencing,
+//! transactional offsets, open transactions across a restart and their timeout, and
+//! confluent-kafka's transactional producer against `runnel broker`.
+
+use runnel_log::*;
+use std::time::{Duration, Instant};
+
+fn values(records: &[ConsumerRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8(r.record.value.clone().unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+/// Everything `isolation` lets a reader of `topic` see now (waits until `expected` records or
+/// the deadline, then a little longer, so that extra records would be seen too).
+async fn read(log: &Log, topic: &str, isolation: IsolationLevel, expected: usize) -> Vec<String> {
+    let mut c = Consumer::new(
+        log.clone(),
+        ConsumerConfig {
+            isolation_level: isolation,
+            ..Default::default()
+        },
+    );
+    let parts = log.topic(topic).unwrap().partition_count();
+    c.assign((0..parts).map(|p| TopicPartition::new(topic, p)).collect())
+        .unwrap();
+    c.seek_to_beginning();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < expected && Instant::now() < deadline {
+        got.extend(values(&c.poll(Duration::from_millis(200)).await.unwrap()));
+    }
+    got.extend(values(&c.poll(Duration::from_millis(300)).await.unwrap()));
+    got
+}
+
+fn txn_producer(log: &Log, id: &str, timeout: Duration) -> Producer {
+    Producer::new(
+        log.clone(),
+        ProducerConfig {
+            transactional_id: Some(id.into()),
+            transaction_timeout: timeout,
+            ..Default::default()
+        },
+    )
+}
+
+async fn send_all(p: &Producer, topic: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        let v = format!("{prefix}{i}");
+        drop(
+            p.send(ProducerRecord::new(topic, v.as_bytes()))
+                .await
+                .unwrap(),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn committed_aborted_and_open_transactions_as_readers_see_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let p = txn_producer(&log, "writer", Duration::from_secs(60));
+    p.init_transactions().await.unwrap();
+    // Sending outside a transaction is refused.
+    assert!(p.send(ProducerRecord::new("t", b"x")).await.is_err());
+
+    p.begin_transaction().unwrap();
+    send_all(&p, "t", "a", 10).await;
+    p.commit_transaction().await.unwrap();
+
+    p.begin_transaction().unwrap();
+    send_all(&p, "t", "b", 5).await;
+    p.abort_transaction().await.unwrap();
+
+    // A plain producer's records between transactions are committed data.
+    let plain = Producer::new(log.clone(), ProducerConfig::default());
+    plain
+        .send(ProducerRecord::new("t", b"plain"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    p.begin_transaction().unwrap();
+    send_all(&p, "t", "c", 3).await;
+    let source = TopicPartition::new("t", 0);
+    p.send_offsets_to_transaction(&[(source.clone(), 7)], "g")
+        .await
+        .unwrap();
+    assert_eq!(
+        log.groups().committed("g", &source),
+        None,
+        "visible before commit"
+    );
+    p.commit_transaction().await.unwrap();
+    assert_eq!(log.groups().committed("g", &source).unwrap().offset, 7);
+
+    // An open transaction of another producer: its records and everything after them wait.
+    let open = txn_producer(&log, "open", Duration::from_secs(60));
+    open.init_transactions().await.unwrap();
+    open.begin_transaction().unwrap();
+    send_all(&open, "t", "o", 4).await;
+    open.flush().await.unwrap();
+    plain
+        .send(ProducerRecord::new("t", b"after-open"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let mut want: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+    want.push("plain".into());
+    want.extend((0..3).map(|i| format!("c{i}")));
+    assert_eq!(
+        read(&log, "t", IsolationLevel::ReadCommitted, 14).await,
+        want
+    );
+    let all = read(&log, "t", IsolationLevel::ReadUncommitted, 24).await;
+    assert_eq!(all.len(), 24, "read_uncommitted sees every record: {all:?}");
+
+    open.commit_transaction().await.unwrap();
+    want.extend((0..4).map(|i| format!("o{i}")));
+    want.push("after-open".into());
+    assert_eq!(
+        read(&log, "t", IsolationLevel::ReadCommitted, 19).await,
+        want
+    );
+    let part = log.partition(&TopicPartition::new("t", 0)).unwrap();
+    assert_eq!(part.last_stable_offset(), part.high_watermark());
+    assert_eq!(part.aborted_transactions(0, u64::MAX).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_producer_with_the_same_id_fences_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let first = txn_producer(&log, "same", Duration::from_secs(60));
+    first.init_transactions().await.unwrap();
+    first.begin_transaction().unwrap();
+    send_all(&first, "t", "zombie", 3).await;
+    first.flush().await.unwrap();
+
+    let second = txn_producer(&log, "same", Duration::from_secs(60));
+    second.init_transactions().await.unwrap();
+    let err = first.commit_transaction().await.unwrap_err();
+    assert!(err.to_string().contains("fenced"), "{err}");
+    second.begin_transaction().unwrap();
+    send_all(&second, "t", "live", 2).await;
+    second.commit_transaction().await.unwrap();
+
+    assert_eq!(
+        read(&log, "t", IsolationLevel::ReadCommitted, 2).await,
+        ["live0", "live1"]
+    );
+    // Bad input: an end with a stale epoch or an unknown id changes nothing.
+    let (pid, epoch) = log
+        .transactions()
+        .describe("same")
+        .map(|m| (m.producer_id, m.epoch))
+        .unwrap();
+    let stale = log
+        .transactions()
+        .end_txn(&log, "same", pid, epoch - 1, TxnOutcome::Commit)
+        .unwrap_err();
+    assert!(matches!(
+        stale,
+        LogError::Transaction {
+            kind: runnel_log::error::TxnErrorKind::ProducerFenced,
+            ..
+        }
+    ));
+    let unknown = log
+        .transactions()
+        .end_txn(&log, "nobody", 1, 0, TxnOutcome::Commit)
+        .unwrap_err();
+    assert!(matches!(
+        unknown,
+        LogError::Transaction {
+            kind: runnel_log::error::TxnErrorKind::InvalidProducerIdMapping,
+            ..
+        }
+    ));
+    // Commit with nothing open.
+    assert!(
+        log.transactions()
+            .end_txn(&log, "same", pid, epoch, TxnOutcome::Abort)
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let done = txn_producer(&log, "done", Duration::from_secs(60));
+        done.init_transactions().await.unwrap();
+        done.begin_transaction().unwrap();
+        send_all(&done, "t", "kept", 3).await;
+        done.commit_transaction().await.unwrap();
+
+        let left = txn_producer(&log, "left-open", Duration::from_millis(1500));
+        left.init_transactions().await.unwrap();
+        left.begin_transaction().unwrap();
+        send_all(&left, "t", "lost", 5).await;
+        left.flush().await.unwrap();
+        // Closed with the transaction open, as a crashed process leaves it.
+        done.close().await.unwrap();
+        left.close().await.unwrap();
+    }
+    // The producers' sender threads let go of the directory as they end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        match Log::open(dir.path()) {
+            Err(LogError::DataDirLocked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let part = log.partition(&TopicPartition::new("t", 0)).unwrap();
+    assert!(
+        part.last_stable_offset() < part.high_watermark(),
+        "the open transaction is still open after the restart"
+    );
+    assert_eq!(
+        read(&log, "t", IsolationLevel::ReadCommitted, 3).await,
+        ["kept0", "kept1", "kept2"]
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while part.last_stable_offset() < part.high_watermark() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        part.last_stable_offset(),
+        part.high_watermark(),
+        "the coordinator aborted the transaction past its timeout"
+    );
+    assert_eq!(
+        read(&log, "t", IsolationLevel::ReadCommitted, 3).await,
+        ["kept0", "kept1", "kept2"]
+    );
+    assert_eq!(part.aborted_transactions(0, u64::MAX).len(), 1);
+}
+
+#[test]
+fn confluent_kafka_transactions_against_the_broker() {
+    let Some(py) = crate::broker::python("transactions") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::BrokerProc::start(dir.path());
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/transactions.py");
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .args([broker.addr.as_str(), "txn"])
+        .output()
+        .expect("run transactions.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ok "),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", stdout.trim());
+}

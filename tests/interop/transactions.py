@@ -1,0 +1,112 @@
+"""Kafka transactions against a Kafka-compatible broker with confluent-kafka (librdkafka).
+Driven by tests/e2e/transactions.rs.
+
+usage: transactions.py BOOTSTRAP TOPIC
+  A transactional producer commits a transaction of 100 records, aborts one of 50, and commits
+  one of 30 whose consumed offsets go in with send_offsets_to_transaction; a read_committed
+  consumer sees exactly the 130 committed records, in order; a read_uncommitted one sees all
+  180; the group's committed offset is the one sent in the committed transaction. A second
+  producer with the same transactional.id fences the first: its next transaction fails with
+  the fencing error.
+Prints "ok ..." and exits 0 on success; prints what differs and exits 1 otherwise."""
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+BOOTSTRAP, TOPIC = sys.argv[1:3]
+
+
+def fail(msg):
+    print(f"FAIL [transactions] {msg}", flush=True)
+    sys.exit(1)
+
+
+def producer(txn_id):
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": txn_id,
+                  "transaction.timeout.ms": 20000})
+    p.init_transactions(20)
+    return p
+
+
+def read_all(isolation, expected, group=None):
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group or f"read-{isolation}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": isolation})
+    c.assign([TopicPartition(TOPIC, 0, 0)])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < expected and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        got.append(m.value().decode())
+    # A little longer: records past the expected count would be a failure too.
+    end = time.time() + 1.5
+    while time.time() < end:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            got.append(m.value().decode())
+    c.close()
+    return got
+
+
+admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])[TOPIC].result()
+
+p = producer("txn-interop")
+p.begin_transaction()
+for i in range(100):
+    p.produce(TOPIC, value=f"a{i}".encode())
+p.commit_transaction(20)
+
+p.begin_transaction()
+for i in range(50):
+    p.produce(TOPIC, value=f"b{i}".encode())
+p.flush(20)
+p.abort_transaction(20)
+
+p.begin_transaction()
+for i in range(30):
+    p.produce(TOPIC, value=f"c{i}".encode())
+meta = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "txn-group"}).consumer_group_metadata()
+p.send_offsets_to_transaction([TopicPartition("source", 0, 42)], meta, 20)
+p.commit_transaction(20)
+
+committed = read_all("read_committed", 130)
+want = [f"a{i}" for i in range(100)] + [f"c{i}" for i in range(30)]
+if committed != want:
+    fail(f"read_committed saw {len(committed)} records, expected 130: first differences "
+         f"{[(i, g, w) for i, (g, w) in enumerate(zip(committed, want)) if g != w][:5]}")
+uncommitted = read_all("read_uncommitted", 180)
+if len(uncommitted) != 180:
+    fail(f"read_uncommitted saw {len(uncommitted)} records, expected 180")
+
+c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "txn-group"})
+offsets = c.committed([TopicPartition("source", 0)], timeout=10)
+c.close()
+if offsets[0].offset != 42:
+    fail(f"the group's committed offset is {offsets[0].offset}, expected 42")
+
+# Fencing: a second producer with the same id takes over; the first one's next
+# transaction fails with the fencing error.
+p.begin_transaction()
+p.produce(TOPIC, value=b"zombie")
+p2 = producer("txn-interop")
+fenced = False
+try:
+    p.commit_transaction(20)
+except KafkaException as e:
+    err = e.args[0]
+    fenced = err.fatal() or "fenc" in str(err).lower() or "epoch" in str(err).lower()
+    fence_msg = str(err)
+if not fenced:
+    fail("the first producer committed after a second one with its transactional.id initialised")
+p2.begin_transaction()
+p2.produce(TOPIC, value=b"after")
+p2.commit_transaction(20)
+final = read_all("read_committed", 131, group="final")
+if "zombie" in final or final[-1:] != ["after"] or len(final) != 131:
+    fail(f"after fencing read_committed saw {len(final)} records ending {final[-3:]}")
+print(f"ok committed=130 all=180 offsets=42 fenced ({fence_msg})")
