@@ -174,6 +174,7 @@ impl TestDriver {
                 self.config.clone(),
                 plan,
                 &specs,
+                0,
                 self.rt.handle().clone(),
             )?;
             self.worker = Some(w);

@@ -31,7 +31,7 @@ pub use ops::join::JoinKind;
 pub use ops::processor::{Processor, ProcessorContext, PunctuationType, RecordMetadata};
 pub use ops::window::EmitStrategy;
 pub use record::{Rec, Window, Windowed};
-pub use runtime::{App, RunSummary, StreamsConfig};
+pub use runtime::{App, ProcessingGuarantee, RunSummary, StreamsConfig};
 pub use task::OnDeserializeError;
 pub use topology::Topology;
 

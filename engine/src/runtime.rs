@@ -11,6 +11,13 @@
 //!   committed changelog offset only, and rewrites the keys written after it (by a run that
 //!   died before committing) with their restored values — so state always matches the
 //!   committed input positions, and a crash can only re-emit results, never double-count.
+//! - Exactly-once ([`ProcessingGuarantee::ExactlyOnce`], Kafka Streams' `exactly_once_v2`):
+//!   each worker's producer is transactional (`<application.id>-worker-<n>`, so a restarted
+//!   instance fences the previous one and aborts what it left open); every commit interval
+//!   (100 ms by default) one transaction holds the outputs, the changelog and repartition
+//!   writes, and the input positions and changelog ends as transactional offsets. Readers are
+//!   `read_committed`, restores read committed changelog data only, and a fenced worker stops
+//!   with the fencing error.
 //! - The unit of backpressure is the producer's buffer (`send` waits when it is full), which
 //!   holds the worker's loop, which stops polling.
 
@@ -48,7 +55,49 @@ pub struct StreamsConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// How often stores are checkpointed locally (also at a clean stop).
     pub checkpoint_interval: Duration,
+    /// `processing.guarantee`; set it with [`StreamsConfig::guarantee`], which also picks the
+    /// guarantee's default commit interval.
+    pub processing_guarantee: ProcessingGuarantee,
 }
+
+/// Kafka Streams' `processing.guarantee`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessingGuarantee {
+    /// Outputs flushed, then input positions committed: a crash may re-emit outputs.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, state changes and input positions committed in one transaction per commit
+    /// interval: a crash changes nothing a `read_committed` reader sees.
+    ExactlyOnce,
+}
+
+impl std::str::FromStr for ProcessingGuarantee {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "at-least-once" | "at_least_once" => Ok(Self::AtLeastOnce),
+            "exactly-once" | "exactly_once" | "exactly_once_v2" => Ok(Self::ExactlyOnce),
+            o => Err(EngineError::Config(format!(
+                "guarantee {o:?} is not one of \"at-least-once\", \"exactly-once\""
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for ProcessingGuarantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::AtLeastOnce => "at-least-once",
+            Self::ExactlyOnce => "exactly-once",
+        })
+    }
+}
+
+/// Kafka Streams' commit interval under exactly-once.
+pub const EXACTLY_ONCE_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// Kafka Streams' `transaction.timeout.ms` under exactly-once: how long a crashed instance's
+/// open transaction holds `read_committed` readers back when nobody takes over its id.
+const EXACTLY_ONCE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl StreamsConfig {
     pub fn new(application_id: &str) -> Self {
@@ -62,7 +111,23 @@ impl StreamsConfig {
             late_records_topic: None,
             state_dir: None,
             checkpoint_interval: Duration::from_secs(30),
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
         }
+    }
+
+    /// Sets the processing guarantee and its default commit interval (1 s at-least-once,
+    /// 100 ms exactly-once, as in Kafka Streams); set `commit_interval` after this to change it.
+    pub fn guarantee(mut self, guarantee: ProcessingGuarantee) -> Self {
+        self.processing_guarantee = guarantee;
+        self.commit_interval = match guarantee {
+            ProcessingGuarantee::AtLeastOnce => Duration::from_secs(1),
+            ProcessingGuarantee::ExactlyOnce => EXACTLY_ONCE_COMMIT_INTERVAL,
+        };
+        self
+    }
+
+    fn exactly_once(&self) -> bool {
+        self.processing_guarantee == ProcessingGuarantee::ExactlyOnce
     }
 }
 
@@ -245,7 +310,7 @@ impl App {
                         // Log clients may spawn tasks (a network client's connections).
                         let handle = rt.clone();
                         let _runtime = handle.enter();
-                        let mut w = Worker::new(topology, client, config, plan, &specs, rt)?;
+                        let mut w = Worker::new(topology, client, config, plan, &specs, i, rt)?;
                         let r = w.run_loop(&stop);
                         if r.is_err() {
                             stop.store(true, Ordering::Release);
@@ -324,6 +389,7 @@ impl Worker {
         config: StreamsConfig,
         plan: Arc<Plan>,
         specs: &[(usize, u32)],
+        index: usize,
         rt: Handle,
     ) -> Result<Self> {
         let app = config.application_id.clone();
@@ -410,10 +476,21 @@ impl Worker {
             ..Default::default()
         });
         // The producer's buffer is the worker's backpressure: small, so memory stays bounded.
+        let transactional_id = config
+            .exactly_once()
+            .then(|| format!("{app}-worker-{index}"));
         let producer = client.producer(ProducerConfig {
             buffer_memory: 16 << 20,
+            transactional_id,
+            transaction_timeout: EXACTLY_ONCE_TRANSACTION_TIMEOUT,
             ..Default::default()
         });
+        if config.exactly_once() {
+            // Before the restore: fences the previous instance and aborts its open
+            // transaction, so the changelogs hold only committed data to restore from.
+            rt.block_on(producer.init_transactions())?;
+            producer.begin_transaction()?;
+        }
         let mut route = HashMap::new();
         for (t, task) in tasks.iter().enumerate() {
             for (i, input) in task.inputs.iter().enumerate() {
@@ -492,9 +569,10 @@ impl Worker {
                         .rt
                         .block_on(consumer.poll(Duration::from_millis(200)))?;
                     let mut s = store.dynamic.borrow_mut();
+                    // Past markers and aborted records too, which are not returned.
+                    position = consumer.position(tp).unwrap_or(position).max(position);
                     for r in recs {
                         let rec = &r.record;
-                        position = rec.offset + 1;
                         let Some(key) = rec.key.as_deref() else {
                             continue;
                         };
@@ -730,7 +808,18 @@ impl Worker {
         let mut offsets: Vec<(TopicPartition, u64)> =
             self.tasks.iter().flat_map(|t| t.positions()).collect();
         offsets.extend(changelogs.into_iter().zip(ends.iter().copied()));
-        self.rt.block_on(self.committer.commit_offsets(offsets))?;
+        if self.config.exactly_once() {
+            let app = &self.config.application_id;
+            self.rt.block_on(async {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, app)
+                    .await?;
+                self.producer.commit_transaction().await
+            })?;
+            self.producer.begin_transaction()?;
+        } else {
+            self.rt.block_on(self.committer.commit_offsets(offsets))?;
+        }
         self.commits += 1;
         self.last_commit = Instant::now();
         let due = self.last_checkpoint.elapsed() >= self.config.checkpoint_interval;

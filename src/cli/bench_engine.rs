@@ -8,12 +8,14 @@
 //! written: (a) stateless — `speed > 5`, `driver_id, region, speed * 3.6 AS kmh` as JSON;
 //! (b) windowed — watermark 5 s, `speed > 5`, 10 s tumbling windows by region with count,
 //! average and maximum speed; (c) and (d) the same two jobs written as SQL job files
-//! (`runnel run`). Events/s = input events / that time.
+//! (`runnel run`). Events/s = input events / that time. Each job runs at-least-once (commit
+//! every 5 s) and exactly-once (one transaction every 100 ms, Kafka Streams' default), and the
+//! exactly-once row says what fraction of the at-least-once throughput it kept.
 
 use super::output;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use runnel::engine::{App, StreamsConfig};
+use runnel::engine::{App, ProcessingGuarantee, StreamsConfig};
 use runnel::log::{Log, LogClient, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig};
 use runnel::rides;
 use std::io::BufRead;
@@ -53,6 +55,8 @@ pub struct EngineJobArgs {
     dir: PathBuf,
     #[arg(long)]
     threads: usize,
+    #[arg(long, default_value = "at-least-once")]
+    guarantee: ProcessingGuarantee,
 }
 
 const JOBS: [(&str, &str); 4] = [
@@ -119,12 +123,31 @@ pub async fn run(args: EngineArgs) -> Result<()> {
     );
     let mut t = output::table(
         &[
-            "job", "what", "events", "seconds", "events/s", "outputs", "peak RSS",
+            "job",
+            "what",
+            "guarantee",
+            "events",
+            "seconds",
+            "events/s",
+            "of at-least-once",
+            "outputs",
+            "peak RSS",
         ],
-        &[2, 3, 4, 5, 6],
+        &[3, 4, 5, 6, 7, 8],
     );
-    for (job, what) in JOBS {
-        let pb = output::spinner("{spinner} {msg} {elapsed}", &format!("running {job}"));
+    let runs = JOBS.iter().flat_map(|&(job, what)| {
+        [
+            ProcessingGuarantee::AtLeastOnce,
+            ProcessingGuarantee::ExactlyOnce,
+        ]
+        .map(|g| (job, what, g))
+    });
+    let mut at_least_once_rate = f64::NAN;
+    for (job, what, guarantee) in runs {
+        let pb = output::spinner(
+            "{spinner} {msg} {elapsed}",
+            &format!("running {job} {guarantee}"),
+        );
         let exe = std::env::current_exe()?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args([
@@ -134,6 +157,8 @@ pub async fn run(args: EngineArgs) -> Result<()> {
             job,
             "--threads",
             &args.threads.to_string(),
+            "--guarantee",
+            &guarantee.to_string(),
             "--dir",
         ])
         .arg(&dir);
@@ -149,12 +174,24 @@ pub async fn run(args: EngineArgs) -> Result<()> {
         let r: serde_json::Value =
             serde_json::from_str(line.trim()).with_context(|| format!("job output {line:?}"))?;
         let secs = r["seconds"].as_f64().unwrap_or(f64::NAN);
+        let rate = loaded as f64 / secs;
+        let share = match guarantee {
+            ProcessingGuarantee::AtLeastOnce => {
+                at_least_once_rate = rate;
+                String::new()
+            }
+            ProcessingGuarantee::ExactlyOnce => {
+                format!("{:.0} %", 100.0 * rate / at_least_once_rate)
+            }
+        };
         t.add_row(vec![
             job.to_string(),
             what.to_string(),
+            guarantee.to_string(),
             loaded.to_string(),
             format!("{secs:.2}"),
-            format!("{:.2} M", loaded as f64 / secs / 1e6),
+            format!("{:.2} M", rate / 1e6),
+            share,
             r["outputs"].to_string(),
             output::bytes(r["peak_rss"].as_u64().unwrap_or(0)),
         ]);
@@ -180,10 +217,13 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
         }
         other => bail!("unknown job {other:?}: stateless, windowed, sql-stateless or sql-windowed"),
     };
-    let mut config = StreamsConfig::new(&format!("bench-{}-{}", args.job, std::process::id()));
+    let mut config = StreamsConfig::new(&format!("bench-{}-{}", args.job, std::process::id()))
+        .guarantee(args.guarantee);
     config.until_end = true;
     config.num_threads = args.threads;
-    config.commit_interval = std::time::Duration::from_secs(5);
+    if args.guarantee == ProcessingGuarantee::AtLeastOnce {
+        config.commit_interval = std::time::Duration::from_secs(5);
+    }
     let started = Instant::now();
     let summary = App::new(topology, client, config).run(rt.handle())?;
     let seconds = started.elapsed().as_secs_f64();

@@ -20,6 +20,11 @@ pub struct RunArgs {
     /// closed (a batch run); without it the job runs until stopped.
     #[arg(long)]
     until_end: bool,
+    /// The processing guarantee, overriding the job file's `[job] guarantee`:
+    /// `at-least-once` or `exactly-once` (outputs, state and input offsets committed in one
+    /// transaction every 100 ms; a crash changes nothing a read_committed reader sees).
+    #[arg(long, value_name = "GUARANTEE")]
+    guarantee: Option<runnel_engine::ProcessingGuarantee>,
 }
 
 #[derive(Debug, Args)]
@@ -35,7 +40,10 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
 }
 
 pub async fn run(client: SharedLogClient, args: RunArgs) -> Result<()> {
-    let job = SqlJob::load(&args.job)?;
+    let mut job = SqlJob::load(&args.job)?;
+    if let Some(g) = args.guarantee {
+        job.plan.job.guarantee = g;
+    }
     let connectors = start_connectors(&client, &job).await?;
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} generating inputs: {pos} events ({per_sec})")
@@ -51,9 +59,10 @@ pub async fn run(client: SharedLogClient, args: RunArgs) -> Result<()> {
         stop.store(true, Ordering::SeqCst);
     });
     eprintln!(
-        "running job {} ({} statement(s)); dead letters go to {}",
+        "running job {} ({} statement(s), {}); dead letters go to {}",
         job.job().name,
         job.plan.statements.len(),
+        job.job().guarantee,
         job.job().dead_letter_topic
     );
     let handle = tokio::runtime::Handle::current();

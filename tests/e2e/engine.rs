@@ -106,6 +106,8 @@ fn repartition_four_partitions_give_the_results_of_one_and_of_brute_force() {
 }
 
 const CHILD_ENV: &str = "RUNNEL_ENGINE_CHILD_DIR";
+/// The child's processing guarantee (`exactly-once`, or at-least-once when unset).
+const CHILD_GUARANTEE_ENV: &str = "RUNNEL_ENGINE_CHILD_GUARANTEE";
 const RECOVERY_EVENTS: u64 = 1_000_000;
 
 /// Runs only inside the child started by `ride_windows_survive_sigkill`: the ride-hailing job
@@ -126,9 +128,15 @@ fn engine_child() {
         log = Log::open(&dir);
     }
     let client: SharedLogClient = Arc::new(log.unwrap());
-    let mut cfg = StreamsConfig::new("recovery");
+    let guarantee = match std::env::var(CHILD_GUARANTEE_ENV) {
+        Ok(g) => g.parse().unwrap(),
+        Err(_) => ProcessingGuarantee::AtLeastOnce,
+    };
+    let mut cfg = StreamsConfig::new("recovery").guarantee(guarantee);
     cfg.until_end = true;
-    cfg.commit_interval = Duration::from_millis(200);
+    if guarantee == ProcessingGuarantee::AtLeastOnce {
+        cfg.commit_interval = Duration::from_millis(200);
+    }
     println!("\nstarted");
     std::io::stdout().flush().unwrap();
     App::new(rides::speed_per_region("rides", "out"), client, cfg)
@@ -139,6 +147,51 @@ fn engine_child() {
 
 #[test]
 fn ride_windows_survive_sigkill() {
+    let (emitted, kills) = ride_windows_after_kills("at-least-once");
+    let recovered = final_windows(emitted);
+    let expected = brute_force(RECOVERY_EVENTS);
+    assert_eq!(
+        recovered.len(),
+        expected.len(),
+        "every window, once the input is consumed"
+    );
+    for ((region, start), (count, sum, max)) in expected {
+        let w = &recovered[&(region.clone(), start)];
+        assert_eq!(
+            (w.count, w.max_speed),
+            (count, max),
+            "window {region} {start} after {kills} kills"
+        );
+        assert!((w.avg_speed - sum / count as f64).abs() < 1e-9);
+    }
+}
+
+/// Under exactly-once every window is emitted exactly once (emit on close), whatever the kills:
+/// a `read_committed` reader of the output sees no repeat.
+#[test]
+fn ride_windows_are_emitted_exactly_once_through_sigkills() {
+    let (emitted, kills) = ride_windows_after_kills("exactly-once");
+    let expected = brute_force(RECOVERY_EVENTS);
+    assert_eq!(
+        emitted.len(),
+        expected.len(),
+        "each window once after {kills} kills"
+    );
+    let recovered = final_windows(emitted);
+    for ((region, start), (count, sum, max)) in expected {
+        let w = &recovered[&(region.clone(), start)];
+        assert_eq!(
+            (w.count, w.max_speed),
+            (count, max),
+            "window {region} {start}"
+        );
+        assert!((w.avg_speed - sum / count as f64).abs() < 1e-9);
+    }
+}
+
+/// Runs the ride-hailing job in a child process under `guarantee`, SIGKILLed at random moments
+/// at least five times, then to the end; returns the windows it emitted and the kill count.
+fn ride_windows_after_kills(guarantee: &str) -> (Vec<(String, RegionWindow)>, u32) {
     let dir = tempfile::tempdir().unwrap();
     {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -163,6 +216,7 @@ fn ride_windows_survive_sigkill() {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, dir.path())
+            .env(CHILD_GUARANTEE_ENV, guarantee)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("child.log")).unwrap())
             .spawn()
@@ -202,22 +256,7 @@ fn ride_windows_survive_sigkill() {
     let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
     let emitted: Vec<(String, RegionWindow)> =
         rt.block_on(rides::read_json(&client, "out")).unwrap();
-    let recovered = final_windows(emitted);
-    let expected = brute_force(RECOVERY_EVENTS);
-    assert_eq!(
-        recovered.len(),
-        expected.len(),
-        "every window, once the input is consumed"
-    );
-    for ((region, start), (count, sum, max)) in expected {
-        let w = &recovered[&(region.clone(), start)];
-        assert_eq!(
-            (w.count, w.max_speed),
-            (count, max),
-            "window {region} {start} after {kills} kills"
-        );
-        assert!((w.avg_speed - sum / count as f64).abs() < 1e-9);
-    }
+    (emitted, kills)
 }
 
 #[test]

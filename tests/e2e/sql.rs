@@ -829,6 +829,7 @@ fn runnel_run_and_explain_from_the_command_line() {
         "Aggregate by",
         "Sub-topology",
         "Session",
+        "Guarantee: exactly-once (commit interval 100ms)",
     ] {
         assert!(text.contains(want), "explain lacks {want:?}:\n{text}");
     }

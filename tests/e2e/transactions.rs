@@ -250,7 +250,11 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
 
 #[test]
 fn confluent_kafka_transactions_against_the_broker() {
-    let Some(py) = crate::broker::python("transactions") else {
+    interop_transactions("confluent");
+}
+
+fn interop_transactions(client: &str) {
+    let Some(py) = crate::broker::python(&format!("{client} transactions")) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -259,7 +263,7 @@ fn confluent_kafka_transactions_against_the_broker() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/transactions.py");
     let out = std::process::Command::new(py)
         .arg(script)
-        .args([broker.addr.as_str(), "txn"])
+        .args([broker.addr.as_str(), "txn", client])
         .output()
         .expect("run transactions.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -269,4 +273,200 @@ fn confluent_kafka_transactions_against_the_broker() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{}", stdout.trim());
+}
+
+const EOS_EVENTS: u64 = 300_000;
+
+/// The stateless SQL reference job's file, with the guarantee given.
+fn stateless_job(dir: &std::path::Path, guarantee: &str) -> std::path::PathBuf {
+    let path = dir.join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[job]
+name = "eos"
+guarantee = "{guarantee}"
+sql = "INSERT INTO out SELECT driver_id, region, speed * 3.6 AS kmh FROM rides WHERE speed > 5"
+
+[[input]]
+name = "rides"
+schema = "ts BIGINT, driver_id BIGINT, region VARCHAR, lat DOUBLE, lon DOUBLE, speed DOUBLE"
+event_time = "ts"
+watermark = "5 seconds"
+
+[[output]]
+name = "out"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// km/h in millionths: the engine's arithmetic may differ from Rust's in the last bit.
+fn micro(kmh: f64) -> i64 {
+    (kmh * 1e6).round() as i64
+}
+
+/// (driver, region, km/h) of every row the job must write for `rides`, sorted.
+fn expected_rows(rides: &[runnel::rides::Ride]) -> Vec<(u64, String, i64)> {
+    let mut rows: Vec<_> = rides
+        .iter()
+        .filter(|r| r.speed > 5.0)
+        .map(|r| {
+            (
+                u64::from(r.driver_id),
+                r.region.clone(),
+                micro(r.speed * 3.6),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn output_rows(values: &[serde_json::Value]) -> Vec<(u64, String, i64)> {
+    let mut rows: Vec<_> = values
+        .iter()
+        .map(|v| {
+            (
+                v["driver_id"].as_u64().unwrap(),
+                v["region"].as_str().unwrap().to_string(),
+                micro(v["kmh"].as_f64().unwrap()),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Runs `runnel [--bootstrap B] run job --until-end` and SIGKILLs it at random moments after
+/// it starts, at least five times, then lets it finish. Returns how often it was killed.
+fn kill_repeatedly(data: &std::path::Path, bootstrap: Option<&str>, job: &std::path::Path) -> u32 {
+    use rand::{Rng, SeedableRng};
+    use std::io::BufRead;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    let spawn = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runnel"));
+        match bootstrap {
+            Some(b) => cmd.args(["--bootstrap", b]),
+            None => cmd.arg("--data-dir").arg(data),
+        };
+        cmd.arg("run")
+            .arg(job)
+            .arg("--until-end")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut kills = 0;
+    for _ in 0..15 {
+        let mut child = spawn();
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while err.read_line(&mut line).unwrap() > 0 && !line.contains("running job") {
+            line.clear();
+        }
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        std::thread::sleep(Duration::from_millis(rng.random_range(10..250)));
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the job failed");
+            if kills >= 5 {
+                return kills;
+            }
+            continue;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        if kills >= 5 {
+            break;
+        }
+    }
+    let status = spawn().wait().unwrap();
+    assert!(status.success(), "the last run failed");
+    kills
+}
+
+/// The issue's scenario: a stateless SQL job under exactly-once, SIGKILLed at random moments
+/// at least five times and then run to the end, leaves every expected row exactly once in its
+/// output as a `read_committed` reader sees it.
+#[test]
+fn an_exactly_once_sql_job_killed_repeatedly_writes_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rides = {
+        let client: SharedLogClient = std::sync::Arc::new(Log::open(&data).unwrap());
+        rt.block_on(runnel::rides::produce_rides(
+            &client,
+            "rides",
+            4,
+            EOS_EVENTS,
+            |_| {},
+        ))
+        .unwrap();
+        rt.block_on(runnel::rides::read_json::<runnel::rides::Ride>(
+            &client, "rides",
+        ))
+        .unwrap()
+    };
+    let rides: Vec<_> = rides.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(rides.len() as u64, EOS_EVENTS);
+    let job = stateless_job(dir.path(), "exactly-once");
+    let kills = kill_repeatedly(&data, None, &job);
+    assert!(
+        kills >= 5,
+        "the job finished before it was killed 5 times ({kills})"
+    );
+    let client: SharedLogClient = std::sync::Arc::new(Log::open(&data).unwrap());
+    let out: Vec<(String, serde_json::Value)> = rt
+        .block_on(runnel::rides::read_json(&client, "out"))
+        .unwrap();
+    let got = output_rows(&out.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+    let want = expected_rows(&rides);
+    assert_eq!(got.len(), want.len(), "rows after {kills} kills");
+    let differ = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert!(
+        differ.is_none(),
+        "the rows differ from the expected ones after {kills} kills, first at {differ:?}: {:?} vs {:?}",
+        differ.map(|i| &got[i]),
+        differ.map(|i| &want[i])
+    );
+}
+
+/// The same through `runnel broker`: the job runs with `--bootstrap`, so its transactions,
+/// transactional offsets and `read_committed` reads go over Kafka's protocol.
+#[test]
+fn an_exactly_once_sql_job_over_the_broker_killed_repeatedly_writes_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::BrokerProc::start(&dir.path().join("data"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = rt.block_on(async {
+        runnel::broker::client::RemoteLog::connect(&broker.addr)
+            .await
+            .unwrap()
+    });
+    let rides = rt.block_on(async {
+        runnel::rides::produce_rides(&client, "rides", 4, EOS_EVENTS / 3, |_| {})
+            .await
+            .unwrap();
+        runnel::rides::read_json::<runnel::rides::Ride>(&client, "rides")
+            .await
+            .unwrap()
+    });
+    let rides: Vec<_> = rides.into_iter().map(|(_, r)| r).collect();
+    let job = stateless_job(dir.path(), "exactly-once");
+    let kills = kill_repeatedly(dir.path(), Some(&broker.addr), &job);
+    assert!(
+        kills >= 5,
+        "the job finished before it was killed 5 times ({kills})"
+    );
+    let out: Vec<(String, serde_json::Value)> = rt
+        .block_on(runnel::rides::read_json(&client, "out"))
+        .unwrap();
+    let got = output_rows(&out.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+    assert_eq!(got, expected_rows(&rides), "rows after {kills} kills");
 }

@@ -27,6 +27,7 @@
 
 use super::row::Format;
 use crate::error::{EngineError, Result};
+use crate::runtime::ProcessingGuarantee;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::sql::sqlparser::ast::{DataType as SqlType, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -53,6 +54,8 @@ struct FileToml {
 struct JobToml {
     name: String,
     sql: Spanned<String>,
+    /// `"at-least-once"` (the default) or `"exactly-once"`.
+    guarantee: Option<Spanned<String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -129,6 +132,8 @@ pub struct JobFile {
     pub inputs: Vec<InputDecl>,
     pub outputs: Vec<OutputDecl>,
     pub sql: String,
+    /// The processing guarantee (`[job] guarantee`; `runnel run --guarantee` overrides it).
+    pub guarantee: ProcessingGuarantee,
     /// Byte offset of the SQL text in the file (for error positions).
     sql_offset: usize,
     pub connectors: Vec<toml::Table>,
@@ -213,6 +218,13 @@ impl JobFile {
             })
             .collect();
         let sql_offset = string_content_start(source, file.job.sql.span());
+        let guarantee = match &file.job.guarantee {
+            Some(g) => g
+                .get_ref()
+                .parse()
+                .map_err(|e: EngineError| place.error(g.span().start, e))?,
+            None => ProcessingGuarantee::AtLeastOnce,
+        };
         Ok(JobFile {
             path: path.to_path_buf(),
             source: source.to_string(),
@@ -221,6 +233,7 @@ impl JobFile {
             inputs,
             outputs,
             sql: file.job.sql.into_inner(),
+            guarantee,
             sql_offset,
             connectors: file.connector,
         })

@@ -86,6 +86,14 @@ impl SqlJob {
             }
             out.push('\n');
         }
+        let _ = writeln!(
+            out,
+            "Guarantee: {} (commit interval {:?})\n",
+            self.job().guarantee,
+            StreamsConfig::new("")
+                .guarantee(self.job().guarantee)
+                .commit_interval
+        );
         out.push_str(&self.topology.describe());
         out
     }
@@ -157,7 +165,7 @@ impl SqlJob {
     /// The application running this job (`until_end`: stop once the inputs are consumed and
     /// every window closed).
     pub fn app(&self, client: SharedLogClient, until_end: bool) -> Result<App> {
-        let mut config = StreamsConfig::new(&self.job().name);
+        let mut config = StreamsConfig::new(&self.job().name).guarantee(self.job().guarantee);
         config.until_end = until_end;
         Ok(App::new(build::build(&self.plan)?, client, config))
     }
