@@ -77,6 +77,15 @@ pub fn for_log_error(e: &LogError) -> i16 {
     }
 }
 
+/// The code for a refused Produce: Produce's versions before PRODUCER_FENCED existed expect
+/// INVALID_PRODUCER_EPOCH for a fenced transactional producer, as Kafka answers them.
+pub fn for_produce(e: &LogError) -> i16 {
+    match for_log_error(e) {
+        PRODUCER_FENCED => INVALID_PRODUCER_EPOCH,
+        code => code,
+    }
+}
+
 /// A short name for a code, for error messages on the client side.
 pub fn name(code: i16) -> &'static str {
     match code {
@@ -113,6 +122,12 @@ pub fn name(code: i16) -> &'static str {
         INVALID_PRODUCER_EPOCH => "INVALID_PRODUCER_EPOCH",
         KAFKA_STORAGE_ERROR => "KAFKA_STORAGE_ERROR",
         GROUP_ID_NOT_FOUND => "GROUP_ID_NOT_FOUND",
+        INVALID_TXN_STATE => "INVALID_TXN_STATE",
+        INVALID_PRODUCER_ID_MAPPING => "INVALID_PRODUCER_ID_MAPPING",
+        INVALID_TRANSACTION_TIMEOUT => "INVALID_TRANSACTION_TIMEOUT",
+        CONCURRENT_TRANSACTIONS => "CONCURRENT_TRANSACTIONS",
+        PRODUCER_FENCED => "PRODUCER_FENCED",
+        TRANSACTIONAL_ID_NOT_FOUND => "TRANSACTIONAL_ID_NOT_FOUND",
         _ => "see Kafka's protocol guide",
     }
 }
@@ -138,6 +153,12 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::InitProducerId => "InitProducerId",
         ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+        ApiKey::EndTxn => "EndTxn",
+        ApiKey::DescribeTransactions => "DescribeTransactions",
+        ApiKey::ListTransactions => "ListTransactions",
         _ => "Unsupported",
     }
 }

@@ -253,6 +253,11 @@ fn confluent_kafka_transactions_against_the_broker() {
     interop_transactions("confluent");
 }
 
+#[test]
+fn kafka_python_transactions_against_the_broker() {
+    interop_transactions("kafka-python");
+}
+
 fn interop_transactions(client: &str) {
     let Some(py) = crate::broker::python(&format!("{client} transactions")) else {
         return;
@@ -469,4 +474,95 @@ fn an_exactly_once_sql_job_over_the_broker_killed_repeatedly_writes_each_row_onc
         .unwrap();
     let got = output_rows(&out.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
     assert_eq!(got, expected_rows(&rides), "rows after {kills} kills");
+}
+
+/// `runnel broker` SIGKILLed with transactions open: after the restart the committed one is
+/// intact, the open ones stay invisible to `read_committed` until their producer re-initialises
+/// (one) or their timeout passes (the other), and then the last stable offset is the end.
+#[test]
+fn the_broker_killed_with_open_transactions_aborts_them_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The network client's producers start their sender tasks on it.
+    let _runtime = rt.enter();
+    let broker = crate::broker::BrokerProc::start(&data);
+    let addr = broker.addr.clone();
+    let connect = |addr: &str| -> SharedLogClient {
+        rt.block_on(runnel::broker::client::RemoteLog::connect(addr))
+            .unwrap()
+    };
+    let client = connect(&addr);
+    let producer = |client: &SharedLogClient, id: &str, timeout_ms: u64| {
+        client.producer(ProducerConfig {
+            transactional_id: Some(id.into()),
+            transaction_timeout: Duration::from_millis(timeout_ms),
+            ..Default::default()
+        })
+    };
+    let tp = TopicPartition::new("t", 0);
+    rt.block_on(async {
+        client
+            .ensure_topic("t", &TopicConfig::default())
+            .await
+            .unwrap();
+        let committed = producer(&client, "committed", 60_000);
+        committed.init_transactions().await.unwrap();
+        committed.begin_transaction().unwrap();
+        for i in 0..10 {
+            let v = format!("c{i}");
+            committed
+                .send(ProducerRecord::new("t", v.as_bytes()))
+                .await
+                .unwrap();
+        }
+        committed.commit_transaction().await.unwrap();
+        for (id, timeout) in [("reinit", 60_000), ("times-out", 3_000)] {
+            let open = producer(&client, id, timeout);
+            open.init_transactions().await.unwrap();
+            open.begin_transaction().unwrap();
+            for i in 0..5 {
+                let v = format!("{id}{i}");
+                open.send(ProducerRecord::new("t", v.as_bytes()))
+                    .await
+                    .unwrap();
+            }
+            open.flush().await.unwrap();
+        }
+    });
+    broker.kill();
+    let broker = crate::broker::BrokerProc::start_at(&data, &addr);
+    let client = connect(&broker.addr);
+    let committed: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+    // Right after the restart: the committed records, nothing of the open transactions.
+    let seen = rt.block_on(async {
+        let mut c = client.consumer(ConsumerConfig::default());
+        c.assign(vec![tp.clone()]).unwrap();
+        c.seek(&tp, 0).unwrap();
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            for r in c.poll(Duration::from_millis(200)).await.unwrap() {
+                seen.push(String::from_utf8(r.record.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        seen
+    });
+    assert_eq!(seen, committed, "read_committed right after the restart");
+    // The re-initialising producer aborts its own leftover transaction; the other one is
+    // aborted at its timeout. A read_committed reader reaches the end only once both are.
+    rt.block_on(producer(&client, "reinit", 60_000).init_transactions())
+        .unwrap();
+    let all = rt
+        .block_on(tokio::time::timeout(
+            Duration::from_secs(30),
+            runnel::rides::read_raw(&client, "t"),
+        ))
+        .expect("the last stable offset reached the end")
+        .unwrap();
+    let values: Vec<String> = all
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, committed, "after both aborts");
 }

@@ -1,13 +1,15 @@
 """Kafka transactions against a Kafka-compatible broker with confluent-kafka (librdkafka).
 Driven by tests/e2e/transactions.rs.
 
-usage: transactions.py BOOTSTRAP TOPIC
+usage: transactions.py BOOTSTRAP TOPIC [kafka-python]
   A transactional producer commits a transaction of 100 records, aborts one of 50, and commits
   one of 30 whose consumed offsets go in with send_offsets_to_transaction; a read_committed
   consumer sees exactly the 130 committed records, in order; a read_uncommitted one sees all
   180; the group's committed offset is the one sent in the committed transaction. A second
   producer with the same transactional.id fences the first: its next transaction fails with
   the fencing error.
+With `kafka-python`, kafka-python's transactional producer commits 20 records, aborts 10 and
+commits 5 more; a read_committed consumer sees exactly the 25 committed ones, in order.
 Prints "ok ..." and exits 0 on success; prints what differs and exits 1 otherwise."""
 import sys
 import time
@@ -16,6 +18,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 BOOTSTRAP, TOPIC = sys.argv[1:3]
+CLIENT = sys.argv[3] if len(sys.argv) > 3 else "confluent"
 
 
 def fail(msg):
@@ -54,6 +57,28 @@ def read_all(isolation, expected, group=None):
 
 admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
 admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])[TOPIC].result()
+
+if CLIENT == "kafka-python":
+    from kafka import KafkaProducer
+
+    kp = KafkaProducer(bootstrap_servers=BOOTSTRAP, transactional_id="kp-txn")
+    kp.init_transactions()
+    for prefix, n, commit in [("k", 20, True), ("x", 10, False), ("m", 5, True)]:
+        kp.begin_transaction()
+        for i in range(n):
+            kp.send(TOPIC, f"{prefix}{i}".encode())
+        if commit:
+            kp.commit_transaction()
+        else:
+            kp.flush()
+            kp.abort_transaction()
+    kp.close()
+    got = read_all("read_committed", 25)
+    want = [f"k{i}" for i in range(20)] + [f"m{i}" for i in range(5)]
+    if got != want:
+        fail(f"read_committed saw {got[:30]}")
+    print("ok kafka-python committed=25 aborted=10")
+    sys.exit(0)
 
 p = producer("txn-interop")
 p.begin_transaction()

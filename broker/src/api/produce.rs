@@ -23,11 +23,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use runnel_log::batch;
-use runnel_log::{LogError, Partition};
+use runnel_log::{Log, LogError, Partition};
 use std::sync::Arc;
 
 /// Appends one partition's records; returns (error code, base offset).
-fn append_partition(partition: Arc<Partition>, records: Bytes) -> (i16, i64) {
+fn append_partition(log: &Log, partition: Arc<Partition>, records: Bytes) -> (i16, i64) {
     let mut batches = Vec::new();
     let mut at = 0;
     // Headers only: the CRC is checked once, by the append.
@@ -55,6 +55,18 @@ fn append_partition(partition: Arc<Partition>, records: Bytes) -> (i16, i64) {
     }
     if batches.is_empty() {
         return (codes::CORRUPT_MESSAGE, -1);
+    }
+    // A transactional batch must belong to an open transaction that added this partition.
+    if let Some((h, _)) = batches.iter().find(|(h, _)| h.is_transactional()) {
+        let tp = runnel_log::TopicPartition::new(&*partition.topic, partition.id);
+        if let Err(e) = log
+            .transactions()
+            .check_produce(h.producer_id, h.producer_epoch, &tp)
+        {
+            tracing::debug!(topic = %partition.topic, partition = partition.id, error = %e,
+                "refused a transactional batch");
+            return (codes::for_produce(&e), -1);
+        }
     }
     let from_producer = batches.iter().any(|(h, _)| h.producer_id >= 0);
     let batches = batches.into_iter().map(|(_, b)| b).collect();
@@ -94,7 +106,8 @@ pub(crate) async fn produce(b: &Broker, r: ProduceRequest) -> Option<ProduceResp
                 });
             let task = match (part, p.records) {
                 (Ok(partition), Some(records)) => {
-                    Ok(blocking(move || append_partition(partition, records)))
+                    let log = b.log.clone();
+                    Ok(blocking(move || append_partition(&log, partition, records)))
                 }
                 (Ok(_), None) => Err(codes::CORRUPT_MESSAGE),
                 (Err(e), _) => Err(codes::for_log_error(&e)),

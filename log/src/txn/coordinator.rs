@@ -44,6 +44,8 @@ pub struct TransactionCoordinator {
     /// `__transaction_state`, created on the first transactional id.
     state_partition: OnceLock<Arc<Partition>>,
     txns: Mutex<HashMap<String, Entry>>,
+    /// Producer id → its transactional id, for checking a produce against its transaction.
+    by_producer: Mutex<HashMap<i64, String>>,
     next_producer_id: AtomicI64,
 }
 
@@ -83,8 +85,13 @@ impl TransactionCoordinator {
         if let Some(p) = state_partition {
             let _ = cell.set(p);
         }
+        let by_producer = txns
+            .iter()
+            .map(|(id, m)| (m.producer_id, id.clone()))
+            .collect();
         Ok(Self {
             state_partition: cell,
+            by_producer: Mutex::new(by_producer),
             txns: Mutex::new(
                 txns.into_iter()
                     .map(|(k, v)| (k, Arc::new(Mutex::new(v))))
@@ -178,6 +185,9 @@ impl TransactionCoordinator {
         } else {
             m.epoch += 1;
         }
+        self.by_producer
+            .lock()
+            .insert(m.producer_id, id.to_string());
         m.timeout_ms = timeout_ms;
         m.status = TxnStatus::Empty;
         m.last_update_ms = now_ms();
@@ -306,6 +316,27 @@ impl TransactionCoordinator {
                 tracing::error!(transactional_id = %id, error = %e, "cannot abort a timed-out transaction");
             }
         }
+    }
+
+    /// Whether a transactional batch of `producer_id` at `epoch` may be appended to `tp`: its
+    /// transaction is open at that epoch and has added `tp`. The broker checks this before a
+    /// client's transactional produce, so that a fenced or timed-out producer cannot open a
+    /// transaction in a partition that no marker would ever end (a hanging transaction).
+    pub fn check_produce(&self, producer_id: i64, epoch: i16, tp: &TopicPartition) -> Result<()> {
+        let id = self.by_producer.lock().get(&producer_id).cloned();
+        let Some(id) = id else {
+            return Err(txn_error(
+                &format!("(producer {producer_id})"),
+                TxnErrorKind::InvalidProducerIdMapping,
+            ));
+        };
+        let entry = self.entry(&id)?;
+        let m = entry.lock();
+        check_producer(&id, &m, producer_id, epoch)?;
+        if m.status != TxnStatus::Ongoing || !m.partitions.contains(tp) {
+            return Err(txn_error(&id, TxnErrorKind::InvalidTxnState));
+        }
+        Ok(())
     }
 
     /// DescribeTransactions / ListTransactions: the state of one id, or of all.
