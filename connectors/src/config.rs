@@ -16,6 +16,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "errors.tolerance",
     "errors.deadletterqueue.topic.name",
     "errors.log.enable",
+    "exactly.once.support",
 ];
 
 /// A connector's configuration: its name, class, and every key as given.
@@ -105,6 +106,18 @@ impl ConnectorConfig {
     }
 
     /// `errors.tolerance = all`: a bad record goes to the dead-letter topic, the rest go on.
+    /// `exactly.once.support` (KIP-618): `required` (or `requested`) writes a source's records
+    /// and its source offsets in one transaction per poll; `none`/absent is at-least-once.
+    pub fn exactly_once(&self) -> Result<bool> {
+        match self.get("exactly.once.support").unwrap_or("none") {
+            "none" => Ok(false),
+            "required" | "requested" => Ok(true),
+            v => Err(self.error(format!(
+                "exactly.once.support = {v:?}: use required, requested or none"
+            ))),
+        }
+    }
+
     pub fn tolerates_errors(&self) -> Result<bool> {
         match self.get("errors.tolerance").unwrap_or("none") {
             "none" => Ok(false),

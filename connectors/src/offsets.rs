@@ -23,18 +23,18 @@ pub async fn load(client: &SharedLogClient) -> Result<Offsets> {
     };
     client.ensure_topic(OFFSETS_TOPIC, &cfg).await?;
     let tp = TopicPartition::new(OFFSETS_TOPIC, 0);
-    let end = client.end_offsets(std::slice::from_ref(&tp)).await?[0];
+    // Offsets written by an open transaction (an exactly-once source that died) are not
+    // committed: read what is, without waiting for that transaction to end.
+    let end = client.stable_offsets(std::slice::from_ref(&tp)).await?[0];
     let mut consumer = client.consumer(ConsumerConfig {
         auto_offset_reset: OffsetReset::Earliest,
         enable_auto_commit: false,
         ..Default::default()
     });
-    consumer.assign(vec![tp])?;
+    consumer.assign(vec![tp.clone()])?;
     let mut offsets = Offsets::new();
-    let mut position = 0;
-    while position < end {
+    while consumer.position(&tp).unwrap_or(0) < end {
         for r in consumer.poll(Duration::from_millis(200)).await? {
-            position = r.record.offset + 1;
             let Some(key) = r.record.key.as_deref() else {
                 continue;
             };

@@ -5,7 +5,10 @@
 //!
 //! Source tasks: poll, send, flush the producer, then store the offsets in
 //! `__connect_offsets` (at-least-once: a crash resends at most the records since the last
-//! stored offset). Sink tasks: read with the consumer group `connect-<name>`, put, flush, then
+//! stored offset). With `exactly.once.support = required` (KIP-618) the task's producer is
+//! transactional (`connect-<name>`): each poll's records and their source offsets are one
+//! transaction, and a restarted task fences the one before, aborts what it left open and
+//! starts from the offsets committed with the records. Sink tasks: read with the consumer group `connect-<name>`, put, flush, then
 //! commit. Under `errors.tolerance = all` a record that cannot be converted goes to
 //! `errors.deadletterqueue.topic.name` with the error and its origin in headers.
 
@@ -56,6 +59,9 @@ pub struct Worker {
 }
 
 const POLL_IDLE: Duration = Duration::from_millis(100);
+/// An exactly-once source's transaction timeout: how long a dead task's open transaction can
+/// hold `read_committed` readers of its topics back when nothing restarts it.
+const SOURCE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Worker {
     pub async fn new(client: SharedLogClient) -> Result<Self> {
@@ -258,9 +264,23 @@ async fn run_source(
         .map(str::to_string);
     let chain = Chain::from_config(config)?;
     let converters = Converters::from_config(config)?;
+    let exactly_once = config.exactly_once()?;
+    let producer = worker.client.producer(ProducerConfig {
+        transactional_id: exactly_once.then(|| format!("connect-{name}")),
+        transaction_timeout: SOURCE_TRANSACTION_TIMEOUT,
+        ..Default::default()
+    });
+    if exactly_once {
+        // Fences a previous task and aborts its open transaction, whose offsets the worker
+        // never counted; then the offsets are those committed with their records.
+        producer.init_transactions().await?;
+        let committed = offsets::load(&worker.client).await?;
+        let mut all = worker.offsets.lock().await;
+        all.retain(|(n, _), _| *n != name);
+        all.extend(committed.into_iter().filter(|((n, _), _)| *n == name));
+    }
     let stored = worker.offsets(&name).await;
     source.start(&stored).await?;
-    let producer = worker.client.producer(ProducerConfig::default());
     let mut ensured: Vec<String> = Vec::new();
     loop {
         wait_running(control).await;
@@ -268,6 +288,9 @@ async fn run_source(
         if records.is_empty() {
             tokio::time::sleep(POLL_IDLE).await;
             continue;
+        }
+        if exactly_once {
+            producer.begin_transaction()?;
         }
         let mut last: BTreeMap<String, (serde_json::Value, serde_json::Value)> = BTreeMap::new();
         for r in &records {
@@ -349,10 +372,15 @@ async fn run_source(
                 (r.partition.clone(), r.offset.clone()),
             );
         }
-        // The records are durable before their offsets are.
-        producer.flush().await?;
-        offsets::store(&*producer, &name, &last).await?;
-        producer.flush().await?;
+        if exactly_once {
+            offsets::store(&*producer, &name, &last).await?;
+            producer.commit_transaction().await?;
+        } else {
+            // The records are durable before their offsets are.
+            producer.flush().await?;
+            offsets::store(&*producer, &name, &last).await?;
+            producer.flush().await?;
+        }
         let mut all = worker.offsets.lock().await;
         for (p, (_, o)) in last {
             all.insert((name.clone(), p), o);

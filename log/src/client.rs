@@ -35,6 +35,13 @@ pub trait LogClient: Send + Sync {
     async fn partition_count(&self, topic: &str) -> Result<Option<u32>>;
     /// The end offset (high watermark) of each partition, in the order asked.
     async fn end_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>>;
+    /// Where `read_committed` readers of each partition stop now: the first offset of the
+    /// oldest open transaction, or the end offset when none is open. A reader that wants
+    /// "everything committed so far" reads to these, not to the end offsets, which an open
+    /// transaction would keep it from reaching.
+    async fn stable_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>> {
+        self.end_offsets(partitions).await
+    }
     /// The log start offset of each partition (the records below it were deleted by
     /// retention), in the order asked.
     async fn start_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>>;
@@ -193,6 +200,13 @@ impl LogClient for Log {
         partitions
             .iter()
             .map(|tp| Ok(self.partition(tp)?.log_start_offset()))
+            .collect()
+    }
+
+    async fn stable_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>> {
+        partitions
+            .iter()
+            .map(|tp| Ok(self.partition(tp)?.last_stable_offset()))
             .collect()
     }
 

@@ -330,6 +330,70 @@ fn a_file_source_over_a_broker_stores_what_the_embedded_log_stores() {
     );
 }
 
+/// KIP-618: a file source with `exactly.once.support = required` over `runnel broker`, its
+/// worker SIGKILLed at random moments five times and then left to finish: the topic, read
+/// committed, holds every line exactly once, in order.
+#[test]
+fn an_exactly_once_file_source_killed_repeatedly_stores_each_line_once() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::BrokerProc::start(&dir.path().join("broker"));
+    let input = dir.path().join("in.jsonl");
+    let expected = write_lines(&input, 0, 100_000);
+    let worker_file = dir.path().join("worker.toml");
+    std::fs::write(
+        &worker_file,
+        format!(
+            "[[connector]]\nname = \"in\"\n\"connector.class\" = \"FileStreamSource\"\nfile = \"{}\"\ntopic = \"lines\"\nformat = \"json\"\n\"errors.tolerance\" = \"all\"\n\"exactly.once.support\" = \"required\"\n\"batch.max.lines\" = 500\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args([
+                "--bootstrap",
+                &broker.addr,
+                "connect",
+                "--rest",
+                "127.0.0.1:0",
+            ])
+            .arg(&worker_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = rt
+        .block_on(runnel::broker::RemoteLog::connect(&broker.addr))
+        .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(618);
+    for _ in 0..5 {
+        let mut worker = spawn();
+        // A random moment of the copy (the kill, not an assertion, waits on the clock).
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+    let mut worker = spawn();
+    let mut got = Vec::new();
+    wait_for("every line in the broker", || {
+        got = rt
+            .block_on(runnel::rides::read_raw(&client, "lines"))
+            .unwrap_or_default();
+        got.len() >= expected.len()
+    });
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let values: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values.len(), expected.len(), "no line twice, none missing");
+    assert!(values == expected, "the lines, in order, once each");
+}
+
 /// The database at `env` (default `default`), or `None` (the test is skipped) when it is not
 /// reachable and `RUNNEL_REQUIRE_SERVICES` is not set.
 fn database(env: &str, default: &str) -> Option<String> {

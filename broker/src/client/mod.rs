@@ -100,9 +100,19 @@ pub(crate) async fn list_offsets(
     partitions: &[TopicPartition],
     timestamp: i64,
 ) -> Result<Vec<u64>, BrokerError> {
+    list_offsets_isolated(cluster, partitions, timestamp, 0).await
+}
+
+/// [`list_offsets`] at an isolation level (1: read_committed, for which latest is the LSO).
+async fn list_offsets_isolated(
+    cluster: &Cluster,
+    partitions: &[TopicPartition],
+    timestamp: i64,
+    isolation: i8,
+) -> Result<Vec<u64>, BrokerError> {
     cluster
         .retry("ListOffsets", RETRY_FOR, || {
-            list_offsets_once(cluster, partitions, timestamp)
+            list_offsets_once(cluster, partitions, timestamp, isolation)
         })
         .await
 }
@@ -111,6 +121,7 @@ async fn list_offsets_once(
     cluster: &Cluster,
     partitions: &[TopicPartition],
     timestamp: i64,
+    isolation: i8,
 ) -> Result<Vec<u64>, BrokerError> {
     let mut found = BTreeMap::new();
     for (addr, tps) in cluster.by_leader(partitions).await? {
@@ -126,6 +137,7 @@ async fn list_offsets_once(
         }
         let req = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation)
             .with_topics(
                 topics
                     .into_iter()
@@ -296,6 +308,11 @@ impl LogClient for RemoteLog {
 
     async fn start_offsets(&self, partitions: &[TopicPartition]) -> runnel_log::Result<Vec<u64>> {
         Ok(self.list_offsets(partitions, -2).await?)
+    }
+
+    async fn stable_offsets(&self, partitions: &[TopicPartition]) -> runnel_log::Result<Vec<u64>> {
+        // ListOffsets latest with isolation level 1 is the last stable offset.
+        Ok(list_offsets_isolated(&self.cluster, partitions, -1, 1).await?)
     }
 
     async fn committed_offsets(
