@@ -61,6 +61,12 @@ pub trait Sink: Send {
     fn durable_offsets(&mut self) -> Option<Vec<(TopicPartition, u64)>> {
         None
     }
+    /// For sinks that keep the consumed offsets with the data (exactly-once): the next offset
+    /// to read per partition, as stored, which the worker resumes from instead of the consumer
+    /// group's. `None`: the sink keeps none (the default), so it cannot run exactly-once.
+    async fn stored_offsets(&mut self) -> Result<Option<Vec<(TopicPartition, u64)>>> {
+        Ok(None)
+    }
 }
 
 /// A connector instance of either kind.

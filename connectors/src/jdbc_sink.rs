@@ -12,13 +12,19 @@
 //! A batch the database refuses for its data is written again one record per transaction, and
 //! the records still refused are returned as [`Rejected`] (dead-letter topic or a failed task,
 //! naming topic, partition and offset).
+//!
+//! With `exactly.once.support = required` every transaction also stores the consumed offsets
+//! of its records in the target database ([`crate::jdbc_offsets`]), and the worker resumes
+//! from them: each record is in the table exactly once after any crash, even with
+//! `insert.mode = insert`.
 
 use crate::config::ConnectorConfig;
 use crate::connector::{Rejected, Sink};
 use crate::error::{ConnectError, Result};
 use crate::jdbc::{self, Dialect};
+use crate::jdbc_offsets::{self, TxnOffsets};
 use async_trait::async_trait;
-use runnel_log::ConsumerRecord;
+use runnel_log::{ConsumerRecord, TopicPartition};
 use serde_json::{Map, Value};
 use sqlx::AnyPool;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -68,6 +74,8 @@ pub struct JdbcSink {
     auto_evolve: bool,
     /// Per table, its columns as last seen (lowercase: MySQL's names ignore case).
     columns: HashMap<String, HashSet<String>>,
+    /// The connector's name when its offsets are kept in the database (exactly-once).
+    offsets_of: Option<String>,
 }
 
 impl JdbcSink {
@@ -129,6 +137,7 @@ impl JdbcSink {
             created: HashSet::new(),
             auto_evolve: c.parse_or("auto.evolve", false)?,
             columns: HashMap::new(),
+            offsets_of: c.exactly_once()?.then(|| c.name.clone()),
         })
     }
 
@@ -176,6 +185,7 @@ impl JdbcSink {
         table: &str,
         rows: Vec<Map<String, Value>>,
         deletes: Vec<Value>,
+        offsets: TxnOffsets,
     ) -> Result<()> {
         let (pool, columns, rows) = self.prepare(table, rows).await?;
         let d = self.dialect;
@@ -184,9 +194,14 @@ impl JdbcSink {
             && deletes.is_empty()
             && !rows.is_empty()
         {
-            return self.copy_job(table, &columns, &rows).await?.run().await;
+            return self
+                .copy_job(table, &columns, &rows, offsets)
+                .await?
+                .run()
+                .await;
         }
-        self.write_rows(&pool, table, &columns, rows, deletes).await
+        self.write_rows(&pool, table, &columns, rows, deletes, offsets)
+            .await
     }
 
     /// The table made or evolved as configured, the batch's columns, and its rows with one
@@ -287,6 +302,7 @@ impl JdbcSink {
         columns: &[String],
         rows: Vec<Map<String, Value>>,
         deletes: Vec<Value>,
+        offsets: TxnOffsets,
     ) -> Result<()> {
         let d = self.dialect;
         let mut tx = pool
@@ -350,6 +366,11 @@ impl JdbcSink {
                 .await
                 .map_err(|e| jdbc::db_error(&self.url, e))?;
         }
+        if let Some(connector) = &self.offsets_of {
+            jdbc_offsets::write_any(&mut tx, d, connector, &offsets)
+                .await
+                .map_err(|e| jdbc::db_error(&self.url, e))?;
+        }
         tx.commit().await.map_err(|e| jdbc::db_error(&self.url, e))
     }
 
@@ -366,6 +387,7 @@ impl JdbcSink {
         table: &str,
         columns: &[String],
         rows: &[Map<String, Value>],
+        offsets: TxnOffsets,
     ) -> Result<CopyJob> {
         let d = self.dialect;
         if self.pg.is_none() {
@@ -455,6 +477,7 @@ impl JdbcSink {
             direct,
             shortcut,
             text,
+            offsets: self.offsets_of.clone().map(|c| (c, offsets)),
         })
     }
 
@@ -495,7 +518,11 @@ impl JdbcSink {
         for index in rows {
             let r = &records[index];
             let Ok(Some(row)) = self.row(r) else { continue };
-            match self.write_table(table, vec![row], Vec::new()).await {
+            let offsets = jdbc_offsets::of_records(records, [index]);
+            match self
+                .write_table(table, vec![row], Vec::new(), offsets)
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if !data_error(&e) => return Err(e),
                 Err(e) => rejected.push(Rejected {
@@ -508,7 +535,11 @@ impl JdbcSink {
             }
         }
         for (index, key) in deletes {
-            match self.write_table(table, Vec::new(), vec![key]).await {
+            let offsets = jdbc_offsets::of_records(records, [index]);
+            match self
+                .write_table(table, Vec::new(), vec![key], offsets)
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if !data_error(&e) => return Err(e),
                 Err(e) => rejected.push(Rejected {
@@ -660,6 +691,8 @@ struct CopyJob {
     direct: String,
     shortcut: Shortcut,
     text: Vec<u8>,
+    /// (connector, offsets) to store in the same transaction (exactly-once).
+    offsets: Option<(String, TxnOffsets)>,
 }
 
 impl CopyJob {
@@ -683,13 +716,18 @@ impl CopyJob {
             let mut c = tx.copy_in_raw(&self.direct).await.map_err(err)?;
             c.send(self.text.as_slice()).await.map_err(err)?;
             c.finish().await.map_err(err)?;
-            return tx.commit().await.map_err(err);
+        } else {
+            sqlx::query(create).execute(&mut *tx).await.map_err(err)?;
+            let mut c = tx.copy_in_raw(copy).await.map_err(err)?;
+            c.send(self.text.as_slice()).await.map_err(err)?;
+            c.finish().await.map_err(err)?;
+            sqlx::query(insert).execute(&mut *tx).await.map_err(err)?;
         }
-        sqlx::query(create).execute(&mut *tx).await.map_err(err)?;
-        let mut c = tx.copy_in_raw(copy).await.map_err(err)?;
-        c.send(self.text.as_slice()).await.map_err(err)?;
-        c.finish().await.map_err(err)?;
-        sqlx::query(insert).execute(&mut *tx).await.map_err(err)?;
+        if let Some((connector, offsets)) = &self.offsets {
+            jdbc_offsets::write_pg(&mut tx, connector, offsets)
+                .await
+                .map_err(err)?;
+        }
         tx.commit().await.map_err(err)
     }
 }
@@ -844,9 +882,18 @@ impl Sink for JdbcSink {
                 let deletes: Vec<(usize, Value)> = batch.deletes;
                 let rows: Vec<Map<String, Value>> =
                     batch.rows.into_iter().map(|(_, r)| r).collect();
+                let offsets = jdbc_offsets::of_records(
+                    records,
+                    indices
+                        .iter()
+                        .copied()
+                        .chain(deletes.iter().map(|(i, _)| *i)),
+                );
                 if pipelined && deletes.is_empty() && !rows.is_empty() {
                     let job = match self.prepare(&table, rows).await {
-                        Ok((_, columns, rows)) => self.copy_job(&table, &columns, &rows).await,
+                        Ok((_, columns, rows)) => {
+                            self.copy_job(&table, &columns, &rows, offsets).await
+                        }
                         Err(e) => Err(e),
                     };
                     if let Some(prev) = inflight.take() {
@@ -877,7 +924,7 @@ impl Sink for JdbcSink {
                     self.finish(prev, records, &mut rejected).await?;
                 }
                 let keys: Vec<Value> = deletes.iter().map(|(_, k)| k.clone()).collect();
-                match self.write_table(&table, rows, keys).await {
+                match self.write_table(&table, rows, keys, offsets).await {
                     Ok(()) => {}
                     Err(e) if !data_error(&e) => return Err(e),
                     // Some record is bad for the table (a value of the wrong type, a missing
@@ -899,5 +946,14 @@ impl Sink for JdbcSink {
     async fn flush(&mut self) -> Result<()> {
         // Every put committed its own transaction.
         Ok(())
+    }
+
+    async fn stored_offsets(&mut self) -> Result<Option<Vec<(TopicPartition, u64)>>> {
+        let Some(connector) = self.offsets_of.clone() else {
+            return Ok(None);
+        };
+        let pool = self.pool().await?;
+        let stored = jdbc_offsets::load(&pool, &self.url, self.dialect, &connector).await?;
+        Ok(Some(stored))
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod file_sink;
 pub mod file_source;
 pub mod jdbc;
+pub mod jdbc_offsets;
 pub mod jdbc_sink;
 pub mod jdbc_source;
 pub mod offsets;

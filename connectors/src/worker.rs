@@ -488,14 +488,40 @@ async fn run_sink(
             .await?;
     }
     let producer = worker.client.producer(ProducerConfig::default());
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names)?;
+    let exactly_once = config.exactly_once()?;
+    if exactly_once {
+        // The sink's own offsets, committed with its data, decide where to resume: every
+        // partition is read by this task (no group membership, which could hand a partition
+        // to another member that does not know them).
+        let Some(stored) = sink.stored_offsets().await? else {
+            return Err(config.error(
+                "exactly.once.support: this sink cannot keep its offsets with its data; use none"
+                    .into(),
+            ));
+        };
+        let mut all = Vec::new();
+        for t in &topics {
+            let n = worker.client.partition_count(t).await?.unwrap_or(0);
+            all.extend((0..n).map(|p| TopicPartition::new(t, p)));
+        }
+        consumer.assign(all.clone())?;
+        for tp in &all {
+            let at = stored.iter().find(|(s, _)| s == tp).map_or(0, |(_, o)| *o);
+            consumer.seek(tp, at)?;
+        }
+        tracing::info!(connector = %name, partitions = all.len(), "resuming from the offsets stored with the data");
+        // The group's copy follows the sink's (lag and `groups describe` tell the truth).
+        commit_group(&mut *consumer, stored, true).await?;
+    } else {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+    }
     loop {
         wait_running(control).await;
         let records = consumer.poll(Duration::from_millis(200)).await?;
         if records.is_empty() {
             if let Some(durable) = sink.durable_offsets().filter(|d| !d.is_empty()) {
-                consumer.commit_offsets(durable).await?;
+                commit_group(&mut *consumer, durable, exactly_once).await?;
             }
             continue;
         }
@@ -584,7 +610,23 @@ async fn run_sink(
             None => next.into_iter().collect(),
         };
         if !commit.is_empty() {
-            consumer.commit_offsets(commit).await?;
+            commit_group(&mut *consumer, commit, exactly_once).await?;
         }
+    }
+}
+
+/// Commits a sink's offsets to its consumer group. Under exactly-once the offsets that count
+/// are in the sink's own store, so the group's copy (for `groups describe` and lag) may fail.
+async fn commit_group(
+    consumer: &mut dyn runnel_log::LogConsumer,
+    offsets: Vec<(TopicPartition, u64)>,
+    exactly_once: bool,
+) -> Result<()> {
+    match consumer.commit_offsets(offsets).await {
+        Err(e) if exactly_once => {
+            tracing::debug!(error = %e, "the consumer group did not take the sink's offsets");
+            Ok(())
+        }
+        r => Ok(r?),
     }
 }

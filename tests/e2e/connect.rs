@@ -437,6 +437,145 @@ fn count_rows(url: &str, table: &str) -> i64 {
     })
 }
 
+/// `SELECT COUNT(*)` and `COUNT(DISTINCT id)` of `table`.
+fn count_distinct_ids(url: &str, table: &str) -> (i64, i64) {
+    let count = count_rows(url, table);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let distinct = rt.block_on(async {
+        let pool = runnel::connectors::jdbc::connect(url).await.unwrap();
+        let d = runnel::connectors::jdbc::Dialect::of(url).unwrap();
+        sqlx::query_scalar::<_, i64>(&format!(
+            "SELECT COUNT(DISTINCT id) FROM {}",
+            d.quote(table)
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    });
+    (count, distinct)
+}
+
+/// Lines → exactly-once file source → topic (in `runnel broker`) → JDBC sink in `insert` mode
+/// (no key: a repeated record would be a second row) with its offsets in the database; the
+/// worker SIGKILLed five times at random moments, then left to finish: every row exactly once.
+/// Then the consumer group is rewound to 0, as a crash between the database's commit and the
+/// group's would leave it: the sink resumes from its own offsets and writes nothing twice.
+fn exactly_once_into(url: &str, lines: usize) {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::BrokerProc::start(&dir.path().join("broker"));
+    let table = format!("eos_{}_{}", std::process::id(), rand_suffix());
+    drop_table(url, &table);
+    let input = dir.path().join("in.jsonl");
+    json_lines(&input, lines);
+    let file = dir.path().join("worker.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[[connector]]
+name = "in"
+"connector.class" = "FileStreamSource"
+file = "{}"
+topic = "{table}"
+format = "json"
+"batch.max.lines" = 1000
+"exactly.once.support" = "required"
+
+[[connector]]
+name = "to-db"
+"connector.class" = "JdbcSinkConnector"
+"connection.url" = "{url}"
+topics = "{table}"
+"insert.mode" = "insert"
+"auto.create" = true
+"exactly.once.support" = "required"
+"#,
+            input.display()
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["--bootstrap", &broker.addr])
+            .args(["connect", "--rest", "127.0.0.1:0"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let mut worker = spawn();
+        let before = count_rows(url, &table).max(0);
+        // Killed once it made progress, at a random moment after that.
+        wait_for("rows to arrive", || count_rows(url, &table) > before);
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+        seen.push(count_rows(url, &table));
+    }
+    let mut worker = spawn();
+    wait_for("every row", || count_rows(url, &table) >= lines as i64);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(
+        count_distinct_ids(url, &table),
+        (lines as i64, lines as i64),
+        "every row once (rows after each kill: {seen:?})"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = rt
+        .block_on(runnel::broker::RemoteLog::connect(&broker.addr))
+        .unwrap();
+    let tp = runnel::log::TopicPartition::new(&table, 0);
+    let group = "connect-to-db";
+    rt.block_on(async {
+        let mut c = client.consumer(runnel::log::ConsumerConfig {
+            group_id: Some(group.into()),
+            enable_auto_commit: false,
+            ..Default::default()
+        });
+        c.assign(vec![tp.clone()]).unwrap();
+        c.commit_offsets(vec![(tp.clone(), 0)]).await.unwrap();
+    });
+    let mut worker = spawn();
+    // The group moves on from 0 once the sink commits where it stands.
+    wait_for("the sink to take up its offsets again", || {
+        rt.block_on(client.committed_offsets(group, std::slice::from_ref(&tp)))
+            .unwrap()[0]
+            .is_some_and(|o| o > 0)
+    });
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(
+        count_distinct_ids(url, &table),
+        (lines as i64, lines as i64),
+        "every row once after the group was rewound"
+    );
+    drop_table(url, &table);
+}
+
+#[test]
+fn exactly_once_into_postgresql_through_sigkills() {
+    let _one = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(url) = database(
+        "RUNNEL_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ) {
+        exactly_once_into(&url, 100_000);
+    }
+}
+
+#[test]
+fn exactly_once_into_mariadb_through_sigkills() {
+    if let Some(url) = database("RUNNEL_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test") {
+        exactly_once_into(&url, 50_000);
+    }
+}
+
 fn drop_table(url: &str, table: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
