@@ -11,13 +11,20 @@
 //! `flush` syncs the file, after which the worker commits the consumed offsets: a crash
 //! re-appends at most what was written since. A record the format refuses (not JSON, a CSV
 //! field outside the header) is returned as rejected, for the dead-letter topic.
+//!
+//! With `exactly.once.support = required` each flush, after the sync, commits by rename a
+//! sidecar `<file>.offsets` holding the file's length, its rotation generation and the next
+//! offset per partition; rotations wait for that commit. At start the file is cut back to the
+//! committed length (what a crash wrote after it goes) and the worker resumes from the
+//! committed offsets, so the files never hold a record twice.
 
 use crate::config::ConnectorConfig;
 use crate::connector::{Rejected, Sink};
 use crate::error::{ConnectError, Result};
 use async_trait::async_trait;
-use runnel_log::ConsumerRecord;
+use runnel_log::{ConsumerRecord, TopicPartition};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
@@ -50,6 +57,25 @@ pub struct FileSink {
     rotate_size: u64,
     rotate_interval: Option<Duration>,
     file: Option<Open>,
+    /// Exactly-once: the committed state, and whether a rotation waits for the next commit.
+    commits: Option<Commits>,
+}
+
+/// What `<file>.offsets` holds: the file as of the last commit and where reading resumes.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Committed {
+    /// Rotations so far (the last rotated file is `<file>.<generation>`).
+    generation: u64,
+    length: u64,
+    offsets: Vec<(String, u32, u64)>,
+}
+
+#[derive(Default)]
+struct Commits {
+    committed: Committed,
+    /// The next offset per partition of what was put since.
+    next: BTreeMap<(String, u32), u64>,
+    rotate_due: bool,
 }
 
 impl FileSink {
@@ -77,6 +103,7 @@ impl FileSink {
             rotate_size: c.parse_or("rotate.size.bytes", 0)?,
             rotate_interval: (interval > 0).then(|| Duration::from_millis(interval)),
             file: None,
+            commits: c.exactly_once()?.then(Commits::default),
         })
     }
 
@@ -114,10 +141,22 @@ impl FileSink {
         Ok(())
     }
 
-    /// Syncs and renames the current file to `<file>.<n>`.
-    fn rotate(&mut self) -> std::io::Result<()> {
+    /// Rotates now, or under exactly-once at the next commit (so that a rotated file holds
+    /// committed records only).
+    fn rotate_or_defer(&mut self) -> std::io::Result<()> {
+        match &mut self.commits {
+            Some(c) => {
+                c.rotate_due = true;
+                Ok(())
+            }
+            None => self.rotate().map(drop),
+        }
+    }
+
+    /// Syncs and renames the current file to `<file>.<n>`; returns `n`.
+    fn rotate(&mut self) -> std::io::Result<u64> {
         let Some(mut open) = self.file.take() else {
-            return Ok(());
+            return Ok(0);
         };
         open.w.flush()?;
         open.w.get_ref().sync_data()?;
@@ -144,7 +183,93 @@ impl FileSink {
             + 1;
         std::fs::rename(&self.path, format!("{}.{n}", self.path))?;
         // The rename is durable with its directory.
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(n)
+    }
+
+    fn sidecar(&self) -> String {
+        format!("{}.offsets", self.path)
+    }
+
+    /// Exactly-once: records the synced file's length and the offsets after what it holds,
+    /// by rename; then performs a rotation that was waiting for it.
+    fn commit(&mut self) -> std::io::Result<()> {
+        let length = self.file.as_ref().map_or(0, |o| o.size);
+        let Some(c) = &mut self.commits else {
+            return Ok(());
+        };
+        let mut offsets: BTreeMap<(String, u32), u64> = c
+            .committed
+            .offsets
+            .iter()
+            .map(|(t, p, o)| ((t.clone(), *p), *o))
+            .collect();
+        offsets.extend(std::mem::take(&mut c.next));
+        c.committed.offsets = offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+        c.committed.length = length;
+        let rotate = std::mem::take(&mut c.rotate_due);
+        self.write_sidecar()?;
+        if rotate {
+            let generation = self.rotate()?;
+            let c = self.commits.as_mut().expect("exactly-once");
+            c.committed.generation = generation;
+            c.committed.length = 0;
+            self.write_sidecar()?;
+        }
+        Ok(())
+    }
+
+    fn write_sidecar(&self) -> std::io::Result<()> {
+        let c = &self.commits.as_ref().expect("exactly-once").committed;
+        let path = self.sidecar();
+        let tmp = format!("{path}.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(c).expect("offsets serialize"))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        let dir = std::path::Path::new(&path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
         std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// Exactly-once, at start: the committed state, with the file cut back to it. A rotation
+    /// done after the last commit (its file exists) committed nothing new: the current file
+    /// then holds only what a crash wrote after it.
+    fn recover(&mut self) -> std::io::Result<Vec<(TopicPartition, u64)>> {
+        let mut committed: Committed = match std::fs::read(self.sidecar()) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", self.sidecar())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Committed::default(),
+            Err(e) => return Err(e),
+        };
+        let next_rotation = format!("{}.{}", self.path, committed.generation + 1);
+        if std::path::Path::new(&next_rotation).exists() {
+            committed.generation += 1;
+            committed.length = 0;
+        }
+        match std::fs::OpenOptions::new().write(true).open(&self.path) {
+            Ok(f) if f.metadata()?.len() > committed.length => {
+                tracing::info!(file = %self.path, length = committed.length,
+                    "cutting the file back to its last commit");
+                f.set_len(committed.length)?;
+                f.sync_all()?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let offsets = committed
+            .offsets
+            .iter()
+            .map(|(t, p, o)| (TopicPartition::new(t, *p), *o))
+            .collect();
+        self.commits = Some(Commits {
+            committed,
+            ..Default::default()
+        });
+        Ok(offsets)
     }
 
     /// The line of a record, or why the format refuses it.
@@ -234,9 +359,13 @@ impl Sink for FileSink {
             && open.opened.elapsed() >= every
             && open.size > 0
         {
-            self.rotate().map_err(|e| self.io(e))?;
+            self.rotate_or_defer().map_err(|e| self.io(e))?;
         }
         for (index, r) in records.iter().enumerate() {
+            if let Some(c) = &mut self.commits {
+                c.next
+                    .insert((r.topic.to_string(), r.partition), r.record.offset + 1);
+            }
             let Some(v) = &r.record.value else { continue };
             self.open().map_err(|e| self.io(e))?;
             let mut header = self.file.as_mut().expect("opened above").header.take();
@@ -257,7 +386,7 @@ impl Sink for FileSink {
             })?;
             open.size += line.len() as u64;
             if self.rotate_size > 0 && open.size >= self.rotate_size {
-                self.rotate().map_err(|e| self.io(e))?;
+                self.rotate_or_defer().map_err(|e| self.io(e))?;
             }
         }
         Ok(rejected)
@@ -268,6 +397,13 @@ impl Sink for FileSink {
             let r = open.w.flush().and_then(|_| open.w.get_ref().sync_data());
             r.map_err(|e| self.io(e))?;
         }
-        Ok(())
+        self.commit().map_err(|e| self.io(e))
+    }
+
+    async fn stored_offsets(&mut self) -> Result<Option<Vec<(TopicPartition, u64)>>> {
+        if self.commits.is_none() {
+            return Ok(None);
+        }
+        self.recover().map(Some).map_err(|e| self.io(e))
     }
 }

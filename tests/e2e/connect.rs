@@ -394,6 +394,98 @@ fn an_exactly_once_file_source_killed_repeatedly_stores_each_line_once() {
     assert!(values == expected, "the lines, in order, once each");
 }
 
+/// Exactly-once into files: an exactly-once file source → topic → file sink that commits by
+/// renaming its offsets sidecar and rotates every ~1 MiB; the worker SIGKILLed five times at
+/// random moments, then left to finish: the rotated files and the current one, in order, hold
+/// every line once.
+#[test]
+fn an_exactly_once_file_sink_through_sigkills_writes_each_line_once() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let lines: Vec<String> = (0..400_000)
+        .map(|i| format!("line {i:06} of the input"))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out.txt");
+    let file = dir.path().join("worker.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[[connector]]
+name = "in"
+"connector.class" = "FileStreamSource"
+file = "{}"
+topic = "lines"
+"batch.max.lines" = 500
+"exactly.once.support" = "required"
+
+[[connector]]
+name = "out"
+"connector.class" = "FileStreamSink"
+file = "{}"
+topics = "lines"
+"rotate.size.bytes" = 1048576
+"exactly.once.support" = "required"
+"#,
+            input.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let written = || -> Vec<String> {
+        let mut rotated: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let n = name.strip_prefix("out.txt.")?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        rotated.sort();
+        let mut all = Vec::new();
+        for (_, p) in rotated {
+            all.extend(lines_of(&p));
+        }
+        all.extend(lines_of(&out));
+        all
+    };
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["connect", "--rest", "127.0.0.1:0"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut kills = 0;
+    while kills < 5 {
+        let mut worker = spawn();
+        let before = written().len();
+        wait_for("lines to arrive", || written().len() > before);
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..100)));
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+        assert!(
+            written().len() < lines.len(),
+            "the copy ended before it was killed 5 times ({kills})"
+        );
+        kills += 1;
+    }
+    let mut worker = spawn();
+    wait_for("every line", || written().len() >= lines.len());
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let got = written();
+    assert_eq!(got.len(), lines.len(), "no line twice, none missing");
+    assert!(got == lines, "the lines in order");
+}
+
 /// The database at `env` (default `default`), or `None` (the test is skipped) when it is not
 /// reachable and `RUNNEL_REQUIRE_SERVICES` is not set.
 fn database(env: &str, default: &str) -> Option<String> {
