@@ -531,16 +531,8 @@ impl GroupCoordinator {
             return Ok(());
         }
         let now = now_ms();
-        let mut b = BatchBuilder::new(offsets.len() * 64);
-        for (tp, offset, metadata) in offsets {
-            b.push(
-                now,
-                Some(&encode_key(group_id, tp)),
-                Some(&encode_value(*offset, metadata, now)),
-                &[],
-            );
-        }
-        self.offsets_topic.append(b.finish())?;
+        self.offsets_topic
+            .append(offsets_batch(group_id, offsets, now).finish())?;
         let mut st = self.state.lock();
         for (tp, offset, metadata) in offsets {
             st.committed.insert(
@@ -579,17 +571,9 @@ impl GroupCoordinator {
             return Ok(());
         }
         let now = now_ms();
-        let mut b = BatchBuilder::new(offsets.len() * 64);
-        for (tp, offset, metadata) in offsets {
-            b.push(
-                now,
-                Some(&encode_key(group_id, tp)),
-                Some(&encode_value(*offset, metadata, now)),
-                &[],
-            );
-        }
         // No sequence: the coordinator writes this batch, not the producer.
-        let bytes = b.finish_transactional(producer_id, epoch, -1);
+        let bytes =
+            offsets_batch(group_id, offsets, now).finish_transactional(producer_id, epoch, -1);
         self.offsets_topic
             .append_from_producer(vec![bytes], false)
             .pop()
@@ -706,6 +690,24 @@ impl GroupCoordinator {
         }
         Ok(())
     }
+}
+
+/// The offset-commit records of `offsets` for `group_id`, in Kafka's format.
+fn offsets_batch(
+    group_id: &str,
+    offsets: &[(TopicPartition, u64, String)],
+    now: i64,
+) -> BatchBuilder {
+    let mut b = BatchBuilder::new(offsets.len() * 64);
+    for (tp, offset, metadata) in offsets {
+        b.push(
+            now,
+            Some(&encode_key(group_id, tp)),
+            Some(&encode_value(*offset, metadata, now)),
+            &[],
+        );
+    }
+    b
 }
 
 /// Applies offset records in order: a value commits, a tombstone deletes.

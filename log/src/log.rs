@@ -164,14 +164,7 @@ impl Log {
             topics.insert(name.clone(), Arc::new(open_topic(&dir, &name, config)?));
         }
         if !topics.contains_key(CONSUMER_OFFSETS_TOPIC) {
-            let config = TopicConfig {
-                partitions: 1,
-                cleanup_policy: CleanupPolicy::Compact,
-                durability: Durability::Always,
-                retention_ms: None,
-                segment_bytes: 16 << 20,
-                ..Default::default()
-            };
+            let config = internal_topic_config();
             write_topic_config(&dir, CONSUMER_OFFSETS_TOPIC, &config)?;
             let t = open_topic(&dir, CONSUMER_OFFSETS_TOPIC, config)?;
             topics.insert(CONSUMER_OFFSETS_TOPIC.to_string(), Arc::new(t));
@@ -413,6 +406,19 @@ impl Drop for Inner {
                 }
             }
         }
+    }
+}
+
+/// The internal topics' config (`__consumer_offsets`, `__transaction_state`): one compacted
+/// partition, every write synced before it is answered.
+pub(crate) fn internal_topic_config() -> TopicConfig {
+    TopicConfig {
+        partitions: 1,
+        cleanup_policy: CleanupPolicy::Compact,
+        durability: Durability::Always,
+        retention_ms: None,
+        segment_bytes: 16 << 20,
+        ..Default::default()
     }
 }
 

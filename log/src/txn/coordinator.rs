@@ -20,9 +20,8 @@
 //! [`add_partitions`]: TransactionCoordinator::add_partitions
 //! [`end_txn`]: TransactionCoordinator::end_txn
 
-use crate::config::{CleanupPolicy, Durability, TopicConfig};
 use crate::error::{LogError, Result, TxnErrorKind};
-use crate::log::{CONSUMER_OFFSETS_TOPIC, Log};
+use crate::log::{CONSUMER_OFFSETS_TOPIC, Log, internal_topic_config};
 use crate::partition::Partition;
 use crate::txn::marker::Outcome;
 use crate::txn::state_log::{self, TRANSACTION_STATE_TOPIC, TxnMetadata, TxnStatus};
@@ -424,7 +423,7 @@ impl TransactionCoordinator {
         }
         let topic = match log.topic(TRANSACTION_STATE_TOPIC) {
             Ok(t) => t,
-            Err(_) => match log.create_topic(TRANSACTION_STATE_TOPIC, state_topic_config()) {
+            Err(_) => match log.create_topic(TRANSACTION_STATE_TOPIC, internal_topic_config()) {
                 Ok(t) => t,
                 Err(LogError::TopicExists(_)) => log.topic(TRANSACTION_STATE_TOPIC)?,
                 Err(e) => return Err(e),
@@ -432,18 +431,6 @@ impl TransactionCoordinator {
         };
         let _ = self.state_partition.set(topic.partition(0)?);
         Ok(())
-    }
-}
-
-/// `__transaction_state`: one compacted partition, every write synced before it is answered.
-pub(crate) fn state_topic_config() -> TopicConfig {
-    TopicConfig {
-        partitions: 1,
-        cleanup_policy: CleanupPolicy::Compact,
-        durability: Durability::Always,
-        retention_ms: None,
-        segment_bytes: 16 << 20,
-        ..Default::default()
     }
 }
 
