@@ -667,6 +667,12 @@ fn append_batches(
             None => groups.push((b.partition.clone(), vec![b])),
         }
     }
+    if let Some(txn) = &inner.txn {
+        // One coordinator call for every partition of the burst; a failure shows in the
+        // appends below, which try again per partition.
+        let partitions: Vec<Arc<Partition>> = groups.iter().map(|(p, _)| p.clone()).collect();
+        let _ = txn.add_partitions(&inner.log, &partitions);
+    }
     let mut out = Vec::new();
     for (partition, group) in groups {
         let (dones, builders): (Vec<_>, Vec<_>) =

@@ -67,8 +67,31 @@ impl TxnSession {
         Err(self.state_error("no transaction is open: call begin_transaction before sending"))
     }
 
+    /// Adds the partitions among `partitions` that are not in the transaction yet, in one
+    /// coordinator call (one write of its state) for a whole burst of the sender. Blocking.
+    pub(crate) fn add_partitions(&self, log: &Log, partitions: &[Arc<Partition>]) -> Result<()> {
+        let mut st = self.state.lock();
+        let (pid, epoch) = self.producer_id(&st)?;
+        let new: Vec<TopicPartition> = partitions
+            .iter()
+            .map(|p| TopicPartition::new(&*p.topic, p.id))
+            .filter(|tp| !st.added.contains(tp))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let added = log
+            .transactions()
+            .add_partitions(log, &self.id, pid, epoch, &new);
+        self.note_fatal(&mut st, &added);
+        added?;
+        st.added.extend(new);
+        Ok(())
+    }
+
     /// Stamps and appends one partition's batches, adding the partition to the transaction
-    /// first. Called by the producer's sender thread. Blocking.
+    /// first if [`add_partitions`](Self::add_partitions) has not. Called by the producer's
+    /// sender thread. Blocking.
     pub(crate) fn append(
         &self,
         log: &Log,
@@ -76,22 +99,9 @@ impl TxnSession {
         builders: Vec<BatchBuilder>,
     ) -> Vec<Result<u64>> {
         let tp = TopicPartition::new(&*partition.topic, partition.id);
+        let joined = self.add_partitions(log, std::slice::from_ref(partition));
         let mut st = self.state.lock();
-        let prepared = self.producer_id(&st).and_then(|(pid, epoch)| {
-            if !st.added.contains(&tp) {
-                let added = log.transactions().add_partitions(
-                    log,
-                    &self.id,
-                    pid,
-                    epoch,
-                    std::slice::from_ref(&tp),
-                );
-                self.note_fatal(&mut st, &added);
-                added?;
-                st.added.insert(tp.clone());
-            }
-            Ok((pid, epoch))
-        });
+        let prepared = joined.and_then(|()| self.producer_id(&st));
         let (pid, epoch) = match prepared {
             Ok(p) => p,
             Err(e) => {
