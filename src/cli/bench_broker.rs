@@ -96,6 +96,11 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
         let value = random_bytes(size);
         rows.push(produce(&addr, &topic, &value, records, durability).await?);
         rows.push(consume(&client, &topic, size, records, durability).await?);
+        if size == 1024 {
+            let topic = format!("bench-txn-{size}-{run_id:08x}");
+            client.ensure_topic(&topic, &config).await?;
+            rows.push(produce_transactional(&addr, &topic, &value, records, durability).await?);
+        }
     }
     if local.is_some() {
         let (dir, bytes) = (tmp.path().to_path_buf(), records * 1024);
@@ -148,6 +153,52 @@ async fn produce(
     let elapsed = finish_rate(&pb, &label, records, started);
     Ok(Row {
         benchmark: "produce (acks=all)".into(),
+        size: value.len(),
+        durability: Some(durability),
+        producers: Some(1),
+        records,
+        throughput: Some((records * value.len() as u64, elapsed)),
+        percentiles: None,
+    })
+}
+
+/// Records per transaction of the transactional produce row.
+const RECORDS_PER_TRANSACTION: u64 = 100;
+
+/// Produce in transactions of [`RECORDS_PER_TRANSACTION`] records, each committed (EndTxn,
+/// markers) before the next begins: the cost of exactly-once over plain idempotent produce.
+async fn produce_transactional(
+    addr: &str,
+    topic: &str,
+    value: &[u8],
+    records: u64,
+    durability: Durability,
+) -> Result<Row> {
+    use runnel::log::LogProducer;
+    let label = format!("transactional produce {}", size_label(value.len()));
+    let pb = progress(&label, records);
+    let producer = RemoteProducer::new(
+        addr.to_string(),
+        ProducerConfig {
+            transactional_id: Some(format!("bench-{topic}")),
+            ..Default::default()
+        },
+    );
+    producer.init_transactions().await?;
+    let started = Instant::now();
+    let mut i = 0;
+    while i < records {
+        producer.begin_transaction()?;
+        for _ in 0..RECORDS_PER_TRANSACTION.min(records - i) {
+            RemoteProducer::send(&producer, ProducerRecord::new(topic, value).partition(0)).await?;
+            i += 1;
+        }
+        producer.commit_transaction().await?;
+        pb.set_position(i);
+    }
+    let elapsed = finish_rate(&pb, &label, records, started);
+    Ok(Row {
+        benchmark: format!("produce, {RECORDS_PER_TRANSACTION} per transaction"),
         size: value.len(),
         durability: Some(durability),
         producers: Some(1),
