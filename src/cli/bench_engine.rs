@@ -11,6 +11,10 @@
 //! (`runnel run`). Events/s = input events / that time. Each job runs at-least-once (commit
 //! every 5 s) and exactly-once (one transaction every 100 ms, Kafka Streams' default), and the
 //! exactly-once row says what fraction of the at-least-once throughput it kept.
+//!
+//! Then end-to-end latency: a SQL job copying records runs in this process under each
+//! guarantee while records are produced one at a time (about 1,000/s); latency is the time from
+//! `send` until a `read_committed` consumer of the output sees the record.
 
 use super::output;
 use anyhow::{Context, Result, bail};
@@ -196,7 +200,117 @@ pub async fn run(args: EngineArgs) -> Result<()> {
             output::bytes(r["peak_rss"].as_u64().unwrap_or(0)),
         ]);
     }
+    output::print(t)?;
+    let samples = if args.quick { 200 } else { 3_000 };
+    let mut t = output::table(
+        &["guarantee", "commit interval", "records", "p50", "p99"],
+        &[1, 2, 3, 4],
+    );
+    for guarantee in [
+        ProcessingGuarantee::AtLeastOnce,
+        ProcessingGuarantee::ExactlyOnce,
+    ] {
+        let (interval, p50, p99) = end_to_end_latency(guarantee, samples).await?;
+        t.add_row(vec![
+            guarantee.to_string(),
+            format!("{} ms", interval.as_millis()),
+            samples.to_string(),
+            output::latency(p50),
+            output::latency(p99),
+        ]);
+    }
     output::print(t)
+}
+
+/// Input appended → output visible to a `read_committed` reader, through a SQL job that copies
+/// records, under `guarantee` with its default commit interval: (interval, p50, p99).
+async fn end_to_end_latency(
+    guarantee: ProcessingGuarantee,
+    samples: usize,
+) -> Result<(
+    std::time::Duration,
+    std::time::Duration,
+    std::time::Duration,
+)> {
+    use runnel::log::{Consumer, ConsumerConfig, OffsetReset, Producer, TopicPartition};
+    use std::time::Duration;
+    let dir = tempfile::Builder::new()
+        .prefix("runnel-bench-latency-")
+        .tempdir()?;
+    let log = Log::open(dir.path())?;
+    log.create_topic("lat-in", TopicConfig::default())?;
+    log.create_topic("lat-out", TopicConfig::default())?;
+    let job = r#"[job]
+name = "latency"
+sql = "INSERT INTO out SELECT id FROM input"
+
+[[input]]
+name = "input"
+topic = "lat-in"
+schema = "id BIGINT"
+
+[[output]]
+name = "out"
+topic = "lat-out"
+"#;
+    let sql = runnel::engine::sql::SqlJob::parse(Path::new("latency.toml"), job)?;
+    let config = StreamsConfig::new("latency").guarantee(guarantee);
+    let interval = config.commit_interval;
+    let client: SharedLogClient = Arc::new(log.clone());
+    let app = App::new(sql.topology_for_run()?, client, config);
+    let stop = app.stop_flag();
+    let handle = tokio::runtime::Handle::current();
+    let running = tokio::task::spawn_blocking(move || app.run(&handle));
+    // No linger: each record goes out when sent, so the figure is the pipeline's.
+    let producer = Producer::new(
+        log.clone(),
+        ProducerConfig {
+            linger: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    let mut consumer = Consumer::new(
+        log.clone(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        },
+    );
+    consumer.assign(vec![TopicPartition::new("lat-out", 0)])?;
+    let pb = output::bar(
+        samples as u64,
+        "{spinner} latency {msg} [{bar:30}] {pos}/{len}",
+        &guarantee.to_string(),
+    );
+    let mut sent_at = Vec::with_capacity(samples);
+    let mut latencies = Vec::with_capacity(samples);
+    let mut next_send = Instant::now();
+    while latencies.len() < samples {
+        if sent_at.len() < samples && Instant::now() >= next_send {
+            let value = format!("{{\"id\":{}}}", sent_at.len());
+            sent_at.push(Instant::now());
+            drop(
+                producer
+                    .send(ProducerRecord::new("lat-in", value.as_bytes()).partition(0))
+                    .await?,
+            );
+            next_send += Duration::from_millis(1);
+        }
+        for r in consumer.poll(Duration::from_millis(1)).await? {
+            let v: serde_json::Value =
+                serde_json::from_slice(r.record.value.as_deref().unwrap_or(b"{}"))?;
+            if let Some(id) = v["id"].as_u64() {
+                latencies.push(sent_at[id as usize].elapsed());
+                pb.inc(1);
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    running.await??;
+    let (p50, p99) = super::bench::p50_p99(latencies, &pb, &format!("latency {guarantee}"));
+    drop((producer, consumer));
+    super::close_log(log);
+    Ok((interval, p50, p99))
 }
 
 /// Runs a job over the topic `rides` of `dir`; prints `{seconds, outputs, peak_rss}`.
