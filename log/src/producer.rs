@@ -18,6 +18,7 @@
 //! partition, so the records of a partition still keep the order in which they were handed over.
 
 use crate::batch::BatchBuilder;
+use crate::compression::Compression;
 use crate::error::{LogError, Result};
 use crate::log::{Log, Topic};
 use crate::partition::Partition;
@@ -42,6 +43,9 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// `buffer.memory`: bytes queued before `send` waits.
     pub buffer_memory: usize,
+    /// `compression.type`: the codec of the batches sent. A topic whose own
+    /// `compression.type` names a codec gets that one instead (the log would store it so).
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -50,6 +54,7 @@ impl Default for ProducerConfig {
             batch_size: DEFAULT_BATCH_SIZE,
             linger: Duration::from_millis(5),
             buffer_memory: 64 << 20,
+            compression: Compression::None,
         }
     }
 }
@@ -395,16 +400,19 @@ impl Producer {
             }
             self.inner.wake_sender.notify_one();
         }
-        let batch = ts.open[partition as usize].get_or_insert_with(|| {
+        if ts.open[partition as usize].is_none() {
             // The sender must learn of the new batch to arm its linger timer.
             self.inner.wake_sender.notify_one();
-            OpenBatch {
-                builder: BatchBuilder::new(cfg.batch_size.min(DEFAULT_BATCH_SIZE)),
+            let builder = BatchBuilder::new(cfg.batch_size.min(DEFAULT_BATCH_SIZE))
+                .with_compression(ts.compression(cfg));
+            ts.open[partition as usize] = Some(OpenBatch {
+                builder,
                 queued: 0,
                 created: Instant::now(),
                 done: Arc::new(BatchDone::new(ts.topic.name.clone(), partition)),
-            }
-        });
+            });
+        }
+        let batch = ts.open[partition as usize].as_mut().expect("opened above");
         batch.queued += size;
         let timestamp = rec.timestamp.unwrap_or_else(now_ms);
         batch
@@ -489,7 +497,7 @@ impl Producer {
         acc.queued_bytes += size;
         acc.ready.push(ReadyBatch {
             partition: target,
-            builder: batch,
+            builder: batch.with_compression(ts.compression(&self.inner.config)),
             queued: size,
             done: Arc::new(BatchDone::new(ts.topic.name.clone(), partition)),
         });
@@ -524,6 +532,17 @@ impl Producer {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake_sender.notify_one();
         r
+    }
+}
+
+impl TopicState {
+    /// The codec of this topic's batches: the topic's own `compression.type` wins, as the
+    /// log would store them so anyway.
+    fn compression(&self, config: &ProducerConfig) -> Compression {
+        self.topic
+            .config()
+            .compression_type
+            .stored(config.compression)
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_broker;
+mod bench_compression;
 mod bench_connect;
 mod bench_engine;
 mod bench_sql;

@@ -7,7 +7,7 @@ use super::output::{self, bytes, millis};
 use super::{config_message, duration_arg, size_arg};
 use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand, ValueEnum};
-use runnel_log::{CleanupPolicy, Durability, Log, TopicConfig, TopicDescription};
+use runnel_log::{CleanupPolicy, CompressionType, Durability, Log, TopicConfig, TopicDescription};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
@@ -57,6 +57,10 @@ pub struct CreateArgs {
     /// Size at which a partition's active segment file is rolled (e.g. 128MiB).
     #[arg(long, value_name = "SIZE")]
     segment_bytes: Option<String>,
+    /// Kafka's compression.type: `producer` stores batches as produced; a codec (gzip,
+    /// snappy, lz4, zstd) or `uncompressed` stores every batch that way.
+    #[arg(long, value_name = "CODEC", default_value = "producer")]
+    compression_type: CompressionType,
 }
 
 /// `--durability`, mirroring [`Durability`].
@@ -126,6 +130,7 @@ fn create(log: &Log, args: CreateArgs) -> Result<()> {
         },
         segment_bytes,
         durability: args.durability.into(),
+        compression_type: args.compression_type,
         ..defaults
     };
     config
@@ -233,6 +238,7 @@ fn describe(log: &Log, name: &str) -> Result<()> {
         ("segment size", bytes(c.segment_bytes)),
         ("segment age", millis(c.segment_ms)),
         ("max message size", bytes(c.max_message_bytes as u64)),
+        ("compression", c.compression_type.to_string()),
         ("records", records(&d).to_string()),
         ("size on disk", bytes(size)),
     ];

@@ -4,6 +4,7 @@
 mod broker;
 mod cli;
 mod compaction;
+mod compression;
 mod connect;
 mod consumer;
 mod corruption;

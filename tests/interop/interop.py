@@ -14,6 +14,9 @@ usage: interop.py CLIENT SCENARIO BOOTSTRAP TOPIC [ARGS]
   produce-n N      like produce-acked, but N messages, then flush: the broker may be killed and
                    restarted meanwhile; every message must end acknowledged ("ok" at the end)
   verify-exact N   the topic holds each of 0..N-1 exactly once (no loss, no duplicates)
+  produce-compressed CODEC N
+                   create a 2-partition topic and produce N messages (value "I", key "kI%31")
+                   with compression.type CODEC (gzip, snappy, lz4, zstd)
   list-offsets     (confluent only) records with timestamps 1000, 5000, 3000, 7000, 2000; the
                    admin API's OffsetSpec.max_timestamp() (ListOffsets -3) and
                    earliest/latest, and the consumer's offsets_for_times, give Kafka's answers
@@ -44,11 +47,12 @@ if CLIENT == "confluent":
             f.result()
 
     class Sender:
-        def __init__(self, on_ack=None):
+        def __init__(self, on_ack=None, compression="none"):
             self.failed = []
             self.on_ack = on_ack
             self.p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all",
-                               "enable.idempotence": True, "linger.ms": 5})
+                               "enable.idempotence": True, "linger.ms": 5,
+                               "compression.type": compression})
 
         def _cb(self, err, msg):
             if err is not None:
@@ -104,10 +108,12 @@ elif CLIENT == "kafka-python":
         admin.close()
 
     class Sender:
-        def __init__(self, on_ack=None):
+        def __init__(self, on_ack=None, compression="none"):
             self.failed = []
             self.on_ack = on_ack
             kw = {"enable_idempotence": True} if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG else {}
+            if compression != "none":
+                kw["compression_type"] = compression
             self.p = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, **kw)
 
         def send(self, key, value):
@@ -313,6 +319,15 @@ def produce_n(n):
     print(f"ok {CLIENT}: produced {n} messages, all acknowledged", flush=True)
 
 
+def produce_compressed(codec, n):
+    create_topic(2)
+    s = Sender(compression=codec)
+    for i in range(n):
+        s.send(f"k{i % 31}".encode(), str(i).encode())
+    s.flush()
+    print(f"ok {CLIENT}: produced {n} messages with compression.type={codec}", flush=True)
+
+
 def verify_exact(n):
     r = Reader(f"{TOPIC}-exact", False)
     counts, deadline, idle = {}, time.time() + 60, 0
@@ -368,6 +383,8 @@ elif SCENARIO == "produce-n":
     produce_n(int(ARGS[0]))
 elif SCENARIO == "verify-exact":
     verify_exact(int(ARGS[0]))
+elif SCENARIO == "produce-compressed":
+    produce_compressed(ARGS[0], int(ARGS[1]))
 elif SCENARIO == "list-offsets":
     list_offsets()
 else:

@@ -8,7 +8,8 @@
 //! - Topic configs use Kafka's names: `retention.ms`, `retention.bytes`, `cleanup.policy`,
 //!   `segment.bytes`, `segment.ms`, `max.message.bytes`, `delete.retention.ms`, and for
 //!   durability `flush.messages=1` (Runnel's `always`: acknowledged only after fdatasync) or
-//!   `flush.ms=N` (`interval`), or Runnel's own `runnel.durability=always|interval|os`. Other
+//!   `flush.ms=N` (`interval`), or Runnel's own `runnel.durability=always|interval|os`;
+//!   `compression.type` (`producer`, `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`). Other
 //!   Kafka configs (replication and the like) are accepted and ignored with a log line.
 
 use super::str_bytes;
@@ -199,6 +200,7 @@ fn topic_config(
                 c.flush_interval_ms = positive()?;
             }
             "runnel.durability" => c.durability = value.parse()?,
+            "compression.type" => c.compression_type = value.parse()?,
             other => tracing::info!(config = other, "ignoring topic config Runnel does not use"),
         }
     }
@@ -299,6 +301,7 @@ pub(crate) fn kafka_topic_configs(c: &TopicConfig) -> Vec<(&'static str, String)
         ("segment.ms", c.segment_ms.to_string()),
         ("delete.retention.ms", c.delete_retention_ms.to_string()),
         ("max.message.bytes", c.max_message_bytes.to_string()),
+        ("compression.type", c.compression_type.to_string()),
     ]
 }
 
@@ -327,8 +330,10 @@ mod tests {
             ("retention.ms", "-1"),
             ("cleanup.policy", "compact"),
             ("min.insync.replicas", "2"),
+            ("compression.type", "zstd"),
         ])
         .unwrap();
+        assert_eq!(c.compression_type, runnel_log::CompressionType::Zstd);
         assert_eq!(c.partitions, 3);
         assert_eq!(c.durability, Durability::Always);
         assert_eq!(c.retention_ms, None);
