@@ -47,7 +47,7 @@ pub struct Cli {
     )]
     data_dir: PathBuf,
 
-    /// Run produce and consume against a Kafka-protocol broker (`runnel broker`, Kafka,
+    /// Run topics, groups, produce and consume against a Kafka-protocol broker (`runnel broker`, Kafka,
     /// Redpanda) at HOST:PORT instead of the data directory.
     #[arg(
         long,
@@ -104,16 +104,27 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     let dir = cli.data_dir.as_path();
     if let Some(bootstrap) = cli.bootstrap.as_deref() {
+        match cmd {
+            DataCommand::Topics(cmd) => {
+                let remote = runnel_broker::RemoteLog::connect(bootstrap).await?;
+                return topics::run_remote(&remote, cmd).await;
+            }
+            DataCommand::Groups(cmd) => {
+                let remote = runnel_broker::RemoteLog::connect(bootstrap).await?;
+                return groups::run_remote(&remote, cmd).await;
+            }
+            _ => {}
+        }
         let client = log_client(Some(bootstrap), dir).await?;
         return match cmd {
             DataCommand::Produce(args) => {
-                produce::run(produce::Target::Client(&client), args).await
+                produce::run(produce::Target::Client(&client, bootstrap), args).await
             }
             DataCommand::Consume(args) => consume::run(&client, args).await,
             DataCommand::Connect(args) => connect::run(client, args).await,
             DataCommand::Run(args) => run::run(client, args).await,
             _ => bail!(
-                "--bootstrap (RUNNEL_BOOTSTRAP) works with produce, consume, connect and run; the other commands work on a data directory: drop --bootstrap"
+                "--bootstrap (RUNNEL_BOOTSTRAP) works with topics, groups, produce, consume, connect and run; the other commands work on a data directory: drop --bootstrap"
             ),
         };
     }

@@ -17,6 +17,10 @@ usage: interop.py CLIENT SCENARIO BOOTSTRAP TOPIC [ARGS]
   produce-compressed CODEC N
                    create a 2-partition topic and produce N messages (value "I", key "kI%31")
                    with compression.type CODEC (gzip, snappy, lz4, zstd)
+  admin            (confluent only) AdminClient: create a 2-partition topic, create_partitions
+                   to 4, describe_configs shows its retention.ms and cleanup.policy, an
+                   incremental_alter_configs of retention.ms is seen by describe_configs,
+                   describe_cluster names one node
   list-offsets     (confluent only) records with timestamps 1000, 5000, 3000, 7000, 2000; the
                    admin API's OffsetSpec.max_timestamp() (ListOffsets -3) and
                    earliest/latest, and the consumer's offsets_for_times, give Kafka's answers
@@ -344,6 +348,36 @@ def verify_exact(n):
     print(f"ok {CLIENT}: each of the {n} messages stored exactly once", flush=True)
 
 
+def admin():
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
+    create_topic(2, {"retention.ms": "3600000"})
+    a = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    for f in a.create_partitions([NewPartitions(TOPIC, 4)]).values():
+        f.result()
+    parts = len(a.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions)
+    if parts != 4:
+        fail(f"create_partitions: {parts} partitions, want 4")
+    res = ConfigResource(ConfigResource.Type.TOPIC, TOPIC)
+
+    def configs():
+        return {k: v.value for k, v in a.describe_configs([res])[res].result().items()}
+
+    got = configs()
+    if got.get("retention.ms") != "3600000" or got.get("cleanup.policy") != "delete":
+        fail(f"describe_configs: {got}")
+    entry = ConfigEntry("retention.ms", "7200000",
+                        incremental_operation=AlterConfigOpType.SET)
+    alter = ConfigResource(ConfigResource.Type.TOPIC, TOPIC, incremental_configs=[entry])
+    for f in a.incremental_alter_configs([alter]).values():
+        f.result()
+    if configs().get("retention.ms") != "7200000":
+        fail(f"incremental_alter_configs not seen: {configs()}")
+    cluster = a.describe_cluster().result()
+    if len(cluster.nodes) != 1:
+        fail(f"describe_cluster: {cluster.nodes}")
+    print(f"ok {CLIENT}: create_partitions to 4, describe_configs, incremental_alter_configs, describe_cluster", flush=True)
+
+
 def list_offsets():
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import OffsetSpec
@@ -385,6 +419,8 @@ elif SCENARIO == "verify-exact":
     verify_exact(int(ARGS[0]))
 elif SCENARIO == "produce-compressed":
     produce_compressed(ARGS[0], int(ARGS[1]))
+elif SCENARIO == "admin":
+    admin()
 elif SCENARIO == "list-offsets":
     list_offsets()
 else:

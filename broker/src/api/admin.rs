@@ -30,7 +30,7 @@ use kafka_protocol::messages::{
 use runnel_log::{CONSUMER_OFFSETS_TOPIC, CleanupPolicy, Durability, LogError, TopicConfig};
 
 const NODE_ID: i32 = 0;
-const RESOURCE_TOPIC: i8 = 2;
+pub(crate) const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
 pub(crate) async fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
@@ -136,7 +136,11 @@ pub(crate) fn create_topics(b: &Broker, r: CreateTopicsRequest) -> CreateTopicsR
                 .iter()
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect();
-            let outcome = topic_config(partitions, &configs).and_then(|config| {
+            let base = TopicConfig {
+                partitions,
+                ..Default::default()
+            };
+            let outcome = apply_configs(base, &configs).and_then(|config| {
                 config.validate()?;
                 if r.validate_only {
                     runnel_log::config::validate_topic_name(&name)?;
@@ -163,15 +167,12 @@ pub(crate) fn create_topics(b: &Broker, r: CreateTopicsRequest) -> CreateTopicsR
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-/// A topic config from Kafka config names; see the module documentation.
-fn topic_config(
-    partitions: u32,
+/// `c` with the configs given by Kafka config names applied (a `None` value is skipped); see
+/// the module documentation.
+pub fn apply_configs(
+    mut c: TopicConfig,
     configs: &[(String, Option<String>)],
 ) -> Result<TopicConfig, LogError> {
-    let mut c = TopicConfig {
-        partitions,
-        ..Default::default()
-    };
     for (name, value) in configs {
         let Some(value) = value.as_deref() else {
             continue;
@@ -323,7 +324,11 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), Some(v.to_string())))
                 .collect();
-            topic_config(3, &v)
+            let base = TopicConfig {
+                partitions: 3,
+                ..Default::default()
+            };
+            apply_configs(base, &v)
         };
         let c = cfg(&[
             ("flush.messages", "1"),

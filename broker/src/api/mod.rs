@@ -12,6 +12,7 @@
 //!   connection is closed by the caller.
 
 pub(crate) mod admin;
+pub(crate) mod cluster_admin;
 pub(crate) mod fetch;
 pub(crate) mod fetch_session;
 pub(crate) mod groups;
@@ -50,6 +51,10 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 pub(crate) enum Outcome {
@@ -158,6 +163,18 @@ async fn dispatch(
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, r)),
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(b, r))
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(cluster_admin::create_partitions(b, r))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(cluster_admin::alter_configs(b, r))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(cluster_admin::incremental_alter_configs(b, r))
+        }
+        RequestKind::DescribeCluster(_) => {
+            ResponseKind::DescribeCluster(cluster_admin::describe_cluster(b))
         }
         RequestKind::Produce(r) => match produce::produce(b, r).await {
             Some(resp) => ResponseKind::Produce(resp),
