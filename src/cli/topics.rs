@@ -114,10 +114,7 @@ pub fn run(log: &Log, cmd: TopicsCommand) -> Result<()> {
             list(&all, true)
         }
         TopicsCommand::Describe { name } => describe(&log.describe_topic(&name)?, true),
-        TopicsCommand::Delete { name } => {
-            log.delete_topic(&name)?;
-            output::print(format!("deleted topic {name}"))
-        }
+        TopicsCommand::Delete { name } => deleted(log.delete_topic(&name), &name),
         TopicsCommand::Alter {
             name,
             partitions,
@@ -156,10 +153,7 @@ pub async fn run_remote(remote: &RemoteLog, cmd: TopicsCommand) -> Result<()> {
         TopicsCommand::Describe { name } => {
             describe(&remote_description(remote, &name).await?, false)
         }
-        TopicsCommand::Delete { name } => {
-            remote.delete_topic(&name).await?;
-            output::print(format!("deleted topic {name}"))
-        }
+        TopicsCommand::Delete { name } => deleted(remote.delete_topic(&name).await, &name),
         TopicsCommand::Alter {
             name,
             partitions,
@@ -217,6 +211,14 @@ fn config_pairs(configs: &[String]) -> Result<Vec<(String, Option<String>)>> {
             None => bail!("--config {c:?}: write NAME=VALUE, e.g. --config retention.ms=3600000"),
         })
         .collect()
+}
+
+fn deleted<E: std::error::Error + Send + Sync + 'static>(
+    outcome: std::result::Result<(), E>,
+    name: &str,
+) -> Result<()> {
+    outcome?;
+    output::print(format!("deleted topic {name}"))
 }
 
 fn created(name: &str, n: u32) -> Result<()> {

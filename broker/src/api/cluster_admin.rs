@@ -137,36 +137,63 @@ fn alter(b: &Broker, a: &Alter, validate_only: bool) -> (i16, String) {
     }
 }
 
+/// The two alter APIs answer each resource with their own type of the same shape.
+macro_rules! resource_responses {
+    ($ty:ty, $outcomes:expr) => {
+        $outcomes
+            .into_iter()
+            .map(|(kind, name, code, message)| {
+                <$ty>::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(name)
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(message)))
+            })
+            .collect()
+    };
+}
+
+/// The outcome of each resource of an alter request: (type, name, error code, message).
+fn alter_each(
+    b: &Broker,
+    alters: Vec<Alter>,
+    validate_only: bool,
+) -> Vec<(i8, StrBytes, i16, String)> {
+    alters
+        .into_iter()
+        .map(|a| {
+            let (code, message) = alter(b, &a, validate_only);
+            (a.resource_type, a.name, code, message)
+        })
+        .collect()
+}
+
 pub(crate) fn alter_configs(b: &Broker, r: AlterConfigsRequest) -> AlterConfigsResponse {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-    let responses = r
+    let alters = r
         .resources
         .into_iter()
-        .map(|res| {
-            let a = Alter {
-                resource_type: res.resource_type,
-                name: res.resource_name,
-                configs: res
-                    .configs
-                    .iter()
-                    .map(|c| {
-                        (
-                            c.name.to_string(),
-                            0,
-                            c.value.as_ref().map(|v| v.to_string()),
-                        )
-                    })
-                    .collect(),
-                replace: true,
-            };
-            let (code, message) = alter(b, &a, r.validate_only);
-            AlterConfigsResourceResponse::default()
-                .with_error_code(code)
-                .with_error_message(Some(str_bytes(message)))
-                .with_resource_type(a.resource_type)
-                .with_resource_name(a.name)
+        .map(|res| Alter {
+            resource_type: res.resource_type,
+            name: res.resource_name,
+            configs: res
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        0,
+                        c.value.as_ref().map(|v| v.to_string()),
+                    )
+                })
+                .collect(),
+            replace: true,
         })
         .collect();
+    let responses = resource_responses!(
+        AlterConfigsResourceResponse,
+        alter_each(b, alters, r.validate_only)
+    );
     AlterConfigsResponse::default().with_responses(responses)
 }
 
@@ -175,31 +202,27 @@ pub(crate) fn incremental_alter_configs(
     r: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-    let responses = r
+    let alters = r
         .resources
         .into_iter()
-        .map(|res| {
-            let a = Alter {
-                resource_type: res.resource_type,
-                name: res.resource_name,
-                configs: res
-                    .configs
-                    .iter()
-                    .map(|c| {
-                        let value = c.value.as_ref().map(|v| v.to_string());
-                        (c.name.to_string(), c.config_operation, value)
-                    })
-                    .collect(),
-                replace: false,
-            };
-            let (code, message) = alter(b, &a, r.validate_only);
-            AlterConfigsResourceResponse::default()
-                .with_error_code(code)
-                .with_error_message(Some(str_bytes(message)))
-                .with_resource_type(a.resource_type)
-                .with_resource_name(a.name)
+        .map(|res| Alter {
+            resource_type: res.resource_type,
+            name: res.resource_name,
+            configs: res
+                .configs
+                .iter()
+                .map(|c| {
+                    let value = c.value.as_ref().map(|v| v.to_string());
+                    (c.name.to_string(), c.config_operation, value)
+                })
+                .collect(),
+            replace: false,
         })
         .collect();
+    let responses = resource_responses!(
+        AlterConfigsResourceResponse,
+        alter_each(b, alters, r.validate_only)
+    );
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 

@@ -20,6 +20,19 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::*;
 use runnel_log::{LogError, TopicConfig, TopicPartition};
 
+/// A Kafka error code with the broker's message, as the error of `api`.
+fn refused(
+    api: &'static str,
+    code: i16,
+    message: Option<kafka_protocol::protocol::StrBytes>,
+) -> BrokerError {
+    kafka_error(
+        api,
+        code,
+        &message.map(|m| m.to_string()).unwrap_or_default(),
+    )
+}
+
 /// Kafka's ConfigResource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
 
@@ -97,8 +110,7 @@ impl RemoteLog {
                 let mut pairs = Vec::new();
                 for r in resp.results {
                     if r.error_code != 0 {
-                        let msg = r.error_message.map(|m| m.to_string()).unwrap_or_default();
-                        return Err(kafka_error("DescribeConfigs", r.error_code, &msg));
+                        return Err(refused("DescribeConfigs", r.error_code, r.error_message));
                     }
                     for c in r.configs {
                         pairs.push((c.name.to_string(), c.value.map(|v| v.to_string())));
@@ -129,8 +141,7 @@ impl RemoteLog {
                     ]);
                 for r in conn.send(req, v).await?.results {
                     if r.error_code != 0 {
-                        let msg = r.error_message.map(|m| m.to_string()).unwrap_or_default();
-                        return Err(kafka_error("CreatePartitions", r.error_code, &msg));
+                        return Err(refused("CreatePartitions", r.error_code, r.error_message));
                     }
                 }
                 Ok(())
@@ -191,8 +202,7 @@ impl RemoteLog {
                         return Err(LogError::UnknownTopic(name.to_string()).into());
                     }
                     if r.error_code != 0 {
-                        let msg = r.error_message.map(|m| m.to_string()).unwrap_or_default();
-                        return Err(kafka_error("DeleteTopics", r.error_code, &msg));
+                        return Err(refused("DeleteTopics", r.error_code, r.error_message));
                     }
                 }
                 Ok(())
