@@ -38,6 +38,7 @@ pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const NOT_COORDINATOR: i16 = 16;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 
 /// The Kafka error code for a log error.
 pub fn for_log_error(e: &LogError) -> i16 {
@@ -96,6 +97,7 @@ pub fn name(code: i16) -> &'static str {
         INVALID_PRODUCER_EPOCH => "INVALID_PRODUCER_EPOCH",
         KAFKA_STORAGE_ERROR => "KAFKA_STORAGE_ERROR",
         GROUP_ID_NOT_FOUND => "GROUP_ID_NOT_FOUND",
+        GROUP_SUBSCRIBED_TO_TOPIC => "GROUP_SUBSCRIBED_TO_TOPIC",
         _ => "see Kafka's protocol guide",
     }
 }

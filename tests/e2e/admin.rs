@@ -1,7 +1,8 @@
 //! Admin over the wire: `runnel --bootstrap ... topics create|list|describe|alter|delete` and
 //! `groups list|describe` against a `runnel broker` child process, and confluent-kafka's
 //! AdminClient (create_partitions, describe_configs, incremental_alter_configs,
-//! describe_cluster) against the same broker.
+//! describe_cluster) and kafka-python's delete_group_offsets (OffsetDelete) against the same
+//! broker.
 
 use crate::broker::{BrokerProc, python, scenario};
 use std::process::Output;
@@ -180,4 +181,21 @@ fn confluent_kafka_admin_client_against_the_broker() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProc::start(&dir.path().join("data"));
     scenario(&py, "confluent", "admin", &broker.addr, "administered", &[]);
+}
+
+#[test]
+fn kafka_python_deletes_group_offsets() {
+    let Some(py) = python("kafka-python OffsetDelete") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProc::start(&dir.path().join("data"));
+    scenario(
+        &py,
+        "kafka-python",
+        "offset-delete",
+        &broker.addr,
+        "forgotten",
+        &[],
+    );
 }

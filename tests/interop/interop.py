@@ -21,6 +21,9 @@ usage: interop.py CLIENT SCENARIO BOOTSTRAP TOPIC [ARGS]
                    to 4, describe_configs shows its retention.ms and cleanup.policy, an
                    incremental_alter_configs of retention.ms is seen by describe_configs,
                    describe_cluster names one node
+  offset-delete    (kafka-python only) KafkaAdminClient: commit offsets of 2 partitions for a
+                   group without members (alter_group_offsets), delete one (OffsetDelete):
+                   list_group_offsets shows only the other
   list-offsets     (confluent only) records with timestamps 1000, 5000, 3000, 7000, 2000; the
                    admin API's OffsetSpec.max_timestamp() (ListOffsets -3) and
                    earliest/latest, and the consumer's offsets_for_times, give Kafka's answers
@@ -378,6 +381,24 @@ def admin():
     print(f"ok {CLIENT}: create_partitions to 4, describe_configs, incremental_alter_configs, describe_cluster", flush=True)
 
 
+def offset_delete():
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+    create_topic(2)
+    a = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    group = f"{TOPIC}-g"
+    tps = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+    a.alter_group_offsets(group, {tp: OffsetAndMetadata(0, "", -1) for tp in tps})
+    errors = a.delete_group_offsets(group, [tps[0]])
+    if any(e.__name__ != "NoError" for e in errors.values()):
+        fail(f"delete_group_offsets: {errors}")
+    left = {(tp.partition, om.offset) for tp, om in a.list_group_offsets({group: None})[group].items()}
+    a.close()
+    if left != {(1, 0)}:
+        fail(f"after deleting partition 0's offset the group has {left}, want {{(1, 0)}}")
+    print(f"ok {CLIENT}: delete_group_offsets (OffsetDelete) dropped one of two committed offsets", flush=True)
+
+
 def list_offsets():
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import OffsetSpec
@@ -421,6 +442,8 @@ elif SCENARIO == "produce-compressed":
     produce_compressed(ARGS[0], int(ARGS[1]))
 elif SCENARIO == "admin":
     admin()
+elif SCENARIO == "offset-delete":
+    offset_delete()
 elif SCENARIO == "list-offsets":
     list_offsets()
 else:

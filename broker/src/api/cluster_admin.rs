@@ -43,13 +43,13 @@ pub(crate) fn create_partitions(
                 .and_then(|count| {
                     if r.validate_only {
                         let current = b.log.topic(&t.name)?.partition_count();
-                        return match count > current {
-                            true => Ok(()),
-                            false => Err(LogError::InvalidConfig(format!(
+                        if count <= current {
+                            return Err(LogError::InvalidConfig(format!(
                                 "topic {:?} already has {current} partitions; the new count must be larger",
                                 t.name.as_str()
-                            ))),
-                        };
+                            )));
+                        }
+                        return Ok(());
                     }
                     b.log.add_partitions(&t.name, count)
                 });

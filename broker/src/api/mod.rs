@@ -55,6 +55,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub(crate) enum Outcome {
@@ -201,6 +202,9 @@ async fn dispatch(
             ResponseKind::DescribeGroups(groups::describe_groups(b, r))
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(b, r)),
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(b, r).await)
+        }
         other => {
             // `supported` admits only the APIs matched above.
             return Err(BrokerError::Malformed(format!("no handler for {other:?}")));
