@@ -27,6 +27,7 @@ mod topics;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
+use runnel_broker::BrokerError;
 use runnel_log::{Log, LogError, SharedLogClient};
 use std::fs::TryLockError;
 use std::path::{Path, PathBuf};
@@ -107,18 +108,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         match cmd {
             DataCommand::Topics(cmd) => {
                 let remote = runnel_broker::RemoteLog::connect(bootstrap).await?;
-                return topics::run_remote(&remote, cmd).await;
+                let result = topics::run_remote(&remote, cmd).await;
+                return result.map_err(|e| with_remote_hint(e, bootstrap));
             }
             DataCommand::Groups(cmd) => {
                 let remote = runnel_broker::RemoteLog::connect(bootstrap).await?;
-                return groups::run_remote(&remote, cmd).await;
+                let result = groups::run_remote(&remote, cmd).await;
+                return result.map_err(|e| with_remote_hint(e, bootstrap));
             }
             _ => {}
         }
         let client = log_client(Some(bootstrap), dir).await?;
-        return match cmd {
+        let result = match cmd {
             DataCommand::Produce(args) => {
-                produce::run(produce::Target::Client(&client, bootstrap), args).await
+                produce::run(produce::Target::Client(&client), args).await
             }
             DataCommand::Consume(args) => consume::run(&client, args).await,
             DataCommand::Connect(args) => connect::run(client, args).await,
@@ -127,6 +130,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "--bootstrap (RUNNEL_BOOTSTRAP) works with topics, groups, produce, consume, connect and run; the other commands work on a data directory: drop --bootstrap"
             ),
         };
+        return result.map_err(|e| with_remote_hint(e, bootstrap));
     }
     // Reading commands do not create a data directory for a mistyped --data-dir.
     let creates = matches!(
@@ -169,6 +173,22 @@ pub async fn log_client(bootstrap: Option<&str>, data_dir: &Path) -> Result<Shar
         Some(addr) => runnel_broker::RemoteLog::connect(addr).await?,
         None => Arc::new(Log::open(data_dir)?),
     })
+}
+
+/// `e`, with a missing topic's hint (the log's, `runnel topics create`, works on a data
+/// directory) replaced by one that works against the broker at `bootstrap`.
+fn with_remote_hint(e: anyhow::Error, bootstrap: &str) -> anyhow::Error {
+    let missing = match (
+        e.downcast_ref::<LogError>(),
+        e.downcast_ref::<BrokerError>(),
+    ) {
+        (Some(LogError::UnknownTopic(t)), _) => t.clone(),
+        (_, Some(BrokerError::Log(LogError::UnknownTopic(t)))) => t.clone(),
+        _ => return e,
+    };
+    anyhow!(
+        "topic {missing:?} does not exist on the broker at {bootstrap}; create it with `runnel --bootstrap {bootstrap} topics create {missing} --partitions N`"
+    )
 }
 
 /// Drops `log` and waits until it has closed its partitions cleanly (indexes written, clean

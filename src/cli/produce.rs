@@ -81,9 +81,8 @@ enum Input {
 pub enum Target<'a> {
     /// The embedded log: each record's delivery is tracked, so a failure names how many were lost.
     Embedded(&'a Log),
-    /// Any log client (a broker with `--bootstrap`, whose address is the second field): a
-    /// failure is reported by the final flush.
-    Client(&'a SharedLogClient, &'a str),
+    /// Any log client (a broker with `--bootstrap`): a failure is reported by the final flush.
+    Client(&'a SharedLogClient),
 }
 
 /// The producer of a [`Target`].
@@ -132,13 +131,9 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
                 topic.partition(p)?;
             }
         }
-        Target::Client(client, bootstrap) => {
+        Target::Client(client) => {
             let Some(count) = client.partition_count(&args.topic).await? else {
-                bail!(
-                    "topic {:?} does not exist on the broker at {bootstrap}; create it with `runnel --bootstrap {bootstrap} topics create {} --partitions N`",
-                    args.topic,
-                    args.topic
-                );
+                return Err(LogError::UnknownTopic(args.topic.clone()).into());
             };
             if let Some(p) = args.partition.filter(|&p| p >= count) {
                 return Err(LogError::UnknownPartition {
@@ -188,7 +183,7 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
         Target::Embedded(log) => {
             Sending::Embedded(Producer::new(log.clone(), config), Deliveries::default())
         }
-        Target::Client(client, _) => Sending::Client(client.producer(config), 0),
+        Target::Client(client) => Sending::Client(client.producer(config), 0),
     };
     let mut input_bytes = 0;
     let mut stopped = None;

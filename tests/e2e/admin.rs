@@ -164,10 +164,16 @@ fn topics_and_groups_over_bootstrap() {
 
     let deleted = ok(addr, &["topics", "delete", "clicks"]);
     assert!(deleted.contains("deleted topic clicks"), "{deleted}");
+    let hint = format!("runnel --bootstrap {addr} topics create clicks");
     fails_with(
         addr,
         &["topics", "describe", "clicks"],
-        &["clicks", "does not exist"],
+        &["does not exist", &hint],
+    );
+    fails_with(
+        addr,
+        &["consume", "clicks", "--timeout", "1s"],
+        &["does not exist", &hint],
     );
     let list = ok(addr, &["topics", "list"]);
     assert!(!list.contains("clicks"), "{list}");
