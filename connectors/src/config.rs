@@ -16,6 +16,8 @@ pub const COMMON_KEYS: &[&str] = &[
     "errors.tolerance",
     "errors.deadletterqueue.topic.name",
     "errors.log.enable",
+    // Kafka Connect's per-connector producer override: the codec of a source's batches.
+    "producer.override.compression.type",
 ];
 
 /// A connector's configuration: its name, class, and every key as given.

@@ -260,7 +260,14 @@ async fn run_source(
     let converters = Converters::from_config(config)?;
     let stored = worker.offsets(&name).await;
     source.start(&stored).await?;
-    let producer = worker.client.producer(ProducerConfig::default());
+    let compression = match config.get("producer.override.compression.type") {
+        Some(codec) => codec.parse()?,
+        None => Default::default(),
+    };
+    let producer = worker.client.producer(ProducerConfig {
+        compression,
+        ..Default::default()
+    });
     let mut ensured: Vec<String> = Vec::new();
     loop {
         wait_running(control).await;

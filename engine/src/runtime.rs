@@ -19,8 +19,8 @@ use crate::operator::TaskMetrics;
 use crate::task::{Input, OnDeserializeError, Task};
 use crate::topology::{Instantiation, NodeKind, TopicName, Topology, changelog_topic};
 use runnel_log::{
-    CleanupPolicy, ConsumerConfig, LogConsumer, LogProducer, OffsetReset, ProducerConfig,
-    RecordRun, SharedLogClient, TopicConfig, TopicPartition,
+    CleanupPolicy, Compression, ConsumerConfig, LogConsumer, LogProducer, OffsetReset,
+    ProducerConfig, RecordRun, SharedLogClient, TopicConfig, TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -48,6 +48,9 @@ pub struct StreamsConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// How often stores are checkpointed locally (also at a clean stop).
     pub checkpoint_interval: Duration,
+    /// The codec of every batch the app writes (outputs, changelogs, repartition topics):
+    /// Kafka's producer `compression.type`. A topic with its own codec gets that one.
+    pub compression: Compression,
 }
 
 impl StreamsConfig {
@@ -62,6 +65,7 @@ impl StreamsConfig {
             late_records_topic: None,
             state_dir: None,
             checkpoint_interval: Duration::from_secs(30),
+            compression: Compression::None,
         }
     }
 }
@@ -412,6 +416,7 @@ impl Worker {
         // The producer's buffer is the worker's backpressure: small, so memory stays bounded.
         let producer = client.producer(ProducerConfig {
             buffer_memory: 16 << 20,
+            compression: config.compression,
             ..Default::default()
         });
         let mut route = HashMap::new();

@@ -13,6 +13,9 @@
 //!   embedded consumer, `runnel consume` and `runnel --bootstrap consume`, never a panic; the
 //!   records before it are still read over the wire.
 //!
+//! - `job_and_worker_files_set_the_codec_of_what_they_write`: `[job] compression` of a SQL job
+//!   and `producer.override.compression.type` of a source connector.
+//!
 //! The Python clients are skipped as in `broker.rs` when the interop virtualenv is missing.
 
 use crate::broker::{BrokerProc, python, scenario};
@@ -351,4 +354,97 @@ fn corrupt_compressed_payload_is_an_error_naming_the_place() {
         .map(str::to_string)
         .collect();
     assert_eq!(values, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+/// A SQL job with `[job] compression = "zstd"` writes its output in zstd batches, and a file
+/// source with Kafka Connect's `producer.override.compression.type = "lz4"` writes lz4 batches
+/// (over `--bootstrap`, through the broker client's producer); both read back whole.
+#[test]
+fn job_and_worker_files_set_the_codec_of_what_they_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let lines: String = (0..1000)
+        .map(|i| format!("{{\"id\":{i},\"name\":\"rider {i}\"}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    runnel_ok(&["--data-dir", d, "topics", "create", "events"]);
+    runnel_ok(&[
+        "--data-dir",
+        d,
+        "produce",
+        "events",
+        "--file",
+        input.to_str().unwrap(),
+    ]);
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "[job]\nname = \"shout\"\ncompression = \"zstd\"\nsql = \"INSERT INTO loud SELECT id, UPPER(name) AS name FROM events\"\n\n[[input]]\nname = \"events\"\nschema = \"id BIGINT, name VARCHAR\"\n\n[[output]]\nname = \"loud\"\n",
+    )
+    .unwrap();
+    runnel_ok(&["--data-dir", d, "run", job.to_str().unwrap(), "--until-end"]);
+    let out = runnel_ok(&[
+        "--data-dir",
+        d,
+        "consume",
+        "loud",
+        "--from-beginning",
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(out.lines().count(), 1000);
+    assert!(out.contains("RIDER 999"), "{}", &out[..out.len().min(300)]);
+    let codecs = stored_codecs(&data, "loud");
+    assert!(
+        !codecs.is_empty() && codecs.iter().all(|c| *c == Compression::Zstd),
+        "{codecs:?}"
+    );
+
+    let broker = BrokerProc::start(&data);
+    runnel_ok(&["--bootstrap", &broker.addr, "topics", "create", "copied"]);
+    let worker_file = dir.path().join("worker.toml");
+    std::fs::write(
+        &worker_file,
+        format!(
+            "[[connector]]\nname = \"in\"\n\"connector.class\" = \"FileStreamSource\"\nfile = \"{}\"\ntopic = \"copied\"\n\"producer.override.compression.type\" = \"lz4\"\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "--bootstrap",
+            &broker.addr,
+            "connect",
+            "--rest",
+            "127.0.0.1:0",
+        ])
+        .arg(&worker_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // `consume` waits up to its timeout for each record: it returns once all 1000 arrived.
+    let copied = runnel_ok(&[
+        "--bootstrap",
+        &broker.addr,
+        "consume",
+        "copied",
+        "--from-beginning",
+        "--max-messages",
+        "1000",
+        "--timeout",
+        "30s",
+    ]);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    broker.terminate();
+    assert_eq!(copied.lines().count(), 1000);
+    let codecs = stored_codecs(&data, "copied");
+    assert!(
+        !codecs.is_empty() && codecs.iter().all(|c| *c == Compression::Lz4),
+        "{codecs:?}"
+    );
 }
