@@ -101,7 +101,7 @@ pub fn python(test: &str) -> Option<PathBuf> {
     path
 }
 
-fn kcat(test: &str) -> bool {
+pub fn kcat(test: &str) -> bool {
     let ok = Command::new("kcat")
         .arg("-V")
         .output()

@@ -4,8 +4,9 @@
 //!   messages with each codec to `runnel broker`; `runnel --bootstrap consume` and, once the
 //!   broker stopped, `runnel consume` on its data directory read each of them exactly once;
 //!   the stored batches carry the codec the client chose (stored as produced).
-//! - `runnel_compressed_batches_are_read_by_confluent_kafka_and_kafka_python`: `runnel
-//!   --bootstrap produce --compression CODEC`; both Python clients read every message once.
+//! - `runnel_compressed_batches_are_read_by_confluent_kafka_kafka_python_and_kcat`: `runnel
+//!   --bootstrap produce --compression CODEC`; both Python clients and kcat read every message
+//!   once.
 //! - `compacted_topic_of_compressed_batches_compacts`: the latest value per key survives
 //!   compaction and the rewritten batches keep their codec.
 //! - `corrupt_compressed_payload_is_an_error_naming_the_place`: a payload that does not
@@ -18,7 +19,7 @@
 //!
 //! The Python clients are skipped as in `broker.rs` when the interop virtualenv is missing.
 
-use crate::broker::{BrokerProc, python, scenario};
+use crate::broker::{BrokerProc, kcat, python, scenario};
 use crate::support::read_all;
 use runnel_log::batch::{self, BatchBuilder};
 use runnel_log::{
@@ -148,7 +149,7 @@ fn confluent_kafka_compressed_batches_are_read_by_runnel() {
 }
 
 #[test]
-fn runnel_compressed_batches_are_read_by_confluent_kafka_and_kafka_python() {
+fn runnel_compressed_batches_are_read_by_confluent_kafka_kafka_python_and_kcat() {
     let Some(py) = python("compressed batches from runnel") else {
         return;
     };
@@ -185,6 +186,30 @@ fn runnel_compressed_batches_are_read_by_confluent_kafka_and_kafka_python() {
         let n = N.to_string();
         for client in ["confluent", "kafka-python"] {
             scenario(&py, client, "verify-exact", &broker.addr, &topic, &[&n]);
+        }
+        if kcat("compressed batches from runnel, kcat") {
+            let out = Command::new("kcat")
+                .args([
+                    "-b",
+                    &broker.addr,
+                    "-C",
+                    "-t",
+                    &topic,
+                    "-o",
+                    "beginning",
+                    "-e",
+                    "-q",
+                ])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut values: Vec<usize> = text.lines().map(|l| l.parse().unwrap()).collect();
+            values.sort_unstable();
+            assert_eq!(
+                values,
+                (0..N).collect::<Vec<_>>(),
+                "kcat reads {codec} exactly"
+            );
         }
     }
     broker.terminate();
@@ -356,7 +381,8 @@ fn corrupt_compressed_payload_is_an_error_naming_the_place() {
     assert_eq!(values, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
 }
 
-/// A SQL job with `[job] compression = "zstd"` writes its output in zstd batches, and a file
+/// A SQL job with `[job] compression = "zstd"` reads gzip batches and writes its output in zstd
+/// batches, and a file
 /// source with Kafka Connect's `producer.override.compression.type = "lz4"` writes lz4 batches
 /// (over `--bootstrap`, through the broker client's producer); both read back whole.
 #[test]
@@ -370,13 +396,17 @@ fn job_and_worker_files_set_the_codec_of_what_they_write() {
         .collect();
     std::fs::write(&input, lines).unwrap();
     runnel_ok(&["--data-dir", d, "topics", "create", "events"]);
+    // The job's input is compressed too: the SQL input reads gzip batches.
+    let file = input.to_str().unwrap();
     runnel_ok(&[
         "--data-dir",
         d,
         "produce",
         "events",
         "--file",
-        input.to_str().unwrap(),
+        file,
+        "--compression",
+        "gzip",
     ]);
     let job = dir.path().join("job.toml");
     std::fs::write(
