@@ -443,19 +443,7 @@ fn job_and_worker_files_set_the_codec_of_what_they_write() {
         ),
     )
     .unwrap();
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args([
-            "--bootstrap",
-            &broker.addr,
-            "connect",
-            "--rest",
-            "127.0.0.1:0",
-        ])
-        .arg(&worker_file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = crate::connect::worker_over(&broker.addr, &worker_file);
     // `consume` waits up to its timeout for each record: it returns once all 1000 arrived.
     let copied = runnel_ok(&[
         "--bootstrap",
