@@ -443,7 +443,8 @@ fn job_and_worker_files_set_the_codec_of_what_they_write() {
         ),
     )
     .unwrap();
-    let mut worker = crate::connect::worker_over(&broker.addr, &worker_file);
+    // Killed when dropped, so a failed assertion below does not leave the worker running.
+    let worker = KillOnDrop(crate::connect::worker_over(&broker.addr, &worker_file));
     // `consume` waits up to its timeout for each record: it returns once all 1000 arrived.
     let copied = runnel_ok(&[
         "--bootstrap",
@@ -456,8 +457,7 @@ fn job_and_worker_files_set_the_codec_of_what_they_write() {
         "--timeout",
         "30s",
     ]);
-    let _ = worker.kill();
-    let _ = worker.wait();
+    drop(worker);
     broker.terminate();
     assert_eq!(copied.lines().count(), 1000);
     let codecs = stored_codecs(&data, "copied");
@@ -465,4 +465,14 @@ fn job_and_worker_files_set_the_codec_of_what_they_write() {
         !codecs.is_empty() && codecs.iter().all(|c| *c == Compression::Lz4),
         "{codecs:?}"
     );
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
