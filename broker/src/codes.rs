@@ -44,6 +44,7 @@ pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
 pub const CONCURRENT_TRANSACTIONS: i16 = 51;
 pub const PRODUCER_FENCED: i16 = 90;
 pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 
 /// The Kafka error code for a log error.
 pub fn for_log_error(e: &LogError) -> i16 {
@@ -128,6 +129,7 @@ pub fn name(code: i16) -> &'static str {
         CONCURRENT_TRANSACTIONS => "CONCURRENT_TRANSACTIONS",
         PRODUCER_FENCED => "PRODUCER_FENCED",
         TRANSACTIONAL_ID_NOT_FOUND => "TRANSACTIONAL_ID_NOT_FOUND",
+        GROUP_SUBSCRIBED_TO_TOPIC => "GROUP_SUBSCRIBED_TO_TOPIC",
         _ => "see Kafka's protocol guide",
     }
 }

@@ -21,6 +21,7 @@ mod frame;
 pub mod metrics;
 mod server;
 
+pub use api::admin::apply_configs as apply_topic_configs;
 pub use client::RemoteLog;
 pub use error::BrokerError;
 pub use metrics::Metrics;

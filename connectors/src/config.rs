@@ -17,6 +17,8 @@ pub const COMMON_KEYS: &[&str] = &[
     "errors.deadletterqueue.topic.name",
     "errors.log.enable",
     "exactly.once.support",
+    // Kafka Connect's per-connector producer override: the codec of a source's batches.
+    "producer.override.compression.type",
 ];
 
 /// A connector's configuration: its name, class, and every key as given.

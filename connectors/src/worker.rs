@@ -265,7 +265,12 @@ async fn run_source(
     let chain = Chain::from_config(config)?;
     let converters = Converters::from_config(config)?;
     let exactly_once = config.exactly_once()?;
+    let compression = match config.get("producer.override.compression.type") {
+        Some(codec) => codec.parse()?,
+        None => Default::default(),
+    };
     let producer = worker.client.producer(ProducerConfig {
+        compression,
         transactional_id: exactly_once.then(|| format!("connect-{name}")),
         transaction_timeout: SOURCE_TRANSACTION_TIMEOUT,
         ..Default::default()

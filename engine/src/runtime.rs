@@ -26,8 +26,8 @@ use crate::operator::TaskMetrics;
 use crate::task::{Input, OnDeserializeError, Task};
 use crate::topology::{Instantiation, NodeKind, TopicName, Topology, changelog_topic};
 use runnel_log::{
-    CleanupPolicy, ConsumerConfig, LogConsumer, LogProducer, OffsetReset, ProducerConfig,
-    RecordRun, SharedLogClient, TopicConfig, TopicPartition,
+    CleanupPolicy, Compression, ConsumerConfig, LogConsumer, LogProducer, OffsetReset,
+    ProducerConfig, RecordRun, SharedLogClient, TopicConfig, TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -58,6 +58,9 @@ pub struct StreamsConfig {
     /// `processing.guarantee`; set it with [`StreamsConfig::guarantee`], which also picks the
     /// guarantee's default commit interval.
     pub processing_guarantee: ProcessingGuarantee,
+    /// The codec of every batch the app writes (outputs, changelogs, repartition topics):
+    /// Kafka's producer `compression.type`. A topic with its own codec gets that one.
+    pub compression: Compression,
 }
 
 /// Kafka Streams' `processing.guarantee`.
@@ -112,6 +115,7 @@ impl StreamsConfig {
             state_dir: None,
             checkpoint_interval: Duration::from_secs(30),
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            compression: Compression::None,
         }
     }
 
@@ -483,6 +487,7 @@ impl Worker {
             buffer_memory: 16 << 20,
             transactional_id,
             transaction_timeout: EXACTLY_ONCE_TRANSACTION_TIMEOUT,
+            compression: config.compression,
             ..Default::default()
         });
         if config.exactly_once() {

@@ -7,7 +7,8 @@
 //! that lag less than that still see the delete. The rewritten file replaces the old one by an
 //! atomic rename ([`Partition::swap_cleaned`]); readers with the old file keep a consistent view.
 //! A partition is cleaned again only after a new segment was closed (as Kafka waits for dirty
-//! data), so an expired tombstone goes at the first run after the next roll.
+//! data), so an expired tombstone goes at the first run after the next roll. A compressed
+//! batch that loses records is rewritten with the same codec.
 //!
 //! Transactions: only segments below the last stable offset are cleaned (an open transaction's
 //! records are undecided); records of aborted transactions are dropped and never count as the
@@ -94,7 +95,8 @@ fn compact_segment(
         if keep.len() == recs.len() {
             out.extend_from_slice(b);
         } else if !keep.is_empty() {
-            let mut nb = BatchBuilder::new(b.len());
+            // Kept compressed as it was written (Kafka's cleaner keeps the codec too).
+            let mut nb = BatchBuilder::new(b.len()).with_compression(h.compression()?);
             for r in keep {
                 let delta = (r.offset - h.base_offset) as i32;
                 nb.push_with_delta(

@@ -3,6 +3,7 @@
 //! A topic's config is chosen at creation and stored as JSON in `DATA/.runnel/topics/NAME.json`;
 //! the partition count is the only field that changes later (it only grows).
 
+use crate::compression::CompressionType;
 use crate::error::{LogError, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -74,6 +75,9 @@ pub struct TopicConfig {
     pub delete_retention_ms: u64,
     /// `max.message.bytes`: the largest batch accepted.
     pub max_message_bytes: usize,
+    /// `compression.type`: `producer` stores batches as produced; a codec makes producers
+    /// writing into the log use it (the broker recompresses batches produced otherwise).
+    pub compression_type: CompressionType,
 }
 
 impl Default for TopicConfig {
@@ -89,6 +93,7 @@ impl Default for TopicConfig {
             flush_interval_ms: 100,
             delete_retention_ms: 24 * 3600 * 1000,
             max_message_bytes: 16 * 1024 * 1024,
+            compression_type: CompressionType::Producer,
         }
     }
 }

@@ -61,6 +61,19 @@ pub enum LogError {
         reason: String,
     },
 
+    /// A batch whose CRC matches (so its producer wrote it so) but whose records cannot be
+    /// decoded, e.g. a compressed payload that does not decompress.
+    #[error(
+        "record batch of {topic}-{partition} at offset {offset} cannot be read: {reason}. Its CRC matches, so it was stored as its producer sent it; the records after it start at offset {next} (seek there to skip it)"
+    )]
+    UnreadableBatch {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        next: u64,
+        reason: String,
+    },
+
     #[error("invalid record batch: {0}")]
     InvalidBatch(String),
 

@@ -676,6 +676,21 @@ impl GroupCoordinator {
             .filter(|(_, tp)| tp.topic == topic)
             .cloned()
             .collect();
+        self.drop_committed(keys)
+    }
+
+    /// Drops the committed offsets of `group_id` on `partitions` (Kafka's OffsetDelete; the
+    /// caller checks that no live member reads them).
+    pub fn delete_offsets(&self, group_id: &str, partitions: &[TopicPartition]) -> Result<()> {
+        let keys = partitions
+            .iter()
+            .map(|tp| (group_id.to_string(), tp.clone()))
+            .collect();
+        self.drop_committed(keys)
+    }
+
+    /// Writes a tombstone per (group, partition) to the offsets topic, then forgets them.
+    fn drop_committed(&self, keys: Vec<(String, TopicPartition)>) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }

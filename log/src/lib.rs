@@ -27,6 +27,7 @@ pub mod assignor;
 pub mod batch;
 pub mod client;
 pub mod compaction;
+pub mod compression;
 pub mod config;
 pub mod consumer;
 pub mod error;
@@ -43,6 +44,7 @@ pub mod types;
 
 pub use assignor::AssignmentStrategy;
 pub use client::{LogClient, LogConsumer, LogProducer, SharedLogClient};
+pub use compression::{Compression, CompressionType};
 pub use config::{CleanupPolicy, Durability, TopicConfig};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, PartitionLag};
 pub use error::{LogError, Result};

@@ -315,6 +315,26 @@ impl Log {
         Ok(())
     }
 
+    /// Replaces the stored config of topic `name` with `config` (same partition count: see
+    /// [`add_partitions`](Self::add_partitions)). New partitions, [`Topic::config`] readers
+    /// (the producer's codec choice, describe) see it at once; partitions already open keep
+    /// the config they were opened with until the log is opened again.
+    pub fn alter_topic_config(&self, name: &str, config: TopicConfig) -> Result<()> {
+        let topic = self.topic(name)?;
+        let _parts = topic.partitions.write();
+        let current = topic.config();
+        if config.partitions != current.partitions {
+            return Err(LogError::InvalidConfig(format!(
+                "topic {name:?} has {} partitions; change the count with add_partitions",
+                current.partitions
+            )));
+        }
+        config.validate()?;
+        write_topic_config(&self.inner.dir, name, &config)?;
+        *topic.config.write() = config;
+        Ok(())
+    }
+
     /// Appends one encoded batch to a partition; returns its base offset. Blocking.
     pub fn append(&self, tp: &TopicPartition, batch: Vec<u8>) -> Result<u64> {
         self.partition(tp)?.append(batch)

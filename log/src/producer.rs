@@ -18,6 +18,7 @@
 //! partition, so the records of a partition still keep the order in which they were handed over.
 
 use crate::batch::BatchBuilder;
+use crate::compression::Compression;
 use crate::error::{LogError, Result};
 use crate::log::{Log, Topic};
 use crate::partition::Partition;
@@ -49,6 +50,9 @@ pub struct ProducerConfig {
     pub transactional_id: Option<String>,
     /// `transaction.timeout.ms`: a transaction open longer is aborted by the coordinator.
     pub transaction_timeout: Duration,
+    /// `compression.type`: the codec of the batches sent. A topic whose own
+    /// `compression.type` names a codec gets that one instead (the log would store it so).
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -61,6 +65,7 @@ impl Default for ProducerConfig {
             transaction_timeout: Duration::from_millis(
                 crate::txn::coordinator::DEFAULT_TRANSACTION_TIMEOUT_MS as u64,
             ),
+            compression: Compression::None,
         }
     }
 }
@@ -416,16 +421,19 @@ impl Producer {
             }
             self.inner.wake_sender.notify_one();
         }
-        let batch = ts.open[partition as usize].get_or_insert_with(|| {
+        if ts.open[partition as usize].is_none() {
             // The sender must learn of the new batch to arm its linger timer.
             self.inner.wake_sender.notify_one();
-            OpenBatch {
-                builder: BatchBuilder::new(cfg.batch_size.min(DEFAULT_BATCH_SIZE)),
+            let builder = BatchBuilder::new(cfg.batch_size.min(DEFAULT_BATCH_SIZE))
+                .with_compression(ts.compression(cfg));
+            ts.open[partition as usize] = Some(OpenBatch {
+                builder,
                 queued: 0,
                 created: Instant::now(),
                 done: Arc::new(BatchDone::new(ts.topic.name.clone(), partition)),
-            }
-        });
+            });
+        }
+        let batch = ts.open[partition as usize].as_mut().expect("opened above");
         batch.queued += size;
         let timestamp = rec.timestamp.unwrap_or_else(now_ms);
         batch
@@ -513,7 +521,7 @@ impl Producer {
         acc.queued_bytes += size;
         acc.ready.push(ReadyBatch {
             partition: target,
-            builder: batch,
+            builder: batch.with_compression(ts.compression(&self.inner.config)),
             queued: size,
             done: Arc::new(BatchDone::new(ts.topic.name.clone(), partition)),
         });
@@ -548,6 +556,17 @@ impl Producer {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake_sender.notify_one();
         r
+    }
+}
+
+impl TopicState {
+    /// The codec of this topic's batches: the topic's own `compression.type` wins, as the
+    /// log would store them so anyway.
+    fn compression(&self, config: &ProducerConfig) -> Compression {
+        self.topic
+            .config()
+            .compression_type
+            .stored(config.compression)
     }
 }
 

@@ -10,6 +10,11 @@
 //! Contract: the records of a run are in offset order, all of one topic partition, and every
 //! one of them was checked when the run was made (frame lengths, header keys UTF-8), so reading
 //! them back cannot fail. Control batches are left out, as consumers never see them.
+//!
+//! Compressed batches are decompressed when the run is made: the run's buffer is then a new
+//! one holding every batch of the read uncompressed (a read without compressed batches keeps
+//! its buffer, zero-copy). A payload that does not decompress, or a malformed record, fails
+//! the whole run with [`LogError::UnreadableBatch`], naming topic, partition and offset.
 
 use crate::batch::{self, RecordSpan};
 use crate::error::{LogError, Result};
@@ -117,6 +122,36 @@ fn encode_batch(records: &[Record]) -> Vec<u8> {
     b.finish()
 }
 
+/// `batches` with every compressed batch decompressed: the same buffer if none is.
+fn plain(topic: &str, partition: u32, batches: Bytes) -> Result<Bytes> {
+    if !batch::split_batches(&batches).any(|b| batch::is_compressed(&b)) {
+        return Ok(batches);
+    }
+    let mut out = Vec::with_capacity(batches.len() * 4);
+    for b in batch::split_batches(&batches) {
+        batch::decompress_into(&b, &mut out).map_err(|e| unreadable(topic, partition, &b, e))?;
+    }
+    Ok(Bytes::from(out))
+}
+
+/// `e`, an error reading the batch `b` of `topic` `partition`, as the error naming that place.
+#[cold]
+fn unreadable(topic: &str, partition: u32, b: &[u8], e: LogError) -> LogError {
+    // A header that does not parse has no offset to name.
+    let (offset, next) =
+        batch::parse_header(b).map_or((0, 0), |h| (h.base_offset, h.next_offset()));
+    LogError::UnreadableBatch {
+        topic: topic.to_string(),
+        partition,
+        offset,
+        next,
+        reason: match e {
+            LogError::InvalidBatch(reason) => reason,
+            other => other.to_string(),
+        },
+    }
+}
+
 impl RecordRun {
     /// An empty run of `topic` partition `partition`.
     pub fn new(topic: Arc<str>, partition: u32) -> Self {
@@ -160,6 +195,7 @@ impl RecordRun {
         from: u64,
         mut aborted: Option<&mut AbortedFilter>,
     ) -> Result<Self> {
+        let batches = plain(&topic, partition, batches)?;
         if batches.len() > u32::MAX as usize {
             return Err(LogError::InvalidBatch(format!(
                 "a read of {} bytes is larger than a record run can hold (4 GiB)",
@@ -186,7 +222,7 @@ impl RecordRun {
                 continue;
             }
             let records = &mut run.records;
-            batch::for_each_record(&b, |r: RecordSpan| {
+            let walked = batch::for_each_record(&b, |r: RecordSpan| {
                 if r.offset >= from {
                     records.push(Place {
                         offset: r.offset,
@@ -197,7 +233,8 @@ impl RecordRun {
                         header_count: r.header_count as u32,
                     });
                 }
-            })?;
+            });
+            walked.map_err(|e| unreadable(&run.topic, partition, &b, e))?;
         }
         run.buf = batches;
         Ok(run)
@@ -265,6 +302,7 @@ impl RecordRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compression::{CODECS, Compression};
     use proptest::prelude::*;
 
     type TestRecord = (
@@ -290,8 +328,8 @@ mod tests {
         }
     }
 
-    fn encode(records: &[Record], base_offset: u64) -> Vec<u8> {
-        let mut v = encode_batch(records);
+    fn encode(records: &[Record], base_offset: u64, codec: Compression) -> Vec<u8> {
+        let mut v = batch::compressed(&encode_batch(records), codec).unwrap();
         batch::set_base_offset(&mut v, base_offset);
         v
     }
@@ -309,17 +347,19 @@ mod tests {
                 1..40),
             split in 0usize..40,
             from in 0u64..50,
+            codecs in (0usize..5, 0usize..5),
         ) {
+            let codecs = (CODECS[codecs.0], CODECS[codecs.1]);
             let split = split.min(recs.len());
             let (a, b) = recs.split_at(split);
             let first: Vec<Record> = a.iter().enumerate().map(|(i, r)| record(i, r)).collect();
             let second: Vec<Record> = b.iter().enumerate().map(|(i, r)| record(i, r)).collect();
             let mut buf = Vec::new();
             if !first.is_empty() {
-                buf.extend(encode(&first, 0));
+                buf.extend(encode(&first, 0, codecs.0));
             }
             if !second.is_empty() {
-                buf.extend(encode(&second, split as u64));
+                buf.extend(encode(&second, split as u64, codecs.1));
             }
             let buf = Bytes::from(buf);
             let mut want = Vec::new();
@@ -339,6 +379,42 @@ mod tests {
             let consumer: Vec<ConsumerRecord> = run.to_consumer_records().collect();
             prop_assert!(consumer.iter().all(|c| c.partition == 3 && &*c.topic == "t"));
         }
+    }
+
+    /// A compressed batch whose payload does not decompress (CRC fixed up) fails the run
+    /// with an error naming topic, partition and the batch's offsets.
+    #[test]
+    fn an_undecompressable_batch_is_named() {
+        let recs: Vec<Record> = (0..5)
+            .map(|i| record(i, &(7, None, Some(vec![b'x'; 300]), vec![])))
+            .collect();
+        let mut good = encode(&recs, 0, Compression::Lz4);
+        let mut bad = encode(&recs, 5, Compression::Lz4);
+        bad[batch::HEADER_LEN + 8..].fill(0xee);
+        // The CRC (bytes 17..21, over attributes on) fixed up, so only the codec can notice.
+        let crc = crc32c::crc32c(&bad[21..]);
+        bad[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch::validate(&bad).unwrap();
+        good.extend(bad);
+        let err = RecordRun::from_batches(Arc::from("rides"), 2, Bytes::from(good), 0).unwrap_err();
+        let LogError::UnreadableBatch {
+            topic,
+            partition,
+            offset,
+            next,
+            ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            (topic.as_str(), *partition, *offset, *next),
+            ("rides", 2, 5, 10)
+        );
+        assert!(
+            err.to_string().contains("lz4 payload does not decompress"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@ use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
 use runnel_log::batch::BatchBuilder;
 use runnel_log::{
-    Consumer, ConsumerConfig, Durability, Log, Producer, ProducerConfig, ProducerRecord,
-    TopicConfig, TopicPartition,
+    Compression, Consumer, ConsumerConfig, Durability, Log, Producer, ProducerConfig,
+    ProducerRecord, TopicConfig, TopicPartition,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,6 +61,14 @@ pub struct LogArgs {
     /// Finish in seconds with small counts (a smoke test; the numbers are rough).
     #[arg(long)]
     quick: bool,
+    /// Instead of the runs above, compare batch codecs (comma-separated: gzip,snappy,lz4,zstd)
+    /// with `none` on 1 KiB JSON-like records: append and read MB/s and the ratio
+    /// (default 200000 records per run; 20000 with --quick).
+    #[arg(long, value_name = "CODECS", value_delimiter = ',')]
+    compression: Option<Vec<Compression>>,
+    /// Runs per codec with --compression (medians are printed).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    repeat: usize,
 }
 
 /// How much each benchmark does.
@@ -202,6 +210,15 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     };
     let plan = Plan::new(&args);
     let tmp = tempfile::Builder::new().prefix("runnel-bench-").tempdir()?;
+    if let Some(codecs) = &args.compression {
+        let records = args
+            .records
+            .unwrap_or(if args.quick { 20_000 } else { 200_000 });
+        let log = Log::open(tmp.path().join("data"))?;
+        let result = super::bench_compression::run(&log, codecs, records, args.repeat).await;
+        close_log(log);
+        return result;
+    }
     let open_bytes = plan.open_segments * TopicConfig::default().segment_bytes;
     let peak = (2 * plan.records * SIZES[1] as u64).max(open_bytes);
     eprintln!(

@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_broker;
+mod bench_compression;
 mod bench_connect;
 mod bench_engine;
 mod bench_sql;
@@ -26,6 +27,7 @@ mod topics;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
+use runnel_broker::BrokerError;
 use runnel_log::{Log, LogError, SharedLogClient};
 use std::fs::TryLockError;
 use std::path::{Path, PathBuf};
@@ -46,7 +48,7 @@ pub struct Cli {
     )]
     data_dir: PathBuf,
 
-    /// Run produce and consume against a Kafka-protocol broker (`runnel broker`, Kafka,
+    /// Run topics, groups, produce and consume against a Kafka-protocol broker (`runnel broker`, Kafka,
     /// Redpanda) at HOST:PORT instead of the data directory.
     #[arg(
         long,
@@ -103,8 +105,21 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     let dir = cli.data_dir.as_path();
     if let Some(bootstrap) = cli.bootstrap.as_deref() {
+        match cmd {
+            DataCommand::Topics(cmd) => {
+                let remote = runnel_broker::RemoteLog::connect(bootstrap).await?;
+                let result = topics::run_remote(&remote, cmd).await;
+                return result.map_err(|e| with_remote_hint(e, bootstrap));
+            }
+            DataCommand::Groups(cmd) => {
+                let remote = runnel_broker::RemoteLog::connect(bootstrap).await?;
+                let result = groups::run_remote(&remote, cmd).await;
+                return result.map_err(|e| with_remote_hint(e, bootstrap));
+            }
+            _ => {}
+        }
         let client = log_client(Some(bootstrap), dir).await?;
-        return match cmd {
+        let result = match cmd {
             DataCommand::Produce(args) => {
                 produce::run(produce::Target::Client(&client), args).await
             }
@@ -112,9 +127,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             DataCommand::Connect(args) => connect::run(client, args).await,
             DataCommand::Run(args) => run::run(client, args).await,
             _ => bail!(
-                "--bootstrap (RUNNEL_BOOTSTRAP) works with produce, consume, connect and run; the other commands work on a data directory: drop --bootstrap"
+                "--bootstrap (RUNNEL_BOOTSTRAP) works with topics, groups, produce, consume, connect and run; the other commands work on a data directory: drop --bootstrap"
             ),
         };
+        return result.map_err(|e| with_remote_hint(e, bootstrap));
     }
     // Reading commands do not create a data directory for a mistyped --data-dir.
     let creates = matches!(
@@ -157,6 +173,22 @@ pub async fn log_client(bootstrap: Option<&str>, data_dir: &Path) -> Result<Shar
         Some(addr) => runnel_broker::RemoteLog::connect(addr).await?,
         None => Arc::new(Log::open(data_dir)?),
     })
+}
+
+/// `e`, with a missing topic's hint (the log's, `runnel topics create`, works on a data
+/// directory) replaced by one that works against the broker at `bootstrap`.
+fn with_remote_hint(e: anyhow::Error, bootstrap: &str) -> anyhow::Error {
+    let missing = match (
+        e.downcast_ref::<LogError>(),
+        e.downcast_ref::<BrokerError>(),
+    ) {
+        (Some(LogError::UnknownTopic(t)), _) => t.clone(),
+        (_, Some(BrokerError::Log(LogError::UnknownTopic(t)))) => t.clone(),
+        _ => return e,
+    };
+    anyhow!(
+        "topic {missing:?} does not exist on the broker at {bootstrap}; create it with `runnel --bootstrap {bootstrap} topics create {missing} --partitions N`"
+    )
 }
 
 /// Drops `log` and waits until it has closed its partitions cleanly (indexes written, clean

@@ -13,7 +13,8 @@ use super::{duration_arg, usize_arg};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use runnel_log::{
-    Log, LogError, LogProducer, Producer, ProducerConfig, ProducerRecord, SharedLogClient,
+    Compression, Log, LogError, LogProducer, Producer, ProducerConfig, ProducerRecord,
+    SharedLogClient,
 };
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -45,6 +46,9 @@ pub struct ProduceArgs {
     /// How long a batch waits for more records before it is sent (e.g. 5ms).
     #[arg(long, value_name = "DURATION")]
     linger: Option<String>,
+    /// Compress the batches: none, gzip, snappy, lz4 or zstd (Kafka's compression.type).
+    #[arg(long, value_name = "CODEC", default_value = "none")]
+    compression: Compression,
 }
 
 /// Input bytes read in one go.
@@ -141,7 +145,10 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
             }
         }
     }
-    let mut config = ProducerConfig::default();
+    let mut config = ProducerConfig {
+        compression: args.compression,
+        ..Default::default()
+    };
     if let Some(s) = &args.batch_size {
         config.batch_size = usize_arg("--batch-size", s)?;
     }

@@ -83,7 +83,7 @@ fn required() -> bool {
 }
 
 /// The interop virtualenv's python, or `None` (after printing "skipped") when absent.
-pub(crate) fn python(test: &str) -> Option<PathBuf> {
+pub fn python(test: &str) -> Option<PathBuf> {
     let path = std::env::var_os("RUNNEL_INTEROP_PYTHON")
         .map(PathBuf::from)
         .or_else(|| {
@@ -101,7 +101,7 @@ pub(crate) fn python(test: &str) -> Option<PathBuf> {
     path
 }
 
-fn kcat(test: &str) -> bool {
+pub fn kcat(test: &str) -> bool {
     let ok = Command::new("kcat")
         .arg("-V")
         .output()
@@ -125,7 +125,7 @@ fn interop_script() -> PathBuf {
 /// spinning in `close` under load) fails its test instead of holding CI until it is killed.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(300);
 
-fn scenario(py: &Path, client: &str, name: &str, bootstrap: &str, topic: &str, args: &[&str]) {
+pub fn scenario(py: &Path, client: &str, name: &str, bootstrap: &str, topic: &str, args: &[&str]) {
     let mut child = Command::new(py)
         .arg(interop_script())
         .args([client, name, bootstrap, topic])

@@ -279,6 +279,17 @@ fn a_worker_file_with_an_unknown_key_is_refused_with_its_name() {
     );
 }
 
+/// `runnel --bootstrap ADDR connect WORKER_FILE` with its REST API on a free port.
+pub fn worker_over(addr: &str, worker_file: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["--bootstrap", addr, "connect", "--rest", "127.0.0.1:0"])
+        .arg(worker_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start runnel connect")
+}
+
 #[test]
 fn a_file_source_over_a_broker_stores_what_the_embedded_log_stores() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,19 +305,7 @@ fn a_file_source_over_a_broker_stores_what_the_embedded_log_stores() {
         ),
     )
     .unwrap();
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args([
-            "--bootstrap",
-            &broker.addr,
-            "connect",
-            "--rest",
-            "127.0.0.1:0",
-        ])
-        .arg(&worker_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = worker_over(&broker.addr, &worker_file);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client: SharedLogClient = rt
         .block_on(runnel::broker::RemoteLog::connect(&broker.addr))

@@ -1,9 +1,11 @@
 //! End-to-end tests of Runnel, driven the way a user would: through the public library API and
 //! through the `runnel` binary. One test binary, one module per area.
 
+mod admin;
 mod broker;
 mod cli;
 mod compaction;
+mod compression;
 mod connect;
 mod consumer;
 mod corruption;

@@ -14,6 +14,16 @@ usage: interop.py CLIENT SCENARIO BOOTSTRAP TOPIC [ARGS]
   produce-n N      like produce-acked, but N messages, then flush: the broker may be killed and
                    restarted meanwhile; every message must end acknowledged ("ok" at the end)
   verify-exact N   the topic holds each of 0..N-1 exactly once (no loss, no duplicates)
+  produce-compressed CODEC N
+                   create a 2-partition topic and produce N messages (value "I", key "kI%31")
+                   with compression.type CODEC (gzip, snappy, lz4, zstd)
+  admin            (confluent only) AdminClient: create a 2-partition topic, create_partitions
+                   to 4, describe_configs shows its retention.ms and cleanup.policy, an
+                   incremental_alter_configs of retention.ms is seen by describe_configs,
+                   describe_cluster names one node
+  offset-delete    (kafka-python only) KafkaAdminClient: commit offsets of 2 partitions for a
+                   group without members (alter_group_offsets), delete one (OffsetDelete):
+                   list_group_offsets shows only the other
   list-offsets     (confluent only) records with timestamps 1000, 5000, 3000, 7000, 2000; the
                    admin API's OffsetSpec.max_timestamp() (ListOffsets -3) and
                    earliest/latest, and the consumer's offsets_for_times, give Kafka's answers
@@ -44,11 +54,12 @@ if CLIENT == "confluent":
             f.result()
 
     class Sender:
-        def __init__(self, on_ack=None):
+        def __init__(self, on_ack=None, compression="none"):
             self.failed = []
             self.on_ack = on_ack
             self.p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all",
-                               "enable.idempotence": True, "linger.ms": 5})
+                               "enable.idempotence": True, "linger.ms": 5,
+                               "compression.type": compression})
 
         def _cb(self, err, msg):
             if err is not None:
@@ -104,10 +115,12 @@ elif CLIENT == "kafka-python":
         admin.close()
 
     class Sender:
-        def __init__(self, on_ack=None):
+        def __init__(self, on_ack=None, compression="none"):
             self.failed = []
             self.on_ack = on_ack
             kw = {"enable_idempotence": True} if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG else {}
+            if compression != "none":
+                kw["compression_type"] = compression
             self.p = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, **kw)
 
         def send(self, key, value):
@@ -313,6 +326,15 @@ def produce_n(n):
     print(f"ok {CLIENT}: produced {n} messages, all acknowledged", flush=True)
 
 
+def produce_compressed(codec, n):
+    create_topic(2)
+    s = Sender(compression=codec)
+    for i in range(n):
+        s.send(f"k{i % 31}".encode(), str(i).encode())
+    s.flush()
+    print(f"ok {CLIENT}: produced {n} messages with compression.type={codec}", flush=True)
+
+
 def verify_exact(n):
     r = Reader(f"{TOPIC}-exact", False)
     counts, deadline, idle = {}, time.time() + 60, 0
@@ -327,6 +349,54 @@ def verify_exact(n):
     if missing or twice:
         fail(f"{len(missing)} missing (e.g. {missing[:5]}), {len(twice)} stored more than once (e.g. {twice[:5]})")
     print(f"ok {CLIENT}: each of the {n} messages stored exactly once", flush=True)
+
+
+def admin():
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
+    create_topic(2, {"retention.ms": "3600000"})
+    a = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    for f in a.create_partitions([NewPartitions(TOPIC, 4)]).values():
+        f.result()
+    parts = len(a.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions)
+    if parts != 4:
+        fail(f"create_partitions: {parts} partitions, want 4")
+    res = ConfigResource(ConfigResource.Type.TOPIC, TOPIC)
+
+    def configs():
+        return {k: v.value for k, v in a.describe_configs([res])[res].result().items()}
+
+    got = configs()
+    if got.get("retention.ms") != "3600000" or got.get("cleanup.policy") != "delete":
+        fail(f"describe_configs: {got}")
+    entry = ConfigEntry("retention.ms", "7200000",
+                        incremental_operation=AlterConfigOpType.SET)
+    alter = ConfigResource(ConfigResource.Type.TOPIC, TOPIC, incremental_configs=[entry])
+    for f in a.incremental_alter_configs([alter]).values():
+        f.result()
+    if configs().get("retention.ms") != "7200000":
+        fail(f"incremental_alter_configs not seen: {configs()}")
+    cluster = a.describe_cluster().result()
+    if len(cluster.nodes) != 1:
+        fail(f"describe_cluster: {cluster.nodes}")
+    print(f"ok {CLIENT}: create_partitions to 4, describe_configs, incremental_alter_configs, describe_cluster", flush=True)
+
+
+def offset_delete():
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+    create_topic(2)
+    a = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    group = f"{TOPIC}-g"
+    tps = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+    a.alter_group_offsets(group, {tp: OffsetAndMetadata(0, "", -1) for tp in tps})
+    errors = a.delete_group_offsets(group, [tps[0]])
+    if any(e.__name__ != "NoError" for e in errors.values()):
+        fail(f"delete_group_offsets: {errors}")
+    left = {(tp.partition, om.offset) for tp, om in a.list_group_offsets({group: None})[group].items()}
+    a.close()
+    if left != {(1, 0)}:
+        fail(f"after deleting partition 0's offset the group has {left}, want {{(1, 0)}}")
+    print(f"ok {CLIENT}: delete_group_offsets (OffsetDelete) dropped one of two committed offsets", flush=True)
 
 
 def list_offsets():
@@ -368,6 +438,12 @@ elif SCENARIO == "produce-n":
     produce_n(int(ARGS[0]))
 elif SCENARIO == "verify-exact":
     verify_exact(int(ARGS[0]))
+elif SCENARIO == "produce-compressed":
+    produce_compressed(ARGS[0], int(ARGS[1]))
+elif SCENARIO == "admin":
+    admin()
+elif SCENARIO == "offset-delete":
+    offset_delete()
 elif SCENARIO == "list-offsets":
     list_offsets()
 else:

@@ -8,7 +8,8 @@
 //! - Topic configs use Kafka's names: `retention.ms`, `retention.bytes`, `cleanup.policy`,
 //!   `segment.bytes`, `segment.ms`, `max.message.bytes`, `delete.retention.ms`, and for
 //!   durability `flush.messages=1` (Runnel's `always`: acknowledged only after fdatasync) or
-//!   `flush.ms=N` (`interval`), or Runnel's own `runnel.durability=always|interval|os`. Other
+//!   `flush.ms=N` (`interval`), or Runnel's own `runnel.durability=always|interval|os`;
+//!   `compression.type` (`producer`, `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`). Other
 //!   Kafka configs (replication and the like) are accepted and ignored with a log line.
 
 use super::str_bytes;
@@ -29,7 +30,7 @@ use kafka_protocol::messages::{
 use runnel_log::{CONSUMER_OFFSETS_TOPIC, CleanupPolicy, Durability, LogError, TopicConfig};
 
 const NODE_ID: i32 = 0;
-const RESOURCE_TOPIC: i8 = 2;
+pub(crate) const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
 pub(crate) async fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
@@ -135,7 +136,11 @@ pub(crate) fn create_topics(b: &Broker, r: CreateTopicsRequest) -> CreateTopicsR
                 .iter()
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect();
-            let outcome = topic_config(partitions, &configs).and_then(|config| {
+            let base = TopicConfig {
+                partitions,
+                ..Default::default()
+            };
+            let outcome = apply_configs(base, &configs).and_then(|config| {
                 config.validate()?;
                 if r.validate_only {
                     runnel_log::config::validate_topic_name(&name)?;
@@ -162,15 +167,12 @@ pub(crate) fn create_topics(b: &Broker, r: CreateTopicsRequest) -> CreateTopicsR
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-/// A topic config from Kafka config names; see the module documentation.
-fn topic_config(
-    partitions: u32,
+/// `c` with the configs given by Kafka config names applied (a `None` value is skipped); see
+/// the module documentation.
+pub fn apply_configs(
+    mut c: TopicConfig,
     configs: &[(String, Option<String>)],
 ) -> Result<TopicConfig, LogError> {
-    let mut c = TopicConfig {
-        partitions,
-        ..Default::default()
-    };
     for (name, value) in configs {
         let Some(value) = value.as_deref() else {
             continue;
@@ -199,6 +201,7 @@ fn topic_config(
                 c.flush_interval_ms = positive()?;
             }
             "runnel.durability" => c.durability = value.parse()?,
+            "compression.type" => c.compression_type = value.parse()?,
             other => tracing::info!(config = other, "ignoring topic config Runnel does not use"),
         }
     }
@@ -299,6 +302,7 @@ pub(crate) fn kafka_topic_configs(c: &TopicConfig) -> Vec<(&'static str, String)
         ("segment.ms", c.segment_ms.to_string()),
         ("delete.retention.ms", c.delete_retention_ms.to_string()),
         ("max.message.bytes", c.max_message_bytes.to_string()),
+        ("compression.type", c.compression_type.to_string()),
     ]
 }
 
@@ -320,15 +324,21 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), Some(v.to_string())))
                 .collect();
-            topic_config(3, &v)
+            let base = TopicConfig {
+                partitions: 3,
+                ..Default::default()
+            };
+            apply_configs(base, &v)
         };
         let c = cfg(&[
             ("flush.messages", "1"),
             ("retention.ms", "-1"),
             ("cleanup.policy", "compact"),
             ("min.insync.replicas", "2"),
+            ("compression.type", "zstd"),
         ])
         .unwrap();
+        assert_eq!(c.compression_type, runnel_log::CompressionType::Zstd);
         assert_eq!(c.partitions, 3);
         assert_eq!(c.durability, Durability::Always);
         assert_eq!(c.retention_ms, None);

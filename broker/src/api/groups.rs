@@ -12,6 +12,10 @@
 //!   round trip of v4+ is not used; clients accept both).
 //! - Static membership (`group.instance.id`) is not supported: such members are treated as
 //!   dynamic ones.
+//! - OffsetDelete drops a group's committed offsets (tombstones in `__consumer_offsets`) only
+//!   while the group has no live member: partitions of a group with members are answered
+//!   GROUP_SUBSCRIBED_TO_TOPIC (Kafka checks the members' subscriptions; Runnel's coordinator
+//!   does not decode them, so any member counts); an unknown group gets GROUP_ID_NOT_FOUND.
 
 use super::{blocking, str_bytes};
 use crate::codes;
@@ -323,4 +327,54 @@ pub(crate) fn list_groups(b: &Broker, r: ListGroupsRequest) -> ListGroupsRespons
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
+}
+
+pub(crate) async fn offset_delete(b: &Broker, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let group = r.group_id.0.to_string();
+    let described = b.log.groups().describe_group(&group);
+    if described.members.is_empty() && described.offsets.is_empty() {
+        return OffsetDeleteResponse::default().with_error_code(codes::GROUP_ID_NOT_FOUND);
+    }
+    let busy = !described.members.is_empty();
+    let wanted: Vec<TopicPartition> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| TopicPartition::new(t.name.0.as_str(), p.partition_index.max(0) as u32))
+        })
+        .collect();
+    let log = b.log.clone();
+    let code = if busy {
+        codes::GROUP_SUBSCRIBED_TO_TOPIC
+    } else {
+        match blocking(move || log.groups().delete_offsets(&group, &wanted)).await {
+            Ok(Ok(())) => codes::NONE,
+            Ok(Err(e)) => codes::for_log_error(&e),
+            Err(_) => codes::UNKNOWN_SERVER_ERROR,
+        }
+    };
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
 }

@@ -12,6 +12,7 @@
 //!   connection is closed by the caller.
 
 pub(crate) mod admin;
+pub(crate) mod cluster_admin;
 pub(crate) mod fetch;
 pub(crate) mod fetch_session;
 pub(crate) mod groups;
@@ -56,6 +57,11 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 0),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub(crate) enum Outcome {
@@ -165,6 +171,18 @@ async fn dispatch(
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(b, r))
         }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(cluster_admin::create_partitions(b, r))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(cluster_admin::alter_configs(b, r))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(cluster_admin::incremental_alter_configs(b, r))
+        }
+        RequestKind::DescribeCluster(_) => {
+            ResponseKind::DescribeCluster(cluster_admin::describe_cluster(b))
+        }
         RequestKind::Produce(r) => match produce::produce(b, r).await {
             Some(resp) => ResponseKind::Produce(resp),
             None => return Ok(None),
@@ -204,6 +222,9 @@ async fn dispatch(
             ResponseKind::DescribeGroups(groups::describe_groups(b, r))
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(b, r)),
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(b, r).await)
+        }
         other => {
             // `supported` admits only the APIs matched above.
             return Err(BrokerError::Malformed(format!("no handler for {other:?}")));

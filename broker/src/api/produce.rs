@@ -42,11 +42,15 @@ fn append_partition(log: &Log, partition: Arc<Partition>, records: Bytes) -> (i1
             }
             Ok(h)
         });
-        match header {
-            Ok(h) => {
-                batches.push((h, records.slice(at..at + h.size)));
-                at += h.size;
-            }
+        // A topic with its own compression.type stores the batch recompressed (as Kafka).
+        let stored = header.and_then(|h| {
+            let codec = partition.config().compression_type;
+            let b = batch::as_topic_stores(records.slice(at..at + h.size), codec)?;
+            at += h.size;
+            Ok((batch::parse_header(&b)?, b))
+        });
+        match stored {
+            Ok(checked) => batches.push(checked),
             Err(e) => {
                 tracing::debug!(topic = %partition.topic, partition = partition.id, error = %e, "refused batch");
                 return (codes::for_log_error(&e), -1);

@@ -24,6 +24,7 @@ use super::{committed, list_offsets, metadata, str_bytes};
 use crate::codes;
 use crate::error::BrokerError;
 use async_trait::async_trait;
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -95,6 +96,15 @@ type FetchAnswer = Pin<Box<dyn Future<Output = Result<FetchResponse, BrokerError
 struct Prefetch {
     from: Vec<(TopicPartition, u64)>,
     answers: Vec<FetchAnswer>,
+}
+
+/// The leading batches of `batches` whose base offsets are below `offset` (zero-copy).
+fn batches_before(batches: &Bytes, offset: u64) -> Bytes {
+    let len: usize = batch::split_batches(batches)
+        .take_while(|b| batch::parse_header(b).is_ok_and(|h| h.base_offset < offset))
+        .map(|b| b.len())
+        .sum();
+    batches.slice(..len)
 }
 
 /// The positions after the records of `responses`, when they hold any and no error: each
@@ -572,17 +582,29 @@ impl RemoteConsumer {
                     *pos = h.next_offset();
                 }
                 if let Some(start) = start {
-                    let batches = records.slice(start..end);
-                    let run = match aborted {
+                    let checked = records.slice(start..end);
+                    let decode = |batches: bytes::Bytes| match &aborted {
                         Some(aborted) => RecordRun::from_committed_batches(
                             topic.clone(),
                             tp.partition,
                             batches,
                             from,
-                            aborted,
-                        )?,
-                        None => {
-                            RecordRun::from_batches(topic.clone(), tp.partition, batches, from)?
+                            aborted.clone(),
+                        ),
+                        None => RecordRun::from_batches(topic.clone(), tp.partition, batches, from),
+                    };
+                    let run = match decode(checked.clone()) {
+                        Ok(run) => run,
+                        // A compressed payload that does not decompress: as a bad CRC, the
+                        // records before it are handed out, the partition stays at it, and
+                        // the error comes with the next poll.
+                        Err(e) => {
+                            let LogError::UnreadableBatch { offset, .. } = e else {
+                                return Err(e.into());
+                            };
+                            *pos = offset;
+                            self.corrupt = Some(e.into());
+                            decode(batches_before(&checked, offset))?
                         }
                     };
                     if !run.is_empty() {

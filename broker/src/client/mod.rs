@@ -22,6 +22,7 @@
 //!   timeout. The producer is idempotent when the broker grants a producer id, so a batch
 //!   re-sent after a lost answer is not stored twice.
 
+pub mod admin;
 mod cluster;
 mod conn;
 pub mod consumer;
@@ -249,8 +250,9 @@ fn kafka_configs(c: &TopicConfig) -> Vec<(&'static str, String)> {
 }
 
 impl RemoteLog {
-    /// One CreateTopics request for `name` (TOPIC_ALREADY_EXISTS counts as success).
-    async fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<(), BrokerError> {
+    /// One CreateTopics request for `name`: `true` if it created the topic, `false` if the
+    /// topic existed (TOPIC_ALREADY_EXISTS).
+    async fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<bool, BrokerError> {
         let conn = self.cluster.any().await?;
         let v = conn.version(ApiKey::CreateTopics, (2, 5))?;
         let topic = CreatableTopic::default()
@@ -271,16 +273,18 @@ impl RemoteLog {
             .with_topics(vec![topic])
             .with_timeout_ms(30_000);
         let resp = conn.send(req, v).await?;
+        let mut created = true;
         for t in resp.topics {
             match t.error_code {
-                0 | crate::codes::TOPIC_ALREADY_EXISTS => {}
+                0 => {}
+                crate::codes::TOPIC_ALREADY_EXISTS => created = false,
                 code => {
                     let msg = t.error_message.map(|m| m.to_string()).unwrap_or_default();
                     return Err(kafka_error("CreateTopics", code, &format!("{name}: {msg}")));
                 }
             }
         }
-        Ok(())
+        Ok(created)
     }
 }
 

@@ -8,6 +8,8 @@
 //!   `linger`, or by `flush`. The sender task sends closed batches, oldest first, to each
 //!   partition's leader, with up to four Produce requests in flight; a broker answers a
 //!   connection in order, so the records of a partition are stored in the order they were sent.
+//! - Batches are compressed with `ProducerConfig::compression` when they are finished, once:
+//!   a retry re-sends the same bytes.
 //! - Idempotence: the sender asks for a producer id (InitProducerId) before its first batch and
 //!   stamps every batch with it and a per-partition sequence, fixed from then on. A brokers
 //!   without InitProducerId gets plain batches.
@@ -280,7 +282,8 @@ impl RemoteProducer {
                 partition,
                 // Sized for a full batch at once (as Kafka's producer does): growing it by
                 // doubling would copy each batch about once more.
-                builder: BatchBuilder::new(size.max(batch_size.min(MAX_INITIAL_BATCH))),
+                builder: BatchBuilder::new(size.max(batch_size.min(MAX_INITIAL_BATCH)))
+                    .with_compression(self.shared.config.compression),
                 created: Instant::now(),
                 queued: 0,
             }),

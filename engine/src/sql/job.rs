@@ -56,6 +56,9 @@ struct JobToml {
     sql: Spanned<String>,
     /// `"at-least-once"` (the default) or `"exactly-once"`.
     guarantee: Option<Spanned<String>>,
+    /// Kafka's producer `compression.type` for everything the job writes.
+    #[serde(default)]
+    compression: runnel_log::Compression,
 }
 
 #[derive(serde::Deserialize)]
@@ -127,6 +130,8 @@ pub struct JobFile {
     pub path: PathBuf,
     pub source: String,
     pub name: String,
+    /// The codec of the batches the job writes (`[job] compression`, default none).
+    pub compression: runnel_log::Compression,
     /// Records that do not match their input's schema go here, with the reason in headers.
     pub dead_letter_topic: String,
     pub inputs: Vec<InputDecl>,
@@ -229,6 +234,7 @@ impl JobFile {
             path: path.to_path_buf(),
             source: source.to_string(),
             dead_letter_topic: format!("{}-dlq", file.job.name),
+            compression: file.job.compression,
             name: file.job.name,
             inputs,
             outputs,

@@ -167,6 +167,7 @@ impl SqlJob {
     pub fn app(&self, client: SharedLogClient, until_end: bool) -> Result<App> {
         let mut config = StreamsConfig::new(&self.job().name).guarantee(self.job().guarantee);
         config.until_end = until_end;
+        config.compression = self.job().compression;
         Ok(App::new(build::build(&self.plan)?, client, config))
     }
 }
