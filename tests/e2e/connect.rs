@@ -597,15 +597,22 @@ topics = "{table}"
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut seen = Vec::new();
-    for _ in 0..5 {
+    for kill in 0..5 {
         let mut worker = spawn();
         let before = count_rows(url, &table).max(0);
         // Killed once it made progress, at a random moment after that.
-        wait_for("rows to arrive", || count_rows(url, &table) > before);
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        wait_for(
+            &format!("rows to arrive after {kill} kills ({seen:?})"),
+            || count_rows(url, &table) > before,
+        );
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..50)));
         worker.kill().unwrap();
         worker.wait().unwrap();
         seen.push(count_rows(url, &table));
+        assert!(
+            seen[kill] < lines as i64,
+            "the copy ended before it was killed 5 times ({seen:?})"
+        );
     }
     let mut worker = spawn();
     wait_for("every row", || count_rows(url, &table) >= lines as i64);
@@ -656,14 +663,14 @@ fn exactly_once_into_postgresql_through_sigkills() {
         "RUNNEL_TEST_POSTGRES_URL",
         "postgres://postgres@127.0.0.1:5432/test",
     ) {
-        exactly_once_into(&url, 100_000);
+        exactly_once_into(&url, 200_000);
     }
 }
 
 #[test]
 fn exactly_once_into_mariadb_through_sigkills() {
     if let Some(url) = database("RUNNEL_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test") {
-        exactly_once_into(&url, 50_000);
+        exactly_once_into(&url, 200_000);
     }
 }
 

@@ -566,3 +566,57 @@ fn the_broker_killed_with_open_transactions_aborts_them_after_restart() {
         .collect();
     assert_eq!(values, committed, "after both aborts");
 }
+
+/// confluent-kafka's consume-transform-produce loop (send_offsets_to_transaction) against
+/// `runnel broker`, SIGKILLed at random moments five times and restarted, then run to the end:
+/// each input's output exactly once.
+#[test]
+fn confluent_kafka_consume_transform_produce_through_sigkills() {
+    use rand::{Rng, SeedableRng};
+    use std::io::BufRead;
+    let Some(py) = crate::broker::python("consume-transform-produce") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::BrokerProc::start(dir.path());
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/transactions.py");
+    let n = "60000";
+    let run = |mode: &str, extra: &[&str]| {
+        let out = std::process::Command::new(&py)
+            .arg(&script)
+            .args([broker.addr.as_str(), "ctp", mode])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("ok "),
+            "{mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("ctp-setup", &[n]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(447);
+    for kill in 0..5 {
+        let mut child = std::process::Command::new(&py)
+            .arg(&script)
+            .args([broker.addr.as_str(), "ctp", "ctp-run"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        // Killed after its first committed transaction, at a random moment.
+        while out.read_line(&mut line).unwrap() > 0 && !line.starts_with("committed") {
+            assert!(!line.starts_with("ok"), "the loop ended before kill {kill}");
+            line.clear();
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..100)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    run("ctp-run", &[]);
+    run("ctp-verify", &[n]);
+}

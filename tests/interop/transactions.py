@@ -8,6 +8,11 @@ usage: transactions.py BOOTSTRAP TOPIC [kafka-python]
   180; the group's committed offset is the one sent in the committed transaction. A second
   producer with the same transactional.id fences the first: its next transaction fails with
   the fencing error.
+With `ctp-setup N`, `ctp-run`, `ctp-verify N` (confluent-kafka): a consume-transform-produce
+loop. Setup writes N records to TOPIC-in (2 partitions); run reads them read_committed from the
+offsets its group committed, and per poll writes "t-<value>" to TOPIC-out and the consumed
+offsets in one transaction (send_offsets_to_transaction), printing "committed K", until it
+has read everything; verify checks that TOPIC-out holds each "t-v<i>" exactly once.
 With `kafka-python`, kafka-python's transactional producer commits 20 records, aborts 10 and
 commits 5 more; a read_committed consumer sees exactly the 25 committed ones, in order.
 Prints "ok ..." and exits 0 on success; prints what differs and exits 1 otherwise."""
@@ -56,6 +61,56 @@ def read_all(isolation, expected, group=None):
 
 
 admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+
+if CLIENT == "ctp-setup":
+    n = int(sys.argv[4])
+    for name, parts in [(f"{TOPIC}-in", 2), (f"{TOPIC}-out", 1)]:
+        admin.create_topics([NewTopic(name, num_partitions=parts, replication_factor=1)])[name].result()
+    p = Producer({"bootstrap.servers": BOOTSTRAP})
+    for i in range(n):
+        p.produce(f"{TOPIC}-in", value=f"v{i}".encode(), key=str(i).encode())
+    p.flush(30)
+    print(f"ok setup {n}")
+    sys.exit(0)
+
+if CLIENT == "ctp-run":
+    src = f"{TOPIC}-in"
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "ctp-group",
+                  "enable.auto.commit": False, "isolation.level": "read_committed",
+                  "auto.offset.reset": "earliest"})
+    # Manual assignment from the group's committed offsets: a killed run leaves no member
+    # behind whose session would hold a rebalance up.
+    parts = [TopicPartition(src, p) for p in range(2)]
+    committed = c.committed(parts, timeout=20)
+    c.assign([TopicPartition(src, t.partition, t.offset if t.offset >= 0 else 0) for t in committed])
+    p = producer("ctp")
+    done, idle_since = 0, time.time()
+    while time.time() - idle_since < 3:
+        msgs = [m for m in c.consume(200, 0.5) if not m.error()]
+        if not msgs:
+            continue
+        idle_since = time.time()
+        p.begin_transaction()
+        for m in msgs:
+            p.produce(f"{TOPIC}-out", value=b"t-" + m.value())
+        p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 20)
+        p.commit_transaction(20)
+        done += len(msgs)
+        print(f"committed {done}", flush=True)
+    print(f"ok ran {done}")
+    sys.exit(0)
+
+if CLIENT == "ctp-verify":
+    n = int(sys.argv[4])
+    TOPIC = f"{TOPIC}-out"
+    got = read_all("read_committed", n, group="ctp-verify")
+    want = sorted(f"t-v{i}" for i in range(n))
+    if sorted(got) != want:
+        dup = len(got) - len(set(got))
+        fail(f"{len(got)} outputs for {n} inputs ({dup} repeated)")
+    print(f"ok each of {n} outputs once")
+    sys.exit(0)
+
 admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])[TOPIC].result()
 
 if CLIENT == "kafka-python":
