@@ -108,6 +108,8 @@ fn repartition_four_partitions_give_the_results_of_one_and_of_brute_force() {
 const CHILD_ENV: &str = "RUNNEL_ENGINE_CHILD_DIR";
 /// The child's processing guarantee (`exactly-once`, or at-least-once when unset).
 const CHILD_GUARANTEE_ENV: &str = "RUNNEL_ENGINE_CHILD_GUARANTEE";
+/// A broker the child runs against instead of the data directory.
+const CHILD_BOOTSTRAP_ENV: &str = "RUNNEL_ENGINE_CHILD_BOOTSTRAP";
 const RECOVERY_EVENTS: u64 = 1_000_000;
 
 /// Runs only inside the child started by `ride_windows_survive_sigkill`: the ride-hailing job
@@ -118,16 +120,28 @@ fn engine_child() {
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    // The parent's producer thread lets go of the data directory shortly after its last use.
-    let mut log = Log::open(&dir);
-    for _ in 0..100 {
-        if !matches!(log, Err(runnel::log::LogError::DataDirLocked { .. })) {
-            break;
+    let _runtime = rt.enter();
+    let bootstrap = std::env::var(CHILD_BOOTSTRAP_ENV)
+        .ok()
+        .filter(|a| !a.is_empty());
+    let client: SharedLogClient = match bootstrap {
+        Some(addr) => rt
+            .block_on(runnel::broker::RemoteLog::connect(&addr))
+            .unwrap(),
+        None => {
+            // The parent's producer thread lets go of the data directory shortly after its
+            // last use.
+            let mut log = Log::open(&dir);
+            for _ in 0..100 {
+                if !matches!(log, Err(runnel::log::LogError::DataDirLocked { .. })) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                log = Log::open(&dir);
+            }
+            Arc::new(log.unwrap())
         }
-        std::thread::sleep(Duration::from_millis(100));
-        log = Log::open(&dir);
-    }
-    let client: SharedLogClient = Arc::new(log.unwrap());
+    };
     let guarantee = match std::env::var(CHILD_GUARANTEE_ENV) {
         Ok(g) => g.parse().unwrap(),
         Err(_) => ProcessingGuarantee::AtLeastOnce,
@@ -147,7 +161,7 @@ fn engine_child() {
 
 #[test]
 fn ride_windows_survive_sigkill() {
-    let (emitted, kills) = ride_windows_after_kills("at-least-once");
+    let (emitted, kills) = ride_windows_after_kills("at-least-once", false);
     let recovered = final_windows(emitted);
     let expected = brute_force(RECOVERY_EVENTS);
     assert_eq!(
@@ -170,7 +184,16 @@ fn ride_windows_survive_sigkill() {
 /// a `read_committed` reader of the output sees no repeat.
 #[test]
 fn ride_windows_are_emitted_exactly_once_through_sigkills() {
-    let (emitted, kills) = ride_windows_after_kills("exactly-once");
+    check_each_window_once(ride_windows_after_kills("exactly-once", false));
+}
+
+/// The same over `runnel broker` (the job's transactions through Kafka's protocol).
+#[test]
+fn ride_windows_over_the_broker_are_emitted_exactly_once_through_sigkills() {
+    check_each_window_once(ride_windows_after_kills("exactly-once", true));
+}
+
+fn check_each_window_once((emitted, kills): (Vec<(String, RegionWindow)>, u32)) {
     let expected = brute_force(RECOVERY_EVENTS);
     assert_eq!(
         emitted.len(),
@@ -190,12 +213,26 @@ fn ride_windows_are_emitted_exactly_once_through_sigkills() {
 }
 
 /// Runs the ride-hailing job in a child process under `guarantee`, SIGKILLed at random moments
-/// at least five times, then to the end; returns the windows it emitted and the kill count.
-fn ride_windows_after_kills(guarantee: &str) -> (Vec<(String, RegionWindow)>, u32) {
+/// at least five times, then to the end, on the embedded log or `over_broker`; returns the
+/// windows it emitted and the kill count.
+fn ride_windows_after_kills(
+    guarantee: &str,
+    over_broker: bool,
+) -> (Vec<(String, RegionWindow)>, u32) {
     let dir = tempfile::tempdir().unwrap();
+    let broker = over_broker.then(|| crate::broker::BrokerProc::start(&dir.path().join("data")));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _runtime = rt.enter();
+    let connect = || -> SharedLogClient {
+        match &broker {
+            Some(b) => rt
+                .block_on(runnel::broker::RemoteLog::connect(&b.addr))
+                .unwrap(),
+            None => Arc::new(Log::open(dir.path()).unwrap()),
+        }
+    };
     {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
+        let client = connect();
         rt.block_on(rides::produce_rides(
             &client,
             "rides",
@@ -217,6 +254,10 @@ fn ride_windows_after_kills(guarantee: &str) -> (Vec<(String, RegionWindow)>, u3
             ])
             .env(CHILD_ENV, dir.path())
             .env(CHILD_GUARANTEE_ENV, guarantee)
+            .env(
+                CHILD_BOOTSTRAP_ENV,
+                broker.as_ref().map_or(String::new(), |b| b.addr.clone()),
+            )
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("child.log")).unwrap())
             .spawn()
@@ -252,8 +293,7 @@ fn ride_windows_after_kills(guarantee: &str) -> (Vec<(String, RegionWindow)>, u3
         status.status.success() && String::from_utf8_lossy(&status.stdout).contains("finished")
     );
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
+    let client = connect();
     let emitted: Vec<(String, RegionWindow)> =
         rt.block_on(rides::read_json(&client, "out")).unwrap();
     (emitted, kills)
