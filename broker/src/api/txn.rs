@@ -257,3 +257,144 @@ async fn on_log<T: Send + 'static>(
         .await
         .unwrap_or_else(|e| Err(runnel_log::LogError::Protocol(e.to_string())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Broker, BrokerConfig};
+    use bytes::Bytes;
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use runnel_log::batch::BatchBuilder;
+    use runnel_log::{Log, TopicConfig};
+    use std::sync::Arc;
+
+    async fn broker(dir: &std::path::Path) -> (Log, Arc<Broker>) {
+        let log = Log::open(dir).unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let config = BrokerConfig {
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        (log.clone(), Broker::bind(log, config).await.unwrap())
+    }
+
+    fn id(s: &str) -> TransactionalId {
+        TransactionalId(str_bytes(s.to_string()))
+    }
+
+    async fn end(b: &Broker, txn: &str, pid: i64, epoch: i16, commit: bool) -> i16 {
+        let r = EndTxnRequest::default()
+            .with_transactional_id(id(txn))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(commit);
+        end_txn(b, r).await.error_code
+    }
+
+    async fn produce_txn(b: &Broker, pid: i64, epoch: i16, seq: i32) -> i16 {
+        let mut batch = BatchBuilder::new(256);
+        batch.push(1, None, Some(b"x"), &[]);
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(str_bytes("t".to_string())))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(Bytes::from(
+                                batch.finish_transactional(pid, epoch, seq),
+                            ))),
+                    ]),
+            ]);
+        let resp = crate::api::produce::produce(b, req).await.unwrap();
+        resp.responses[0].partition_responses[0].error_code
+    }
+
+    /// Bad transactional requests get Kafka's error codes and write nothing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bad_transactional_requests_are_refused_and_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, b) = broker(dir.path()).await;
+        let init = init_producer_id(
+            &b,
+            InitProducerIdRequest::default()
+                .with_transactional_id(Some(id("app")))
+                .with_transaction_timeout_ms(60_000),
+        )
+        .await;
+        assert_eq!(init.error_code, codes::NONE);
+        let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+        let end_offset = || {
+            log.partition(&TopicPartition::new("t", 0))
+                .unwrap()
+                .high_watermark()
+        };
+
+        // EndTxn with no transaction open, for an unknown id, with a stale epoch.
+        assert_eq!(
+            end(&b, "app", pid, epoch, true).await,
+            codes::INVALID_TXN_STATE
+        );
+        assert_eq!(
+            end(&b, "nobody", pid, epoch, true).await,
+            codes::INVALID_PRODUCER_ID_MAPPING
+        );
+        // A transactional batch for a partition the transaction did not add.
+        assert_eq!(
+            produce_txn(&b, pid, epoch, 0).await,
+            codes::INVALID_TXN_STATE
+        );
+        assert_eq!(end_offset(), 0);
+
+        // A second init fences the first epoch: its calls and its batches are refused.
+        let again = init_producer_id(
+            &b,
+            InitProducerIdRequest::default()
+                .with_transactional_id(Some(id("app")))
+                .with_transaction_timeout_ms(60_000),
+        )
+        .await;
+        assert_eq!(again.producer_epoch, epoch + 1);
+        let add = |epoch: i16| {
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(id("app"))
+                .with_v3_and_below_producer_id(ProducerId(pid))
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![
+                    AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(str_bytes("t".to_string())))
+                        .with_partitions(vec![0]),
+                ])
+        };
+        let stale = add_partitions(&b, add(epoch)).await;
+        let code =
+            stale.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+        assert_eq!(code, codes::PRODUCER_FENCED);
+        assert_eq!(
+            end(&b, "app", pid, epoch, true).await,
+            codes::PRODUCER_FENCED
+        );
+        assert_eq!(
+            produce_txn(&b, pid, epoch, 0).await,
+            codes::INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(end_offset(), 0, "nothing was written");
+
+        // The current epoch works: add, produce, commit; a commit repeated is accepted, an
+        // abort after it is not.
+        let fresh = add_partitions(&b, add(epoch + 1)).await;
+        let code =
+            fresh.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+        assert_eq!(code, codes::NONE);
+        assert_eq!(produce_txn(&b, pid, epoch + 1, 0).await, codes::NONE);
+        assert_eq!(end(&b, "app", pid, epoch + 1, true).await, codes::NONE);
+        assert_eq!(end(&b, "app", pid, epoch + 1, true).await, codes::NONE);
+        assert_eq!(
+            end(&b, "app", pid, epoch + 1, false).await,
+            codes::INVALID_TXN_STATE
+        );
+        assert_eq!(end_offset(), 2, "the record and its commit marker");
+    }
+}
