@@ -151,15 +151,32 @@ async fn produce(
     }
     producer.flush().await?;
     let elapsed = finish_rate(&pb, &label, records, started);
-    Ok(Row {
-        benchmark: "produce (acks=all)".into(),
-        size: value.len(),
+    Ok(produce_row(
+        "produce (acks=all)".into(),
+        value.len(),
+        durability,
+        records,
+        elapsed,
+    ))
+}
+
+/// A row of one producer's throughput.
+fn produce_row(
+    benchmark: String,
+    size: usize,
+    durability: Durability,
+    records: u64,
+    elapsed: Duration,
+) -> Row {
+    Row {
+        benchmark,
+        size,
         durability: Some(durability),
         producers: Some(1),
         records,
-        throughput: Some((records * value.len() as u64, elapsed)),
+        throughput: Some((records * size as u64, elapsed)),
         percentiles: None,
-    })
+    }
 }
 
 /// Records per transaction of the transactional produce row.
@@ -197,15 +214,13 @@ async fn produce_transactional(
         pb.set_position(i);
     }
     let elapsed = finish_rate(&pb, &label, records, started);
-    Ok(Row {
-        benchmark: format!("produce, {RECORDS_PER_TRANSACTION} per transaction"),
-        size: value.len(),
-        durability: Some(durability),
-        producers: Some(1),
+    Ok(produce_row(
+        format!("produce, {RECORDS_PER_TRANSACTION} per transaction"),
+        value.len(),
+        durability,
         records,
-        throughput: Some((records * value.len() as u64, elapsed)),
-        percentiles: None,
-    })
+        elapsed,
+    ))
 }
 
 async fn consume(
