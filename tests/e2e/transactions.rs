@@ -202,12 +202,19 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
         done.init_transactions().await.unwrap();
         done.begin_transaction().unwrap();
         send_all(&done, "t", "kept", 3).await;
+        let source = TopicPartition::new("t", 0);
+        done.send_offsets_to_transaction(&[(source.clone(), 3)], "g")
+            .await
+            .unwrap();
         done.commit_transaction().await.unwrap();
 
         let left = txn_producer(&log, "left-open", Duration::from_millis(1500));
         left.init_transactions().await.unwrap();
         left.begin_transaction().unwrap();
         send_all(&left, "t", "lost", 5).await;
+        left.send_offsets_to_transaction(&[(source, 99)], "g")
+            .await
+            .unwrap();
         left.flush().await.unwrap();
         // Closed with the transaction open, as a crashed process leaves it.
         done.close().await.unwrap();
@@ -228,6 +235,16 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
         part.last_stable_offset() < part.high_watermark(),
         "the open transaction is still open after the restart"
     );
+    let committed = || {
+        log.groups()
+            .committed("g", &TopicPartition::new("t", 0))
+            .map(|c| c.offset)
+    };
+    assert_eq!(
+        committed(),
+        Some(3),
+        "offsets of the committed transaction, reloaded"
+    );
     assert_eq!(
         read(&log, "t", IsolationLevel::ReadCommitted, 3).await,
         ["kept0", "kept1", "kept2"]
@@ -240,6 +257,11 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
         part.last_stable_offset(),
         part.high_watermark(),
         "the coordinator aborted the transaction past its timeout"
+    );
+    assert_eq!(
+        committed(),
+        Some(3),
+        "the aborted transaction's offsets never count"
     );
     assert_eq!(
         read(&log, "t", IsolationLevel::ReadCommitted, 3).await,
@@ -619,4 +641,61 @@ fn confluent_kafka_consume_transform_produce_through_sigkills() {
     }
     run("ctp-run", &[]);
     run("ctp-verify", &[n]);
+}
+
+/// Compaction of a topic written in transactions: an aborted value never wins over the
+/// committed one before it and is dropped from the cleaned segments; the abort markers stay
+/// (the aborted index still lists them).
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_keeps_committed_values_and_drops_aborted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic(
+        "state",
+        TopicConfig {
+            cleanup_policy: CleanupPolicy::Compact,
+            segment_bytes: 1024,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let p = txn_producer(&log, "writer", Duration::from_secs(60));
+    p.init_transactions().await.unwrap();
+    for (round, commit) in [(0, true), (1, false), (2, true), (3, false)] {
+        p.begin_transaction().unwrap();
+        for k in 0..10 {
+            let (key, value) = (format!("k{k}"), format!("v{round}-{k}-{}", "x".repeat(40)));
+            drop(
+                p.send(ProducerRecord::new("state", value.as_bytes()).key(key.as_bytes()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        if commit {
+            p.commit_transaction().await.unwrap();
+        } else {
+            p.abort_transaction().await.unwrap();
+        }
+    }
+    let latest = |values: Vec<String>| {
+        let mut v: Vec<String> = values.into_iter().filter(|v| v.starts_with("v")).collect();
+        v.sort();
+        v
+    };
+    let (_, removed) = log.run_cleaner().unwrap();
+    assert!(removed > 0, "compaction removed nothing");
+    let after = latest(read(&log, "state", IsolationLevel::ReadCommitted, 10).await);
+    let want: Vec<String> = (0..10)
+        .map(|k| format!("v2-{k}-{}", "x".repeat(40)))
+        .collect();
+    assert_eq!(after, want, "the last committed value of each key");
+    // Round 1 (aborted) lies in cleaned segments; round 3 (aborted) is in the active segment,
+    // which compaction never touches (as in Kafka), so read_uncommitted still sees it.
+    let everything = read(&log, "state", IsolationLevel::ReadUncommitted, 10).await;
+    assert!(
+        everything.iter().all(|v| !v.starts_with("v1")),
+        "an aborted value survived compaction: {everything:?}"
+    );
+    let part = log.partition(&TopicPartition::new("state", 0)).unwrap();
+    assert!(part.aborted_transactions(0, u64::MAX).len() >= 2);
 }
