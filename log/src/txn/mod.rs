@@ -38,19 +38,6 @@ pub enum IsolationLevel {
     ReadCommitted,
 }
 
-impl std::str::FromStr for IsolationLevel {
-    type Err = crate::LogError;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "read_committed" => Ok(Self::ReadCommitted),
-            "read_uncommitted" => Ok(Self::ReadUncommitted),
-            o => Err(crate::LogError::InvalidConfig(format!(
-                "isolation.level {o:?} is not one of read_committed, read_uncommitted"
-            ))),
-        }
-    }
-}
-
 /// Which batches a `read_committed` reader keeps, given the aborted transactions overlapping
 /// what it reads (Kafka's consumer algorithm): walking batches in offset order, a producer
 /// enters the aborted set when a batch reaches the first offset of one of its aborted

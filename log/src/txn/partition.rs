@@ -192,13 +192,6 @@ impl Partition {
         out
     }
 
-    /// The producers with a transaction open here, with its first offset.
-    pub fn open_transactions(&self) -> Result<Vec<(i64, u64)>> {
-        let mut state = self.producers.lock();
-        self.ensure_producers_loaded(&mut state)?;
-        Ok(state.open_transactions().collect())
-    }
-
     /// Loads the producer state now (at open, for a partition that has seen transactions).
     pub(crate) fn load_producer_state(&self) -> Result<()> {
         let mut state = self.producers.lock();

@@ -128,13 +128,6 @@ impl PartitionProducers {
         self.producers.values().filter_map(|e| e.open_txn).min()
     }
 
-    /// The producer ids with a transaction open here, with its first offset.
-    pub fn open_transactions(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
-        self.producers
-            .iter()
-            .filter_map(|(pid, e)| e.open_txn.map(|o| (*pid, o)))
-    }
-
     /// Writes a snapshot covering everything below `covers` if the state changed since the
     /// last one. The caller holds the state's lock, so no producer append is under way.
     pub(crate) fn save(&mut self, dir: &Path, covers: u64) -> std::io::Result<()> {
