@@ -64,6 +64,8 @@ pub trait Sink: Send {
     /// For sinks that keep the consumed offsets with the data (exactly-once): the next offset
     /// to read per partition, as stored, which the worker resumes from instead of the consumer
     /// group's. `None`: the sink keeps none (the default), so it cannot run exactly-once.
+    /// Called once, before the first `put`: a sink may first bring its data back to what it
+    /// stored (the file sink cuts its file back to the committed length).
     async fn stored_offsets(&mut self) -> Result<Option<Vec<(TopicPartition, u64)>>> {
         Ok(None)
     }
