@@ -201,6 +201,10 @@ impl Log {
             _owner: Some(owner),
         };
         log.inner.transactions.recover(&log);
+        let partitions: Vec<_> = (log.inner.topics.read().values())
+            .flat_map(|t| t.partitions())
+            .collect();
+        log.inner.transactions.abort_hanging(&partitions);
         Ok(log)
     }
 

@@ -443,18 +443,38 @@ impl Partition {
     /// Syncs the active segment if anything was written since the last flush
     /// ([`Durability::Interval`]); called by the background flusher.
     pub fn flush_if_due(&self) -> Result<()> {
-        let due = {
-            let last = self.last_flush.lock();
-            last.elapsed() >= Duration::from_millis(self.config.flush_interval_ms)
-        };
-        if due && self.dirty.swap(false, Ordering::AcqRel) {
+        let mut last = self.last_flush.lock();
+        if last.elapsed() < Duration::from_millis(self.config.flush_interval_ms) {
+            return Ok(());
+        }
+        self.sync_dirty(&mut last)
+    }
+
+    /// Makes everything appended so far durable before returning, whatever the topic's
+    /// policy: for a writer that needs one record synced on a topic otherwise flushed on an
+    /// interval (the transaction coordinator's records of transactions over `always` topics).
+    /// Blocking.
+    pub(crate) fn sync_now(&self) -> Result<()> {
+        if self.config.durability == Durability::Always {
+            return Ok(()); // its appends returned after their sync
+        }
+        let mut last = self.last_flush.lock();
+        self.sync_dirty(&mut last)
+    }
+
+    /// Syncs the active segment if it was written since the last sync. The caller holds the
+    /// flush lock through the sync, so that a concurrent caller that finds nothing dirty
+    /// returns only once the sync that took the flag has covered its writes. (A segment
+    /// rolled meanwhile was synced by the roll.)
+    fn sync_dirty(&self, last: &mut Instant) -> Result<()> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
             let file = self.segments.read().last().expect("active segment").file();
             if let Err(e) = file.sync_data() {
                 self.dirty.store(true, Ordering::Release); // retried at the next tick
                 return Err(LogError::io(&self.dir, e));
             }
-            *self.last_flush.lock() = Instant::now();
         }
+        *last = Instant::now();
         Ok(())
     }
 

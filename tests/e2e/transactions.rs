@@ -220,16 +220,7 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
         done.close().await.unwrap();
         left.close().await.unwrap();
     }
-    // The producers' sender threads let go of the directory as they end.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let log = loop {
-        match Log::open(dir.path()) {
-            Err(LogError::DataDirLocked { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => break other.unwrap(),
-        }
-    };
+    let log = reopen(dir.path()).await;
     let part = log.partition(&TopicPartition::new("t", 0)).unwrap();
     assert!(
         part.last_stable_offset() < part.high_watermark(),
@@ -268,6 +259,84 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
         ["kept0", "kept1", "kept2"]
     );
     assert_eq!(part.aborted_transactions(0, u64::MAX).len(), 1);
+}
+
+/// Over `interval` topics the coordinator does not sync its records, so a power loss can take
+/// them while a partition keeps the records of a transaction that was open (its flush came
+/// first): at the next open that transaction is aborted, rather than holding the partition's
+/// last stable offset, and every `read_committed` reader, forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_transaction_the_coordinator_lost_is_aborted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        let config = TopicConfig {
+            durability: Durability::Interval,
+            ..Default::default()
+        };
+        log.create_topic("t", config).unwrap();
+        let p = txn_producer(&log, "lost-record", Duration::from_secs(600));
+        p.init_transactions().await.unwrap();
+        p.begin_transaction().unwrap();
+        send_all(&p, "t", "kept", 2).await;
+        p.commit_transaction().await.unwrap();
+        p.begin_transaction().unwrap();
+        send_all(&p, "t", "open", 3).await;
+        p.flush().await.unwrap();
+        p.close().await.unwrap();
+    }
+    // What the power loss left: the partition's records, none of the coordinator's.
+    let state = walk(dir.path()).into_iter().filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("__transaction_state"))
+    });
+    for path in state.collect::<Vec<_>>() {
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let log = reopen(dir.path()).await;
+    let part = log.partition(&TopicPartition::new("t", 0)).unwrap();
+    assert_eq!(
+        part.high_watermark(),
+        2 + 1 + 3 + 1,
+        "records, commit and abort markers"
+    );
+    assert_eq!(part.last_stable_offset(), part.high_watermark());
+    assert_eq!(
+        read(&log, "t", IsolationLevel::ReadCommitted, 2).await,
+        ["kept0", "kept1"]
+    );
+    assert_eq!(part.aborted_transactions(0, u64::MAX).len(), 1);
+}
+
+/// Every path under `dir`, children before their directory.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// Opens the log at `dir` once the producers of the previous one have let go of it (their
+/// sender threads end after `close`).
+async fn reopen(dir: &std::path::Path) -> Log {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Log::open(dir) {
+            Err(LogError::DataDirLocked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 #[test]

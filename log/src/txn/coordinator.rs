@@ -11,6 +11,11 @@
 //!   `__transaction_state` (durably) before writing any marker, writes a marker into every
 //!   partition of the transaction (the group coordinator applies or drops transactional
 //!   offsets at the offsets topic's marker), then records `CompleteCommit`/`CompleteAbort`.
+//!   "Durably" follows the transaction's topics: the records are synced when one of them is
+//!   `always` durable; over `interval` topics only they are flushed on the interval, as the
+//!   topics' own records are (a process crash loses none of them; a power loss may lose the
+//!   last interval of both, and the partitions' then unknown open transactions are aborted
+//!   at the next open).
 //!   Once the prepare record is durable the outcome is decided: a crash after it is completed
 //!   when the log is next opened ([`TransactionCoordinator::load`] + `recover`).
 //! - A transaction open longer than its `transaction.timeout.ms` is aborted by the log's
@@ -20,6 +25,7 @@
 //! [`add_partitions`]: TransactionCoordinator::add_partitions
 //! [`end_txn`]: TransactionCoordinator::end_txn
 
+use crate::config::{Durability, TopicConfig};
 use crate::error::{LogError, Result, TxnErrorKind};
 use crate::log::{CONSUMER_OFFSETS_TOPIC, Log, internal_topic_config};
 use crate::partition::Partition;
@@ -117,6 +123,40 @@ impl TransactionCoordinator {
         }
     }
 
+    /// Aborts the transactions open in a partition that no ongoing transaction of the
+    /// coordinator includes (hanging transactions, whose last stable offset would never move):
+    /// left when a power loss took the coordinator's unsynced record of an `interval` topic's
+    /// transaction but not the partition's records. Blocking; at open, after `recover`.
+    pub(crate) fn abort_hanging(&self, partitions: &[Arc<Partition>]) {
+        for p in partitions {
+            let tp = TopicPartition::new(&*p.topic, p.id);
+            for (producer_id, epoch) in p.open_transactions() {
+                if self.includes(producer_id, epoch, &tp) {
+                    continue;
+                }
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, producer_id, epoch,
+                    "aborting a transaction the coordinator does not know (its record was lost)");
+                if let Err(e) = p.write_marker(producer_id, epoch, Outcome::Abort, 0) {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, producer_id,
+                        error = %e, "cannot abort a hanging transaction");
+                }
+            }
+        }
+    }
+
+    /// Whether `producer_id` at `epoch` has an ongoing transaction that includes `tp`.
+    fn includes(&self, producer_id: i64, epoch: i16, tp: &TopicPartition) -> bool {
+        let id = self.by_producer.lock().get(&producer_id).cloned();
+        let Some(entry) = id.and_then(|id| self.txns.lock().get(&id).cloned()) else {
+            return false;
+        };
+        let m = entry.lock();
+        m.producer_id == producer_id
+            && m.epoch == epoch
+            && m.status == TxnStatus::Ongoing
+            && m.partitions.contains(tp)
+    }
+
     /// A producer id for an idempotent producer without a transactional id.
     pub fn next_producer_id(&self) -> i64 {
         self.next_producer_id.fetch_add(1, Ordering::Relaxed)
@@ -190,7 +230,8 @@ impl TransactionCoordinator {
         m.timeout_ms = timeout_ms;
         m.status = TxnStatus::Empty;
         m.last_update_ms = now_ms();
-        self.persist(id, m)
+        // Synced always: an epoch bump lost to a power loss would un-fence the older instance.
+        self.persist(id, m, true)
     }
 
     /// AddPartitionsToTxn: the transaction now includes `partitions` (they must exist).
@@ -229,7 +270,8 @@ impl TransactionCoordinator {
         }
         next.partitions.extend(partitions.iter().cloned());
         next.last_update_ms = now_ms();
-        self.persist(transactional_id, &next)?;
+        let sync = must_sync(log, &next.partitions);
+        self.persist(transactional_id, &next, sync)?;
         *m = next;
         Ok(())
     }
@@ -362,10 +404,11 @@ impl TransactionCoordinator {
             Outcome::Commit => (TxnStatus::PrepareCommit, TxnStatus::CompleteCommit),
             Outcome::Abort => (TxnStatus::PrepareAbort, TxnStatus::CompleteAbort),
         };
+        let sync = must_sync(log, &m.partitions);
         if m.status != prepare {
             m.status = prepare;
             m.last_update_ms = now_ms();
-            self.persist(id, m)?;
+            self.persist(id, m, sync)?;
         }
         for tp in &m.partitions {
             let partition = match log.partition(tp) {
@@ -383,7 +426,7 @@ impl TransactionCoordinator {
         m.partitions.clear();
         m.start_ms = -1;
         m.last_update_ms = now_ms();
-        self.persist(id, m)
+        self.persist(id, m, sync)
     }
 
     fn entry(&self, id: &str) -> Result<Entry> {
@@ -402,7 +445,8 @@ impl TransactionCoordinator {
             .collect()
     }
 
-    fn persist(&self, id: &str, m: &TxnMetadata) -> Result<()> {
+    /// Appends `m` to `__transaction_state` (flushed on an interval), synced first when `sync`.
+    fn persist(&self, id: &str, m: &TxnMetadata, sync: bool) -> Result<()> {
         let p = self
             .state_partition
             .get()
@@ -414,7 +458,11 @@ impl TransactionCoordinator {
             Some(&state_log::encode_value(m)),
             &[],
         );
-        p.append(b.finish()).map(|_| ())
+        p.append(b.finish())?;
+        if sync {
+            p.sync_now()?;
+        }
+        Ok(())
     }
 
     fn ensure_state_partition(&self, log: &Log) -> Result<()> {
@@ -423,7 +471,7 @@ impl TransactionCoordinator {
         }
         let topic = match log.topic(TRANSACTION_STATE_TOPIC) {
             Ok(t) => t,
-            Err(_) => match log.create_topic(TRANSACTION_STATE_TOPIC, internal_topic_config()) {
+            Err(_) => match log.create_topic(TRANSACTION_STATE_TOPIC, transaction_state_config()) {
                 Ok(t) => t,
                 Err(LogError::TopicExists(_)) => log.topic(TRANSACTION_STATE_TOPIC)?,
                 Err(e) => return Err(e),
@@ -431,6 +479,27 @@ impl TransactionCoordinator {
         };
         let _ = self.state_partition.set(topic.partition(0)?);
         Ok(())
+    }
+}
+
+/// Whether the coordinator's records of a transaction over `partitions` are synced before it
+/// goes on: when any of them is `always` durable. Over `interval` topics a power loss may take
+/// the last records of the partitions anyway, and with them these (a crash of the process
+/// loses neither); partitions left with an open transaction the coordinator no longer knows
+/// are aborted when the log is next opened ([`Log::open`]).
+fn must_sync(log: &Log, partitions: &BTreeSet<TopicPartition>) -> bool {
+    partitions.iter().any(|tp| {
+        log.topic(&tp.topic)
+            .map_or(true, |t| t.config().durability == Durability::Always)
+    })
+}
+
+/// `__transaction_state`: compacted like the other internal topic, flushed on an interval, with
+/// the records that must be durable synced by [`TransactionCoordinator::persist`].
+fn transaction_state_config() -> TopicConfig {
+    TopicConfig {
+        durability: Durability::Interval,
+        ..internal_topic_config()
     }
 }
 

@@ -192,6 +192,18 @@ impl Partition {
         out
     }
 
+    /// The transactions open in this partition: (producer id, epoch) of each producer with
+    /// one. Empty for a partition whose producer state is not loaded (it has seen none).
+    pub(crate) fn open_transactions(&self) -> Vec<(i64, i16)> {
+        let state = self.producers.lock();
+        state
+            .producers
+            .iter()
+            .filter(|(_, e)| e.open_txn.is_some())
+            .map(|(&id, e)| (id, e.epoch))
+            .collect()
+    }
+
     /// Loads the producer state now (at open, for a partition that has seen transactions).
     pub(crate) fn load_producer_state(&self) -> Result<()> {
         let mut state = self.producers.lock();
