@@ -2,8 +2,9 @@
 //!
 //! Contract (as the embedded producer's, `runnel_log::txn`):
 //! - `init_transactions` sends InitProducerId with the `transactional.id` to the transaction
-//!   coordinator (FindCoordinator, key type 1); the producer id and epoch it returns stamp every
-//!   batch, with per-partition sequences from 0.
+//!   coordinator (FindCoordinator, key type 1, once: kept until it answers NOT_COORDINATOR);
+//!   the producer id and epoch it returns stamp every batch, with per-partition sequences
+//!   from 0.
 //! - Records are sent only inside a transaction. Before the sender first sends a batch to a
 //!   partition in a transaction it adds the partition (AddPartitionsToTxn).
 //! - `send_offsets_to_transaction` is AddOffsetsToTxn then TxnOffsetCommit to the group's
@@ -34,6 +35,9 @@ pub(crate) struct RemoteTxn {
     timeout_ms: i32,
     in_transaction: AtomicBool,
     state: Mutex<TxnState>,
+    /// The coordinator's address, found once and kept until it answers that it no longer is
+    /// the coordinator (as Kafka's clients do): not a FindCoordinator round trip per call.
+    coordinator_addr: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -51,6 +55,7 @@ impl RemoteTxn {
             timeout_ms: timeout.as_millis().min(i32::MAX as u128) as i32,
             in_transaction: AtomicBool::new(false),
             state: Mutex::default(),
+            coordinator_addr: Mutex::default(),
         }
     }
 
@@ -75,6 +80,10 @@ impl RemoteTxn {
         &self,
         cluster: &Cluster,
     ) -> Result<Arc<super::conn::Connection>, BrokerError> {
+        let cached = self.coordinator_addr.lock().clone();
+        if let Some(addr) = cached {
+            return cluster.conn_to(&addr).await;
+        }
         let conn = cluster.any().await?;
         let v = conn.version(ApiKey::FindCoordinator, (0, 4))?;
         let req = if v >= 4 {
@@ -94,7 +103,19 @@ impl RemoteTxn {
         if code != codes::NONE {
             return Err(kafka_error("FindCoordinator", code, &self.id));
         }
-        cluster.conn_to(&format!("{host}:{port}")).await
+        let addr = format!("{host}:{port}");
+        *self.coordinator_addr.lock() = Some(addr.clone());
+        cluster.conn_to(&addr).await
+    }
+
+    /// Forgets the coordinator when `code` says it moved, so that the next call finds it.
+    fn forget_moved_coordinator(&self, code: i16) {
+        if matches!(
+            code,
+            codes::NOT_COORDINATOR | codes::COORDINATOR_NOT_AVAILABLE
+        ) {
+            *self.coordinator_addr.lock() = None;
+        }
     }
 
     pub async fn init(&self, cluster: &Cluster) -> Result<(), LogError> {
@@ -107,6 +128,7 @@ impl RemoteTxn {
             .with_producer_epoch(-1);
         let resp = conn.send(req, v).await?;
         if resp.error_code != codes::NONE {
+            self.forget_moved_coordinator(resp.error_code);
             return Err(kafka_error("InitProducerId", resp.error_code, &self.id).into());
         }
         *self.state.lock() = TxnState {
@@ -264,6 +286,7 @@ impl RemoteTxn {
         if code == codes::NONE {
             return Ok(());
         }
+        self.forget_moved_coordinator(code);
         let e: LogError = kafka_error(api, code, &self.id).into();
         if matches!(code, codes::PRODUCER_FENCED | codes::INVALID_PRODUCER_EPOCH) {
             self.state.lock().fatal = Some(e.to_string());
