@@ -56,7 +56,9 @@ pub fn for_log_error(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         LogError::InvalidBatch(_) => CORRUPT_MESSAGE,
         LogError::RecordTooLarge { .. } => MESSAGE_TOO_LARGE,
-        LogError::Corrupt { .. } | LogError::Io { .. } => KAFKA_STORAGE_ERROR,
+        LogError::Corrupt { .. } | LogError::Io { .. } | LogError::Storage { .. } => {
+            KAFKA_STORAGE_ERROR
+        }
         LogError::Group { kind, .. } => match kind {
             GroupErrorKind::UnknownMember => UNKNOWN_MEMBER_ID,
             GroupErrorKind::IllegalGeneration => ILLEGAL_GENERATION,

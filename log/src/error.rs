@@ -74,6 +74,17 @@ pub enum LogError {
         reason: String,
     },
 
+    /// The disk refused an append (full, failing, or a failed sync): nothing from the failed
+    /// write on was acknowledged, and the partition holds a gapless prefix of what was sent.
+    #[error(
+        "cannot store records in {topic}-{partition}: {reason}. Nothing from this write on was acknowledged and the partition has no gap; free space or fix the disk, then send the unacknowledged records again (appends resume without a restart)"
+    )]
+    Storage {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
+
     #[error("invalid record batch: {0}")]
     InvalidBatch(String),
 

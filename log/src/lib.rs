@@ -31,6 +31,7 @@ pub mod compression;
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod fault;
 pub mod group;
 pub mod index;
 pub mod log;

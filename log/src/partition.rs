@@ -12,10 +12,17 @@
 //!   others whose data that sync covered.
 //! - When a segment is rolled it is synced and its indexes written, whatever the policy, so only
 //!   the active segment can have a torn tail after a crash.
+//! - Storage errors never turn into acknowledgements and never leave gaps: a failed write fails
+//!   the rest of its burst (and is cut from the file); a failed sync is never retried (its data
+//!   may be gone from the page cache while a second `fsync` succeeds), the partition instead goes
+//!   back to what the last successful sync covered, as recovery after a crash would, and every
+//!   append waiting on the lost data fails. Reads of stored data go on; appends resume as soon
+//!   as writes succeed again (space freed), without a restart.
 
 use crate::batch;
 use crate::config::{CleanupPolicy, Durability, TopicConfig};
 use crate::error::{LogError, Result};
+use crate::fault;
 use crate::segment::{self, ReadHandle, Segment};
 use crate::txn::IsolationLevel;
 use crate::txn::producer_state::{self, PartitionProducers};
@@ -87,7 +94,9 @@ pub struct PartitionStats {
 struct Written {
     end_offset: u64,
     file: Arc<File>,
+    path: PathBuf,
     readable: Arc<AtomicU64>,
+    base_offset: u64,
     len: u64,
 }
 
@@ -96,6 +105,15 @@ struct SyncState {
     latest: Option<Written>,
     synced_offset: u64,
     syncing: bool,
+    /// (segment base offset, bytes) known durable: the active segment's prefix that the last
+    /// successful sync covered. A failed sync takes the partition back here.
+    durable: (u64, u64),
+    /// Bumped when the partition goes back to `durable`: an append written in an earlier
+    /// generation and not yet synced was lost, and its waiter fails with `lost`.
+    generation: u64,
+    lost: String,
+    /// (generation ended, offsets below which its data survived) of the last resets.
+    resets: std::collections::VecDeque<(u64, u64)>,
 }
 
 pub struct Partition {
@@ -125,6 +143,12 @@ pub struct Partition {
     /// Whether a transactional batch was ever appended here (aborted-index lookups skip
     /// partitions that never saw one).
     pub(crate) seen_transactions: AtomicBool,
+    /// The producer state describes batches that a reset to the durable prefix removed: it is
+    /// rebuilt from the log before its next use.
+    pub(crate) producers_stale: AtomicBool,
+    /// A reset to the durable prefix is still owed (its truncation failed): the next append
+    /// does it first.
+    reset_owed: AtomicBool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -163,6 +187,10 @@ impl Partition {
             std::fs::remove_file(&marker).map_err(|e| LogError::io(&marker, e))?;
         }
         let end = segments.last().expect("one segment").next_offset;
+        let (active_base, active_len) = {
+            let active = segments.last().expect("one segment");
+            (active.base_offset, active.size())
+        };
         let start = segments[0].base_offset;
         for s in &segments {
             s.publish(s.size());
@@ -179,6 +207,7 @@ impl Partition {
             log_start: AtomicU64::new(start),
             sync_state: Mutex::new(SyncState {
                 synced_offset: end,
+                durable: (active_base, active_len),
                 ..Default::default()
             }),
             synced: Condvar::new(),
@@ -190,6 +219,8 @@ impl Partition {
             producers: Mutex::new(PartitionProducers::default()),
             first_unstable: AtomicU64::new(u64::MAX),
             seen_transactions: AtomicBool::new(seen_transactions),
+            producers_stale: AtomicBool::new(false),
+            reset_owed: AtomicBool::new(false),
         };
         if seen_transactions {
             // Its last stable offset depends on the transactions a crash may have left open.
@@ -258,12 +289,30 @@ impl Partition {
         }
         let mut results = Vec::with_capacity(batches.len());
         let mut end = None;
+        let generation;
         {
             let _w = self.writer.lock();
             let mut segs = self.segments.write();
+            if let Err(e) = self.reset_to_durable(&mut segs) {
+                let reason = e.to_string();
+                return batches
+                    .iter()
+                    .map(|_| Err(self.storage_error(reason.clone())))
+                    .collect();
+            }
+            // After a failed write the rest of the burst fails with it: stored records stay a
+            // gapless prefix of what was handed over.
+            let mut failed: Option<String> = None;
             for bytes in batches {
+                if let Some(reason) = &failed {
+                    results.push(Err(self.storage_error(reason.clone())));
+                    continue;
+                }
                 let r = self.check_batch(bytes.as_ref(), verify_crc).and_then(|h| {
-                    let (base, end) = self.write_batch(&mut segs, bytes, h)?;
+                    let (base, end) = self.write_batch(&mut segs, bytes, h).map_err(|e| {
+                        failed = Some(e.to_string());
+                        self.storage_error(e.to_string())
+                    })?;
                     let written = batch::BatchHeader {
                         base_offset: base,
                         ..h
@@ -276,13 +325,20 @@ impl Partition {
                     base
                 }));
             }
+            if failed.is_some() {
+                self.cut_unwritten(&mut segs);
+            }
+            let mut st = self.sync_state.lock();
+            generation = st.generation;
             if let Some(end) = end {
                 let active = segs.last().expect("active segment");
                 if self.config.durability == Durability::Always {
-                    self.sync_state.lock().latest = Some(Written {
+                    st.latest = Some(Written {
                         end_offset: end,
                         file: active.file(),
+                        path: active.log_path(),
                         readable: active.readable_cell(),
+                        base_offset: active.base_offset,
                         len: active.size(),
                     });
                 } else {
@@ -297,13 +353,13 @@ impl Partition {
             self.wake_readers();
             return results;
         }
-        if let Err(e) = self.wait_synced(end) {
-            let reason = e.to_string();
+        if let Err(e) = self.wait_synced(end, generation) {
+            let reason = match e {
+                LogError::Storage { reason, .. } => reason,
+                e => e.to_string(),
+            };
             for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(LogError::io(
-                    &self.dir,
-                    std::io::Error::other(reason.clone()),
-                ));
+                *r = Err(self.storage_error(reason.clone()));
             }
         }
         results
@@ -370,9 +426,18 @@ impl Partition {
     }
 
     /// Group commit: returns once `end` is covered by an `fdatasync`, leading one if none runs.
-    fn wait_synced(&self, end: u64) -> Result<()> {
+    /// `generation` is the one the data was written in: if the partition went back to its
+    /// durable prefix since (a failed sync), the data is acknowledged only if that prefix kept it.
+    fn wait_synced(&self, end: u64, generation: u64) -> Result<()> {
         let mut st = self.sync_state.lock();
         loop {
+            if st.generation != generation {
+                let kept = st.resets.iter().find(|r| r.0 == generation).map(|r| r.1);
+                return match kept {
+                    Some(kept) if end <= kept => Ok(()),
+                    _ => Err(self.storage_error(st.lost.clone())),
+                };
+            }
             if st.synced_offset >= end {
                 return Ok(());
             }
@@ -386,27 +451,114 @@ impl Partition {
             };
             st.syncing = true;
             drop(st);
-            let result = w.file.sync_data();
+            let result = fault::sync_data(&w.file, || w.path.clone());
             st = self.sync_state.lock();
             st.syncing = false;
             match result {
                 Ok(()) => {
                     w.readable.fetch_max(w.len, Ordering::AcqRel);
                     st.synced_offset = st.synced_offset.max(w.end_offset);
+                    st.durable = st.durable.max((w.base_offset, w.len));
                     self.high_watermark
                         .fetch_max(w.end_offset, Ordering::AcqRel);
                     self.synced.notify_all();
                     self.wake_readers();
                 }
                 Err(e) => {
-                    // Put the work back so another waiter retries; this appender reports failure.
-                    if st.latest.is_none() {
-                        st.latest = Some(w);
-                    }
-                    self.synced.notify_all();
-                    return Err(LogError::io(self.dir.clone(), e));
+                    let reason = format!("fsync of {} failed: {e}", w.path.display());
+                    drop(st);
+                    self.lose_unsynced(&reason);
+                    self.reset_to_durable_now();
+                    return Err(self.storage_error(reason));
                 }
             }
+        }
+    }
+
+    /// After a failed sync: what it was to cover is lost (its pages may be gone from the cache
+    /// while a later `fsync` succeeds), so nothing is ever synced or acknowledged on its behalf.
+    /// Waiters on it fail with `reason`; the partition owes a reset to its durable prefix.
+    fn lose_unsynced(&self, reason: &str) {
+        tracing::error!(topic = %self.topic, partition = self.id, reason,
+            "sync failed; going back to the last synced data");
+        let mut st = self.sync_state.lock();
+        let kept = st.synced_offset;
+        let ended = st.generation;
+        st.resets.push_back((ended, kept));
+        if st.resets.len() > 16 {
+            st.resets.pop_front();
+        }
+        st.generation += 1;
+        st.lost = format!("{reason}; nothing after offset {kept} was acknowledged");
+        st.latest = None;
+        self.reset_owed.store(true, Ordering::Release);
+        self.synced.notify_all();
+    }
+
+    /// [`reset_to_durable`](Self::reset_to_durable) taking the locks; a failure leaves the
+    /// reset owed to the next append.
+    fn reset_to_durable_now(&self) {
+        let _w = self.writer.lock();
+        let mut segs = self.segments.write();
+        if let Err(e) = self.reset_to_durable(&mut segs) {
+            tracing::error!(topic = %self.topic, partition = self.id, error = %e,
+                "cannot go back to the last synced data yet; the next append tries again");
+        }
+    }
+
+    /// Takes the partition back to what the last successful sync covered, as recovery after a
+    /// crash would: the active segment is cut there and reopened (indexes rebuilt), the high
+    /// watermark follows, and the producer state is rebuilt before its next use. The caller
+    /// holds the writer lock. No-op unless a reset is owed.
+    fn reset_to_durable(&self, segs: &mut [Segment]) -> Result<()> {
+        if !self.reset_owed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (durable_base, durable_len) = self.sync_state.lock().durable;
+        let active = segs.last_mut().expect("active segment");
+        let keep = if active.base_offset == durable_base {
+            durable_len
+        } else {
+            0
+        };
+        let base = active.base_offset;
+        active.cut(keep)?;
+        let (reopened, _) = Segment::recover(&self.dir, base, false, true)?;
+        let end = reopened.next_offset;
+        let len = reopened.size();
+        *active = reopened;
+        {
+            let mut st = self.sync_state.lock();
+            st.synced_offset = end;
+            st.latest = None;
+            st.durable = (base, len);
+            self.high_watermark.store(end, Ordering::Release);
+        }
+        self.dirty.store(false, Ordering::Release);
+        self.producers_stale.store(true, Ordering::Release);
+        self.reset_owed.store(false, Ordering::Release);
+        tracing::warn!(topic = %self.topic, partition = self.id, end,
+            "partition is back at its last synced data; appends resume from there");
+        self.wake_readers();
+        Ok(())
+    }
+
+    /// Cuts what a failed write left beyond the active segment's end (best effort: if that
+    /// fails too, the next write overwrites it, and recovery would cut a leftover as a torn tail).
+    fn cut_unwritten(&self, segs: &mut [Segment]) {
+        let active = segs.last_mut().expect("active segment");
+        if let Err(e) = active.cut(active.size()) {
+            tracing::warn!(topic = %self.topic, partition = self.id, error = %e,
+                "cannot cut a failed write's bytes; the next write replaces them");
+        }
+    }
+
+    /// The error of an append that storage refused (`reason` names the file and the cause).
+    fn storage_error(&self, reason: String) -> LogError {
+        LogError::Storage {
+            topic: self.topic.to_string(),
+            partition: self.id,
+            reason,
         }
     }
 
@@ -424,7 +576,11 @@ impl Partition {
     /// Closes the active segment (sync, indexes, publish) and opens a new one at the log end.
     fn roll(&self, segs: &mut Vec<Segment>) -> Result<()> {
         let active = segs.last().expect("active segment");
-        active.sync()?;
+        if let Err(e) = active.sync() {
+            self.lose_unsynced(&e.to_string());
+            self.reset_to_durable(segs)?;
+            return Err(e);
+        }
         active.write_indexes()?;
         active.publish(active.size());
         let end = active.next_offset;
@@ -437,6 +593,8 @@ impl Partition {
         }
         tracing::debug!(topic = %self.topic, partition = self.id, base = end, "rolled segment");
         segs.push(Segment::create(&self.dir, end)?);
+        let mut st = self.sync_state.lock();
+        st.durable = st.durable.max((end, 0));
         Ok(())
     }
 
@@ -468,11 +626,24 @@ impl Partition {
     /// rolled meanwhile was synced by the roll.)
     fn sync_dirty(&self, last: &mut Instant) -> Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
-            let file = self.segments.read().last().expect("active segment").file();
-            if let Err(e) = file.sync_data() {
-                self.dirty.store(true, Ordering::Release); // retried at the next tick
-                return Err(LogError::io(&self.dir, e));
+            let (file, path, covers) = {
+                let segs = self.segments.read();
+                let active = segs.last().expect("active segment");
+                (
+                    active.file(),
+                    active.log_path(),
+                    (active.base_offset, active.size()),
+                )
+            };
+            if let Err(e) = fault::sync_data(&file, || path.clone()) {
+                // Never retried: what it was to cover is treated as lost, acknowledged or not.
+                let reason = format!("fsync of {} failed: {e}", path.display());
+                self.lose_unsynced(&reason);
+                self.reset_to_durable_now();
+                return Err(self.storage_error(reason));
             }
+            let mut st = self.sync_state.lock();
+            st.durable = st.durable.max(covers);
         }
         *last = Instant::now();
         Ok(())

@@ -290,8 +290,7 @@ impl Segment {
     pub fn append(&mut self, bytes: &[u8], h: &BatchHeader) -> Result<u64> {
         let position = self.size;
         self.last_write_ms = crate::types::now_ms();
-        self.file
-            .write_all_at(bytes, position)
+        crate::fault::write_all_at(&self.file, bytes, position, || self.log_path())
             .map_err(|e| LogError::io(self.log_path(), e))?;
         self.size += bytes.len() as u64;
         self.note_batch(h, position);
@@ -304,12 +303,10 @@ impl Segment {
         let position = self.size;
         self.last_write_ms = crate::types::now_ms();
         let io = |e| LogError::io(self.log_path(), e);
-        self.file
-            .write_all_at(&h.base_offset.to_be_bytes(), position)
+        let path = || self.log_path();
+        crate::fault::write_all_at(&self.file, &h.base_offset.to_be_bytes(), position, path)
             .map_err(io)?;
-        self.file
-            .write_all_at(&bytes[8..], position + 8)
-            .map_err(io)?;
+        crate::fault::write_all_at(&self.file, &bytes[8..], position + 8, path).map_err(io)?;
         self.size += bytes.len() as u64;
         self.note_batch(h, position);
         Ok(self.size)
@@ -354,10 +351,20 @@ impl Segment {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
+        crate::fault::sync_data(&self.file, || self.log_path())
             .map_err(|e| LogError::io(self.log_path(), e))?;
         self.txn_index.sync()
+    }
+
+    /// Cuts the file to its first `len` bytes (what a failed write or a failed sync left
+    /// beyond them), and forgets them: the caller reopens the segment when `len` is below
+    /// what it holds.
+    pub fn cut(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| LogError::io(self.log_path(), e))?;
+        self.size = self.size.min(len);
+        Ok(())
     }
 
     /// Persists the indexes (on roll and on clean close).

@@ -11,6 +11,7 @@ mod consumer;
 mod corruption;
 mod crash;
 mod engine;
+mod faults;
 mod groups;
 mod model;
 mod sql;

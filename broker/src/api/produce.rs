@@ -88,6 +88,12 @@ fn first_result(partition: &Partition, results: Vec<Result<u64, LogError>>) -> (
         match r {
             Ok(o) if base < 0 => base = o as i64,
             Ok(_) => {}
+            Err(e @ (LogError::Storage { .. } | LogError::Io { .. })) => {
+                // The disk under this directory fails or is full: an operator must act.
+                tracing::error!(topic = %partition.topic, partition = partition.id,
+                    dir = %partition.dir().display(), error = %e, "storage refused an append");
+                return (codes::for_log_error(&e), -1);
+            }
             Err(e) => {
                 tracing::warn!(topic = %partition.topic, partition = partition.id, error = %e, "append failed");
                 return (codes::for_log_error(&e), -1);

@@ -213,6 +213,7 @@ impl Partition {
     /// Writes the producer-state snapshot if it changed. Blocking.
     pub fn save_producer_state(&self) {
         let mut state = self.producers.lock();
+        self.drop_stale_producers(&mut state);
         // Under the lock no producer append is under way, so every producer batch below the
         // high watermark is in the state.
         let covers = self.high_watermark();
@@ -223,6 +224,7 @@ impl Partition {
     }
 
     fn ensure_producers_loaded(&self, state: &mut PartitionProducers) -> Result<()> {
+        self.drop_stale_producers(state);
         if state.is_loaded() {
             return Ok(());
         }
@@ -239,6 +241,14 @@ impl Partition {
         }
         self.publish_first_unstable(state);
         Ok(())
+    }
+
+    /// Forgets a state that describes batches a reset to the durable prefix removed; it is
+    /// rebuilt from the log (and a snapshot that covers no more than the log) when next used.
+    fn drop_stale_producers(&self, state: &mut PartitionProducers) {
+        if self.producers_stale.swap(false, Ordering::AcqRel) {
+            *state = PartitionProducers::default();
+        }
     }
 
     fn publish_first_unstable(&self, state: &PartitionProducers) {
