@@ -9,6 +9,11 @@
 //! runs on the caller's async executor.
 //! Backpressure: `send` waits while more than `buffer_memory` bytes are queued.
 //!
+//! Errors keep each partition gapless (Kafka's idempotent producer): once a batch of a
+//! partition fails (a full disk, an I/O error), every later batch of that partition fails with
+//! the same cause for the rest of the producer's life, so what a partition stored from a
+//! producer is always a prefix of what was sent to it. A new producer writes to it again.
+//!
 //! Partitioning is Kafka's: an explicit partition wins; a key goes to
 //! `murmur2(key) mod partitions`; records without a key stick to one random partition until
 //! that partition's batch is sent (the sticky partitioner), then move to another.
@@ -238,6 +243,11 @@ pub(crate) struct Inner {
     wake_sender: Condvar,
     space_freed: Notify,
     closed: AtomicBool,
+    /// Partitions where a batch failed, with the cause: their later batches fail with it.
+    failed: Mutex<Vec<(Arc<Partition>, String)>>,
+    /// The first batch failure since the last [`Producer::flush`], which reports it even when
+    /// the batch was settled before the flush began (its records were sent earlier).
+    unreported: Mutex<Option<LogError>>,
 }
 
 /// See the module documentation. Cheap to clone; clones share batches and the sender thread.
@@ -280,6 +290,8 @@ impl Producer {
             wake_sender: Condvar::new(),
             space_freed: Notify::new(),
             closed: AtomicBool::new(false),
+            failed: Mutex::new(Vec::new()),
+            unreported: Mutex::new(None),
         });
         let sender = inner.clone();
         std::thread::Builder::new()
@@ -290,6 +302,11 @@ impl Producer {
             _drain_on_drop: Arc::new(DrainOnDrop(inner.clone())),
             inner,
         }
+    }
+
+    /// Whether a batch failed (its partition, and only it, refuses every later batch).
+    pub fn has_failed(&self) -> bool {
+        !self.inner.failed.lock().is_empty()
     }
 
     /// Queues a record and returns its delivery future. Waits only while the buffer is full.
@@ -529,7 +546,9 @@ impl Producer {
         Ok(())
     }
 
-    /// Sends everything queued so far and waits until it is durable.
+    /// Sends everything queued so far and waits until it is durable. Fails with the first
+    /// batch failure since the previous flush, whether or not that batch was still pending:
+    /// a caller that commits after a successful flush never commits past a lost record.
     pub async fn flush(&self) -> Result<()> {
         let pending: Vec<Arc<BatchDone>> = {
             let mut acc = self.inner.acc.lock();
@@ -547,7 +566,11 @@ impl Producer {
                 first_error.get_or_insert(e);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        let earlier = self.inner.unreported.lock().take();
+        match earlier.or(first_error) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Flushes, then stops the sender thread. Later sends fail with [`LogError::Closed`].
@@ -696,19 +719,46 @@ fn append_batches(
     for (partition, group) in groups {
         let (dones, builders): (Vec<_>, Vec<_>) =
             group.into_iter().map(|b| (b.done, b.builder)).unzip();
-        let results = match &inner.txn {
-            None => {
-                partition.append_built(builders.into_iter().map(BatchBuilder::finish).collect())
+        let earlier = (inner.failed.lock().iter())
+            .find(|(p, _)| Arc::ptr_eq(p, &partition))
+            .map(|(_, cause)| cause.clone());
+        let results: Vec<std::result::Result<u64, String>> = match (earlier, &inner.txn) {
+            (Some(cause), _) => {
+                let reason = format!(
+                    "not stored, because an earlier batch of {}-{} failed (a producer leaves no gap; use a new one): {cause}",
+                    partition.topic, partition.id
+                );
+                dones.iter().map(|_| Err(reason.clone())).collect()
             }
-            Some(txn) => txn.append(&inner.log, &partition, builders),
+            (None, None) => to_strings(
+                partition.append_built(builders.into_iter().map(BatchBuilder::finish).collect()),
+            ),
+            (None, Some(txn)) => to_strings(txn.append(&inner.log, &partition, builders)),
         };
-        out.extend(
-            dones
-                .into_iter()
-                .zip(results.into_iter().map(|r| r.map_err(|e| e.to_string()))),
-        );
+        if let Some(Err(cause)) = results.iter().find(|r| r.is_err()) {
+            let mut failed = inner.failed.lock();
+            if !failed.iter().any(|(p, _)| Arc::ptr_eq(p, &partition)) {
+                failed.push((partition.clone(), cause.clone()));
+            }
+            inner
+                .unreported
+                .lock()
+                .get_or_insert_with(|| LogError::Delivery {
+                    topic: partition.topic.to_string(),
+                    partition: partition.id,
+                    reason: cause.clone(),
+                });
+        }
+        out.extend(dones.into_iter().zip(results));
     }
     out
+}
+
+fn to_strings(results: Vec<Result<u64>>) -> Vec<std::result::Result<u64, String>> {
+    results
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// The producer's sender: a plain thread, because all it does is blocking disk I/O and it must

@@ -21,6 +21,9 @@
 //!   is retried too.
 //! - `flush` waits until every batch that held a record sent before it has been answered (or
 //!   given up), then returns the first error since the previous flush.
+//! - A partition with a batch given up keeps no gap: its later batches fail with the same cause
+//!   for the rest of the producer's life (the broker would refuse them as out of sequence
+//!   anyway), so what it stored from this producer is a prefix of what was sent to it.
 
 use super::cluster::{Backoff, Cluster, retriable, stale_route};
 use super::conn::kafka_error;
@@ -133,6 +136,8 @@ struct State {
     /// Sticky partition of keyless records, per topic (by interned name's address).
     sticky: IdMap<usize, u32>,
     error: Option<LogError>,
+    /// Partitions with a batch given up, and why: their later batches fail with it.
+    failed: Vec<(Arc<str>, u32, String)>,
     flush_requested: bool,
     dropped: bool,
 }
@@ -494,7 +499,13 @@ async fn sender(shared: Arc<Shared>) {
                     .collect();
                 let result = retry_until_delivered(&shared.cluster, failed, f.first_sent).await;
                 let mut st = shared.state.lock();
-                if let Err(e) = result {
+                if let Err((e, partitions)) = result {
+                    let cause = e.to_string();
+                    for (topic, partition) in partitions {
+                        if !st.failed.iter().any(|f| f.0 == topic && f.1 == partition) {
+                            st.failed.push((topic, partition, cause.clone()));
+                        }
+                    }
                     st.error.get_or_insert(e);
                 }
                 st.queued_bytes = st.queued_bytes.saturating_sub(f.bytes);
@@ -548,6 +559,13 @@ async fn sender(shared: Arc<Shared>) {
                 }
                 None => shared.work.notified().await,
             }
+            continue;
+        }
+        let (batches, doomed) = after_failures(&shared, batches);
+        for (r, e) in doomed {
+            fail(&shared, vec![r], e);
+        }
+        if batches.is_empty() {
             continue;
         }
         let first_sent = Instant::now();
@@ -637,7 +655,38 @@ async fn sender(shared: Arc<Shared>) {
     }
 }
 
-/// Settles batches that could not get a producer id.
+/// Splits `batches` into those to send and those of partitions where an earlier batch was
+/// given up, each with its error.
+fn after_failures(shared: &Shared, batches: Vec<Ready>) -> (Vec<Ready>, Vec<(Ready, LogError)>) {
+    let st = shared.state.lock();
+    if st.failed.is_empty() {
+        return (batches, Vec::new());
+    }
+    let mut send = Vec::with_capacity(batches.len());
+    let mut doomed = Vec::new();
+    for r in batches {
+        match st
+            .failed
+            .iter()
+            .find(|f| f.0 == r.topic && f.1 == r.partition)
+        {
+            Some((topic, partition, cause)) => {
+                let e = LogError::Delivery {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    reason: format!(
+                        "not stored, because an earlier batch failed (a producer leaves no gap; use a new one): {cause}"
+                    ),
+                };
+                doomed.push((r, e));
+            }
+            None => send.push(r),
+        }
+    }
+    (send, doomed)
+}
+
+/// Settles batches that could not be sent (no producer id, or an earlier batch given up).
 fn fail(shared: &Shared, batches: Vec<Ready>, e: LogError) {
     let size: usize = batches.iter().map(|b| b.queued).sum();
     let mut st = shared.state.lock();
@@ -658,21 +707,27 @@ fn may_retry(b: &Sealed, e: &BrokerError) -> bool {
 }
 
 /// Re-sends `failed` (in order) until every batch is stored, one fails for good, or
-/// [`DELIVERY_TIMEOUT`] has passed since `first_sent`.
+/// [`DELIVERY_TIMEOUT`] has passed since `first_sent`. On giving up: the error, and the
+/// partitions of every batch not stored.
 async fn retry_until_delivered(
     cluster: &Cluster,
     mut failed: Vec<(Sealed, BrokerError)>,
     first_sent: Instant,
-) -> Result<(), LogError> {
+) -> Result<(), (LogError, Vec<(Arc<str>, u32)>)> {
     let mut backoff = Backoff::default();
     while !failed.is_empty() {
         let give_up = first_sent.elapsed() >= DELIVERY_TIMEOUT;
         if let Some((b, e)) = failed.iter().find(|(b, e)| give_up || !may_retry(b, e)) {
-            return Err(LogError::Delivery {
+            let e = LogError::Delivery {
                 topic: b.topic.to_string(),
                 partition: b.partition,
                 reason: e.to_string(),
-            });
+            };
+            let partitions = failed
+                .iter()
+                .map(|(b, _)| (b.topic.clone(), b.partition))
+                .collect();
+            return Err((e, partitions));
         }
         tracing::debug!(batches = failed.len(), error = %failed[0].1, "retrying produce");
         if failed.iter().any(|(_, e)| stale_route(e)) {
