@@ -49,6 +49,10 @@ pub struct ProduceArgs {
     /// Compress the batches: none, gzip, snappy, lz4 or zstd (Kafka's compression.type).
     #[arg(long, value_name = "CODEC", default_value = "none")]
     compression: Compression,
+    /// Start at this line of the input (1 = the first), skipping the lines before it: to
+    /// resume where a failed run says it stopped.
+    #[arg(long, value_name = "LINE", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    from_line: u64,
 }
 
 /// Input bytes read in one go.
@@ -103,6 +107,14 @@ impl Sending {
         Ok(())
     }
 
+    /// Whether a partition refused a batch (later ones of that partition fail as well).
+    fn has_failed(&self) -> bool {
+        match self {
+            Self::Embedded(p, _) => p.has_failed(),
+            Self::Client(..) => false,
+        }
+    }
+
     async fn finish(self) -> Outcome {
         match self {
             Self::Embedded(p, deliveries) => deliveries.finish(&p).await,
@@ -111,12 +123,14 @@ impl Sending {
                     stored: sent,
                     failed: 0,
                     first_error: None,
+                    partitions: Default::default(),
                 },
                 // Which records of the flush failed is unknown: count them all as not stored.
                 Err(e) => Outcome {
                     stored: 0,
                     failed: sent,
                     first_error: Some(e),
+                    partitions: Default::default(),
                 },
             },
         }
@@ -166,6 +180,7 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
     };
     let (tx, mut rx) = mpsc::channel(16);
     let key_field = args.key_field.clone();
+    let from_line = args.from_line;
     std::thread::Builder::new()
         .name("runnel-produce-input".into())
         .spawn(move || {
@@ -173,6 +188,7 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
                 BufReader::with_capacity(READ_BUFFER, source),
                 &name,
                 key_field.as_deref(),
+                from_line,
                 &tx,
             )
         })
@@ -181,7 +197,8 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
     let started = Instant::now();
     let mut producer = match target {
         Target::Embedded(log) => {
-            Sending::Embedded(Producer::new(log.clone(), config), Deliveries::default())
+            let deliveries = Deliveries::starting_at(args.from_line);
+            Sending::Embedded(Producer::new(log.clone(), config), deliveries)
         }
         Target::Client(client) => Sending::Client(client.producer(config), 0),
     };
@@ -217,11 +234,16 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
                     Some(_) => chunk.input_bytes,
                     None => chunk.lines.len() as u64,
                 });
+                if producer.has_failed() {
+                    // Stop at the first failure: the report below says where to resume.
+                    break;
+                }
             }
         }
     }
     let outcome = producer.finish().await;
     progress.finish_and_clear();
+    let resume = resume_report(&outcome, &args);
     let stored = outcome.stored;
     let summary = output::throughput(
         stored,
@@ -233,14 +255,54 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
     eprintln!("produced {summary}");
     match (stopped, outcome.into_result()) {
         (None, Ok(_)) => Ok(()),
-        (None, Err(lost)) => Err(lost),
+        (None, Err(lost)) => match resume {
+            Some(resume) => Err(anyhow::anyhow!("{lost:#}\n{resume}")),
+            None => Err(lost),
+        },
         (Some(reason), Ok(_)) => bail!(
             "{reason}; stopped there, after storing {} in {}",
             output::count(stored, "record"),
             args.topic
         ),
-        (Some(reason), Err(lost)) => bail!("{reason}; stopped there, and {lost:#}"),
+        (Some(reason), Err(lost)) => bail!(
+            "{reason}; stopped there, and {lost:#}{}",
+            resume.map(|r| format!("\n{r}")).unwrap_or_default()
+        ),
     }
+}
+
+/// After a failure: per partition, the last line stored and the first not stored, and the
+/// command that sends the rest when one line number splits stored from not stored.
+fn resume_report(outcome: &Outcome, args: &ProduceArgs) -> Option<String> {
+    let mut out = String::new();
+    outcome.first_not_stored()?;
+    for (p, progress) in &outcome.partitions {
+        let Some(failed) = progress.first_failed else {
+            continue;
+        };
+        let stored = match progress.last_stored {
+            Some(line) => format!("stored its records up to line {line}"),
+            None => "stored none of this run's records".to_string(),
+        };
+        out.push_str(&format!(
+            "{}-{p}: {stored}; its records from line {failed} on were not stored\n",
+            args.topic
+        ));
+    }
+    let file = match &args.file {
+        Some(f) => format!(" --file {}", f.display()),
+        None => String::new(),
+    };
+    match outcome.resume_from() {
+        Some(line) => out.push_str(&format!(
+            "nothing from line {line} on was stored and nothing before it is missing: send the rest with `runnel produce {}{file} --from-line {line}` (add the other options of this run)",
+            args.topic
+        )),
+        None => out.push_str(
+            "each partition holds its records up to the line above, without a gap; other partitions stored later lines, so re-sending from the smallest line above would repeat those",
+        ),
+    }
+    Some(out)
 }
 
 /// The input, its name for messages, and its length when it is a regular file.
@@ -281,6 +343,7 @@ fn read_input(
     mut reader: BufReader<Box<dyn Read + Send>>,
     name: &str,
     key_field: Option<&str>,
+    from_line: u64,
     tx: &mpsc::Sender<Input>,
 ) {
     let mut line = Vec::with_capacity(64 << 10);
@@ -303,6 +366,9 @@ fn read_input(
             Ok(n) => {
                 line_no += 1;
                 chunk.input_bytes += n as u64;
+                if line_no < from_line {
+                    continue;
+                }
                 push_line(&mut chunk, strip_line_end(&line), key_field)
                     .err()
                     .map(|reason| format!("{name} line {line_no}: {reason}"))

@@ -26,24 +26,24 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A command that should finish quickly gets this long before it counts as hung.
-const SHORT: Duration = Duration::from_secs(120);
+pub(crate) const SHORT: Duration = Duration::from_secs(120);
 /// Producing or consuming a million records in a debug build.
-const LONG: Duration = Duration::from_secs(900);
+pub(crate) const LONG: Duration = Duration::from_secs(900);
 
 /// The `runnel` binary bound to one data directory.
-struct Runnel {
+pub(crate) struct Runnel {
     data_dir: PathBuf,
 }
 
 impl Runnel {
-    fn new(data_dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
         }
     }
 
     /// `runnel --data-dir DIR args...` as text, for assertion messages.
-    fn describe(&self, args: &[&str]) -> String {
+    pub(crate) fn describe(&self, args: &[&str]) -> String {
         format!(
             "runnel --data-dir {} {}",
             self.data_dir.display(),
@@ -53,7 +53,7 @@ impl Runnel {
 
     /// Runs the command with `stdin` as its input (none: an empty stdin) and returns its output;
     /// kills it and fails the test if it has not exited after `limit`.
-    fn run_with(&self, args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
+    pub(crate) fn run_with(&self, args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -118,14 +118,14 @@ impl Runnel {
     }
 
     /// Runs a quick command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run_with(args, None, SHORT);
         let out = self.expect_success(args, out);
         String::from_utf8(out.stdout).expect("stdout is UTF-8")
     }
 
     /// Fails the test, with the command's stderr, unless it exited 0.
-    fn expect_success(&self, args: &[&str], out: Output) -> Output {
+    pub(crate) fn expect_success(&self, args: &[&str], out: Output) -> Output {
         assert!(
             out.status.success(),
             "`{}` failed with {}; stderr:\n{}",
@@ -138,7 +138,7 @@ impl Runnel {
 
     /// Runs a command that must fail as a user error: a non-zero exit code (not a signal), no
     /// panic, and exactly one `error:` line on stderr, which is returned.
-    fn user_error(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
+    pub(crate) fn user_error(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
         let out = self.run_with(args, stdin, SHORT);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let what = self.describe(args);

@@ -6,13 +6,19 @@
 //!   a full disk that empties again) and reopens: each partition always holds exactly the
 //!   records whose appends were acknowledged, in order — nothing acknowledged lost, no gap,
 //!   nothing unacknowledged served.
+//! - On a real small filesystem (a tmpfs the test mounts; skipped with a message when it cannot,
+//!   unless `RUNNEL_REQUIRE_SERVICES=1`): `runnel produce --file` into a disk that fills stops,
+//!   leaves each partition a gapless prefix of its records, says which line to resume from, and
+//!   re-running from there after space is freed stores exactly the file.
 
+use crate::cli::{LONG, Runnel};
 use crate::support::{batch_of, read_all};
 use proptest::prelude::*;
 use runnel_log::fault::{self, FaultInjector};
 use runnel_log::{Durability, Log, LogOptions, TopicConfig, TopicPartition};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -181,4 +187,257 @@ proptest! {
             prop_assert_eq!(&values, model);
         }
     }
+}
+
+/// A tmpfs of a given size, mounted on a fresh directory and unmounted when dropped.
+pub(crate) struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts one of `size` (e.g. "4m"), or says the test is skipped and returns `None` when
+    /// this process may not mount (not root); with `RUNNEL_REQUIRE_SERVICES=1` that fails.
+    pub(crate) fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            return Some(Self { dir });
+        }
+        assert!(
+            std::env::var("RUNNEL_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "cannot mount a tmpfs (the test needs root) and RUNNEL_REQUIRE_SERVICES=1"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
+        None
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Bytes in use.
+    pub(crate) fn used(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=used", "-B1"])
+            .arg(self.dir.path())
+            .output()
+            .expect("df");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("cannot read df's output: {text}"))
+    }
+
+    /// Frees space (or takes it away, down to what is used): the filesystem's size becomes `size`.
+    pub(crate) fn grow(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot grow the tmpfs at {}", self.dir.path().display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// `n` JSON lines of about 100 bytes, keyed by `driver`, numbered by `seq`.
+fn event_lines(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"seq":{i},"driver":"d{}","lat":52.{:06},"lon":13.{:06},"status":"on_trip"}}"#,
+                i % 97,
+                (i * 7919) % 1_000_000,
+                (i * 104_729) % 1_000_000
+            )
+        })
+        .collect()
+}
+
+/// Every partition's values, in offset order.
+fn partitions_of(data_dir: &Path, topic: &str) -> Vec<Vec<String>> {
+    let log = Log::open(data_dir).unwrap();
+    let t = log.topic(topic).unwrap();
+    (0..t.partition_count())
+        .map(|i| {
+            let p = t.partition(i).unwrap();
+            read_all(&p, 0)
+                .unwrap()
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// The number after `--from-line` in `error`.
+fn resume_line(error: &str) -> usize {
+    let at = error
+        .find("--from-line ")
+        .unwrap_or_else(|| panic!("the error should say where to resume: {error}"));
+    error[at + "--from-line ".len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no line number after --from-line: {error}"))
+}
+
+#[test]
+fn produce_into_a_full_disk_stops_without_a_gap_and_resumes_exactly() {
+    let Some(disk) = SmallDisk::mount("6m") else {
+        return;
+    };
+    let input_dir = tempfile::tempdir().unwrap();
+    let lines = event_lines(120_000);
+    let file = input_dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let file = file.to_str().unwrap();
+
+    let runnel = Runnel::new(disk.path());
+    runnel.ok(&["topics", "create", "t", "--durability", "always"]);
+    let produce = ["produce", "t", "--file", file];
+    let out = runnel.run_with(&produce, None, LONG);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "the disk should fill; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("t-0") && stderr.contains("No space left on device"),
+        "the error names the partition and the cause:\n{stderr}"
+    );
+    let resume = resume_line(&stderr);
+    let stored = &partitions_of(&disk.path(), "t")[0];
+    assert!(
+        stored.len() < lines.len(),
+        "the disk was to fill up before the end"
+    );
+    assert_eq!(
+        stored.len(),
+        resume - 1,
+        "stored: every line before the resume line"
+    );
+    assert!(
+        stored[..] == lines[..resume - 1],
+        "a gapless prefix of the file"
+    );
+
+    disk.grow("64m");
+    let from = resume.to_string();
+    let rest = ["produce", "t", "--file", file, "--from-line", &from];
+    let out = runnel.run_with(&rest, None, LONG);
+    runnel.expect_success(&rest, out);
+    let stored = &partitions_of(&disk.path(), "t")[0];
+    assert_eq!(stored.len(), lines.len());
+    assert!(
+        stored[..] == lines[..],
+        "exactly the file, no gap and no duplicate"
+    );
+}
+
+#[test]
+fn keyed_produce_into_a_full_disk_leaves_each_partition_a_gapless_prefix() {
+    let Some(disk) = SmallDisk::mount("6m") else {
+        return;
+    };
+    let input_dir = tempfile::tempdir().unwrap();
+    let lines = event_lines(120_000);
+    let file = input_dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let file = file.to_str().unwrap();
+    let produce = ["produce", "t", "--file", file, "--key-field", "driver"];
+    let create = [
+        "topics",
+        "create",
+        "t",
+        "--partitions",
+        "4",
+        "--durability",
+        "always",
+    ];
+
+    // Where each record goes: the same command into a roomy data directory.
+    let roomy = Runnel::new(input_dir.path().join("roomy"));
+    roomy.ok(&create);
+    let out = roomy.run_with(&produce, None, LONG);
+    roomy.expect_success(&produce, out);
+    let expected = partitions_of(&input_dir.path().join("roomy"), "t");
+
+    let runnel = Runnel::new(disk.path());
+    runnel.ok(&create);
+    let out = runnel.run_with(&produce, None, LONG);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "the disk should fill; stderr:\n{stderr}"
+    );
+    let stored = partitions_of(&disk.path(), "t");
+    let total: usize = stored.iter().map(Vec::len).sum();
+    assert!(
+        total < lines.len(),
+        "the disk was to fill up before the end"
+    );
+    for (p, (stored, expected)) in stored.iter().zip(&expected).enumerate() {
+        assert!(
+            stored[..] == expected[..stored.len()],
+            "partition {p} holds a gapless prefix of its records ({} of {})",
+            stored.len(),
+            expected.len()
+        );
+        if stored.len() < expected.len() {
+            assert!(
+                stderr.contains(&format!("t-{p}: ")),
+                "the report names partition {p}:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_idempotent_kafka_producer_against_a_full_broker_sees_errors_and_no_gap() {
+    let Some(py) = crate::broker::python("idempotent producer against a full disk") else {
+        return;
+    };
+    let Some(disk) = SmallDisk::mount("6m") else {
+        return;
+    };
+    let broker = crate::broker::BrokerProc::start(&disk.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/faults.py");
+    let run = |args: &[&str]| {
+        let out = Command::new(&py)
+            .arg(&script)
+            .args([broker.addr.as_str(), "full"])
+            .args(args)
+            .output()
+            .expect("run faults.py");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("ok "),
+            "faults.py {args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{}", stdout.trim());
+        stdout
+    };
+    let filled = run(&["fill", "1000000"]);
+    let delivered: String = filled
+        .split_whitespace()
+        .nth(2)
+        .expect("ok fill K ...")
+        .to_string();
+    disk.grow("64m");
+    run(&["resume", &delivered, "1000"]);
 }

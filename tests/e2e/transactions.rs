@@ -486,6 +486,73 @@ fn kill_repeatedly(data: &std::path::Path, bootstrap: Option<&str>, job: &std::p
     kills
 }
 
+/// A stateless SQL job under exactly-once whose output fills the disk stops with the storage
+/// error; once space returns, a restart completes the output with every row exactly once.
+#[test]
+fn an_exactly_once_sql_job_whose_disk_fills_stops_and_completes_after_space_returns() {
+    let Some(disk) = crate::faults::SmallDisk::mount("256m") else {
+        return;
+    };
+    let data = disk.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rides = {
+        let client: SharedLogClient = std::sync::Arc::new(Log::open(&data).unwrap());
+        rt.block_on(runnel::rides::produce_rides(
+            &client,
+            "rides",
+            4,
+            100_000,
+            |_| {},
+        ))
+        .unwrap();
+        rt.block_on(runnel::rides::read_json::<runnel::rides::Ride>(
+            &client, "rides",
+        ))
+        .unwrap()
+    };
+    let rides: Vec<_> = rides.into_iter().map(|(_, r)| r).collect();
+    // Room for a part of the output only.
+    disk.grow(&format!("{}", disk.used() + (3 << 20)));
+    let dir = tempfile::tempdir().unwrap();
+    let job = stateless_job(dir.path(), "exactly-once");
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("run")
+            .arg(&job)
+            .arg("--until-end")
+            .stdout(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the disk should fill; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("No space left on device"),
+        "the job stops with the storage error:\n{stderr}"
+    );
+    disk.grow("256m");
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client: SharedLogClient = std::sync::Arc::new(Log::open(&data).unwrap());
+    let out: Vec<(String, serde_json::Value)> = rt
+        .block_on(runnel::rides::read_json(&client, "out"))
+        .unwrap();
+    let got = output_rows(&out.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+    let expected = expected_rows(&rides);
+    assert_eq!(got.len(), expected.len(), "every row once, none twice");
+    assert!(got == expected, "the rows the job must write");
+}
+
 /// The scenario: a stateless SQL job under exactly-once, SIGKILLed at random moments
 /// at least five times and then run to the end, leaves every expected row exactly once in its
 /// output as a `read_committed` reader sees it.
