@@ -141,8 +141,13 @@ fn confluent_kafka_compressed_batches_are_read_by_runnel() {
         let out = consume_all(&["--data-dir", data], &topic);
         assert_each_once(&format!("{codec} embedded"), &out, N);
         let codecs = stored_codecs(Path::new(data), &topic);
+        // librdkafka sends a batch uncompressed when the codec would not make it smaller (a
+        // batch of one or two records, when the producer was slow to fill batches).
         assert!(
-            !codecs.is_empty() && codecs.iter().all(|c| *c == codec),
+            codecs.contains(&codec)
+                && codecs
+                    .iter()
+                    .all(|c| *c == codec || *c == Compression::None),
             "{topic} is stored as produced: {codecs:?}"
         );
     }
