@@ -267,6 +267,14 @@ fn event_lines(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// 120,000 event lines, and the file in `dir` that holds them.
+fn events_file(dir: &Path) -> (Vec<String>, PathBuf) {
+    let lines = event_lines(120_000);
+    let file = dir.join("events.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    (lines, file)
+}
+
 /// Every partition's values, in offset order.
 fn partitions_of(data_dir: &Path, topic: &str) -> Vec<Vec<String>> {
     let log = Log::open(data_dir).unwrap();
@@ -301,9 +309,7 @@ fn produce_into_a_full_disk_stops_without_a_gap_and_resumes_exactly() {
         return;
     };
     let input_dir = tempfile::tempdir().unwrap();
-    let lines = event_lines(120_000);
-    let file = input_dir.path().join("events.jsonl");
-    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (lines, file) = events_file(input_dir.path());
     let file = file.to_str().unwrap();
 
     let runnel = Runnel::new(disk.path());
@@ -354,9 +360,7 @@ fn keyed_produce_into_a_full_disk_leaves_each_partition_a_gapless_prefix() {
         return;
     };
     let input_dir = tempfile::tempdir().unwrap();
-    let lines = event_lines(120_000);
-    let file = input_dir.path().join("events.jsonl");
-    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (lines, file) = events_file(input_dir.path());
     let file = file.to_str().unwrap();
     let produce = ["produce", "t", "--file", file, "--key-field", "driver"];
     let create = [

@@ -404,6 +404,23 @@ fn micro(kmh: f64) -> i64 {
     (kmh * 1e6).round() as i64
 }
 
+/// `n` reference ride events in the 4-partition topic `rides` of the log at `data`, as stored.
+fn produce_rides(
+    rt: &tokio::runtime::Runtime,
+    data: &std::path::Path,
+    n: u64,
+) -> Vec<runnel::rides::Ride> {
+    let client: SharedLogClient = std::sync::Arc::new(Log::open(data).unwrap());
+    rt.block_on(runnel::rides::produce_rides(&client, "rides", 4, n, |_| {}))
+        .unwrap();
+    let rides = rt
+        .block_on(runnel::rides::read_json::<runnel::rides::Ride>(
+            &client, "rides",
+        ))
+        .unwrap();
+    rides.into_iter().map(|(_, r)| r).collect()
+}
+
 /// (driver, region, km/h) of every row the job must write for `rides`, sorted.
 fn expected_rows(rides: &[runnel::rides::Ride]) -> Vec<(u64, String, i64)> {
     let mut rows: Vec<_> = rides
@@ -495,22 +512,7 @@ fn an_exactly_once_sql_job_whose_disk_fills_stops_and_completes_after_space_retu
     };
     let data = disk.path();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let rides = {
-        let client: SharedLogClient = std::sync::Arc::new(Log::open(&data).unwrap());
-        rt.block_on(runnel::rides::produce_rides(
-            &client,
-            "rides",
-            4,
-            100_000,
-            |_| {},
-        ))
-        .unwrap();
-        rt.block_on(runnel::rides::read_json::<runnel::rides::Ride>(
-            &client, "rides",
-        ))
-        .unwrap()
-    };
-    let rides: Vec<_> = rides.into_iter().map(|(_, r)| r).collect();
+    let rides = produce_rides(&rt, &data, 100_000);
     // Room for a part of the output only.
     disk.grow(&format!("{}", disk.used() + (3 << 20)));
     let dir = tempfile::tempdir().unwrap();
@@ -561,22 +563,7 @@ fn an_exactly_once_sql_job_killed_repeatedly_writes_each_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let rides = {
-        let client: SharedLogClient = std::sync::Arc::new(Log::open(&data).unwrap());
-        rt.block_on(runnel::rides::produce_rides(
-            &client,
-            "rides",
-            4,
-            EOS_EVENTS,
-            |_| {},
-        ))
-        .unwrap();
-        rt.block_on(runnel::rides::read_json::<runnel::rides::Ride>(
-            &client, "rides",
-        ))
-        .unwrap()
-    };
-    let rides: Vec<_> = rides.into_iter().map(|(_, r)| r).collect();
+    let rides = produce_rides(&rt, &data, EOS_EVENTS);
     assert_eq!(rides.len() as u64, EOS_EVENTS);
     let job = stateless_job(dir.path(), "exactly-once");
     let kills = kill_repeatedly(&data, None, &job);
