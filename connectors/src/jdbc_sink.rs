@@ -769,7 +769,8 @@ fn copy_text(v: &Value, out: &mut Vec<u8>) {
             return;
         }
         Value::Number(n) => {
-            out.extend_from_slice(n.to_string().as_bytes());
+            use std::io::Write;
+            write!(out, "{n}").expect("writing to a Vec succeeds");
             return;
         }
         Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
@@ -874,7 +875,10 @@ impl Sink for JdbcSink {
                     last_topic = Some(r.topic.to_string());
                     last_table = self.table_format.replace("${topic}", &r.topic);
                 }
-                let entry = tables.entry(last_table.clone()).or_default();
+                if !tables.contains_key(&last_table) {
+                    tables.insert(last_table.clone(), Batch::default());
+                }
+                let entry = tables.get_mut(&last_table).expect("inserted above");
                 match self.row(r) {
                     Ok(Some(row)) => entry.rows.push((index, row)),
                     Ok(None) if self.delete_enabled => {
