@@ -12,22 +12,128 @@ use crate::{file_sink, file_source, jdbc_sink, jdbc_source, parquet_sink};
 use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, TopicPartition};
 
-/// A record from a source, with where it came from.
+/// What one [`Source::poll`] returns: runs of records, in order.
+pub type SourceBatch = Vec<SourceRun>;
+
+/// Records of one source partition into one topic, with where to resume after the last of
+/// them. Keys and values are spans of one shared buffer, so a file source hands on the block it
+/// read without copying a line, and the worker encodes a run straight into log batches.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SourceRecord {
-    /// Empty: nothing to send, only the offset to store (a CSV header line).
+pub struct SourceRun {
+    /// Empty (and no records): nothing to send, only the offset to store (a CSV header line).
     pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub timestamp: Option<i64>,
     /// e.g. `{"filename": "/var/log/app.log"}`.
     pub partition: serde_json::Value,
-    /// e.g. `{"position": 4096}`: where to resume after this record.
+    /// e.g. `{"position": 4096}`: where to resume after the run's last record.
     pub offset: serde_json::Value,
-    /// Set when the record could not be converted: it goes to the dead-letter topic.
+    /// Set when the run's records could not be converted: they go to the dead-letter topic
+    /// (a source makes a run of the one bad record, so the offset names it).
     pub error: Option<String>,
-    /// The value is a plain string (a text line), not JSON: converters treat it as text.
+    /// The values are plain strings (text lines), not JSON: converters treat them as text.
     pub text: bool,
+    data: bytes::BytesMut,
+    spans: Vec<Span>,
+}
+
+/// Where one record's key and value are in its run's buffer (`u32::MAX` start: absent).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Span {
+    key: (u32, u32),
+    value: (u32, u32),
+}
+
+const ABSENT: (u32, u32) = (u32::MAX, 0);
+
+impl SourceRun {
+    /// A run of no record: stores `offset` for `partition`.
+    pub fn marker(partition: serde_json::Value, offset: serde_json::Value) -> Self {
+        Self::new(String::new(), partition, offset)
+    }
+
+    /// An empty run to `topic`; records are added with [`push`](Self::push) or
+    /// [`with_values`](Self::with_values).
+    pub fn new(topic: String, partition: serde_json::Value, offset: serde_json::Value) -> Self {
+        Self {
+            topic,
+            partition,
+            offset,
+            error: None,
+            text: false,
+            data: bytes::BytesMut::new(),
+            spans: Vec::new(),
+        }
+    }
+
+    /// Records without key whose values are `ranges` of `data` (a block read from a file,
+    /// split off with `BytesMut::split_to`, which copies nothing).
+    ///
+    /// # Panics
+    /// If a range is outside `data`, `data` is 4 GiB or more, or records were pushed before.
+    pub fn with_values(
+        mut self,
+        data: bytes::BytesMut,
+        ranges: impl IntoIterator<Item = std::ops::Range<usize>>,
+    ) -> Self {
+        assert!(
+            self.spans.is_empty() && data.len() < u32::MAX as usize,
+            "a run takes one buffer of less than 4 GiB"
+        );
+        self.spans = ranges
+            .into_iter()
+            .map(|r| {
+                assert!(
+                    r.start <= r.end && r.end <= data.len(),
+                    "span inside the data"
+                );
+                Span {
+                    key: ABSENT,
+                    value: (r.start as u32, r.end as u32),
+                }
+            })
+            .collect();
+        self.data = data;
+        self
+    }
+
+    /// Appends a record, copying its key and value (for sources that build their records).
+    pub fn push(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let data = &mut self.data;
+        let mut put = |f: Option<&[u8]>| match f {
+            Some(b) => {
+                let start = data.len() as u32;
+                data.extend_from_slice(b);
+                (start, data.len() as u32)
+            }
+            None => ABSENT,
+        };
+        let span = Span {
+            key: put(key),
+            value: put(value),
+        };
+        self.spans.push(span);
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Whether some record has a key.
+    pub fn has_keys(&self) -> bool {
+        self.spans.iter().any(|s| s.key != ABSENT)
+    }
+
+    /// The records' (key, value), in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = (Option<&[u8]>, Option<&[u8]>)> {
+        let field =
+            |(s, e): (u32, u32)| (s != u32::MAX).then(|| &self.data[s as usize..e as usize]);
+        self.spans
+            .iter()
+            .map(move |s| (field(s.key), field(s.value)))
+    }
 }
 
 /// A record a sink could not write (bad data, not a failing system): `index` into the batch
@@ -43,7 +149,7 @@ pub trait Source: Send {
     /// Restores the position from the last stored offset of each source partition.
     async fn start(&mut self, offsets: &[(serde_json::Value, serde_json::Value)]) -> Result<()>;
     /// The next records, or none when there is nothing new (the worker waits and asks again).
-    async fn poll(&mut self) -> Result<Vec<SourceRecord>>;
+    async fn poll(&mut self) -> Result<SourceBatch>;
 }
 
 #[async_trait]

@@ -49,6 +49,13 @@ impl Converters {
             value: one(c, "value")?,
         })
     }
+
+    /// Whether a source's keys and values (text values when `text`) go to the topic unchanged,
+    /// so a batch of them needs no pass through [`Converter::from_connect`].
+    pub fn pass_through(&self, text: bool) -> bool {
+        self.key.is_none_or(|k| k.passes_through(false))
+            && self.value.is_none_or(|v| v.passes_through(text))
+    }
 }
 
 fn one(c: &ConnectorConfig, which: &str) -> Result<Option<Converter>> {
@@ -75,6 +82,15 @@ fn one(c: &ConnectorConfig, which: &str) -> Result<Option<Converter>> {
 }
 
 impl Converter {
+    /// Whether [`from_connect`](Self::from_connect) returns any data (text when `text`) as it is.
+    pub fn passes_through(self, text: bool) -> bool {
+        match self {
+            Self::Bytes => true,
+            Self::String => text,
+            Self::Json { schemas } => !schemas && !text,
+        }
+    }
+
     /// A source's data to record bytes. `text`: the data is a plain string (a text line), not
     /// JSON.
     pub fn from_connect(self, data: &[u8], text: bool) -> Result<Vec<u8>, String> {

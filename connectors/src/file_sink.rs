@@ -24,6 +24,7 @@ use crate::error::{ConnectError, Result};
 use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, TopicPartition};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
@@ -272,22 +273,24 @@ impl FileSink {
         Ok(offsets)
     }
 
-    /// The line of a record, or why the format refuses it.
-    fn line(
+    /// The line of a record (without its newline), or why the format refuses it. Text, and
+    /// JSON on one line, are the value's own bytes.
+    fn line<'v>(
         &self,
-        value: &[u8],
+        value: &'v [u8],
         header: &mut Option<Vec<String>>,
-    ) -> std::result::Result<Vec<u8>, String> {
+    ) -> std::result::Result<Cow<'v, [u8]>, String> {
         match self.format {
-            Format::Text => Ok(value.to_vec()),
+            Format::Text => Ok(value.into()),
+            Format::Json if !value.contains(&b'\n') => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(value)
+                    .map_err(|e| format!("not JSON: {e}"))?;
+                Ok(value.into())
+            }
             Format::Json => {
                 let v: Value =
                     serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
-                if value.contains(&b'\n') {
-                    Ok(serde_json::to_vec(&v).expect("JSON serializes"))
-                } else {
-                    Ok(value.to_vec())
-                }
+                Ok(serde_json::to_vec(&v).expect("JSON serializes").into())
             }
             Format::Csv => {
                 let o = match serde_json::from_slice::<Value>(value) {
@@ -321,7 +324,7 @@ impl FileSink {
                     })
                     .collect();
                 out.extend(csv_join(cells.iter().map(String::as_str)));
-                Ok(out)
+                Ok(out.into())
             }
         }
     }
@@ -372,19 +375,22 @@ impl Sink for FileSink {
             let line = self.line(v, &mut header);
             let open = self.file.as_mut().expect("opened above");
             open.header = header;
-            let mut line = match line {
+            let line = match line {
                 Ok(l) => l,
                 Err(reason) => {
                     rejected.push(Rejected { index, reason });
                     continue;
                 }
             };
-            line.push(b'\n');
-            open.w.write_all(&line).map_err(|e| ConnectError::Io {
+            let written = open
+                .w
+                .write_all(&line)
+                .and_then(|()| open.w.write_all(b"\n"));
+            written.map_err(|e| ConnectError::Io {
                 path: self.path.clone(),
                 source: e,
             })?;
-            open.size += line.len() as u64;
+            open.size += line.len() as u64 + 1;
             if self.rotate_size > 0 && open.size >= self.rotate_size {
                 self.rotate_or_defer().map_err(|e| self.io(e))?;
             }

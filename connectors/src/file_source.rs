@@ -3,7 +3,13 @@
 //!
 //! Keys: `file` (a path, or a glob whose last component has `*` / `?`, e.g. `logs/*.jsonl`) or
 //! `directory` (every regular file in it not starting with `.`), `topic`, `format` (`text` |
-//! `json` | `csv`; default `text`), `batch.max.lines`.
+//! `json` | `csv`; default `text`), `batch.max.lines` (lines per poll, default 100,000: the
+//! worker stores the offsets after each poll's lines are written, so a crash replays at most
+//! that many).
+//!
+//! Files are read in blocks of 8 MiB; text and JSON lines are handed on as spans of the block
+//! ([`SourceRun`]), never copied one by one, and the worker encodes them straight into log
+//! batches.
 //!
 //! Each file is a source partition (`{"filename": path}`); its offset is
 //! `{"position": byte after the line, "inode": ..}`, so a restart resumes exactly. Only complete
@@ -21,9 +27,10 @@
 //! fields being an error record.
 
 use crate::config::ConnectorConfig;
-use crate::connector::{Source, SourceRecord};
+use crate::connector::{Source, SourceBatch, SourceRun};
 use crate::error::{ConnectError, Result};
 use async_trait::async_trait;
+use bytes::BytesMut;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -55,6 +62,8 @@ struct Tracked {
     position: u64,
     line_no: u64,
     header: Option<Vec<String>>,
+    /// Bytes read after `position`, not handed on yet.
+    pending: BytesMut,
 }
 
 pub struct FileSource {
@@ -112,7 +121,7 @@ impl FileSource {
             selection,
             topic: c.require("topic")?.into(),
             format,
-            max_lines: c.parse_or("batch.max.lines", 10_000usize)?.max(1),
+            max_lines: c.parse_or("batch.max.lines", 100_000usize)?.max(1),
             files: BTreeMap::new(),
             draining: Vec::new(),
             stored: BTreeMap::new(),
@@ -227,6 +236,7 @@ impl FileSource {
                     position,
                     line_no: 0,
                     header: None,
+                    pending: BytesMut::new(),
                 },
             );
         }
@@ -234,14 +244,21 @@ impl FileSource {
     }
 
     /// Reads the complete lines of one file (and its last partial one when `last`), up to
-    /// `room` records.
+    /// `room` records, as runs into `out`; returns whether it consumed any line, and how many
+    /// records it made.
+    ///
+    /// Lines come from `t.pending`, the bytes read past `t.position` and not yet handed on;
+    /// it is refilled with a block of up to [`BLOCK`] bytes only once it holds no complete
+    /// line, so a line is read once and only a partial last line is copied. Text and JSON lines
+    /// are handed on as spans of that block; a bad line ends the run before it and makes a run
+    /// of its own, so its offset names it.
     fn read(
         &self,
         t: &mut Tracked,
         room: usize,
         last: bool,
-        out: &mut Vec<SourceRecord>,
-    ) -> Result<bool> {
+        out: &mut SourceBatch,
+    ) -> Result<(bool, usize)> {
         let io = |e| ConnectError::Io {
             path: t.path.clone(),
             source: e,
@@ -252,6 +269,7 @@ impl FileSource {
             t.position = 0;
             t.line_no = 0;
             t.header = None;
+            t.pending.clear();
         }
         if self.format == Format::Csv && t.header.is_none() && t.position > 0 {
             let mut first = String::new();
@@ -261,100 +279,157 @@ impl FileSource {
             r.read_line(&mut first).map_err(io)?;
             t.header = Some(csv_fields(first.trim_end_matches(['\n', '\r'])));
         }
-        if len == t.position {
-            return Ok(false);
+        let mut cursor = t.position + t.pending.len() as u64;
+        if cursor < len && memchr::memchr(b'\n', &t.pending).is_none() {
+            // Only a partial line (or nothing) is left: read the next block after it.
+            let more = (len - cursor).min(BLOCK) as usize;
+            let mut block = Vec::with_capacity(t.pending.len() + more);
+            block.extend_from_slice(&t.pending);
+            t.file.seek(SeekFrom::Start(cursor)).map_err(io)?;
+            (&mut t.file)
+                .take(BLOCK)
+                .read_to_end(&mut block)
+                .map_err(io)?;
+            t.pending = BytesMut::from(bytes::Bytes::from(block));
+            cursor = t.position + t.pending.len() as u64;
         }
-        t.file.seek(SeekFrom::Start(t.position)).map_err(io)?;
-        let mut buf = Vec::with_capacity((len - t.position).min(8 << 20) as usize);
-        (&mut t.file)
-            .take(8 << 20)
-            .read_to_end(&mut buf)
-            .map_err(io)?;
-        let mut start = 0;
+        // At the end of a rotated file: its last line counts without a newline.
+        let eof = last && cursor >= len;
+        let mut cut = Cutter {
+            source: self,
+            t: &mut *t,
+            out: &mut *out,
+            base: 0,
+            lines: Vec::new(),
+            built: None,
+        };
+        let mut at = 0;
         let mut produced = 0;
-        loop {
-            let (line, next) = match buf[start..].iter().position(|&b| b == b'\n') {
-                Some(nl) => (&buf[start..start + nl], start + nl + 1),
-                None if last && start < buf.len() && buf.len() < 8 << 20 => {
-                    (&buf[start..], buf.len())
-                }
+        while produced < room {
+            let pending = &cut.t.pending[at - cut.base..];
+            let (end, next) = match memchr::memchr(b'\n', pending) {
+                Some(nl) => (at + nl, at + nl + 1),
+                None if eof && !pending.is_empty() => (at + pending.len(), at + pending.len()),
                 None => break,
             };
-            start = next;
-            t.line_no += 1;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let offset = json!({ "position": t.position + start as u64, "inode": t.inode });
-            let (value, error) = match self.format {
-                Format::Text => (line.to_vec(), None),
-                Format::Json => (
-                    line.to_vec(),
-                    serde_json::from_slice::<serde::de::IgnoredAny>(line)
-                        .err()
-                        .map(|e| format!("{}:{}: not JSON: {e}", t.path, t.line_no)),
-                ),
+            cut.t.line_no += 1;
+            let end = if end > at && cut.t.pending[end - 1 - cut.base] == b'\r' {
+                end - 1
+            } else {
+                end
+            };
+            let line = &cut.t.pending[at - cut.base..end - cut.base];
+            match self.format {
+                Format::Text => cut.lines.push(at..end),
+                Format::Json => match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+                    Ok(_) => cut.lines.push(at..end),
+                    Err(e) => {
+                        let error = format!("{}:{}: not JSON: {e}", cut.t.path, cut.t.line_no);
+                        cut.bad(at, end, next, error);
+                    }
+                },
                 Format::Csv => {
-                    let text = String::from_utf8_lossy(line);
-                    let fields = csv_fields(&text);
-                    match &t.header {
+                    let fields = csv_fields(&String::from_utf8_lossy(line));
+                    match &cut.t.header {
                         None => {
                             // The header line: field names, no record; its offset counts.
-                            t.header = Some(fields);
-                            out.push(self.marker(t, offset));
+                            cut.t.header = Some(fields);
+                            cut.close(at);
+                            cut.close(next);
+                            let run = SourceRun::marker(cut.partition(), cut.offset(next));
+                            cut.out.push(run);
+                            at = next;
                             continue;
                         }
-                        Some(h) if h.len() != fields.len() => (
-                            line.to_vec(),
-                            Some(format!(
+                        Some(h) if h.len() != fields.len() => {
+                            let error = format!(
                                 "{}:{}: {} fields where the header has {}",
-                                t.path,
-                                t.line_no,
+                                cut.t.path,
+                                cut.t.line_no,
                                 fields.len(),
                                 h.len()
-                            )),
-                        ),
+                            );
+                            cut.bad(at, end, next, error);
+                        }
                         Some(h) => {
                             let o: serde_json::Map<String, Value> = h
                                 .iter()
                                 .cloned()
                                 .zip(fields.into_iter().map(Value::from))
                                 .collect();
-                            (serde_json::to_vec(&o).expect("JSON serializes"), None)
+                            let value = serde_json::to_vec(&o).expect("JSON serializes");
+                            let topic = &self.topic;
+                            cut.built
+                                .get_or_insert_with(|| {
+                                    SourceRun::new(topic.clone(), Value::Null, Value::Null)
+                                })
+                                .push(None, Some(&value));
                         }
                     }
                 }
-            };
-            out.push(SourceRecord {
-                topic: self.topic.clone(),
-                key: None,
-                value: Some(value),
-                timestamp: None,
-                partition: json!({ "filename": t.path }),
-                offset,
-                error,
-                text: self.format == Format::Text,
-            });
-            produced += 1;
-            if produced >= room {
-                break;
             }
+            at = next;
+            produced += 1;
         }
-        t.position += start as u64;
-        Ok(start > 0)
+        cut.close(at);
+        t.position += at as u64;
+        Ok((at > 0, produced))
+    }
+}
+
+/// Bytes a [`FileSource`] reads from a file at a time.
+const BLOCK: u64 = 8 << 20;
+
+/// Cuts the lines read from one file into runs. Positions are relative to the file's
+/// position; the open run's records are `lines` (spans of the pending bytes) or, for CSV,
+/// `built`.
+struct Cutter<'a> {
+    source: &'a FileSource,
+    t: &'a mut Tracked,
+    out: &'a mut SourceBatch,
+    /// Where `t.pending` starts now (the bytes before were split off into runs).
+    base: usize,
+    lines: Vec<std::ops::Range<usize>>,
+    built: Option<SourceRun>,
+}
+
+impl Cutter<'_> {
+    fn partition(&self) -> Value {
+        json!({ "filename": self.t.path })
     }
 
-    /// A CSV header: no record, but its offset must be stored. A record with neither key nor
-    /// value to the topic would be wrong, so it is handed on as filtered (see `poll`).
-    fn marker(&self, t: &Tracked, offset: Value) -> SourceRecord {
-        SourceRecord {
-            topic: String::new(),
-            key: None,
-            value: None,
-            timestamp: None,
-            partition: json!({ "filename": t.path }),
-            offset,
-            error: None,
-            text: false,
+    /// The offset of the byte at `at`.
+    fn offset(&self, at: usize) -> Value {
+        json!({ "position": self.t.position + at as u64, "inode": self.t.inode })
+    }
+
+    /// Ends the open run at `at`: it takes the pending bytes before `at` (CSV's drops them).
+    fn close(&mut self, at: usize) {
+        let data = self.t.pending.split_to(at - self.base);
+        let base = std::mem::replace(&mut self.base, at);
+        if let Some(mut run) = self.built.take() {
+            (run.partition, run.offset) = (self.partition(), self.offset(at));
+            self.out.push(run);
         }
+        if !self.lines.is_empty() {
+            let ranges: Vec<_> = self
+                .lines
+                .drain(..)
+                .map(|r| r.start - base..r.end - base)
+                .collect();
+            let run = SourceRun::new(self.source.topic.clone(), self.partition(), self.offset(at));
+            let mut run = run.with_values(data, ranges);
+            run.text = self.source.format == Format::Text;
+            self.out.push(run);
+        }
+    }
+
+    /// The line `at..end` (its newline ends at `next`) is bad: a run of its own, with `error`.
+    fn bad(&mut self, at: usize, end: usize, next: usize, error: String) {
+        self.close(at);
+        self.lines.push(at..end);
+        self.close(next);
+        self.out.last_mut().expect("closed with the bad line").error = Some(error);
     }
 }
 
@@ -415,15 +490,19 @@ impl Source for FileSource {
         Ok(())
     }
 
-    async fn poll(&mut self) -> Result<Vec<SourceRecord>> {
+    async fn poll(&mut self) -> Result<SourceBatch> {
         self.refresh()?;
         let mut out = Vec::new();
+        let mut room = self.max_lines;
         // Rotated files first: their lines are older.
         let mut draining = std::mem::take(&mut self.draining);
         let mut keep = Vec::new();
         for mut t in draining.drain(..) {
-            let room = self.max_lines.saturating_sub(out.len());
-            let more = room > 0 && self.read(&mut t, room, true, &mut out)?;
+            let more = room > 0 && {
+                let (more, made) = self.read(&mut t, room, true, &mut out)?;
+                room -= made;
+                more
+            };
             if more || room == 0 {
                 keep.push(t);
             }
@@ -431,14 +510,13 @@ impl Source for FileSource {
         self.draining = keep;
         let paths: Vec<String> = self.files.keys().cloned().collect();
         for p in paths {
-            let room = self.max_lines.saturating_sub(out.len());
             if room == 0 {
                 break;
             }
             let mut t = self.files.remove(&p).expect("listed above");
             let r = self.read(&mut t, room, false, &mut out);
             self.files.insert(p, t);
-            r?;
+            room -= r?.1;
         }
         Ok(out)
     }

@@ -379,7 +379,7 @@ impl JdbcSink {
     /// `INSERT … SELECT` (`ON CONFLICT … DO UPDATE` for upsert), in one transaction. Streaming
     /// text instead of binding every value is what makes it several times faster. In insert
     /// mode, and in upsert mode when a probe finds none of the chunk's keys in the table (a
-    /// first load), the rows are `COPY`ed straight into the table, in the probe's transaction;
+    /// first load; for integer keys, none in their range), the rows are `COPY`ed straight into the table, in the probe's transaction;
     /// a key written by someone else in between is a unique violation, and the records are
     /// then written one by one, which probes again and upserts.
     async fn copy_job(
@@ -449,11 +449,7 @@ impl JdbcSink {
         let shortcut = match (self.mode, self.pk_fields.as_slice()) {
             (Mode::Insert, _) => Shortcut::Always,
             (Mode::Upsert, [pk]) => {
-                let probe = format!(
-                    "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = ANY($1))",
-                    d.quote(table),
-                    d.quote(pk)
-                );
+                let (qt, qk) = (d.quote(table), d.quote(pk));
                 let ints: Option<Vec<i64>> = rows
                     .iter()
                     .map(|r| r.get(pk).and_then(Value::as_i64))
@@ -463,8 +459,23 @@ impl JdbcSink {
                     .map(|r| r.get(pk).and_then(Value::as_str).map(str::to_string))
                     .collect();
                 match (ints, texts) {
-                    (Some(k), _) => Shortcut::IfNoneOf(probe, Keys::Ints(k)),
-                    (None, Some(k)) => Shortcut::IfNoneOf(probe, Keys::Texts(k)),
+                    // One index descent for the keys' range instead of one per key: a first
+                    // load's keys are new and usually above all others. Keys interleaved with
+                    // existing ones take the staging table, which is correct for any.
+                    (Some(keys), _) => {
+                        let (lo, hi) = keys
+                            .iter()
+                            .fold((i64::MAX, i64::MIN), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+                        let probe = format!(
+                            "SELECT EXISTS (SELECT 1 FROM {qt} WHERE {qk} BETWEEN $1 AND $2)"
+                        );
+                        Shortcut::IfNoneOf(probe, Keys::Range(lo, hi))
+                    }
+                    (None, Some(keys)) => {
+                        let probe =
+                            format!("SELECT EXISTS (SELECT 1 FROM {qt} WHERE {qk} = ANY($1))");
+                        Shortcut::IfNoneOf(probe, Keys::Texts(keys))
+                    }
                     _ => Shortcut::Never,
                 }
             }
@@ -706,7 +717,7 @@ impl CopyJob {
             Shortcut::IfNoneOf(probe, keys) => {
                 let q = sqlx::query_scalar::<_, bool>(probe);
                 let q = match keys {
-                    Keys::Ints(k) => q.bind(k),
+                    Keys::Range(lo, hi) => q.bind(lo).bind(hi),
                     Keys::Texts(k) => q.bind(k),
                 };
                 !q.fetch_one(&mut *tx).await.map_err(err)?
@@ -741,7 +752,8 @@ enum Shortcut {
 }
 
 enum Keys {
-    Ints(Vec<i64>),
+    /// The smallest and the largest of integer keys.
+    Range(i64, i64),
     Texts(Vec<String>),
 }
 
@@ -757,7 +769,8 @@ fn copy_text(v: &Value, out: &mut Vec<u8>) {
             return;
         }
         Value::Number(n) => {
-            out.extend_from_slice(n.to_string().as_bytes());
+            use std::io::Write;
+            write!(out, "{n}").expect("writing to a Vec succeeds");
             return;
         }
         Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
@@ -862,7 +875,10 @@ impl Sink for JdbcSink {
                     last_topic = Some(r.topic.to_string());
                     last_table = self.table_format.replace("${topic}", &r.topic);
                 }
-                let entry = tables.entry(last_table.clone()).or_default();
+                if !tables.contains_key(&last_table) {
+                    tables.insert(last_table.clone(), Batch::default());
+                }
+                let entry = tables.get_mut(&last_table).expect("inserted above");
                 match self.row(r) {
                     Ok(Some(row)) => entry.rows.push((index, row)),
                     Ok(None) if self.delete_enabled => {

@@ -17,15 +17,17 @@
 //! the database renders it), so a restart resumes after the last row stored. `bulk` reads
 //! everything every `poll.interval.ms`.
 //!
-//! Column types sqlx's `Any` driver cannot read are rendered by the database: PostgreSQL rows
-//! come as `row_to_json` (timestamps as ISO 8601 text, numerics as numbers), MySQL table columns
-//! of other types are cast to text. A MySQL `query` must select readable types only
+//! PostgreSQL rows are read through `COPY (SELECT ...) TO STDOUT` and written as JSON by the
+//! client ([`pg_copy`]), rendered as `row_to_json` renders them (timestamps as ISO 8601 text,
+//! numerics as numbers); SQLite and MySQL rows through sqlx's `Any` driver, where MySQL table
+//! columns of types it cannot read are cast to text. A MySQL `query` must select readable types only
 //! (integers, floats, text: `CAST(ts AS CHAR)`); timestamps compare as text then.
 
 use crate::config::ConnectorConfig;
-use crate::connector::{Source, SourceRecord};
+use crate::connector::{Source, SourceBatch, SourceRun};
 use crate::error::{ConnectError, Result};
 use crate::jdbc::{self, Dialect};
+use crate::pg_copy;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use sqlx::AnyPool;
@@ -63,6 +65,10 @@ pub struct JdbcSource {
     url: String,
     dialect: Dialect,
     pool: Option<AnyPool>,
+    /// PostgreSQL's own driver, for `COPY` (the `Any` driver has none).
+    pg: Option<sqlx::PgPool>,
+    /// PostgreSQL: per table, its columns as `COPY` reads them.
+    pg_columns: BTreeMap<String, pg_copy::Columns>,
     incrementing: Option<String>,
     timestamp: Option<String>,
     delay_ms: u64,
@@ -117,6 +123,8 @@ impl JdbcSource {
             dialect: Dialect::of(&url)?,
             url,
             pool: None,
+            pg: None,
+            pg_columns: BTreeMap::new(),
             incrementing: incrementing.map(str::to_string),
             timestamp: timestamp.map(str::to_string),
             delay_ms: c.parse_or("timestamp.delay.interval.ms", 0u64)?,
@@ -227,7 +235,8 @@ impl JdbcSource {
         Ok(shape)
     }
 
-    async fn poll_one(&mut self, pool: &AnyPool, from: &From) -> Result<Vec<Map<String, Value>>> {
+    /// The rows after the last read of one table or query, as one run; and how many.
+    async fn poll_one(&mut self, pool: &AnyPool, from: &From) -> Result<(SourceRun, usize)> {
         let d = self.dialect;
         let sql_from = match from {
             From::Table(t) => d.quote(t),
@@ -241,12 +250,15 @@ impl JdbcSource {
             .unwrap_or_default();
         let mut binds: Vec<Value> = Vec::new();
         // `cast`: a stored timestamp, cast back to the column's type where the database needs it.
-        let param = |binds: &mut Vec<Value>, v: Value, cast: bool| {
-            binds.push(v);
-            let p = d.param(binds.len());
-            match d {
-                Dialect::Postgres if cast && !shape.is_empty() => format!("CAST({p} AS {shape})"),
-                _ => p,
+        // PostgreSQL's rows come through `COPY`, which takes no parameters: values are inlined.
+        let param = |binds: &mut Vec<Value>, v: Value, cast: bool| match d {
+            Dialect::Postgres if cast && !shape.is_empty() => {
+                format!("CAST({} AS {shape})", pg_copy::literal(&v))
+            }
+            Dialect::Postgres => pg_copy::literal(&v),
+            _ => {
+                binds.push(v);
+                d.param(binds.len())
             }
         };
         let mut wheres: Vec<String> = Vec::new();
@@ -310,39 +322,117 @@ impl JdbcSource {
         if !order.is_empty() {
             tail += &format!(" ORDER BY {} LIMIT {}", order.join(", "), self.max_rows);
         }
-        let sql = match (d, from) {
-            (Dialect::Postgres, _) => {
-                format!("SELECT row_to_json(q)::text FROM {sql_from} q{tail}")
-            }
-            (Dialect::MySql, From::Table(_)) => format!("SELECT {shape} FROM {sql_from} q{tail}"),
-            _ => format!("SELECT q.* FROM {sql_from} q{tail}"),
-        };
-        let mut query = sqlx::query(&sql);
-        for v in &binds {
-            query = match v {
-                Value::Number(n) if n.is_i64() => query.bind(n.as_i64()),
-                Value::Number(n) => query.bind(n.as_f64()),
-                Value::String(s) => query.bind(s.clone()),
-                other => query.bind(other.to_string()),
-            };
-        }
-        let rows = query
-            .fetch_all(pool)
-            .await
-            .map_err(|e| jdbc::db_error(&self.url, e))?;
-        Ok(rows
-            .iter()
-            .map(|row| match d {
-                Dialect::Postgres => {
-                    use sqlx::Row;
-                    row.try_get::<String, _>(0)
-                        .ok()
-                        .and_then(|t| serde_json::from_str(&t).ok())
-                        .unwrap_or_default()
+        let mut run = SourceRun::new(self.topic(from), Self::partition(from), Value::Null);
+        let mut pos = pos;
+        let rows = if d == Dialect::Postgres {
+            self.copy_pg(from, &sql_from, &tail, &mut run, &mut pos)
+                .await?
+        } else {
+            let sql = match (d, from) {
+                (Dialect::MySql, From::Table(_)) => {
+                    format!("SELECT {shape} FROM {sql_from} q{tail}")
                 }
-                _ => jdbc::row_to_json(row),
-            })
-            .collect())
+                _ => format!("SELECT q.* FROM {sql_from} q{tail}"),
+            };
+            let mut query = sqlx::query(&sql);
+            for v in &binds {
+                query = match v {
+                    Value::Number(n) if n.is_i64() => query.bind(n.as_i64()),
+                    Value::Number(n) => query.bind(n.as_f64()),
+                    Value::String(s) => query.bind(s.clone()),
+                    other => query.bind(other.to_string()),
+                };
+            }
+            let rows = query
+                .fetch_all(pool)
+                .await
+                .map_err(|e| jdbc::db_error(&self.url, e))?;
+            for row in &rows {
+                let obj = jdbc::row_to_json(row);
+                if let Some(c) = &self.incrementing {
+                    pos.incrementing = obj.get(c).and_then(Value::as_i64);
+                }
+                if let Some(c) = &self.timestamp {
+                    pos.timestamp = obj.get(c).cloned();
+                }
+                let key = pos
+                    .incrementing
+                    .filter(|_| self.incrementing.is_some())
+                    .map(|i| i.to_string());
+                let value = serde_json::to_vec(&obj).expect("JSON serializes");
+                run.push(key.as_ref().map(String::as_bytes), Some(&value));
+            }
+            rows.len()
+        };
+        let mut offset = Map::new();
+        if let Some(i) = pos.incrementing {
+            offset.insert("incrementing".into(), json!(i));
+        }
+        if let Some(t) = &pos.timestamp {
+            offset.insert("timestamp".into(), t.clone());
+        }
+        run.offset = Value::Object(offset);
+        self.last.insert(Self::name(from), pos);
+        Ok((run, rows))
+    }
+
+    /// PostgreSQL's rows after `pos`, through `COPY` (see [`pg_copy`]), into `run`; returns
+    /// how many.
+    async fn copy_pg(
+        &mut self,
+        from: &From,
+        sql_from: &str,
+        tail: &str,
+        run: &mut SourceRun,
+        pos: &mut Position,
+    ) -> Result<usize> {
+        let err = |e| jdbc::db_error(&self.url, e);
+        if self.pg.is_none() {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&self.url)
+                .await
+                .map_err(err)?;
+            self.pg = Some(pool);
+        }
+        let pool = self.pg.clone().expect("connected above");
+        let name = Self::name(from);
+        if !self.pg_columns.contains_key(&name) {
+            let columns = pg_copy::Columns::learn(&pool, &self.url, sql_from).await?;
+            self.pg_columns.insert(name.clone(), columns);
+        }
+        let columns = &self.pg_columns[&name];
+        let select = format!("SELECT {} FROM {sql_from} q{tail}", columns.select_list());
+        let inc = self
+            .incrementing
+            .as_deref()
+            .and_then(|c| columns.position(c));
+        let mut rows = 0;
+        let mut last_row = Vec::new();
+        pg_copy::copy_rows(&pool, &self.url, columns, &select, inc, |json, key| {
+            rows += 1;
+            if inc.is_some() {
+                pos.incrementing = key
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .and_then(|k| k.parse().ok());
+            }
+            let key = key.filter(|_| pos.incrementing.is_some());
+            run.push(key, Some(json));
+            if self.timestamp.is_some() {
+                last_row.clear();
+                last_row.extend_from_slice(json);
+            }
+        })
+        .await?;
+        if let (Some(c), false) = (&self.timestamp, last_row.is_empty()) {
+            let obj: Map<String, Value> =
+                serde_json::from_slice(&last_row).map_err(|e| ConnectError::Record {
+                    what: format!("jdbc-source {name}"),
+                    message: format!("a row copied out is not JSON: {e}"),
+                })?;
+            pos.timestamp = obj.get(c).cloned();
+        }
+        Ok(rows)
     }
 }
 
@@ -366,7 +456,7 @@ impl Source for JdbcSource {
         Ok(())
     }
 
-    async fn poll(&mut self) -> Result<Vec<SourceRecord>> {
+    async fn poll(&mut self) -> Result<SourceBatch> {
         if Instant::now() < self.next_poll {
             return Ok(Vec::new());
         }
@@ -377,38 +467,10 @@ impl Source for JdbcSource {
         let mut out = Vec::new();
         let mut full = false;
         for from in self.sources.clone() {
-            let rows = self.poll_one(&pool, &from).await?;
-            full |= rows.len() as i64 >= self.max_rows;
-            let name = Self::name(&from);
-            let topic = self.topic(&from);
-            for obj in rows {
-                let pos = self.last.entry(name.clone()).or_default();
-                if let Some(c) = &self.incrementing {
-                    pos.incrementing = obj.get(c).and_then(Value::as_i64);
-                }
-                if let Some(c) = &self.timestamp {
-                    pos.timestamp = obj.get(c).cloned();
-                }
-                let mut offset = Map::new();
-                if let Some(i) = pos.incrementing {
-                    offset.insert("incrementing".into(), json!(i));
-                }
-                if let Some(t) = &pos.timestamp {
-                    offset.insert("timestamp".into(), t.clone());
-                }
-                out.push(SourceRecord {
-                    topic: topic.clone(),
-                    key: pos
-                        .incrementing
-                        .filter(|_| self.incrementing.is_some())
-                        .map(|i| i.to_string().into_bytes()),
-                    value: Some(serde_json::to_vec(&obj).expect("JSON serializes")),
-                    timestamp: None,
-                    partition: Self::partition(&from),
-                    offset: Value::Object(offset),
-                    error: None,
-                    text: false,
-                });
+            let (run, rows) = self.poll_one(&pool, &from).await?;
+            full |= rows as i64 >= self.max_rows;
+            if rows > 0 {
+                out.push(run);
             }
         }
         // A table that returned a full batch has more: ask again at once.

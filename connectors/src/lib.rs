@@ -17,6 +17,7 @@ pub mod jdbc_sink;
 pub mod jdbc_source;
 pub mod offsets;
 pub mod parquet_sink;
+pub mod pg_copy;
 pub mod rest;
 pub mod transforms;
 pub mod transforms_typed;
@@ -24,6 +25,6 @@ pub mod worker;
 pub mod workerfile;
 
 pub use config::ConnectorConfig;
-pub use connector::{Sink, Source, SourceRecord};
+pub use connector::{Sink, Source, SourceBatch, SourceRun};
 pub use error::{ConnectError, Result};
 pub use worker::{Status, Worker};

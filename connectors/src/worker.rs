@@ -5,7 +5,8 @@
 //!
 //! Source tasks: poll, send, flush the producer, then store the offsets in
 //! `__connect_offsets` (at-least-once: a crash resends at most the records since the last
-//! stored offset). With `exactly.once.support = required` (KIP-618) the task's producer is
+//! stored offset). A poll is a list of runs ([`SourceRun`]); a run that no transform or
+//! converter changes is encoded straight into log batches, others go record by record. With `exactly.once.support = required` (KIP-618) the task's producer is
 //! transactional (`connect-<name>`): each poll's records and their source offsets are one
 //! transaction, and a restarted task fences the one before, aborts what it left open and
 //! starts from the offsets committed with the records. Sink tasks: read with the consumer group `connect-<name>`, put, flush, then
@@ -13,14 +14,15 @@
 //! `errors.deadletterqueue.topic.name` with the error and its origin in headers.
 
 use crate::config::ConnectorConfig;
-use crate::connector::{self, Connector, Rejected, Sink, Source, SourceRecord};
+use crate::connector::{self, Connector, Rejected, Sink, Source, SourceRun};
 use crate::converter::Converters;
 use crate::error::{ConnectError, Result};
 use crate::offsets::{self, Offsets};
 use crate::transforms::{Chain, Message};
+use runnel_log::batch::BatchBuilder;
 use runnel_log::{
-    ConsumerConfig, ConsumerRecord, Header, OffsetReset, ProducerConfig, ProducerRecord,
-    SharedLogClient, TopicConfig, TopicPartition,
+    ConsumerConfig, ConsumerRecord, DEFAULT_BATCH_SIZE, Header, LogProducer, OffsetReset,
+    ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig, TopicPartition,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -286,11 +288,20 @@ async fn run_source(
     }
     let stored = worker.offsets(&name).await;
     source.start(&stored).await?;
-    let mut ensured: Vec<String> = Vec::new();
+    let mut task = SourceTask {
+        worker,
+        name: name.clone(),
+        producer: &*producer,
+        chain,
+        converters,
+        tolerate,
+        dlq,
+        ensured: Vec::new(),
+    };
     loop {
         wait_running(control).await;
-        let records = source.poll().await?;
-        if records.is_empty() {
+        let runs = source.poll().await?;
+        if runs.is_empty() {
             tokio::time::sleep(POLL_IDLE).await;
             continue;
         }
@@ -298,84 +309,11 @@ async fn run_source(
             producer.begin_transaction()?;
         }
         let mut last: BTreeMap<String, (serde_json::Value, serde_json::Value)> = BTreeMap::new();
-        for r in &records {
-            let mut r = r.clone();
-            if r.topic.is_empty() {
-                last.insert(r.partition.to_string(), (r.partition, r.offset));
-                continue;
+        for run in runs {
+            if !run.topic.is_empty() && !run.is_empty() {
+                task.send(&run).await?;
             }
-            if r.error.is_none() && !chain.is_empty() {
-                let m = Message {
-                    topic: r.topic.clone(),
-                    key: r.key.take(),
-                    value: r.value.take(),
-                    header_keys: Vec::new(),
-                };
-                match chain.apply(m) {
-                    Ok(Some(m)) => (r.topic, r.key, r.value) = (m.topic, m.key, m.value),
-                    Ok(None) => {
-                        last.insert(
-                            r.partition.to_string(),
-                            (r.partition.clone(), r.offset.clone()),
-                        );
-                        continue;
-                    }
-                    Err(e) => r.error = Some(e.to_string()),
-                }
-            }
-            if r.error.is_none()
-                && let Err(e) = convert_out(&converters, &mut r)
-            {
-                r.error = Some(e);
-            }
-            let r = &r;
-            let target = match (&r.error, tolerate, &dlq) {
-                (None, _, _) => Some((r.topic.as_str(), Vec::new())),
-                (Some(e), true, Some(d)) => Some((
-                    d.as_str(),
-                    dlq_headers(
-                        e,
-                        &[
-                            ("__connect.errors.connector.name", name.clone()),
-                            ("__connect.errors.source.partition", r.partition.to_string()),
-                            ("__connect.errors.source.offset", r.offset.to_string()),
-                        ],
-                    ),
-                )),
-                (Some(e), true, None) => {
-                    tracing::warn!(connector = %name, error = %e, "skipped a bad record (no dead-letter topic set)");
-                    None
-                }
-                (Some(e), false, _) => {
-                    return Err(ConnectError::Record {
-                        what: format!("connector {name:?}"),
-                        message: format!("{e} (set errors.tolerance = all to skip such records)"),
-                    });
-                }
-            };
-            if let Some((topic, headers)) = target {
-                if !ensured.iter().any(|t| t == topic) {
-                    worker
-                        .client
-                        .ensure_topic(topic, &TopicConfig::default())
-                        .await?;
-                    ensured.push(topic.to_string());
-                }
-                producer
-                    .send(ProducerRecord {
-                        topic,
-                        partition: None,
-                        key: r.key.as_deref(),
-                        value: r.value.as_deref(),
-                        headers: &headers,
-                        timestamp: r.timestamp,
-                    })
-                    .await?;
-            }
-            last.insert(
-                r.partition.to_string(),
-                (r.partition.clone(), r.offset.clone()),
-            );
+            last.insert(run.partition.to_string(), (run.partition, run.offset));
         }
         if exactly_once {
             offsets::store(&*producer, &name, &last).await?;
@@ -393,8 +331,134 @@ async fn run_source(
     }
 }
 
-/// Applies the key and value converters to a source record (after its transforms).
-fn convert_out(c: &Converters, r: &mut SourceRecord) -> std::result::Result<(), String> {
+/// What a source task needs to send the runs its source polls.
+struct SourceTask<'a> {
+    worker: &'a Worker,
+    name: String,
+    producer: &'a dyn LogProducer,
+    chain: Chain,
+    converters: Converters,
+    tolerate: bool,
+    dlq: Option<String>,
+    /// Topics known to exist.
+    ensured: Vec<String>,
+}
+
+impl SourceTask<'_> {
+    async fn ensure(&mut self, topic: &str) -> Result<()> {
+        if !self.ensured.iter().any(|t| t == topic) {
+            self.worker
+                .client
+                .ensure_topic(topic, &TopicConfig::default())
+                .await?;
+            self.ensured.push(topic.to_string());
+        }
+        Ok(())
+    }
+
+    /// Sends a run's records. When no transform and no converter changes them, they go as
+    /// they are: records without key straight into log batches of
+    /// [`DEFAULT_BATCH_SIZE`] (one encoding pass, no record copied on its own), keyed ones in
+    /// one `send_all`. Otherwise record by record, through the transforms and converters, bad
+    /// records to the dead-letter topic.
+    async fn send(&mut self, run: &SourceRun) -> Result<()> {
+        if run.error.is_none() && self.chain.is_empty() && self.converters.pass_through(run.text) {
+            self.ensure(&run.topic).await?;
+            if run.has_keys() {
+                let records: Vec<ProducerRecord<'_>> = run
+                    .records()
+                    .map(|(key, value)| ProducerRecord {
+                        topic: &run.topic,
+                        partition: None,
+                        key,
+                        value,
+                        headers: &[],
+                        timestamp: None,
+                    })
+                    .collect();
+                return Ok(self.producer.send_all(&records).await?);
+            }
+            let now = runnel_log::types::now_ms();
+            let mut batch = BatchBuilder::new(DEFAULT_BATCH_SIZE);
+            for (_, value) in run.records() {
+                let size = BatchBuilder::estimate(None, value, &[]);
+                if !batch.is_empty() && batch.size_bytes() + size > DEFAULT_BATCH_SIZE {
+                    let full = std::mem::replace(&mut batch, BatchBuilder::new(DEFAULT_BATCH_SIZE));
+                    self.producer.send_batch(&run.topic, None, full).await?;
+                }
+                batch.push(now, None, value, &[]);
+            }
+            return Ok(self.producer.send_batch(&run.topic, None, batch).await?);
+        }
+        for (key, value) in run.records() {
+            let mut r = Message {
+                topic: run.topic.clone(),
+                key: key.map(<[u8]>::to_vec),
+                value: value.map(<[u8]>::to_vec),
+                header_keys: Vec::new(),
+            };
+            let mut error = run.error.clone();
+            if error.is_none() && !self.chain.is_empty() {
+                match self.chain.apply(r.clone()) {
+                    Ok(Some(m)) => r = m,
+                    Ok(None) => continue,
+                    Err(e) => error = Some(e.to_string()),
+                }
+            }
+            if error.is_none()
+                && let Err(e) = convert_out(&self.converters, &mut r, run.text)
+            {
+                error = Some(e);
+            }
+            let name = &self.name;
+            let target = match (&error, self.tolerate, &self.dlq) {
+                (None, _, _) => Some((r.topic.clone(), Vec::new())),
+                (Some(e), true, Some(d)) => Some((
+                    d.clone(),
+                    dlq_headers(
+                        e,
+                        &[
+                            ("__connect.errors.connector.name", name.clone()),
+                            (
+                                "__connect.errors.source.partition",
+                                run.partition.to_string(),
+                            ),
+                            ("__connect.errors.source.offset", run.offset.to_string()),
+                        ],
+                    ),
+                )),
+                (Some(e), true, None) => {
+                    tracing::warn!(connector = %name, error = %e, "skipped a bad record (no dead-letter topic set)");
+                    None
+                }
+                (Some(e), false, _) => {
+                    return Err(ConnectError::Record {
+                        what: format!("connector {name:?}"),
+                        message: format!("{e} (set errors.tolerance = all to skip such records)"),
+                    });
+                }
+            };
+            if let Some((topic, headers)) = target {
+                self.ensure(&topic).await?;
+                self.producer
+                    .send(ProducerRecord {
+                        topic: &topic,
+                        partition: None,
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref(),
+                        headers: &headers,
+                        timestamp: None,
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies the key and value converters to a source record (after its transforms); `text`:
+/// the value is a text line.
+fn convert_out(c: &Converters, r: &mut Message, text: bool) -> std::result::Result<(), String> {
     if let (Some(conv), Some(k)) = (c.key, &r.key) {
         r.key = Some(
             conv.from_connect(k, false)
@@ -403,7 +467,7 @@ fn convert_out(c: &Converters, r: &mut SourceRecord) -> std::result::Result<(), 
     }
     if let (Some(conv), Some(v)) = (c.value, &r.value) {
         r.value = Some(
-            conv.from_connect(v, r.text)
+            conv.from_connect(v, text)
                 .map_err(|e| format!("value.converter: {e}"))?,
         );
     }
