@@ -1,24 +1,65 @@
 //! The operator interface inside a task, and the task context operators write to.
 //!
-//! An operator receives [`Msg`]s and sends `Msg`s to its children through [`Out`]. A task is
-//! single-threaded, so operators are `Rc<RefCell<..>>`; the DAG has no cycles, so no operator
-//! is ever borrowed twice. Control messages (watermark, barrier, end) may arrive once per
-//! parent at a merge: operators treat repeats as no-ops.
+//! An operator has one hook per kind of message on its input edge: [`Operator::on_data`] for a
+//! batch of records, [`Operator::on_watermark`], [`Operator::on_barrier`] and
+//! [`Operator::on_end`] for the control messages. The control hooks forward the message to the
+//! operator's children by default ([`Operator::forward`]), so an operator implements only what
+//! it reacts to, as Arroyo's operator trait does. Every hook returns a [`Result`]: an operator
+//! that cannot go on (a value it cannot serialize, an aggregate that fails) returns an error
+//! naming the place ([`TaskCx::fail`]), which stops the task; a record that alone is bad
+//! becomes a dead letter instead and the batch goes on. Panics are not how operators fail: the
+//! runtime catches them only as a backstop for bugs in user closures.
+//!
+//! A task is single-threaded, so operators are `Rc<RefCell<..>>`; the DAG has no cycles, so no
+//! operator is ever borrowed twice. Control messages may arrive once per parent at a merge:
+//! operators treat repeats as no-ops.
 
+use crate::error::{EngineError, Result};
 use crate::out_buf::OutBuf;
-use crate::record::Msg;
+use crate::record::{Control, Rec};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 pub(crate) trait Operator<K, V> {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>);
+    /// A batch of records, in source order.
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()>;
+
+    /// Passes a control message on to the operator's children: what the control hooks do
+    /// unless overridden. Terminal operators (sinks) and secondary inputs (a join's right
+    /// side, whose left side forwards the same messages) forward nothing.
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()>;
+
+    /// No record with an event time at or below `watermark` will arrive any more (except
+    /// late ones).
+    fn on_watermark(&mut self, cx: &mut TaskCx, watermark: i64) -> Result<()> {
+        self.forward(cx, Control::Watermark(watermark))
+    }
+
+    /// A commit is about to happen: flush anything buffered.
+    fn on_barrier(&mut self, cx: &mut TaskCx) -> Result<()> {
+        self.forward(cx, Control::Barrier)
+    }
+
+    /// The bounded input is over; the final watermark has been sent.
+    fn on_end(&mut self, cx: &mut TaskCx) -> Result<()> {
+        self.forward(cx, Control::End)
+    }
 }
 
 pub(crate) type OpRef<K, V> = Rc<RefCell<dyn Operator<K, V>>>;
 
 pub(crate) fn op<K, V, O: Operator<K, V> + 'static>(o: O) -> OpRef<K, V> {
     Rc::new(RefCell::new(o))
+}
+
+/// Calls the hook of `op` for a control message.
+fn on_control<K, V>(op: &mut dyn Operator<K, V>, cx: &mut TaskCx, control: Control) -> Result<()> {
+    match control {
+        Control::Watermark(w) => op.on_watermark(cx, w),
+        Control::Barrier => op.on_barrier(cx),
+        Control::End => op.on_end(cx),
+    }
 }
 
 /// The children of a node. Data is cloned for all but the last child.
@@ -31,19 +72,26 @@ impl<K: Clone, V: Clone> Out<K, V> {
         Self { children }
     }
 
-    pub fn send(&self, cx: &mut TaskCx, msg: Msg<K, V>) {
+    /// Sends a batch to every child (nothing when it is empty).
+    pub fn data(&self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         if let Some((last, rest)) = self.children.split_last() {
             for c in rest {
-                c.borrow_mut().on(cx, msg.clone());
+                c.borrow_mut().on_data(cx, batch.clone())?;
             }
-            last.borrow_mut().on(cx, msg);
+            last.borrow_mut().on_data(cx, batch)?;
         }
+        Ok(())
     }
 
-    pub fn data(&self, cx: &mut TaskCx, batch: Vec<crate::record::Rec<K, V>>) {
-        if !batch.is_empty() {
-            self.send(cx, Msg::Data(batch));
+    /// Sends a control message to every child.
+    pub fn control(&self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        for c in &self.children {
+            on_control(&mut *c.borrow_mut(), cx, control)?;
         }
+        Ok(())
     }
 }
 
@@ -58,11 +106,13 @@ pub struct TaskMetrics {
 
 /// The per-task context every operator call receives.
 pub(crate) struct TaskCx {
+    /// The task's name, `<sub-topology>_<partition>`.
+    pub task: Arc<str>,
     pub partition: u32,
     /// The topic of the batch being processed, and the offset of the record at hand.
     pub topic: Arc<str>,
     pub offset: u64,
-    /// The operator whose user code is running (for failure messages).
+    /// The operator at work (for failure messages).
     pub node: Arc<str>,
     pub watermark: i64,
     pub out: OutBuf,
@@ -72,8 +122,9 @@ pub(crate) struct TaskCx {
 }
 
 impl TaskCx {
-    pub fn new(partition: u32, late_topic: Option<Arc<str>>) -> Self {
+    pub fn new(task: Arc<str>, partition: u32, late_topic: Option<Arc<str>>) -> Self {
         Self {
+            task,
             partition,
             topic: Arc::from(""),
             offset: 0,
@@ -85,12 +136,25 @@ impl TaskCx {
         }
     }
 
-    /// Notes where user code is about to run, for the failure message if it panics.
+    /// Notes where an operator is about to work, for the failure message if it fails.
     #[inline]
     pub fn at(&mut self, node: &Arc<str>, offset: u64) {
         if !Arc::ptr_eq(&self.node, node) {
             self.node = node.clone();
         }
         self.offset = offset;
+    }
+
+    /// The error that stops the task, naming the operator and the record at hand (see
+    /// [`at`](Self::at)).
+    pub fn fail(&self, message: impl std::fmt::Display) -> EngineError {
+        EngineError::TaskFailed {
+            task: self.task.to_string(),
+            node: self.node.to_string(),
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            message: message.to_string(),
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! What flows between operators: typed records in batches, and control messages.
 //!
-//! Every edge of a topology carries one message type, [`Msg`]: a batch of records, a
+//! Every edge of a topology carries batches of [`Rec`]s and [`Control`] messages: a
 //! watermark, a commit barrier, or the end of a bounded input. Operators of one task are
-//! chained by direct calls (a task is single-threaded); tasks meet through topics.
+//! chained by direct calls, one hook per kind of message (a task is single-threaded); tasks
+//! meet through topics.
 
 use runnel_log::Header;
 
@@ -52,35 +53,15 @@ impl<K, V> Rec<K, V> {
     }
 }
 
-/// The one message type of every edge.
-#[derive(Debug, Clone)]
-pub enum Msg<K, V> {
-    /// Records in source order.
-    Data(Vec<Rec<K, V>>),
+/// A control message: what an edge carries besides records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
     /// No record with an event time at or below this will arrive any more (except late ones).
     Watermark(i64),
     /// A commit is about to happen: flush anything buffered.
     Barrier,
     /// The bounded input is over; the final watermark has been sent.
     End,
-}
-
-/// A control message, independent of the record type (sent by the task to its sources).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Watermark(i64),
-    Barrier,
-    End,
-}
-
-impl Control {
-    pub(crate) fn msg<K, V>(self) -> Msg<K, V> {
-        match self {
-            Control::Watermark(w) => Msg::Watermark(w),
-            Control::Barrier => Msg::Barrier,
-            Control::End => Msg::End,
-        }
-    }
 }
 
 /// A window: `[start, end)` in event-time milliseconds.

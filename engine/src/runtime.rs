@@ -30,7 +30,6 @@ use runnel_log::{
     ProducerConfig, RecordRun, SharedLogClient, TopicConfig, TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -450,7 +449,7 @@ impl Worker {
             }
             let wall = std::mem::take(&mut inst.wall_punctuators);
             tasks.push(Task {
-                cx: crate::operator::TaskCx::new(partition, late),
+                cx: crate::operator::TaskCx::new(name.clone(), partition, late),
                 name,
                 sources,
                 inputs,
@@ -680,7 +679,7 @@ impl Worker {
                 t.inputs[i].end_offset = Some(it.next().expect("one end per input"));
                 t.check_ended(i);
             }
-            t.advance_watermark();
+            t.guard(Task::advance_watermark)?;
         }
         self.send_outputs()?;
         Ok(())
@@ -711,8 +710,10 @@ impl Worker {
         for t in &mut self.tasks {
             let now = t.now();
             let now_ms = runnel_log::types::now_ms() + t.clock_skew.as_millis() as i64;
-            t.fire_wall_clock(now, now_ms);
-            t.advance_watermark();
+            t.guard(|t| {
+                t.fire_wall_clock(now, now_ms)?;
+                t.advance_watermark()
+            })?;
             t.write_markers(false);
         }
         self.send_outputs()?;
@@ -762,25 +763,7 @@ impl Worker {
     }
 
     fn process(&mut self, t: usize, i: usize, run: &RecordRun) -> Result<()> {
-        let task = &mut self.tasks[t];
-        match std::panic::catch_unwind(AssertUnwindSafe(|| task.process(i, run))) {
-            Ok(r) => r,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".into());
-                Err(EngineError::TaskFailed {
-                    task: task.name.to_string(),
-                    node: task.cx.node.to_string(),
-                    topic: run.topic.to_string(),
-                    partition: run.partition,
-                    offset: task.cx.offset,
-                    message,
-                })
-            }
-        }
+        self.tasks[t].guard(|task| task.process(i, run))
     }
 
     fn send_outputs(&mut self) -> Result<()> {
@@ -800,7 +783,7 @@ impl Worker {
     /// Commits; checkpoints the stores locally when due or `checkpoint` is set.
     fn commit_and_checkpoint(&mut self, checkpoint: bool) -> Result<()> {
         for t in &mut self.tasks {
-            t.prepare_commit()?;
+            t.guard(Task::prepare_commit)?;
         }
         self.send_outputs()?;
         self.rt.block_on(self.producer.flush())?;

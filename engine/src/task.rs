@@ -13,10 +13,13 @@
 //!   watermark (`i64::MAX`) and `End`.
 //! - [`Task::prepare_commit`] sends a barrier through the chain and writes dirty store
 //!   entries to the changelogs; the runner then flushes and commits [`Task::positions`].
+//! - Operators fail by returning an error that names the place (see [`crate::operator`]);
+//!   the runner calls into a task through [`Task::guard`], which also turns a panic of user
+//!   code into such an error, so a failing task stops its run and never its thread.
 
 use crate::error::{EngineError, Result};
 use crate::operator::{Out, TaskCx};
-use crate::record::{Control, Msg, Rec};
+use crate::record::{Control, Rec};
 use crate::serdes::SerdeRef;
 use crate::state::StoreHandle;
 use bytes::Bytes;
@@ -77,7 +80,7 @@ pub(crate) trait SourceOp {
     /// Deserializes and forwards a run of records of one partition. Returns the highest event
     /// time among them.
     fn on_records(&mut self, cx: &mut TaskCx, records: &RecordRun) -> Result<Option<i64>>;
-    fn on_control(&mut self, cx: &mut TaskCx, control: Control);
+    fn on_control(&mut self, cx: &mut TaskCx, control: Control) -> Result<()>;
     /// Allowed out-of-orderness in milliseconds.
     fn out_of_orderness(&self) -> i64;
 }
@@ -165,12 +168,12 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
             }
         }
         cx.metrics.records_in += batch.len() as u64;
-        self.out.data(cx, batch);
+        self.out.data(cx, batch)?;
         Ok(max_ts)
     }
 
-    fn on_control(&mut self, cx: &mut TaskCx, control: Control) {
-        self.out.send(cx, control.msg());
+    fn on_control(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.out.control(cx, control)
     }
 
     fn out_of_orderness(&self) -> i64 {
@@ -179,8 +182,11 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
 }
 
 /// Decodes a whole run of records of one partition into one value (the SQL layer's Arrow
-/// batches), skipping watermark markers ([`is_marker`]).
-pub(crate) type DecodeRun<V> = Arc<dyn Fn(&RecordRun) -> DecodedRun<V> + Send + Sync>;
+/// batches), skipping watermark markers ([`is_marker`]). A record it cannot decode is
+/// refused alone ([`DecodedRun::refused`]); `Err` when the run as a whole cannot become a
+/// value (why), which stops the task at the run's first record.
+pub(crate) type DecodeRun<V> =
+    Arc<dyn Fn(&RecordRun) -> Result<DecodedRun<V>, String> + Send + Sync>;
 
 pub(crate) struct DecodedRun<V> {
     /// `None` when no record was kept.
@@ -195,6 +201,7 @@ pub(crate) struct DecodedRun<V> {
 /// A source that forwards each run of records as one record holding the decoded run: its
 /// timestamp is the run's highest event time, its offset the last record's.
 pub(crate) struct RunSource<V> {
+    pub node: Arc<str>,
     pub decode: DecodeRun<V>,
     pub out_of_orderness: i64,
     pub on_error: OnDeserializeError,
@@ -204,7 +211,10 @@ pub(crate) struct RunSource<V> {
 
 impl<V: Clone + 'static> SourceOp for RunSource<V> {
     fn on_records(&mut self, cx: &mut TaskCx, records: &RecordRun) -> Result<Option<i64>> {
-        let decoded = (self.decode)(records);
+        if let Some(first) = records.get(0) {
+            cx.at(&self.node, first.offset);
+        }
+        let decoded = (self.decode)(records).map_err(|e| cx.fail(e))?;
         for (i, reason) in decoded.refused {
             let rec = records.get(i).expect("a refused record is in the run");
             let dead_letters = &self.dead_letters;
@@ -228,13 +238,13 @@ impl<V: Clone + 'static> SourceOp for RunSource<V> {
                 headers: Vec::new(),
                 offset: last.offset,
             };
-            self.out.data(cx, vec![rec]);
+            self.out.data(cx, vec![rec])?;
         }
         Ok(decoded.max_ts)
     }
 
-    fn on_control(&mut self, cx: &mut TaskCx, control: Control) {
-        self.out.send(cx, control.msg());
+    fn on_control(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.out.control(cx, control)
     }
 
     fn out_of_orderness(&self) -> i64 {
@@ -296,7 +306,7 @@ pub(crate) fn is_marker(r: &RecordRef) -> bool {
 pub(crate) struct WallPunctuator {
     pub interval: Duration,
     pub next: Instant,
-    pub fire: Box<dyn FnMut(&mut TaskCx, Instant, i64)>,
+    pub fire: Box<dyn FnMut(&mut TaskCx, Instant, i64) -> Result<()>>,
 }
 
 /// An upstream task's last word in a repartition partition.
@@ -455,8 +465,7 @@ impl Task {
             input.max_ts = Some(input.max_ts.map_or(t, |m| m.max(t)));
         }
         self.check_ended(i);
-        self.advance_watermark();
-        Ok(())
+        self.advance_watermark()
     }
 
     fn read_markers(&mut self, i: usize, records: &RecordRun) {
@@ -515,9 +524,9 @@ impl Task {
     }
 
     /// Recomputes the watermark; forwards it if it rose; finishes the task at the end of input.
-    pub fn advance_watermark(&mut self) {
+    pub fn advance_watermark(&mut self) -> Result<()> {
         if self.finished {
-            return;
+            return Ok(());
         }
         let now = self.now();
         let mut wm = None::<i64>;
@@ -537,34 +546,34 @@ impl Task {
         }
         let all_ended = self.inputs.iter().all(|i| i.ended);
         if all_ended {
-            self.control(Control::Watermark(i64::MAX));
-            self.control(Control::End);
+            self.control(Control::Watermark(i64::MAX))?;
+            self.control(Control::End)?;
             self.finished = true;
-            return;
+            return Ok(());
         }
-        if let Some(w) = wm
-            && w > self.cx.watermark
-        {
-            self.control(Control::Watermark(w));
+        match wm {
+            Some(w) if w > self.cx.watermark => self.control(Control::Watermark(w)),
+            _ => Ok(()),
         }
     }
 
-    pub fn control(&mut self, c: Control) {
+    pub fn control(&mut self, c: Control) -> Result<()> {
         if let Control::Watermark(w) = c {
             if w <= self.cx.watermark && w != i64::MAX {
-                return;
+                return Ok(());
             }
             self.cx.watermark = self.cx.watermark.max(w);
         }
         for s in &mut self.sources {
-            s.on_control(&mut self.cx, c);
+            s.on_control(&mut self.cx, c)?;
         }
+        Ok(())
     }
 
     /// Barrier through the chain, watermark markers into repartition topics, and dirty store
     /// entries into the changelogs.
     pub fn prepare_commit(&mut self) -> Result<()> {
-        self.control(Control::Barrier);
+        self.control(Control::Barrier)?;
         self.write_markers(true);
         for (store, changelog) in &self.stores {
             let topic: Arc<str> = Arc::from(changelog.topic.as_str());
@@ -641,30 +650,30 @@ impl Task {
             .collect()
     }
 
-    pub fn fire_wall_clock(&mut self, now: Instant, now_ms: i64) {
+    pub fn fire_wall_clock(&mut self, now: Instant, now_ms: i64) -> Result<()> {
         for p in &mut self.wall {
             if now >= p.next {
                 p.next = now + p.interval;
-                (p.fire)(&mut self.cx, now, now_ms);
+                (p.fire)(&mut self.cx, now, now_ms)?;
             }
         }
+        Ok(())
     }
-}
 
-/// Forwards a message to `out` unchanged except for data, which `f` maps batch by batch.
-pub(crate) fn map_msg<K, V, K2: Clone, V2: Clone>(
-    cx: &mut TaskCx,
-    out: &Out<K2, V2>,
-    msg: Msg<K, V>,
-    f: impl FnOnce(&mut TaskCx, Vec<Rec<K, V>>) -> Vec<Rec<K2, V2>>,
-) {
-    match msg {
-        Msg::Data(batch) => {
-            let b = f(cx, batch);
-            out.data(cx, b)
+    /// Runs `f` on this task. Operators fail by returning errors; a panic (a bug in user
+    /// code, such as a closure that divides by zero) becomes the same error, naming the
+    /// operator and the record at hand, instead of unwinding through the runner's thread.
+    pub fn guard<T>(&mut self, f: impl FnOnce(&mut Task) -> Result<T>) -> Result<T> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(r) => r,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                Err(self.cx.fail(message))
+            }
         }
-        Msg::Watermark(w) => out.send(cx, Msg::Watermark(w)),
-        Msg::Barrier => out.send(cx, Msg::Barrier),
-        Msg::End => out.send(cx, Msg::End),
     }
 }

@@ -24,8 +24,8 @@ pub struct KGroupedStream<K, V> {
 fn count_fns<K, V>() -> AggFns<K, V, i64> {
     AggFns {
         init: Arc::new(|| 0),
-        add: Arc::new(|_, _, a| a + 1),
-        merge: Some(Arc::new(|_, a, b| a + b)),
+        add: Arc::new(|_, _, a| Ok(a + 1)),
+        merge: Some(Arc::new(|_, a, b| Ok(a + b))),
     }
 }
 
@@ -36,10 +36,12 @@ fn reduce_fns<K, V: Clone>(
     let f2 = f.clone();
     AggFns {
         init: Arc::new(|| None),
-        add: Arc::new(move |_, v, a| Some(a.map_or_else(|| v.clone(), |a| f(&a, v)))),
-        merge: Some(Arc::new(move |_, a, b| match (a, b) {
-            (Some(a), Some(b)) => Some(f2(&a, &b)),
-            (a, b) => a.or(b),
+        add: Arc::new(move |_, v, a| Ok(Some(a.map_or_else(|| v.clone(), |a| f(&a, v))))),
+        merge: Some(Arc::new(move |_, a, b| {
+            Ok(match (a, b) {
+                (Some(a), Some(b)) => Some(f2(&a, &b)),
+                (a, b) => a.or(b),
+            })
         })),
     }
 }
@@ -60,7 +62,9 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         })
     }
 
-    fn aggregate_into<A: Data>(
+    /// Aggregates with `fns` into the key-value store `store` (the SQL layer's aggregate
+    /// functions may fail, see [`AggFns`]).
+    pub(crate) fn aggregate_into<A: Data>(
         &self,
         store: &str,
         fns: AggFns<K, V, A>,
@@ -159,7 +163,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
     ) -> KTable<K, A> {
         let fns = AggFns {
             init: Arc::new(init),
-            add: Arc::new(add),
+            add: Arc::new(move |k, v, a| Ok(add(k, v, a))),
             merge: None,
         };
         self.aggregate_into(store, fns, Arc::new(agg_serde))
@@ -315,7 +319,9 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
         self
     }
 
-    fn build<A: Data>(
+    /// Aggregates with `fns` into the window or session store `store` (the SQL layer's
+    /// aggregate functions may fail, see [`AggFns`]).
+    pub(crate) fn build<A: Data>(
         &self,
         store: &str,
         fns: AggFns<K, V, A>,
@@ -407,13 +413,21 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
         let merge = merge.expect("checked by the caller");
         let fold: FlatFn<Windowed<K>, Option<Vec<(u32, A)>>, Windowed<K>, Option<A>> =
             Arc::new(move |r, out| {
-                let value = r.value.as_ref().and_then(|parts| {
-                    let mut parts = parts.iter().map(|(_, a)| a.clone());
-                    let first = parts.next()?;
-                    Some(parts.fold(first, |x, y| merge(&r.key.key, x, y)))
-                });
+                let value = match &r.value {
+                    Some(parts) => {
+                        let mut parts = parts.iter().map(|(_, a)| a.clone());
+                        match parts.next() {
+                            Some(first) => {
+                                Some(parts.try_fold(first, |x, y| merge(&r.key.key, x, y))?)
+                            }
+                            None => None,
+                        }
+                    }
+                    None => None,
+                };
                 let key = r.key.clone();
-                out.push(r.with(key, value))
+                out.push(r.with(key, value));
+                Ok(())
             });
         let windowed: SerdeRef<Windowed<K>> = Arc::new(WindowedSerde(ks));
         KTable::<Windowed<K>, Vec<(u32, A)>>::new(s.b.clone(), node, Some((windowed.clone(), list)))
@@ -511,8 +525,8 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
     ) -> KTable<Windowed<K>, A> {
         let fns = AggFns {
             init: Arc::new(init),
-            add: Arc::new(add),
-            merge: Some(Arc::new(merge)),
+            add: Arc::new(move |k, v, a| Ok(add(k, v, a))),
+            merge: Some(Arc::new(move |k, a, b| Ok(merge(k, a, b)))),
         };
         self.build(store, fns, Arc::new(agg_serde))
     }

@@ -111,6 +111,7 @@ impl StreamsBuilder {
                     name,
                     false,
                     Box::new(RunSource {
+                        node: inst.node_name.clone(),
                         decode: decode.clone(),
                         out_of_orderness: ooo,
                         on_error: inst.on_deserialize_error,

@@ -195,9 +195,19 @@ impl<K: Key, V: Data> KStream<K, V> {
         &self,
         f: impl Fn(K, V) -> (K2, V2) + Send + Sync + 'static,
     ) -> KStream<K2, V2> {
+        self.try_map(move |k, v| Ok(f(k, v)))
+    }
+
+    /// [`map`](Self::map) for the crate's own functions that can fail (the SQL layer's
+    /// aggregate results): an `Err` stops the task, naming the record.
+    pub(crate) fn try_map<K2: Key, V2: Data>(
+        &self,
+        f: impl Fn(K, V) -> Result<(K2, V2), String> + Send + Sync + 'static,
+    ) -> KStream<K2, V2> {
         let f: FlatFn<K, V, K2, V2> = Arc::new(move |r, out| {
-            let (k, v) = f(r.key.clone(), r.value.clone());
-            out.push(r.with(k, v))
+            let (k, v) = f(r.key.clone(), r.value.clone())?;
+            out.push(r.with(k, v));
+            Ok(())
         });
         self.flat("KSTREAM-MAP", f, None, true)
     }
@@ -233,7 +243,8 @@ impl<K: Key, V: Data> KStream<K, V> {
                 timestamp,
                 headers,
                 offset,
-            })
+            });
+            Ok(())
         });
         self.flat("KSTREAM-MAPVALUES", f, None, self.key_changed)
     }
@@ -259,6 +270,7 @@ impl<K: Key, V: Data> KStream<K, V> {
             for (k, v) in f(r.key.clone(), r.value.clone()) {
                 out.push(r.derive(k, v))
             }
+            Ok(())
         });
         self.flat("KSTREAM-FLATMAP", f, None, true)
     }
@@ -284,6 +296,7 @@ impl<K: Key, V: Data> KStream<K, V> {
             for v in f(r.value.clone()) {
                 out.push(r.derive(r.key.clone(), v))
             }
+            Ok(())
         });
         self.flat("KSTREAM-FLATMAPVALUES", f, None, self.key_changed)
     }
@@ -308,7 +321,8 @@ impl<K: Key, V: Data> KStream<K, V> {
         let f: FlatFn<K, V, K2, V> = Arc::new(move |r, out| {
             let k = f(&r.key, &r.value);
             let v = r.value.clone();
-            out.push(r.with(k, v))
+            out.push(r.with(k, v));
+            Ok(())
         });
         self.flat("KSTREAM-KEY-SELECT", f, None, true)
     }
@@ -333,7 +347,8 @@ impl<K: Key, V: Data> KStream<K, V> {
     pub fn peek(&self, f: impl Fn(&K, &V) + Send + Sync + 'static) -> KStream<K, V> {
         let f: FlatFn<K, V, K, V> = Arc::new(move |r, out| {
             f(&r.key, &r.value);
-            out.push(r)
+            out.push(r);
+            Ok(())
         });
         self.flat("KSTREAM-PEEK", f, self.serdes.clone(), self.key_changed)
     }
@@ -354,7 +369,10 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// assert_eq!(*seen.lock().unwrap(), vec![("a".to_string(), 1)]);
     /// ```
     pub fn foreach(&self, f: impl Fn(&K, &V) + Send + Sync + 'static) {
-        let f: FlatFn<K, V, K, V> = Arc::new(move |r, _| f(&r.key, &r.value));
+        let f: FlatFn<K, V, K, V> = Arc::new(move |r, _| {
+            f(&r.key, &r.value);
+            Ok(())
+        });
         self.flat("KSTREAM-FOREACH", f, None, false);
     }
 
@@ -392,6 +410,7 @@ impl<K: Key, V: Data> KStream<K, V> {
                     if first == i {
                         out.push(r)
                     }
+                    Ok(())
                 });
                 self.flat("KSTREAM-BRANCH", f, self.serdes.clone(), self.key_changed)
             })
@@ -421,7 +440,10 @@ impl<K: Key, V: Data> KStream<K, V> {
             Arc::new(move |inst| {
                 let out = inst.out::<K, V>();
                 let node = inst.node_name.clone();
-                let f: FlatFn<K, V, K, V> = Arc::new(|r, out| out.push(r));
+                let f: FlatFn<K, V, K, V> = Arc::new(|r, out| {
+                    out.push(r);
+                    Ok(())
+                });
                 inst.input::<K, V>(op(Stateless { node, f, out }));
                 Ok(())
             }),

@@ -93,7 +93,8 @@ impl<K: Key, V: Data> KTable<K, V> {
             if r.value.as_ref().is_some_and(|v| !pred(&r.key, v)) {
                 r.value = None;
             }
-            out.push(r)
+            out.push(r);
+            Ok(())
         });
         self.changes("KTABLE-FILTER", f, self.serdes.clone())
     }
@@ -137,7 +138,8 @@ impl<K: Key, V: Data> KTable<K, V> {
         let g: FlatFn<K, Option<V>, K, Option<V2>> = Arc::new(move |r, out| {
             let v = r.value.as_ref().map(&f);
             let k = r.key.clone();
-            out.push(r.with(k, v))
+            out.push(r.with(k, v));
+            Ok(())
         });
         self.changes("KTABLE-MAPVALUES", g, None)
     }
@@ -315,7 +317,8 @@ impl<K: Key, V: Data> KTable<K, Option<V>> {
         let f: FlatFn<K, Option<Option<V>>, K, Option<V>> = Arc::new(|r, out| {
             let k = r.key.clone();
             let v = r.value.clone().flatten();
-            out.push(r.with(k, v))
+            out.push(r.with(k, v));
+            Ok(())
         });
         let serdes = self.serdes.clone().map(|(k, _)| (k, value_serde));
         self.changes("KTABLE-MAPVALUES", f, serdes)

@@ -1,8 +1,10 @@
 //! Non-windowed aggregation of a grouped stream into a table: one value per key in a
-//! key-value store, an update downstream for every input record.
+//! key-value store, an update downstream for every input record. An aggregate function's
+//! `Err` stops the task, naming the record it failed on.
 
+use crate::error::Result;
 use crate::operator::{Operator, Out, TaskCx};
-use crate::record::Msg;
+use crate::record::{Control, Rec};
 use crate::state::KeyValueStore;
 use std::cell::RefCell;
 use std::hash::Hash;
@@ -18,10 +20,10 @@ pub struct AggFns<K, V, A> {
     pub merge: Option<MergeFn<K, A>>,
 }
 
-/// Folds one value into an aggregate.
-pub type AddFn<K, V, A> = Arc<dyn Fn(&K, &V, A) -> A + Send + Sync>;
-/// Combines two aggregates of one key.
-pub type MergeFn<K, A> = Arc<dyn Fn(&K, A, A) -> A + Send + Sync>;
+/// Folds one value into an aggregate; `Err` when it cannot (why).
+pub type AddFn<K, V, A> = Arc<dyn Fn(&K, &V, A) -> Result<A, String> + Send + Sync>;
+/// Combines two aggregates of one key; `Err` when it cannot (why).
+pub type MergeFn<K, A> = Arc<dyn Fn(&K, A, A) -> Result<A, String> + Send + Sync>;
 
 impl<K, V, A> Clone for AggFns<K, V, A> {
     fn clone(&self) -> Self {
@@ -34,13 +36,21 @@ impl<K, V, A> Clone for AggFns<K, V, A> {
 }
 
 impl<K, V, A> AggFns<K, V, A> {
-    /// Combines aggregates oldest first.
-    pub fn merge_all(&self, key: &K, parts: impl IntoIterator<Item = A>) -> Option<A> {
+    /// Combines aggregates oldest first (`None` for none).
+    pub fn merge_all(
+        &self,
+        key: &K,
+        parts: impl IntoIterator<Item = A>,
+    ) -> Result<Option<A>, String> {
         let merge = self
             .merge
             .as_ref()
             .expect("checked when the topology was built");
-        parts.into_iter().reduce(|a, b| merge(key, a, b))
+        let mut parts = parts.into_iter();
+        let Some(first) = parts.next() else {
+            return Ok(None);
+        };
+        parts.try_fold(first, |a, b| merge(key, a, b)).map(Some)
     }
 }
 
@@ -52,25 +62,22 @@ pub(crate) struct Aggregate<K, V, A> {
 }
 
 impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Operator<K, V> for Aggregate<K, V, A> {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
-        match msg {
-            Msg::Data(batch) => {
-                let mut out = Vec::with_capacity(batch.len());
-                let mut store = self.store.borrow_mut();
-                for r in batch {
-                    cx.at(&self.node, r.offset);
-                    let acc = store.delete(&r.key).unwrap_or_else(|| (self.fns.init)());
-                    let acc = (self.fns.add)(&r.key, &r.value, acc);
-                    store.put(r.key.clone(), acc.clone());
-                    let key = r.key.clone();
-                    out.push(r.with(key, Some(acc)));
-                }
-                drop(store);
-                self.out.data(cx, out);
-            }
-            Msg::Watermark(w) => self.out.send(cx, Msg::Watermark(w)),
-            Msg::Barrier => self.out.send(cx, Msg::Barrier),
-            Msg::End => self.out.send(cx, Msg::End),
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut store = self.store.borrow_mut();
+        for r in batch {
+            cx.at(&self.node, r.offset);
+            let acc = store.delete(&r.key).unwrap_or_else(|| (self.fns.init)());
+            let acc = (self.fns.add)(&r.key, &r.value, acc).map_err(|e| cx.fail(e))?;
+            store.put(r.key.clone(), acc.clone());
+            let key = r.key.clone();
+            out.push(r.with(key, Some(acc)));
         }
+        drop(store);
+        self.out.data(cx, out)
+    }
+
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.out.control(cx, control)
     }
 }

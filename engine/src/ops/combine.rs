@@ -12,8 +12,9 @@
 
 use super::aggregate::AggFns;
 use super::window::{TimeWindowSpec, late};
+use crate::error::Result;
 use crate::operator::{Operator, Out, TaskCx};
-use crate::record::{Msg, Rec};
+use crate::record::{Control, Rec};
 use crate::serdes::{Serde, SerdeRef};
 use crate::state::WindowStore;
 use std::cell::RefCell;
@@ -57,7 +58,7 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Combine<K, V, A> {
         }
     }
 
-    fn add(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) {
+    fn add(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
         let pane = self.spec.pane();
         let mut store = self.store.borrow_mut();
         for r in batch {
@@ -68,16 +69,19 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Combine<K, V, A> {
             }
             let p = r.timestamp.div_euclid(pane) * pane;
             let (init, add) = (&self.fns.init, &self.fns.add);
-            store.update(&r.key, p, || init(), |acc| add(&r.key, &r.value, acc));
+            store
+                .update(&r.key, p, || init(), |acc| add(&r.key, &r.value, acc))
+                .map_err(|e| cx.fail(e))?;
             let keys = self.dirty.entry(p).or_default();
             if !keys.contains(&r.key) {
                 keys.insert(r.key);
             }
         }
+        Ok(())
     }
 
     /// Sends the changed partials, then forgets panes whose every window has closed.
-    fn flush(&mut self, cx: &mut TaskCx) {
+    fn flush(&mut self, cx: &mut TaskCx) -> Result<()> {
         let mut out = Vec::new();
         let mut store = self.store.borrow_mut();
         for (p, keys) in std::mem::take(&mut self.dirty) {
@@ -103,25 +107,27 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Combine<K, V, A> {
             }
         }
         drop(store);
-        self.out.data(cx, out);
+        self.out.data(cx, out)
     }
 }
 
 impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Operator<K, V> for Combine<K, V, A> {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
         self.prime();
-        match msg {
-            Msg::Data(batch) => self.add(cx, batch),
-            Msg::Watermark(w) => {
-                if w > self.watermark {
-                    self.watermark = w;
-                    self.flush(cx);
-                }
-                self.out.send(cx, Msg::Watermark(w));
-            }
-            Msg::Barrier => self.out.send(cx, Msg::Barrier),
-            Msg::End => self.out.send(cx, Msg::End),
+        self.add(cx, batch)
+    }
+
+    fn on_watermark(&mut self, cx: &mut TaskCx, w: i64) -> Result<()> {
+        self.prime();
+        if super::rises(&mut self.watermark, w) {
+            self.flush(cx)?;
         }
+        self.out.control(cx, Control::Watermark(w))
+    }
+
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.prime();
+        self.out.control(cx, control)
     }
 }
 
@@ -134,11 +140,11 @@ pub(crate) fn partial_fns<K, A: Clone + 'static>() -> AggFns<K, (u32, A), Vec<(u
                 Some(e) => e.1 = a.clone(),
                 None => acc.push((*writer, a.clone())),
             }
-            acc
+            Ok(acc)
         }),
         merge: Some(Arc::new(|_, mut a: Vec<(u32, A)>, b| {
             a.extend(b);
-            a
+            Ok(a)
         })),
     }
 }

@@ -11,8 +11,9 @@
 //! Control messages go downstream from the left input only (both inputs see the same ones).
 
 use super::window::late;
+use crate::error::Result;
 use crate::operator::{Operator, Out, TaskCx};
-use crate::record::{Msg, Rec};
+use crate::record::{Control, Rec};
 use crate::serdes::SerdeRef;
 use crate::state::{KeyValueStore, WindowStore};
 use std::cell::RefCell;
@@ -32,15 +33,6 @@ pub enum JoinKind {
 pub(crate) type Joiner<K, L, R, VR> =
     Arc<dyn Fn(&K, Option<&L>, Option<&R>) -> Option<VR> + Send + Sync>;
 
-fn forward_control<K: Clone, V: Clone, A, B>(cx: &mut TaskCx, out: &Out<K, V>, msg: Msg<A, B>) {
-    match msg {
-        Msg::Data(_) => {}
-        Msg::Watermark(w) => out.send(cx, Msg::Watermark(w)),
-        Msg::Barrier => out.send(cx, Msg::Barrier),
-        Msg::End => out.send(cx, Msg::End),
-    }
-}
-
 // ---------- stream–table ----------
 
 pub(crate) struct StreamTableJoin<K, L, R, VR> {
@@ -53,10 +45,7 @@ pub(crate) struct StreamTableJoin<K, L, R, VR> {
 impl<K: Hash + Eq + Clone + 'static, L, R: 'static, VR: Clone> Operator<K, L>
     for StreamTableJoin<K, L, R, VR>
 {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, L>) {
-        let Msg::Data(batch) = msg else {
-            return forward_control(cx, &self.out, msg);
-        };
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, L>>) -> Result<()> {
         let table = self.table.borrow();
         let mut out = Vec::with_capacity(batch.len());
         for r in batch {
@@ -67,7 +56,11 @@ impl<K: Hash + Eq + Clone + 'static, L, R: 'static, VR: Clone> Operator<K, L>
             }
         }
         drop(table);
-        self.out.data(cx, out);
+        self.out.data(cx, out)
+    }
+
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.out.control(cx, control)
     }
 }
 
@@ -77,18 +70,22 @@ pub(crate) struct Materialize<K, V> {
 }
 
 impl<K: Hash + Eq + Clone + 'static, V: 'static> Operator<K, Option<V>> for Materialize<K, V> {
-    fn on(&mut self, _: &mut TaskCx, msg: Msg<K, Option<V>>) {
-        if let Msg::Data(batch) = msg {
-            let mut store = self.store.borrow_mut();
-            for r in batch {
-                match r.value {
-                    Some(v) => store.put(r.key, v),
-                    None => {
-                        store.delete(&r.key);
-                    }
+    fn on_data(&mut self, _: &mut TaskCx, batch: Vec<Rec<K, Option<V>>>) -> Result<()> {
+        let mut store = self.store.borrow_mut();
+        for r in batch {
+            match r.value {
+                Some(v) => store.put(r.key, v),
+                None => {
+                    store.delete(&r.key);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The stream side forwards the control messages.
+    fn forward(&mut self, _: &mut TaskCx, _: Control) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -106,7 +103,7 @@ pub(crate) struct TableTableSide<K, L, R, VR, const LEFT: bool> {
 impl<K: Hash + Eq + Clone + 'static, L: Clone + 'static, R: Clone + 'static, VR: Clone>
     TableTableSide<K, L, R, VR, true>
 {
-    fn update(&self, cx: &mut TaskCx, batch: Vec<Rec<K, Option<L>>>) {
+    fn update(&self, cx: &mut TaskCx, batch: Vec<Rec<K, Option<L>>>) -> Result<()> {
         let mut out = Vec::with_capacity(batch.len());
         for r in batch {
             cx.at(&self.node, r.offset);
@@ -121,14 +118,14 @@ impl<K: Hash + Eq + Clone + 'static, L: Clone + 'static, R: Clone + 'static, VR:
             let v = (self.joiner)(&r.key, left.get(&r.key), right.get(&r.key));
             out.push(r.derive(r.key.clone(), v));
         }
-        self.out.data(cx, out);
+        self.out.data(cx, out)
     }
 }
 
 impl<K: Hash + Eq + Clone + 'static, L: Clone + 'static, R: Clone + 'static, VR: Clone>
     TableTableSide<K, L, R, VR, false>
 {
-    fn update(&self, cx: &mut TaskCx, batch: Vec<Rec<K, Option<R>>>) {
+    fn update(&self, cx: &mut TaskCx, batch: Vec<Rec<K, Option<R>>>) -> Result<()> {
         let mut out = Vec::with_capacity(batch.len());
         for r in batch {
             cx.at(&self.node, r.offset);
@@ -143,28 +140,32 @@ impl<K: Hash + Eq + Clone + 'static, L: Clone + 'static, R: Clone + 'static, VR:
             let v = (self.joiner)(&r.key, left.get(&r.key), right.get(&r.key));
             out.push(r.derive(r.key.clone(), v));
         }
-        self.out.data(cx, out);
+        self.out.data(cx, out)
     }
 }
 
 impl<K: Hash + Eq + Clone + 'static, L: Clone + 'static, R: Clone + 'static, VR: Clone>
     Operator<K, Option<L>> for TableTableSide<K, L, R, VR, true>
 {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, Option<L>>) {
-        match msg {
-            Msg::Data(batch) => self.update(cx, batch),
-            other => forward_control(cx, &self.out, other),
-        }
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, Option<L>>>) -> Result<()> {
+        self.update(cx, batch)
+    }
+
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.out.control(cx, control)
     }
 }
 
 impl<K: Hash + Eq + Clone + 'static, L: Clone + 'static, R: Clone + 'static, VR: Clone>
     Operator<K, Option<R>> for TableTableSide<K, L, R, VR, false>
 {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, Option<R>>) {
-        if let Msg::Data(batch) = msg {
-            self.update(cx, batch)
-        }
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, Option<R>>>) -> Result<()> {
+        self.update(cx, batch)
+    }
+
+    /// The left side forwards the control messages.
+    fn forward(&mut self, _: &mut TaskCx, _: Control) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -213,7 +214,7 @@ where
             <= self.watermark
     }
 
-    fn on_left(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, L>>) {
+    fn on_left(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, L>>) -> Result<()> {
         let mut out = Vec::new();
         for r in batch {
             cx.at(&self.node, r.offset);
@@ -251,10 +252,10 @@ where
             entries.push((r.value, matched));
             left.put(r.key, r.timestamp, entries);
         }
-        self.out.data(cx, out);
+        self.out.data(cx, out)
     }
 
-    fn on_right(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, R>>) {
+    fn on_right(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, R>>) -> Result<()> {
         let mut out = Vec::new();
         for r in batch {
             cx.at(&self.node, r.offset);
@@ -298,11 +299,11 @@ where
             entries.push((r.value, matched));
             right.put(r.key, r.timestamp, entries);
         }
-        self.out.data(cx, out);
+        self.out.data(cx, out)
     }
 
     /// Expires buffered records whose window closed, emitting unmatched ones for left/outer.
-    fn expire(&mut self, cx: &mut TaskCx) {
+    fn expire(&mut self, cx: &mut TaskCx) -> Result<()> {
         let mut out = Vec::new();
         let emit_left = self.kind != JoinKind::Inner;
         let emit_right = self.kind == JoinKind::Outer;
@@ -339,7 +340,7 @@ where
             }
         }
         out.sort_by_key(|r| r.timestamp);
-        self.out.data(cx, out);
+        self.out.data(cx, out)
     }
 }
 
@@ -355,19 +356,20 @@ where
     R: Clone + 'static,
     VR: Clone,
 {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, L>) {
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, L>>) -> Result<()> {
+        self.state.borrow_mut().on_left(cx, batch)
+    }
+
+    fn on_watermark(&mut self, cx: &mut TaskCx, w: i64) -> Result<()> {
         let mut s = self.state.borrow_mut();
-        match msg {
-            Msg::Data(batch) => s.on_left(cx, batch),
-            Msg::Watermark(w) => {
-                if w > s.watermark {
-                    s.watermark = w;
-                    s.expire(cx);
-                }
-                s.out.send(cx, Msg::Watermark(w));
-            }
-            other => forward_control(cx, &s.out, other),
+        if super::rises(&mut s.watermark, w) {
+            s.expire(cx)?;
         }
+        s.out.control(cx, Control::Watermark(w))
+    }
+
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.state.borrow().out.control(cx, control)
     }
 }
 
@@ -378,9 +380,12 @@ where
     R: Clone + 'static,
     VR: Clone,
 {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, R>) {
-        if let Msg::Data(batch) = msg {
-            self.state.borrow_mut().on_right(cx, batch)
-        }
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, R>>) -> Result<()> {
+        self.state.borrow_mut().on_right(cx, batch)
+    }
+
+    /// The left side forwards the control messages.
+    fn forward(&mut self, _: &mut TaskCx, _: Control) -> Result<()> {
+        Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! The Processor API: user code with access to stores, record metadata, `forward`, and
 //! punctuation on stream time (the task's watermark) or wall-clock time.
 
+use crate::error::Result;
 use crate::operator::{Operator, Out, TaskCx};
-use crate::record::{Msg, Rec};
+use crate::record::{Control, Rec};
 use crate::state::StoreHandle;
 use runnel_log::Header;
 use std::cell::RefCell;
@@ -111,7 +112,7 @@ impl<K: Clone + 'static, V: Clone + 'static, KO: Clone + 'static, VO: Clone + 's
         cx: &mut TaskCx,
         current: Option<&Rec<K, V>>,
         f: impl FnOnce(&mut dyn Processor<K, V, KO, VO>, &mut ProcessorContext<'_, KO, VO>) -> T,
-    ) -> T {
+    ) -> Result<T> {
         let mut forwarded = Vec::new();
         let mut schedules = Vec::new();
         cx.at(&self.node, current.map_or(cx.offset, |r| r.offset));
@@ -132,32 +133,39 @@ impl<K: Clone + 'static, V: Clone + 'static, KO: Clone + 'static, VO: Clone + 's
                 PunctuationType::WallClockTime => self.wall.push((interval, None)),
             }
         }
-        self.out.data(cx, forwarded);
-        r
+        self.out.data(cx, forwarded)?;
+        Ok(r)
     }
 
-    pub fn init(&mut self, cx: &mut TaskCx) {
+    pub fn init(&mut self, cx: &mut TaskCx) -> Result<()> {
         if !self.initialized {
             self.initialized = true;
-            self.with_ctx(cx, None, |p, ctx| p.init(ctx));
+            self.with_ctx(cx, None, |p, ctx| p.init(ctx))?;
         }
+        Ok(())
     }
 
-    pub fn punctuate(&mut self, cx: &mut TaskCx, time: i64, kind: PunctuationType) {
-        self.with_ctx(cx, None, |p, ctx| p.punctuate(ctx, time, kind));
+    pub fn punctuate(&mut self, cx: &mut TaskCx, time: i64, kind: PunctuationType) -> Result<()> {
+        self.with_ctx(cx, None, |p, ctx| p.punctuate(ctx, time, kind))
     }
 
     /// Runs the wall-clock punctuations that are due.
-    pub fn fire_wall(&mut self, cx: &mut TaskCx, now: std::time::Instant, now_ms: i64) {
-        self.init(cx);
+    pub fn fire_wall(
+        &mut self,
+        cx: &mut TaskCx,
+        now: std::time::Instant,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.init(cx)?;
         for i in 0..self.wall.len() {
             let (interval, next) = self.wall[i];
             let due = *self.wall[i].1.get_or_insert(now + interval);
             if next.is_some() && now >= due {
                 self.wall[i].1 = Some(now + interval);
-                self.punctuate(cx, now_ms, PunctuationType::WallClockTime);
+                self.punctuate(cx, now_ms, PunctuationType::WallClockTime)?;
             }
         }
+        Ok(())
     }
 }
 
@@ -169,35 +177,39 @@ pub(crate) struct ProcessorOp<K, V, KO, VO> {
 impl<K: Clone + 'static, V: Clone + 'static, KO: Clone + 'static, VO: Clone + 'static>
     Operator<K, V> for ProcessorOp<K, V, KO, VO>
 {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
         let mut s = self.state.borrow_mut();
-        s.init(cx);
-        match msg {
-            Msg::Data(batch) => {
-                for r in batch {
-                    let rec = r.clone();
-                    s.with_ctx(cx, Some(&r), |p, ctx| p.process(ctx, rec));
-                }
-            }
-            Msg::Watermark(w) => {
-                for i in 0..s.stream_schedules.len() {
-                    loop {
-                        let (interval, next) = s.stream_schedules[i];
-                        // The first punctuation is one interval after the first watermark.
-                        let due =
-                            next.unwrap_or_else(|| w.div_euclid(interval) * interval + interval);
-                        s.stream_schedules[i].1 = Some(due);
-                        if w == i64::MAX || due > w {
-                            break;
-                        }
-                        s.stream_schedules[i].1 = Some(due + interval);
-                        s.punctuate(cx, due, PunctuationType::StreamTime);
-                    }
-                }
-                s.out.send(cx, Msg::Watermark(w));
-            }
-            Msg::Barrier => s.out.send(cx, Msg::Barrier),
-            Msg::End => s.out.send(cx, Msg::End),
+        s.init(cx)?;
+        for r in batch {
+            let rec = r.clone();
+            s.with_ctx(cx, Some(&r), |p, ctx| p.process(ctx, rec))?;
         }
+        Ok(())
+    }
+
+    /// Runs the stream-time punctuations the watermark passed, then forwards it.
+    fn on_watermark(&mut self, cx: &mut TaskCx, w: i64) -> Result<()> {
+        let mut s = self.state.borrow_mut();
+        s.init(cx)?;
+        for i in 0..s.stream_schedules.len() {
+            loop {
+                let (interval, next) = s.stream_schedules[i];
+                // The first punctuation is one interval after the first watermark.
+                let due = next.unwrap_or_else(|| w.div_euclid(interval) * interval + interval);
+                s.stream_schedules[i].1 = Some(due);
+                if w == i64::MAX || due > w {
+                    break;
+                }
+                s.stream_schedules[i].1 = Some(due + interval);
+                s.punctuate(cx, due, PunctuationType::StreamTime)?;
+            }
+        }
+        s.out.control(cx, Control::Watermark(w))
+    }
+
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        let mut s = self.state.borrow_mut();
+        s.init(cx)?;
+        s.out.control(cx, control)
     }
 }

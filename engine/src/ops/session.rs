@@ -5,8 +5,9 @@
 
 use super::aggregate::AggFns;
 use super::window::{EmitStrategy, late};
+use crate::error::Result;
 use crate::operator::{Operator, Out, TaskCx};
-use crate::record::{Msg, Rec, Window, Windowed};
+use crate::record::{Control, Rec, Window, Windowed};
 use crate::serdes::SerdeRef;
 use crate::state::SessionStore;
 use std::cell::RefCell;
@@ -32,7 +33,7 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> SessionAggregate<K, 
         end.saturating_add(self.gap).saturating_add(self.grace) <= self.watermark
     }
 
-    fn add_batch(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) {
+    fn add_batch(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
         let mut updates = Vec::new();
         let mut store = self.store.borrow_mut();
         for r in batch {
@@ -61,11 +62,9 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> SessionAggregate<K, 
                     updates.push(r.derive(key, None));
                 }
             }
-            let acc = self
-                .fns
-                .merge_all(&r.key, parts)
-                .unwrap_or_else(|| (self.fns.init)());
-            let acc = (self.fns.add)(&r.key, &r.value, acc);
+            let merged = self.fns.merge_all(&r.key, parts).map_err(|e| cx.fail(e))?;
+            let acc = merged.unwrap_or_else(|| (self.fns.init)());
+            let acc = (self.fns.add)(&r.key, &r.value, acc).map_err(|e| cx.fail(e))?;
             if self.emit == EmitStrategy::OnWindowUpdate {
                 let key = Windowed {
                     key: r.key.clone(),
@@ -76,10 +75,10 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> SessionAggregate<K, 
             store.put(r.key.clone(), start, end, acc);
         }
         drop(store);
-        self.out.data(cx, updates);
+        self.out.data(cx, updates)
     }
 
-    fn close_windows(&mut self, cx: &mut TaskCx) {
+    fn close_windows(&mut self, cx: &mut TaskCx) -> Result<()> {
         let mut emitted = Vec::new();
         let mut store = self.store.borrow_mut();
         while let Some(end) = store.first_end() {
@@ -103,31 +102,25 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> SessionAggregate<K, 
             }
         }
         drop(store);
-        self.out.data(cx, emitted);
-    }
-}
-
-impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static>
-    super::Windowed<K, V, Windowed<K>, Option<A>> for SessionAggregate<K, V, A>
-{
-    fn watermark(&mut self) -> &mut i64 {
-        &mut self.watermark
-    }
-    fn out(&self) -> &Out<Windowed<K>, Option<A>> {
-        &self.out
-    }
-    fn add(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) {
-        self.add_batch(cx, batch)
-    }
-    fn close(&mut self, cx: &mut TaskCx) {
-        self.close_windows(cx)
+        self.out.data(cx, emitted)
     }
 }
 
 impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Operator<K, V>
     for SessionAggregate<K, V, A>
 {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
-        super::on_windowed(self, cx, msg)
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
+        self.add_batch(cx, batch)
+    }
+
+    fn on_watermark(&mut self, cx: &mut TaskCx, w: i64) -> Result<()> {
+        if super::rises(&mut self.watermark, w) {
+            self.close_windows(cx)?;
+        }
+        self.out.control(cx, Control::Watermark(w))
+    }
+
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.out.control(cx, control)
     }
 }

@@ -1,9 +1,12 @@
 //! Writes records to a topic (a user topic or a repartition topic), partitioned by the key's
-//! murmur2 hash as Kafka's default partitioner does.
+//! murmur2 hash as Kafka's default partitioner does. A record that cannot be serialized stops
+//! the task with an error naming the sink, the output topic and the input record (topic,
+//! partition, offset). Sinks are terminal: control messages end here.
 
+use crate::error::Result;
 use crate::operator::{Operator, TaskCx};
 use crate::out_buf::OutBuf;
-use crate::record::{Msg, Rec};
+use crate::record::{Control, Rec};
 use crate::serdes::SerdeRef;
 use crate::task::{ORIGIN_HEADER, encode_origin};
 use std::sync::Arc;
@@ -18,8 +21,7 @@ pub(crate) struct Sink<K, V> {
 }
 
 impl<K, V> Operator<K, V> for Sink<K, V> {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
-        let Msg::Data(batch) = msg else { return };
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
         cx.metrics.records_out += batch.len() as u64;
         for r in batch {
             cx.at(&self.node, r.offset);
@@ -34,19 +36,29 @@ impl<K, V> Operator<K, V> for Sink<K, V> {
                     value: Some(encode_origin(cx.partition, *offset, *index)),
                 });
             }
-            if let Err(e) = cx.out.push(
-                &self.topic,
-                None,
-                r.timestamp,
-                headers,
-                |b| ks.serialize(&r.key, b),
-                |b| vs.serialize(&r.value, b),
-            ) {
-                // Fails the task with this operator and record named (see the runtime).
-                panic!("cannot serialize a record for topic {}: {e}", self.topic);
-            }
+            cx.out
+                .push(
+                    &self.topic,
+                    None,
+                    r.timestamp,
+                    headers,
+                    |b| ks.serialize(&r.key, b),
+                    |b| vs.serialize(&r.value, b),
+                )
+                .map_err(|e| unserializable(cx, &self.topic, e))?;
         }
+        Ok(())
     }
+
+    fn forward(&mut self, _: &mut TaskCx, _: Control) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn unserializable(cx: &TaskCx, topic: &str, reason: String) -> crate::EngineError {
+    cx.fail(format!(
+        "cannot serialize a record for topic {topic}: {reason}"
+    ))
 }
 
 /// Writes one output record per row of each record's value (the SQL layer's Arrow batches):
@@ -61,14 +73,17 @@ pub(crate) struct RowsSink<K, V> {
 }
 
 impl<K, V> Operator<K, V> for RowsSink<K, V> {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
-        let Msg::Data(batch) = msg else { return };
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
         for r in batch {
             cx.at(&self.node, r.offset);
-            match (self.write)(r, &self.topic, &mut cx.out) {
-                Ok(n) => cx.metrics.records_out += n,
-                Err(e) => panic!("cannot serialize a record for topic {}: {e}", self.topic),
-            }
+            let n = (self.write)(r, &self.topic, &mut cx.out)
+                .map_err(|e| unserializable(cx, &self.topic, e))?;
+            cx.metrics.records_out += n;
         }
+        Ok(())
+    }
+
+    fn forward(&mut self, _: &mut TaskCx, _: Control) -> Result<()> {
+        Ok(())
     }
 }

@@ -8,8 +8,9 @@
 //! current result of every open window the record touched.
 
 use super::aggregate::AggFns;
+use crate::error::Result;
 use crate::operator::{Operator, Out, TaskCx};
-use crate::record::{Msg, Rec, Window, Windowed};
+use crate::record::{Control, Rec, Window, Windowed};
 use crate::serdes::SerdeRef;
 use crate::state::WindowStore;
 use std::cell::RefCell;
@@ -100,19 +101,19 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
             <= self.watermark
     }
 
-    fn result(&self, store: &WindowStore<K, A>, key: &K, start: i64) -> Option<A> {
+    fn result(&self, store: &WindowStore<K, A>, key: &K, start: i64) -> Result<Option<A>, String> {
         let pane = self.spec.pane();
-        let parts = store
+        let mut parts = store
             .fetch(key, start, start + self.spec.size - pane)
             .into_iter()
             .map(|(_, a)| a.clone());
         if pane == self.spec.size {
-            return parts.into_iter().next();
+            return Ok(parts.next());
         }
         self.fns.merge_all(key, parts)
     }
 
-    fn add_batch(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) {
+    fn add_batch(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
         let pane = self.spec.pane();
         let mut updates = Vec::new();
         let mut store = self.store.borrow_mut();
@@ -125,12 +126,14 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
             }
             let p = r.timestamp.div_euclid(pane) * pane;
             let (init, add) = (&self.fns.init, &self.fns.add);
-            store.update(&r.key, p, || init(), |acc| add(&r.key, &r.value, acc));
+            store
+                .update(&r.key, p, || init(), |acc| add(&r.key, &r.value, acc))
+                .map_err(|e| cx.fail(e))?;
             if self.emit == EmitStrategy::OnWindowUpdate {
                 let mut s = self.spec.first_start(r.timestamp);
                 while s <= r.timestamp {
                     if !self.closed(s) {
-                        let value = self.result(&store, &r.key, s);
+                        let value = self.result(&store, &r.key, s).map_err(|e| cx.fail(e))?;
                         let window = Window {
                             start: s,
                             end: s + self.spec.size,
@@ -146,10 +149,10 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
             }
         }
         drop(store);
-        self.out.data(cx, updates);
+        self.out.data(cx, updates)
     }
 
-    fn close_windows(&mut self, cx: &mut TaskCx) {
+    fn close_windows(&mut self, cx: &mut TaskCx) -> Result<()> {
         let mut emitted = Vec::new();
         let mut store = self.store.borrow_mut();
         while let Some(first_pane) = store.first_start() {
@@ -168,7 +171,7 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
                     p += pane;
                 }
                 for key in keys {
-                    let value = self.result(&store, &key, s);
+                    let value = self.result(&store, &key, s).map_err(|e| cx.fail(e))?;
                     let window = Window { start: s, end };
                     emitted.push(Rec {
                         key: Windowed { key, window },
@@ -191,32 +194,26 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
             store.set_closed_before(s + self.spec.advance);
         }
         drop(store);
-        self.out.data(cx, emitted);
-    }
-}
-
-impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static>
-    super::Windowed<K, V, Windowed<K>, Option<A>> for WindowAggregate<K, V, A>
-{
-    fn watermark(&mut self) -> &mut i64 {
-        &mut self.watermark
-    }
-    fn out(&self) -> &Out<Windowed<K>, Option<A>> {
-        &self.out
-    }
-    fn add(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) {
-        self.add_batch(cx, batch)
-    }
-    fn close(&mut self, cx: &mut TaskCx) {
-        self.close_windows(cx)
+        self.out.data(cx, emitted)
     }
 }
 
 impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Operator<K, V>
     for WindowAggregate<K, V, A>
 {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<K, V>) {
-        super::on_windowed(self, cx, msg)
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
+        self.add_batch(cx, batch)
+    }
+
+    fn on_watermark(&mut self, cx: &mut TaskCx, w: i64) -> Result<()> {
+        if super::rises(&mut self.watermark, w) {
+            self.close_windows(cx)?;
+        }
+        self.out.control(cx, Control::Watermark(w))
+    }
+
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.out.control(cx, control)
     }
 }
 

@@ -8,6 +8,11 @@
 //! the value a row of the step's schema, or `None` for a deleted key of an upsert stream.
 //! Aggregates keep DataFusion accumulator states per key (and window) in the engine's
 //! changelogged stores.
+//!
+//! Failures are values: a row an expression fails on is refused (a dead letter, the rest of
+//! its batch goes on); a step that fails on a whole batch or on a state (reading values back
+//! from Arrow, an accumulator that cannot update, merge or evaluate) returns `Err(why)`, which
+//! stops the task with an error naming the operator and the input record.
 
 use super::changes::{Change, Changes, changes_of, flagged, unflag};
 use super::chunk::{Chunk, ChunkDecoder, ChunkEncoder, FilterProject};
@@ -25,6 +30,7 @@ use crate::dsl::{
     Consumed, JoinWindows, KStream, KTable, Produced, SessionWindows, StreamsBuilder, TimeWindows,
 };
 use crate::error::{EngineError, Result};
+use crate::ops::aggregate::AggFns;
 use crate::ops::stateless::Refused;
 use crate::out_buf::OutBuf;
 use crate::record::{Rec, Windowed};
@@ -73,9 +79,9 @@ struct BuildCx<'a> {
     stores: usize,
 }
 
-pub(super) fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    // A task's panic becomes its failure, naming the operator and the record's offset.
-    panic!("{what}: {e}")
+/// `what: error`: why a step failed (the task stops with it, naming the record).
+pub(super) fn why<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
 }
 
 /// Whether a step is a chain of `WHERE` and `SELECT` over a stream input, which runs on
@@ -91,27 +97,28 @@ fn chunkable(step: &Step) -> bool {
 /// Applies `f` to each record's chunk, dropping those it empties.
 fn map_chunks(
     batch: Vec<Rec<(), Chunk>>,
-    mut f: impl FnMut(Chunk) -> Option<Chunk>,
-) -> Vec<Rec<(), Chunk>> {
-    batch
-        .into_iter()
-        .filter_map(|r| {
-            let Rec {
-                value,
-                timestamp,
-                headers,
-                offset,
-                ..
-            } = r;
-            f(value).map(|value| Rec {
+    mut f: impl FnMut(Chunk) -> std::result::Result<Option<Chunk>, String>,
+) -> std::result::Result<Vec<Rec<(), Chunk>>, String> {
+    let mut out = Vec::with_capacity(batch.len());
+    for r in batch {
+        let Rec {
+            value,
+            timestamp,
+            headers,
+            offset,
+            ..
+        } = r;
+        if let Some(value) = f(value)? {
+            out.push(Rec {
                 key: (),
                 value,
                 timestamp,
                 headers,
                 offset,
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Evaluates expressions over the `Some` rows of a batch, in order: one Arrow batch, or, if
@@ -122,36 +129,32 @@ fn evaluate(
     batch: &[Rec<Row, Option<Row>>],
     exprs: &[PhysExpr],
     refused: &mut Vec<Refused>,
-) -> Vec<Option<Row>> {
+) -> std::result::Result<Vec<Option<Row>>, String> {
     let recs: Vec<&Rec<Row, Option<Row>>> = batch.iter().filter(|r| r.value.is_some()).collect();
     let rows: Vec<&Row> = recs.iter().filter_map(|r| r.value.as_ref()).collect();
-    match evaluate_batch(schema, &rows, exprs) {
-        Ok(columns) => rows_of(&columns, rows.len())
-            .unwrap_or_else(|e| fail("cannot read a value", e))
-            .into_iter()
-            .map(Some)
-            .collect(),
-        Err(_) => recs
-            .iter()
-            .zip(&rows)
-            .map(
-                |(rec, row)| match evaluate_batch(schema, std::slice::from_ref(row), exprs) {
-                    Ok(columns) => rows_of(&columns, 1)
-                        .unwrap_or_else(|e| fail("cannot read a value", e))
-                        .pop(),
-                    Err(reason) => {
-                        refused.push(Refused {
-                            offset: rec.offset,
-                            timestamp: rec.timestamp,
-                            value: row_json(schema, row),
-                            reason,
-                        });
-                        None
-                    }
-                },
-            )
-            .collect(),
+    if let Ok(columns) = evaluate_batch(schema, &rows, exprs) {
+        let rows = rows_of(&columns, rows.len()).map_err(why("cannot read a value"))?;
+        return Ok(rows.into_iter().map(Some).collect());
     }
+    recs.iter()
+        .zip(&rows)
+        .map(
+            |(rec, row)| match evaluate_batch(schema, std::slice::from_ref(row), exprs) {
+                Ok(columns) => Ok(rows_of(&columns, 1)
+                    .map_err(why("cannot read a value"))?
+                    .pop()),
+                Err(reason) => {
+                    refused.push(Refused {
+                        offset: rec.offset,
+                        timestamp: rec.timestamp,
+                        value: row_json(schema, row),
+                        reason,
+                    });
+                    Ok(None)
+                }
+            },
+        )
+        .collect()
 }
 
 fn evaluate_batch(
@@ -206,13 +209,13 @@ fn split_evaluated(
     exprs: &[PhysExpr],
     n: usize,
     refused: &mut Vec<Refused>,
-) -> impl Iterator<Item = Option<(Rec<Row, Option<Row>>, Row, Row)>> {
-    let computed = evaluate(schema, &batch, exprs, refused);
-    with_results(batch, computed).map(move |(r, v)| {
+) -> std::result::Result<impl Iterator<Item = Option<(Rec<Row, Option<Row>>, Row, Row)>>, String> {
+    let computed = evaluate(schema, &batch, exprs, refused)?;
+    Ok(with_results(batch, computed).map(move |(r, v)| {
         let mut front = v.ok().flatten()?;
         let rest = Row(front.0.split_off(n));
         Some((r, front, rest))
-    })
+    }))
 }
 
 /// `WHERE`: keeps the rows the predicate is true for; on an upsert stream a row that fails it
@@ -223,9 +226,9 @@ fn filter_batch(
     predicate: &PhysExpr,
     batch: Vec<Rec<Row, Option<Row>>>,
     refused: &mut Vec<Refused>,
-) -> Vec<Rec<Row, Option<Row>>> {
-    let keep = evaluate(schema, &batch, std::slice::from_ref(predicate), refused);
-    with_results(batch, keep)
+) -> std::result::Result<Vec<Rec<Row, Option<Row>>>, String> {
+    let keep = evaluate(schema, &batch, std::slice::from_ref(predicate), refused)?;
+    Ok(with_results(batch, keep)
         .filter_map(|(mut r, keep)| {
             let ok = match keep {
                 Err(()) => return Some(r), // a delete passes through
@@ -242,7 +245,7 @@ fn filter_batch(
                 (false, false) => None,
             }
         })
-        .collect()
+        .collect())
 }
 
 /// `SELECT` expressions over each row; deletes pass through, refused rows are dropped.
@@ -251,9 +254,9 @@ fn project_batch(
     exprs: &[PhysExpr],
     batch: Vec<Rec<Row, Option<Row>>>,
     refused: &mut Vec<Refused>,
-) -> Vec<Rec<Row, Option<Row>>> {
-    let rows = evaluate(schema, &batch, exprs, refused);
-    with_results(batch, rows)
+) -> std::result::Result<Vec<Rec<Row, Option<Row>>>, String> {
+    let rows = evaluate(schema, &batch, exprs, refused)?;
+    Ok(with_results(batch, rows)
         .filter_map(|(r, row)| {
             let key = r.key.clone();
             match row {
@@ -262,7 +265,7 @@ fn project_batch(
                 Ok(Some(row)) => Some(r.with(key, Some(row))),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// A stream's `WHERE` and the `SELECT` above it on one Arrow batch: the kept rows are projected
@@ -274,16 +277,16 @@ fn filter_project_batch(
     exprs: &[PhysExpr],
     batch: Vec<Rec<Row, Option<Row>>>,
     refused: &mut Vec<Refused>,
-) -> Vec<Rec<Row, Option<Row>>> {
+) -> std::result::Result<Vec<Rec<Row, Option<Row>>>, String> {
     let rows: Option<Vec<&Row>> = batch.iter().map(|r| r.value.as_ref()).collect();
     if let Some((keep, columns)) =
         rows.and_then(|rows| filter_project(schema, predicate, exprs, &rows).ok())
     {
         let kept = keep.iter().filter(|k| **k).count();
         let mut projected = rows_of(&columns, kept)
-            .unwrap_or_else(|e| fail("cannot read a value", e))
+            .map_err(why("cannot read a value"))?
             .into_iter();
-        return batch
+        return Ok(batch
             .into_iter()
             .zip(keep)
             .filter(|(_, k)| *k)
@@ -291,9 +294,9 @@ fn filter_project_batch(
                 let key = r.key.clone();
                 r.with(key, projected.next())
             })
-            .collect();
+            .collect());
     }
-    let filtered = filter_batch(schema, false, predicate, batch, refused);
+    let filtered = filter_batch(schema, false, predicate, batch, refused)?;
     project_batch(schema, exprs, filtered, refused)
 }
 
@@ -339,14 +342,11 @@ impl BuildCx<'_> {
             let stream = self.chunks(step).map_batch(
                 "SQL-ROWS",
                 Arc::new(|batch: Vec<Rec<(), Chunk>>, _: &mut Vec<Refused>| {
-                    batch
-                        .into_iter()
-                        .flat_map(|r| {
-                            r.value
-                                .into_rows()
-                                .unwrap_or_else(|e| fail("cannot read a value", e))
-                        })
-                        .collect()
+                    let mut rows = Vec::new();
+                    for r in batch {
+                        rows.extend(r.value.into_rows().map_err(why("cannot read a value"))?);
+                    }
+                    Ok(rows)
                 }),
                 false,
             );
@@ -454,8 +454,8 @@ impl BuildCx<'_> {
             prefix,
             Arc::new(
                 move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
-                    let keys = evaluate(&schema, &batch, &key_exprs, refused);
-                    with_results(batch, keys)
+                    let keys = evaluate(&schema, &batch, &key_exprs, refused)?;
+                    Ok(with_results(batch, keys)
                         .filter_map(|(r, k)| {
                             let k = k.ok().flatten()?;
                             if k.0.iter().any(ScalarValue::is_null) {
@@ -464,7 +464,7 @@ impl BuildCx<'_> {
                             let v = r.value.clone();
                             Some(r.with(k, v))
                         })
-                        .collect()
+                        .collect())
                 },
             ),
             true,
@@ -560,10 +560,8 @@ impl BuildCx<'_> {
                     "SQL-WINDOW-COLUMNS",
                     Arc::new(move |batch: Vec<Rec<(), Chunk>>, _: &mut Vec<Refused>| {
                         map_chunks(batch, |c| {
-                            Some(
-                                c.with_nulls(&extra, &schema)
-                                    .unwrap_or_else(|e| fail("cannot add window columns", e)),
-                            )
+                            let c = c.with_nulls(&extra, &schema);
+                            c.map(Some).map_err(why("cannot add window columns"))
                         })
                     }),
                     false,
@@ -659,14 +657,16 @@ impl BuildCx<'_> {
                 "SQL-GROUP-BY",
                 Arc::new(
                     move |batch: Vec<Rec<(), Chunk>>, refused: &mut Vec<Refused>| {
-                        batch
-                            .into_iter()
-                            .filter_map(|r| op.apply(r.value, refused))
-                            .flat_map(|c| {
+                        let mut folded = Vec::new();
+                        for r in batch {
+                            if let Some(c) = op.apply(r.value, refused)? {
                                 let records = c.records();
-                                combiner.fold_columns(c.batch.columns(), records, nkeys, pane)
-                            })
-                            .collect()
+                                let columns = c.batch.columns();
+                                folded
+                                    .extend(combiner.fold_columns(columns, records, nkeys, pane)?);
+                            }
+                        }
+                        Ok(folded)
                     },
                 ),
                 true,
@@ -676,7 +676,7 @@ impl BuildCx<'_> {
                 "SQL-GROUP-BY",
                 Arc::new(
                     move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
-                        let computed = evaluate(&in_schema, &batch, &pre, refused);
+                        let computed = evaluate(&in_schema, &batch, &pre, refused)?;
                         let rows: Vec<(Rec<Row, Option<Row>>, Row)> = with_results(batch, computed)
                             .filter_map(|(r, v)| Some((r, v.ok().flatten()?)))
                             .collect();
@@ -691,13 +691,21 @@ impl BuildCx<'_> {
         self.stores += 1;
         let store = format!("sql-{stmt}-aggregate-{}", self.stores);
         let (f1, f2, f3) = (fns.clone(), fns.clone(), fns.clone());
-        let init = Vec::<Row>::new;
-        let add =
-            move |_: &Row, partial: &Vec<Row>, states: Vec<Row>| f1.merge(states, partial.clone());
-        let merge = move |_: &Row, x: Vec<Row>, y: Vec<Row>| f2.merge(x, y);
+        let agg_fns = AggFns {
+            init: Arc::new(Vec::<Row>::new),
+            add: Arc::new(move |_: &Row, partial: &Vec<Row>, states: Vec<Row>| {
+                f1.merge(states, partial.clone())
+            }),
+            merge: Some(Arc::new(move |_: &Row, x: Vec<Row>, y: Vec<Row>| {
+                f2.merge(x, y)
+            })),
+        };
         let group_columns = a.group_columns.clone();
         let out_row = Arc::new(
-            move |key: &Row, window: Option<(i64, i64)>, states: &[Row]| -> Row {
+            move |key: &Row,
+                  window: Option<(i64, i64)>,
+                  states: &[Row]|
+                  -> std::result::Result<Row, String> {
                 let mut values: Vec<ScalarValue> = group_columns
                     .iter()
                     .map(|c| match c {
@@ -706,8 +714,8 @@ impl BuildCx<'_> {
                         Err(false) => timestamp(window.map(|w| w.1)),
                     })
                     .collect();
-                values.extend(f3.evaluate(states));
-                Row(values)
+                values.extend(f3.evaluate(states)?);
+                Ok(Row(values))
             },
         );
         let (out_row2, out_row3) = (out_row.clone(), out_row.clone());
@@ -720,21 +728,25 @@ impl BuildCx<'_> {
             .collect();
         let to_rows = move |w: &Windowed<Row>, states: Option<Vec<Row>>| {
             let mut key = w.key.clone();
-            let row = states.map(|s| out_row(&w.key, Some((w.window.start, w.window.end)), &s));
+            let window = Some((w.window.start, w.window.end));
+            let row = states.map(|s| out_row(&w.key, window, &s)).transpose()?;
             key.0.push(timestamp(Some(w.window.start)));
-            (key, row)
+            Ok((key, row))
         };
+        let store_serde = Arc::new(RowCodec);
         let mut key_names = a.key_names.clone();
         let (stream, key_types) = match a.window {
             Some(WindowSpec::PerUpstreamWindow) => {
                 // Panes of 1 ms at the upstream results' time: the group key (which holds the
                 // upstream window) already names the window, so it is the output key as is.
-                let t = grouped
-                    .windowed_by(TimeWindows::of(duration(1)))
-                    .aggregate(init, add, merge, RowCodec, &store);
-                let stream = t.to_stream().map(move |w, s| {
-                    let row = s.map(|s| out_row2(&w.key, None, &s));
-                    (w.key, row)
+                let t = grouped.windowed_by(TimeWindows::of(duration(1))).build(
+                    &store,
+                    agg_fns,
+                    store_serde,
+                );
+                let stream = t.to_stream().try_map(move |w, s| {
+                    let row = s.map(|s| out_row2(&w.key, None, &s)).transpose()?;
+                    Ok((w.key, row))
                 });
                 (stream, key_types)
             }
@@ -745,28 +757,32 @@ impl BuildCx<'_> {
                 }
                 let t = grouped
                     .windowed_by(windows)
-                    .aggregate(init, add, merge, RowCodec, &store);
+                    .build(&store, agg_fns, store_serde);
                 key_names.push("window_start".into());
                 (
-                    t.to_stream().map(move |w, s| to_rows(&w, s)),
+                    t.to_stream().try_map(move |w, s| to_rows(&w, s)),
                     with_ts(key_types),
                 )
             }
             Some(WindowSpec::Session { gap }) => {
                 let t = grouped
                     .windowed_by_session(SessionWindows::with_inactivity_gap(duration(gap)))
-                    .aggregate(init, add, merge, RowCodec, &store);
+                    .build(&store, agg_fns, store_serde);
                 key_names.push("window_start".into());
                 (
-                    t.to_stream().map(move |w, s| to_rows(&w, s)),
+                    t.to_stream().try_map(move |w, s| to_rows(&w, s)),
                     with_ts(key_types),
                 )
             }
             None => {
-                let t = grouped.aggregate(init, move |k, v, s| add(k, v, s), RowCodec, &store);
-                let stream = t.to_stream().map(move |k, s: Option<Vec<Row>>| {
-                    let row = s.map(|s| out_row3(&k, None, &s));
-                    (k, row)
+                let fns = AggFns {
+                    merge: None,
+                    ..agg_fns
+                };
+                let t = grouped.aggregate_into(&store, fns, store_serde);
+                let stream = t.to_stream().try_map(move |k, s: Option<Vec<Row>>| {
+                    let row = s.map(|s| out_row3(&k, None, &s)).transpose()?;
+                    Ok((k, row))
                 });
                 (stream, key_types)
             }
@@ -856,14 +872,14 @@ impl BuildCx<'_> {
                         let n = batch.len();
                         (batch, vec![None; n])
                     };
-                    split_evaluated(&in_schema, batch, &pre, nparts, refused)
+                    Ok(split_evaluated(&in_schema, batch, &pre, nparts, refused)?
                         .zip(changes)
                         .filter_map(|(v, change)| {
                             let (r, part, args) = v?;
                             let (key, row) = (r.key.clone(), r.value.clone()?);
                             Some(r.with(part, pack(row, args, change.map(|c| (key, c)))))
                         })
-                        .collect()
+                        .collect())
                 },
             ),
             true,
@@ -896,34 +912,34 @@ impl BuildCx<'_> {
             Arc::new(
                 move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
                     let (batch, changes) = changes_of(batch);
-                    split_evaluated(&in_schema, batch, &pre, nkeys, refused)
+                    Ok(split_evaluated(&in_schema, batch, &pre, nkeys, refused)?
                         .zip(changes)
                         .filter_map(|(v, change)| {
                             let (r, keys, args) = v?;
                             Some(r.with(keys, flagged(args, change != Change::Add)))
                         })
-                        .collect()
+                        .collect())
                 },
             ),
             true,
         );
         let (f1, f2) = (fns.clone(), fns);
+        let agg_fns = AggFns {
+            init: Arc::new(Vec::<Row>::new),
+            add: Arc::new(move |_: &Row, change: &Row, states: Vec<Row>| {
+                let (args, retract) = unflag(change.clone());
+                f1.apply(states, &args, retract)
+            }),
+            merge: None,
+        };
         let table = keyed
             .with_serdes(RowCodec, RowCodec)
             .group_by_key(None)
-            .aggregate(
-                Vec::<Row>::new,
-                move |_: &Row, change: &Row, states: Vec<Row>| {
-                    let (args, retract) = unflag(change.clone());
-                    f1.apply(states, &args, retract)
-                },
-                RowCodec,
-                &aggregate,
-            );
+            .aggregate_into(&aggregate, agg_fns, Arc::new(RowCodec));
         let group_columns = a.group_columns.clone();
         let stream = table
             .to_stream()
-            .map(move |key: Row, states: Option<Vec<Row>>| {
+            .try_map(move |key: Row, states: Option<Vec<Row>>| {
                 let row = states.filter(|s| f2.rows(s) > 0).map(|s| {
                     let mut values: Vec<ScalarValue> = group_columns
                         .iter()
@@ -931,10 +947,10 @@ impl BuildCx<'_> {
                             key.0[*c.as_ref().expect("no window over an upsert stream")].clone()
                         })
                         .collect();
-                    values.extend(f2.evaluate(&s));
-                    Row(values)
+                    values.extend(f2.evaluate(&s)?);
+                    Ok::<_, String>(Row(values))
                 });
-                (key, row)
+                Ok((key, row.transpose()?))
             });
         Lowered {
             stream: stream.with_serdes(RowCodec, RowCodec),
@@ -1087,11 +1103,11 @@ fn join_condition(
         Arc::new(
             move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
                 let keep: Vec<bool> =
-                    evaluate(&schema, &batch, std::slice::from_ref(&filter), refused)
+                    evaluate(&schema, &batch, std::slice::from_ref(&filter), refused)?
                         .into_iter()
                         .map(|v| v.is_some_and(|v| v.0[0] == ScalarValue::Boolean(Some(true))))
                         .collect();
-                batch
+                Ok(batch
                     .into_iter()
                     .enumerate()
                     .filter_map(|(i, mut r)| match (&unmatched, keep[i]) {
@@ -1105,7 +1121,7 @@ fn join_condition(
                         }
                         (None, false) => None,
                     })
-                    .collect()
+                    .collect())
             },
         ),
         false,
@@ -1131,13 +1147,13 @@ pub(super) struct AccumulatorFns {
     pub(super) retracting: bool,
 }
 
-fn state_arrays(state: &Row) -> Vec<ArrayRef> {
+fn state_arrays(state: &Row) -> std::result::Result<Vec<ArrayRef>, String> {
     state
         .0
         .iter()
         .map(|v| {
             v.to_array_of_size(1)
-                .unwrap_or_else(|e| fail("cannot restore an aggregate state", e))
+                .map_err(why("cannot restore an aggregate state"))
         })
         .collect()
 }
@@ -1146,6 +1162,9 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a.max(1) } else { gcd(b, a % b) }
 }
 
+/// What an accumulator call returns: its value, or why it failed.
+type Acc<T> = std::result::Result<T, String>;
+
 impl AccumulatorFns {
     /// Folds `(record, key values ++ argument values)` rows: see [`Self::fold_columns`].
     fn fold(
@@ -1153,16 +1172,16 @@ impl AccumulatorFns {
         rows: Vec<(Rec<Row, Option<Row>>, Row)>,
         nkeys: usize,
         pane: Option<i64>,
-    ) -> Vec<Rec<Row, Vec<Row>>> {
+    ) -> Acc<Vec<Rec<Row, Vec<Row>>>> {
         let Some((_, first)) = rows.first() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let columns: Vec<ArrayRef> = (0..first.0.len())
             .map(|c| {
                 ScalarValue::iter_to_array(rows.iter().map(|(_, v)| v.0[c].clone()))
-                    .unwrap_or_else(|e| fail("bad argument", e))
+                    .map_err(why("bad argument"))
             })
-            .collect();
+            .collect::<Acc<_>>()?;
         let records = rows.into_iter().map(|(r, _)| r.with((), ())).collect();
         self.fold_columns(&columns, records, nkeys, pane)
     }
@@ -1178,7 +1197,7 @@ impl AccumulatorFns {
         records: Vec<Rec<(), ()>>,
         nkeys: usize,
         pane: Option<i64>,
-    ) -> Vec<Rec<Row, Vec<Row>>> {
+    ) -> Acc<Vec<Rec<Row, Vec<Row>>>> {
         use datafusion::arrow::array::{Array, UInt32Array};
         use datafusion::arrow::row::{RowConverter, SortField};
         let (key_columns, arg_columns) = columns.split_at(nkeys);
@@ -1190,7 +1209,7 @@ impl AccumulatorFns {
                 .collect(),
         )
         .and_then(|c| c.convert_columns(key_columns))
-        .unwrap_or_else(|e| fail("cannot group rows", e));
+        .map_err(why("cannot group rows"))?;
         // foldhash, not SipHash: one lookup per row.
         let mut index: datafusion::common::HashMap<(&[u8], i64), usize> = Default::default();
         let mut groups: Vec<(Rec<(), ()>, Vec<u32>)> = Vec::new();
@@ -1227,7 +1246,7 @@ impl AccumulatorFns {
                     .iter()
                     .map(|c| ScalarValue::try_from_array(c, first))
                     .collect::<std::result::Result<Vec<_>, _>>()
-                    .unwrap_or_else(|e| fail("cannot read a value", e));
+                    .map_err(why("cannot read a value"))?;
                 let states = (0..self.aggregates.len())
                     .map(|i| {
                         let args: Vec<ArrayRef> = self.arg_ranges[i]
@@ -1240,15 +1259,16 @@ impl AccumulatorFns {
                                 }
                             })
                             .collect::<std::result::Result<_, _>>()
-                            .unwrap_or_else(|e| fail("cannot pick arguments", e));
-                        let mut acc = self.accumulator(i, None);
-                        acc.update_batch(&args).unwrap_or_else(|e| {
-                            fail(&format!("cannot update {}", self.aggregates[i].name()), e)
-                        });
+                            .map_err(why("cannot pick arguments"))?;
+                        let mut acc = self.accumulator(i, None)?;
+                        acc.update_batch(&args).map_err(why(&format!(
+                            "cannot update {}",
+                            self.aggregates[i].name()
+                        )))?;
                         self.state(i, acc)
                     })
-                    .collect();
-                rec.with(Row(key), states)
+                    .collect::<Acc<_>>()?;
+                Ok(rec.with(Row(key), states))
             })
             .collect()
     }
@@ -1258,29 +1278,29 @@ impl AccumulatorFns {
         &self,
         i: usize,
         args: impl Iterator<Item = &'a Row> + Clone,
-    ) -> Vec<ArrayRef> {
+    ) -> Acc<Vec<ArrayRef>> {
         self.arg_ranges[i]
             .clone()
             .map(|c| {
                 ScalarValue::iter_to_array(args.clone().map(|a| a.0[c].clone()))
-                    .unwrap_or_else(|e| fail("bad argument", e))
+                    .map_err(why("bad argument"))
             })
             .collect()
     }
 
     /// Adds or retracts one row of arguments; the last state is the group's row count.
-    fn apply(&self, mut states: Vec<Row>, args: &Row, retract: bool) -> Vec<Row> {
+    fn apply(&self, mut states: Vec<Row>, args: &Row, retract: bool) -> Acc<Vec<Row>> {
         let rows = self.rows(&states) + if retract { -1 } else { 1 };
         states.truncate(self.aggregates.len());
         let mut next: Vec<Row> = (0..self.aggregates.len())
             .map(|i| {
-                let mut acc = self.accumulator(i, states.get(i));
-                self.feed(i, acc.as_mut(), std::iter::once(args), retract);
+                let mut acc = self.accumulator(i, states.get(i))?;
+                self.feed(i, acc.as_mut(), std::iter::once(args), retract)?;
                 self.state(i, acc)
             })
-            .collect();
+            .collect::<Acc<_>>()?;
         next.push(Row(vec![ScalarValue::Int64(Some(rows))]));
-        next
+        Ok(next)
     }
 
     /// Adds rows of arguments to aggregate `i`'s accumulator, or retracts them.
@@ -1290,14 +1310,14 @@ impl AccumulatorFns {
         acc: &mut dyn Accumulator,
         args: impl Iterator<Item = &'a Row> + Clone,
         retract: bool,
-    ) {
-        let columns = self.arguments(i, args);
+    ) -> Acc<()> {
+        let columns = self.arguments(i, args)?;
         let done = if retract {
             acc.retract_batch(&columns)
         } else {
             acc.update_batch(&columns)
         };
-        done.unwrap_or_else(|e| fail(&format!("cannot update {}", self.aggregates[i].name()), e));
+        done.map_err(why(&format!("cannot update {}", self.aggregates[i].name())))
     }
 
     /// How many rows a retracting group holds.
@@ -1308,56 +1328,54 @@ impl AccumulatorFns {
         }
     }
 
-    pub(super) fn accumulator(&self, i: usize, state: Option<&Row>) -> Box<dyn Accumulator> {
+    pub(super) fn accumulator(&self, i: usize, state: Option<&Row>) -> Acc<Box<dyn Accumulator>> {
         let f = &self.aggregates[i];
         let created = if self.retracting {
             f.create_sliding_accumulator()
         } else {
             f.create_accumulator()
         };
-        let mut acc = created
-            .unwrap_or_else(|e| fail(&format!("cannot create the accumulator of {}", f.name()), e));
+        let mut acc = created.map_err(why(&format!(
+            "cannot create the accumulator of {}",
+            f.name()
+        )))?;
         if let Some(s) = state {
-            acc.merge_batch(&state_arrays(s))
-                .unwrap_or_else(|e| fail(&format!("cannot merge a state of {}", f.name()), e));
+            acc.merge_batch(&state_arrays(s)?)
+                .map_err(why(&format!("cannot merge a state of {}", f.name())))?;
         }
-        acc
+        Ok(acc)
     }
 
-    pub(super) fn state(&self, i: usize, mut acc: Box<dyn Accumulator>) -> Row {
-        Row(acc.state().unwrap_or_else(|e| {
-            fail(
-                &format!("cannot read the state of {}", self.aggregates[i].name()),
-                e,
-            )
-        }))
+    pub(super) fn state(&self, i: usize, mut acc: Box<dyn Accumulator>) -> Acc<Row> {
+        let what = format!("cannot read the state of {}", self.aggregates[i].name());
+        acc.state().map(Row).map_err(why(&what))
     }
 
-    fn merge(&self, x: Vec<Row>, y: Vec<Row>) -> Vec<Row> {
+    fn merge(&self, x: Vec<Row>, y: Vec<Row>) -> Acc<Vec<Row>> {
         if x.is_empty() {
-            return y;
+            return Ok(y);
         }
         if y.is_empty() {
-            return x;
+            return Ok(x);
         }
         (0..self.aggregates.len())
             .map(|i| {
-                let mut acc = self.accumulator(i, Some(&x[i]));
-                acc.merge_batch(&state_arrays(&y[i])).unwrap_or_else(|e| {
-                    fail(&format!("cannot merge {}", self.aggregates[i].name()), e)
-                });
+                let mut acc = self.accumulator(i, Some(&x[i]))?;
+                acc.merge_batch(&state_arrays(&y[i])?)
+                    .map_err(why(&format!("cannot merge {}", self.aggregates[i].name())))?;
                 self.state(i, acc)
             })
             .collect()
     }
 
-    fn evaluate(&self, states: &[Row]) -> Vec<ScalarValue> {
+    fn evaluate(&self, states: &[Row]) -> Acc<Vec<ScalarValue>> {
         (0..self.aggregates.len())
             .map(|i| {
-                let mut acc = self.accumulator(i, states.get(i));
-                acc.evaluate().unwrap_or_else(|e| {
-                    fail(&format!("cannot evaluate {}", self.aggregates[i].name()), e)
-                })
+                let mut acc = self.accumulator(i, states.get(i))?;
+                acc.evaluate().map_err(why(&format!(
+                    "cannot evaluate {}",
+                    self.aggregates[i].name()
+                )))
             })
             .collect()
     }

@@ -229,8 +229,9 @@ pub struct ChunkDecoder {
 
 impl ChunkDecoder {
     /// The run's records as one chunk; watermark markers are skipped, and the records that do
-    /// not decode are refused by their index in the run.
-    pub fn decode(&self, run: &RecordRun) -> DecodedRun<Chunk> {
+    /// not decode are refused by their index in the run. `Err` when the decoded columns do
+    /// not make a batch of the input's schema.
+    pub fn decode(&self, run: &RecordRun) -> Result<DecodedRun<Chunk>, String> {
         let schema = &self.rows.schema;
         let fields = schema.fields();
         let mut columns = Columns::new(fields, run.len());
@@ -270,12 +271,12 @@ impl ChunkDecoder {
         }
         let kept = offsets.len();
         if kept == 0 {
-            return DecodedRun {
+            return Ok(DecodedRun {
                 value: None,
                 kept,
                 max_ts: None,
                 refused,
-            };
+            });
         }
         let columns = columns.finish(fields);
         let timestamps = match self.event_time {
@@ -284,8 +285,8 @@ impl ChunkDecoder {
         };
         let max_ts = timestamps.iter().copied().max();
         let batch = batch_of(schema.clone(), columns, kept)
-            .unwrap_or_else(|e| panic!("cannot build a batch of {schema}: {e}"));
-        DecodedRun {
+            .map_err(|e| format!("cannot build a batch of {schema}: {e}"))?;
+        Ok(DecodedRun {
             value: Some(Chunk {
                 batch,
                 timestamps,
@@ -295,7 +296,7 @@ impl ChunkDecoder {
             kept,
             max_ts,
             refused,
-        }
+        })
     }
 
     /// A record the hand reader left: serde reads its fields, or (for values that need the row
@@ -355,11 +356,12 @@ pub struct FilterProject {
 }
 
 impl FilterProject {
-    /// The rows that pass, projected. When an expression fails on the batch, the rows are
-    /// evaluated one by one so that only those it fails on are refused.
-    pub fn apply(&self, chunk: Chunk, refused: &mut Vec<Refused>) -> Option<Chunk> {
+    /// The rows that pass, projected (`None` when none does). When an expression fails on
+    /// the batch, the rows are evaluated one by one so that only those it fails on are
+    /// refused; `Err` when the rows evaluated one by one do not join into one batch again.
+    pub fn apply(&self, chunk: Chunk, refused: &mut Vec<Refused>) -> Result<Option<Chunk>, String> {
         if let Ok((keep, batch)) = self.evaluate(&chunk.batch) {
-            return Some(chunk.select(&keep, batch)).filter(|c| c.batch.num_rows() > 0);
+            return Ok(Some(chunk.select(&keep, batch)).filter(|c| c.batch.num_rows() > 0));
         }
         let mut keep = Vec::with_capacity(chunk.batch.num_rows());
         let mut kept = Vec::new();
@@ -381,10 +383,12 @@ impl FilterProject {
                 }
             }
         }
-        let schema = kept.first()?.schema();
+        let Some(schema) = kept.first().map(RecordBatch::schema) else {
+            return Ok(None);
+        };
         let batch = datafusion::arrow::compute::concat_batches(&schema, &kept)
-            .unwrap_or_else(|e| panic!("cannot join evaluated rows: {e}"));
-        Some(chunk.select(&keep, batch)).filter(|c| c.batch.num_rows() > 0)
+            .map_err(|e| format!("cannot join evaluated rows: {e}"))?;
+        Ok(Some(chunk.select(&keep, batch)).filter(|c| c.batch.num_rows() > 0))
     }
 
     /// Which rows pass, and the projection of those.
@@ -611,7 +615,9 @@ mod tests {
 
     /// Decodes `records` as one run read from the log.
     fn decode(decoder: &ChunkDecoder, records: &[Record]) -> DecodedRun<Chunk> {
-        decoder.decode(&RecordRun::from_records(Arc::from("in"), 0, records))
+        decoder
+            .decode(&RecordRun::from_records(Arc::from("in"), 0, records))
+            .expect("the decoded columns make a batch")
     }
 
     #[test]

@@ -57,24 +57,26 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> WindowStore<K, V> {
     }
 
     /// Replaces the value at (key, start) with `f(old or init())`, hashing the key once when
-    /// the entry exists (the common case: one pane updated per record).
-    pub fn update(
+    /// the entry exists (the common case: one pane updated per record). When `f` fails, an
+    /// existing entry holds `init()`: the caller stops its task.
+    pub fn update<E>(
         &mut self,
         key: &K,
         start: i64,
         init: impl FnOnce() -> V,
-        f: impl FnOnce(V) -> V,
-    ) {
+        f: impl FnOnce(V) -> Result<V, E>,
+    ) -> Result<(), E> {
         let slot = (key.clone(), start);
         if let Some(v) = self.inner.map.get_mut(&slot) {
             let old = std::mem::replace(v, init());
-            *v = f(old);
+            *v = f(old)?;
             self.inner.mark_dirty(slot);
         } else {
+            let v = f(init())?;
             self.by_start.entry(start).or_default().insert(key.clone());
-            let v = f(init());
             self.inner.put(slot, v);
         }
+        Ok(())
     }
 
     pub fn remove(&mut self, key: &K, start: i64) -> Option<V> {

@@ -9,7 +9,7 @@
 //! accumulators (`MIN`/`MAX` included) take retractions in.
 
 use super::OverSpec;
-use crate::sql::build::fail;
+use crate::sql::build::why;
 use crate::sql::plan::Frame;
 use crate::sql::row::{Row, millis};
 use datafusion::arrow::compute::SortOptions;
@@ -138,26 +138,27 @@ pub(crate) struct Evaluated {
 
 /// The window columns of `rows[run]`. `prefix`: states of the rows before `rows[0]` that the
 /// partition no longer keeps (a frame from the partition's start over a stream);
-/// `first_number`: the `ROW_NUMBER` of `rows[0]`.
+/// `first_number`: the `ROW_NUMBER` of `rows[0]`. `Err` when an accumulator fails (why).
 pub(crate) fn evaluate(
     spec: &OverSpec,
     rows: &[Entry],
     run: Range<usize>,
     prefix: &[Row],
     first_number: u64,
-) -> Evaluated {
+) -> Result<Evaluated, String> {
     let fns = &spec.fns;
     let aggregates = fns.aggregates.len();
     let mut accs: Vec<Box<dyn Accumulator>> = (0..aggregates)
         .map(|i| fns.accumulator(i, prefix.get(i)))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let apply = |accs: &mut [Box<dyn Accumulator>], part: &[Entry], retract: bool| {
         if part.is_empty() {
-            return;
+            return Ok(());
         }
         for (i, acc) in accs.iter_mut().enumerate() {
-            fns.feed(i, acc.as_mut(), part.iter().map(|e| &e.args), retract);
+            fns.feed(i, acc.as_mut(), part.iter().map(|e| &e.args), retract)?;
         }
+        Ok::<_, String>(())
     };
     let mut columns = Vec::with_capacity(run.len());
     let (mut start, mut end) = match run.clone().next() {
@@ -172,19 +173,20 @@ pub(crate) fn evaluate(
         // `j`, which the previous frame reached), so the accumulators gain `[end, e)` and
         // lose `[start, s)`.
         let (s, e) = frame_of(spec, rows, j, start);
-        apply(&mut accs, &rows[end..e], false);
-        apply(&mut accs, &rows[start..s], true);
+        apply(&mut accs, &rows[end..e], false)?;
+        apply(&mut accs, &rows[start..s], true)?;
         (start, end) = (s, e);
         columns.push(
             spec.columns
                 .iter()
                 .map(|c| match c {
-                    Some(i) => accs[*i].evaluate().unwrap_or_else(|e| {
-                        fail(&format!("cannot evaluate {}", fns.aggregates[*i].name()), e)
-                    }),
-                    None => ScalarValue::UInt64(Some(first_number + j as u64)),
+                    Some(i) => accs[*i].evaluate().map_err(why(&format!(
+                        "cannot evaluate {}",
+                        fns.aggregates[*i].name()
+                    ))),
+                    None => Ok(ScalarValue::UInt64(Some(first_number + j as u64))),
                 })
-                .collect(),
+                .collect::<Result<_, _>>()?,
         );
     }
     let states = if spec.frame.bounded() {
@@ -193,9 +195,9 @@ pub(crate) fn evaluate(
         accs.into_iter()
             .enumerate()
             .map(|(i, acc)| fns.state(i, acc))
-            .collect()
+            .collect::<Result<_, _>>()?
     };
-    Evaluated { columns, states }
+    Ok(Evaluated { columns, states })
 }
 
 /// The rows whose frame (or row number) changed when rows with these `(order, id)` keys were
@@ -378,7 +380,7 @@ mod tests {
                     }
                 }
                 for run in affected(&spec, &rows, &changed) {
-                    let done = evaluate(&spec, &rows, run.clone(), &[], 1);
+                    let done = evaluate(&spec, &rows, run.clone(), &[], 1).unwrap();
                     for (j, columns) in run.zip(done.columns) {
                         let ScalarValue::Int64(Some(id)) = rows[j].id.0[0] else { unreachable!() };
                         table.insert(id, columns);
@@ -406,12 +408,12 @@ mod tests {
                 .enumerate()
                 .map(|(i, a)| entry(i as i64, i as i64, *a))
                 .collect();
-            let whole = evaluate(&spec, &all, 0..all.len(), &[], 1).columns;
+            let whole = evaluate(&spec, &all, 0..all.len(), &[], 1).unwrap().columns;
             let (mut kept, mut states, mut released, mut got) = (Vec::new(), Vec::new(), 0u64, Vec::new());
             for run in runs {
                 let start = kept.len();
                 kept.extend(all[released as usize..released as usize + run.len()].iter().cloned());
-                let done = evaluate(&spec, &kept, start..kept.len(), &states, released + 1 - start as u64);
+                let done = evaluate(&spec, &kept, start..kept.len(), &states, released + 1 - start as u64).unwrap();
                 got.extend(done.columns);
                 released += run.len() as u64;
                 let drop = if unbounded { kept.len() } else { kept.len().saturating_sub(n) };

@@ -33,10 +33,10 @@
 mod frame;
 mod store;
 
+use crate::error::Result;
 use crate::operator::{OpRef, Out, TaskCx, op};
-use crate::ops::Windowed;
 use crate::ops::window::late;
-use crate::record::{Msg, Rec};
+use crate::record::{Control, Rec};
 use crate::serdes::SerdeRef;
 use crate::sql::build::AccumulatorFns;
 use crate::sql::changes::Change;
@@ -133,7 +133,7 @@ fn with_columns(row: &Row, columns: Vec<ScalarValue>) -> Row {
 
 impl OverOp {
     /// Over a stream: holds the rows until the watermark passes them.
-    fn hold(&mut self, cx: &mut TaskCx, batch: Vec<Rec<Row, Row>>) {
+    fn hold(&mut self, cx: &mut TaskCx, batch: Vec<Rec<Row, Row>>) -> Result<()> {
         let spec = &self.spec;
         let mut store = self.store.borrow_mut();
         for r in batch {
@@ -146,10 +146,11 @@ impl OverOp {
             let args = Row(values.split_off(spec.row_len));
             store.hold(&r.key, r.timestamp, Row(values), args);
         }
+        Ok(())
     }
 
     /// Over a stream: releases, in order, the rows the watermark passed.
-    fn release(&mut self, cx: &mut TaskCx) {
+    fn release(&mut self, cx: &mut TaskCx) -> Result<()> {
         let (spec, w) = (&self.spec, self.watermark);
         let mut store = self.store.borrow_mut();
         let mut emitted = Vec::new();
@@ -162,7 +163,8 @@ impl OverOp {
                 continue;
             }
             let first_number = p.released + 1 - new.start as u64;
-            let done = evaluate(spec, &p.rows, new.clone(), &p.states, first_number);
+            let done = evaluate(spec, &p.rows, new.clone(), &p.states, first_number)
+                .map_err(|e| cx.fail(e))?;
             for (j, columns) in new.clone().zip(done.columns) {
                 let e = &p.rows[j];
                 emitted.push(Rec {
@@ -191,11 +193,11 @@ impl OverOp {
             store.settle(&key, drop, released, done.states, keep);
         }
         drop(store);
-        self.out.data(cx, emitted);
+        self.out.data(cx, emitted)
     }
 
     /// Over an upsert stream: applies the batch's changes, then re-emits what they changed.
-    fn upsert(&mut self, cx: &mut TaskCx, batch: Vec<Rec<Row, Row>>) {
+    fn upsert(&mut self, cx: &mut TaskCx, batch: Vec<Rec<Row, Row>>) -> Result<()> {
         let spec = &self.spec;
         let mut store = self.store.borrow_mut();
         let mut touched: Vec<(Row, Touched)> = Vec::new();
@@ -245,7 +247,7 @@ impl OverOp {
             let p = store.partition(&key);
             let rows = p.map_or(&[][..], |p| &p.rows[..]);
             for run in affected(spec, rows, &t.changed) {
-                let done = evaluate(spec, rows, run.clone(), &[], 1);
+                let done = evaluate(spec, rows, run.clone(), &[], 1).map_err(|e| cx.fail(e))?;
                 for (j, columns) in run.zip(done.columns) {
                     let e = &rows[j];
                     emitted.push(Rec {
@@ -271,33 +273,27 @@ impl OverOp {
             store.forget_if_empty(&key);
         }
         drop(store);
-        self.out.data(cx, emitted);
+        self.out.data(cx, emitted)
     }
 }
 
-impl Windowed<Row, Row, Row, Option<Row>> for OverOp {
-    fn watermark(&mut self) -> &mut i64 {
-        &mut self.watermark
-    }
-    fn out(&self) -> &Out<Row, Option<Row>> {
-        &self.out
-    }
-    fn add(&mut self, cx: &mut TaskCx, batch: Vec<Rec<Row, Row>>) {
+impl crate::operator::Operator<Row, Row> for OverOp {
+    fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<Row, Row>>) -> Result<()> {
         if self.spec.upsert {
             self.upsert(cx, batch)
         } else {
             self.hold(cx, batch)
         }
     }
-    fn close(&mut self, cx: &mut TaskCx) {
-        if !self.spec.upsert {
-            self.release(cx)
-        }
-    }
-}
 
-impl crate::operator::Operator<Row, Row> for OverOp {
-    fn on(&mut self, cx: &mut TaskCx, msg: Msg<Row, Row>) {
-        crate::ops::on_windowed(self, cx, msg)
+    fn on_watermark(&mut self, cx: &mut TaskCx, w: i64) -> Result<()> {
+        if crate::ops::rises(&mut self.watermark, w) && !self.spec.upsert {
+            self.release(cx)?;
+        }
+        self.out.control(cx, Control::Watermark(w))
+    }
+
+    fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()> {
+        self.out.control(cx, control)
     }
 }
