@@ -402,10 +402,13 @@ fn an_exactly_once_file_sink_through_sigkills_writes_each_line_once() {
     use rand::{Rng, SeedableRng};
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
-    let lines: Vec<String> = (0..400_000)
+    let lines: Vec<String> = (0..600_000)
         .map(|i| format!("line {i:06} of the input"))
         .collect();
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    // The input grows by a sixth after each kill (the source tails it), so that every kill
+    // falls before the copy's end however fast the sink is.
+    let sixths: Vec<String> = lines.chunks(100_000).map(|c| c.join("\n") + "\n").collect();
+    std::fs::write(&input, &sixths[0]).unwrap();
     let out = dir.path().join("out.txt");
     let file = dir.path().join("worker.toml");
     std::fs::write(
@@ -475,6 +478,11 @@ topics = "lines"
             "the copy ended before it was killed 5 times ({kills})"
         );
         kills += 1;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .unwrap();
+        std::io::Write::write_all(&mut f, sixths[kills].as_bytes()).unwrap();
     }
     let mut worker = spawn();
     wait_for("every line", || written().len() >= lines.len());
