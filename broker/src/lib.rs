@@ -20,9 +20,10 @@ mod error;
 mod frame;
 pub mod metrics;
 mod server;
+mod topic_configs;
 
-pub use api::admin::apply_configs as apply_topic_configs;
 pub use client::RemoteLog;
 pub use error::BrokerError;
 pub use metrics::Metrics;
 pub use server::{Broker, BrokerConfig};
+pub use topic_configs::apply_configs as apply_topic_configs;

@@ -5,16 +5,12 @@
 //!   controller; it advertises its own listen address.
 //! - Metadata for a missing topic creates it (with `--default-partitions`) when the broker
 //!   allows auto-creation and the request does (v4+), else answers UNKNOWN_TOPIC_OR_PARTITION.
-//! - Topic configs use Kafka's names: `retention.ms`, `retention.bytes`, `cleanup.policy`,
-//!   `segment.bytes`, `segment.ms`, `max.message.bytes`, `delete.retention.ms`, and for
-//!   durability `flush.messages=1` (Runnel's `always`: acknowledged only after fdatasync) or
-//!   `flush.ms=N` (`interval`), or Runnel's own `runnel.durability=always|interval|os`;
-//!   `compression.type` (`producer`, `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`). Other
-//!   Kafka configs (replication and the like) are accepted and ignored with a log line.
+//! - Topic configs use Kafka's names, mapped as [`crate::topic_configs`] says.
 
 use super::str_bytes;
 use crate::codes;
 use crate::server::Broker;
+use crate::topic_configs::{apply_configs, kafka_topic_configs};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
@@ -27,7 +23,7 @@ use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
-use runnel_log::{CONSUMER_OFFSETS_TOPIC, CleanupPolicy, Durability, LogError, TopicConfig};
+use runnel_log::{CONSUMER_OFFSETS_TOPIC, LogError, TopicConfig};
 
 const NODE_ID: i32 = 0;
 pub(crate) const RESOURCE_TOPIC: i8 = 2;
@@ -167,47 +163,6 @@ pub(crate) fn create_topics(b: &Broker, r: CreateTopicsRequest) -> CreateTopicsR
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-/// `c` with the configs given by Kafka config names applied (a `None` value is skipped); see
-/// the module documentation.
-pub fn apply_configs(
-    mut c: TopicConfig,
-    configs: &[(String, Option<String>)],
-) -> Result<TopicConfig, LogError> {
-    for (name, value) in configs {
-        let Some(value) = value.as_deref() else {
-            continue;
-        };
-        let bad = || LogError::InvalidConfig(format!("{name}={value:?} is not valid"));
-        let num = || value.parse::<i64>().map_err(|_| bad());
-        let positive = || num().and_then(|n| u64::try_from(n).map_err(|_| bad()));
-        match name.as_str() {
-            "retention.ms" => c.retention_ms = u64::try_from(num()?).ok(),
-            "retention.bytes" => c.retention_bytes = u64::try_from(num()?).ok(),
-            "cleanup.policy" => {
-                c.cleanup_policy = match value {
-                    "delete" => CleanupPolicy::Delete,
-                    "compact" => CleanupPolicy::Compact,
-                    _ => return Err(bad()),
-                }
-            }
-            "segment.bytes" => c.segment_bytes = positive()?,
-            "segment.ms" => c.segment_ms = positive()?,
-            "delete.retention.ms" => c.delete_retention_ms = positive()?,
-            "max.message.bytes" => c.max_message_bytes = positive()? as usize,
-            "flush.messages" if positive()? == 1 => c.durability = Durability::Always,
-            "flush.messages" => {}
-            "flush.ms" => {
-                c.durability = Durability::Interval;
-                c.flush_interval_ms = positive()?;
-            }
-            "runnel.durability" => c.durability = value.parse()?,
-            "compression.type" => c.compression_type = value.parse()?,
-            other => tracing::info!(config = other, "ignoring topic config Runnel does not use"),
-        }
-    }
-    Ok(c)
-}
-
 pub(crate) fn delete_topics(b: &Broker, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let responses = r
         .topic_names
@@ -283,71 +238,9 @@ pub(crate) fn describe_configs(b: &Broker, r: DescribeConfigsRequest) -> Describ
     DescribeConfigsResponse::default().with_results(results)
 }
 
-/// The Kafka topic configs that mean the same in Kafka and in Runnel, for `c`. Shared by
-/// DescribeConfigs and by the client's CreateTopics.
-pub(crate) fn kafka_topic_configs(c: &TopicConfig) -> Vec<(&'static str, String)> {
-    let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
-    vec![
-        ("retention.ms", opt(c.retention_ms)),
-        ("retention.bytes", opt(c.retention_bytes)),
-        (
-            "cleanup.policy",
-            match c.cleanup_policy {
-                CleanupPolicy::Delete => "delete",
-                CleanupPolicy::Compact => "compact",
-            }
-            .to_string(),
-        ),
-        ("segment.bytes", c.segment_bytes.to_string()),
-        ("segment.ms", c.segment_ms.to_string()),
-        ("delete.retention.ms", c.delete_retention_ms.to_string()),
-        ("max.message.bytes", c.max_message_bytes.to_string()),
-        ("compression.type", c.compression_type.to_string()),
-    ]
-}
-
 fn describe_topic_config(c: &TopicConfig) -> Vec<(&'static str, String)> {
     let mut v = kafka_topic_configs(c);
     v.push(("flush.ms", c.flush_interval_ms.to_string()));
     v.push(("runnel.durability", c.durability.to_string()));
     v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kafka_config_names_map_to_topic_config() {
-        let cfg = |pairs: &[(&str, &str)]| {
-            let v: Vec<(String, Option<String>)> = pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-                .collect();
-            let base = TopicConfig {
-                partitions: 3,
-                ..Default::default()
-            };
-            apply_configs(base, &v)
-        };
-        let c = cfg(&[
-            ("flush.messages", "1"),
-            ("retention.ms", "-1"),
-            ("cleanup.policy", "compact"),
-            ("min.insync.replicas", "2"),
-            ("compression.type", "zstd"),
-        ])
-        .unwrap();
-        assert_eq!(c.compression_type, runnel_log::CompressionType::Zstd);
-        assert_eq!(c.partitions, 3);
-        assert_eq!(c.durability, Durability::Always);
-        assert_eq!(c.retention_ms, None);
-        assert_eq!(c.cleanup_policy, CleanupPolicy::Compact);
-        assert!(cfg(&[("segment.bytes", "-5")]).is_err());
-        assert!(cfg(&[("cleanup.policy", "shred")]).is_err());
-        assert_eq!(
-            cfg(&[("runnel.durability", "os")]).unwrap().durability,
-            Durability::Os
-        );
-    }
 }

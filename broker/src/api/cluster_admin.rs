@@ -15,10 +15,11 @@
 //!   restarts, which the response's error message says (with error code NONE).
 //! - DescribeCluster answers with this one node (id 0), also the controller.
 
-use super::admin::{RESOURCE_TOPIC, apply_configs, kafka_topic_configs};
+use super::admin::RESOURCE_TOPIC;
 use super::str_bytes;
 use crate::codes;
 use crate::server::Broker;
+use crate::topic_configs::{apply_configs, kafka_topic_configs};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{

@@ -10,8 +10,8 @@
 use super::cluster::RETRY_FOR;
 use super::conn::kafka_error;
 use super::{RemoteLog, str_bytes};
-use crate::api::admin::apply_configs;
 use crate::error::BrokerError;
+use crate::topic_configs::apply_configs;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{

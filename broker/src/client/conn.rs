@@ -13,8 +13,8 @@
 use crate::codes::api_name as api_label;
 use crate::error::BrokerError;
 use crate::frame::read_frame;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -64,8 +64,9 @@ impl Connection {
             tokio::spawn(async move {
                 let reason = loop {
                     match read_frame(&mut rd).await {
-                        Ok(Some(mut frame)) if frame.len() >= 4 => {
-                            let id = frame.get_i32();
+                        Ok(Some(frame)) if frame.len() >= 4 => {
+                            // The header is decoded with the body, which knows its version.
+                            let id = i32::from_be_bytes(frame[..4].try_into().expect("4 bytes"));
                             if let Some(w) = pending.lock().remove(&id) {
                                 let _ = w.send(Ok(frame));
                             }
@@ -203,47 +204,17 @@ impl Connection {
                 .await
                 .map_err(|_| io("the connection closed".into()))?
                 .map_err(&io)?;
-            // The correlation id is already consumed; a v1 header adds tagged fields.
-            if R::Response::header_version(version) >= 1 {
-                skip_tagged_fields(&mut frame)?;
-            }
-            R::Response::decode(&mut frame, version).map_err(|e| {
+            let malformed = |e: String| {
                 BrokerError::Malformed(format!(
                     "{} v{version} response: {e}",
                     api_label_i16(R::KEY)
                 ))
-            })
+            };
+            ResponseHeader::decode(&mut frame, R::Response::header_version(version))
+                .map_err(|e| malformed(e.to_string()))?;
+            R::Response::decode(&mut frame, version).map_err(|e| malformed(e.to_string()))
         })
     }
-}
-
-fn read_varint(b: &mut Bytes) -> Result<u64, BrokerError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        if !b.has_remaining() {
-            break;
-        }
-        let byte = b.get_u8();
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(BrokerError::Malformed(
-        "bad varint in a response header".into(),
-    ))
-}
-
-fn skip_tagged_fields(b: &mut Bytes) -> Result<(), BrokerError> {
-    for _ in 0..read_varint(b)? {
-        read_varint(b)?;
-        let len = read_varint(b)? as usize;
-        if len > b.remaining() {
-            return Err(BrokerError::Malformed("tagged field past the end".into()));
-        }
-        b.advance(len);
-    }
-    Ok(())
 }
 
 fn api_label_i16(key: i16) -> &'static str {

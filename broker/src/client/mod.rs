@@ -240,7 +240,7 @@ async fn committed_once(
 /// (`flush.messages=1` is fsync per append, as Runnel's `always`; `flush.ms` is `interval`),
 /// so Kafka accepts them; only `os`, which Kafka has no name for, is sent as `runnel.durability`.
 fn kafka_configs(c: &TopicConfig) -> Vec<(&'static str, String)> {
-    let mut v = crate::api::admin::kafka_topic_configs(c);
+    let mut v = crate::topic_configs::kafka_topic_configs(c);
     v.push(match c.durability {
         Durability::Always => ("flush.messages", "1".into()),
         Durability::Interval => ("flush.ms", c.flush_interval_ms.to_string()),
