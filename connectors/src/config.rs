@@ -16,6 +16,8 @@ pub const COMMON_KEYS: &[&str] = &[
     "errors.tolerance",
     "errors.deadletterqueue.topic.name",
     "errors.log.enable",
+    // The longest wait between restarts of a failed connector (the worker's backoff).
+    "errors.retry.delay.max.ms",
     "exactly.once.support",
     // Kafka Connect's per-connector producer override: the codec of a source's batches.
     "producer.override.compression.type",

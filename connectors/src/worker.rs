@@ -1,7 +1,9 @@
 //! The connector worker: runs each connector as a task on the tokio runtime, keeps its status,
 //! pauses, resumes, restarts and deletes it, and restarts a failed one with exponential
-//! backoff (1 s doubling to 60 s), its status saying why. Connectors are independent: one
-//! failing or being deleted never touches another.
+//! backoff (1 s doubling to 60 s), its status saying why. `errors.retry.delay.max.ms` (Kafka
+//! Connect's key for the longest wait between retries) lowers the 60 s cap, and the first
+//! wait with it when it is under 1 s. Connectors are independent: one failing or being
+//! deleted never touches another.
 //!
 //! Source tasks: poll, send, flush the producer, then store the offsets in
 //! `__connect_offsets` (at-least-once: a crash resends at most the records since the last
@@ -77,6 +79,7 @@ impl Worker {
 
     /// Checks the configuration (building the connector once) and starts it.
     pub fn create(&self, config: ConnectorConfig) -> Result<()> {
+        retry_delay_max(&config)?;
         let kind = match connector::build(&config)? {
             Connector::Source(_) => "source",
             Connector::Sink(_) => "sink",
@@ -145,6 +148,7 @@ impl Worker {
     /// Stops and starts the connector's task (with its configuration, possibly a new one).
     pub fn restart(&self, name: &str, config: Option<ConnectorConfig>) -> Result<()> {
         if let Some(c) = &config {
+            retry_delay_max(c)?;
             connector::build(c)?;
         }
         let mut all = self.connectors.lock().expect("not poisoned");
@@ -201,6 +205,25 @@ impl Worker {
     }
 }
 
+/// The longest wait between restarts of a failed connector.
+const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
+
+/// `errors.retry.delay.max.ms`, or [`RETRY_DELAY_MAX`].
+fn retry_delay_max(config: &ConnectorConfig) -> Result<Duration> {
+    let key = "errors.retry.delay.max.ms";
+    match config.parse_or(key, RETRY_DELAY_MAX.as_millis() as u64)? {
+        0 => Err(config.error(format!("{key} = 0: use at least 1"))),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
+/// The waits before each restart: 1 s doubling, each at most `max`.
+fn backoffs(max: Duration) -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(Duration::from_secs(1).min(max)), move |d| {
+        Some((*d * 2).min(max))
+    })
+}
+
 /// Runs a connector; after a failure, says why and tries again with exponential backoff.
 async fn supervise(
     worker: Worker,
@@ -208,7 +231,8 @@ async fn supervise(
     status: Arc<Mutex<Status>>,
     mut control: watch::Receiver<Control>,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    // Checked by `create` and `restart`.
+    let mut backoffs = backoffs(retry_delay_max(&config).unwrap_or(RETRY_DELAY_MAX));
     loop {
         let result = match connector::build(&config) {
             Ok(Connector::Source(s)) => run_source(&worker, &config, s, &mut control).await,
@@ -216,6 +240,7 @@ async fn supervise(
             Err(e) => Err(e),
         };
         let Err(e) = result else { return };
+        let backoff = backoffs.next().expect("endless");
         tracing::warn!(connector = %config.name, error = %e, retry_in = ?backoff, "connector failed");
         {
             let mut s = status.lock().expect("not poisoned");
@@ -223,7 +248,6 @@ async fn supervise(
             s.trace = Some(e.to_string());
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(60));
         let mut s = status.lock().expect("not poisoned");
         s.restarts += 1;
         s.state = if *control.borrow() == Control::Pause {
@@ -697,5 +721,44 @@ async fn commit_group(
             Ok(())
         }
         r => Ok(r?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_from_one_second_doubling_up_to_the_cap() {
+        let secs = |max: u64| -> Vec<u64> {
+            backoffs(Duration::from_secs(max))
+                .take(8)
+                .map(|d| d.as_secs())
+                .collect()
+        };
+        assert_eq!(secs(60), [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(secs(5), [1, 2, 4, 5, 5, 5, 5, 5]);
+        let ms: Vec<u128> = backoffs(Duration::from_millis(300))
+            .take(3)
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(ms, [300, 300, 300]);
+    }
+
+    #[test]
+    fn the_retry_delay_cap_is_checked() {
+        let c = |v: &str| {
+            ConnectorConfig::from_json(
+                Some("c"),
+                &serde_json::json!({ "errors.retry.delay.max.ms": v }),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            retry_delay_max(&c("250")).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(retry_delay_max(&c("0")).is_err());
+        assert!(retry_delay_max(&c("soon")).is_err());
     }
 }
