@@ -12,6 +12,14 @@
 //! re-appends at most what was written since. A record the format refuses (not JSON, a CSV
 //! field outside the header) is returned as rejected, for the dead-letter topic.
 //!
+//! A failed write or sync (a full disk, an I/O error) is an error naming the file and the
+//! cause, never a rejected record: the worker marks the task FAILED and restarts it with
+//! backoff, and nothing after the last flush is committed. Before the error is returned,
+//! what is buffered is dropped and the file is cut back to its length at the last successful
+//! flush (the committed length under exactly-once), so no torn line stays for the replayed
+//! records to be glued to. A file whose end is not a line's end when the sink opens it (a
+//! crash in the middle of a write) is cut back to its last complete line.
+//!
 //! With `exactly.once.support = required` each flush, after the sync, commits by rename a
 //! sidecar `<file>.offsets` holding the file's length, its rotation generation and the next
 //! offset per partition; rotations wait for that commit. At start the file is cut back to the
@@ -46,7 +54,11 @@ enum Format {
 
 struct Open {
     w: std::io::BufWriter<std::fs::File>,
+    /// Bytes put, buffered ones included.
     size: u64,
+    /// The length as of the last successful flush (under exactly-once, commit): where a
+    /// failed write cuts the file back to.
+    durable: u64,
     opened: Instant,
     header: Option<Vec<String>>,
 }
@@ -119,12 +131,22 @@ impl FileSink {
         if self.file.is_some() {
             return Ok(());
         }
-        let f = std::fs::OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(&self.path)?;
-        let size = f.metadata()?.len();
+        let mut size = f.metadata()?.len();
+        // Under exactly-once the committed length decided it already (`recover`).
+        if self.commits.is_none() && size > 0 {
+            let complete = last_line_end(&mut f, size)?;
+            if complete < size {
+                tracing::warn!(file = %self.path, length = complete, dropped = size - complete,
+                    "cutting a torn last line (a write interrupted by a crash or a full disk)");
+                f.set_len(complete)?;
+                size = complete;
+            }
+        }
         // Appending to a CSV file from before: its header is the first line.
         let header = if self.format == Format::Csv && size > 0 {
             let mut first = String::new();
@@ -136,6 +158,7 @@ impl FileSink {
         self.file = Some(Open {
             w: std::io::BufWriter::with_capacity(1 << 20, f),
             size,
+            durable: size,
             opened: Instant::now(),
             header,
         });
@@ -156,12 +179,13 @@ impl FileSink {
 
     /// Syncs and renames the current file to `<file>.<n>`; returns `n`.
     fn rotate(&mut self) -> std::io::Result<u64> {
-        let Some(mut open) = self.file.take() else {
+        let Some(open) = &mut self.file else {
             return Ok(0);
         };
+        // Still in `self.file` if this fails, for `abandon` to cut back.
         open.w.flush()?;
         open.w.get_ref().sync_data()?;
-        drop(open);
+        self.file = None;
         let p = std::path::Path::new(&self.path);
         let name = p
             .file_name()
@@ -194,7 +218,7 @@ impl FileSink {
 
     /// Exactly-once: records the synced file's length and the offsets after what it holds,
     /// by rename; then performs a rotation that was waiting for it.
-    fn commit(&mut self) -> std::io::Result<()> {
+    fn commit(&mut self) -> Result<()> {
         let length = self.file.as_ref().map_or(0, |o| o.size);
         let Some(c) = &mut self.commits else {
             return Ok(());
@@ -211,7 +235,7 @@ impl FileSink {
         let rotate = std::mem::take(&mut c.rotate_due);
         self.write_sidecar()?;
         if rotate {
-            let generation = self.rotate()?;
+            let generation = self.rotate().map_err(|e| self.io(e))?;
             let c = self.commits.as_mut().expect("exactly-once");
             c.committed.generation = generation;
             c.committed.length = 0;
@@ -220,19 +244,53 @@ impl FileSink {
         Ok(())
     }
 
-    fn write_sidecar(&self) -> std::io::Result<()> {
+    /// Errors name the sidecar: that is the file that could not be written.
+    fn write_sidecar(&self) -> Result<()> {
         let c = &self.commits.as_ref().expect("exactly-once").committed;
         let path = self.sidecar();
         let tmp = format!("{path}.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(c).expect("offsets serialize"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        let dir = std::path::Path::new(&path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        std::fs::File::open(dir)?.sync_all()
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(c).expect("offsets serialize"))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            let dir = std::path::Path::new(&path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|source| ConnectError::Io {
+            path: path.clone(),
+            source,
+        })
+    }
+
+    /// After a failed write, sync or commit: drops what is buffered (writing it now could
+    /// tear a line) and cuts the file back to its last durable length, from which the worker
+    /// replays. If the cut fails too, the next open cuts the torn line (at-least-once) or
+    /// `recover` cuts to the commit (exactly-once).
+    fn abandon(&mut self) {
+        let Some(open) = self.file.take() else { return };
+        let durable = open.durable;
+        let (f, _dropped) = open.w.into_parts();
+        let cut = f.metadata().and_then(|m| {
+            if m.len() > durable {
+                f.set_len(durable)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = cut {
+            tracing::warn!(file = %self.path, length = durable, error = %e,
+                "cannot cut the file back after a failed write");
+        }
+    }
+
+    /// [`Self::abandon`], then the error naming the file.
+    fn fail(&mut self, e: std::io::Error) -> ConnectError {
+        self.abandon();
+        self.io(e)
     }
 
     /// Exactly-once, at start: the committed state, with the file cut back to it. A rotation
@@ -330,6 +388,25 @@ impl FileSink {
     }
 }
 
+/// The length of `f` (of `size` bytes) up to and including its last newline: 0 when it has
+/// none.
+fn last_line_end(f: &mut std::fs::File, size: u64) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf = vec![0u8; 64 << 10];
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 fn csv_join<'a>(cells: impl Iterator<Item = &'a str>) -> Vec<u8> {
     cells
         .map(|c| {
@@ -361,8 +438,9 @@ impl Sink for FileSink {
         if let (Some(every), Some(open)) = (self.rotate_interval, &self.file)
             && open.opened.elapsed() >= every
             && open.size > 0
+            && let Err(e) = self.rotate_or_defer()
         {
-            self.rotate_or_defer().map_err(|e| self.io(e))?;
+            return Err(self.fail(e));
         }
         for (index, r) in records.iter().enumerate() {
             if let Some(c) = &mut self.commits {
@@ -370,7 +448,9 @@ impl Sink for FileSink {
                     .insert((r.topic.to_string(), r.partition), r.record.offset + 1);
             }
             let Some(v) = &r.record.value else { continue };
-            self.open().map_err(|e| self.io(e))?;
+            if let Err(e) = self.open() {
+                return Err(self.fail(e));
+            }
             let mut header = self.file.as_mut().expect("opened above").header.take();
             let line = self.line(v, &mut header);
             let open = self.file.as_mut().expect("opened above");
@@ -386,24 +466,34 @@ impl Sink for FileSink {
                 .w
                 .write_all(&line)
                 .and_then(|()| open.w.write_all(b"\n"));
-            written.map_err(|e| ConnectError::Io {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            if let Err(e) = written {
+                return Err(self.fail(e));
+            }
             open.size += line.len() as u64 + 1;
-            if self.rotate_size > 0 && open.size >= self.rotate_size {
-                self.rotate_or_defer().map_err(|e| self.io(e))?;
+            if self.rotate_size > 0
+                && open.size >= self.rotate_size
+                && let Err(e) = self.rotate_or_defer()
+            {
+                return Err(self.fail(e));
             }
         }
         Ok(rejected)
     }
 
     async fn flush(&mut self) -> Result<()> {
-        if let Some(open) = &mut self.file {
-            let r = open.w.flush().and_then(|_| open.w.get_ref().sync_data());
-            r.map_err(|e| self.io(e))?;
+        if let Some(open) = &mut self.file
+            && let Err(e) = open.w.flush().and_then(|_| open.w.get_ref().sync_data())
+        {
+            return Err(self.fail(e));
         }
-        self.commit().map_err(|e| self.io(e))
+        if let Err(e) = self.commit() {
+            self.abandon();
+            return Err(e);
+        }
+        if let Some(open) = &mut self.file {
+            open.durable = open.size;
+        }
+        Ok(())
     }
 
     async fn stored_offsets(&mut self) -> Result<Option<Vec<(TopicPartition, u64)>>> {
@@ -411,5 +501,65 @@ impl Sink for FileSink {
             return Ok(None);
         }
         self.recover().map(Some).map_err(|e| self.io(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_log::Record;
+
+    fn record(offset: u64, value: &str) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: "t".into(),
+            partition: 0,
+            record: Record {
+                offset,
+                timestamp: 0,
+                key: None,
+                value: Some(value.as_bytes().to_vec().into()),
+                headers: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        // As a crash in the middle of a write leaves it.
+        std::fs::write(&path, "a\nb\nhalf of c").unwrap();
+        let config = ConnectorConfig::from_json(
+            Some("s"),
+            &serde_json::json!({"file": path.to_str().unwrap(), "topics": "t"}),
+        )
+        .unwrap();
+        let mut sink = FileSink::new(&config).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            sink.put(&[record(2, "c"), record(3, "d")]).await.unwrap();
+            sink.flush().await.unwrap();
+        });
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\nc\nd\n");
+    }
+
+    #[test]
+    fn a_file_without_a_newline_is_cut_to_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&vec![b'x'; 200 << 10]).unwrap();
+        assert_eq!(last_line_end(&mut f, 200 << 10).unwrap(), 0);
+        f.write_all(b"\n").unwrap();
+        f.write_all(&vec![b'y'; 100 << 10]).unwrap();
+        let size = (300 << 10) + 1;
+        assert_eq!(last_line_end(&mut f, size).unwrap(), (200 << 10) + 1);
     }
 }
