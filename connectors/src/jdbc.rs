@@ -77,10 +77,19 @@ pub async fn connect(url: &str) -> Result<AnyPool> {
         .map_err(|e| db_error(&url, e))
 }
 
+/// The error with its SQLSTATE when the server gave one: the code says what kind of failure
+/// it is (53100: disk full) where the message depends on the server and its language.
 pub fn db_error(what: &str, e: sqlx::Error) -> ConnectError {
+    let message = match &e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) => format!("{e} (SQLSTATE {code})"),
+            None => e.to_string(),
+        },
+        _ => e.to_string(),
+    };
     ConnectError::Database {
         what: redact(what),
-        message: e.to_string(),
+        message,
         transient: transient(&e),
     }
 }
