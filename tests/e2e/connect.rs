@@ -1031,5 +1031,6 @@ fn transforms_reshape_and_route_source_records() {
 
 mod convert;
 mod files;
+mod full_disk;
 mod jdbc_modes;
 mod parquet;
