@@ -12,6 +12,8 @@
 //! ([`Sink::durable_offsets`]): after a crash the records of the open file are read again, and
 //! a replayed file gets the same name and contents, so nothing is lost or doubled.
 //! `.parquet.tmp` files left by a crash are removed when the partition's first file opens.
+//! A failed write or close (a full disk) fails the task, which the worker restarts with
+//! backoff; the failed file is never renamed, and its records are read again.
 //!
 //! A record that is not a JSON object or has a value of the wrong type for its column is
 //! rejected (dead-letter topic); fields outside the schema are ignored; missing ones are null.
@@ -254,9 +256,17 @@ impl ParquetSink {
             return Ok(());
         };
         let (tmp, done) = (f.tmp.clone(), f.done.clone());
-        let file = f.writer.into_inner().map_err(|e| self.io(&tmp, e))?;
-        file.sync_all().map_err(|e| self.io(&tmp, e))?;
-        std::fs::rename(&tmp, &done).map_err(|e| self.io(&done, e))?;
+        let closed = f
+            .writer
+            .into_inner()
+            .map_err(|e| self.io(&tmp, e))
+            .and_then(|file| file.sync_all().map_err(|e| self.io(&tmp, e)))
+            .and_then(|()| std::fs::rename(&tmp, &done).map_err(|e| self.io(&done, e)));
+        if let Err(e) = closed {
+            // Its records come again; on a full disk its bytes are the space they need.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         if let Ok(d) = std::fs::File::open(&self.directory) {
             let _ = d.sync_all();
         }
@@ -321,11 +331,16 @@ impl Sink for ParquetSink {
                     message: e,
                 })?;
                 let f = self.open.get_mut(&key).expect("opened above");
-                let tmp = f.tmp.clone();
-                f.writer.write(&batch).map_err(|e| ConnectError::Io {
-                    path: tmp.display().to_string(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
+                if let Err(e) = f.writer.write(&batch) {
+                    // A writer that failed mid-row-group (a full disk) must not get a footer
+                    // when the sink is dropped: its records come again, into a new file.
+                    let f = self.open.remove(&key).expect("opened above");
+                    let _ = std::fs::remove_file(&f.tmp);
+                    return Err(ConnectError::Io {
+                        path: f.tmp.display().to_string(),
+                        source: std::io::Error::other(e.to_string()),
+                    });
+                }
                 f.rows += now.len() as u64;
                 f.next_offset = now.last().map_or(f.next_offset, |(o, _)| o + 1);
                 let size = f.writer.bytes_written() as u64 + f.writer.in_progress_size() as u64;
