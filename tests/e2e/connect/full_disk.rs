@@ -1,5 +1,5 @@
-//! Sinks whose target fills up (issue 26): a file sink writing to a small tmpfs that fills, and
-//! a JDBC sink into a PostgreSQL table on a tablespace on a small tmpfs that fills. Each
+//! Sinks whose target fills up (issue 26): a file sink and a Parquet sink writing to a small
+//! tmpfs that fills, and a JDBC sink into a PostgreSQL table on a tablespace on a small tmpfs that fills. Each
 //! reports FAILED with the cause in its REST status, keeps retrying with backoff, never
 //! commits offsets past what it wrote, sends nothing to the dead-letter topic (a full disk is
 //! not a bad record, even under `errors.tolerance = all`), and once space is freed finishes by
@@ -224,6 +224,95 @@ fn a_file_sink_on_a_full_disk_fails_retries_and_resumes_without_a_torn_line() {
 #[test]
 fn an_exactly_once_file_sink_on_a_full_disk_resumes_with_each_line_once() {
     a_file_sink_on_a_disk_that_fills(true);
+}
+
+/// The ids in the closed Parquet files of `dir`, sorted.
+fn parquet_ids(dir: &Path) -> Vec<i64> {
+    use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use arrow::array::Int64Array;
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if !e.file_name().to_string_lossy().ends_with(".parquet") {
+            continue;
+        }
+        let file = std::fs::File::open(e.path()).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+        for b in reader.build().unwrap() {
+            let b = b.unwrap();
+            let col = b.column_by_name("id").unwrap();
+            let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
+            ids.extend(col.values().iter().copied());
+        }
+    }
+    ids.sort();
+    ids
+}
+
+/// Parquet files of 5,000 rows: two are written, the disk fills, 20,000 more rows come; closing
+/// the next file fails, and between retries every `.parquet` file is whole and together they
+/// hold exactly the committed records; once the filler is deleted every row is in a file once.
+#[test]
+fn a_parquet_sink_on_a_full_disk_fails_retries_and_loses_nothing() {
+    let Some(disk) = SmallDisk::mount("3m") else {
+        return;
+    };
+    let out_dir = disk.path();
+    std::fs::create_dir(&out_dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path().join("data")).unwrap());
+    let n = 30_000;
+    let rows: Vec<String> = (0..n)
+        .map(|i| format!("{{\"id\":{i},\"v\":\"row {i:06} of the input, padded\"}}"))
+        .collect();
+    produce(&rt, &client, "rows", &rows[..10_000]);
+    let worker = rt.block_on(Worker::new(client.clone())).unwrap();
+    let _g = rt.enter();
+    let addr = serve_rest(&rt, &worker);
+    worker
+        .create(config(
+            "pq",
+            serde_json::json!({
+                "connector.class": "parquet-sink", "directory": out_dir.to_str().unwrap(),
+                "topics": "rows", "schema": "id:int64,v:string", "rotate.rows": "5000",
+                "errors.tolerance": "all", "errors.deadletterqueue.topic.name": "dlq",
+                "errors.retry.delay.max.ms": "300",
+            }),
+        ))
+        .unwrap();
+    wait_for("the first two files", || {
+        committed(&rt, &client, "pq", "rows") == 10_000
+    });
+    let filler = out_dir.join("filler");
+    fill(&filler, 12 << 10);
+    produce(&rt, &client, "rows", &rows[10_000..]);
+    wait_failed_with(&addr, "pq", &["No space left on device", ".parquet"]);
+    let (group, ids) = between_retries(&worker, "pq", 2, || {
+        let group = committed(&rt, &client, "pq", "rows");
+        (group, parquet_ids(&out_dir))
+    });
+    assert!(group >= 10_000 && group < n as u64, "{group}");
+    assert_eq!(
+        ids,
+        (0..group as i64).collect::<Vec<_>>(),
+        "the closed files hold the committed records, once"
+    );
+    assert_eq!(
+        dead_letters(&rt, &client),
+        0,
+        "a full disk is not a bad record"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("every row after space is freed", || {
+        committed(&rt, &client, "pq", "rows") == n as u64
+    });
+    assert_eq!(parquet_ids(&out_dir), (0..n as i64).collect::<Vec<_>>());
+    let (_, s) = http(&addr, "GET", "/connectors/pq/status", None);
+    assert_eq!(s["connector"]["state"], "RUNNING", "{s}");
+    assert_eq!(dead_letters(&rt, &client), 0);
+    worker.delete("pq").unwrap();
 }
 
 /// One statement on PostgreSQL in the simple protocol (`CREATE TABLESPACE` may not run in a
