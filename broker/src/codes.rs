@@ -45,6 +45,7 @@ pub const CONCURRENT_TRANSACTIONS: i16 = 51;
 pub const PRODUCER_FENCED: i16 = 90;
 pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+pub const TRANSACTION_ABORTABLE: i16 = 120;
 
 /// The Kafka error code for a log error.
 pub fn for_log_error(e: &LogError) -> i16 {
@@ -75,6 +76,7 @@ pub fn for_log_error(e: &LogError) -> i16 {
             TxnErrorKind::InvalidTxnState => INVALID_TXN_STATE,
             TxnErrorKind::ConcurrentTransactions => CONCURRENT_TRANSACTIONS,
             TxnErrorKind::InvalidTransactionTimeout => INVALID_TRANSACTION_TIMEOUT,
+            TxnErrorKind::TransactionAbortable => TRANSACTION_ABORTABLE,
         },
         _ => UNKNOWN_SERVER_ERROR,
     }
@@ -132,6 +134,7 @@ pub fn name(code: i16) -> &'static str {
         PRODUCER_FENCED => "PRODUCER_FENCED",
         TRANSACTIONAL_ID_NOT_FOUND => "TRANSACTIONAL_ID_NOT_FOUND",
         GROUP_SUBSCRIBED_TO_TOPIC => "GROUP_SUBSCRIBED_TO_TOPIC",
+        TRANSACTION_ABORTABLE => "TRANSACTION_ABORTABLE",
         _ => "see Kafka's protocol guide",
     }
 }

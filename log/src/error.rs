@@ -172,6 +172,9 @@ pub enum TxnErrorKind {
     ConcurrentTransactions,
     /// `transaction.timeout.ms` is out of range.
     InvalidTransactionTimeout,
+    /// A partition refused a batch of the transaction, so committing it would lose that
+    /// batch: it can only be aborted.
+    TransactionAbortable,
 }
 
 impl std::fmt::Display for TxnErrorKind {
@@ -189,6 +192,9 @@ impl std::fmt::Display for TxnErrorKind {
             }
             Self::InvalidTransactionTimeout => {
                 "transaction.timeout.ms must be between 1 ms and 15 minutes"
+            }
+            Self::TransactionAbortable => {
+                "a partition refused a batch of this transaction, so it cannot commit; abort it and run it again"
             }
         })
     }

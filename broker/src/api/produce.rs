@@ -14,7 +14,9 @@
 //! - That state survives a restart or a crash: it is rebuilt from a snapshot and the log's
 //!   batch headers before a partition's first idempotent batch (see [`super::producer_state`]).
 //! - Transactional batches go the same way; the log opens the producer's transaction in the
-//!   partition (see `runnel_log::txn`), and the transactional APIs live in [`super::txn`].
+//!   partition (see `runnel_log::txn`), and the transactional APIs live in [`super::txn`]. A
+//!   refused transactional batch leaves its transaction able only to abort, so that an EndTxn
+//!   the client sent behind it on the connection cannot commit without it.
 
 use super::blocking;
 use crate::codes;
@@ -28,6 +30,21 @@ use std::sync::Arc;
 
 /// Appends one partition's records; returns (error code, base offset).
 fn append_partition(log: &Log, partition: Arc<Partition>, records: Bytes) -> (i16, i64) {
+    let transactional = batch::parse_header(&records)
+        .ok()
+        .filter(|h| h.is_transactional())
+        .map(|h| (h.producer_id, h.producer_epoch));
+    let (code, base) = append_checked(log, partition, records);
+    if let Some((producer_id, epoch)) = transactional
+        && code != codes::NONE
+        && code != codes::DUPLICATE_SEQUENCE_NUMBER
+    {
+        log.transactions().note_refused_batch(producer_id, epoch);
+    }
+    (code, base)
+}
+
+fn append_checked(log: &Log, partition: Arc<Partition>, records: Bytes) -> (i16, i64) {
     let mut batches = Vec::new();
     let mut at = 0;
     // Headers only: the CRC is checked once, by the append.

@@ -528,6 +528,71 @@ mod tests {
         }
     }
 
+    /// A commit sent behind its batches on the coordinator's connection never commits a
+    /// transaction a partition refused a batch of: the commit fails, the transaction aborts,
+    /// and the producer's next transaction commits.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_refused_batch_makes_the_commit_fail_and_the_transaction_abortable() {
+        let (_dir, log, addr, _broker) = broker().await;
+        let remote: SharedLogClient = RemoteLog::connect(&addr).await.unwrap();
+        remote
+            .ensure_topic("ok", &TopicConfig::default())
+            .await
+            .unwrap();
+        let limited = TopicConfig {
+            max_message_bytes: 1000,
+            ..Default::default()
+        };
+        remote.ensure_topic("limited", &limited).await.unwrap();
+        let producer = remote.producer(ProducerConfig {
+            transactional_id: Some("refused".into()),
+            ..Default::default()
+        });
+        producer.init_transactions().await.unwrap();
+        producer.begin_transaction().unwrap();
+        producer
+            .send(ProducerRecord::new("ok", b"kept only if committed").partition(0))
+            .await
+            .unwrap();
+        producer
+            .send(ProducerRecord::new("limited", &[7u8; 5000]).partition(0))
+            .await
+            .unwrap();
+        let refused = producer.commit_transaction().await.unwrap_err();
+        assert!(refused.to_string().contains("limited"), "{refused}");
+        let status = |log: &Log| log.transactions().describe("refused").unwrap().status;
+        assert_eq!(status(&log), runnel_log::txn::state_log::TxnStatus::Ongoing);
+        producer.abort_transaction().await.unwrap();
+        assert_eq!(
+            status(&log),
+            runnel_log::txn::state_log::TxnStatus::CompleteAbort
+        );
+
+        producer.begin_transaction().unwrap();
+        producer
+            .send(ProducerRecord::new("ok", b"committed").partition(0))
+            .await
+            .unwrap();
+        producer.commit_transaction().await.unwrap();
+        assert_eq!(
+            status(&log),
+            runnel_log::txn::state_log::TxnStatus::CompleteCommit
+        );
+        let mut consumer = remote.consumer(runnel_log::ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        });
+        consumer.assign(vec![TopicPartition::new("ok", 0)]).unwrap();
+        let mut values = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while values.is_empty() && std::time::Instant::now() < deadline {
+            for r in consumer.poll(Duration::from_millis(100)).await.unwrap() {
+                values.push(r.record.value.unwrap().to_vec());
+            }
+        }
+        assert_eq!(values, vec![b"committed".to_vec()]);
+    }
+
     /// `send_all` queues many records under one lock, waits when the buffer is full (and gets
     /// the space back when batches are answered), and keeps each partition's order.
     #[tokio::test(flavor = "multi_thread")]

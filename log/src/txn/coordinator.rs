@@ -20,6 +20,10 @@
 //!   when the log is next opened ([`TransactionCoordinator::load`] + `recover`).
 //! - A transaction open longer than its `transaction.timeout.ms` is aborted by the log's
 //!   background thread with the epoch bumped, so its producer is fenced.
+//! - A transaction one of whose batches a partition refused (the broker tells, through
+//!   [`note_refused_batch`](TransactionCoordinator::note_refused_batch)) can only abort: its
+//!   commit fails with `TransactionAbortable`. So a client may send EndTxn right behind its
+//!   last Produce on the same connection, without waiting for the Produce's answer.
 //! - Calls for one transactional id are serialized; different ids proceed in parallel.
 //!
 //! [`add_partitions`]: TransactionCoordinator::add_partitions
@@ -51,6 +55,10 @@ pub struct TransactionCoordinator {
     txns: Mutex<HashMap<String, Entry>>,
     /// Producer id → its transactional id, for checking a produce against its transaction.
     by_producer: Mutex<HashMap<i64, String>>,
+    /// Producer id → epoch of an open transaction a partition refused a batch of: it may only
+    /// abort. In memory only: a restart breaks the client's connection, and with it the
+    /// pipelined EndTxn this guards.
+    refused: Mutex<HashMap<i64, i16>>,
     next_producer_id: AtomicI64,
 }
 
@@ -97,6 +105,7 @@ impl TransactionCoordinator {
         Ok(Self {
             state_partition: cell,
             by_producer: Mutex::new(by_producer),
+            refused: Mutex::default(),
             txns: Mutex::new(
                 txns.into_iter()
                     .map(|(k, v)| (k, Arc::new(Mutex::new(v))))
@@ -327,6 +336,15 @@ impl TransactionCoordinator {
         let entry = self.entry(transactional_id)?;
         let mut m = entry.lock();
         check_producer(transactional_id, &m, producer_id, epoch)?;
+        if outcome == Outcome::Commit
+            && m.status == TxnStatus::Ongoing
+            && self.refused.lock().get(&producer_id) == Some(&epoch)
+        {
+            return Err(txn_error(
+                transactional_id,
+                TxnErrorKind::TransactionAbortable,
+            ));
+        }
         match (m.status, outcome) {
             (TxnStatus::Ongoing, _)
             | (TxnStatus::PrepareCommit, Outcome::Commit)
@@ -380,6 +398,21 @@ impl TransactionCoordinator {
         Ok(())
     }
 
+    /// A partition refused a transactional batch of `producer_id` at `epoch`: when that
+    /// producer has a transaction open at that epoch, it can only abort from now on.
+    pub fn note_refused_batch(&self, producer_id: i64, epoch: i16) {
+        let Some(id) = self.by_producer.lock().get(&producer_id).cloned() else {
+            return;
+        };
+        let Ok(entry) = self.entry(&id) else {
+            return;
+        };
+        let m = entry.lock();
+        if m.status == TxnStatus::Ongoing && m.producer_id == producer_id && m.epoch == epoch {
+            self.refused.lock().insert(producer_id, epoch);
+        }
+    }
+
     /// DescribeTransactions / ListTransactions: the state of one id, or of all.
     pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
         let entry = self.txns.lock().get(transactional_id).cloned()?;
@@ -422,6 +455,7 @@ impl TransactionCoordinator {
                 log.groups().complete_transaction(m.producer_id, outcome);
             }
         }
+        self.refused.lock().remove(&m.producer_id);
         m.status = done;
         m.partitions.clear();
         m.start_ms = -1;
