@@ -23,6 +23,7 @@ use crate::producer::{Producer, ProducerConfig, ProducerRecord};
 use crate::run::RecordRun;
 use crate::types::{ConsumerRecord, TopicPartition};
 use async_trait::async_trait;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,6 +106,17 @@ pub trait LogProducer: Send + Sync {
     }
     /// Waits until every record sent before this call is durable; returns the first failure.
     async fn flush(&self) -> Result<()>;
+
+    /// Records stored so far per partition, for a producer that counts them (`None` when it
+    /// does not). With the producer's no-gap rule a partition's count says which of the
+    /// records sent to it were stored: the first that many.
+    fn stored_per_partition(&self) -> Option<HashMap<TopicPartition, u64>> {
+        None
+    }
+    /// Whether a partition refused a batch for good (its later batches fail too).
+    fn has_failed(&self) -> bool {
+        false
+    }
 
     /// Registers the producer's `transactional_id` (fencing older instances with the same id
     /// and aborting what they left open). The other transaction calls follow Kafka's producer:

@@ -8,8 +8,14 @@
 //! stored and the first one not stored; since a producer leaves no gap in a partition, every
 //! record of that partition before the first failure is stored and none after it is, so the
 //! failure report can say where to resume.
+//!
+//! [`CountedDeliveries`] gives the same report for a producer that tells only how many records
+//! each partition stored (Runnel's network producer): it picks each record's partition itself
+//! and remembers the numbers sent to each, and since a partition's stored records are a prefix
+//! of those sent to it, the count says which were stored.
 
-use runnel_log::{DeliveryFuture, LogError, Producer};
+use runnel_log::partitioner::partition_for_key;
+use runnel_log::{DeliveryFuture, LogError, LogProducer, Producer, TopicPartition};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Deliveries pending beyond this many are awaited before more are queued.
@@ -138,5 +144,121 @@ impl Deliveries {
             first_error: self.first_error,
             partitions: self.partitions,
         }
+    }
+}
+
+/// Keyless records go to one partition for this many records, then to the next (as the
+/// producers' sticky partitioning does per batch).
+const STICKY_RECORDS: u64 = 10_000;
+
+/// See the module documentation.
+pub struct CountedDeliveries {
+    topic: String,
+    partitions: u32,
+    next_number: u64,
+    sent: BTreeMap<u32, Sent>,
+}
+
+/// One partition's records not yet known to be stored, by number.
+#[derive(Default)]
+struct Sent {
+    pending: VecDeque<u64>,
+    /// Records known stored (dropped from `pending`).
+    stored: u64,
+    last_stored: Option<u64>,
+}
+
+impl CountedDeliveries {
+    /// A tracker for `topic` of `partitions` partitions whose first record has number `first`.
+    pub fn starting_at(topic: &str, partitions: u32, first: u64) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partitions: partitions.max(1),
+            next_number: first,
+            sent: BTreeMap::new(),
+        }
+    }
+
+    /// The partition for the next record: the given one, the key's (the producers'
+    /// partitioner), or the sticky one for a keyless record.
+    pub fn partition_for(&self, partition: Option<u32>, key: Option<&[u8]>) -> u32 {
+        match (partition, key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => partition_for_key(k, self.partitions),
+            (None, None) => {
+                ((self.next_number / STICKY_RECORDS) % u64::from(self.partitions)) as u32
+            }
+        }
+    }
+
+    /// The next record went to `partition`.
+    pub fn note_sent(&mut self, partition: u32) {
+        self.sent
+            .entry(partition)
+            .or_default()
+            .pending
+            .push_back(self.next_number);
+        self.next_number += 1;
+    }
+
+    /// Drops the numbers `producer` says are stored, so that memory follows what is in flight.
+    pub fn prune(&mut self, producer: &dyn LogProducer) {
+        let Some(stored) = producer.stored_per_partition() else {
+            return;
+        };
+        for (p, sent) in &mut self.sent {
+            let n = stored
+                .get(&TopicPartition::new(&*self.topic, *p))
+                .copied()
+                .unwrap_or(0);
+            while sent.stored < n {
+                let Some(number) = sent.pending.pop_front() else {
+                    break;
+                };
+                sent.last_stored = Some(number);
+                sent.stored += 1;
+            }
+        }
+    }
+
+    /// Flushes the producer and says, per partition, what was stored.
+    pub async fn finish(mut self, producer: &dyn LogProducer) -> Outcome {
+        let flushed = producer.flush().await;
+        let counted = producer.stored_per_partition().is_some();
+        self.prune(producer);
+        let mut outcome = Outcome {
+            stored: 0,
+            failed: 0,
+            first_error: flushed.err(),
+            partitions: BTreeMap::new(),
+        };
+        for (p, sent) in self.sent {
+            let not_stored = sent.pending.len() as u64;
+            let (stored, failed) = match (&outcome.first_error, counted) {
+                (None, _) => (sent.stored + not_stored, 0),
+                (Some(_), true) => (sent.stored, not_stored),
+                // Which records failed is unknown: count them all as not stored.
+                (Some(_), false) => (0, sent.stored + not_stored),
+            };
+            outcome.stored += stored;
+            outcome.failed += failed;
+            if counted {
+                let first_failed = (failed > 0)
+                    .then(|| sent.pending.front().copied())
+                    .flatten();
+                let last_stored = match failed {
+                    0 => sent.pending.back().copied().or(sent.last_stored),
+                    _ => sent.last_stored,
+                };
+                outcome.partitions.insert(
+                    p,
+                    Progress {
+                        last_stored,
+                        first_failed,
+                    },
+                );
+            }
+        }
+        outcome
     }
 }

@@ -7,7 +7,7 @@
 //! read stops the command: what was sent before it is flushed and counted, and the error names
 //! the input and the line number.
 
-use super::deliveries::{Deliveries, Outcome};
+use super::deliveries::{CountedDeliveries, Deliveries, Outcome};
 use super::output;
 use super::{duration_arg, usize_arg};
 use anyhow::{Context, Result, bail};
@@ -85,65 +85,57 @@ enum Input {
 pub enum Target<'a> {
     /// The embedded log: each record's delivery is tracked, so a failure names how many were lost.
     Embedded(&'a Log),
-    /// Any log client (a broker with `--bootstrap`): a failure is reported by the final flush.
+    /// Any log client (a broker with `--bootstrap`): the producer's per-partition counts say
+    /// which records were stored.
     Client(&'a SharedLogClient),
 }
 
 /// The producer of a [`Target`].
 enum Sending {
     Embedded(Producer, Deliveries),
-    Client(Box<dyn LogProducer>, u64),
+    Client(Box<dyn LogProducer>, CountedDeliveries),
 }
 
 impl Sending {
     async fn send(&mut self, record: ProducerRecord<'_>) -> Result<(), LogError> {
         match self {
             Self::Embedded(p, deliveries) => deliveries.push(p.send(record).await?).await,
-            Self::Client(p, sent) => {
-                p.send(record).await?;
-                *sent += 1;
+            Self::Client(p, deliveries) => {
+                let partition = deliveries.partition_for(record.partition, record.key);
+                p.send(record.partition(partition)).await?;
+                deliveries.note_sent(partition);
             }
         }
         Ok(())
     }
 
     /// Whether a partition refused a batch (later ones of that partition fail as well).
-    fn has_failed(&self) -> bool {
+    fn has_failed(&mut self) -> bool {
         match self {
             Self::Embedded(p, _) => p.has_failed(),
-            Self::Client(..) => false,
+            Self::Client(p, deliveries) => {
+                deliveries.prune(&**p);
+                p.has_failed()
+            }
         }
     }
 
     async fn finish(self) -> Outcome {
         match self {
             Self::Embedded(p, deliveries) => deliveries.finish(&p).await,
-            Self::Client(p, sent) => match p.flush().await {
-                Ok(()) => Outcome {
-                    stored: sent,
-                    failed: 0,
-                    first_error: None,
-                    partitions: Default::default(),
-                },
-                // Which records of the flush failed is unknown: count them all as not stored.
-                Err(e) => Outcome {
-                    stored: 0,
-                    failed: sent,
-                    first_error: Some(e),
-                    partitions: Default::default(),
-                },
-            },
+            Self::Client(p, deliveries) => deliveries.finish(&*p).await,
         }
     }
 }
 
 pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
-    match target {
+    let partitions = match target {
         Target::Embedded(log) => {
             let topic = log.topic(&args.topic)?;
             if let Some(p) = args.partition {
                 topic.partition(p)?;
             }
+            topic.partition_count()
         }
         Target::Client(client) => {
             let Some(count) = client.partition_count(&args.topic).await? else {
@@ -157,8 +149,9 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
                 }
                 .into());
             }
+            count
         }
-    }
+    };
     let mut config = ProducerConfig {
         compression: args.compression,
         ..Default::default()
@@ -200,7 +193,10 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
             let deliveries = Deliveries::starting_at(args.from_line);
             Sending::Embedded(Producer::new(log.clone(), config), deliveries)
         }
-        Target::Client(client) => Sending::Client(client.producer(config), 0),
+        Target::Client(client) => Sending::Client(
+            client.producer(config),
+            CountedDeliveries::starting_at(&args.topic, partitions, args.from_line),
+        ),
     };
     let mut input_bytes = 0;
     let mut stopped = None;

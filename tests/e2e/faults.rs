@@ -9,7 +9,9 @@
 //! - On a real small filesystem (a tmpfs the test mounts; skipped with a message when it cannot,
 //!   unless `RUNNEL_REQUIRE_SERVICES=1`): `runnel produce --file` into a disk that fills stops,
 //!   leaves each partition a gapless prefix of its records, says which line to resume from, and
-//!   re-running from there after space is freed stores exactly the file.
+//!   re-running from there after space is freed stores exactly the file. The same over
+//!   `--bootstrap` against a `runnel broker` whose disk fills, where the report comes from the
+//!   network producer's per-partition counts.
 
 use crate::cli::{LONG, Runnel};
 use crate::support::{batch_of, read_all};
@@ -444,4 +446,136 @@ fn an_idempotent_kafka_producer_against_a_full_broker_sees_errors_and_no_gap() {
         .to_string();
     disk.grow("64m");
     run(&["resume", &delivered, "1000"]);
+}
+
+/// `runnel --bootstrap ADDR args...`: its stderr, and whether it succeeded.
+fn over_the_wire(addr: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["--bootstrap", addr])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run runnel");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The line numbers of `t-P: stored its records up to line X` in a report, by partition.
+fn stored_up_to(report: &str) -> Vec<(usize, usize)> {
+    report
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim_start().strip_prefix("t-")?;
+            let (p, rest) = rest.split_once(": stored its records up to line ")?;
+            let line = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+            Some((p.parse().ok()?, line.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn produce_over_the_wire_into_a_full_broker_stops_without_a_gap_and_resumes_exactly() {
+    let Some(disk) = SmallDisk::mount("6m") else {
+        return;
+    };
+    let input_dir = tempfile::tempdir().unwrap();
+    let (lines, file) = events_file(input_dir.path());
+    let file = file.to_str().unwrap();
+    let broker = crate::broker::BrokerProc::start(&disk.path());
+    let create = [
+        "topics",
+        "create",
+        "t",
+        "--partitions",
+        "1",
+        "--durability",
+        "always",
+    ];
+    assert!(over_the_wire(&broker.addr, &create).0);
+    let (ok, stderr) = over_the_wire(&broker.addr, &["produce", "t", "--file", file]);
+    assert!(!ok, "the disk should fill; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("t-0") && stderr.contains("KAFKA_STORAGE_ERROR"),
+        "the error names the partition and the cause:\n{stderr}"
+    );
+    let resume = resume_line(&stderr);
+    disk.grow("64m");
+    let from = resume.to_string();
+    let rest = ["produce", "t", "--file", file, "--from-line", &from];
+    let (ok, stderr) = over_the_wire(&broker.addr, &rest);
+    assert!(ok, "{stderr}");
+    broker.terminate();
+    let stored = &partitions_of(&disk.path(), "t")[0];
+    assert_eq!(stored.len(), lines.len());
+    assert!(
+        stored[..] == lines[..],
+        "exactly the file, no gap and no duplicate"
+    );
+}
+
+#[test]
+fn keyed_produce_over_the_wire_reports_each_partitions_last_stored_line() {
+    let Some(disk) = SmallDisk::mount("6m") else {
+        return;
+    };
+    let input_dir = tempfile::tempdir().unwrap();
+    let (lines, file) = events_file(input_dir.path());
+    let file = file.to_str().unwrap();
+    let broker = crate::broker::BrokerProc::start(&disk.path());
+    let create = [
+        "topics",
+        "create",
+        "t",
+        "--partitions",
+        "4",
+        "--durability",
+        "always",
+    ];
+    assert!(over_the_wire(&broker.addr, &create).0);
+    let produce = ["produce", "t", "--file", file, "--key-field", "driver"];
+    let (ok, stderr) = over_the_wire(&broker.addr, &produce);
+    assert!(!ok, "the disk should fill; stderr:\n{stderr}");
+    broker.terminate();
+    let stored = partitions_of(&disk.path(), "t");
+    assert!(stored.iter().map(Vec::len).sum::<usize>() < lines.len());
+    let reported = stored_up_to(&stderr);
+    assert!(
+        !reported.is_empty(),
+        "the report names partitions:\n{stderr}"
+    );
+    for (p, line) in reported {
+        // Line N of the file is the event with seq N - 1.
+        let last = stored[p].last().expect("a partition that stored records");
+        assert!(
+            last.contains(&format!(r#""seq":{},"#, line - 1)),
+            "t-{p} was reported stored up to line {line}, but ends with {last}"
+        );
+    }
+    for (p, records) in stored.iter().enumerate() {
+        let seqs: Vec<usize> = records
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                v["seq"].as_u64().unwrap() as usize
+            })
+            .collect();
+        let expected: Vec<usize> = (0..lines.len())
+            .filter(|&i| partition_of(&lines[i]) == p)
+            .take(seqs.len())
+            .collect();
+        assert!(
+            seqs == expected,
+            "partition {p} holds a gapless prefix of its records"
+        );
+    }
+}
+
+/// The partition of an event line keyed by its driver, as the producers' partitioner puts it
+/// among four.
+fn partition_of(line: &str) -> usize {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let key = v["driver"].as_str().unwrap();
+    runnel_log::partitioner::partition_for_key(key.as_bytes(), 4) as usize
 }

@@ -67,6 +67,7 @@ type Answer = Pin<Box<dyn Future<Output = Vec<(Sealed, Option<BrokerError>)>> + 
 struct Sealed {
     topic: Arc<str>,
     partition: u32,
+    records: u64,
     bytes: Bytes,
 }
 
@@ -139,6 +140,8 @@ struct State {
     error: Option<LogError>,
     /// Partitions with a batch given up, and why: their later batches fail with it.
     failed: Vec<(Arc<str>, u32, String)>,
+    /// Records stored per partition.
+    stored: HashMap<(Arc<str>, u32), u64>,
     flush_requested: bool,
     dropped: bool,
 }
@@ -402,6 +405,20 @@ impl LogProducer for RemoteProducer {
         self.settled(target).await
     }
 
+    fn stored_per_partition(&self) -> Option<HashMap<TopicPartition, u64>> {
+        let st = self.shared.state.lock();
+        Some(
+            st.stored
+                .iter()
+                .map(|((t, p), n)| (TopicPartition::new(&**t, *p), *n))
+                .collect(),
+        )
+    }
+
+    fn has_failed(&self) -> bool {
+        !self.shared.state.lock().failed.is_empty()
+    }
+
     async fn init_transactions(&self) -> runnel_log::Result<()> {
         self.session()?.init(&self.shared.cluster).await
     }
@@ -528,13 +545,14 @@ async fn sender(shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             while let Some(f) = pending.recv().await {
-                let failed: Vec<(Sealed, BrokerError)> = f
-                    .answer
-                    .await
-                    .into_iter()
-                    .filter_map(|(b, e)| e.map(|e| (b, e)))
-                    .collect();
-                let result = retry_until_delivered(&shared.cluster, failed, f.first_sent).await;
+                let mut failed = Vec::new();
+                for (b, e) in f.answer.await {
+                    match e {
+                        Some(e) => failed.push((b, e)),
+                        None => count_stored(&shared, &b),
+                    }
+                }
+                let result = retry_until_delivered(&shared, failed, f.first_sent).await;
                 let mut st = shared.state.lock();
                 if let Err((e, partitions)) = result {
                     let cause = e.to_string();
@@ -662,6 +680,7 @@ async fn sender(shared: Arc<Shared>) {
         let sealed: Vec<Sealed> = batches
             .into_iter()
             .map(|r| {
+                let records = r.builder.len() as u64;
                 let bytes = match id {
                     Some((pid, epoch)) => {
                         let seq = sequences.entry((r.topic.clone(), r.partition)).or_insert(0);
@@ -678,6 +697,7 @@ async fn sender(shared: Arc<Shared>) {
                 Sealed {
                     topic: r.topic,
                     partition: r.partition,
+                    records,
                     bytes: Bytes::from(bytes),
                 }
             })
@@ -822,10 +842,11 @@ fn may_retry(b: &Sealed, e: &BrokerError) -> bool {
 /// [`DELIVERY_TIMEOUT`] has passed since `first_sent`. On giving up: the error, and the
 /// partitions of every batch not stored.
 async fn retry_until_delivered(
-    cluster: &Cluster,
+    shared: &Shared,
     mut failed: Vec<(Sealed, BrokerError)>,
     first_sent: Instant,
 ) -> Result<(), (LogError, Vec<(Arc<str>, u32)>)> {
+    let cluster = &shared.cluster;
     let mut backoff = Backoff::default();
     while !failed.is_empty() {
         let give_up = first_sent.elapsed() >= DELIVERY_TIMEOUT;
@@ -846,16 +867,23 @@ async fn retry_until_delivered(
             cluster.forget_routes();
         }
         backoff.wait().await;
-        let again = failed.into_iter().map(|(b, _)| b).collect();
-        failed = send_sealed(cluster, again)
-            .await
-            .answer
-            .await
+        let again = std::mem::take(&mut failed)
             .into_iter()
-            .filter_map(|(b, e)| e.map(|e| (b, e)))
+            .map(|(b, _)| b)
             .collect();
+        for (b, e) in send_sealed(cluster, again).await.answer.await {
+            match e {
+                Some(e) => failed.push((b, e)),
+                None => count_stored(shared, &b),
+            }
+        }
     }
     Ok(())
+}
+
+fn count_stored(shared: &Shared, b: &Sealed) {
+    let mut st = shared.state.lock();
+    *st.stored.entry((b.topic.clone(), b.partition)).or_default() += b.records;
 }
 
 /// Batches handed to [`send_sealed`]: the future of their outcome, the connections their
