@@ -6,7 +6,8 @@
 //! `pk.fields`, `auto.create`, `auto.evolve` (adds the nullable columns a record has and the
 //! table lacks), `delete.enabled` (a tombstone deletes the row, with
 //! `pk.mode = record_key`), `batch.size`. Each `put` is one transaction of multi-row
-//! statements, so a batch is in the table entirely or not at all; with `upsert` a replay after
+//! statements (on PostgreSQL, each chunk of 20,000 records of it, `COPY`ed, chunks of disjoint
+//! keys at once), so a batch (chunk) is in the table entirely or not at all; with `upsert` a replay after
 //! a crash rewrites the same rows (idempotent). A database that went away fails the put; the
 //! worker restarts the task with backoff and shows the error in its status until it is back.
 //! A batch the database refuses for its data is written again one record per transaction, and
@@ -27,7 +28,7 @@ use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, TopicPartition};
 use serde_json::{Map, Value};
 use sqlx::AnyPool;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 pub const KEYS: &[&str] = &[
     "connection.url",
@@ -76,6 +77,8 @@ pub struct JdbcSink {
     columns: HashMap<String, HashSet<String>>,
     /// The connector's name when its offsets are kept in the database (exactly-once).
     offsets_of: Option<String>,
+    /// Hashes the keys of chunks in flight, to tell whether two may commit in any order.
+    key_hasher: std::collections::hash_map::RandomState,
 }
 
 impl JdbcSink {
@@ -138,6 +141,7 @@ impl JdbcSink {
             auto_evolve: c.parse_or("auto.evolve", false)?,
             columns: HashMap::new(),
             offsets_of: c.exactly_once()?.then(|| c.name.clone()),
+            key_hasher: Default::default(),
         })
     }
 
@@ -187,7 +191,7 @@ impl JdbcSink {
         deletes: Vec<Value>,
         offsets: TxnOffsets,
     ) -> Result<()> {
-        let (pool, columns, rows) = self.prepare(table, rows).await?;
+        let (pool, columns, rows, _) = self.prepare(table, rows).await?;
         let d = self.dialect;
         if d == Dialect::Postgres
             && self.mode != Mode::Update
@@ -204,13 +208,13 @@ impl JdbcSink {
             .await
     }
 
-    /// The table made or evolved as configured, the batch's columns, and its rows with one
-    /// per key in upsert mode.
+    /// The table made or evolved as configured, the batch's columns, its rows with one per
+    /// key in upsert mode, and the hashes of their keys.
     async fn prepare(
         &mut self,
         table: &str,
         rows: Vec<Map<String, Value>>,
-    ) -> Result<(AnyPool, Vec<String>, Vec<Map<String, Value>>)> {
+    ) -> Result<(AnyPool, Vec<String>, Vec<Map<String, Value>>, HashSet<u64>)> {
         let pool = self.pool().await?;
         let d = self.dialect;
         let mut columns: Vec<String> = Vec::new();
@@ -258,23 +262,31 @@ impl JdbcSink {
         if self.auto_evolve && !rows.is_empty() {
             self.evolve(&pool, table, &columns, &rows).await?;
         }
+        // The key fields' JSON texts, joined by a byte JSON text cannot hold.
+        let pk = |r: &Map<String, Value>| -> String {
+            let mut k = String::new();
+            for f in &self.pk_fields {
+                match r.get(f) {
+                    Some(Value::Number(n)) => k += &n.to_string(),
+                    Some(v) => k += &v.to_string(),
+                    None => {}
+                }
+                k.push('\u{1}');
+            }
+            k
+        };
+        let keys: Vec<String> = if self.pk_fields.is_empty() {
+            Vec::new()
+        } else {
+            rows.iter().map(pk).collect()
+        };
+        let hashes = keys
+            .iter()
+            .map(|k| std::hash::BuildHasher::hash_one(&self.key_hasher, (table, k)))
+            .collect();
         // One statement may not touch a row twice (PostgreSQL refuses): per key, the last
         // record of the batch wins, as it would row by row.
         let rows = if self.mode == Mode::Upsert {
-            // The key fields' JSON texts, joined by a byte JSON text cannot hold.
-            let pk = |r: &Map<String, Value>| -> String {
-                let mut k = String::new();
-                for f in &self.pk_fields {
-                    match r.get(f) {
-                        Some(Value::Number(n)) => k += &n.to_string(),
-                        Some(v) => k += &v.to_string(),
-                        None => {}
-                    }
-                    k.push('\u{1}');
-                }
-                k
-            };
-            let keys: Vec<String> = rows.iter().map(pk).collect();
             let mut last = HashMap::with_capacity(rows.len());
             for (i, k) in keys.iter().enumerate() {
                 last.insert(k, i);
@@ -291,7 +303,7 @@ impl JdbcSink {
         } else {
             rows
         };
-        Ok((pool, columns, rows))
+        Ok((pool, columns, rows, hashes))
     }
 
     /// The generic path: multi-row statements with bound values, in one transaction.
@@ -374,14 +386,17 @@ impl JdbcSink {
         tx.commit().await.map_err(|e| jdbc::db_error(&self.url, e))
     }
 
-    /// PostgreSQL, insert and upsert: the rows are `COPY`ed into a temporary table shaped like
-    /// the target (one per column set, emptied at commit), then moved with one
-    /// `INSERT … SELECT` (`ON CONFLICT … DO UPDATE` for upsert), in one transaction. Streaming
-    /// text instead of binding every value is what makes it several times faster. In insert
-    /// mode, and in upsert mode when a probe finds none of the chunk's keys in the table (a
-    /// first load; for integer keys, none in their range), the rows are `COPY`ed straight into the table, in the probe's transaction;
-    /// a key written by someone else in between is a unique violation, and the records are
-    /// then written one by one, which probes again and upserts.
+    /// PostgreSQL, insert and upsert: the rows as `COPY` text, streamed instead of binding
+    /// every value, which is what makes it several times faster. In insert mode, and in upsert
+    /// mode when a probe finds none of the chunk's keys in the table (a first load; for integer
+    /// keys, none in their range), they are `COPY`ed straight into the table, in the probe's
+    /// transaction; a key written by someone else in between is a unique violation, and the
+    /// records are then written one by one, which probes again and upserts. Other upsert
+    /// chunks go through a temporary table shaped like the target ([`Staging`]): one
+    /// `UPDATE … FROM` sets the record's columns of the rows that exist (other columns keep
+    /// their values, as in Kafka Connect), and an `INSERT … SELECT` adds the others, only if
+    /// some key was missing. An `UPDATE` costs the server less than `INSERT … ON CONFLICT DO
+    /// UPDATE`, which locks each row (a WAL record of its own) before updating it.
     async fn copy_job(
         &mut self,
         table: &str,
@@ -392,19 +407,13 @@ impl JdbcSink {
         let d = self.dialect;
         if self.pg.is_none() {
             let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(2)
+                .max_connections(IN_FLIGHT as u32)
                 .connect(&self.url)
                 .await
                 .map_err(|e| jdbc::db_error(&self.url, e))?;
             self.pg = Some(pool);
         }
         let pool = self.pg.clone().expect("connected above");
-        let stage = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (table, columns).hash(&mut h);
-            format!("runnel_stage_{:016x}", h.finish())
-        };
         let cols: Vec<String> = columns.iter().map(|c| d.quote(c)).collect();
         let cols = cols.join(", ");
         let mut text = Vec::with_capacity(rows.len() * 64);
@@ -417,79 +426,142 @@ impl JdbcSink {
             }
             text.push(b'\n');
         }
-        let create = format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-            d.quote(table)
-        );
-        let copy = format!("COPY {stage} ({cols}) FROM STDIN");
-        let mut sql = format!(
-            "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage}",
-            d.quote(table)
-        );
-        if self.mode == Mode::Upsert {
-            let pk: Vec<String> = self.pk_fields.iter().map(|c| d.quote(c)).collect();
-            let set: Vec<String> = columns
-                .iter()
-                .filter(|c| !self.pk_fields.contains(c))
-                .map(|c| format!("{0} = excluded.{0}", d.quote(c)))
-                .collect();
-            sql += &if set.is_empty() {
-                format!(" ON CONFLICT ({}) DO NOTHING", pk.join(", "))
-            } else {
-                format!(
-                    " ON CONFLICT ({}) DO UPDATE SET {}",
-                    pk.join(", "),
-                    set.join(", ")
-                )
-            };
-        }
-        // Straight into the table when no row is there to update: always in insert mode; in
-        // upsert mode when a probe of the keys (one integer or text key column) finds none.
         let direct = format!("COPY {} ({cols}) FROM STDIN", d.quote(table));
-        let shortcut = match (self.mode, self.pk_fields.as_slice()) {
-            (Mode::Insert, _) => Shortcut::Always,
-            (Mode::Upsert, [pk]) => {
-                let (qt, qk) = (d.quote(table), d.quote(pk));
-                let ints: Option<Vec<i64>> = rows
-                    .iter()
-                    .map(|r| r.get(pk).and_then(Value::as_i64))
-                    .collect();
-                let texts: Option<Vec<String>> = rows
-                    .iter()
-                    .map(|r| r.get(pk).and_then(Value::as_str).map(str::to_string))
-                    .collect();
-                match (ints, texts) {
-                    // One index descent for the keys' range instead of one per key: a first
-                    // load's keys are new and usually above all others. Keys interleaved with
-                    // existing ones take the staging table, which is correct for any.
-                    (Some(keys), _) => {
-                        let (lo, hi) = keys
-                            .iter()
-                            .fold((i64::MAX, i64::MIN), |(lo, hi), &k| (lo.min(k), hi.max(k)));
-                        let probe = format!(
-                            "SELECT EXISTS (SELECT 1 FROM {qt} WHERE {qk} BETWEEN $1 AND $2)"
-                        );
-                        Shortcut::IfNoneOf(probe, Keys::Range(lo, hi))
-                    }
-                    (None, Some(keys)) => {
-                        let probe =
-                            format!("SELECT EXISTS (SELECT 1 FROM {qt} WHERE {qk} = ANY($1))");
-                        Shortcut::IfNoneOf(probe, Keys::Texts(keys))
-                    }
-                    _ => Shortcut::Never,
+        let route = match self.mode {
+            Mode::Upsert => {
+                let probe = self.probe(table, rows);
+                let range = match probe {
+                    Some((_, Keys::Range(lo, hi))) => Some((lo, hi)),
+                    _ => None,
+                };
+                Route::Staged {
+                    stage: self.staging(table, columns, &cols, range),
+                    probe,
                 }
             }
-            _ => Shortcut::Never,
+            _ => Route::Direct,
         };
         Ok(CopyJob {
             pool,
             url: self.url.clone(),
-            statements: [create, copy, sql],
             direct,
-            shortcut,
+            route,
+            rows: rows.len() as u64,
             text,
             offsets: self.offsets_of.clone().map(|c| (c, offsets)),
         })
+    }
+
+    /// The statements of the upsert through a staging table (one per table and column set),
+    /// for keys in `range` when they are integers of one column.
+    fn staging(
+        &self,
+        table: &str,
+        columns: &[String],
+        cols: &str,
+        range: Option<(i64, i64)>,
+    ) -> Staging {
+        let d = self.dialect;
+        let stage = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (table, columns).hash(&mut h);
+            format!("runnel_stage_{:016x}", h.finish())
+        };
+        let qt = d.quote(table);
+        let mut create = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {qt} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        );
+        // The stage has no statistics, and the planner joins it to the table by a merge join
+        // that reads the table's key index from its first entry, every chunk (a cost growing
+        // with the table), or by a hash join over the whole table. Given the keys' range, a
+        // merge join reads that range of the index once; without, an index lookup per staged
+        // row is what the update needs.
+        let mut within = String::new();
+        match (range, self.pk_fields.as_slice()) {
+            (Some((lo, hi)), [pk]) => {
+                within = format!(" AND t.{} BETWEEN {lo} AND {hi}", d.quote(pk))
+            }
+            _ => create += "; SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off",
+        }
+        let rest: Vec<String> = columns
+            .iter()
+            .filter(|c| !self.pk_fields.contains(c))
+            .map(|c| d.quote(c))
+            .collect();
+        let pk: Vec<String> = self.pk_fields.iter().map(|c| d.quote(c)).collect();
+        let matches: Vec<String> = pk.iter().map(|c| format!("t.{c} = s.{c}")).collect();
+        let matches = matches.join(" AND ");
+        let update = (!rest.is_empty()).then(|| {
+            let set: Vec<String> = rest.iter().map(|c| format!("{c} = s.{c}")).collect();
+            format!(
+                "UPDATE {qt} t SET {} FROM {stage} s WHERE {matches}{within}",
+                set.join(", ")
+            )
+        });
+        // A key someone else inserted since the UPDATE conflicts, and is updated then: the
+        // record wins either way.
+        let on_conflict = if rest.is_empty() {
+            format!("ON CONFLICT ({}) DO NOTHING", pk.join(", "))
+        } else {
+            let set: Vec<String> = rest.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+            format!(
+                "ON CONFLICT ({}) DO UPDATE SET {}",
+                pk.join(", "),
+                set.join(", ")
+            )
+        };
+        Staging {
+            create,
+            copy: format!("COPY {stage} ({cols}) FROM STDIN"),
+            update,
+            insert: format!(
+                "INSERT INTO {qt} ({cols}) SELECT {cols} FROM {stage} s \
+                 WHERE NOT EXISTS (SELECT 1 FROM {qt} t WHERE {matches}) {on_conflict}"
+            ),
+        }
+    }
+
+    /// The probe that lets a chunk of new keys skip the staging table: one integer or text
+    /// key column.
+    fn probe(&self, table: &str, rows: &[Map<String, Value>]) -> Option<(String, Keys)> {
+        let [pk] = self.pk_fields.as_slice() else {
+            return None;
+        };
+        let (qt, qk) = (self.dialect.quote(table), self.dialect.quote(pk));
+        let ints: Option<Vec<i64>> = rows
+            .iter()
+            .map(|r| r.get(pk).and_then(Value::as_i64))
+            .collect();
+        if let Some(keys) = ints {
+            // One index descent for the keys' range instead of one per key: a first load's
+            // keys are new and usually above all others. Keys interleaved with existing ones
+            // take the staging table, which is correct for any.
+            let (lo, hi) = keys
+                .iter()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+            let probe = format!("SELECT EXISTS (SELECT 1 FROM {qt} WHERE {qk} BETWEEN $1 AND $2)");
+            return Some((probe, Keys::Range(lo, hi)));
+        }
+        let texts: Option<Vec<String>> = rows
+            .iter()
+            .map(|r| r.get(pk).and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let probe = format!("SELECT EXISTS (SELECT 1 FROM {qt} WHERE {qk} = ANY($1))");
+        texts.map(|keys| (probe, Keys::Texts(keys)))
+    }
+
+    /// Waits for the chunks in flight, oldest first (see [`Self::finish`]).
+    async fn finish_all(
+        &mut self,
+        inflight: &mut VecDeque<Inflight>,
+        records: &[ConsumerRecord],
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<()> {
+        while let Some(job) = inflight.pop_front() {
+            self.finish(job, records, rejected).await?;
+        }
+        Ok(())
     }
 
     /// Waits for a chunk written by a task; if the database refused its data, finds the bad
@@ -692,15 +764,16 @@ impl JdbcSink {
     }
 }
 
-/// One PostgreSQL batch ready to go: create the stage, `COPY` into it, move the rows. Owns
-/// what it needs, so it can run in a task while the next batch is prepared.
+/// One PostgreSQL batch ready to go: `COPY` it into the table or through the staging table.
+/// Owns what it needs, so it can run in a task while the next batch is prepared.
 struct CopyJob {
     pool: sqlx::PgPool,
     url: String,
-    statements: [String; 3],
     /// `COPY` straight into the table.
     direct: String,
-    shortcut: Shortcut,
+    route: Route,
+    /// The rows in `text`.
+    rows: u64,
     text: Vec<u8>,
     /// (connector, offsets) to store in the same transaction (exactly-once).
     offsets: Option<(String, TxnOffsets)>,
@@ -708,31 +781,52 @@ struct CopyJob {
 
 impl CopyJob {
     async fn run(self) -> Result<()> {
+        use sqlx::Executor;
         let err = |e| jdbc::db_error(&self.url, e);
-        let [create, copy, insert] = &self.statements;
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let direct = match &self.shortcut {
-            Shortcut::Always => true,
-            Shortcut::Never => false,
-            Shortcut::IfNoneOf(probe, keys) => {
+        let staging = match &self.route {
+            Route::Direct => None,
+            Route::Staged { stage, probe: None } => Some(stage),
+            Route::Staged {
+                stage,
+                probe: Some((probe, keys)),
+            } => {
                 let q = sqlx::query_scalar::<_, bool>(probe);
                 let q = match keys {
                     Keys::Range(lo, hi) => q.bind(lo).bind(hi),
                     Keys::Texts(k) => q.bind(k),
                 };
-                !q.fetch_one(&mut *tx).await.map_err(err)?
+                q.fetch_one(&mut *tx).await.map_err(err)?.then_some(stage)
             }
         };
-        if direct {
-            let mut c = tx.copy_in_raw(&self.direct).await.map_err(err)?;
-            c.send(self.text.as_slice()).await.map_err(err)?;
-            c.finish().await.map_err(err)?;
-        } else {
-            sqlx::query(create).execute(&mut *tx).await.map_err(err)?;
-            let mut c = tx.copy_in_raw(copy).await.map_err(err)?;
-            c.send(self.text.as_slice()).await.map_err(err)?;
-            c.finish().await.map_err(err)?;
-            sqlx::query(insert).execute(&mut *tx).await.map_err(err)?;
+        let copy = staging.map_or(&self.direct, |s| &s.copy);
+        if let Some(s) = staging {
+            // Unprepared: its several statements go in one round trip.
+            conn(&mut tx)
+                .execute(s.create.as_str())
+                .await
+                .map_err(err)?;
+        }
+        let mut c = tx.copy_in_raw(copy).await.map_err(err)?;
+        c.send(self.text.as_slice()).await.map_err(err)?;
+        c.finish().await.map_err(err)?;
+        if let Some(s) = staging {
+            let updated = match &s.update {
+                // Unprepared: its text holds the chunk's key range.
+                Some(update) => conn(&mut tx)
+                    .execute(update.as_str())
+                    .await
+                    .map_err(err)?
+                    .rows_affected(),
+                None => 0,
+            };
+            // Every key was there: nothing to insert, and no anti-join to pay for.
+            if updated < self.rows {
+                sqlx::query(&s.insert)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
         }
         if let Some((connector, offsets)) = &self.offsets {
             jdbc_offsets::write_pg(&mut tx, connector, offsets)
@@ -743,12 +837,31 @@ impl CopyJob {
     }
 }
 
-/// When a chunk may skip the staging table.
-enum Shortcut {
-    Always,
-    Never,
-    /// When the probe finds none of the keys in the table.
-    IfNoneOf(String, Keys),
+/// The connection of a transaction, for statements sent unprepared (`Executor` on a `&str`).
+fn conn<'a>(tx: &'a mut sqlx::Transaction<'_, sqlx::Postgres>) -> &'a mut sqlx::PgConnection {
+    tx
+}
+
+/// How a chunk reaches its table.
+enum Route {
+    /// `COPY` straight in (insert mode).
+    Direct,
+    /// Upsert: through the staging table, or straight in when the probe finds none of the
+    /// chunk's keys in the table.
+    Staged {
+        stage: Staging,
+        probe: Option<(String, Keys)>,
+    },
+}
+
+/// Upsert through a temporary table: create it (emptied at each commit), `COPY` the rows into
+/// it, `UPDATE` the rows whose keys are in the table, insert the others.
+struct Staging {
+    create: String,
+    copy: String,
+    /// `None` when every column is a key column: nothing to update.
+    update: Option<String>,
+    insert: String,
 }
 
 enum Keys {
@@ -791,12 +904,18 @@ fn copy_text(v: &Value, out: &mut Vec<u8>) {
 /// enough that encoding the next chunk overlaps the server's work on this one.
 const PIPELINE_CHUNK: usize = 20_000;
 
-/// A chunk being written by a task: which table, which records (indices into the put).
+/// A chunk being written by a task: which table, which records (indices into the put), and
+/// the hashes of their keys.
 struct Inflight {
     handle: tokio::task::JoinHandle<Result<()>>,
     table: String,
     indices: Vec<usize>,
+    keys: HashSet<u64>,
 }
+
+/// Chunks written at once on PostgreSQL: an `UPDATE` of existing rows keeps one server core
+/// busy, and two chunks of disjoint keys may commit in either order.
+const IN_FLIGHT: usize = 2;
 
 /// The records of one table in a put, with their index in the batch.
 #[derive(Default)]
@@ -854,8 +973,11 @@ impl Sink for JdbcSink {
     }
 
     /// On PostgreSQL (insert, upsert) a batch goes in chunks, each `COPY`ed by a task while the
-    /// next chunk is parsed and encoded: the client's work and the server's overlap. Chunks
-    /// are written in order, one at a time, so per key the last record still wins.
+    /// next chunk is parsed and encoded: the client's work and the server's overlap. Up to
+    /// [`IN_FLIGHT`] chunks are written at once, each in its own transaction, when no two hold
+    /// the same key; a chunk with a key of one in flight waits for it, so per key the last
+    /// record still wins. With exactly-once, whose stored offsets must only grow, one chunk
+    /// at a time.
     async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>> {
         let mut rejected = Vec::new();
         let pipelined = self.dialect == Dialect::Postgres && self.mode != Mode::Update;
@@ -864,7 +986,13 @@ impl Sink for JdbcSink {
         } else {
             records.len().max(1)
         };
-        let mut inflight: Option<Inflight> = None;
+        let mut inflight: VecDeque<Inflight> = VecDeque::new();
+        // With its offsets stored chunk by chunk, a chunk may not commit before an earlier one.
+        let most = if self.offsets_of.is_some() {
+            1
+        } else {
+            IN_FLIGHT
+        };
         let (mut last_topic, mut last_table): (Option<String>, String) = (None, String::new());
         for (n, part) in records.chunks(chunk).enumerate() {
             let mut tables: BTreeMap<String, Batch> = BTreeMap::new();
@@ -907,20 +1035,33 @@ impl Sink for JdbcSink {
                 );
                 if pipelined && deletes.is_empty() && !rows.is_empty() {
                     let job = match self.prepare(&table, rows).await {
-                        Ok((_, columns, rows)) => {
-                            self.copy_job(&table, &columns, &rows, offsets).await
-                        }
+                        Ok((_, columns, rows, keys)) => self
+                            .copy_job(&table, &columns, &rows, offsets)
+                            .await
+                            .map(|job| (job, keys)),
                         Err(e) => Err(e),
                     };
-                    if let Some(prev) = inflight.take() {
-                        self.finish(prev, records, &mut rejected).await?;
+                    // A chunk holding a key of a chunk in flight waits for it: per key, the
+                    // last record wins.
+                    let overlaps = |f: &Inflight| match &job {
+                        Ok((_, keys)) => !f.keys.is_disjoint(keys),
+                        Err(_) => true,
+                    };
+                    if inflight.iter().any(overlaps) {
+                        self.finish_all(&mut inflight, records, &mut rejected)
+                            .await?;
+                    }
+                    while inflight.len() >= most {
+                        let oldest = inflight.pop_front().expect("not empty");
+                        self.finish(oldest, records, &mut rejected).await?;
                     }
                     match job {
-                        Ok(job) => {
-                            inflight = Some(Inflight {
+                        Ok((job, keys)) => {
+                            inflight.push_back(Inflight {
                                 handle: tokio::spawn(job.run()),
                                 table,
                                 indices,
+                                keys,
                             });
                             // A task spawned from a worker waits in its LIFO slot, which other
                             // workers do not steal from, until this task yields: yield now, or
@@ -936,9 +1077,8 @@ impl Sink for JdbcSink {
                     }
                     continue;
                 }
-                if let Some(prev) = inflight.take() {
-                    self.finish(prev, records, &mut rejected).await?;
-                }
+                self.finish_all(&mut inflight, records, &mut rejected)
+                    .await?;
                 let keys: Vec<Value> = deletes.iter().map(|(_, k)| k.clone()).collect();
                 match self.write_table(&table, rows, keys, offsets).await {
                     Ok(()) => {}
@@ -953,9 +1093,8 @@ impl Sink for JdbcSink {
                 }
             }
         }
-        if let Some(prev) = inflight.take() {
-            self.finish(prev, records, &mut rejected).await?;
-        }
+        self.finish_all(&mut inflight, records, &mut rejected)
+            .await?;
         Ok(rejected)
     }
 
@@ -971,5 +1110,102 @@ impl Sink for JdbcSink {
         let pool = self.pool().await?;
         let stored = jdbc_offsets::load(&pool, &self.url, self.dialect, &connector).await?;
         Ok(Some(stored))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_log::Record;
+
+    /// PostgreSQL at `RUNNEL_TEST_POSTGRES_URL`, or `None` (skipped) when it is not reachable
+    /// and `RUNNEL_REQUIRE_SERVICES` is not set.
+    async fn postgres() -> Option<String> {
+        sqlx::any::install_default_drivers();
+        let url = std::env::var("RUNNEL_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let wait = std::time::Duration::from_secs(5);
+        if let Ok(Ok(_)) = tokio::time::timeout(wait, jdbc::connect(&url)).await {
+            return Some(url);
+        }
+        assert_ne!(
+            std::env::var("RUNNEL_REQUIRE_SERVICES").as_deref(),
+            Ok("1"),
+            "{url} is not reachable"
+        );
+        None
+    }
+
+    fn record(offset: u64, value: String) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: "upserts".into(),
+            partition: 0,
+            record: Record {
+                offset,
+                timestamp: 0,
+                key: None,
+                value: Some(value.into_bytes().into()),
+                headers: Vec::new(),
+            },
+        }
+    }
+
+    /// Existing keys through the staging table and new ones, over several chunks written at
+    /// once: only the record's columns change, and per key the last record wins, also when
+    /// its chunk follows the one holding an earlier record of the key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn upserts_update_only_the_records_columns_and_the_last_record_wins() {
+        let Some(url) = postgres().await else { return };
+        let table = format!("upsert_test_{}", std::process::id());
+        let pool = jdbc::connect(&url).await.unwrap();
+        let sql = format!(
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, score BIGINT, note TEXT);
+             INSERT INTO {table} SELECT i, 0, 'kept' FROM generate_series(1, 30000) i"
+        );
+        sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+        let config = ConnectorConfig::from_json(
+            Some("upserts"),
+            &serde_json::json!({
+                "connector.class": "jdbc-sink", "connection.url": url, "topics": "upserts",
+                "table.name.format": table, "insert.mode": "upsert",
+                "pk.mode": "record_value", "pk.fields": "id",
+            }),
+        )
+        .unwrap();
+        let mut sink = JdbcSink::new(&config).unwrap();
+        // Keys 1..=50,000 (the first 30,000 exist), then key 7 again in the third chunk.
+        let mut records: Vec<ConsumerRecord> = (1..=50_000u64)
+            .map(|i| record(i, format!(r#"{{"id":{i},"score":{i}}}"#)))
+            .collect();
+        records.push(record(50_001, r#"{"id":7,"score":-7}"#.into()));
+        assert!(sink.put(&records).await.unwrap().is_empty());
+        let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(&format!(
+            "SELECT id, score, note FROM {table} WHERE id IN (1, 7, 30000, 30001, 50000) ORDER BY id"
+        ))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let kept = || Some("kept".to_string());
+        assert_eq!(
+            rows,
+            [
+                (1, 1, kept()),
+                (7, -7, kept()),
+                (30000, 30000, kept()),
+                (30001, 30001, None),
+                (50000, 50000, None)
+            ]
+        );
+        let wrong: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE score <> id AND id <> 7"
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(wrong, 0);
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&pool)
+            .await
+            .unwrap();
     }
 }
