@@ -277,6 +277,25 @@ fn events_file(dir: &Path) -> (Vec<String>, PathBuf) {
     (lines, file)
 }
 
+/// A 6 MiB tmpfs (`None`: the test is skipped) and the events file, in a directory that lives
+/// as long as the returned handle.
+fn small_disk_and_events() -> Option<(SmallDisk, tempfile::TempDir, Vec<String>, PathBuf)> {
+    let disk = SmallDisk::mount("6m")?;
+    let input_dir = tempfile::tempdir().unwrap();
+    let (lines, file) = events_file(input_dir.path());
+    Some((disk, input_dir, lines, file))
+}
+
+/// Partition 0 of topic `t` in `data_dir` holds exactly `lines`, in order.
+fn assert_exactly_the_file(data_dir: &Path, lines: &[String]) {
+    let stored = &partitions_of(data_dir, "t")[0];
+    assert_eq!(stored.len(), lines.len());
+    assert!(
+        stored[..] == lines[..],
+        "exactly the file, no gap and no duplicate"
+    );
+}
+
 /// Every partition's values, in offset order.
 fn partitions_of(data_dir: &Path, topic: &str) -> Vec<Vec<String>> {
     let log = Log::open(data_dir).unwrap();
@@ -307,11 +326,9 @@ fn resume_line(error: &str) -> usize {
 
 #[test]
 fn produce_into_a_full_disk_stops_without_a_gap_and_resumes_exactly() {
-    let Some(disk) = SmallDisk::mount("6m") else {
+    let Some((disk, _input_dir, lines, file)) = small_disk_and_events() else {
         return;
     };
-    let input_dir = tempfile::tempdir().unwrap();
-    let (lines, file) = events_file(input_dir.path());
     let file = file.to_str().unwrap();
 
     let runnel = Runnel::new(disk.path());
@@ -348,21 +365,14 @@ fn produce_into_a_full_disk_stops_without_a_gap_and_resumes_exactly() {
     let rest = ["produce", "t", "--file", file, "--from-line", &from];
     let out = runnel.run_with(&rest, None, LONG);
     runnel.expect_success(&rest, out);
-    let stored = &partitions_of(&disk.path(), "t")[0];
-    assert_eq!(stored.len(), lines.len());
-    assert!(
-        stored[..] == lines[..],
-        "exactly the file, no gap and no duplicate"
-    );
+    assert_exactly_the_file(&disk.path(), &lines);
 }
 
 #[test]
 fn keyed_produce_into_a_full_disk_leaves_each_partition_a_gapless_prefix() {
-    let Some(disk) = SmallDisk::mount("6m") else {
+    let Some((disk, input_dir, lines, file)) = small_disk_and_events() else {
         return;
     };
-    let input_dir = tempfile::tempdir().unwrap();
-    let (lines, file) = events_file(input_dir.path());
     let file = file.to_str().unwrap();
     let produce = ["produce", "t", "--file", file, "--key-field", "driver"];
     let create = [
@@ -477,11 +487,9 @@ fn stored_up_to(report: &str) -> Vec<(usize, usize)> {
 
 #[test]
 fn produce_over_the_wire_into_a_full_broker_stops_without_a_gap_and_resumes_exactly() {
-    let Some(disk) = SmallDisk::mount("6m") else {
+    let Some((disk, _input_dir, lines, file)) = small_disk_and_events() else {
         return;
     };
-    let input_dir = tempfile::tempdir().unwrap();
-    let (lines, file) = events_file(input_dir.path());
     let file = file.to_str().unwrap();
     let broker = crate::broker::BrokerProc::start(&disk.path());
     let create = [
@@ -507,21 +515,14 @@ fn produce_over_the_wire_into_a_full_broker_stops_without_a_gap_and_resumes_exac
     let (ok, stderr) = over_the_wire(&broker.addr, &rest);
     assert!(ok, "{stderr}");
     broker.terminate();
-    let stored = &partitions_of(&disk.path(), "t")[0];
-    assert_eq!(stored.len(), lines.len());
-    assert!(
-        stored[..] == lines[..],
-        "exactly the file, no gap and no duplicate"
-    );
+    assert_exactly_the_file(&disk.path(), &lines);
 }
 
 #[test]
 fn keyed_produce_over_the_wire_reports_each_partitions_last_stored_line() {
-    let Some(disk) = SmallDisk::mount("6m") else {
+    let Some((disk, _input_dir, lines, file)) = small_disk_and_events() else {
         return;
     };
-    let input_dir = tempfile::tempdir().unwrap();
-    let (lines, file) = events_file(input_dir.path());
     let file = file.to_str().unwrap();
     let broker = crate::broker::BrokerProc::start(&disk.path());
     let create = [
