@@ -472,6 +472,23 @@ fn over_the_wire(addr: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// A `runnel broker` on `disk` with topic `t` of `partitions` partitions, durability `always`.
+fn broker_with_topic_t(disk: &SmallDisk, partitions: u32) -> crate::broker::BrokerProc {
+    let broker = crate::broker::BrokerProc::start(&disk.path());
+    let partitions = partitions.to_string();
+    let create = [
+        "topics",
+        "create",
+        "t",
+        "--partitions",
+        &partitions,
+        "--durability",
+        "always",
+    ];
+    assert!(over_the_wire(&broker.addr, &create).0);
+    broker
+}
+
 /// The line numbers of `t-P: stored its records up to line X` in a report, by partition.
 fn stored_up_to(report: &str) -> Vec<(usize, usize)> {
     report
@@ -491,17 +508,7 @@ fn produce_over_the_wire_into_a_full_broker_stops_without_a_gap_and_resumes_exac
         return;
     };
     let file = file.to_str().unwrap();
-    let broker = crate::broker::BrokerProc::start(&disk.path());
-    let create = [
-        "topics",
-        "create",
-        "t",
-        "--partitions",
-        "1",
-        "--durability",
-        "always",
-    ];
-    assert!(over_the_wire(&broker.addr, &create).0);
+    let broker = broker_with_topic_t(&disk, 1);
     let (ok, stderr) = over_the_wire(&broker.addr, &["produce", "t", "--file", file]);
     assert!(!ok, "the disk should fill; stderr:\n{stderr}");
     assert!(
@@ -524,17 +531,7 @@ fn keyed_produce_over_the_wire_reports_each_partitions_last_stored_line() {
         return;
     };
     let file = file.to_str().unwrap();
-    let broker = crate::broker::BrokerProc::start(&disk.path());
-    let create = [
-        "topics",
-        "create",
-        "t",
-        "--partitions",
-        "4",
-        "--durability",
-        "always",
-    ];
-    assert!(over_the_wire(&broker.addr, &create).0);
+    let broker = broker_with_topic_t(&disk, 4);
     let produce = ["produce", "t", "--file", file, "--key-field", "driver"];
     let (ok, stderr) = over_the_wire(&broker.addr, &produce);
     assert!(!ok, "the disk should fill; stderr:\n{stderr}");
