@@ -279,6 +279,29 @@ fn a_worker_file_with_an_unknown_key_is_refused_with_its_name() {
     );
 }
 
+/// Stores `values` in `topic` (created with defaults if missing), in order, and waits until
+/// they are durable.
+fn produce<S: AsRef<str>>(
+    rt: &tokio::runtime::Runtime,
+    client: &SharedLogClient,
+    topic: &str,
+    values: &[S],
+) {
+    rt.block_on(async {
+        client
+            .ensure_topic(topic, &runnel::log::TopicConfig::default())
+            .await
+            .unwrap();
+        let p = client.producer(Default::default());
+        let records: Vec<runnel::log::ProducerRecord<'_>> = values
+            .iter()
+            .map(|v| runnel::log::ProducerRecord::new(topic, v.as_ref().as_bytes()))
+            .collect();
+        p.send_all(&records).await.unwrap();
+        p.flush().await.unwrap();
+    });
+}
+
 /// `runnel --bootstrap ADDR connect WORKER_FILE` with its REST API on a free port.
 pub fn worker_over(addr: &str, worker_file: &Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_runnel"))

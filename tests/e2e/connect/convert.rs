@@ -3,7 +3,6 @@
 //! the tables.
 
 use super::*;
-use runnel::log::ProducerRecord;
 
 fn read(
     rt: &tokio::runtime::Runtime,
@@ -24,22 +23,6 @@ fn header(r: &runnel::log::Record, key: &str) -> String {
         .find(|h| h.key == key)
         .map(|h| text(&h.value))
         .unwrap_or_default()
-}
-
-fn produce(rt: &tokio::runtime::Runtime, client: &SharedLogClient, topic: &str, values: &[&str]) {
-    rt.block_on(async {
-        client
-            .ensure_topic(topic, &runnel::log::TopicConfig::default())
-            .await
-            .unwrap();
-        let p = client.producer(Default::default());
-        for v in values {
-            p.send(ProducerRecord::new(topic, v.as_bytes()))
-                .await
-                .unwrap();
-        }
-        p.flush().await.unwrap();
-    });
 }
 
 fn sqlite_rows(url: &str, sql: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {

@@ -3,7 +3,6 @@
 //! size and by time.
 
 use super::*;
-use runnel::log::ProducerRecord;
 
 fn values(
     rt: &tokio::runtime::Runtime,
@@ -153,27 +152,6 @@ fn a_directory_of_csv_files_becomes_json_records_with_the_header_as_field_names(
     worker.delete("csv").unwrap();
 }
 
-fn produce_json(
-    rt: &tokio::runtime::Runtime,
-    client: &SharedLogClient,
-    topic: &str,
-    values: &[String],
-) {
-    rt.block_on(async {
-        client
-            .ensure_topic(topic, &runnel::log::TopicConfig::default())
-            .await
-            .unwrap();
-        let p = client.producer(Default::default());
-        for v in values {
-            p.send(ProducerRecord::new(topic, v.as_bytes()))
-                .await
-                .unwrap();
-        }
-        p.flush().await.unwrap();
-    });
-}
-
 #[test]
 fn the_file_sink_writes_json_and_csv_and_rotates_by_size_and_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,7 +160,7 @@ fn the_file_sink_writes_json_and_csv_and_rotates_by_size_and_time() {
     let recs: Vec<String> = (0..100)
         .map(|i| format!("{{\"id\":{i},\"name\":\"n{i}\"}}"))
         .collect();
-    produce_json(&rt, &client, "rows", &recs);
+    produce(&rt, &client, "rows", &recs);
     let worker = rt.block_on(Worker::new(client.clone())).unwrap();
     let _g = rt.enter();
     let out = dir.path().join("out.jsonl");
@@ -216,13 +194,13 @@ fn the_file_sink_writes_json_and_csv_and_rotates_by_size_and_time() {
     assert!(Path::new(&format!("{}.3", out.display())).exists());
 
     let csv = dir.path().join("out.csv");
-    produce_json(
+    produce(
         &rt,
         &client,
         "rows",
         &[
-            r#"{"id":100,"name":"has, comma"}"#.into(),
-            r#"{"id":101,"zip":"x"}"#.into(),
+            r#"{"id":100,"name":"has, comma"}"#,
+            r#"{"id":101,"zip":"x"}"#,
         ],
     );
     worker.create(config("csv-out", serde_json::json!({
@@ -243,14 +221,14 @@ fn the_file_sink_writes_json_and_csv_and_rotates_by_size_and_time() {
 
     // Time: a file open longer than rotate.interval.ms is rotated when records arrive.
     let timed = dir.path().join("timed.jsonl");
-    produce_json(&rt, &client, "timed", &recs[..5]);
+    produce(&rt, &client, "timed", &recs[..5]);
     worker.create(config("timed-out", serde_json::json!({
         "connector.class": "file-sink", "file": timed.to_str().unwrap(), "topics": "timed", "format": "json",
         "rotate.interval.ms": "300",
     }))).unwrap();
     wait_for("the first records", || lines_of(&timed).len() == 5);
     std::thread::sleep(Duration::from_millis(500));
-    produce_json(&rt, &client, "timed", &recs[5..10]);
+    produce(&rt, &client, "timed", &recs[5..10]);
     wait_for("the rotation", || {
         lines_of(&timed).len() == 5
             && lines_of(Path::new(&format!("{}.1", timed.display()))).len() == 5

@@ -12,23 +12,7 @@
 use super::*;
 use crate::faults::SmallDisk;
 use runnel::connectors::Status;
-use runnel::log::{ProducerRecord, TopicPartition};
-
-fn produce(rt: &tokio::runtime::Runtime, client: &SharedLogClient, topic: &str, values: &[String]) {
-    rt.block_on(async {
-        client
-            .ensure_topic(topic, &runnel::log::TopicConfig::default())
-            .await
-            .unwrap();
-        let p = client.producer(Default::default());
-        let records: Vec<ProducerRecord<'_>> = values
-            .iter()
-            .map(|v| ProducerRecord::new(topic, v.as_bytes()))
-            .collect();
-        p.send_all(&records).await.unwrap();
-        p.flush().await.unwrap();
-    });
-}
+use runnel::log::TopicPartition;
 
 /// The offset the sink's consumer group committed on partition 0 of `topic` (0 if none).
 fn committed(

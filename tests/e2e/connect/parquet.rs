@@ -7,23 +7,6 @@ use arrow::array::{
     Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, TimeUnit};
-use runnel::log::ProducerRecord;
-
-fn produce(rt: &tokio::runtime::Runtime, client: &SharedLogClient, topic: &str, values: &[String]) {
-    rt.block_on(async {
-        client
-            .ensure_topic(topic, &runnel::log::TopicConfig::default())
-            .await
-            .unwrap();
-        let p = client.producer(Default::default());
-        for v in values {
-            p.send(ProducerRecord::new(topic, v.as_bytes()))
-                .await
-                .unwrap();
-        }
-        p.flush().await.unwrap();
-    });
-}
 
 fn files(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
