@@ -271,6 +271,10 @@ impl LogProducer for Producer {
         Producer::flush(self).await
     }
 
+    fn has_failed(&self) -> bool {
+        Producer::has_failed(self)
+    }
+
     async fn init_transactions(&self) -> Result<()> {
         Producer::init_transactions(self).await
     }
