@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
+/// The log start offset that DeleteRecords moved into a segment (decimal text), so that a
+/// restart does not make its records readable again.
+const LOG_START_FILE: &str = "log-start-offset";
 /// Bytes per read when a whole range of batches is scanned (compaction, offset loading).
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
 
@@ -191,7 +194,13 @@ impl Partition {
             let active = segments.last().expect("one segment");
             (active.base_offset, active.size())
         };
-        let start = segments[0].base_offset;
+        let start = segments[0].base_offset.max(
+            std::fs::read_to_string(dir.join(LOG_START_FILE))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                .min(end),
+        );
         for s in &segments {
             s.publish(s.size());
         }
@@ -897,12 +906,47 @@ impl Partition {
             }
             let gone = segs.remove(0);
             total -= gone.size();
-            self.log_start.store(segs[0].base_offset, Ordering::Release);
+            self.log_start
+                .fetch_max(segs[0].base_offset, Ordering::AcqRel);
             gone.delete_files()?;
             deleted += 1;
             tracing::info!(topic = %self.topic, partition = self.id, segment = gone.base_offset, "retention deleted segment");
         }
         Ok(deleted)
+    }
+
+    /// Moves the log start offset forward to `offset` (Kafka's DeleteRecords): records below it
+    /// are no longer readable, and segments wholly below it are deleted. The new start is kept
+    /// in a file of the partition, so a restart does not bring the records back. An offset at or
+    /// below the start changes nothing; one past the high watermark is `OffsetOutOfRange`.
+    /// Returns the log start offset after the call. Blocking.
+    pub fn delete_records_before(&self, offset: u64) -> Result<u64> {
+        let _w = self.writer.lock();
+        let (start, hw) = (self.log_start_offset(), self.high_watermark());
+        if offset > hw {
+            return Err(LogError::OffsetOutOfRange {
+                topic: self.topic.to_string(),
+                partition: self.id,
+                offset,
+                start,
+                end: hw,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        crate::index::write_file(
+            &self.dir.join(LOG_START_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        self.log_start.store(offset, Ordering::Release);
+        let mut segs = self.segments.write();
+        while segs.len() > 1 && segs[1].base_offset <= offset {
+            let gone = segs.remove(0);
+            gone.delete_files()?;
+            tracing::info!(topic = %self.topic, partition = self.id, segment = gone.base_offset, "DeleteRecords deleted segment");
+        }
+        Ok(offset)
     }
 
     /// Marks the partition deleted; later appends and reads fail with `UnknownTopic`. The

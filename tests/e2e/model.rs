@@ -286,3 +286,42 @@ fn segment_bytes_beyond_index_positions_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("segment.bytes"), "{err}");
 }
+
+/// DeleteRecords: the log start moves into a segment, segments wholly below it go, reads below
+/// it are out of range, and after a restart the start is where it was moved (not back at the
+/// first remaining segment's base).
+#[test]
+fn delete_records_moves_the_log_start_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TopicConfig {
+        segment_bytes: 2048,
+        ..Default::default()
+    };
+    let now = runnel_log::types::now_ms();
+    {
+        let log = open(dir.path());
+        log.create_topic("t", config).unwrap();
+        let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
+        for _ in 0..40 {
+            p.append(batch_of(&[(None, Some(vec![b'x'; 200]), now)]))
+                .unwrap();
+        }
+        let segments = p.stats().segments;
+        assert_eq!(p.delete_records_before(25).unwrap(), 25);
+        assert!(p.stats().segments < segments, "segments below 25 deleted");
+        assert_eq!(p.delete_records_before(10).unwrap(), 25, "never moves back");
+        assert!(p.delete_records_before(41).is_err(), "past the end");
+        assert!(
+            p.read(24, 1 << 20).is_err(),
+            "below the start: out of range"
+        );
+        assert_eq!(read_all(&p, 25).unwrap().len(), 15);
+    }
+    let log = open(dir.path());
+    let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
+    assert_eq!((p.log_start_offset(), p.high_watermark()), (25, 40));
+    assert_eq!(
+        read_all(&p, 25).unwrap().first().map(|r| r.offset),
+        Some(25)
+    );
+}
