@@ -43,6 +43,25 @@ pub enum BrokerError {
     #[error("the broker does not support {api} at any version this client speaks")]
     Unsupported { api: &'static str },
 
+    /// A security file (users, ACLs) that cannot be read or is not valid.
+    #[error("security file {}: {reason}", path.display())]
+    Security {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
+    /// TLS set-up or handshake: a certificate, key or CA file, or the peer.
+    #[error("TLS: {0}")]
+    Tls(String),
+
+    /// Client security properties that are missing or wrong.
+    #[error("{0}")]
+    Config(String),
+
+    /// The broker refused the SASL credentials, or the exchange failed.
+    #[error("SASL authentication with {addr} failed: {reason}")]
+    Authentication { addr: String, reason: String },
+
     #[error(transparent)]
     Log(#[from] LogError),
 }

@@ -19,11 +19,13 @@ mod codes;
 mod error;
 mod frame;
 pub mod metrics;
+pub mod security;
 mod server;
 mod topic_configs;
 
-pub use client::RemoteLog;
+pub use client::{Bootstrap, RemoteLog};
 pub use error::BrokerError;
 pub use metrics::Metrics;
+pub use security::{ClientSecurity, Listener, SecurityProtocol};
 pub use server::{Broker, BrokerConfig};
 pub use topic_configs::apply_configs as apply_topic_configs;

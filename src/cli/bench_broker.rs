@@ -17,10 +17,13 @@ use super::{close_log, output};
 use anyhow::{Result, bail};
 use clap::Args;
 use runnel_broker::client::producer::RemoteProducer;
-use runnel_broker::{Broker, BrokerConfig, RemoteLog};
+use runnel_broker::security::tls::{self, TlsFiles};
+use runnel_broker::{
+    Bootstrap, Broker, BrokerConfig, ClientSecurity, Listener, RemoteLog, SecurityProtocol,
+};
 use runnel_log::{
-    ConsumerConfig, Durability, Log, LogClient, LogProducer, OffsetReset, ProducerConfig,
-    ProducerRecord, TopicConfig, TopicPartition,
+    Compression, ConsumerConfig, Durability, Log, LogClient, LogProducer, OffsetReset,
+    ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
 };
 use std::time::{Duration, Instant};
 
@@ -38,6 +41,21 @@ pub struct BrokerBenchArgs {
     /// Finish in seconds with small counts (a smoke test; the numbers are rough).
     #[arg(long)]
     quick: bool,
+    /// Serve and connect over TLS with this PEM certificate (self-signed, or give its CA as
+    /// the same file), to compare with plaintext.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "target"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The producers' batch codec (none, gzip, snappy, lz4, zstd); consumers decompress.
+    #[arg(long, default_value = "none", value_name = "CODEC")]
+    compression: Compression,
 }
 
 pub async fn run(args: BrokerBenchArgs) -> Result<()> {
@@ -52,11 +70,27 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
         Some(t) => (t.clone(), None),
         None => {
             let log = Log::open(tmp.path().join("data"))?;
+            let protocol = match args.tls_cert {
+                Some(_) => SecurityProtocol::Ssl,
+                None => SecurityProtocol::Plaintext,
+            };
             let config = BrokerConfig {
-                listen: "127.0.0.1:0".into(),
+                listeners: vec![Listener {
+                    protocol,
+                    addr: "127.0.0.1:0".into(),
+                }],
                 auto_create_topics: false,
                 default_partitions: 1,
-                advertised_listener: None,
+                tls: args
+                    .tls_cert
+                    .clone()
+                    .zip(args.tls_key.clone())
+                    .map(|(cert, key)| TlsFiles {
+                        cert,
+                        key,
+                        client_ca: None,
+                    }),
+                ..Default::default()
             };
             // The broker gets its own runtime, as it has its own process when deployed:
             // sharing the client's two workers, its tasks would queue behind the client's
@@ -73,14 +107,35 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
         }
     };
     eprintln!(
-        "benchmarking the broker at {addr}{} ({records} records per run)",
+        "benchmarking the broker at {addr}{}{}, batches {} ({records} records per run)",
         if local.is_some() {
             " (runnel, in-process)"
         } else {
             ""
-        }
+        },
+        if args.tls_cert.is_some() {
+            " over TLS"
+        } else {
+            ""
+        },
+        args.compression.name()
     );
-    let client = RemoteLog::connect(&addr).await?;
+    let addr = Bootstrap {
+        addr,
+        security: ClientSecurity {
+            protocol: if args.tls_cert.is_some() {
+                SecurityProtocol::Ssl
+            } else {
+                SecurityProtocol::Plaintext
+            },
+            sasl: None,
+            tls: match &args.tls_cert {
+                Some(cert) => Some(tls::client_config(Some(cert), None)?),
+                None => None,
+            },
+        },
+    };
+    let client = RemoteLog::connect_to(addr.clone()).await?;
     // A fresh name per run, so that reruns against a long-running peer start empty.
     let run_id = rand::random::<u32>();
     let mut rows = Vec::new();
@@ -93,13 +148,30 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
             ..Default::default()
         };
         client.ensure_topic(&topic, &config).await?;
-        let value = random_bytes(size);
-        rows.push(produce(&addr, &topic, &value, records, durability).await?);
+        // 1 KiB values are the JSON-like ride records of `bench log --compression`, so that a
+        // codec has something to compress; 100 B ones are random.
+        let values = if size == 1024 {
+            super::bench_compression::json_like_records(4096)
+        } else {
+            vec![random_bytes(size)]
+        };
+        let value = &values[0];
+        rows.push(
+            produce(
+                &addr,
+                &topic,
+                &values,
+                args.compression,
+                records,
+                durability,
+            )
+            .await?,
+        );
         rows.push(consume(&client, &topic, size, records, durability).await?);
         if size == 1024 {
             let topic = format!("bench-txn-{size}-{run_id:08x}");
             client.ensure_topic(&topic, &config).await?;
-            rows.push(produce_transactional(&addr, &topic, &value, records, durability).await?);
+            rows.push(produce_transactional(&addr, &topic, value, records, durability).await?);
         }
     }
     if local.is_some() {
@@ -129,19 +201,27 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
 }
 
 async fn produce(
-    addr: &str,
+    addr: &Bootstrap,
     topic: &str,
-    value: &[u8],
+    values: &[Vec<u8>],
+    compression: Compression,
     records: u64,
     durability: Durability,
 ) -> Result<Row> {
-    let label = format!("produce {}", size_label(value.len()));
+    let size = values[0].len();
+    let label = format!("produce {}", size_label(size));
     let pb = progress(&label, records);
     // The producer itself, not `Box<dyn LogProducer>`: the embedded rows it is compared with
     // call `Producer::send` directly too.
-    let producer = RemoteProducer::new(addr.to_string(), ProducerConfig::default());
+    let producer = RemoteProducer::new(
+        addr.clone(),
+        ProducerConfig {
+            compression,
+            ..Default::default()
+        },
+    );
     let started = Instant::now();
-    for i in 0..records {
+    for (i, value) in (0..records).zip(values.iter().cycle()) {
         producer
             .send(ProducerRecord::new(topic, value).partition(0))
             .await?;
@@ -152,8 +232,11 @@ async fn produce(
     producer.flush().await?;
     let elapsed = finish_rate(&pb, &label, records, started);
     Ok(produce_row(
-        "produce (acks=all)".into(),
-        value.len(),
+        match compression {
+            Compression::None => "produce (acks=all)".into(),
+            codec => format!("produce (acks=all, {})", codec.name()),
+        },
+        size,
         durability,
         records,
         elapsed,
@@ -185,7 +268,7 @@ const RECORDS_PER_TRANSACTION: u64 = 100;
 /// Produce in transactions of [`RECORDS_PER_TRANSACTION`] records, each committed (EndTxn,
 /// markers) before the next begins: the cost of exactly-once over plain idempotent produce.
 async fn produce_transactional(
-    addr: &str,
+    addr: &Bootstrap,
     topic: &str,
     value: &[u8],
     records: u64,
@@ -195,7 +278,7 @@ async fn produce_transactional(
     let label = format!("transactional produce {}", size_label(value.len()));
     let pb = progress(&label, records);
     let producer = RemoteProducer::new(
-        addr.to_string(),
+        addr.clone(),
         ProducerConfig {
             transactional_id: Some(format!("bench-{topic}")),
             ..Default::default()

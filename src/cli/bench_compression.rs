@@ -166,7 +166,7 @@ fn range(v: &[f64]) -> String {
 }
 
 /// `n` JSON objects of about 1 KiB (see the module doc), from a fixed seed.
-fn json_like_records(n: usize) -> Vec<Vec<u8>> {
+pub(super) fn json_like_records(n: usize) -> Vec<Vec<u8>> {
     const WORDS: [&str; 24] = [
         "pickup",
         "dropoff",

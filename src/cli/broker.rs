@@ -7,24 +7,46 @@
 use super::duration_arg;
 use anyhow::Result;
 use clap::Args;
-use runnel_broker::{Broker, BrokerConfig};
+use runnel_broker::security::tls::TlsFiles;
+use runnel_broker::{Broker, BrokerConfig, Listener, SecurityProtocol};
 use runnel_log::Log;
+use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
-    /// Address to listen on (port 0 picks a free one; the chosen address is printed).
-    #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
-    listen: String,
+    /// A listener (repeatable; Kafka's `listeners`): `[PROTOCOL://]HOST:PORT` with PLAINTEXT
+    /// (the default), SSL, SASL_PLAINTEXT or SASL_SSL. Port 0 picks a free one; each chosen
+    /// address is printed.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9092",
+        value_name = "[PROTOCOL://]HOST:PORT"
+    )]
+    listen: Vec<Listener>,
     /// Create topics that clients ask for and that do not exist.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
     auto_create_topics: bool,
     /// Partitions of an auto-created topic.
     #[arg(long, default_value_t = 1, value_name = "N")]
     default_partitions: u32,
-    /// The address given to clients in Metadata and FindCoordinator, when it is not the
-    /// listen address (a proxy, NAT, a container): Kafka's `advertised.listeners`.
-    #[arg(long, value_name = "IP:PORT")]
-    advertised_listener: Option<std::net::SocketAddr>,
+    /// The address given to clients of the listener of the same protocol in Metadata and
+    /// FindCoordinator, when it is not the listen address (a proxy, NAT, a container): Kafka's
+    /// `advertised.listeners`. Repeatable.
+    #[arg(long, value_name = "[PROTOCOL://]HOST:PORT")]
+    advertised_listener: Vec<Listener>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners.
+    #[arg(long, value_name = "FILE", requires = "ssl_key")]
+    ssl_cert: Option<PathBuf>,
+    /// PEM private key of `--ssl-cert`.
+    #[arg(long, value_name = "FILE", requires = "ssl_cert")]
+    ssl_key: Option<PathBuf>,
+    /// Require TLS clients to present a certificate signed by this PEM CA (Kafka's
+    /// `ssl.client.auth=required`); their principal is `User:CN=<common name>`.
+    #[arg(long, value_name = "FILE", requires = "ssl_cert")]
+    ssl_client_ca: Option<PathBuf>,
+    /// Users for SASL (add them with `runnel users add`) and ACLs: see the README.
+    #[arg(long, value_name = "FILE", env = "RUNNEL_SECURITY_FILE")]
+    security_file: Option<PathBuf>,
     /// How often to log a metrics summary (e.g. 60s; 0s turns it off).
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     stats_interval: String,
@@ -38,10 +60,16 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
     let broker = Broker::bind(
         log.clone(),
         BrokerConfig {
-            listen: args.listen,
+            listeners: args.listen,
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions,
-            advertised_listener: args.advertised_listener,
+            advertised_listeners: args.advertised_listener,
+            tls: args.ssl_cert.zip(args.ssl_key).map(|(cert, key)| TlsFiles {
+                cert,
+                key,
+                client_ca: args.ssl_client_ca,
+            }),
+            security_file: args.security_file,
         },
     )
     .await?;
@@ -49,8 +77,13 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
     // the default action would kill the broker without closing the log.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let ctrl_c = tokio::signal::ctrl_c();
-    // Scripts read this line to learn the port when --listen ends in :0.
-    println!("listening on {}", broker.local_addr());
+    // Scripts read these lines to learn the ports when --listen ends in :0.
+    for (protocol, addr) in broker.listener_addrs() {
+        match protocol {
+            SecurityProtocol::Plaintext => println!("listening on {addr}"),
+            other => println!("listening on {}://{addr}", other.name()),
+        }
+    }
     let metrics = broker.metrics.clone();
     let mut serve = tokio::spawn(broker.clone().serve());
     if !interval.is_zero() {

@@ -24,10 +24,11 @@ mod produce;
 mod quickstart;
 mod run;
 mod topics;
+mod users;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use runnel_broker::BrokerError;
+use runnel_broker::{Bootstrap, BrokerError, ClientSecurity, RemoteLog};
 use runnel_log::{Log, LogError, SharedLogClient};
 use std::fs::TryLockError;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,27 @@ pub struct Cli {
     )]
     bootstrap: Option<String>,
 
+    /// Kafka client properties for `--bootstrap` from a file (`key=value` lines, as Kafka's
+    /// tools' `--command-config`): `security.protocol`, `sasl.mechanism`, `sasl.username`,
+    /// `sasl.password`, `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNNEL_COMMAND_CONFIG",
+        value_name = "FILE"
+    )]
+    command_config: Option<PathBuf>,
+
+    /// One Kafka client property for `--bootstrap` (repeatable; over `--command-config`), as
+    /// kcat's `-X`: `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 ...`.
+    #[arg(
+        short = 'X',
+        long = "client-property",
+        global = true,
+        value_name = "KEY=VALUE"
+    )]
+    client_properties: Vec<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -71,6 +93,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Show a SQL job's plans and topology without running it.
     Explain(run::ExplainArgs),
+    /// Manage the users of a broker's security file (SASL PLAIN and SCRAM).
+    #[command(subcommand)]
+    Users(users::UsersCommand),
 }
 
 /// The commands that work on the data directory.
@@ -101,24 +126,30 @@ pub async fn run(cli: Cli) -> Result<()> {
     let cmd = match cli.command {
         Command::Bench(cmd) => return bench::run(cmd).await,
         Command::Explain(args) => return run::explain(args),
+        Command::Users(cmd) => return users::run(cmd),
         Command::Data(cmd) => cmd,
     };
     let dir = cli.data_dir.as_path();
-    if let Some(bootstrap) = cli.bootstrap.as_deref() {
+    if let Some(addr) = cli.bootstrap.as_deref() {
+        let target = Bootstrap {
+            addr: addr.to_string(),
+            security: client_security(cli.command_config.as_deref(), &cli.client_properties)?,
+        };
+        let bootstrap = addr;
         match cmd {
             DataCommand::Topics(cmd) => {
-                let remote = runnel_broker::RemoteLog::connect(bootstrap).await?;
+                let remote = RemoteLog::connect_to(target).await?;
                 let result = topics::run_remote(&remote, cmd).await;
                 return result.map_err(|e| with_remote_hint(e, bootstrap));
             }
             DataCommand::Groups(cmd) => {
-                let remote = runnel_broker::RemoteLog::connect(bootstrap).await?;
+                let remote = RemoteLog::connect_to(target).await?;
                 let result = groups::run_remote(&remote, cmd).await;
                 return result.map_err(|e| with_remote_hint(e, bootstrap));
             }
             _ => {}
         }
-        let client = log_client(Some(bootstrap), dir).await?;
+        let client = log_client(Some(target), dir).await?;
         let result = match cmd {
             DataCommand::Produce(args) => {
                 produce::run(produce::Target::Client(&client), args).await
@@ -168,11 +199,30 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// The log a component runs against: the Kafka-protocol broker at `bootstrap` (Runnel's own,
 /// Kafka, Redpanda) when given, else the embedded log in `data_dir`. This is how `--bootstrap`
 /// swaps the network client in for the engine, the connectors, produce and consume.
-pub async fn log_client(bootstrap: Option<&str>, data_dir: &Path) -> Result<SharedLogClient> {
+pub async fn log_client(bootstrap: Option<Bootstrap>, data_dir: &Path) -> Result<SharedLogClient> {
     Ok(match bootstrap {
-        Some(addr) => runnel_broker::RemoteLog::connect(addr).await?,
+        Some(target) => RemoteLog::connect_to(target).await?,
         None => Arc::new(Log::open(data_dir)?),
     })
+}
+
+/// The client's security from `--command-config` and `-X` properties (these win).
+fn client_security(file: Option<&Path>, properties: &[String]) -> Result<ClientSecurity> {
+    let mut props = match file {
+        Some(path) => ClientSecurity::properties_file(path)?,
+        None => Default::default(),
+    };
+    for p in properties {
+        let (k, v) = p.split_once('=').ok_or_else(|| {
+            anyhow!("-X {p:?}: expected KEY=VALUE, e.g. -X security.protocol=SASL_SSL")
+        })?;
+        props.insert(k.trim().to_string(), v.to_string());
+    }
+    let place = match file {
+        Some(path) => format!("--command-config {}", path.display()),
+        None => "-X".to_string(),
+    };
+    Ok(ClientSecurity::from_properties(&props, &place)?)
 }
 
 /// `e`, with a missing topic's hint (the log's, `runnel topics create`, works on a data

@@ -155,7 +155,7 @@ fn a_consumer_through_the_broker_stops_at_a_corrupt_batch_naming_its_offset() {
     rt.block_on(async {
         let log = Log::open(dir.path()).unwrap();
         let config = BrokerConfig {
-            listen: "127.0.0.1:0".into(),
+            listeners: vec![runnel::broker::Listener::plaintext("127.0.0.1:0")],
             ..Default::default()
         };
         let broker = Broker::bind(log, config).await.unwrap();

@@ -9,7 +9,7 @@
 
 use super::str_bytes;
 use crate::codes;
-use crate::server::Broker;
+use crate::server::{Broker, ListenerInfo};
 use crate::topic_configs::{apply_configs, kafka_topic_configs};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -29,11 +29,17 @@ const NODE_ID: i32 = 0;
 pub(crate) const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
-pub(crate) async fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
+pub(crate) async fn metadata(
+    b: &Broker,
+    listener: &ListenerInfo,
+    r: MetadataRequest,
+    version: i16,
+    may_create_topic: &(dyn Fn(&str) -> bool + Sync),
+) -> MetadataResponse {
     let broker = MetadataResponseBroker::default()
         .with_node_id(BrokerId(NODE_ID))
-        .with_host(str_bytes(b.advertised.ip().to_string()))
-        .with_port(i32::from(b.advertised.port()));
+        .with_host(str_bytes(listener.advertised_host.clone()))
+        .with_port(listener.advertised_port);
     // v0 asks for every topic with an empty list; v1+ with a null one.
     let requested: Option<Vec<String>> = match r.topics {
         None => None,
@@ -52,7 +58,7 @@ pub(crate) async fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> Me
     });
     let topics = names
         .into_iter()
-        .map(|name| topic_metadata(b, &name, may_create))
+        .map(|name| topic_metadata(b, &name, may_create && may_create_topic(&name)))
         .collect();
     MetadataResponse::default()
         .with_brokers(vec![broker])

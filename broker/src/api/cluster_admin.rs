@@ -1,4 +1,5 @@
-//! CreatePartitions, AlterConfigs, IncrementalAlterConfigs and DescribeCluster: the admin calls
+//! CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DescribeCluster and DeleteRecords:
+//! the admin calls
 //! Kafka's tools and AdminClients make besides creating and deleting topics.
 //!
 //! Contract:
@@ -13,19 +14,26 @@
 //!   embedded producer's codec and DescribeConfigs use at once; partitions already open keep
 //!   theirs (retention, segment sizes, durability, the broker's recompression) until the broker
 //!   restarts, which the response's error message says (with error code NONE).
-//! - DescribeCluster answers with this one node (id 0), also the controller.
+//! - DescribeCluster answers with this one node (id 0), also the controller, at the address
+//!   advertised for the listener the client came in on.
+//! - DeleteRecords moves each partition's log start offset forward (offset -1: to the high
+//!   watermark); see [`runnel_log::Partition::delete_records_before`].
 
 use super::admin::RESOURCE_TOPIC;
 use super::str_bytes;
 use crate::codes;
 use crate::server::Broker;
+use crate::server::ListenerInfo;
 use crate::topic_configs::{apply_configs, kafka_topic_configs};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, BrokerId, CreatePartitionsRequest,
-    CreatePartitionsResponse, DescribeClusterResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    CreatePartitionsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DescribeClusterResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use runnel_log::{LogError, TopicConfig};
@@ -227,7 +235,7 @@ pub(crate) fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-pub(crate) fn describe_cluster(b: &Broker) -> DescribeClusterResponse {
+pub(crate) fn describe_cluster(listener: &ListenerInfo) -> DescribeClusterResponse {
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes("runnel"))
         .with_controller_id(BrokerId(0))
@@ -236,7 +244,49 @@ pub(crate) fn describe_cluster(b: &Broker) -> DescribeClusterResponse {
         .with_brokers(vec![
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(0))
-                .with_host(str_bytes(b.advertised.ip().to_string()))
-                .with_port(i32::from(b.advertised.port())),
+                .with_host(str_bytes(listener.advertised_host.clone()))
+                .with_port(listener.advertised_port),
         ])
+}
+
+pub(crate) async fn delete_records(b: &Broker, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let mut topics = Vec::new();
+    for t in r.topics {
+        let name = t.name.0.to_string();
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let result = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            let partition = u32::try_from(p.partition_index)
+                .map_err(|_| LogError::UnknownTopic(name.clone()))
+                .and_then(|id| b.log.partition(&runnel_log::TopicPartition::new(&name, id)));
+            let deleted = match partition {
+                Ok(part) => {
+                    let offset = p.offset;
+                    super::blocking(move || {
+                        let to = if offset < 0 {
+                            part.high_watermark()
+                        } else {
+                            offset as u64
+                        };
+                        part.delete_records_before(to)
+                    })
+                    .await
+                    .unwrap_or(Err(LogError::Closed))
+                }
+                Err(e) => Err(e),
+            };
+            partitions.push(match deleted {
+                Ok(start) => result.with_low_watermark(start as i64),
+                Err(e) => result.with_error_code(codes::for_log_error(&e)),
+            });
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
 }

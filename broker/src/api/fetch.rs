@@ -403,7 +403,7 @@ mod tests {
             part.append(b.finish()).unwrap();
         }
         let config = BrokerConfig {
-            listen: "127.0.0.1:0".into(),
+            listeners: vec![crate::Listener::plaintext("127.0.0.1:0")],
             ..Default::default()
         };
         (dir, Broker::bind(log, config).await.unwrap())

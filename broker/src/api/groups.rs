@@ -19,7 +19,7 @@
 
 use super::{blocking, str_bytes};
 use crate::codes;
-use crate::server::Broker;
+use crate::server::{Broker, ListenerInfo};
 use bytes::Bytes;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -40,12 +40,12 @@ use std::time::Duration;
 const PROTOCOL_TYPE: &str = "consumer";
 
 pub(crate) fn find_coordinator(
-    b: &Broker,
+    listener: &ListenerInfo,
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let host = str_bytes(b.advertised.ip().to_string());
-    let port = i32::from(b.advertised.port());
+    let host = str_bytes(listener.advertised_host.clone());
+    let port = listener.advertised_port;
     let resp = FindCoordinatorResponse::default();
     if version >= 4 {
         resp.with_coordinators(

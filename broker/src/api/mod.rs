@@ -9,15 +9,19 @@
 //! - Any other unknown API key or unsupported version is answered with a response header and
 //!   the error code UNSUPPORTED_VERSION, keeping the connection open.
 //! - A request whose header or body cannot be decoded is a [`BrokerError::Malformed`]: the
-//!   connection is closed by the caller.
+//!   connection is closed by the caller. So is any request but ApiVersions, SaslHandshake and
+//!   SaslAuthenticate before a SASL listener's client authenticated ([`sasl`]).
+//! - Every API checks the session's principal against the ACLs ([`authz`]).
 
 pub(crate) mod admin;
+pub(crate) mod authz;
 pub(crate) mod cluster_admin;
 pub(crate) mod fetch;
 pub(crate) mod fetch_session;
 pub(crate) mod groups;
 pub(crate) mod parts;
 pub(crate) mod produce;
+pub(crate) mod sasl;
 pub(crate) mod txn;
 
 use crate::codes::{self, api_name};
@@ -25,10 +29,13 @@ use crate::error::BrokerError;
 use crate::server::Broker;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    AddOffsetsToTxnResponse, ApiKey, ApiVersionsResponse, EndTxnResponse, HeartbeatResponse,
+    JoinGroupResponse, LeaveGroupResponse, RequestHeader, RequestKind, ResponseHeader,
+    ResponseKind, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use parts::{FileRecords, Part};
+use sasl::Session;
 use std::time::Instant;
 
 /// (API, min version, max version) served by the broker.
@@ -62,6 +69,11 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DeleteRecords, 0, 2),
+    // After a v0 handshake the SASL tokens travel unframed (see `sasl`); librdkafka before
+    // 2.x checks that v0 is served before it uses v1.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 pub(crate) enum Outcome {
@@ -69,6 +81,8 @@ pub(crate) enum Outcome {
     Respond(Vec<Part>),
     /// Produce with acks=0: Kafka sends nothing back.
     NoResponse,
+    /// A failed authentication: the answer, then the connection closes.
+    RespondAndClose(Vec<Part>),
 }
 
 fn supported(key: ApiKey, version: i16) -> bool {
@@ -82,7 +96,14 @@ fn i16_at(b: &[u8], at: usize) -> i16 {
 }
 
 /// Handles one request frame (without its size prefix) and returns the framed response.
-pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Outcome, BrokerError> {
+pub(crate) async fn handle(
+    broker: &Broker,
+    session: &mut Session,
+    mut frame: Bytes,
+) -> Result<Outcome, BrokerError> {
+    if session.raw_tokens {
+        return Ok(sasl::raw_token(broker, session, frame));
+    }
     if frame.len() < 8 {
         return Err(BrokerError::Malformed(format!(
             "request of {} bytes is shorter than a request header",
@@ -103,6 +124,17 @@ pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Outcome,
         ))]));
     };
     let name = api_name(api);
+    if !session.authenticated()
+        && !matches!(
+            api,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return Err(BrokerError::Malformed(format!(
+            "{name} before SASL authentication on a {} listener",
+            session.listener.protocol.name()
+        )));
+    }
     if !supported(api, version) {
         tracing::debug!(api = ?api, version, "unsupported API version");
         broker.metrics.record(name, started.elapsed(), true);
@@ -133,97 +165,153 @@ pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Outcome,
         .map_err(|e| BrokerError::Malformed(format!("{name} v{version} header: {e}")))?;
     let request = RequestKind::decode(api, &mut frame, version)
         .map_err(|e| BrokerError::Malformed(format!("{name} v{version} body: {e}")))?;
+    let mut close = false;
     let (response, files) = match request {
         RequestKind::Fetch(r) => {
-            let (response, files) = fetch::fetch(broker, r, version).await;
+            let (response, files) = authz::fetch(broker, session, r, version).await;
             (Some(ResponseKind::Fetch(response)), files)
         }
+        RequestKind::SaslHandshake(r) => (
+            Some(ResponseKind::SaslHandshake(sasl::handshake(
+                session, r, version,
+            ))),
+            FileRecords::default(),
+        ),
+        RequestKind::SaslAuthenticate(r) => {
+            let (response, refused) = sasl::authenticate(broker, session, r);
+            close = refused;
+            (
+                Some(ResponseKind::SaslAuthenticate(response)),
+                FileRecords::default(),
+            )
+        }
         request => (
-            dispatch(broker, &header, request, version).await?,
+            dispatch(broker, session, &header, request, version).await?,
             FileRecords::default(),
         ),
     };
     broker.metrics.record(name, started.elapsed(), false);
-    match response {
-        Some(body) => Ok(Outcome::Respond(encode(
-            correlation_id,
-            api.response_header_version(version),
-            &body,
-            version,
-            files,
-        )?)),
-        None => Ok(Outcome::NoResponse),
-    }
+    let Some(body) = response else {
+        return Ok(Outcome::NoResponse);
+    };
+    let parts = encode(
+        correlation_id,
+        api.response_header_version(version),
+        &body,
+        version,
+        files,
+    )?;
+    Ok(if close {
+        Outcome::RespondAndClose(parts)
+    } else {
+        Outcome::Respond(parts)
+    })
 }
 
 async fn dispatch(
     b: &Broker,
+    s: &Session,
     header: &RequestHeader,
     request: RequestKind,
     version: i16,
 ) -> Result<Option<ResponseKind>, BrokerError> {
     let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+    use crate::security::acl::Operation::Read;
+    use authz::{group_denied, txn_denied};
     Ok(Some(match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions()),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(admin::metadata(b, r, version).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, r)),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(authz::metadata(b, s, r, version).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(authz::create_topics(b, s, r)),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(authz::delete_topics(b, s, r)),
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(admin::describe_configs(b, r))
+            ResponseKind::DescribeConfigs(authz::describe_configs(b, s, r))
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(cluster_admin::create_partitions(b, r))
+            ResponseKind::CreatePartitions(authz::create_partitions(b, s, r))
         }
-        RequestKind::AlterConfigs(r) => {
-            ResponseKind::AlterConfigs(cluster_admin::alter_configs(b, r))
-        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(authz::alter_configs(b, s, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(cluster_admin::incremental_alter_configs(b, r))
+            ResponseKind::IncrementalAlterConfigs(authz::incremental_alter_configs(b, s, r))
         }
         RequestKind::DescribeCluster(_) => {
-            ResponseKind::DescribeCluster(cluster_admin::describe_cluster(b))
+            ResponseKind::DescribeCluster(authz::describe_cluster(b, s))
         }
-        RequestKind::Produce(r) => match produce::produce(b, r).await {
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(authz::delete_records(b, s, r).await)
+        }
+        RequestKind::Produce(r) => match authz::produce(b, s, r).await {
             Some(resp) => ResponseKind::Produce(resp),
             None => return Ok(None),
         },
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(txn::init_producer_id(b, r).await)
+            ResponseKind::InitProducerId(authz::init_producer_id(b, s, r).await)
         }
         RequestKind::AddPartitionsToTxn(r) => {
-            ResponseKind::AddPartitionsToTxn(txn::add_partitions(b, r).await)
+            ResponseKind::AddPartitionsToTxn(authz::add_partitions_to_txn(b, s, r).await)
         }
-        RequestKind::AddOffsetsToTxn(r) => {
-            ResponseKind::AddOffsetsToTxn(txn::add_offsets(b, r).await)
-        }
+        RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(
+            match txn_denied(b, s, &r.transactional_id.0)
+                .or_else(|| group_denied(b, s, Read, &r.group_id.0))
+            {
+                Some(code) => AddOffsetsToTxnResponse::default().with_error_code(code),
+                None => txn::add_offsets(b, r).await,
+            },
+        ),
         RequestKind::TxnOffsetCommit(r) => {
-            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(b, r).await)
+            ResponseKind::TxnOffsetCommit(authz::txn_offset_commit(b, s, r).await)
         }
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(b, r).await),
+        RequestKind::EndTxn(r) => {
+            ResponseKind::EndTxn(match txn_denied(b, s, &r.transactional_id.0) {
+                Some(code) => EndTxnResponse::default().with_error_code(code),
+                None => txn::end_txn(b, r).await,
+            })
+        }
         RequestKind::DescribeTransactions(r) => {
-            ResponseKind::DescribeTransactions(txn::describe(b, r))
+            ResponseKind::DescribeTransactions(authz::describe_transactions(b, s, r))
         }
-        RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(txn::list(b, r)),
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(authz::list_transactions(b, s, r))
+        }
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(fetch::list_offsets(b, r, version).await)
+            ResponseKind::ListOffsets(authz::list_offsets(b, s, r, version).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(b, r, version))
+            ResponseKind::FindCoordinator(authz::find_coordinator(b, s, r, version))
         }
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join(b, r, client_id).await),
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(b, r).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(b, r)),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(b, r)),
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(match group_denied(b, s, Read, &r.group_id.0) {
+                Some(code) => JoinGroupResponse::default().with_error_code(code),
+                None => groups::join(b, r, client_id).await,
+            })
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(match group_denied(b, s, Read, &r.group_id.0) {
+                Some(code) => SyncGroupResponse::default().with_error_code(code),
+                None => groups::sync(b, r).await,
+            })
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(match group_denied(b, s, Read, &r.group_id.0) {
+                Some(code) => HeartbeatResponse::default().with_error_code(code),
+                None => groups::heartbeat(b, r),
+            })
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(match group_denied(b, s, Read, &r.group_id.0) {
+                Some(code) => LeaveGroupResponse::default().with_error_code(code),
+                None => groups::leave(b, r),
+            })
+        }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(groups::offset_commit(b, r).await)
+            ResponseKind::OffsetCommit(authz::offset_commit(b, s, r).await)
         }
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(b, r)),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(authz::offset_fetch(b, s, r)),
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(b, r))
+            ResponseKind::DescribeGroups(authz::describe_groups(b, s, r))
         }
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(b, r)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(authz::list_groups(b, s, r)),
         RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(groups::offset_delete(b, r).await)
+            ResponseKind::OffsetDelete(authz::offset_delete(b, s, r).await)
         }
         other => {
             // `supported` admits only the APIs matched above.

@@ -210,7 +210,7 @@ mod tests {
             log.create_topic("t", TopicConfig::default()).unwrap();
         }
         let config = BrokerConfig {
-            listen: "127.0.0.1:0".into(),
+            listeners: vec![crate::Listener::plaintext("127.0.0.1:0")],
             ..Default::default()
         };
         (log.clone(), Broker::bind(log, config).await.unwrap())

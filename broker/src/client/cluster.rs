@@ -14,9 +14,10 @@
 //! - [`Backoff`] spaces retries: 50 ms doubling to 1 s, with jitter.
 
 use super::conn::{Connection, kafka_error};
-use super::str_bytes;
+use super::{Bootstrap, str_bytes};
 use crate::codes;
 use crate::error::BrokerError;
+use crate::security::ClientSecurity;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use parking_lot::Mutex;
@@ -44,14 +45,16 @@ struct Cache {
 /// See the module documentation.
 pub(crate) struct Cluster {
     bootstrap: String,
+    security: ClientSecurity,
     cache: Mutex<Cache>,
     conns: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
 }
 
 impl Cluster {
-    pub fn new(bootstrap: &str) -> Self {
+    pub fn new(target: &Bootstrap) -> Self {
         Self {
-            bootstrap: bootstrap.to_string(),
+            bootstrap: target.addr.clone(),
+            security: target.security.clone(),
             cache: Mutex::default(),
             conns: tokio::sync::Mutex::default(),
         }
@@ -63,7 +66,7 @@ impl Cluster {
         if let Some(c) = conns.get(addr).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Connection::connect(addr).await?;
+        let c = Connection::connect(addr, &self.security).await?;
         conns.insert(addr.to_string(), c.clone());
         Ok(c)
     }

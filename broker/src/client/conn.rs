@@ -9,21 +9,30 @@
 //!   picks the highest both sides speak, or fails with [`BrokerError::Unsupported`].
 //! - When the connection breaks, every waiting request fails with [`BrokerError::Io`] and the
 //!   connection reports itself closed; callers open a new one.
+//! - With a TLS protocol the connection is TLS (the server's name checked against its
+//!   certificate); with a SASL protocol it authenticates (SaslHandshake v1, then
+//!   SaslAuthenticate: PLAIN, or SCRAM with the server's signature checked) before it is
+//!   handed out, and a refusal is [`BrokerError::Authentication`].
 
 use crate::codes::api_name as api_label;
 use crate::error::BrokerError;
 use crate::frame::read_frame;
+use crate::security::scram::ClientExchange;
+use crate::security::{ClientSecurity, SaslMechanism};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 type Waiter = oneshot::Sender<Result<Bytes, String>>;
 
@@ -31,7 +40,7 @@ pub(crate) struct Connection {
     pub addr: String,
     next_correlation: AtomicI32,
     pending: Arc<Mutex<HashMap<i32, Waiter>>>,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<Writer>,
     closed: Arc<AtomicBool>,
     /// api key → (min, max) served by the broker.
     versions: HashMap<i16, (i16, i16)>,
@@ -47,7 +56,7 @@ impl Drop for Connection {
 const CLIENT_ID: &str = "runnel";
 
 impl Connection {
-    pub async fn connect(addr: &str) -> Result<Arc<Self>, BrokerError> {
+    pub async fn connect(addr: &str, security: &ClientSecurity) -> Result<Arc<Self>, BrokerError> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| BrokerError::Connect {
@@ -55,7 +64,25 @@ impl Connection {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (mut rd, wr) = stream.into_split();
+        let (rd, wr): (Reader, Writer) = match &security.tls {
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| BrokerError::Tls(format!("{host}: {e}")))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| BrokerError::Tls(format!("handshake with {addr}: {e}")))?;
+                let (rd, wr) = tokio::io::split(tls);
+                (Box::new(rd), Box::new(wr))
+            }
+            None => {
+                let (rd, wr) = stream.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
+        };
+        let mut rd = rd;
         let pending: Arc<Mutex<HashMap<i32, Waiter>>> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let reader = {
@@ -110,7 +137,73 @@ impl Connection {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some((mechanism, user, password)) = &security.sasl {
+            conn.authenticate(*mechanism, user, password).await?;
+        }
         Ok(Arc::new(conn))
+    }
+
+    /// SaslHandshake v1 and the SaslAuthenticate exchange of `mechanism`.
+    async fn authenticate(
+        &self,
+        mechanism: SaslMechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<(), BrokerError> {
+        let refused = |reason: String| BrokerError::Authentication {
+            addr: self.addr.clone(),
+            reason,
+        };
+        let handshake = self
+            .send(
+                SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism.name())),
+                1,
+            )
+            .await?;
+        if handshake.error_code != 0 {
+            let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(refused(format!(
+                "{} ({}); the broker offers {}",
+                crate::codes::name(handshake.error_code),
+                mechanism.name(),
+                offered.join(", ")
+            )));
+        }
+        let version = self.version(ApiKey::SaslAuthenticate, (0, 2))?;
+        let step = |token: Vec<u8>| async move {
+            let resp = self
+                .send(
+                    SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+                    version,
+                )
+                .await?;
+            if resp.error_code != 0 {
+                let message = resp.error_message.as_ref().map_or("", |m| m.as_str());
+                return Err(refused(format!(
+                    "{}: {message}",
+                    crate::codes::name(resp.error_code)
+                )));
+            }
+            Ok(resp.auth_bytes)
+        };
+        match mechanism {
+            SaslMechanism::Plain => {
+                step(format!("\0{user}\0{password}").into_bytes()).await?;
+            }
+            SaslMechanism::Scram(m) => {
+                let (mut exchange, first) = ClientExchange::start(m, user, password);
+                let server_first = step(first).await?;
+                let client_final = exchange
+                    .client_final(&server_first)
+                    .map_err(|e| refused(e.to_string()))?;
+                let server_final = step(client_final).await?;
+                exchange
+                    .verify_server_final(&server_final)
+                    .map_err(|e| refused(e.to_string()))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn is_closed(&self) -> bool {

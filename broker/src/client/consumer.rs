@@ -170,7 +170,7 @@ fn group_error(group: &str, code: i16, api: &'static str) -> BrokerError {
 }
 
 impl RemoteConsumer {
-    pub fn new(bootstrap: String, config: ConsumerConfig) -> Self {
+    pub fn new(bootstrap: super::Bootstrap, config: ConsumerConfig) -> Self {
         Self {
             fetch: Cluster::new(&bootstrap),
             coordinator: Cluster::new(&bootstrap),

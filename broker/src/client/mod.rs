@@ -30,6 +30,7 @@ pub mod producer;
 mod txn;
 
 use crate::error::BrokerError;
+use crate::security::ClientSecurity;
 use async_trait::async_trait;
 use cluster::{Cluster, RETRY_FOR};
 use conn::kafka_error;
@@ -49,18 +50,43 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// Where a client connects first, and how (Kafka's `bootstrap.servers` with the security
+/// properties).
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// HOST:PORT.
+    pub addr: String,
+    pub security: ClientSecurity,
+}
+
+impl Bootstrap {
+    /// `addr` over plaintext.
+    pub fn plaintext(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            security: ClientSecurity::default(),
+        }
+    }
+}
+
 /// A broker reached over the network; see the module documentation.
 pub struct RemoteLog {
-    bootstrap: String,
+    bootstrap: Bootstrap,
     cluster: Cluster,
 }
 
 impl RemoteLog {
-    /// Connects to `bootstrap` (HOST:PORT) and checks that it speaks the versions needed.
+    /// Connects to `bootstrap` (HOST:PORT) over plaintext and checks that it speaks the
+    /// versions needed.
     pub async fn connect(bootstrap: &str) -> Result<Arc<Self>, BrokerError> {
+        Self::connect_to(Bootstrap::plaintext(bootstrap)).await
+    }
+
+    /// Connects with the security settings of `bootstrap` (TLS, SASL).
+    pub async fn connect_to(bootstrap: Bootstrap) -> Result<Arc<Self>, BrokerError> {
         let log = Arc::new(Self {
-            bootstrap: bootstrap.to_string(),
-            cluster: Cluster::new(bootstrap),
+            cluster: Cluster::new(&bootstrap),
+            bootstrap,
         });
         log.cluster.any().await?;
         Ok(log)
@@ -342,7 +368,7 @@ impl LogClient for RemoteLog {
     }
 
     fn describe(&self) -> String {
-        format!("broker at {}", self.bootstrap)
+        format!("broker at {}", self.bootstrap.addr)
     }
 }
 
@@ -357,10 +383,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path()).unwrap();
         let config = BrokerConfig {
-            listen: "127.0.0.1:0".into(),
+            listeners: vec![crate::Listener::plaintext("127.0.0.1:0")],
             auto_create_topics: false,
             default_partitions: 1,
-            advertised_listener: None,
+            ..Default::default()
         };
         let b = Broker::bind(log.clone(), config).await.unwrap();
         let addr = b.local_addr().to_string();
@@ -436,10 +462,11 @@ mod tests {
         drop(bound);
         let (advertised, forwarded) = forwarder(real.to_string()).await;
         let config = BrokerConfig {
-            listen: real.to_string(),
+            listeners: vec![crate::Listener::plaintext(real.to_string())],
             auto_create_topics: false,
             default_partitions: 1,
-            advertised_listener: Some(advertised),
+            advertised_listeners: vec![crate::Listener::plaintext(advertised.to_string())],
+            ..Default::default()
         };
         let b = Broker::bind(log, config).await.unwrap();
         tokio::spawn(b.clone().serve());

@@ -190,7 +190,7 @@ pub struct RemoteProducer {
 
 impl RemoteProducer {
     /// Must be called inside a tokio runtime: it starts the sender task.
-    pub fn new(bootstrap: String, config: ProducerConfig) -> Self {
+    pub fn new(bootstrap: super::Bootstrap, config: ProducerConfig) -> Self {
         let txn = config
             .transactional_id
             .clone()
