@@ -1,8 +1,8 @@
 //! Admin over the wire: `runnel --bootstrap ... topics create|list|describe|alter|delete` and
 //! `groups list|describe` against a `runnel broker` child process, and confluent-kafka's
 //! AdminClient (create_partitions, describe_configs, incremental_alter_configs,
-//! describe_cluster) and kafka-python's delete_group_offsets (OffsetDelete) against the same
-//! broker.
+//! describe_cluster, delete_records) and kafka-python's delete_group_offsets (OffsetDelete)
+//! against the same broker.
 
 use crate::broker::{BrokerProc, python, scenario};
 use std::process::Output;
@@ -185,8 +185,24 @@ fn confluent_kafka_admin_client_against_the_broker() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProc::start(&dir.path().join("data"));
+    let data = dir.path().join("data");
+    let broker = BrokerProc::start(&data);
     scenario(&py, "confluent", "admin", &broker.addr, "administered", &[]);
+    scenario(
+        &py,
+        "confluent",
+        "delete-records",
+        &broker.addr,
+        "trimmed",
+        &[],
+    );
+    broker.terminate();
+    // The moved log start survives the restart: the deleted records stay deleted.
+    let log = runnel::log::Log::open(&data).unwrap();
+    let p = log
+        .partition(&runnel::log::TopicPartition::new("trimmed", 0))
+        .unwrap();
+    assert_eq!((p.log_start_offset(), p.high_watermark()), (40, 100));
 }
 
 #[test]

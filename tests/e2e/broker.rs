@@ -27,10 +27,17 @@ impl BrokerProc {
 
     /// On a given address, so that a restarted broker is where its clients reconnect.
     pub fn start_at(dir: &Path, listen: &str) -> Self {
+        Self::start_with(dir, &["--listen", listen])
+    }
+
+    /// With more `runnel broker` flags (`--listen` among them); `addr` is the first listener's,
+    /// without its `PROTOCOL://` prefix.
+    pub fn start_with(dir: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .arg("--data-dir")
             .arg(dir)
-            .args(["broker", "--listen", listen, "--default-partitions", "3"])
+            .args(["broker", "--default-partitions", "3"])
+            .args(args)
             .args(["--stats-interval", "0s"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -45,6 +52,9 @@ impl BrokerProc {
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from the broker: {line:?}"))
+            .rsplit("://")
+            .next()
+            .expect("an address")
             .to_string();
         Self {
             child,

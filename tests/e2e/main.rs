@@ -14,6 +14,7 @@ mod engine;
 mod faults;
 mod groups;
 mod model;
+mod security;
 mod sql;
 mod support;
 mod transactions;

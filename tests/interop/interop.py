@@ -27,6 +27,9 @@ usage: interop.py CLIENT SCENARIO BOOTSTRAP TOPIC [ARGS]
   list-offsets     (confluent only) records with timestamps 1000, 5000, 3000, 7000, 2000; the
                    admin API's OffsetSpec.max_timestamp() (ListOffsets -3) and
                    earliest/latest, and the consumer's offsets_for_times, give Kafka's answers
+  delete-records   (confluent only) 100 records in partition 0; AdminClient.delete_records up
+                   to offset 40 answers low watermark 40, earliest is then 40, and a consumer
+                   from the beginning reads offsets 40..99
 Prints "ok ..." and exits 0 on success; prints what differs and exits 1 otherwise."""
 import sys
 import threading
@@ -426,6 +429,41 @@ def list_offsets():
     print(f"ok {CLIENT}: ListOffsets max timestamp, earliest, latest and by timestamp: {got}", flush=True)
 
 
+def delete_records():
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+    create_topic(2)
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all"})
+    for i in range(100):
+        p.produce(TOPIC, value=str(i).encode(), partition=0)
+    if p.flush(30) != 0:
+        fail("produce did not finish")
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    tp = TopicPartition(TOPIC, 0, 40)
+    low = admin.delete_records([tp])[tp].result().low_watermark
+    if low != 40:
+        fail(f"delete_records low watermark {low}, want 40")
+    earliest = admin.list_offsets({TopicPartition(TOPIC, 0): OffsetSpec.earliest()})
+    first = earliest[TopicPartition(TOPIC, 0)].result().offset
+    if first != 40:
+        fail(f"earliest offset after delete_records: {first}, want 40")
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"{TOPIC}-after",
+                  "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(TOPIC, 0, -2)])
+    got = []
+    for _ in range(30):
+        for m in c.consume(num_messages=1000, timeout=1.0):
+            if m.error():
+                fail(f"consume: {m.error()}")
+            got.append(m.offset())
+        if len(got) >= 60:
+            break
+    c.close()
+    if got != list(range(40, 100)):
+        fail(f"read offsets {got[:5]}..{got[-5:]} ({len(got)}), want 40..99")
+    print(f"ok {CLIENT}: delete_records to 40, earliest 40, consumer reads 40..99", flush=True)
+
+
 if SCENARIO == "roundtrip":
     roundtrip(int(ARGS[0]))
 elif SCENARIO == "group":
@@ -446,5 +484,7 @@ elif SCENARIO == "offset-delete":
     offset_delete()
 elif SCENARIO == "list-offsets":
     list_offsets()
+elif SCENARIO == "delete-records":
+    delete_records()
 else:
     fail(f"unknown scenario {SCENARIO}")
