@@ -741,13 +741,7 @@ impl Partition {
             IsolationLevel::ReadUncommitted => hw,
         };
         if offset < start || offset > hw {
-            return Err(LogError::OffsetOutOfRange {
-                topic: self.topic.to_string(),
-                partition: self.id,
-                offset,
-                start,
-                end: hw,
-            });
+            return Err(self.out_of_range(offset, start, hw));
         }
         if offset >= bound {
             return Ok(found);
@@ -924,13 +918,7 @@ impl Partition {
         let _w = self.writer.lock();
         let (start, hw) = (self.log_start_offset(), self.high_watermark());
         if offset > hw {
-            return Err(LogError::OffsetOutOfRange {
-                topic: self.topic.to_string(),
-                partition: self.id,
-                offset,
-                start,
-                end: hw,
-            });
+            return Err(self.out_of_range(offset, start, hw));
         }
         if offset <= start {
             return Ok(start);
@@ -954,6 +942,16 @@ impl Partition {
     pub(crate) fn mark_deleted(&self) {
         let _w = self.writer.lock();
         self.deleted.store(true, Ordering::Release);
+    }
+
+    fn out_of_range(&self, offset: u64, start: u64, end: u64) -> LogError {
+        LogError::OffsetOutOfRange {
+            topic: self.topic.to_string(),
+            partition: self.id,
+            offset,
+            start,
+            end,
+        }
     }
 
     fn gone(&self) -> LogError {

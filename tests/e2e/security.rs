@@ -237,67 +237,43 @@ fn sasl_ssl_with_plain_and_scram_users_and_acls_for_confluent_kafka_and_kcat() {
     let setup = Setup::new();
     let broker = setup.broker();
     let addr = broker.addr.as_str();
+    let run = |args: &[&str]| scenario(&py, &setup, addr, args);
     // alice (PLAIN) writes; bob (SCRAM-SHA-512) reads with a group; alice reads again.
-    scenario(
-        &py,
-        &setup,
-        addr,
-        &[
-            "roundtrip",
-            "secure-rides",
-            "PLAIN",
-            ALICE.0,
-            ALICE.1,
-            "5000",
-        ],
-    );
-    scenario(
-        &py,
-        &setup,
-        addr,
-        &[
-            "read",
-            "secure-rides",
-            "SCRAM-SHA-512",
-            BOB.0,
-            BOB.1,
-            "5000",
-        ],
-    );
+    run(&[
+        "roundtrip",
+        "secure-rides",
+        "PLAIN",
+        ALICE.0,
+        ALICE.1,
+        "5000",
+    ]);
+    run(&[
+        "read",
+        "secure-rides",
+        "SCRAM-SHA-512",
+        BOB.0,
+        BOB.1,
+        "5000",
+    ]);
     for mechanism in ["PLAIN", "SCRAM-SHA-512"] {
-        scenario(
-            &py,
-            &setup,
-            addr,
-            &["bad-password", "secure-rides", mechanism, BOB.0, "not-bobs"],
-        );
+        run(&["bad-password", "secure-rides", mechanism, BOB.0, "not-bobs"]);
     }
     // bob may not write: every delivery refused, and the topic still holds alice's 5000 alone.
-    scenario(
-        &py,
-        &setup,
-        addr,
-        &[
-            "denied-write",
-            "secure-rides",
-            "SCRAM-SHA-256",
-            BOB.0,
-            BOB.1,
-        ],
-    );
-    scenario(
-        &py,
-        &setup,
-        addr,
-        &[
-            "read",
-            "secure-rides",
-            "SCRAM-SHA-256",
-            ALICE.0,
-            ALICE.1,
-            "5000",
-        ],
-    );
+    run(&[
+        "denied-write",
+        "secure-rides",
+        "SCRAM-SHA-256",
+        BOB.0,
+        BOB.1,
+    ]);
+    run(&[
+        "read",
+        "secure-rides",
+        "SCRAM-SHA-256",
+        ALICE.0,
+        ALICE.1,
+        "5000",
+    ]);
 
     if kcat("SASL_SSL with kcat") {
         let ca = setup.path("ca.pem");
@@ -362,12 +338,7 @@ fn sasl_ssl_with_plain_and_scram_users_and_acls_for_confluent_kafka_and_kcat() {
         n == 0 || raw.read(&mut buf).unwrap_or(0) == 0,
         "the plaintext connection was closed"
     );
-    scenario(
-        &py,
-        &setup,
-        addr,
-        &["read", "secure-rides", "PLAIN", BOB.0, BOB.1, "5000"],
-    );
+    run(&["read", "secure-rides", "PLAIN", BOB.0, BOB.1, "5000"]);
 }
 
 #[test]

@@ -308,26 +308,34 @@ fn config_denied(b: &Broker, s: &Session, op: Operation, kind: i8, name: &str) -
     }
 }
 
+/// Takes the config resources the session may not `$op` out of `$resources` and returns a
+/// `$Refusal` (a response entry with the error code) for each.
+macro_rules! take_denied_configs {
+    ($b:expr, $s:expr, $op:expr, $resources:expr, $Refusal:ty) => {{
+        let mut denied = Vec::new();
+        $resources.retain(|c| {
+            let code = config_denied($b, $s, $op, c.resource_type, &c.resource_name);
+            if let Some(code) = code {
+                denied.push(
+                    <$Refusal>::default()
+                        .with_error_code(code)
+                        .with_resource_type(c.resource_type)
+                        .with_resource_name(c.resource_name.clone()),
+                );
+            }
+            code.is_none()
+        });
+        denied
+    }};
+}
+
 pub(crate) fn describe_configs(
     b: &Broker,
     s: &Session,
     mut r: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let mut denied = Vec::new();
-    r.resources.retain(|c| {
-        match config_denied(b, s, DescribeConfigs, c.resource_type, &c.resource_name) {
-            Some(code) => {
-                denied.push(
-                    describe_configs_response::DescribeConfigsResult::default()
-                        .with_error_code(code)
-                        .with_resource_type(c.resource_type)
-                        .with_resource_name(c.resource_name.clone()),
-                );
-                false
-            }
-            None => true,
-        }
-    });
+    use describe_configs_response::DescribeConfigsResult as Refusal;
+    let denied = take_denied_configs!(b, s, DescribeConfigs, r.resources, Refusal);
     let mut resp = admin::describe_configs(b, r);
     resp.results.extend(denied);
     resp
@@ -338,21 +346,8 @@ pub(crate) fn alter_configs(
     s: &Session,
     mut r: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
-    let mut denied = Vec::new();
-    r.resources.retain(|c| {
-        match config_denied(b, s, AlterConfigs, c.resource_type, &c.resource_name) {
-            Some(code) => {
-                denied.push(
-                    alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_error_code(code)
-                        .with_resource_type(c.resource_type)
-                        .with_resource_name(c.resource_name.clone()),
-                );
-                false
-            }
-            None => true,
-        }
-    });
+    use alter_configs_response::AlterConfigsResourceResponse as Refusal;
+    let denied = take_denied_configs!(b, s, AlterConfigs, r.resources, Refusal);
     let mut resp = cluster_admin::alter_configs(b, r);
     resp.responses.extend(denied);
     resp
@@ -363,21 +358,8 @@ pub(crate) fn incremental_alter_configs(
     s: &Session,
     mut r: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let mut denied = Vec::new();
-    r.resources.retain(|c| {
-        match config_denied(b, s, AlterConfigs, c.resource_type, &c.resource_name) {
-            Some(code) => {
-                denied.push(
-                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_error_code(code)
-                        .with_resource_type(c.resource_type)
-                        .with_resource_name(c.resource_name.clone()),
-                );
-                false
-            }
-            None => true,
-        }
-    });
+    use incremental_alter_configs_response::AlterConfigsResourceResponse as Refusal;
+    let denied = take_denied_configs!(b, s, AlterConfigs, r.resources, Refusal);
     let mut resp = cluster_admin::incremental_alter_configs(b, r);
     resp.responses.extend(denied);
     resp
