@@ -212,6 +212,13 @@ impl ClientSecurity {
         } else {
             None
         };
+        if let Some(check) = get("ssl.endpoint.identification.algorithm")
+            && !check.eq_ignore_ascii_case("https")
+        {
+            return Err(bad(format!(
+                "ssl.endpoint.identification.algorithm={check:?}: Runnel always checks the broker's name against its certificate (https); give the broker a certificate for the name or IP address clients use"
+            )));
+        }
         let tls = if protocol.uses_tls() {
             let ca = get("ssl.ca.location").map(PathBuf::from);
             let cert = get("ssl.certificate.location").map(PathBuf::from);
@@ -260,5 +267,70 @@ impl ClientSecurity {
             props.insert(k.trim().to_string(), v.trim().to_string());
         }
         Ok(props)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn client_properties_as_kafka_names_them() {
+        let s = ClientSecurity::from_properties(
+            &props(&[
+                ("security.protocol", "sasl_plaintext"),
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.username", "alice"),
+                ("sasl.password", "pw"),
+            ]),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(s.protocol, SecurityProtocol::SaslPlaintext);
+        let (m, user, _) = s.sasl.clone().unwrap();
+        assert_eq!((m.name(), user.as_str()), ("SCRAM-SHA-512", "alice"));
+        assert!(
+            !format!("{s:?}").contains("pw"),
+            "the password stays out of logs"
+        );
+        for (bad, words) in [
+            (
+                vec![("sasl.usrname", "a")],
+                "unknown property \"sasl.usrname\"",
+            ),
+            (
+                vec![("security.protocol", "SASL_SSL")],
+                "sasl.username is not set",
+            ),
+            (
+                vec![("security.protocol", "TLS")],
+                "unknown security protocol",
+            ),
+            (
+                vec![("ssl.endpoint.identification.algorithm", "none")],
+                "always checks the broker's name",
+            ),
+        ] {
+            let e = ClientSecurity::from_properties(&props(&bad), "client.properties")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("client.properties") && e.contains(words), "{e}");
+        }
+        let l: Listener = "SASL_SSL://0.0.0.0:9093".parse().unwrap();
+        assert_eq!(
+            (l.protocol, l.addr.as_str()),
+            (SecurityProtocol::SaslSsl, "0.0.0.0:9093")
+        );
+        assert_eq!(
+            "127.0.0.1:9092".parse::<Listener>().unwrap(),
+            Listener::plaintext("127.0.0.1:9092")
+        );
     }
 }
