@@ -18,9 +18,16 @@ const BOB: (&str, &str) = ("bob", "bob-secret");
 const ADMIN: (&str, &str) = ("admin", "admin-secret");
 
 /// alice writes and reads `secure-*` topics; bob only reads them; both use any group; admin
-/// is a super user.
+/// is a super user; the TLS client whose certificate names CN=client-a owns `mtls-*` topics.
 const ACLS: &str = r#"
 super_users = ["User:admin"]
+
+[[acls]]
+principal = "User:CN=client-a"
+resource = "topic"
+name = "mtls-"
+pattern = "prefixed"
+operations = ["read", "write", "create"]
 
 [[acls]]
 principal = "User:alice"
@@ -52,9 +59,10 @@ impl Setup {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let openssl = |args: &[&str]| {
+        let openssl = |command: String| {
+            let args: Vec<&str> = command.split_whitespace().collect();
             let out = Command::new("openssl")
-                .args(args)
+                .args(&args)
                 .current_dir(d)
                 .output()
                 .expect("openssl");
@@ -64,67 +72,23 @@ impl Setup {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=runnel-test-ca",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                    "-subj",
-                    "/CN=localhost",
-                ],
-            ]
-            .concat(),
-        );
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        openssl(format!(
+            "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=runnel-test-ca"
+        ));
         std::fs::write(
             d.join("san.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
         )
         .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ]);
+        for (name, cn) in [("server", "localhost"), ("client", "client-a")] {
+            openssl(format!(
+                "req {ec} -keyout {name}.key -out {name}.csr -subj /CN={cn}"
+            ));
+            openssl(format!(
+                "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile san.ext"
+            ));
+        }
         let security = d.join("security.toml");
         std::fs::write(&security, ACLS).unwrap();
         for (user, password) in [ALICE, BOB, ADMIN] {
@@ -496,4 +460,82 @@ fn runnel_commands_jobs_and_connect_over_sasl_ssl() {
         !list.contains("secure-events") && list.contains("secure-loud"),
         "{list}"
     );
+}
+
+#[test]
+fn client_certificates_name_the_principal_on_an_ssl_listener() {
+    let setup = Setup::new();
+    let path = |name: &str| setup.path(name).to_str().unwrap().to_string();
+    let broker = BrokerProc::start_with(
+        &setup.path("data"),
+        &[
+            "--listen",
+            "SSL://127.0.0.1:0",
+            "--ssl-cert",
+            &path("server.pem"),
+            "--ssl-key",
+            &path("server.key"),
+            "--ssl-client-ca",
+            &path("ca.pem"),
+            "--security-file",
+            &path("security.toml"),
+        ],
+    );
+    let tls = [
+        "-X".to_string(),
+        "security.protocol=SSL".into(),
+        "-X".into(),
+        format!("ssl.ca.location={}", path("ca.pem")),
+    ];
+    let cert = [
+        "-X".to_string(),
+        format!("ssl.certificate.location={}", path("client.pem")),
+        "-X".into(),
+        format!("ssl.key.location={}", path("client.key")),
+    ];
+    let run = |args: &[&str], with_cert: bool| {
+        let mut all: Vec<&str> = vec!["--bootstrap", &broker.addr];
+        all.extend(tls.iter().map(String::as_str));
+        if with_cert {
+            all.extend(cert.iter().map(String::as_str));
+        }
+        all.extend_from_slice(args);
+        crate::compression::runnel(&all)
+    };
+    // CN=client-a may create, write and read mtls-* topics: its certificate names it.
+    let input = setup.path("orders.txt");
+    std::fs::write(&input, "o1\no2\no3\n").unwrap();
+    for args in [
+        &["topics", "create", "mtls-orders"][..],
+        &["produce", "mtls-orders", "--file", input.to_str().unwrap()],
+    ] {
+        let out = run(args, true);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(
+        &[
+            "consume",
+            "mtls-orders",
+            "--from-beginning",
+            "--max-messages",
+            "3",
+            "--timeout",
+            "20s",
+        ],
+        true,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["o1", "o2", "o3"]
+    );
+    // Without a client certificate the handshake is refused.
+    let out = run(&["topics", "list"], false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("TLS"), "{stderr}");
 }

@@ -128,7 +128,15 @@ impl Connection {
                     ))),
                 3,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Under TLS 1.3 the broker checks a client certificate after the handshake
+                // returned here, and refuses by closing: the first request is what fails.
+                BrokerError::Io { source, .. } if security.tls.is_some() => BrokerError::Tls(format!(
+                    "{addr} closed the connection after the handshake ({source}): does it require a client certificate (ssl.certificate.location, ssl.key.location), or refuse this one?"
+                )),
+                other => other,
+            })?;
         if resp.error_code != 0 {
             return Err(kafka_error("ApiVersions", resp.error_code, ""));
         }
