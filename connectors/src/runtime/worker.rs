@@ -15,11 +15,12 @@
 //! commit. Under `errors.tolerance = all` a record that cannot be converted goes to
 //! `errors.deadletterqueue.topic.name` with the error and its origin in headers.
 
+use crate::api::{Connector, Rejected, Sink, Source, SourceRun};
 use crate::config::ConnectorConfig;
-use crate::connector::{self, Connector, Rejected, Sink, Source, SourceRun};
 use crate::converter::Converters;
 use crate::error::{ConnectError, Result};
-use crate::offsets::{self, Offsets};
+use crate::registry;
+use crate::runtime::offsets::{self, Offsets};
 use crate::transforms::{Chain, Message};
 use runnel_log::batch::BatchBuilder;
 use runnel_log::{
@@ -80,7 +81,7 @@ impl Worker {
     /// Checks the configuration (building the connector once) and starts it.
     pub fn create(&self, config: ConnectorConfig) -> Result<()> {
         retry_delay_max(&config)?;
-        let kind = match connector::build(&config)? {
+        let kind = match registry::build(&config)? {
             Connector::Source(_) => "source",
             Connector::Sink(_) => "sink",
         };
@@ -149,7 +150,7 @@ impl Worker {
     pub fn restart(&self, name: &str, config: Option<ConnectorConfig>) -> Result<()> {
         if let Some(c) = &config {
             retry_delay_max(c)?;
-            connector::build(c)?;
+            registry::build(c)?;
         }
         let mut all = self.connectors.lock().expect("not poisoned");
         let old = all
@@ -234,7 +235,7 @@ async fn supervise(
     // Checked by `create` and `restart`.
     let mut backoffs = backoffs(retry_delay_max(&config).unwrap_or(RETRY_DELAY_MAX));
     loop {
-        let result = match connector::build(&config) {
+        let result = match registry::build(&config) {
             Ok(Connector::Source(s)) => run_source(&worker, &config, s, &mut control).await,
             Ok(Connector::Sink(s)) => run_sink(&worker, &config, s, &mut control).await,
             Err(e) => Err(e),

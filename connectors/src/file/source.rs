@@ -26,8 +26,8 @@
 //! strings (RFC 4180 quoting on one line; `Cast` types them), a line with another number of
 //! fields being an error record.
 
+use crate::api::{Source, SourceBatch, SourceRun};
 use crate::config::ConnectorConfig;
-use crate::connector::{Source, SourceBatch, SourceRun};
 use crate::error::{ConnectError, Result};
 use async_trait::async_trait;
 use bytes::BytesMut;

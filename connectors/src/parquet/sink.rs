@@ -18,8 +18,8 @@
 //! A record that is not a JSON object or has a value of the wrong type for its column is
 //! rejected (dead-letter topic); fields outside the schema are ignored; missing ones are null.
 
+use crate::api::{Rejected, Sink};
 use crate::config::ConnectorConfig;
-use crate::connector::{Rejected, Sink};
 use crate::error::{ConnectError, Result};
 use arrow::array::{
     ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,

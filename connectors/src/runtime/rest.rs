@@ -7,9 +7,9 @@
 //! "message"}` with the matching HTTP status.
 
 use crate::config::ConnectorConfig;
-use crate::connector::{self, PLUGINS};
 use crate::error::ConnectError;
-use crate::worker::Worker;
+use crate::registry::{self, PLUGINS};
+use crate::runtime::worker::Worker;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -178,9 +178,9 @@ async fn validate(Path(class): Path<String>, Json(body): Json<Value>) -> Reply {
         body["connector.class"] = json!(class);
     }
     let name = body["name"].as_str().unwrap_or("validate").to_string();
-    let plugin = connector::plugin(&class)?;
+    let plugin = registry::plugin(&class)?;
     let errors: Vec<String> =
-        match ConnectorConfig::from_json(Some(&name), &body).and_then(|c| connector::build(&c)) {
+        match ConnectorConfig::from_json(Some(&name), &body).and_then(|c| registry::build(&c)) {
             Ok(_) => Vec::new(),
             Err(e) => vec![e.to_string()],
         };

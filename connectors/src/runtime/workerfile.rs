@@ -42,7 +42,7 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<ConnectorConfig>> {
             let json = serde_json::to_value(t).map_err(|e| err(e.to_string()))?;
             let c = ConnectorConfig::from_json(None, &json)
                 .map_err(|e| err(format!("connector #{}: {e}", i + 1)))?;
-            crate::connector::build(&c).map_err(|e| err(e.to_string()))?;
+            crate::registry::build(&c).map_err(|e| err(e.to_string()))?;
             Ok(c)
         })
         .collect()

@@ -18,16 +18,16 @@
 //! everything every `poll.interval.ms`.
 //!
 //! PostgreSQL rows are read through `COPY (SELECT ...) TO STDOUT` and written as JSON by the
-//! client ([`pg_copy`]), rendered as `row_to_json` renders them (timestamps as ISO 8601 text,
+//! client ([`copy_out`]), rendered as `row_to_json` renders them (timestamps as ISO 8601 text,
 //! numerics as numbers); SQLite and MySQL rows through sqlx's `Any` driver, where MySQL table
 //! columns of types it cannot read are cast to text. A MySQL `query` must select readable types only
 //! (integers, floats, text: `CAST(ts AS CHAR)`); timestamps compare as text then.
 
+use crate::api::{Source, SourceBatch, SourceRun};
 use crate::config::ConnectorConfig;
-use crate::connector::{Source, SourceBatch, SourceRun};
 use crate::error::{ConnectError, Result};
+use crate::jdbc::copy_out;
 use crate::jdbc::{self, Dialect};
-use crate::pg_copy;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use sqlx::AnyPool;
@@ -68,7 +68,7 @@ pub struct JdbcSource {
     /// PostgreSQL's own driver, for `COPY` (the `Any` driver has none).
     pg: Option<sqlx::PgPool>,
     /// PostgreSQL: per table, its columns as `COPY` reads them.
-    pg_columns: BTreeMap<String, pg_copy::Columns>,
+    pg_columns: BTreeMap<String, copy_out::Columns>,
     incrementing: Option<String>,
     timestamp: Option<String>,
     delay_ms: u64,
@@ -253,9 +253,9 @@ impl JdbcSource {
         // PostgreSQL's rows come through `COPY`, which takes no parameters: values are inlined.
         let param = |binds: &mut Vec<Value>, v: Value, cast: bool| match d {
             Dialect::Postgres if cast && !shape.is_empty() => {
-                format!("CAST({} AS {shape})", pg_copy::literal(&v))
+                format!("CAST({} AS {shape})", copy_out::literal(&v))
             }
-            Dialect::Postgres => pg_copy::literal(&v),
+            Dialect::Postgres => copy_out::literal(&v),
             _ => {
                 binds.push(v);
                 d.param(binds.len())
@@ -376,7 +376,7 @@ impl JdbcSource {
         Ok((run, rows))
     }
 
-    /// PostgreSQL's rows after `pos`, through `COPY` (see [`pg_copy`]), into `run`; returns
+    /// PostgreSQL's rows after `pos`, through `COPY` (see [`copy_out`]), into `run`; returns
     /// how many.
     async fn copy_pg(
         &mut self,
@@ -398,7 +398,7 @@ impl JdbcSource {
         let pool = self.pg.clone().expect("connected above");
         let name = Self::name(from);
         if !self.pg_columns.contains_key(&name) {
-            let columns = pg_copy::Columns::learn(&pool, &self.url, sql_from).await?;
+            let columns = copy_out::Columns::learn(&pool, &self.url, sql_from).await?;
             self.pg_columns.insert(name.clone(), columns);
         }
         let columns = &self.pg_columns[&name];
@@ -409,7 +409,7 @@ impl JdbcSource {
             .and_then(|c| columns.position(c));
         let mut rows = 0;
         let mut last_row = Vec::new();
-        pg_copy::copy_rows(&pool, &self.url, columns, &select, inc, |json, key| {
+        copy_out::copy_rows(&pool, &self.url, columns, &select, inc, |json, key| {
             rows += 1;
             if inc.is_some() {
                 pos.incrementing = key

@@ -1,6 +1,17 @@
-//! What the JDBC-style connectors share: the database chosen by the scheme of
-//! `connection.url` (`sqlite:`, `postgres://`, `mysql://`), its SQL dialect, and the mapping
-//! between JSON values and columns. Through sqlx's `Any` driver.
+//! Databases: the [`JdbcSource`] (`jdbc-source`) and the [`JdbcSink`] (`jdbc-sink`), Confluent's
+//! JDBC connectors over SQLite, PostgreSQL and MySQL/MariaDB, and what they share here: the
+//! database chosen by the scheme of `connection.url` (`sqlite:`, `postgres://`, `mysql://`),
+//! its SQL dialect, and the mapping between JSON values and columns, through sqlx's `Any`
+//! driver. PostgreSQL's rows move through `COPY` both ways ([`copy_out`] for the source, the
+//! sink's `copy` module); a sink's offsets kept in the target database are in [`offsets`].
+
+pub mod copy_out;
+pub mod offsets;
+pub mod sink;
+pub mod source;
+
+pub use sink::JdbcSink;
+pub use source::JdbcSource;
 
 use crate::error::{ConnectError, Result};
 use sqlx::any::{AnyPoolOptions, AnyRow};

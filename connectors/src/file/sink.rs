@@ -26,8 +26,8 @@
 //! committed length (what a crash wrote after it goes) and the worker resumes from the
 //! committed offsets, so the files never hold a record twice.
 
+use crate::api::{Rejected, Sink};
 use crate::config::ConnectorConfig;
-use crate::connector::{Rejected, Sink};
 use crate::error::{ConnectError, Result};
 use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, TopicPartition};

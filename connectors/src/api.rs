@@ -1,4 +1,4 @@
-//! The two connector traits and the registry that builds connectors from their class.
+//! The connector API: the two traits every connector implements and what they exchange.
 //!
 //! A [`Source`] turns an external system into records, each tagged with a source partition and
 //! a source offset (JSON, as in Kafka Connect); the worker writes the records, flushes, and only
@@ -6,9 +6,7 @@
 //! takes records read from topics; the worker commits the consumer group's offsets only after
 //! [`Sink::flush`] returned, so nothing acknowledged is lost.
 
-use crate::config::ConnectorConfig;
-use crate::error::{ConnectError, Result};
-use crate::{file_sink, file_source, jdbc_sink, jdbc_source, parquet_sink};
+use crate::error::Result;
 use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, TopicPartition};
 
@@ -181,101 +179,4 @@ pub trait Sink: Send {
 pub enum Connector {
     Source(Box<dyn Source>),
     Sink(Box<dyn Sink>),
-}
-
-/// One registered class: its names (Kafka's accepted as aliases) and its factory.
-pub struct Plugin {
-    pub class: &'static str,
-    pub aliases: &'static [&'static str],
-    pub kind: &'static str,
-    pub keys: &'static [&'static str],
-    pub build: fn(&ConnectorConfig) -> Result<Connector>,
-}
-
-/// The explicit registry.
-pub const PLUGINS: &[Plugin] = &[
-    Plugin {
-        class: "file-source",
-        aliases: &[
-            "FileStreamSource",
-            "org.apache.kafka.connect.file.FileStreamSourceConnector",
-        ],
-        kind: "source",
-        keys: file_source::KEYS,
-        build: |c| {
-            Ok(Connector::Source(Box::new(file_source::FileSource::new(
-                c,
-            )?)))
-        },
-    },
-    Plugin {
-        class: "file-sink",
-        aliases: &[
-            "FileStreamSink",
-            "org.apache.kafka.connect.file.FileStreamSinkConnector",
-        ],
-        kind: "sink",
-        keys: file_sink::KEYS,
-        build: |c| Ok(Connector::Sink(Box::new(file_sink::FileSink::new(c)?))),
-    },
-    Plugin {
-        class: "parquet-sink",
-        aliases: &["ParquetSink"],
-        kind: "sink",
-        keys: parquet_sink::KEYS,
-        build: |c| {
-            Ok(Connector::Sink(Box::new(parquet_sink::ParquetSink::new(
-                c,
-            )?)))
-        },
-    },
-    Plugin {
-        class: "jdbc-source",
-        aliases: &[
-            "io.confluent.connect.jdbc.JdbcSourceConnector",
-            "JdbcSourceConnector",
-        ],
-        kind: "source",
-        keys: jdbc_source::KEYS,
-        build: |c| {
-            Ok(Connector::Source(Box::new(jdbc_source::JdbcSource::new(
-                c,
-            )?)))
-        },
-    },
-    Plugin {
-        class: "jdbc-sink",
-        aliases: &[
-            "io.confluent.connect.jdbc.JdbcSinkConnector",
-            "JdbcSinkConnector",
-        ],
-        kind: "sink",
-        keys: jdbc_sink::KEYS,
-        build: |c| Ok(Connector::Sink(Box::new(jdbc_sink::JdbcSink::new(c)?))),
-    },
-];
-
-/// The plugin of a class name or alias.
-pub fn plugin(class: &str) -> Result<&'static Plugin> {
-    PLUGINS
-        .iter()
-        .find(|p| p.class == class || p.aliases.contains(&class))
-        .ok_or_else(|| ConnectError::UnknownClass {
-            class: class.into(),
-            known: PLUGINS
-                .iter()
-                .flat_map(|p| std::iter::once(p.class).chain(p.aliases.iter().copied()))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-}
-
-/// Checks a configuration and builds its connector.
-pub fn build(config: &ConnectorConfig) -> Result<Connector> {
-    let p = plugin(config.require("connector.class")?)?;
-    config.check_keys(p.keys)?;
-    config.tolerates_errors()?;
-    crate::transforms::Chain::from_config(config)?;
-    crate::converter::Converters::from_config(config)?;
-    (p.build)(config)
 }

@@ -10,12 +10,14 @@
 //! with a predicate (`predicates = p`, `predicates.p.type = ...TopicNameMatches` (`pattern`),
 //! `HasHeaderKey` (`name`) or `RecordIsTombstone`; `transforms.x.predicate = p`,
 //! `transforms.x.negate = true`). Short names (`InsertField$Value`) are accepted too.
-//! `Cast` and `TimestampConverter` are in [`crate::transforms_typed`].
+//! `Cast` and `TimestampConverter` are in [`typed`].
 
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
-use crate::transforms_typed::{CastSpec, TimestampConverter};
+pub mod typed;
+
 use serde_json::{Map, Value};
+use typed::{CastSpec, TimestampConverter};
 
 /// A record as transforms see it.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,10 @@
+//! Files: the [`FileSource`] (`file-source`, Kafka's `FileStreamSource`), which tails files
+//! line by line through rotation, and the [`FileSink`] (`file-sink`, Kafka's
+//! `FileStreamSink`), which appends records as lines and rotates. Both read and write the
+//! `text`, `json` and `csv` formats.
+
+pub mod sink;
+pub mod source;
+
+pub use sink::FileSink;
+pub use source::FileSource;
