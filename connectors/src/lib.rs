@@ -3,7 +3,7 @@
 //! [`registry`] that builds them from their class, and the [`runtime`]: the [`Worker`] that runs
 //! them with offsets in `__connect_offsets`, and its REST API with Kafka Connect's paths.
 //!
-//! Dependencies go one way: connectors use [`api`], [`config`], and [`converter`];
+//! Dependencies go one way: connectors use [`api`], [`config`], [`converter`] and [`csv`];
 //! [`registry`] knows every connector; [`runtime`] uses the registry. Connectors reach the log
 //! only through `runnel_log`'s `LogClient` traits, so a worker runs the same against the
 //! embedded log or a broker.
@@ -11,6 +11,7 @@
 pub mod api;
 pub mod config;
 pub mod converter;
+pub mod csv;
 pub mod error;
 pub mod file;
 pub mod jdbc;

@@ -302,6 +302,19 @@ fn produce<S: AsRef<str>>(
     });
 }
 
+/// The offset the sink's consumer group committed on partition 0 of `topic` (0 if none).
+fn committed(
+    rt: &tokio::runtime::Runtime,
+    client: &SharedLogClient,
+    connector: &str,
+    topic: &str,
+) -> u64 {
+    let tp = runnel::log::TopicPartition::new(topic, 0);
+    rt.block_on(client.committed_offsets(&format!("connect-{connector}"), &[tp]))
+        .unwrap()[0]
+        .unwrap_or(0)
+}
+
 /// `runnel --bootstrap ADDR connect WORKER_FILE` with its REST API on a free port.
 pub fn worker_over(addr: &str, worker_file: &Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_runnel"))

@@ -28,6 +28,7 @@
 
 use crate::api::{Rejected, Sink};
 use crate::config::ConnectorConfig;
+use crate::csv;
 use crate::error::{ConnectError, Result};
 use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, TopicPartition};
@@ -151,7 +152,7 @@ impl FileSink {
         let header = if self.format == Format::Csv && size > 0 {
             let mut first = String::new();
             std::io::BufReader::new(std::fs::File::open(&self.path)?).read_line(&mut first)?;
-            Some(csv_line_fields(first.trim_end()))
+            Some(csv::Reader::new().line(first.trim_end_matches(['\n', '\r']).as_bytes()))
         } else {
             None
         };
@@ -359,9 +360,10 @@ impl FileSink {
                     Err(e) => return Err(format!("not JSON: {e}")),
                 };
                 let mut out = Vec::new();
+                let csv = csv::Writer::new();
                 if header.is_none() {
                     let h: Vec<String> = o.keys().cloned().collect();
-                    out.extend(csv_join(h.iter().map(String::as_str)));
+                    csv.record(h.iter().map(|c| Some(c.as_bytes())), &mut out);
                     out.push(b'\n');
                     *header = Some(h);
                 }
@@ -373,15 +375,15 @@ impl FileSink {
                         h.join(",")
                     ));
                 }
-                let cells: Vec<String> = h
+                let cells: Vec<Cow<str>> = h
                     .iter()
                     .map(|k| match o.get(k) {
-                        None | Some(Value::Null) => String::new(),
-                        Some(Value::String(s)) => s.clone(),
-                        Some(v) => v.to_string(),
+                        None | Some(Value::Null) => "".into(),
+                        Some(Value::String(s)) => s.as_str().into(),
+                        Some(v) => v.to_string().into(),
                     })
                     .collect();
-                out.extend(csv_join(cells.iter().map(String::as_str)));
+                csv.record(cells.iter().map(|c| Some(c.as_bytes())), &mut out);
                 Ok(out.into())
             }
         }
@@ -405,26 +407,6 @@ fn last_line_end(f: &mut std::fs::File, size: u64) -> std::io::Result<u64> {
         end = start;
     }
     Ok(0)
-}
-
-fn csv_join<'a>(cells: impl Iterator<Item = &'a str>) -> Vec<u8> {
-    cells
-        .map(|c| {
-            if c.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", c.replace('"', "\"\""))
-            } else {
-                c.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-        .into_bytes()
-}
-
-fn csv_line_fields(line: &str) -> Vec<String> {
-    line.split(',')
-        .map(|s| s.trim_matches('"').to_string())
-        .collect()
 }
 
 #[async_trait]

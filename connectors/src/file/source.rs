@@ -28,6 +28,7 @@
 
 use crate::api::{Source, SourceBatch, SourceRun};
 use crate::config::ConnectorConfig;
+use crate::csv;
 use crate::error::{ConnectError, Result};
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -277,7 +278,8 @@ impl FileSource {
             let mut r = BufReader::new(f);
             r.seek(SeekFrom::Start(0)).map_err(io)?;
             r.read_line(&mut first).map_err(io)?;
-            t.header = Some(csv_fields(first.trim_end_matches(['\n', '\r'])));
+            t.header =
+                Some(csv::Reader::new().line(first.trim_end_matches(['\n', '\r']).as_bytes()));
         }
         let mut cursor = t.position + t.pending.len() as u64;
         if cursor < len && memchr::memchr(b'\n', &t.pending).is_none() {
@@ -295,6 +297,7 @@ impl FileSource {
         }
         // At the end of a rotated file: its last line counts without a newline.
         let eof = last && cursor >= len;
+        let mut csv = (self.format == Format::Csv).then(csv::Reader::new);
         let mut cut = Cutter {
             source: self,
             t: &mut *t,
@@ -329,7 +332,7 @@ impl FileSource {
                     }
                 },
                 Format::Csv => {
-                    let fields = csv_fields(&String::from_utf8_lossy(line));
+                    let fields = csv.as_mut().expect("a CSV reader").line(line);
                     match &cut.t.header {
                         None => {
                             // The header line: field names, no record; its offset counts.
@@ -433,28 +436,6 @@ impl Cutter<'_> {
     }
 }
 
-/// Fields of one CSV line (RFC 4180 quoting, `""` inside quotes).
-fn csv_fields(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if cur.is_empty() => quoted = true,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
-}
-
 /// `*` (any run) and `?` (one character) against a file name.
 fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
@@ -527,13 +508,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn globs_and_csv_lines() {
+    fn globs() {
         assert!(glob_match("*.jsonl", "app.jsonl"));
         assert!(glob_match("app-?.log*", "app-1.log.2"));
         assert!(!glob_match("*.jsonl", "app.json"));
-        assert_eq!(
-            csv_fields(r#"1,"a, b","say ""hi""",,x"#),
-            ["1", "a, b", "say \"hi\"", "", "x"]
-        );
     }
 }

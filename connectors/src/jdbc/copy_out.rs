@@ -2,7 +2,8 @@
 //!
 //! `row_to_json` on the server costs it three times what the `COPY` of the same rows does, and
 //! decoding rows one by one through sqlx's `Any` driver costs the client as much again. So
-//! the columns are copied out as text (one stream, no per-row round trip), and the client
+//! the columns are copied out as CSV (one stream, no per-row round trip, read by
+//! [`crate::csv::Reader::postgres`]), and the client
 //! writes each row's JSON object itself, as `row_to_json` renders it and as serde_json
 //! serializes it: keys in name order, compact. Integers, floats and numerics are written as
 //! they come (`NaN` and the infinities as strings, as `to_json` does), booleans as
@@ -11,6 +12,7 @@
 //!
 //! `COPY` takes no bind parameters: the caller inlines its values with [`literal`].
 
+use crate::csv;
 use crate::error::{ConnectError, Result};
 use crate::jdbc::{self, Dialect};
 use bytes::Bytes;
@@ -102,80 +104,52 @@ impl Columns {
             .join(", ")
     }
 
-    /// Writes one line of `COPY`'s text format (without its newline) as a JSON object into
-    /// `out`, and the text of column `key_column` into `key` (`None`: NULL).
+    /// Writes one record of `COPY`'s CSV as a JSON object into `out`, and the text of column
+    /// `key_column` into `key` (`None`: NULL).
     fn row(
         &self,
-        line: &[u8],
+        record: &csv::Record,
         out: &mut Vec<u8>,
         key_column: Option<usize>,
         key: &mut Option<Vec<u8>>,
     ) -> std::result::Result<(), String> {
         *key = None;
-        let mut rest = line;
+        if record.len() != self.names.len() {
+            return Err(format!(
+                "a row of {} fields where the query has {} columns",
+                record.len(),
+                self.names.len()
+            ));
+        }
         for (i, render) in self.render.iter().enumerate() {
-            let (field, next) = match memchr::memchr(b'\t', rest) {
-                Some(t) => (&rest[..t], &rest[t + 1..]),
-                None => (rest, &rest[rest.len()..]),
-            };
-            rest = next;
             out.extend_from_slice(&self.prefixes[i]);
-            if field == b"\\N" {
+            let Some(Some(text)) = record.get(i) else {
                 out.extend_from_slice(b"null");
                 continue;
-            }
-            let text = unescape(field);
+            };
             match render {
                 Render::Number if matches!(&text[..], b"NaN" | b"Infinity" | b"-Infinity") => {
                     out.push(b'"');
-                    out.extend_from_slice(&text);
+                    out.extend_from_slice(text);
                     out.push(b'"');
                 }
-                Render::Number | Render::Json => out.extend_from_slice(&text),
-                Render::Bool => out.extend_from_slice(if &text[..] == b"t" {
-                    &b"true"[..]
-                } else {
-                    b"false"
-                }),
+                Render::Number | Render::Json => out.extend_from_slice(text),
+                Render::Bool => {
+                    out.extend_from_slice(if text == b"t" { &b"true"[..] } else { b"false" })
+                }
                 Render::Text => {
-                    let s = std::str::from_utf8(&text)
+                    let s = std::str::from_utf8(text)
                         .map_err(|e| format!("column {:?}: {e}", self.names[i]))?;
                     serde_json::to_writer(&mut *out, s).expect("a string serializes");
                 }
             }
             if key_column == Some(i) {
-                *key = Some(text.into_owned());
+                *key = Some(text.to_vec());
             }
         }
         out.push(b'}');
         Ok(())
     }
-}
-
-/// A field of `COPY`'s text format without its backslash escapes.
-fn unescape(field: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if memchr::memchr(b'\\', field).is_none() {
-        return field.into();
-    }
-    let mut out = Vec::with_capacity(field.len());
-    let mut bytes = field.iter().copied();
-    while let Some(b) = bytes.next() {
-        if b != b'\\' {
-            out.push(b);
-            continue;
-        }
-        match bytes.next() {
-            Some(b'b') => out.push(8),
-            Some(b'f') => out.push(12),
-            Some(b'n') => out.push(b'\n'),
-            Some(b'r') => out.push(b'\r'),
-            Some(b't') => out.push(b'\t'),
-            Some(b'v') => out.push(11),
-            Some(other) => out.push(other),
-            None => {}
-        }
-    }
-    out.into()
 }
 
 /// A value inlined into SQL: numbers as they are, anything else as a quoted string.
@@ -201,35 +175,32 @@ pub async fn copy_rows(
     use sqlx::postgres::PgPoolCopyExt;
     let err = |e| jdbc::db_error(url, e);
     let mut stream = pool
-        .copy_out_raw(&format!("COPY ({select}) TO STDOUT"))
+        .copy_out_raw(&format!(
+            "COPY ({select}) TO STDOUT {}",
+            csv::POSTGRES_COPY_OPTIONS
+        ))
         .await
         .map_err(err)?;
-    let (mut json, mut key, mut partial) = (Vec::new(), None, Vec::<u8>::new());
+    let (mut json, mut key, mut reader) = (Vec::new(), None, csv::Reader::postgres());
+    let mut row = |record: &csv::Record| {
+        json.clear();
+        columns
+            .row(record, &mut json, key_column, &mut key)
+            .map_err(|message| ConnectError::Record {
+                what: format!("{} (COPY TO STDOUT)", select),
+                message,
+            })?;
+        each(&json, key.as_deref());
+        Ok(())
+    };
+    // PostgreSQL sends a row per message; the reader completes a row split across messages.
     while let Some(chunk) = next(&mut stream).await {
         let chunk: Bytes = chunk.map_err(err)?;
-        // PostgreSQL sends a row per message; a row split across messages is joined first.
-        let mut data: &[u8] = &chunk;
-        let joined;
-        if !partial.is_empty() {
-            partial.extend_from_slice(data);
-            joined = std::mem::take(&mut partial);
-            data = &joined;
+        if !chunk.is_empty() {
+            reader.feed(&chunk, &mut row)?;
         }
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', data) {
-            json.clear();
-            columns
-                .row(&data[start..nl], &mut json, key_column, &mut key)
-                .map_err(|message| ConnectError::Record {
-                    what: format!("{} (COPY TO STDOUT)", select),
-                    message,
-                })?;
-            each(&json, key.as_deref());
-            start = nl + 1;
-        }
-        partial.extend_from_slice(&data[start..]);
     }
-    Ok(())
+    reader.feed(&[], &mut row)
 }
 
 async fn next<T>(stream: &mut Pin<Box<dyn Stream<Item = T> + Send + '_>>) -> Option<T> {
@@ -241,7 +212,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copy_text_lines_become_json_objects_as_row_to_json_renders_them() {
+    fn copy_csv_rows_become_json_objects_as_row_to_json_renders_them() {
         let columns = Columns {
             names: vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()],
             prefixes: ["a", "b", "c", "d", "e"]
@@ -257,24 +228,28 @@ mod tests {
                 Render::Number,
             ],
         };
-        let (mut out, mut key) = (Vec::new(), None);
-        columns
-            .row(
-                b"7\tsay \"hi\"\\\\\\tthere\tt\t{\"x\": [1]}\t\\N",
-                &mut out,
-                Some(0),
-                &mut key,
-            )
-            .unwrap();
+        // Each line of COPY's CSV as a JSON object, with the key column's text.
+        let rows = |text: &[u8]| {
+            let (mut rows, mut reader) = (Vec::new(), csv::Reader::postgres());
+            let mut row = |r: &csv::Record| {
+                let (mut out, mut key) = (Vec::new(), None);
+                columns.row(r, &mut out, Some(0), &mut key)?;
+                rows.push((String::from_utf8(out).unwrap(), key));
+                Ok::<_, String>(())
+            };
+            reader.feed(text, &mut row).unwrap();
+            reader.feed(&[], &mut row).unwrap();
+            rows
+        };
+        let got = rows(b"7,\"say \"\"hi\"\"\\\tthere\",t,\"{\"\"x\"\": [1]}\",\\N\n\\N,x,f,1,2\n");
         assert_eq!(
-            String::from_utf8(std::mem::take(&mut out)).unwrap(),
-            r#"{"a":7,"b":"say \"hi\"\\\tthere","c":true,"d":{"x": [1]},"e":null}"#
+            got[0],
+            (
+                r#"{"a":7,"b":"say \"hi\"\\\tthere","c":true,"d":{"x": [1]},"e":null}"#.to_string(),
+                Some(b"7".to_vec())
+            )
         );
-        assert_eq!(key.as_deref(), Some(&b"7"[..]));
-        columns
-            .row(b"\\N\tx\tf\t1\t2", &mut out, Some(0), &mut key)
-            .unwrap();
-        assert_eq!(key, None);
+        assert_eq!(got[1].1, None);
         assert_eq!(literal(&Value::from("it's")), "'it''s'");
         assert_eq!(literal(&Value::from(-3)), "'-3'::bigint");
     }

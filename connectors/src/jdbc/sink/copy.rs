@@ -1,10 +1,11 @@
-//! The `COPY` path of the JDBC sink, PostgreSQL's insert and upsert: a chunk of rows in `COPY`'s text format
-//! streamed by `COPY … FROM STDIN`, straight into the table or through a temporary staging
+//! The `COPY` path of the JDBC sink, PostgreSQL's insert and upsert: a chunk of rows as CSV
+//! ([`crate::csv::Writer::postgres`]) streamed by `COPY … FROM STDIN`, straight into the table or through a temporary staging
 //! table, in one transaction per chunk (with the consumed offsets under exactly-once). A
 //! [`CopyJob`] owns what it needs, so a chunk is written by a task while the next one is
 //! encoded; a chunk is in the table entirely or not at all.
 
 use super::{IN_FLIGHT, JdbcSink, Mode};
+use crate::csv;
 use crate::error::Result;
 use crate::jdbc;
 use crate::jdbc::offsets::{self as jdbc_offsets, TxnOffsets};
@@ -41,17 +42,20 @@ impl JdbcSink {
         let pool = self.pg.clone().expect("connected above");
         let cols: Vec<String> = columns.iter().map(|c| d.quote(c)).collect();
         let cols = cols.join(", ");
+        let (csv, mut number) = (csv::Writer::postgres(), Vec::new());
         let mut text = Vec::with_capacity(rows.len() * 64);
         for r in rows {
             for (i, c) in columns.iter().enumerate() {
-                if i > 0 {
-                    text.push(b'\t');
-                }
-                copy_text(r.get(c).unwrap_or(&Value::Null), &mut text);
+                let field = copy_field(r.get(c).unwrap_or(&Value::Null), &mut number);
+                csv.field(i == 0, field.as_deref(), &mut text);
             }
             text.push(b'\n');
         }
-        let direct = format!("COPY {} ({cols}) FROM STDIN", d.quote(table));
+        let direct = format!(
+            "COPY {} ({cols}) FROM STDIN {}",
+            d.quote(table),
+            csv::POSTGRES_COPY_OPTIONS
+        );
         let route = match self.mode {
             Mode::Upsert => {
                 let probe = self.probe(table, rows);
@@ -138,7 +142,10 @@ impl JdbcSink {
         };
         Staging {
             create,
-            copy: format!("COPY {stage} ({cols}) FROM STDIN"),
+            copy: format!(
+                "COPY {stage} ({cols}) FROM STDIN {}",
+                csv::POSTGRES_COPY_OPTIONS
+            ),
             update,
             insert: format!(
                 "INSERT INTO {qt} ({cols}) SELECT {cols} FROM {stage} s \
@@ -283,32 +290,19 @@ enum Keys {
     Texts(Vec<String>),
 }
 
-/// A value in `COPY`'s text format: `\N` for NULL, backslash escapes for the separators.
-fn copy_text(v: &Value, out: &mut Vec<u8>) {
-    let s = match v {
-        Value::Null => {
-            out.extend_from_slice(b"\\N");
-            return;
-        }
-        Value::Bool(b) => {
-            out.extend_from_slice(if *b { b"t" } else { b"f" });
-            return;
-        }
+/// A value's text for `COPY`: `None` for NULL, `t`/`f`, numbers as JSON writes them (into
+/// `number`, reused), strings as they are, arrays and objects as JSON text.
+fn copy_field<'v>(v: &'v Value, number: &'v mut Vec<u8>) -> Option<std::borrow::Cow<'v, [u8]>> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => (if *b { &b"t"[..] } else { b"f" }).into(),
         Value::Number(n) => {
             use std::io::Write;
-            write!(out, "{n}").expect("writing to a Vec succeeds");
-            return;
+            number.clear();
+            write!(number, "{n}").expect("writing to a Vec succeeds");
+            number.as_slice().into()
         }
-        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-        other => std::borrow::Cow::Owned(other.to_string()),
-    };
-    for b in s.bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
-        }
-    }
+        Value::String(s) => s.as_bytes().into(),
+        other => other.to_string().into_bytes().into(),
+    })
 }
