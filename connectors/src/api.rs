@@ -180,3 +180,20 @@ pub enum Connector {
     Source(Box<dyn Source>),
     Sink(Box<dyn Sink>),
 }
+
+impl Connector {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Connector::Source(_) => Kind::Source,
+            Connector::Sink(_) => Kind::Sink,
+        }
+    }
+}
+
+/// Which way a connector moves records; `"source"` / `"sink"` in Kafka Connect's REST API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Source,
+    Sink,
+}

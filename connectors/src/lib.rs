@@ -20,8 +20,9 @@ pub mod registry;
 pub mod runtime;
 pub mod transforms;
 
+pub use api::Kind;
 pub use api::{Sink, Source, SourceBatch, SourceRun};
 pub use config::ConnectorConfig;
 pub use error::{ConnectError, Result};
-pub use runtime::worker::{Status, Worker};
+pub use runtime::worker::{State, Status, Worker};
 pub use runtime::{rest, workerfile};

@@ -4,7 +4,7 @@
 //! so a worker never starts a connector whose configuration is wrong. Connectors depend on
 //! [`crate::api`] only; this module is the one place that knows them all.
 
-use crate::api::Connector;
+use crate::api::{Connector, Kind};
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
 use crate::{file, jdbc, parquet};
@@ -13,7 +13,7 @@ use crate::{file, jdbc, parquet};
 pub struct Plugin {
     pub class: &'static str,
     pub aliases: &'static [&'static str],
-    pub kind: &'static str,
+    pub kind: Kind,
     pub keys: &'static [&'static str],
     pub build: fn(&ConnectorConfig) -> Result<Connector>,
 }
@@ -26,7 +26,7 @@ pub const PLUGINS: &[Plugin] = &[
             "FileStreamSource",
             "org.apache.kafka.connect.file.FileStreamSourceConnector",
         ],
-        kind: "source",
+        kind: Kind::Source,
         keys: file::source::KEYS,
         build: |c| Ok(Connector::Source(Box::new(file::FileSource::new(c)?))),
     },
@@ -36,14 +36,14 @@ pub const PLUGINS: &[Plugin] = &[
             "FileStreamSink",
             "org.apache.kafka.connect.file.FileStreamSinkConnector",
         ],
-        kind: "sink",
+        kind: Kind::Sink,
         keys: file::sink::KEYS,
         build: |c| Ok(Connector::Sink(Box::new(file::FileSink::new(c)?))),
     },
     Plugin {
         class: "parquet-sink",
         aliases: &["ParquetSink"],
-        kind: "sink",
+        kind: Kind::Sink,
         keys: parquet::sink::KEYS,
         build: |c| Ok(Connector::Sink(Box::new(parquet::ParquetSink::new(c)?))),
     },
@@ -53,7 +53,7 @@ pub const PLUGINS: &[Plugin] = &[
             "io.confluent.connect.jdbc.JdbcSourceConnector",
             "JdbcSourceConnector",
         ],
-        kind: "source",
+        kind: Kind::Source,
         keys: jdbc::source::KEYS,
         build: |c| Ok(Connector::Source(Box::new(jdbc::JdbcSource::new(c)?))),
     },
@@ -63,7 +63,7 @@ pub const PLUGINS: &[Plugin] = &[
             "io.confluent.connect.jdbc.JdbcSinkConnector",
             "JdbcSinkConnector",
         ],
-        kind: "sink",
+        kind: Kind::Sink,
         keys: jdbc::sink::KEYS,
         build: |c| Ok(Connector::Sink(Box::new(jdbc::JdbcSink::new(c)?))),
     },

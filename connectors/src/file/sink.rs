@@ -94,15 +94,7 @@ struct Commits {
 
 impl FileSink {
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
-        let topics: Vec<String> = c
-            .require("topics")?
-            .split(',')
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect();
-        if topics.is_empty() {
-            return Err(c.error("topics is empty".into()));
-        }
+        let topics = c.topics()?;
         let format = match c.get("format").unwrap_or("text") {
             "text" => Format::Text,
             "json" => Format::Json,

@@ -98,12 +98,7 @@ fn parse_schema(spec: &str) -> std::result::Result<Schema, String> {
 
 impl ParquetSink {
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
-        let topics: Vec<String> = c
-            .require("topics")?
-            .split(',')
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect();
+        let topics = c.topics()?;
         let schema =
             parse_schema(c.require("schema")?).map_err(|e| c.error(format!("schema: {e}")))?;
         let interval: u64 = c.parse_or("rotate.interval.ms", 0)?;

@@ -15,7 +15,7 @@
 //! commit. Under `errors.tolerance = all` a record that cannot be converted goes to
 //! `errors.deadletterqueue.topic.name` with the error and its origin in headers.
 
-use crate::api::{Connector, Rejected, Sink, Source, SourceRun};
+use crate::api::{Connector, Kind, Rejected, Sink, Source, SourceRun};
 use crate::config::ConnectorConfig;
 use crate::converter::Converters;
 use crate::error::{ConnectError, Result};
@@ -32,13 +32,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// A connector's state, as Kafka Connect reports it.
+/// A connector's status, as Kafka Connect reports it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Status {
-    pub state: &'static str,
+    pub state: State,
     /// Why it failed, while it waits to be restarted.
     pub trace: Option<String>,
     pub restarts: u32,
+}
+
+/// A connector's state; `"RUNNING"`, `"PAUSED"`, `"FAILED"` in Kafka Connect's REST API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    Running,
+    Paused,
+    /// Failed, waiting to be restarted (the status's `trace` says why).
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +59,7 @@ enum Control {
 
 struct Entry {
     config: ConnectorConfig,
-    kind: &'static str,
+    kind: Kind,
     status: Arc<Mutex<Status>>,
     control: watch::Sender<Control>,
     task: tokio::task::JoinHandle<()>,
@@ -81,10 +91,7 @@ impl Worker {
     /// Checks the configuration (building the connector once) and starts it.
     pub fn create(&self, config: ConnectorConfig) -> Result<()> {
         retry_delay_max(&config)?;
-        let kind = match registry::build(&config)? {
-            Connector::Source(_) => "source",
-            Connector::Sink(_) => "sink",
-        };
+        let kind = registry::build(&config)?.kind();
         let mut all = self.connectors.lock().expect("not poisoned");
         if all.contains_key(&config.name) {
             return Err(ConnectError::Exists(config.name));
@@ -94,9 +101,9 @@ impl Worker {
         Ok(())
     }
 
-    fn start(&self, config: ConnectorConfig, kind: &'static str, restarts: u32) -> Entry {
+    fn start(&self, config: ConnectorConfig, kind: Kind, restarts: u32) -> Entry {
         let status = Arc::new(Mutex::new(Status {
-            state: "RUNNING",
+            state: State::Running,
             trace: None,
             restarts,
         }));
@@ -124,7 +131,7 @@ impl Worker {
         self.with(name, |e| e.config.clone())
     }
 
-    pub fn kind(&self, name: &str) -> Result<&'static str> {
+    pub fn kind(&self, name: &str) -> Result<Kind> {
         self.with(name, |e| e.kind)
     }
 
@@ -135,14 +142,14 @@ impl Worker {
     pub fn pause(&self, name: &str) -> Result<()> {
         self.with(name, |e| {
             let _ = e.control.send(Control::Pause);
-            e.status.lock().expect("not poisoned").state = "PAUSED";
+            e.status.lock().expect("not poisoned").state = State::Paused;
         })
     }
 
     pub fn resume(&self, name: &str) -> Result<()> {
         self.with(name, |e| {
             let _ = e.control.send(Control::Run);
-            e.status.lock().expect("not poisoned").state = "RUNNING";
+            e.status.lock().expect("not poisoned").state = State::Running;
         })
     }
 
@@ -245,16 +252,16 @@ async fn supervise(
         tracing::warn!(connector = %config.name, error = %e, retry_in = ?backoff, "connector failed");
         {
             let mut s = status.lock().expect("not poisoned");
-            s.state = "FAILED";
+            s.state = State::Failed;
             s.trace = Some(e.to_string());
         }
         tokio::time::sleep(backoff).await;
         let mut s = status.lock().expect("not poisoned");
         s.restarts += 1;
         s.state = if *control.borrow() == Control::Pause {
-            "PAUSED"
+            State::Paused
         } else {
-            "RUNNING"
+            State::Running
         };
     }
 }

@@ -44,7 +44,7 @@ fn between_retries<T>(worker: &Worker, name: &str, restarts: u32, look: impl Fn(
     wait_for(&format!("{name} to retry {restarts} times"), || {
         let before: Status = worker.status(name).unwrap();
         let v = look();
-        let settled = before.state == "FAILED"
+        let settled = before.state == State::Failed
             && before.restarts >= restarts
             && worker.status(name).unwrap() == before;
         if settled {

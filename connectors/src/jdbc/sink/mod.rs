@@ -127,12 +127,7 @@ impl JdbcSink {
             url,
             pool: None,
             pg: None,
-            topics: c
-                .require("topics")?
-                .split(',')
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .collect(),
+            topics: c.topics()?,
             table_format: c.get("table.name.format").unwrap_or("${topic}").to_string(),
             mode,
             pk_mode,
