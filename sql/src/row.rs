@@ -7,10 +7,10 @@
 //! changelogs and accumulator states (only the engine reads it).
 
 use super::json_text;
-use crate::serdes::Serde;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
+use runnel_engine::serdes::Serde;
 
 /// The values of one record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]

@@ -1,5 +1,5 @@
 //! Planning `f(...) OVER (PARTITION BY ... ORDER BY ... <frame>)`: DataFusion's
-//! `LogicalPlan::Window` → [`OverStep`] (run by [`crate::sql::over`]).
+//! `LogicalPlan::Window` → [`OverStep`] (run by [`crate::over`]).
 //!
 //! Accepted: every DataFusion aggregate function and `ROW_NUMBER()`, any `PARTITION BY`
 //! expressions, `ORDER BY` columns, and frames that end at the current row: `ROWS BETWEEN n
@@ -11,7 +11,6 @@
 //! passed them. Everything else is refused with what to write instead.
 
 use super::{Lower, PhysExpr, Step, scalar_ms, storable};
-use crate::error::{EngineError, Result};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
@@ -23,6 +22,7 @@ use datafusion::logical_expr::{
     WindowFunctionDefinition,
 };
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
+use runnel_engine::error::{EngineError, Result};
 use std::sync::Arc;
 
 /// The rows an OVER window's functions see for the current row. Frames end at the current

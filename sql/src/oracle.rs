@@ -9,12 +9,12 @@
 use super::job::JobFile;
 use super::plan::{WindowSpec, block_on, rewritten_statements};
 use super::row::{Row, from_batch, to_batch};
-use crate::error::{EngineError, Result};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
+use runnel_engine::error::{EngineError, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! The OVER window operator: each input row with window functions over its frame, per
-//! partition key (planned in [`crate::sql::plan::OverStep`]).
+//! partition key (planned in [`crate::plan::OverStep`]).
 //!
 //! Its input is keyed by the partition key (through a repartition topic); each value holds the
 //! row, then the window functions' arguments, and over an upsert stream the input key and a
@@ -33,25 +33,25 @@
 mod frame;
 mod store;
 
-use crate::error::Result;
-use crate::operator::{OpRef, Out, TaskCx, op};
-use crate::ops::window::late;
-use crate::record::{Control, Rec};
-use crate::serdes::SerdeRef;
-use crate::sql::build::AccumulatorFns;
-use crate::sql::changes::Change;
-use crate::sql::plan::Frame;
-use crate::sql::row::{Row, RowCodec};
+use crate::build::AccumulatorFns;
+use crate::changes::Change;
+use crate::plan::Frame;
+use crate::row::{Row, RowCodec};
 use datafusion::common::ScalarValue;
 pub(crate) use frame::Order;
 use frame::{Entry, affected, evaluate};
+use runnel_engine::error::Result;
+use runnel_engine::operator::late;
+use runnel_engine::operator::{OpRef, Out, TaskCx, op};
+use runnel_engine::record::{Control, Rec};
+use runnel_engine::serdes::SerdeRef;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 pub(crate) use store::OverStore;
 
-type Stream<V> = crate::dsl::KStream<Row, V>;
+type Stream<V> = runnel_engine::dsl::KStream<Row, V>;
 
 /// What a window needs to compute its columns.
 pub(crate) struct OverSpec {
@@ -277,7 +277,7 @@ impl OverOp {
     }
 }
 
-impl crate::operator::Operator<Row, Row> for OverOp {
+impl runnel_engine::operator::Operator<Row, Row> for OverOp {
     fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<Row, Row>>) -> Result<()> {
         if self.spec.upsert {
             self.upsert(cx, batch)
@@ -287,7 +287,7 @@ impl crate::operator::Operator<Row, Row> for OverOp {
     }
 
     fn on_watermark(&mut self, cx: &mut TaskCx, w: i64) -> Result<()> {
-        if crate::ops::rises(&mut self.watermark, w) && !self.spec.upsert {
+        if runnel_engine::operator::rises(&mut self.watermark, w) && !self.spec.upsert {
             self.release(cx)?;
         }
         self.out.control(cx, Control::Watermark(w))

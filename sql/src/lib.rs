@@ -1,5 +1,6 @@
-//! SQL jobs: a TOML file declaring inputs, outputs and `INSERT INTO ... SELECT` statements, run
-//! on the same topology runtime as the Rust DSL.
+//! `runnel-sql`: SQL jobs, a TOML file declaring inputs, outputs and `INSERT INTO ... SELECT`
+//! statements, run on the same topology runtime as the Rust DSL, its operators written on the
+//! engine's operator API ([`runnel_engine::operator`]).
 //!
 //! [`SqlJob::load`] parses the file ([`job`]), plans each statement with DataFusion
 //! ([`plan`]) and builds the engine topology ([`build`]) — once per job, never per batch.
@@ -21,10 +22,10 @@ pub mod plan;
 pub mod row;
 mod tvf;
 
-use crate::error::{EngineError, Result};
-use crate::runtime::{App, StreamsConfig};
-use crate::topology::Topology;
 use job::{Generator, JobFile};
+use runnel_engine::error::Result;
+use runnel_engine::runtime::{App, StreamsConfig};
+use runnel_engine::topology::Topology;
 use runnel_log::{ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig, TopicPartition};
 use std::fmt::Write;
 use std::path::Path;
@@ -169,11 +170,5 @@ impl SqlJob {
         config.until_end = until_end;
         config.compression = self.job().compression;
         Ok(App::new(build::build(&self.plan)?, client, config))
-    }
-}
-
-impl From<datafusion::error::DataFusionError> for EngineError {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        EngineError::Job(e.strip_backtrace())
     }
 }

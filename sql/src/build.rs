@@ -26,21 +26,21 @@ use super::row::{
     InputSerde, KeySerde, Row, RowCodec, RowDecoder, RowEncoder, nulls, rows_of, timestamp,
     to_batch,
 };
-use crate::dsl::{
-    Consumed, JoinWindows, KStream, KTable, Produced, SessionWindows, StreamsBuilder, TimeWindows,
-};
-use crate::error::{EngineError, Result};
-use crate::ops::aggregate::AggFns;
-use crate::ops::stateless::Refused;
-use crate::out_buf::OutBuf;
-use crate::record::{Rec, Windowed};
-use crate::serdes::Serde;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
+use runnel_engine::dsl::{
+    Consumed, JoinWindows, KStream, KTable, Produced, SessionWindows, StreamsBuilder, TimeWindows,
+};
+use runnel_engine::error::{EngineError, Result};
+use runnel_engine::operator::AggFns;
+use runnel_engine::operator::OutBuf;
+use runnel_engine::operator::Refused;
+use runnel_engine::record::{Rec, Windowed};
+use runnel_engine::serdes::Serde;
 use runnel_log::RecordRun;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,7 +56,7 @@ struct Lowered {
 }
 
 /// Builds the topology of a planned job.
-pub fn build(plan: &JobPlan) -> Result<crate::Topology> {
+pub fn build(plan: &JobPlan) -> Result<runnel_engine::Topology> {
     let b = StreamsBuilder::new();
     let mut cx = BuildCx {
         b: b.clone(),
@@ -739,11 +739,9 @@ impl BuildCx<'_> {
             Some(WindowSpec::PerUpstreamWindow) => {
                 // Panes of 1 ms at the upstream results' time: the group key (which holds the
                 // upstream window) already names the window, so it is the output key as is.
-                let t = grouped.windowed_by(TimeWindows::of(duration(1))).build(
-                    &store,
-                    agg_fns,
-                    store_serde,
-                );
+                let t = grouped
+                    .windowed_by(TimeWindows::of(duration(1)))
+                    .aggregate_into(&store, agg_fns, store_serde);
                 let stream = t.to_stream().try_map(move |w, s| {
                     let row = s.map(|s| out_row2(&w.key, None, &s)).transpose()?;
                     Ok((w.key, row))
@@ -757,7 +755,7 @@ impl BuildCx<'_> {
                 }
                 let t = grouped
                     .windowed_by(windows)
-                    .build(&store, agg_fns, store_serde);
+                    .aggregate_into(&store, agg_fns, store_serde);
                 key_names.push("window_start".into());
                 (
                     t.to_stream().try_map(move |w, s| to_rows(&w, s)),
@@ -767,7 +765,7 @@ impl BuildCx<'_> {
             Some(WindowSpec::Session { gap }) => {
                 let t = grouped
                     .windowed_by_session(SessionWindows::with_inactivity_gap(duration(gap)))
-                    .build(&store, agg_fns, store_serde);
+                    .aggregate_into(&store, agg_fns, store_serde);
                 key_names.push("window_start".into());
                 (
                     t.to_stream().try_map(move |w, s| to_rows(&w, s)),
@@ -853,7 +851,8 @@ impl BuildCx<'_> {
                 .partition_by
                 .iter()
                 .map(|e| e.data_type(&in_schema))
-                .collect::<std::result::Result<_, _>>()?;
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| EngineError::Job(e.strip_backtrace()))?;
             (o.partition_names.clone(), types)
         };
         let input = if upsert {

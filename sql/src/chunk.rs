@@ -17,10 +17,6 @@ use super::json_object::fields_in_order;
 use super::json_text;
 use super::plan::PhysExpr;
 use super::row::{KeySerde, Row, RowDecoder, RowEncoder, parse_timestamp, rows_of, write_json};
-use crate::ops::stateless::Refused;
-use crate::record::Rec;
-use crate::serdes::Serde;
-use crate::task::DecodedRun;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, RecordBatchOptions,
     StringArray, TimestampMillisecondArray, new_null_array,
@@ -29,6 +25,10 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
 };
 use datafusion::common::ScalarValue;
+use runnel_engine::operator::DecodedRun;
+use runnel_engine::operator::Refused;
+use runnel_engine::record::Rec;
+use runnel_engine::serdes::Serde;
 use runnel_log::{Header, RecordRun};
 use serde::de::{Deserialize, Deserializer, Visitor};
 use std::borrow::Cow;
@@ -243,7 +243,7 @@ impl ChunkDecoder {
         // Headers are kept per row only once a record has some.
         let (mut headers, mut any_headers) = (Vec::<Vec<Header>>::new(), false);
         for (i, r) in run.iter().enumerate() {
-            if r.has_headers() && crate::task::is_marker(&r) {
+            if r.has_headers() && runnel_engine::operator::is_marker(&r) {
                 continue;
             }
             let Some(data) = r.value else {
@@ -482,7 +482,7 @@ impl ChunkEncoder {
         &self,
         chunk: Chunk,
         topic: &Arc<str>,
-        out: &mut crate::out_buf::OutBuf,
+        out: &mut runnel_engine::operator::OutBuf,
     ) -> Result<u64, String> {
         let columns = chunk.batch.columns();
         let typed: Vec<TypedColumn> = columns.iter().map(TypedColumn::of).collect();
@@ -579,7 +579,7 @@ impl<'a> TypedColumn<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::row::Format;
+    use crate::row::Format;
     use runnel_log::Record;
 
     fn schema() -> SchemaRef {
@@ -701,7 +701,7 @@ mod tests {
                 )
             });
             let encoder = ChunkEncoder::new(values, key);
-            let mut out = crate::out_buf::OutBuf::default();
+            let mut out = runnel_engine::operator::OutBuf::default();
             let n = encoder
                 .write(chunk.clone(), &Arc::from("out"), &mut out)
                 .unwrap();

@@ -19,7 +19,6 @@
 //! than its `PARTITION BY`) is refused with what to write instead.
 
 use super::job::{JobFile, closest_hint};
-use crate::error::{EngineError, Result};
 use datafusion::sql::sqlparser::ast::{
     self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
     ObjectNamePart, Spanned, TableAlias, TableFactor,
@@ -28,6 +27,7 @@ use datafusion::sql::sqlparser::dialect::{Dialect as SqlDialect, GenericDialect}
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Span, Token};
+use runnel_engine::error::{EngineError, Result};
 use std::any::TypeId;
 
 /// The name of the call a `TABLE <name>` argument is parsed as.

@@ -26,12 +26,12 @@
 //! Every error names the file, line and column — of the TOML, or of the SQL inside it.
 
 use super::row::Format;
-use crate::error::{EngineError, Result};
-use crate::runtime::ProcessingGuarantee;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::sql::sqlparser::ast::{DataType as SqlType, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use runnel_engine::error::{EngineError, Result};
+use runnel_engine::runtime::ProcessingGuarantee;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;

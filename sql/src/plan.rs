@@ -14,7 +14,6 @@ use super::job::{
 };
 use super::row::Format;
 use super::tvf;
-use crate::error::{EngineError, Result};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, JoinType, ScalarValue};
@@ -30,6 +29,7 @@ use datafusion::sql::sqlparser::ast::{
     TableFactor, TableObject,
 };
 use datafusion::sql::sqlparser::parser::Parser;
+use runnel_engine::error::{EngineError, Result};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 

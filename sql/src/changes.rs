@@ -10,10 +10,10 @@
 //! accumulators, and count the group's rows: a group left with none is deleted (a tombstone).
 
 use super::row::Row;
-use crate::ops::processor::{Processor, ProcessorContext};
-use crate::record::Rec;
-use crate::state::KeyValueStore;
 use datafusion::common::ScalarValue;
+use runnel_engine::record::Rec;
+use runnel_engine::state::KeyValueStore;
+use runnel_engine::{Processor, ProcessorContext};
 
 /// A record of an upsert stream: its key, and its row or `None` for a delete.
 type Changed = Rec<Row, Option<Row>>;

@@ -11,10 +11,10 @@
 //! `[[next arrival number, rows released]], accumulator states...`.
 
 use super::frame::{Entry, Order};
-use crate::serdes::Serde;
-use crate::sql::row::{Row, RowCodec};
-use crate::state::{ChangeEmit, StateStore};
+use crate::row::{Row, RowCodec};
 use datafusion::common::ScalarValue;
+use runnel_engine::serdes::Serde;
+use runnel_engine::state::{ChangeEmit, StateStore};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
