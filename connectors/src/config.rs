@@ -73,6 +73,20 @@ impl ConnectorConfig {
             .ok_or_else(|| self.error(format!("missing required key {key:?}")))
     }
 
+    /// A sink's `topics`: comma-separated names, at least one.
+    pub fn topics(&self) -> Result<Vec<String>> {
+        let topics: Vec<String> = self
+            .require("topics")?
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if topics.is_empty() {
+            return Err(self.error("topics is empty".into()));
+        }
+        Ok(topics)
+    }
+
     pub fn parse_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
         match self.get(key) {
             None => Ok(default),

@@ -1,30 +1,28 @@
-//! `runnel-connectors`: Kafka Connect over Runnel's log — the [`Source`]/[`Sink`] traits, the
-//! connectors (one per file), the [`Worker`] that runs them with offsets in
-//! `__connect_offsets`, and its REST API with Kafka Connect's paths ([`rest`]).
+//! `runnel-connectors`: Kafka Connect over Runnel's log — the [`Source`]/[`Sink`] traits
+//! ([`api`]), the connectors (one folder per system: [`file`], [`jdbc`], [`parquet`]), the
+//! [`registry`] that builds them from their class, and the [`runtime`]: the [`Worker`] that runs
+//! them with offsets in `__connect_offsets`, and its REST API with Kafka Connect's paths.
 //!
-//! Connectors reach the log only through `runnel_log`'s `LogClient` traits, so a worker runs
-//! the same against the embedded log or a broker.
+//! Dependencies go one way: connectors use [`api`], [`config`], [`converter`] and [`csv`];
+//! [`registry`] knows every connector; [`runtime`] uses the registry. Connectors reach the log
+//! only through `runnel_log`'s `LogClient` traits, so a worker runs the same against the
+//! embedded log or a broker.
 
+pub mod api;
 pub mod config;
-pub mod connector;
 pub mod converter;
+pub mod csv;
 pub mod error;
-pub mod file_sink;
-pub mod file_source;
+pub mod file;
 pub mod jdbc;
-pub mod jdbc_offsets;
-pub mod jdbc_sink;
-pub mod jdbc_source;
-pub mod offsets;
-pub mod parquet_sink;
-pub mod pg_copy;
-pub mod rest;
+pub mod parquet;
+pub mod registry;
+pub mod runtime;
 pub mod transforms;
-pub mod transforms_typed;
-pub mod worker;
-pub mod workerfile;
 
+pub use api::Kind;
+pub use api::{Sink, Source, SourceBatch, SourceRun};
 pub use config::ConnectorConfig;
-pub use connector::{Sink, Source, SourceBatch, SourceRun};
 pub use error::{ConnectError, Result};
-pub use worker::{Status, Worker};
+pub use runtime::worker::{State, Status, Worker};
+pub use runtime::{rest, workerfile};

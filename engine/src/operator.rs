@@ -13,15 +13,31 @@
 //! A task is single-threaded, so operators are `Rc<RefCell<..>>`; the DAG has no cycles, so no
 //! operator is ever borrowed twice. Control messages may arrive once per parent at a merge:
 //! operators treat repeats as no-ops.
+//!
+//! This module is the operator API other crates build on (the SQL layer, `runnel-sql`): the
+//! trait and the task context here, and re-exported beside them the output buffer
+//! ([`OutBuf`]), the function types of the DSL's fallible nodes
+//! ([`KStream::map_batch`](crate::KStream::map_batch) with [`BatchFn`],
+//! [`KStream::to_rows`](crate::KStream::to_rows) with [`WriteRows`],
+//! [`StreamsBuilder::stream_runs`](crate::StreamsBuilder::stream_runs) with [`DecodeRun`],
+//! aggregations with [`AggFns`]) and the helpers a windowed operator needs ([`rises`],
+//! [`late`]). The stores are in [`crate::state`]; [`KStream::with_store_operator`](crate::KStream::with_store_operator)
+//! puts an operator of this trait over a store of its own into a topology.
 
 use crate::error::{EngineError, Result};
-use crate::out_buf::OutBuf;
 use crate::record::{Control, Rec};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-pub(crate) trait Operator<K, V> {
+pub use crate::ops::aggregate::{AddFn, AggFns, MergeFn};
+pub use crate::ops::sink::WriteRows;
+pub use crate::ops::stateless::{BatchFn, Refused};
+pub use crate::ops::{rises, window::late};
+pub use crate::out_buf::OutBuf;
+pub use crate::task::{DecodeRun, DecodedRun, is_marker};
+
+pub trait Operator<K, V> {
     /// A batch of records, in source order.
     fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()>;
 
@@ -47,9 +63,9 @@ pub(crate) trait Operator<K, V> {
     }
 }
 
-pub(crate) type OpRef<K, V> = Rc<RefCell<dyn Operator<K, V>>>;
+pub type OpRef<K, V> = Rc<RefCell<dyn Operator<K, V>>>;
 
-pub(crate) fn op<K, V, O: Operator<K, V> + 'static>(o: O) -> OpRef<K, V> {
+pub fn op<K, V, O: Operator<K, V> + 'static>(o: O) -> OpRef<K, V> {
     Rc::new(RefCell::new(o))
 }
 
@@ -63,7 +79,7 @@ fn on_control<K, V>(op: &mut dyn Operator<K, V>, cx: &mut TaskCx, control: Contr
 }
 
 /// The children of a node. Data is cloned for all but the last child.
-pub(crate) struct Out<K, V> {
+pub struct Out<K, V> {
     children: Vec<OpRef<K, V>>,
 }
 
@@ -105,7 +121,7 @@ pub struct TaskMetrics {
 }
 
 /// The per-task context every operator call receives.
-pub(crate) struct TaskCx {
+pub struct TaskCx {
     /// The task's name, `<sub-topology>_<partition>`.
     pub task: Arc<str>,
     pub partition: u32,

@@ -38,7 +38,7 @@ struct UnkeyedBatch {
 /// Topics are kept once, not per record: tasks on different threads write to the same topic
 /// `Arc`, and a reference count changed per record would move its cache line between cores.
 #[derive(Default)]
-pub(crate) struct OutBuf {
+pub struct OutBuf {
     bytes: Vec<u8>,
     records: Vec<OutRecord>,
     topics: Vec<Arc<str>>,
@@ -50,6 +50,7 @@ pub(crate) struct OutBuf {
 
 impl OutBuf {
     /// The index of `topic` in `topics`; `last` is the index most likely to be it.
+    #[inline]
     fn topic_index(&mut self, topic: &Arc<str>, last: Option<u32>) -> u32 {
         if let Some(i) = last.filter(|&i| Arc::ptr_eq(&self.topics[i as usize], topic)) {
             return i;
@@ -158,8 +159,8 @@ impl OutBuf {
         Ok(())
     }
 
-    /// Every record, in the log's terms, as [`send`](Self::send) hands them over: for tests.
-    #[cfg(test)]
+    /// Every record, in the log's terms, as [`send`](Self::send) hands them over: for tests
+    /// (of the operators in `runnel-sql` too).
     pub fn into_records(mut self) -> Vec<(Arc<str>, runnel_log::Record)> {
         let mut all = Vec::new();
         for b in std::mem::take(&mut self.unkeyed) {
@@ -205,6 +206,7 @@ fn append(
 }
 
 /// The open batch of `topic` with room for `value`, a new one when its last one is full.
+#[inline]
 fn open_batch<'a>(
     unkeyed: &'a mut Vec<UnkeyedBatch>,
     topic: u32,

@@ -185,10 +185,9 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
 /// batches), skipping watermark markers ([`is_marker`]). A record it cannot decode is
 /// refused alone ([`DecodedRun::refused`]); `Err` when the run as a whole cannot become a
 /// value (why), which stops the task at the run's first record.
-pub(crate) type DecodeRun<V> =
-    Arc<dyn Fn(&RecordRun) -> Result<DecodedRun<V>, String> + Send + Sync>;
+pub type DecodeRun<V> = Arc<dyn Fn(&RecordRun) -> Result<DecodedRun<V>, String> + Send + Sync>;
 
-pub(crate) struct DecodedRun<V> {
+pub struct DecodedRun<V> {
     /// `None` when no record was kept.
     pub value: Option<V>,
     /// How many records the value holds, and their highest event time.
@@ -298,7 +297,9 @@ fn reject(
     Ok(())
 }
 
-pub(crate) fn is_marker(r: &RecordRef) -> bool {
+/// Whether a record is a watermark marker of a repartition topic, not data.
+#[inline]
+pub fn is_marker(r: &RecordRef) -> bool {
     r.header(WATERMARK_HEADER).is_some()
 }
 

@@ -253,7 +253,7 @@ schema = "id BIGINT"
 name = "out"
 topic = "lat-out"
 "#;
-    let sql = runnel::engine::sql::SqlJob::parse(Path::new("latency.toml"), job)?;
+    let sql = runnel::sql::SqlJob::parse(Path::new("latency.toml"), job)?;
     let config = StreamsConfig::new("latency").guarantee(guarantee);
     let interval = config.commit_interval;
     let client: SharedLogClient = Arc::new(log.clone());
@@ -326,7 +326,7 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
         "windowed" => rides::speed_per_region("rides", "out-windowed"),
         job @ ("sql-stateless" | "sql-windowed") => {
             let path = Path::new(job).with_extension("toml");
-            let sql = runnel::engine::sql::SqlJob::parse(&path, &sql_job(job))?;
+            let sql = runnel::sql::SqlJob::parse(&path, &sql_job(job))?;
             sql.topology_for_run()?
         }
         other => bail!("unknown job {other:?}: stateless, windowed, sql-stateless or sql-windowed"),

@@ -8,7 +8,7 @@
 use super::output;
 use anyhow::{Context, Result};
 use clap::Args;
-use runnel::engine::sql::SqlJob;
+use runnel::sql::SqlJob;
 use runnel::log::{Log, SharedLogClient};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
-use runnel_engine::sql::SqlJob;
+use runnel_sql::SqlJob;
 use runnel_log::SharedLogClient;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

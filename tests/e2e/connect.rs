@@ -2,7 +2,7 @@
 //! resumes from the stored offsets; the REST API driven with plain HTTP as a Kafka Connect user
 //! would; worker-file errors; a connector against a broker with `--bootstrap`.
 
-use runnel::connectors::{ConnectorConfig, Worker};
+use runnel::connectors::{ConnectorConfig, State, Worker};
 use runnel::log::{Log, SharedLogClient};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -102,7 +102,7 @@ fn file_to_topic_to_file_with_dead_letters_and_a_resuming_restart() {
         String::from_utf8_lossy(&reason).contains("in.jsonl:38: not JSON"),
         "{reason:?}"
     );
-    assert_eq!(worker.status("in").unwrap().state, "RUNNING");
+    assert_eq!(worker.status("in").unwrap().state, State::Running);
 
     // A new worker resumes where the stored offsets say: nothing twice, nothing missing.
     for name in ["in", "out"] {
@@ -300,6 +300,19 @@ fn produce<S: AsRef<str>>(
         p.send_all(&records).await.unwrap();
         p.flush().await.unwrap();
     });
+}
+
+/// The offset the sink's consumer group committed on partition 0 of `topic` (0 if none).
+fn committed(
+    rt: &tokio::runtime::Runtime,
+    client: &SharedLogClient,
+    connector: &str,
+    topic: &str,
+) -> u64 {
+    let tp = runnel::log::TopicPartition::new(topic, 0);
+    rt.block_on(client.committed_offsets(&format!("connect-{connector}"), &[tp]))
+        .unwrap()[0]
+        .unwrap_or(0)
 }
 
 /// `runnel --bootstrap ADDR connect WORKER_FILE` with its REST API on a free port.
@@ -993,7 +1006,7 @@ fn the_sink_rides_out_a_postgresql_outage() {
         json_lines(&input, n / 2 + 1..=n);
         wait_for("the outage in the sink's status", || {
             let s = worker.status("to-db").unwrap();
-            s.state == "FAILED" && s.trace.as_deref().is_some_and(|t| t.contains("database"))
+            s.state == State::Failed && s.trace.as_deref().is_some_and(|t| t.contains("database"))
         });
         std::thread::sleep(Duration::from_secs(2));
     } // PostgreSQL starts again here.
@@ -1003,7 +1016,7 @@ fn the_sink_rides_out_a_postgresql_outage() {
     let s = worker.status("to-db").unwrap();
     assert!(s.restarts >= 1, "{s:?}");
     wait_for("RUNNING again", || {
-        worker.status("to-db").unwrap().state == "RUNNING"
+        worker.status("to-db").unwrap().state == State::Running
     });
     for name in worker.names() {
         worker.delete(&name).unwrap();

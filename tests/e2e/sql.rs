@@ -6,16 +6,16 @@
 //! - `<output>.expected`: the output's rows as JSON lines (an upsert output is compared as its
 //!   final table: last value per key, deleted keys gone), or
 //! - `oracle`: every output is compared with the same statements run by DataFusion in batch
-//!   mode over the whole input (`runnel::engine::sql::oracle`), or
+//!   mode over the whole input (`runnel::sql::oracle`), or
 //! - `error.expected`: the error `runnel run` reports (the file is named `job.toml`);
 //! - and optionally `dlq.expected`: the reasons of the records in the dead-letter topic.
 
 use crate::support::{batch_of, set_segment_mtimes};
 use runnel::engine::prelude::Serde;
-use runnel::engine::sql::SqlJob;
-use runnel::engine::sql::oracle;
-use runnel::engine::sql::plan::PlannedStatement;
-use runnel::engine::sql::row::{Format, KeySerde, Row, RowEncoder};
+use runnel::sql::SqlJob;
+use runnel::sql::oracle;
+use runnel::sql::plan::PlannedStatement;
+use runnel::sql::row::{Format, KeySerde, Row, RowEncoder};
 use runnel::log::{
     Log, ProducerConfig, ProducerRecord, Record, SharedLogClient, TopicConfig, TopicPartition,
 };
@@ -288,7 +288,7 @@ fn table_key(job: &SqlJob, input: &str, line: &[u8]) -> Vec<u8> {
     let Some((_, input)) = job.job().input(input) else {
         return Vec::new();
     };
-    let decoder = runnel::engine::sql::row::RowDecoder {
+    let decoder = runnel::sql::row::RowDecoder {
         schema: input.schema.clone(),
         format: input.format,
         extra_nulls: vec![],
@@ -389,15 +389,15 @@ fn generated_lines(stream: &str, job: &SqlJob) -> Vec<Vec<u8>> {
         .inputs
         .iter()
         .filter_map(|i| match &i.generator {
-            Some(runnel::engine::sql::job::Generator::Nexmark { events, .. }) => Some(*events),
+            Some(runnel::sql::job::Generator::Nexmark { events, .. }) => Some(*events),
             None => None,
         })
         .max()
         .unwrap_or(0);
-    runnel::engine::sql::nexmark::events(events)
+    runnel::sql::nexmark::events(events)
         .filter_map(|e| {
             let mut buf = Vec::new();
-            let (s, ..) = runnel::engine::sql::nexmark::write_json(&e, &mut buf);
+            let (s, ..) = runnel::sql::nexmark::write_json(&e, &mut buf);
             (s == stream).then_some(buf)
         })
         .collect()

@@ -64,7 +64,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
 
     /// Aggregates with `fns` into the key-value store `store` (the SQL layer's aggregate
     /// functions may fail, see [`AggFns`]).
-    pub(crate) fn aggregate_into<A: Data>(
+    pub fn aggregate_into<A: Data>(
         &self,
         store: &str,
         fns: AggFns<K, V, A>,
@@ -321,7 +321,7 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
 
     /// Aggregates with `fns` into the window or session store `store` (the SQL layer's
     /// aggregate functions may fail, see [`AggFns`]).
-    pub(crate) fn build<A: Data>(
+    pub fn aggregate_into<A: Data>(
         &self,
         store: &str,
         fns: AggFns<K, V, A>,
@@ -460,7 +460,7 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
     /// assert_eq!(d.read::<String, i64>("sessions"), vec![("1000-3000".into(), 2), ("12000-12000".into(), 1)]);
     /// ```
     pub fn count(&self, store: &str) -> KTable<Windowed<K>, i64> {
-        self.build(store, count_fns(), Arc::new(I64Serde))
+        self.aggregate_into(store, count_fns(), Arc::new(I64Serde))
     }
 
     /// Combines the values of each key and window with `f` (which must be associative).
@@ -487,7 +487,7 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
         store: &str,
     ) -> KTable<Windowed<K>, V> {
         let (_, vs) = self.grouped.serdes();
-        self.build(
+        self.aggregate_into(
             store,
             reduce_fns(f),
             Arc::new(crate::serdes::OptionSerde(vs.clone())),
@@ -528,6 +528,6 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
             add: Arc::new(move |k, v, a| Ok(add(k, v, a))),
             merge: Some(Arc::new(move |k, a, b| Ok(merge(k, a, b)))),
         };
-        self.build(store, fns, Arc::new(agg_serde))
+        self.aggregate_into(store, fns, Arc::new(agg_serde))
     }
 }

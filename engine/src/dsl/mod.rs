@@ -86,7 +86,7 @@ impl StreamsBuilder {
     /// A stream of `topic` whose records arrive decoded a run at a time: each record of the
     /// returned stream holds one run of input records (see [`DecodeRun`]). The SQL layer reads
     /// its inputs this way, straight into Arrow batches.
-    pub(crate) fn stream_runs<V: Data>(
+    pub fn stream_runs<V: Data>(
         &self,
         topic: &str,
         out_of_orderness: std::time::Duration,

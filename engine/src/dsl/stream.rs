@@ -84,7 +84,7 @@ impl<K: Key, V: Data> KStream<K, V> {
     }
 
     /// A node that transforms whole batches (`f` returns the outputs of one input batch).
-    pub(crate) fn map_batch<K2: Key, V2: Data>(
+    pub fn map_batch<K2: Key, V2: Data>(
         &self,
         prefix: &str,
         f: BatchFn<K, V, K2, V2>,
@@ -198,9 +198,9 @@ impl<K: Key, V: Data> KStream<K, V> {
         self.try_map(move |k, v| Ok(f(k, v)))
     }
 
-    /// [`map`](Self::map) for the crate's own functions that can fail (the SQL layer's
-    /// aggregate results): an `Err` stops the task, naming the record.
-    pub(crate) fn try_map<K2: Key, V2: Data>(
+    /// [`map`](Self::map) for functions that can fail (the SQL layer's aggregate results): an
+    /// `Err` stops the task, naming the record.
+    pub fn try_map<K2: Key, V2: Data>(
         &self,
         f: impl Fn(K, V) -> Result<(K2, V2), String> + Send + Sync + 'static,
     ) -> KStream<K2, V2> {
@@ -477,7 +477,7 @@ impl<K: Key, V: Data> KStream<K, V> {
     }
 
     /// Writes to `topic` the output records `write` makes of each record (see [`WriteRows`]).
-    pub(crate) fn to_rows(&self, topic: &str, write: WriteRows<K, V>) {
+    pub fn to_rows(&self, topic: &str, write: WriteRows<K, V>) {
         let t = TopicName::External(topic.into());
         let resolved = t.clone();
         self.b.add_node(
@@ -892,12 +892,12 @@ impl<K: Key, V: Data> KStream<K, V> {
         KStream::new(self.b.clone(), node, None, false)
     }
 
-    /// A node running one of the crate's own operators over a store of its own (the SQL
-    /// layer's OVER windows): the stream is first partitioned by its key (through a
-    /// repartition topic if the key changed), then each task gets a store from `make_store`
+    /// A node running an operator of the [`operator`](crate::operator) API over a store of its
+    /// own (the SQL layer's OVER windows): the stream is first partitioned by its key (through
+    /// a repartition topic if the key changed), then each task gets a store from `make_store`
     /// and an operator from `make` (given the node's name, that store and the node's output).
     /// `key_changed`: whether the operator's output key differs from its input key.
-    pub(crate) fn with_store_operator<KO: Key, VO: Data, S: StateStore + 'static>(
+    pub fn with_store_operator<KO: Key, VO: Data, S: StateStore + 'static>(
         &self,
         prefix: &str,
         store: (&str, &'static str),

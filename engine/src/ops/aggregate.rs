@@ -12,8 +12,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// How to fold values into an aggregate, and (for windows built from panes and for sessions)
-/// how to combine two aggregates. Public only because [`crate::dsl::WindowKind`] names it.
-#[doc(hidden)]
+/// how to combine two aggregates (for the fallible aggregations of the operator API,
+/// [`KGroupedStream::aggregate_into`](crate::KGroupedStream::aggregate_into)).
 pub struct AggFns<K, V, A> {
     pub init: Arc<dyn Fn() -> A + Send + Sync>,
     pub add: AddFn<K, V, A>,

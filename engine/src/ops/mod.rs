@@ -13,7 +13,8 @@ pub(crate) mod window;
 
 /// Raises an operator's `watermark` to `w`; whether it rose (an operator whose state closes
 /// with the watermark then closes what it passed).
-pub(crate) fn rises(watermark: &mut i64, w: i64) -> bool {
+#[inline]
+pub fn rises(watermark: &mut i64, w: i64) -> bool {
     if w > *watermark {
         *watermark = w;
         true

@@ -63,7 +63,7 @@ fn unserializable(cx: &TaskCx, topic: &str, reason: String) -> crate::EngineErro
 
 /// Writes one output record per row of each record's value (the SQL layer's Arrow batches):
 /// `write` appends them to the task's output and returns how many it wrote.
-pub(crate) type WriteRows<K, V> =
+pub type WriteRows<K, V> =
     Arc<dyn Fn(Rec<K, V>, &Arc<str>, &mut OutBuf) -> Result<u64, String> + Send + Sync>;
 
 pub(crate) struct RowsSink<K, V> {

@@ -64,7 +64,7 @@ impl<K: Clone, V: Clone> Operator<K, V> for Retain<K, V> {
 
 /// A record a batch function could not process (an expression failed on it): it goes to the
 /// application's dead-letter topic with the reason, and the batch goes on without it.
-pub(crate) struct Refused {
+pub struct Refused {
     pub offset: u64,
     pub timestamp: i64,
     pub value: Vec<u8>,
@@ -74,7 +74,7 @@ pub(crate) struct Refused {
 /// A whole batch at a time: the SQL layer evaluates its expressions on Arrow batches. `Err`
 /// when the batch as a whole cannot go on (why); the task then stops at the batch's first
 /// record.
-pub(crate) type BatchFn<K, V, K2, V2> = Arc<
+pub type BatchFn<K, V, K2, V2> = Arc<
     dyn Fn(Vec<Rec<K, V>>, &mut Vec<Refused>) -> Result<Vec<Rec<K2, V2>>, String> + Send + Sync,
 >;
 

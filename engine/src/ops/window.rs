@@ -55,7 +55,7 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 /// Writes a late record to the late-records topic, if one is configured, and counts it.
-pub(crate) fn late<K, V>(
+pub fn late<K, V>(
     cx: &mut TaskCx,
     node: &Arc<str>,
     r: &Rec<K, V>,

@@ -4,7 +4,7 @@ use super::ChangeEmit;
 use crate::serdes::SerdeRef;
 // hashbrown with foldhash (randomly seeded), as DataFusion uses: SipHash was a tenth of a
 // windowed SQL job's time in its hashing of keys.
-use datafusion::common::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 

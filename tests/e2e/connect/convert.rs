@@ -141,7 +141,7 @@ fn converters_write_and_read_the_schema_payload_envelope_strings_and_bytes() {
     assert_eq!(header(&dead[0], "__connect.errors.topic"), "env");
     assert_eq!(header(&dead[0], "__connect.errors.partition"), "0");
     assert_eq!(header(&dead[1], "__connect.errors.offset"), "4");
-    assert_eq!(worker.status("env-out").unwrap().state, "RUNNING");
+    assert_eq!(worker.status("env-out").unwrap().state, State::Running);
     for n in worker.names() {
         worker.delete(&n).unwrap();
     }
@@ -245,7 +245,7 @@ fn sink_dead_letters_on(url: &str) {
         .unwrap();
     wait_for("the dead letters", || {
         let s = worker.status("tolerant").unwrap();
-        assert!(s.state != "FAILED", "{s:?}");
+        assert!(s.state != State::Failed, "{s:?}");
         read(&rt, &client, "sink-dlq").len() == 2
     });
     assert_eq!(count_rows(url, &table), 8, "every good record is written");
@@ -256,14 +256,14 @@ fn sink_dead_letters_on(url: &str) {
     assert!(!header(&dead[0], "__connect.errors.exception.message").is_empty());
     assert!(header(&dead[1], "__connect.errors.exception.message").contains("not JSON"));
     assert_eq!(header(&dead[1], "__connect.errors.offset"), "6");
-    assert_eq!(worker.status("tolerant").unwrap().state, "RUNNING");
+    assert_eq!(worker.status("tolerant").unwrap().state, State::Running);
 
     worker.create(config("strict", serde_json::json!({
         "connector.class": "jdbc-sink", "connection.url": url, "topics": table, "table.name.format": strict,
         "insert.mode": "upsert", "pk.mode": "record_value", "pk.fields": "id",
     }))).unwrap();
     wait_for("the strict sink to fail", || {
-        worker.status("strict").unwrap().state == "FAILED"
+        worker.status("strict").unwrap().state == State::Failed
     });
     let trace = worker.status("strict").unwrap().trace.unwrap();
     assert!(

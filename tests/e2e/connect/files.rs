@@ -1,6 +1,6 @@
 //! File connectors: a source over a glob and a directory, tailing through rotation and
 //! resuming by byte position, in text / JSON / CSV; a sink writing JSON and CSV, rotating by
-//! size and by time.
+//! size and by time, and appending to its CSV file after a restart under the header it wrote.
 
 use super::*;
 
@@ -150,6 +150,45 @@ fn a_directory_of_csv_files_becomes_json_records_with_the_header_as_field_names(
         serde_json::json!({"id": "4", "name": "Dee", "city": "Oslo"})
     );
     worker.delete("csv").unwrap();
+}
+
+/// The file sink reads the header of the CSV file it appends to back with the rule it wrote it
+/// with: a column name holding a comma (quoted in the header) stays one column after a restart.
+#[test]
+fn a_csv_header_with_a_comma_survives_a_restart_of_the_file_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path().join("data")).unwrap());
+    let out = dir.path().join("out.csv");
+    let cfg = serde_json::json!({
+        "connector.class": "file-sink", "file": out.to_str().unwrap(), "topics": "rows", "format": "csv",
+    });
+    let rows = |ids: std::ops::Range<usize>| -> Vec<String> {
+        ids.map(|i| format!(r#"{{"id":{i},"name, full":"n{i}, \"{i}\""}}"#))
+            .collect()
+    };
+    let run = |ids: std::ops::Range<usize>| {
+        let worker = rt.block_on(Worker::new(client.clone())).unwrap();
+        let _g = rt.enter();
+        produce(&rt, &client, "rows", &rows(ids.clone()));
+        worker.create(config("csv-out", cfg.clone())).unwrap();
+        wait_for("every record written and committed", || {
+            committed(&rt, &client, "csv-out", "rows") == ids.end as u64
+        });
+        worker.delete("csv-out").unwrap();
+    };
+    run(0..50);
+    // The worker stopped: a new one appends to the file the first one wrote.
+    run(50..100);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(r#"id,"name, full""#), "one header");
+    let mut reader = runnel::connectors::csv::Reader::new();
+    let parsed: Vec<Vec<String>> = lines.map(|l| reader.line(l.as_bytes())).collect();
+    let want: Vec<Vec<String>> = (0..100)
+        .map(|i| vec![i.to_string(), format!("n{i}, \"{i}\"")])
+        .collect();
+    assert_eq!(parsed, want, "every row once, in two columns");
 }
 
 #[test]

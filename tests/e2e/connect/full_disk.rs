@@ -12,20 +12,6 @@
 use super::*;
 use crate::faults::SmallDisk;
 use runnel::connectors::Status;
-use runnel::log::TopicPartition;
-
-/// The offset the sink's consumer group committed on partition 0 of `topic` (0 if none).
-fn committed(
-    rt: &tokio::runtime::Runtime,
-    client: &SharedLogClient,
-    connector: &str,
-    topic: &str,
-) -> u64 {
-    let tp = TopicPartition::new(topic, 0);
-    rt.block_on(client.committed_offsets(&format!("connect-{connector}"), &[tp]))
-        .unwrap()[0]
-        .unwrap_or(0)
-}
 
 /// Serves the worker's REST API; returns its address.
 fn serve_rest(rt: &tokio::runtime::Runtime, worker: &Worker) -> String {
@@ -58,7 +44,7 @@ fn between_retries<T>(worker: &Worker, name: &str, restarts: u32, look: impl Fn(
     wait_for(&format!("{name} to retry {restarts} times"), || {
         let before: Status = worker.status(name).unwrap();
         let v = look();
-        let settled = before.state == "FAILED"
+        let settled = before.state == State::Failed
             && before.restarts >= restarts
             && worker.status(name).unwrap() == before;
         if settled {

@@ -218,7 +218,7 @@ fn auto_evolve_on(url: &str) {
         (rows[1]["b"].clone(), rows[1]["c"].clone()),
         (serde_json::json!(42), serde_json::json!(2.5))
     );
-    assert_eq!(worker.status("out").unwrap().state, "RUNNING");
+    assert_eq!(worker.status("out").unwrap().state, State::Running);
     for n in worker.names() {
         worker.delete(&n).unwrap();
     }

@@ -1,0 +1,199 @@
+//! The connector API: the two traits every connector implements and what they exchange.
+//!
+//! A [`Source`] turns an external system into records, each tagged with a source partition and
+//! a source offset (JSON, as in Kafka Connect); the worker writes the records, flushes, and only
+//! then stores the offsets, so a restart resumes after the last durable record. A [`Sink`]
+//! takes records read from topics; the worker commits the consumer group's offsets only after
+//! [`Sink::flush`] returned, so nothing acknowledged is lost.
+
+use crate::error::Result;
+use async_trait::async_trait;
+use runnel_log::{ConsumerRecord, TopicPartition};
+
+/// What one [`Source::poll`] returns: runs of records, in order.
+pub type SourceBatch = Vec<SourceRun>;
+
+/// Records of one source partition into one topic, with where to resume after the last of
+/// them. Keys and values are spans of one shared buffer, so a file source hands on the block it
+/// read without copying a line, and the worker encodes a run straight into log batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRun {
+    /// Empty (and no records): nothing to send, only the offset to store (a CSV header line).
+    pub topic: String,
+    /// e.g. `{"filename": "/var/log/app.log"}`.
+    pub partition: serde_json::Value,
+    /// e.g. `{"position": 4096}`: where to resume after the run's last record.
+    pub offset: serde_json::Value,
+    /// Set when the run's records could not be converted: they go to the dead-letter topic
+    /// (a source makes a run of the one bad record, so the offset names it).
+    pub error: Option<String>,
+    /// The values are plain strings (text lines), not JSON: converters treat them as text.
+    pub text: bool,
+    data: bytes::BytesMut,
+    spans: Vec<Span>,
+}
+
+/// Where one record's key and value are in its run's buffer (`u32::MAX` start: absent).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Span {
+    key: (u32, u32),
+    value: (u32, u32),
+}
+
+const ABSENT: (u32, u32) = (u32::MAX, 0);
+
+impl SourceRun {
+    /// A run of no record: stores `offset` for `partition`.
+    pub fn marker(partition: serde_json::Value, offset: serde_json::Value) -> Self {
+        Self::new(String::new(), partition, offset)
+    }
+
+    /// An empty run to `topic`; records are added with [`push`](Self::push) or
+    /// [`with_values`](Self::with_values).
+    pub fn new(topic: String, partition: serde_json::Value, offset: serde_json::Value) -> Self {
+        Self {
+            topic,
+            partition,
+            offset,
+            error: None,
+            text: false,
+            data: bytes::BytesMut::new(),
+            spans: Vec::new(),
+        }
+    }
+
+    /// Records without key whose values are `ranges` of `data` (a block read from a file,
+    /// split off with `BytesMut::split_to`, which copies nothing).
+    ///
+    /// # Panics
+    /// If a range is outside `data`, `data` is 4 GiB or more, or records were pushed before.
+    pub fn with_values(
+        mut self,
+        data: bytes::BytesMut,
+        ranges: impl IntoIterator<Item = std::ops::Range<usize>>,
+    ) -> Self {
+        assert!(
+            self.spans.is_empty() && data.len() < u32::MAX as usize,
+            "a run takes one buffer of less than 4 GiB"
+        );
+        self.spans = ranges
+            .into_iter()
+            .map(|r| {
+                assert!(
+                    r.start <= r.end && r.end <= data.len(),
+                    "span inside the data"
+                );
+                Span {
+                    key: ABSENT,
+                    value: (r.start as u32, r.end as u32),
+                }
+            })
+            .collect();
+        self.data = data;
+        self
+    }
+
+    /// Appends a record, copying its key and value (for sources that build their records).
+    pub fn push(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let data = &mut self.data;
+        let mut put = |f: Option<&[u8]>| match f {
+            Some(b) => {
+                let start = data.len() as u32;
+                data.extend_from_slice(b);
+                (start, data.len() as u32)
+            }
+            None => ABSENT,
+        };
+        let span = Span {
+            key: put(key),
+            value: put(value),
+        };
+        self.spans.push(span);
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Whether some record has a key.
+    pub fn has_keys(&self) -> bool {
+        self.spans.iter().any(|s| s.key != ABSENT)
+    }
+
+    /// The records' (key, value), in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = (Option<&[u8]>, Option<&[u8]>)> {
+        let field =
+            |(s, e): (u32, u32)| (s != u32::MAX).then(|| &self.data[s as usize..e as usize]);
+        self.spans
+            .iter()
+            .map(move |s| (field(s.key), field(s.value)))
+    }
+}
+
+/// A record a sink could not write (bad data, not a failing system): `index` into the batch
+/// given to [`Sink::put`]. The worker sends it to the dead-letter topic or fails the task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub index: usize,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait Source: Send {
+    /// Restores the position from the last stored offset of each source partition.
+    async fn start(&mut self, offsets: &[(serde_json::Value, serde_json::Value)]) -> Result<()>;
+    /// The next records, or none when there is nothing new (the worker waits and asks again).
+    async fn poll(&mut self) -> Result<SourceBatch>;
+}
+
+#[async_trait]
+pub trait Sink: Send {
+    /// Topics to read (Kafka Connect's `topics`).
+    fn topics(&self) -> Vec<String>;
+    /// Writes the records; returns those it could not write for what they hold (an error is
+    /// for the system: the task fails and restarts).
+    async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>>;
+    /// Makes everything put so far durable, unless [`Sink::durable_offsets`] says otherwise.
+    async fn flush(&mut self) -> Result<()>;
+    /// For sinks that hold records beyond `flush` (a Parquet file is durable only once its
+    /// footer is written): the next offsets to read per partition that are durable now, which
+    /// the worker commits instead of everything put. `None`: everything flushed is durable.
+    fn durable_offsets(&mut self) -> Option<Vec<(TopicPartition, u64)>> {
+        None
+    }
+    /// For sinks that keep the consumed offsets with the data (exactly-once): the next offset
+    /// to read per partition, as stored, which the worker resumes from instead of the consumer
+    /// group's. `None`: the sink keeps none (the default), so it cannot run exactly-once.
+    /// Called once, before the first `put`: a sink may first bring its data back to what it
+    /// stored (the file sink cuts its file back to the committed length).
+    async fn stored_offsets(&mut self) -> Result<Option<Vec<(TopicPartition, u64)>>> {
+        Ok(None)
+    }
+}
+
+/// A connector instance of either kind.
+pub enum Connector {
+    Source(Box<dyn Source>),
+    Sink(Box<dyn Sink>),
+}
+
+impl Connector {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Connector::Source(_) => Kind::Source,
+            Connector::Sink(_) => Kind::Sink,
+        }
+    }
+}
+
+/// Which way a connector moves records; `"source"` / `"sink"` in Kafka Connect's REST API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Source,
+    Sink,
+}

@@ -1,0 +1,11 @@
+//! Files: the [`FileSource`] (`file-source`, Kafka's `FileStreamSource`), which tails files
+//! line by line through rotation, and the [`FileSink`] (`file-sink`, Kafka's
+//! `FileStreamSink`), which appends records as lines and rotates. Both read and write the
+//! `text`, `json` and `csv` formats; CSV goes through [`crate::csv`], so what the sink writes
+//! the source (and the sink itself, on restart) reads back field for field.
+
+pub mod sink;
+pub mod source;
+
+pub use sink::FileSink;
+pub use source::FileSource;

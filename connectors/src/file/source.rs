@@ -1,0 +1,516 @@
+//! `file-source` (Kafka's `FileStreamSource`): the lines of files, tailed as they grow and
+//! followed through rotation.
+//!
+//! Keys: `file` (a path, or a glob whose last component has `*` / `?`, e.g. `logs/*.jsonl`) or
+//! `directory` (every regular file in it not starting with `.`), `topic`, `format` (`text` |
+//! `json` | `csv`; default `text`), `batch.max.lines` (lines per poll, default 100,000: the
+//! worker stores the offsets after each poll's lines are written, so a crash replays at most
+//! that many).
+//!
+//! Files are read in blocks of 8 MiB; text and JSON lines are handed on as spans of the block
+//! ([`SourceRun`]), never copied one by one, and the worker encodes them straight into log
+//! batches.
+//!
+//! Each file is a source partition (`{"filename": path}`); its offset is
+//! `{"position": byte after the line, "inode": ..}`, so a restart resumes exactly. Only complete
+//! lines are read from a live file. Rotation, as `tail -F` follows it: when a path names a new
+//! file (renamed away and created again), the old file is read to its end through the handle
+//! still open, its last line even without a newline, then the new one from 0; if the glob also
+//! matches the old file's new name, it goes on there from its position (same inode), not from
+//! 0. A file shorter than its position was truncated: reading starts again at 0. A file
+//! rotated while the worker was down is found again by its inode.
+//!
+//! Formats: `text` hands each line on as a string; `json` checks it is JSON and hands a bad
+//! line on with its error (dead-letter topic under `errors.tolerance = all`); `csv` takes the
+//! first line of each file as the field names and makes each further line a JSON object of
+//! strings (RFC 4180 quoting on one line; `Cast` types them), a line with another number of
+//! fields being an error record.
+
+use crate::api::{Source, SourceBatch, SourceRun};
+use crate::config::ConnectorConfig;
+use crate::csv;
+use crate::error::{ConnectError, Result};
+use async_trait::async_trait;
+use bytes::BytesMut;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub const KEYS: &[&str] = &["file", "directory", "topic", "format", "batch.max.lines"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+    Csv,
+}
+
+/// Which files: those of `dir` whose name matches `name` (any with `None`).
+#[derive(Debug, Clone)]
+struct Selection {
+    dir: PathBuf,
+    name: Option<String>,
+    glob: bool,
+}
+
+struct Tracked {
+    path: String,
+    inode: u64,
+    file: File,
+    position: u64,
+    line_no: u64,
+    header: Option<Vec<String>>,
+    /// Bytes read after `position`, not handed on yet.
+    pending: BytesMut,
+}
+
+pub struct FileSource {
+    selection: Selection,
+    topic: String,
+    format: Format,
+    max_lines: usize,
+    files: BTreeMap<String, Tracked>,
+    /// Rotated away: read to the end, then dropped.
+    draining: Vec<Tracked>,
+    /// Stored offsets not yet claimed: path → (position, inode).
+    stored: BTreeMap<String, (u64, Option<u64>)>,
+}
+
+impl FileSource {
+    pub fn new(c: &ConnectorConfig) -> Result<Self> {
+        let format = match c.get("format").unwrap_or("text") {
+            "text" => Format::Text,
+            "json" => Format::Json,
+            "csv" => Format::Csv,
+            f => return Err(c.error(format!("format = {f:?}: use text, json or csv"))),
+        };
+        let selection = match (c.get("file"), c.get("directory")) {
+            (Some(_), Some(_)) => {
+                return Err(c.error("set file (a path or a glob) or directory, not both".into()));
+            }
+            (None, None) => {
+                return Err(c.error("missing required key \"file\" (or \"directory\")".into()));
+            }
+            (None, Some(d)) => Selection {
+                dir: d.into(),
+                name: None,
+                glob: true,
+            },
+            (Some(f), None) => {
+                let p = Path::new(f);
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| c.error(format!("file = {f:?} names no file")))?;
+                let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                if dir.to_string_lossy().contains(['*', '?']) {
+                    return Err(c.error(format!(
+                        "file = {f:?}: only the last component may have * or ?"
+                    )));
+                }
+                Selection {
+                    glob: name.contains(['*', '?']),
+                    dir,
+                    name: Some(name),
+                }
+            }
+        };
+        Ok(Self {
+            selection,
+            topic: c.require("topic")?.into(),
+            format,
+            max_lines: c.parse_or("batch.max.lines", 100_000usize)?.max(1),
+            files: BTreeMap::new(),
+            draining: Vec::new(),
+            stored: BTreeMap::new(),
+        })
+    }
+
+    /// The matching files now: (path, inode), in path order.
+    fn discover(&self) -> Result<Vec<(String, u64)>> {
+        let s = &self.selection;
+        let mut out = Vec::new();
+        if !s.glob {
+            let path = s.dir.join(s.name.as_deref().unwrap_or_default());
+            if let Ok(m) = std::fs::metadata(&path) {
+                out.push((path.to_string_lossy().into_owned(), m.ino()));
+            }
+            return Ok(out);
+        }
+        let dir = if s.dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &s.dir
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            // Not there yet: a tailing source waits for it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(ConnectError::Io {
+                    path: dir.display().to_string(),
+                    source: e,
+                });
+            }
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let wanted = match &s.name {
+                Some(p) => glob_match(p, &name),
+                None => !name.starts_with('.'),
+            };
+            if !wanted {
+                continue;
+            }
+            if let Ok(m) = std::fs::metadata(e.path())
+                && m.is_file()
+            {
+                out.push((s.dir.join(&name).to_string_lossy().into_owned(), m.ino()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Follows renames and new files; see the module documentation.
+    fn refresh(&mut self) -> Result<()> {
+        let found = self.discover()?;
+        let now: BTreeMap<&str, u64> = found.iter().map(|(p, i)| (p.as_str(), *i)).collect();
+        let gone: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(p, t)| now.get(p.as_str()) != Some(&t.inode))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            let t = self.files.remove(&p).expect("listed above");
+            tracing::info!(file = %p, "rotated or removed: reading the old file to its end");
+            self.draining.push(t);
+        }
+        for (path, inode) in found {
+            if self.files.contains_key(&path) {
+                continue;
+            }
+            // The old file under its new name: go on where it was.
+            if let Some(i) = self.draining.iter().position(|t| t.inode == inode) {
+                let mut t = self.draining.remove(i);
+                t.path = path.clone();
+                self.files.insert(path, t);
+                continue;
+            }
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ConnectError::Io { path, source: e }),
+            };
+            let position = match self.stored.remove(&path) {
+                Some((pos, None)) => pos,
+                Some((pos, Some(i))) if i == inode => pos,
+                other => {
+                    // Rotated while the worker was down: the stored position belongs to
+                    // whichever file now has the stored inode.
+                    if let Some((p, (pos, _))) = self
+                        .stored
+                        .iter()
+                        .find(|(_, (_, i))| *i == Some(inode))
+                        .map(|(p, v)| (p.clone(), *v))
+                    {
+                        self.stored.remove(&p);
+                        pos
+                    } else {
+                        if let Some((_, Some(_))) = other {
+                            tracing::info!(file = %path, "a new file under this name since the stored offset: reading from the start");
+                        }
+                        0
+                    }
+                }
+            };
+            self.files.insert(
+                path.clone(),
+                Tracked {
+                    path,
+                    inode,
+                    file,
+                    position,
+                    line_no: 0,
+                    header: None,
+                    pending: BytesMut::new(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the complete lines of one file (and its last partial one when `last`), up to
+    /// `room` records, as runs into `out`; returns whether it consumed any line, and how many
+    /// records it made.
+    ///
+    /// Lines come from `t.pending`, the bytes read past `t.position` and not yet handed on;
+    /// it is refilled with a block of up to [`BLOCK`] bytes only once it holds no complete
+    /// line, so a line is read once and only a partial last line is copied. Text and JSON lines
+    /// are handed on as spans of that block; a bad line ends the run before it and makes a run
+    /// of its own, so its offset names it.
+    fn read(
+        &self,
+        t: &mut Tracked,
+        room: usize,
+        last: bool,
+        out: &mut SourceBatch,
+    ) -> Result<(bool, usize)> {
+        let io = |e| ConnectError::Io {
+            path: t.path.clone(),
+            source: e,
+        };
+        let len = t.file.metadata().map_err(io)?.len();
+        if len < t.position {
+            tracing::info!(file = %t.path, "the file is shorter than its position: truncated, reading from the start");
+            t.position = 0;
+            t.line_no = 0;
+            t.header = None;
+            t.pending.clear();
+        }
+        if self.format == Format::Csv && t.header.is_none() && t.position > 0 {
+            let mut first = String::new();
+            let f = t.file.try_clone().map_err(io)?;
+            let mut r = BufReader::new(f);
+            r.seek(SeekFrom::Start(0)).map_err(io)?;
+            r.read_line(&mut first).map_err(io)?;
+            t.header =
+                Some(csv::Reader::new().line(first.trim_end_matches(['\n', '\r']).as_bytes()));
+        }
+        let mut cursor = t.position + t.pending.len() as u64;
+        if cursor < len && memchr::memchr(b'\n', &t.pending).is_none() {
+            // Only a partial line (or nothing) is left: read the next block after it.
+            let more = (len - cursor).min(BLOCK) as usize;
+            let mut block = Vec::with_capacity(t.pending.len() + more);
+            block.extend_from_slice(&t.pending);
+            t.file.seek(SeekFrom::Start(cursor)).map_err(io)?;
+            (&mut t.file)
+                .take(BLOCK)
+                .read_to_end(&mut block)
+                .map_err(io)?;
+            t.pending = BytesMut::from(bytes::Bytes::from(block));
+            cursor = t.position + t.pending.len() as u64;
+        }
+        // At the end of a rotated file: its last line counts without a newline.
+        let eof = last && cursor >= len;
+        let mut csv = (self.format == Format::Csv).then(csv::Reader::new);
+        let mut cut = Cutter {
+            source: self,
+            t: &mut *t,
+            out: &mut *out,
+            base: 0,
+            lines: Vec::new(),
+            built: None,
+        };
+        let mut at = 0;
+        let mut produced = 0;
+        while produced < room {
+            let pending = &cut.t.pending[at - cut.base..];
+            let (end, next) = match memchr::memchr(b'\n', pending) {
+                Some(nl) => (at + nl, at + nl + 1),
+                None if eof && !pending.is_empty() => (at + pending.len(), at + pending.len()),
+                None => break,
+            };
+            cut.t.line_no += 1;
+            let end = if end > at && cut.t.pending[end - 1 - cut.base] == b'\r' {
+                end - 1
+            } else {
+                end
+            };
+            let line = &cut.t.pending[at - cut.base..end - cut.base];
+            match self.format {
+                Format::Text => cut.lines.push(at..end),
+                Format::Json => match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+                    Ok(_) => cut.lines.push(at..end),
+                    Err(e) => {
+                        let error = format!("{}:{}: not JSON: {e}", cut.t.path, cut.t.line_no);
+                        cut.bad(at, end, next, error);
+                    }
+                },
+                Format::Csv => {
+                    let fields = csv.as_mut().expect("a CSV reader").line(line);
+                    match &cut.t.header {
+                        None => {
+                            // The header line: field names, no record; its offset counts.
+                            cut.t.header = Some(fields);
+                            cut.close(at);
+                            cut.close(next);
+                            let run = SourceRun::marker(cut.partition(), cut.offset(next));
+                            cut.out.push(run);
+                            at = next;
+                            continue;
+                        }
+                        Some(h) if h.len() != fields.len() => {
+                            let error = format!(
+                                "{}:{}: {} fields where the header has {}",
+                                cut.t.path,
+                                cut.t.line_no,
+                                fields.len(),
+                                h.len()
+                            );
+                            cut.bad(at, end, next, error);
+                        }
+                        Some(h) => {
+                            let o: serde_json::Map<String, Value> = h
+                                .iter()
+                                .cloned()
+                                .zip(fields.into_iter().map(Value::from))
+                                .collect();
+                            let value = serde_json::to_vec(&o).expect("JSON serializes");
+                            let topic = &self.topic;
+                            cut.built
+                                .get_or_insert_with(|| {
+                                    SourceRun::new(topic.clone(), Value::Null, Value::Null)
+                                })
+                                .push(None, Some(&value));
+                        }
+                    }
+                }
+            }
+            at = next;
+            produced += 1;
+        }
+        cut.close(at);
+        t.position += at as u64;
+        Ok((at > 0, produced))
+    }
+}
+
+/// Bytes a [`FileSource`] reads from a file at a time.
+const BLOCK: u64 = 8 << 20;
+
+/// Cuts the lines read from one file into runs. Positions are relative to the file's
+/// position; the open run's records are `lines` (spans of the pending bytes) or, for CSV,
+/// `built`.
+struct Cutter<'a> {
+    source: &'a FileSource,
+    t: &'a mut Tracked,
+    out: &'a mut SourceBatch,
+    /// Where `t.pending` starts now (the bytes before were split off into runs).
+    base: usize,
+    lines: Vec<std::ops::Range<usize>>,
+    built: Option<SourceRun>,
+}
+
+impl Cutter<'_> {
+    fn partition(&self) -> Value {
+        json!({ "filename": self.t.path })
+    }
+
+    /// The offset of the byte at `at`.
+    fn offset(&self, at: usize) -> Value {
+        json!({ "position": self.t.position + at as u64, "inode": self.t.inode })
+    }
+
+    /// Ends the open run at `at`: it takes the pending bytes before `at` (CSV's drops them).
+    fn close(&mut self, at: usize) {
+        let data = self.t.pending.split_to(at - self.base);
+        let base = std::mem::replace(&mut self.base, at);
+        if let Some(mut run) = self.built.take() {
+            (run.partition, run.offset) = (self.partition(), self.offset(at));
+            self.out.push(run);
+        }
+        if !self.lines.is_empty() {
+            let ranges: Vec<_> = self
+                .lines
+                .drain(..)
+                .map(|r| r.start - base..r.end - base)
+                .collect();
+            let run = SourceRun::new(self.source.topic.clone(), self.partition(), self.offset(at));
+            let mut run = run.with_values(data, ranges);
+            run.text = self.source.format == Format::Text;
+            self.out.push(run);
+        }
+    }
+
+    /// The line `at..end` (its newline ends at `next`) is bad: a run of its own, with `error`.
+    fn bad(&mut self, at: usize, end: usize, next: usize, error: String) {
+        self.close(at);
+        self.lines.push(at..end);
+        self.close(next);
+        self.out.last_mut().expect("closed with the bad line").error = Some(error);
+    }
+}
+
+/// `*` (any run) and `?` (one character) against a file name.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[async_trait]
+impl Source for FileSource {
+    async fn start(&mut self, offsets: &[(Value, Value)]) -> Result<()> {
+        for (p, o) in offsets {
+            if let (Some(f), Some(pos)) = (p["filename"].as_str(), o["position"].as_u64()) {
+                self.stored
+                    .insert(f.to_string(), (pos, o["inode"].as_u64()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn poll(&mut self) -> Result<SourceBatch> {
+        self.refresh()?;
+        let mut out = Vec::new();
+        let mut room = self.max_lines;
+        // Rotated files first: their lines are older.
+        let mut draining = std::mem::take(&mut self.draining);
+        let mut keep = Vec::new();
+        for mut t in draining.drain(..) {
+            let more = room > 0 && {
+                let (more, made) = self.read(&mut t, room, true, &mut out)?;
+                room -= made;
+                more
+            };
+            if more || room == 0 {
+                keep.push(t);
+            }
+        }
+        self.draining = keep;
+        let paths: Vec<String> = self.files.keys().cloned().collect();
+        for p in paths {
+            if room == 0 {
+                break;
+            }
+            let mut t = self.files.remove(&p).expect("listed above");
+            let r = self.read(&mut t, room, false, &mut out);
+            self.files.insert(p, t);
+            room -= r?.1;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*.jsonl", "app.jsonl"));
+        assert!(glob_match("app-?.log*", "app-1.log.2"));
+        assert!(!glob_match("*.jsonl", "app.json"));
+    }
+}

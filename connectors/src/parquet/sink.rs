@@ -1,0 +1,380 @@
+//! `parquet-sink`: JSON object records into Parquet files with a declared schema.
+//!
+//! Keys: `topics`, `directory`, `schema` (`name:type,...` with types `int32`, `int64`,
+//! `float32`, `float64`, `boolean`, `string`, `timestamp` (epoch milliseconds); every column is
+//! nullable), `rotate.rows` (default 100,000), `rotate.size.bytes`, `rotate.interval.ms`.
+//!
+//! One open file per topic partition, written as `<topic>-<partition>-<first offset>.parquet.tmp`
+//! and renamed to `.parquet` once closed, so a reader never sees a file without its footer. A
+//! file is closed when it reaches a rotation limit, when it has been open `rotate.interval.ms`
+//! (checked as records arrive and while idle), and when the sink is dropped (the connector
+//! deleted or the worker stopping). Only the offsets of closed files are committed
+//! ([`Sink::durable_offsets`]): after a crash the records of the open file are read again, and
+//! a replayed file gets the same name and contents, so nothing is lost or doubled.
+//! `.parquet.tmp` files left by a crash are removed when the partition's first file opens.
+//! A failed write or close (a full disk) fails the task, which the worker restarts with
+//! backoff; the failed file is never renamed, and its records are read again.
+//!
+//! A record that is not a JSON object or has a value of the wrong type for its column is
+//! rejected (dead-letter topic); fields outside the schema are ignored; missing ones are null.
+
+use crate::api::{Rejected, Sink};
+use crate::config::ConnectorConfig;
+use crate::error::{ConnectError, Result};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use parquet::arrow::ArrowWriter;
+use runnel_log::{ConsumerRecord, TopicPartition};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const KEYS: &[&str] = &[
+    "topics",
+    "directory",
+    "schema",
+    "rotate.rows",
+    "rotate.size.bytes",
+    "rotate.interval.ms",
+];
+
+struct OpenFile {
+    writer: ArrowWriter<std::fs::File>,
+    tmp: PathBuf,
+    done: PathBuf,
+    rows: u64,
+    next_offset: u64,
+    opened: Instant,
+}
+
+pub struct ParquetSink {
+    topics: Vec<String>,
+    directory: PathBuf,
+    schema: SchemaRef,
+    rotate_rows: u64,
+    rotate_size: u64,
+    rotate_interval: Option<Duration>,
+    open: BTreeMap<(String, u32), OpenFile>,
+    /// Partitions whose leftover `.tmp` files were cleared.
+    cleared: std::collections::HashSet<(String, u32)>,
+    /// Offsets made durable by closing files, not yet handed to the worker.
+    durable: BTreeMap<(String, u32), u64>,
+}
+
+fn parse_schema(spec: &str) -> std::result::Result<Schema, String> {
+    let mut fields = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, ty) = part
+            .split_once(':')
+            .ok_or_else(|| format!("{part:?}: expected name:type"))?;
+        let dt = match ty.trim() {
+            "int32" => DataType::Int32,
+            "int64" => DataType::Int64,
+            "float32" => DataType::Float32,
+            "float64" => DataType::Float64,
+            "boolean" => DataType::Boolean,
+            "string" => DataType::Utf8,
+            "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, None),
+            t => {
+                return Err(format!(
+                    "{name}: type {t:?}: use int32, int64, float32, float64, boolean, string or timestamp"
+                ));
+            }
+        };
+        fields.push(Field::new(name.trim(), dt, true));
+    }
+    if fields.is_empty() {
+        return Err("declares no column".into());
+    }
+    Ok(Schema::new(fields))
+}
+
+impl ParquetSink {
+    pub fn new(c: &ConnectorConfig) -> Result<Self> {
+        let topics = c.topics()?;
+        let schema =
+            parse_schema(c.require("schema")?).map_err(|e| c.error(format!("schema: {e}")))?;
+        let interval: u64 = c.parse_or("rotate.interval.ms", 0)?;
+        Ok(Self {
+            topics,
+            directory: c.require("directory")?.into(),
+            schema: Arc::new(schema),
+            rotate_rows: c.parse_or("rotate.rows", 100_000u64)?.max(1),
+            rotate_size: c.parse_or("rotate.size.bytes", 0)?,
+            rotate_interval: (interval > 0).then(|| Duration::from_millis(interval)),
+            open: BTreeMap::new(),
+            cleared: Default::default(),
+            durable: BTreeMap::new(),
+        })
+    }
+
+    fn io(&self, path: &std::path::Path, e: impl std::fmt::Display) -> ConnectError {
+        ConnectError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
+    /// The row's values in schema order, or why they do not fit.
+    fn check(&self, o: &Map<String, Value>) -> std::result::Result<(), String> {
+        for f in self.schema.fields() {
+            let v = o.get(f.name()).unwrap_or(&Value::Null);
+            let ok = match (f.data_type(), v) {
+                (_, Value::Null) => true,
+                (DataType::Int32, Value::Number(n)) => {
+                    n.as_i64().is_some_and(|i| i32::try_from(i).is_ok())
+                }
+                (DataType::Int64 | DataType::Timestamp(..), Value::Number(n)) => {
+                    n.as_i64().is_some()
+                }
+                (DataType::Float32 | DataType::Float64, Value::Number(_)) => true,
+                (DataType::Boolean, Value::Bool(_)) => true,
+                (DataType::Utf8, Value::String(_)) => true,
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "field {:?}: {v} does not fit the column type {} (declared in schema)",
+                    f.name(),
+                    f.data_type()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn batch(&self, rows: &[Map<String, Value>]) -> std::result::Result<RecordBatch, String> {
+        let cols: Vec<ArrayRef> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let vals = rows
+                    .iter()
+                    .map(|r| r.get(f.name()).filter(|v| !v.is_null()));
+                let a: ArrayRef = match f.data_type() {
+                    DataType::Int32 => {
+                        let mut b = Int32Builder::new();
+                        vals.for_each(|v| {
+                            b.append_option(v.and_then(Value::as_i64).map(|i| i as i32))
+                        });
+                        Arc::new(b.finish())
+                    }
+                    DataType::Int64 => {
+                        let mut b = Int64Builder::new();
+                        vals.for_each(|v| b.append_option(v.and_then(Value::as_i64)));
+                        Arc::new(b.finish())
+                    }
+                    DataType::Timestamp(..) => {
+                        let mut b = TimestampMillisecondBuilder::new();
+                        vals.for_each(|v| b.append_option(v.and_then(Value::as_i64)));
+                        Arc::new(b.finish())
+                    }
+                    DataType::Float32 => {
+                        let mut b = Float32Builder::new();
+                        vals.for_each(|v| {
+                            b.append_option(v.and_then(Value::as_f64).map(|f| f as f32))
+                        });
+                        Arc::new(b.finish())
+                    }
+                    DataType::Float64 => {
+                        let mut b = Float64Builder::new();
+                        vals.for_each(|v| b.append_option(v.and_then(Value::as_f64)));
+                        Arc::new(b.finish())
+                    }
+                    DataType::Boolean => {
+                        let mut b = BooleanBuilder::new();
+                        vals.for_each(|v| b.append_option(v.and_then(Value::as_bool)));
+                        Arc::new(b.finish())
+                    }
+                    _ => {
+                        let mut b = StringBuilder::new();
+                        vals.for_each(|v| b.append_option(v.and_then(Value::as_str)));
+                        Arc::new(b.finish())
+                    }
+                };
+                a
+            })
+            .collect();
+        RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| e.to_string())
+    }
+
+    fn open_file(&mut self, topic: &str, partition: u32, first: u64) -> Result<()> {
+        let key = (topic.to_string(), partition);
+        if self.open.contains_key(&key) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.directory).map_err(|e| self.io(&self.directory, e))?;
+        let stem = format!("{topic}-{partition}-");
+        if self.cleared.insert(key.clone()) {
+            // A crash's unfinished files: their records were not committed and come again.
+            if let Ok(entries) = std::fs::read_dir(&self.directory) {
+                for e in entries.flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if n.starts_with(&stem) && n.ends_with(".parquet.tmp") {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        let done = self.directory.join(format!("{stem}{first:020}.parquet"));
+        let tmp = self
+            .directory
+            .join(format!("{stem}{first:020}.parquet.tmp"));
+        let file = std::fs::File::create(&tmp).map_err(|e| self.io(&tmp, e))?;
+        let writer =
+            ArrowWriter::try_new(file, self.schema.clone(), None).map_err(|e| self.io(&tmp, e))?;
+        self.open.insert(
+            key,
+            OpenFile {
+                writer,
+                tmp,
+                done,
+                rows: 0,
+                next_offset: first,
+                opened: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes the footer, syncs, renames; the file's offsets become durable.
+    fn close(&mut self, key: &(String, u32)) -> Result<()> {
+        let Some(f) = self.open.remove(key) else {
+            return Ok(());
+        };
+        let (tmp, done) = (f.tmp.clone(), f.done.clone());
+        let closed = f
+            .writer
+            .into_inner()
+            .map_err(|e| self.io(&tmp, e))
+            .and_then(|file| file.sync_all().map_err(|e| self.io(&tmp, e)))
+            .and_then(|()| std::fs::rename(&tmp, &done).map_err(|e| self.io(&done, e)));
+        if let Err(e) = closed {
+            // Its records come again; on a full disk its bytes are the space they need.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Ok(d) = std::fs::File::open(&self.directory) {
+            let _ = d.sync_all();
+        }
+        self.durable.insert(key.clone(), f.next_offset);
+        Ok(())
+    }
+
+    fn close_expired(&mut self) -> Result<()> {
+        if let Some(every) = self.rotate_interval {
+            let expired: Vec<_> = self
+                .open
+                .iter()
+                .filter(|(_, f)| f.opened.elapsed() >= every && f.rows > 0)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in expired {
+                self.close(&k)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for ParquetSink {
+    fn topics(&self) -> Vec<String> {
+        self.topics.clone()
+    }
+
+    async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>> {
+        self.close_expired()?;
+        let mut rejected = Vec::new();
+        // Per partition, in order: (offset, row).
+        let mut groups: BTreeMap<(String, u32), Vec<(u64, Map<String, Value>)>> = BTreeMap::new();
+        for (index, r) in records.iter().enumerate() {
+            let Some(v) = r.record.value.as_deref() else {
+                continue;
+            };
+            let row = match serde_json::from_slice::<Value>(v) {
+                Ok(Value::Object(o)) => self.check(&o).map(|_| o),
+                Ok(other) => Err(format!("expected a JSON object, found {other}")),
+                Err(e) => Err(format!("not JSON: {e}")),
+            };
+            match row {
+                Ok(o) => groups
+                    .entry((r.topic.to_string(), r.partition))
+                    .or_default()
+                    .push((r.record.offset, o)),
+                Err(reason) => rejected.push(Rejected { index, reason }),
+            }
+        }
+        for (key, rows) in groups {
+            let mut rest = &rows[..];
+            while !rest.is_empty() {
+                self.open_file(&key.0, key.1, rest[0].0)?;
+                let f = self.open.get(&key).expect("opened above");
+                let room = (self.rotate_rows - f.rows).min(rest.len() as u64) as usize;
+                let (now, later) = rest.split_at(room);
+                let values: Vec<Map<String, Value>> = now.iter().map(|(_, r)| r.clone()).collect();
+                let batch = self.batch(&values).map_err(|e| ConnectError::Record {
+                    what: format!("parquet-sink {}-{}", key.0, key.1),
+                    message: e,
+                })?;
+                let f = self.open.get_mut(&key).expect("opened above");
+                if let Err(e) = f.writer.write(&batch) {
+                    // A writer that failed mid-row-group (a full disk) must not get a footer
+                    // when the sink is dropped: its records come again, into a new file.
+                    let f = self.open.remove(&key).expect("opened above");
+                    let _ = std::fs::remove_file(&f.tmp);
+                    return Err(ConnectError::Io {
+                        path: f.tmp.display().to_string(),
+                        source: std::io::Error::other(e.to_string()),
+                    });
+                }
+                f.rows += now.len() as u64;
+                f.next_offset = now.last().map_or(f.next_offset, |(o, _)| o + 1);
+                let size = f.writer.bytes_written() as u64 + f.writer.in_progress_size() as u64;
+                if f.rows >= self.rotate_rows || (self.rotate_size > 0 && size >= self.rotate_size)
+                {
+                    self.close(&key)?;
+                }
+                rest = later;
+            }
+        }
+        Ok(rejected)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        // Open files become durable only when closed; see durable_offsets.
+        Ok(())
+    }
+
+    fn durable_offsets(&mut self) -> Option<Vec<(TopicPartition, u64)>> {
+        if let Err(e) = self.close_expired() {
+            tracing::warn!(error = %e, "closing an expired Parquet file failed; trying again later");
+        }
+        Some(
+            std::mem::take(&mut self.durable)
+                .into_iter()
+                .map(|((t, p), o)| (TopicPartition::new(&*t, p), o))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for ParquetSink {
+    /// Shutdown closes the open files, footers written, so what they hold is readable.
+    fn drop(&mut self) {
+        let keys: Vec<_> = self.open.keys().cloned().collect();
+        for k in keys {
+            if let Err(e) = self.close(&k) {
+                tracing::warn!(error = %e, "closing a Parquet file at shutdown failed");
+            }
+        }
+    }
+}

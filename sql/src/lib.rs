@@ -1,0 +1,174 @@
+//! `runnel-sql`: SQL jobs, a TOML file declaring inputs, outputs and `INSERT INTO ... SELECT`
+//! statements, run on the same topology runtime as the Rust DSL, its operators written on the
+//! engine's operator API ([`runnel_engine::operator`]).
+//!
+//! [`SqlJob::load`] parses the file ([`job`]), plans each statement with DataFusion
+//! ([`plan`]) and builds the engine topology ([`build`]) — once per job, never per batch.
+//! [`SqlJob::prepare`] creates the input topics and runs built-in generators;
+//! [`SqlJob::app`] gives the [`App`] to run. [`SqlJob::explain`] shows the plans and topology.
+
+pub mod build;
+mod changes;
+mod chunk;
+mod columns;
+mod flat_json;
+pub mod job;
+mod json_object;
+mod json_text;
+pub mod nexmark;
+pub mod oracle;
+mod over;
+pub mod plan;
+pub mod row;
+mod tvf;
+
+use job::{Generator, JobFile};
+use runnel_engine::error::Result;
+use runnel_engine::runtime::{App, StreamsConfig};
+use runnel_engine::topology::Topology;
+use runnel_log::{ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig, TopicPartition};
+use std::fmt::Write;
+use std::path::Path;
+
+/// A planned SQL job, ready to run.
+pub struct SqlJob {
+    pub plan: plan::JobPlan,
+    topology: Topology,
+}
+
+impl SqlJob {
+    /// Reads, checks and plans a job file.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::new(JobFile::load(path)?)
+    }
+
+    /// Plans a job from its text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        Self::new(JobFile::parse(path, text)?)
+    }
+
+    fn new(job: JobFile) -> Result<Self> {
+        let plan = plan::plan(job)?;
+        let topology = build::build(&plan)?;
+        Ok(Self { plan, topology })
+    }
+
+    pub fn job(&self) -> &JobFile {
+        &self.plan.job
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Each statement's DataFusion logical plan and streaming steps, then the topology.
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        for (i, st) in self.plan.statements.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "Statement {} → {}",
+                i + 1,
+                plan::describe_output(&st.output)
+            );
+            let _ = writeln!(out, "  Logical plan (DataFusion):");
+            for line in st.logical.display_indent().to_string().lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+            let _ = writeln!(out, "  Streaming steps:");
+            for line in st.describe_steps().lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+            if st.root.is_upsert() {
+                let _ = writeln!(
+                    out,
+                    "  Output: upsert stream (key = the group columns; a deleted row is a tombstone)"
+                );
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "Guarantee: {} (commit interval {:?})\n",
+            self.job().guarantee,
+            StreamsConfig::new("")
+                .guarantee(self.job().guarantee)
+                .commit_interval
+        );
+        out.push_str(&self.topology.describe());
+        out
+    }
+
+    /// Creates missing input topics, and fills empty generator inputs (progress: events done).
+    pub async fn prepare(&self, client: &SharedLogClient, progress: impl Fn(u64)) -> Result<()> {
+        let job = self.job();
+        for input in &job.inputs {
+            let cfg = TopicConfig {
+                partitions: input.partitions,
+                ..Default::default()
+            };
+            client.ensure_topic(&input.topic, &cfg).await?;
+        }
+        let generated: Vec<_> = job
+            .inputs
+            .iter()
+            .filter_map(|i| match &i.generator {
+                Some(Generator::Nexmark { stream, events }) => Some((i, stream.clone(), *events)),
+                None => None,
+            })
+            .collect();
+        let Some(events) = generated.iter().map(|g| g.2).max() else {
+            return Ok(());
+        };
+        let mut empty = Vec::new();
+        for (input, stream, _) in &generated {
+            let parts: Vec<_> = (0..input.partitions)
+                .map(|p| TopicPartition::new(input.topic.as_str(), p))
+                .collect();
+            let ends = client.end_offsets(&parts).await?;
+            if ends.iter().all(|e| *e == 0) {
+                empty.push((stream.clone(), input.topic.clone(), input.partitions));
+            }
+        }
+        if empty.is_empty() {
+            return Ok(());
+        }
+        let producer = client.producer(ProducerConfig::default());
+        let mut buf = Vec::with_capacity(512);
+        for (n, event) in nexmark::events(events).enumerate() {
+            buf.clear();
+            let (stream, ts, id) = nexmark::write_json(&event, &mut buf);
+            if let Some((_, topic, partitions)) = empty.iter().find(|(s, ..)| s == stream) {
+                let key = id.map(|id| id.to_string());
+                let mut record = ProducerRecord::new(topic, &buf).timestamp(ts);
+                match &key {
+                    // Keyed by id: a table's key decides its partition.
+                    Some(k) => record = record.key(k.as_bytes()),
+                    // Spread by event number: the generator's order is event-time order.
+                    None => record = record.partition((n as u32) % partitions),
+                }
+                producer.send(record).await?;
+            }
+            if n % 65_536 == 0 {
+                progress(n as u64);
+            }
+        }
+        producer.flush().await?;
+        progress(events);
+        Ok(())
+    }
+
+    /// A fresh topology of this job (to run it with an [`App`] configured by hand).
+    pub fn topology_for_run(&self) -> Result<Topology> {
+        build::build(&self.plan)
+    }
+
+    /// The application running this job (`until_end`: stop once the inputs are consumed and
+    /// every window closed).
+    pub fn app(&self, client: SharedLogClient, until_end: bool) -> Result<App> {
+        let mut config = StreamsConfig::new(&self.job().name).guarantee(self.job().guarantee);
+        config.until_end = until_end;
+        config.compression = self.job().compression;
+        Ok(App::new(build::build(&self.plan)?, client, config))
+    }
+}
