@@ -7,6 +7,7 @@
 //! [`SqlJob::prepare`] creates the input topics and runs built-in generators;
 //! [`SqlJob::app`] gives the [`App`] to run. [`SqlJob::explain`] shows the plans and topology.
 
+mod accumulator;
 pub mod build;
 mod changes;
 mod chunk;
@@ -29,6 +30,11 @@ use runnel_engine::topology::Topology;
 use runnel_log::{ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig, TopicPartition};
 use std::fmt::Write;
 use std::path::Path;
+
+/// `what: error`: why a step failed (the task stops with it, naming the record).
+pub(crate) fn why<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
 
 /// A planned SQL job, ready to run.
 pub struct SqlJob {

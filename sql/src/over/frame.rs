@@ -9,9 +9,9 @@
 //! accumulators (`MIN`/`MAX` included) take retractions in.
 
 use super::OverSpec;
-use crate::build::why;
 use crate::plan::Frame;
 use crate::row::{Row, millis};
+use crate::why;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -247,7 +247,7 @@ pub(crate) fn affected(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::AccumulatorFns;
+    use crate::accumulator::AccumulatorFns;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::functions_aggregate::{count::count_udaf, min_max::max_udaf, sum::sum_udaf};
     use datafusion::physical_expr::aggregate::AggregateExprBuilder;

@@ -33,7 +33,7 @@
 mod frame;
 mod store;
 
-use crate::build::AccumulatorFns;
+use crate::accumulator::AccumulatorFns;
 use crate::changes::Change;
 use crate::plan::Frame;
 use crate::row::{Row, RowCodec};

@@ -10,7 +10,8 @@
 //! column is its event time, ascending: rows are taken in that order once the watermark
 //! passed them. Everything else is refused with what to write instead.
 
-use super::{Lower, PhysExpr, Step, scalar_ms, storable};
+use super::lower::{Lower, scalar_ms, storable};
+use super::{PhysExpr, Step};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;

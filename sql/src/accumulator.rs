@@ -1,0 +1,251 @@
+//! DataFusion accumulators driven one record (or one fold of a batch) at a time, their states
+//! kept as rows: what `GROUP BY` ([`crate::build`]) and `OVER` ([`crate::over`]) aggregate with.
+
+use crate::row::Row;
+use crate::why;
+use datafusion::arrow::array::ArrayRef;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use runnel_engine::record::Rec;
+use std::sync::Arc;
+
+/// DataFusion accumulators driven one record at a time, their states kept as rows.
+pub(crate) struct AccumulatorFns {
+    pub(crate) aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Each aggregate's arguments among the argument values.
+    pub(crate) arg_ranges: Vec<std::ops::Range<usize>>,
+    /// Retractable ("sliding") accumulators: the input is an upsert stream's changes (see
+    /// [`crate::changes`]; the states then end with a row count), or an OVER window's frame
+    /// moves on.
+    pub(crate) retracting: bool,
+}
+
+fn state_arrays(state: &Row) -> std::result::Result<Vec<ArrayRef>, String> {
+    state
+        .0
+        .iter()
+        .map(|v| {
+            v.to_array_of_size(1)
+                .map_err(why("cannot restore an aggregate state"))
+        })
+        .collect()
+}
+
+type Acc<T> = std::result::Result<T, String>;
+
+impl AccumulatorFns {
+    /// Folds `(record, key values ++ argument values)` rows: see [`Self::fold_columns`].
+    pub(crate) fn fold(
+        &self,
+        rows: Vec<(Rec<Row, Option<Row>>, Row)>,
+        nkeys: usize,
+        pane: Option<i64>,
+    ) -> Acc<Vec<Rec<Row, Vec<Row>>>> {
+        let Some((_, first)) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let columns: Vec<ArrayRef> = (0..first.0.len())
+            .map(|c| {
+                ScalarValue::iter_to_array(rows.iter().map(|(_, v)| v.0[c].clone()))
+                    .map_err(why("bad argument"))
+            })
+            .collect::<Acc<_>>()?;
+        let records = rows.into_iter().map(|(r, _)| r.with((), ())).collect();
+        self.fold_columns(&columns, records, nkeys, pane)
+    }
+
+    /// Folds rows into one record per key and pane (`pane`: its length in ms, `i64::MAX` for
+    /// "all time", `None` for one per row) whose value is the partial states of the
+    /// aggregates, updated with DataFusion's vectorized `update_batch`. `columns` are the key
+    /// columns then the argument columns; `records` each row's time, offset and headers. The
+    /// folded record keeps the latest time of its rows.
+    pub(crate) fn fold_columns(
+        &self,
+        columns: &[ArrayRef],
+        records: Vec<Rec<(), ()>>,
+        nkeys: usize,
+        pane: Option<i64>,
+    ) -> Acc<Vec<Rec<Row, Vec<Row>>>> {
+        use datafusion::arrow::array::{Array, UInt32Array};
+        use datafusion::arrow::row::{RowConverter, SortField};
+        let (key_columns, arg_columns) = columns.split_at(nkeys);
+        // Keys compared as Arrow's row format: bytes, not scalars.
+        let keys = RowConverter::new(
+            key_columns
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )
+        .and_then(|c| c.convert_columns(key_columns))
+        .map_err(why("cannot group rows"))?;
+        // foldhash, not SipHash: one lookup per row.
+        let mut index: datafusion::common::HashMap<(&[u8], i64), usize> = Default::default();
+        let mut groups: Vec<(Rec<(), ()>, Vec<u32>)> = Vec::new();
+        for (n, r) in records.into_iter().enumerate() {
+            let slot = match pane {
+                Some(i64::MAX) => 0,
+                Some(p) => r.timestamp.div_euclid(p),
+                None => n as i64,
+            };
+            let key: &[u8] = if nkeys == 0 { &[] } else { keys.row(n).data() };
+            match index.entry((key, slot)) {
+                datafusion::common::hash_map::Entry::Occupied(g) => {
+                    let (rec, rows) = &mut groups[*g.get()];
+                    rec.timestamp = rec.timestamp.max(r.timestamp);
+                    rec.offset = r.offset;
+                    rows.push(n as u32);
+                }
+                datafusion::common::hash_map::Entry::Vacant(v) => {
+                    v.insert(groups.len());
+                    groups.push((r, vec![n as u32]));
+                }
+            }
+        }
+        // In input order of each group's last row: readers of a repartition topic drop a
+        // record whose origin offset is not past the last one seen from its writer.
+        groups.sort_by_key(|(rec, _)| rec.offset);
+        groups
+            .into_iter()
+            .map(|(rec, rows)| {
+                let first = rows[0] as usize;
+                let rows = UInt32Array::from(rows);
+                let whole = rows.len() == arg_columns.first().map_or(0, |c| c.len());
+                let key = key_columns
+                    .iter()
+                    .map(|c| ScalarValue::try_from_array(c, first))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(why("cannot read a value"))?;
+                let states = (0..self.aggregates.len())
+                    .map(|i| {
+                        let args: Vec<ArrayRef> = self.arg_ranges[i]
+                            .clone()
+                            .map(|c| {
+                                if whole {
+                                    Ok(arg_columns[c].clone())
+                                } else {
+                                    datafusion::arrow::compute::take(&arg_columns[c], &rows, None)
+                                }
+                            })
+                            .collect::<std::result::Result<_, _>>()
+                            .map_err(why("cannot pick arguments"))?;
+                        let mut acc = self.accumulator(i, None)?;
+                        acc.update_batch(&args).map_err(why(&format!(
+                            "cannot update {}",
+                            self.aggregates[i].name()
+                        )))?;
+                        self.state(i, acc)
+                    })
+                    .collect::<Acc<_>>()?;
+                Ok(rec.with(Row(key), states))
+            })
+            .collect()
+    }
+
+    /// The argument columns of aggregate `i` over rows of arguments.
+    fn arguments<'a>(
+        &self,
+        i: usize,
+        args: impl Iterator<Item = &'a Row> + Clone,
+    ) -> Acc<Vec<ArrayRef>> {
+        self.arg_ranges[i]
+            .clone()
+            .map(|c| {
+                ScalarValue::iter_to_array(args.clone().map(|a| a.0[c].clone()))
+                    .map_err(why("bad argument"))
+            })
+            .collect()
+    }
+
+    /// Adds or retracts one row of arguments; the last state is the group's row count.
+    pub(crate) fn apply(&self, mut states: Vec<Row>, args: &Row, retract: bool) -> Acc<Vec<Row>> {
+        let rows = self.rows(&states) + if retract { -1 } else { 1 };
+        states.truncate(self.aggregates.len());
+        let mut next: Vec<Row> = (0..self.aggregates.len())
+            .map(|i| {
+                let mut acc = self.accumulator(i, states.get(i))?;
+                self.feed(i, acc.as_mut(), std::iter::once(args), retract)?;
+                self.state(i, acc)
+            })
+            .collect::<Acc<_>>()?;
+        next.push(Row(vec![ScalarValue::Int64(Some(rows))]));
+        Ok(next)
+    }
+
+    /// Adds rows of arguments to aggregate `i`'s accumulator, or retracts them.
+    pub(crate) fn feed<'a>(
+        &self,
+        i: usize,
+        acc: &mut dyn Accumulator,
+        args: impl Iterator<Item = &'a Row> + Clone,
+        retract: bool,
+    ) -> Acc<()> {
+        let columns = self.arguments(i, args)?;
+        let done = if retract {
+            acc.retract_batch(&columns)
+        } else {
+            acc.update_batch(&columns)
+        };
+        done.map_err(why(&format!("cannot update {}", self.aggregates[i].name())))
+    }
+
+    /// How many rows a retracting group holds.
+    pub(crate) fn rows(&self, states: &[Row]) -> i64 {
+        match states.get(self.aggregates.len()).map(|r| &r.0[..]) {
+            Some([ScalarValue::Int64(Some(n))]) => *n,
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn accumulator(&self, i: usize, state: Option<&Row>) -> Acc<Box<dyn Accumulator>> {
+        let f = &self.aggregates[i];
+        let created = if self.retracting {
+            f.create_sliding_accumulator()
+        } else {
+            f.create_accumulator()
+        };
+        let mut acc = created.map_err(why(&format!(
+            "cannot create the accumulator of {}",
+            f.name()
+        )))?;
+        if let Some(s) = state {
+            acc.merge_batch(&state_arrays(s)?)
+                .map_err(why(&format!("cannot merge a state of {}", f.name())))?;
+        }
+        Ok(acc)
+    }
+
+    pub(crate) fn state(&self, i: usize, mut acc: Box<dyn Accumulator>) -> Acc<Row> {
+        let what = format!("cannot read the state of {}", self.aggregates[i].name());
+        acc.state().map(Row).map_err(why(&what))
+    }
+
+    pub(crate) fn merge(&self, x: Vec<Row>, y: Vec<Row>) -> Acc<Vec<Row>> {
+        if x.is_empty() {
+            return Ok(y);
+        }
+        if y.is_empty() {
+            return Ok(x);
+        }
+        (0..self.aggregates.len())
+            .map(|i| {
+                let mut acc = self.accumulator(i, Some(&x[i]))?;
+                acc.merge_batch(&state_arrays(&y[i])?)
+                    .map_err(why(&format!("cannot merge {}", self.aggregates[i].name())))?;
+                self.state(i, acc)
+            })
+            .collect()
+    }
+
+    pub(crate) fn evaluate(&self, states: &[Row]) -> Acc<Vec<ScalarValue>> {
+        (0..self.aggregates.len())
+            .map(|i| {
+                let mut acc = self.accumulator(i, states.get(i))?;
+                acc.evaluate().map_err(why(&format!(
+                    "cannot evaluate {}",
+                    self.aggregates[i].name()
+                )))
+            })
+            .collect()
+    }
+}
