@@ -8,8 +8,8 @@
 use super::output;
 use anyhow::{Context, Result};
 use clap::Args;
-use runnel::sql::SqlJob;
 use runnel::log::{Log, SharedLogClient};
+use runnel::sql::SqlJob;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
-use runnel_sql::SqlJob;
 use runnel_log::SharedLogClient;
+use runnel_sql::SqlJob;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 

@@ -12,13 +12,13 @@
 
 use crate::support::{batch_of, set_segment_mtimes};
 use runnel::engine::prelude::Serde;
+use runnel::log::{
+    Log, ProducerConfig, ProducerRecord, Record, SharedLogClient, TopicConfig, TopicPartition,
+};
 use runnel::sql::SqlJob;
 use runnel::sql::oracle;
 use runnel::sql::plan::PlannedStatement;
 use runnel::sql::row::{Format, KeySerde, Row, RowEncoder};
-use runnel::log::{
-    Log, ProducerConfig, ProducerRecord, Record, SharedLogClient, TopicConfig, TopicPartition,
-};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
