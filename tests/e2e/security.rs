@@ -202,11 +202,19 @@ fn sasl_ssl_with_plain_and_scram_users_and_acls_for_confluent_kafka_and_kcat() {
     let broker = setup.broker();
     let addr = broker.addr.as_str();
     let run = |args: &[&str]| scenario(&py, &setup, addr, args);
-    // alice (PLAIN) writes; bob (SCRAM-SHA-512) reads with a group; alice reads again.
+    // alice writes and reads with each mechanism; bob (SCRAM-SHA-512) reads with a group.
     run(&[
         "roundtrip",
         "secure-rides",
         "PLAIN",
+        ALICE.0,
+        ALICE.1,
+        "5000",
+    ]);
+    run(&[
+        "roundtrip",
+        "secure-scram",
+        "SCRAM-SHA-512",
         ALICE.0,
         ALICE.1,
         "5000",
@@ -241,16 +249,10 @@ fn sasl_ssl_with_plain_and_scram_users_and_acls_for_confluent_kafka_and_kcat() {
 
     if kcat("SASL_SSL with kcat") {
         let ca = setup.path("ca.pem");
-        let kcat = |args: &[&str], input: &str| {
+        let kcat = |mechanism: &str, args: &[&str], input: &str| {
             let mut child = Command::new("kcat")
-                .args([
-                    "-b",
-                    addr,
-                    "-X",
-                    "security.protocol=SASL_SSL",
-                    "-X",
-                    "sasl.mechanisms=SCRAM-SHA-512",
-                ])
+                .args(["-b", addr, "-X", "security.protocol=SASL_SSL", "-X"])
+                .arg(format!("sasl.mechanisms={mechanism}"))
                 .args([
                     "-X",
                     &format!("sasl.username={}", ALICE.0),
@@ -279,8 +281,10 @@ fn sasl_ssl_with_plain_and_scram_users_and_acls_for_confluent_kafka_and_kcat() {
             String::from_utf8(out.stdout).unwrap()
         };
         let lines: String = (0..300).map(|i| format!("line {i}\n")).collect();
-        kcat(&["-P", "-t", "secure-kcat"], &lines);
+        // Written with SCRAM-SHA-512, read back with PLAIN.
+        kcat("SCRAM-SHA-512", &["-P", "-t", "secure-kcat"], &lines);
         let read = kcat(
+            "PLAIN",
             &["-C", "-t", "secure-kcat", "-o", "beginning", "-e", "-q"],
             "",
         );
