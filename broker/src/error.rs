@@ -67,12 +67,12 @@ pub enum BrokerError {
 }
 
 impl From<BrokerError> for LogError {
-    /// The log traits speak `LogError`; remote failures travel as delivery or protocol errors
-    /// with the broker's message kept whole.
+    /// The log traits speak `LogError`; remote failures travel as `LogError::Remote` with the
+    /// broker's message kept whole.
     fn from(e: BrokerError) -> Self {
         match e {
             BrokerError::Log(e) => e,
-            other => LogError::Protocol(other.to_string()),
+            other => LogError::Remote(other.to_string()),
         }
     }
 }

@@ -94,6 +94,11 @@ pub enum LogError {
     #[error("malformed protocol data: {0}")]
     Protocol(String),
 
+    /// A failure a remote log (the broker client) reported, with its message whole: it names
+    /// the request, the Kafka error and what to do.
+    #[error("{0}")]
+    Remote(String),
+
     #[error(
         "data directory {path} is in use by another Runnel process; stop it first (one process owns a data directory)"
     )]
