@@ -2,6 +2,7 @@
 //! resumes from the stored offsets; the REST API driven with plain HTTP as a Kafka Connect user
 //! would; worker-file errors; a connector against a broker with `--bootstrap`.
 
+use crate::support::wait_for;
 use runnel::connectors::{ConnectorConfig, State, Worker};
 use runnel::log::{Log, SharedLogClient};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -32,14 +33,6 @@ fn write_lines(path: &Path, from: usize, to: usize) -> Vec<String> {
         writeln!(f, "{line}").unwrap();
     }
     good
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(150));
-    }
 }
 
 fn lines_of(path: &Path) -> Vec<String> {
