@@ -21,16 +21,11 @@
 use crate::api::{Rejected, Sink};
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
-    StringBuilder, TimestampMillisecondBuilder,
-};
+use crate::parquet::rows::Rows;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use parquet::arrow::ArrowWriter;
 use runnel_log::{ConsumerRecord, TopicPartition};
-use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +61,8 @@ pub struct ParquetSink {
     cleared: std::collections::HashSet<(String, u32)>,
     /// Offsets made durable by closing files, not yet handed to the worker.
     durable: BTreeMap<(String, u32), u64>,
+    /// Rows of one partition gathered during a `put`, written to its file in one batch.
+    rows: Rows,
 }
 
 fn parse_schema(spec: &str) -> std::result::Result<Schema, String> {
@@ -102,10 +99,12 @@ impl ParquetSink {
         let schema =
             parse_schema(c.require("schema")?).map_err(|e| c.error(format!("schema: {e}")))?;
         let interval: u64 = c.parse_or("rotate.interval.ms", 0)?;
+        let schema: SchemaRef = Arc::new(schema);
         Ok(Self {
             topics,
             directory: c.require("directory")?.into(),
-            schema: Arc::new(schema),
+            rows: Rows::new(schema.clone()),
+            schema,
             rotate_rows: c.parse_or("rotate.rows", 100_000u64)?.max(1),
             rotate_size: c.parse_or("rotate.size.bytes", 0)?,
             rotate_interval: (interval > 0).then(|| Duration::from_millis(interval)),
@@ -120,90 +119,6 @@ impl ParquetSink {
             path: path.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         }
-    }
-
-    /// The row's values in schema order, or why they do not fit.
-    fn check(&self, o: &Map<String, Value>) -> std::result::Result<(), String> {
-        for f in self.schema.fields() {
-            let v = o.get(f.name()).unwrap_or(&Value::Null);
-            let ok = match (f.data_type(), v) {
-                (_, Value::Null) => true,
-                (DataType::Int32, Value::Number(n)) => {
-                    n.as_i64().is_some_and(|i| i32::try_from(i).is_ok())
-                }
-                (DataType::Int64 | DataType::Timestamp(..), Value::Number(n)) => {
-                    n.as_i64().is_some()
-                }
-                (DataType::Float32 | DataType::Float64, Value::Number(_)) => true,
-                (DataType::Boolean, Value::Bool(_)) => true,
-                (DataType::Utf8, Value::String(_)) => true,
-                _ => false,
-            };
-            if !ok {
-                return Err(format!(
-                    "field {:?}: {v} does not fit the column type {} (declared in schema)",
-                    f.name(),
-                    f.data_type()
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn batch(&self, rows: &[Map<String, Value>]) -> std::result::Result<RecordBatch, String> {
-        let cols: Vec<ArrayRef> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let vals = rows
-                    .iter()
-                    .map(|r| r.get(f.name()).filter(|v| !v.is_null()));
-                let a: ArrayRef = match f.data_type() {
-                    DataType::Int32 => {
-                        let mut b = Int32Builder::new();
-                        vals.for_each(|v| {
-                            b.append_option(v.and_then(Value::as_i64).map(|i| i as i32))
-                        });
-                        Arc::new(b.finish())
-                    }
-                    DataType::Int64 => {
-                        let mut b = Int64Builder::new();
-                        vals.for_each(|v| b.append_option(v.and_then(Value::as_i64)));
-                        Arc::new(b.finish())
-                    }
-                    DataType::Timestamp(..) => {
-                        let mut b = TimestampMillisecondBuilder::new();
-                        vals.for_each(|v| b.append_option(v.and_then(Value::as_i64)));
-                        Arc::new(b.finish())
-                    }
-                    DataType::Float32 => {
-                        let mut b = Float32Builder::new();
-                        vals.for_each(|v| {
-                            b.append_option(v.and_then(Value::as_f64).map(|f| f as f32))
-                        });
-                        Arc::new(b.finish())
-                    }
-                    DataType::Float64 => {
-                        let mut b = Float64Builder::new();
-                        vals.for_each(|v| b.append_option(v.and_then(Value::as_f64)));
-                        Arc::new(b.finish())
-                    }
-                    DataType::Boolean => {
-                        let mut b = BooleanBuilder::new();
-                        vals.for_each(|v| b.append_option(v.and_then(Value::as_bool)));
-                        Arc::new(b.finish())
-                    }
-                    _ => {
-                        let mut b = StringBuilder::new();
-                        vals.for_each(|v| b.append_option(v.and_then(Value::as_str)));
-                        Arc::new(b.finish())
-                    }
-                };
-                a
-            })
-            .collect();
-        RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| e.to_string())
     }
 
     fn open_file(&mut self, topic: &str, partition: u32, first: u64) -> Result<()> {
@@ -283,6 +198,34 @@ impl ParquetSink {
         }
         Ok(())
     }
+
+    /// Writes the gathered rows of partition `key` to its open file, `next` the offset after
+    /// the last of them; closes the file when it reached a rotation limit.
+    fn write_rows(&mut self, key: &(String, u32), next: u64) -> Result<()> {
+        let rows = self.rows.len() as u64;
+        let batch = self.rows.finish().map_err(|e| ConnectError::Record {
+            what: format!("parquet-sink {}-{}", key.0, key.1),
+            message: e,
+        })?;
+        let f = self.open.get_mut(key).expect("opened with its first row");
+        if let Err(e) = f.writer.write(&batch) {
+            // A writer that failed mid-row-group (a full disk) must not get a footer when the
+            // sink is dropped: its records come again, into a new file.
+            let f = self.open.remove(key).expect("opened above");
+            let _ = std::fs::remove_file(&f.tmp);
+            return Err(ConnectError::Io {
+                path: f.tmp.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            });
+        }
+        f.rows += rows;
+        f.next_offset = next;
+        let size = f.writer.bytes_written() as u64 + f.writer.in_progress_size() as u64;
+        if f.rows >= self.rotate_rows || (self.rotate_size > 0 && size >= self.rotate_size) {
+            self.close(key)?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -294,57 +237,37 @@ impl Sink for ParquetSink {
     async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>> {
         self.close_expired()?;
         let mut rejected = Vec::new();
-        // Per partition, in order: (offset, row).
-        let mut groups: BTreeMap<(String, u32), Vec<(u64, Map<String, Value>)>> = BTreeMap::new();
+        // The partition whose rows `self.rows` gathers, and the offset after its last one.
+        let mut gathering: Option<((String, u32), u64)> = None;
         for (index, r) in records.iter().enumerate() {
             let Some(v) = r.record.value.as_deref() else {
                 continue;
             };
-            let row = match serde_json::from_slice::<Value>(v) {
-                Ok(Value::Object(o)) => self.check(&o).map(|_| o),
-                Ok(other) => Err(format!("expected a JSON object, found {other}")),
-                Err(e) => Err(format!("not JSON: {e}")),
-            };
-            match row {
-                Ok(o) => groups
-                    .entry((r.topic.to_string(), r.partition))
-                    .or_default()
-                    .push((r.record.offset, o)),
-                Err(reason) => rejected.push(Rejected { index, reason }),
+            let same = gathering
+                .as_ref()
+                .is_some_and(|((t, p), _)| **t == *r.topic && *p == r.partition);
+            if !same && let Some((key, next)) = gathering.take() {
+                self.write_rows(&key, next)?;
+            }
+            if let Err(reason) = self.rows.push(v) {
+                rejected.push(Rejected { index, reason });
+                continue;
+            }
+            let (key, next) = gathering
+                .get_or_insert_with(|| ((r.topic.to_string(), r.partition), r.record.offset));
+            if self.rows.len() == 1 {
+                // The file's name is its first row's offset.
+                self.open_file(&key.0, key.1, r.record.offset)?;
+            }
+            *next = r.record.offset + 1;
+            let written = self.open.get(key).expect("opened above").rows;
+            if written + self.rows.len() as u64 >= self.rotate_rows {
+                let (key, next) = gathering.take().expect("set above");
+                self.write_rows(&key, next)?;
             }
         }
-        for (key, rows) in groups {
-            let mut rest = &rows[..];
-            while !rest.is_empty() {
-                self.open_file(&key.0, key.1, rest[0].0)?;
-                let f = self.open.get(&key).expect("opened above");
-                let room = (self.rotate_rows - f.rows).min(rest.len() as u64) as usize;
-                let (now, later) = rest.split_at(room);
-                let values: Vec<Map<String, Value>> = now.iter().map(|(_, r)| r.clone()).collect();
-                let batch = self.batch(&values).map_err(|e| ConnectError::Record {
-                    what: format!("parquet-sink {}-{}", key.0, key.1),
-                    message: e,
-                })?;
-                let f = self.open.get_mut(&key).expect("opened above");
-                if let Err(e) = f.writer.write(&batch) {
-                    // A writer that failed mid-row-group (a full disk) must not get a footer
-                    // when the sink is dropped: its records come again, into a new file.
-                    let f = self.open.remove(&key).expect("opened above");
-                    let _ = std::fs::remove_file(&f.tmp);
-                    return Err(ConnectError::Io {
-                        path: f.tmp.display().to_string(),
-                        source: std::io::Error::other(e.to_string()),
-                    });
-                }
-                f.rows += now.len() as u64;
-                f.next_offset = now.last().map_or(f.next_offset, |(o, _)| o + 1);
-                let size = f.writer.bytes_written() as u64 + f.writer.in_progress_size() as u64;
-                if f.rows >= self.rotate_rows || (self.rotate_size > 0 && size >= self.rotate_size)
-                {
-                    self.close(&key)?;
-                }
-                rest = later;
-            }
+        if let Some((key, next)) = gathering {
+            self.write_rows(&key, next)?;
         }
         Ok(rejected)
     }
