@@ -578,6 +578,7 @@ async fn run_sink(
     });
     let chain = Chain::from_config(config)?;
     let converters = Converters::from_config(config)?;
+    let pass_through = chain.is_empty() && converters == Converters::default();
     let tolerate = config.tolerates_errors()?;
     let dlq = config
         .get("errors.deadletterqueue.topic.name")
@@ -641,26 +642,34 @@ async fn run_sink(
         }
         // (original record, reason, stage)
         let mut bad: Vec<(ConsumerRecord, String, &str)> = Vec::new();
-        let mut good = Vec::with_capacity(records.len());
-        let mut originals = Vec::with_capacity(records.len());
-        for r in records {
-            let original = r.clone();
-            match prepare(&converters, &chain, r) {
-                Ok(Some(r)) => {
-                    good.push(r);
-                    originals.push(original);
+        // What the sink gets and, when converters or transforms change it, each record as
+        // read (for its dead letter). Without them the records go as read: no copy each.
+        let (good, originals) = if pass_through {
+            (records, None)
+        } else {
+            let mut good = Vec::with_capacity(records.len());
+            let mut originals = Vec::with_capacity(records.len());
+            for r in records {
+                let original = r.clone();
+                match prepare(&converters, &chain, r) {
+                    Ok(Some(r)) => {
+                        good.push(r);
+                        originals.push(original);
+                    }
+                    Ok(None) => {}
+                    Err(e) => bad.push((original, e, "VALUE_CONVERTER")),
                 }
-                Ok(None) => {}
-                Err(e) => bad.push((original, e, "VALUE_CONVERTER")),
             }
-        }
+            (good, Some(originals))
+        };
         let rejected: Vec<Rejected> = if good.is_empty() {
             Vec::new()
         } else {
             sink.put(&good).await?
         };
         for Rejected { index, reason } in rejected {
-            bad.push((originals[index].clone(), reason, "TASK_PUT"));
+            let original = originals.as_ref().unwrap_or(&good)[index].clone();
+            bad.push((original, reason, "TASK_PUT"));
         }
         sink.flush().await?;
         if !bad.is_empty() {
