@@ -4,6 +4,7 @@
 //! `text`, `json` and `csv` formats; CSV goes through [`crate::csv`], so what the sink writes
 //! the source (and the sink itself, on restart) reads back field for field.
 
+mod json_line;
 pub mod sink;
 pub mod source;
 

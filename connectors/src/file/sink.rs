@@ -30,6 +30,7 @@ use crate::api::{Rejected, Sink};
 use crate::config::ConnectorConfig;
 use crate::csv;
 use crate::error::{ConnectError, Result};
+use crate::file::json_line;
 use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, TopicPartition};
 use serde_json::Value;
@@ -334,8 +335,7 @@ impl FileSink {
         match self.format {
             Format::Text => Ok(value.into()),
             Format::Json if !value.contains(&b'\n') => {
-                serde_json::from_slice::<serde::de::IgnoredAny>(value)
-                    .map_err(|e| format!("not JSON: {e}"))?;
+                json_line::check(value).map_err(|e| format!("not JSON: {e}"))?;
                 Ok(value.into())
             }
             Format::Json => {

@@ -30,6 +30,7 @@ use crate::api::{Source, SourceBatch, SourceRun};
 use crate::config::ConnectorConfig;
 use crate::csv;
 use crate::error::{ConnectError, Result};
+use crate::file::json_line;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use serde_json::{Value, json};
@@ -324,7 +325,7 @@ impl FileSource {
             let line = &cut.t.pending[at - cut.base..end - cut.base];
             match self.format {
                 Format::Text => cut.lines.push(at..end),
-                Format::Json => match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+                Format::Json => match json_line::check(line) {
                     Ok(_) => cut.lines.push(at..end),
                     Err(e) => {
                         let error = format!("{}:{}: not JSON: {e}", cut.t.path, cut.t.line_no);
