@@ -10,7 +10,8 @@
 //! `true`/`false`, text types as JSON strings; any other type is rendered by the server
 //! (`to_json(column)::text`: timestamps in ISO 8601, arrays, JSON as it is).
 //!
-//! `COPY` takes no bind parameters: the caller inlines its values with [`literal`].
+//! `COPY` takes no bind parameters: the caller inlines its values with [`literal`]. A [`Copy`]
+//! is read a batch at a time and may stay open across polls.
 
 use crate::csv;
 use crate::error::{ConnectError, Result};
@@ -162,48 +163,88 @@ pub fn literal(v: &Value) -> String {
     }
 }
 
-/// Runs `COPY ({select}) TO STDOUT` and hands each row to `each`: its JSON object (see
-/// [`Columns`]) and the text of its column `key_column`, unless NULL.
-pub async fn copy_rows(
-    pool: &sqlx::PgPool,
-    url: &str,
-    columns: &Columns,
-    select: &str,
-    key_column: Option<usize>,
-    mut each: impl FnMut(&[u8], Option<&[u8]>),
-) -> Result<()> {
-    use sqlx::postgres::PgPoolCopyExt;
-    let err = |e| jdbc::db_error(url, e);
-    let mut stream = pool
-        .copy_out_raw(&format!(
-            "COPY ({select}) TO STDOUT {}",
-            csv::POSTGRES_COPY_OPTIONS
-        ))
-        .await
-        .map_err(err)?;
-    let (mut json, mut key, mut reader) = (Vec::new(), None, csv::Reader::postgres());
-    let mut row = |record: &csv::Record| {
-        json.clear();
-        columns
-            .row(record, &mut json, key_column, &mut key)
-            .map_err(|message| ConnectError::Record {
-                what: format!("{} (COPY TO STDOUT)", select),
-                message,
-            })?;
-        each(&json, key.as_deref());
-        Ok(())
-    };
-    // PostgreSQL sends a row per message; the reader completes a row split across messages.
-    while let Some(chunk) = next(&mut stream).await {
-        let chunk: Bytes = chunk.map_err(err)?;
-        if !chunk.is_empty() {
-            reader.feed(&chunk, &mut row)?;
-        }
-    }
-    reader.feed(&[], &mut row)
+/// A `COPY ({select}) TO STDOUT` being read, a batch of rows at a time: the source keeps it
+/// open across polls, so the server streams the next rows (into the socket's buffers) while
+/// the worker writes the last batch, and the query is planned and its index scan started once
+/// per stream instead of once per batch.
+pub struct Copy {
+    stream: Pin<Box<dyn Stream<Item = sqlx::Result<Bytes>> + Send>>,
+    reader: csv::Reader,
+    select: String,
 }
 
-async fn next<T>(stream: &mut Pin<Box<dyn Stream<Item = T> + Send + '_>>) -> Option<T> {
+impl Copy {
+    /// Starts the `COPY` (on a connection of `pool`, held until the copy ends or is dropped).
+    pub async fn start(pool: &sqlx::PgPool, url: &str, select: String) -> Result<Self> {
+        use sqlx::postgres::PgPoolCopyExt;
+        let stream = pool
+            .copy_out_raw(&format!(
+                "COPY ({select}) TO STDOUT {}",
+                csv::POSTGRES_COPY_OPTIONS
+            ))
+            .await
+            .map_err(|e| jdbc::db_error(url, e))?;
+        Ok(Self {
+            stream,
+            reader: csv::Reader::postgres(),
+            select,
+        })
+    }
+
+    /// Hands rows to `each`, each as its JSON object (see [`Columns`]) and the text of its
+    /// column `key_column` unless NULL, until at least `max` rows were handed (stopping at the
+    /// end of a message of the stream: PostgreSQL sends a row per message) or the copy ended.
+    /// Returns how many rows, and whether the copy ended.
+    ///
+    /// Cancel safety: not cancel safe (a message read and not yet handed on is lost).
+    pub async fn take(
+        &mut self,
+        url: &str,
+        columns: &Columns,
+        key_column: Option<usize>,
+        max: usize,
+        mut each: impl FnMut(&[u8], Option<&[u8]>),
+    ) -> Result<(usize, bool)> {
+        let (mut json, mut key, mut rows) = (Vec::new(), None, 0);
+        let select = &self.select;
+        // Hands on the rows `chunk` completes (the rest of the copy's rows when it is empty);
+        // returns how many.
+        let mut feed = |reader: &mut csv::Reader, chunk: &[u8]| {
+            let mut fed = 0;
+            reader.feed(chunk, |record: &csv::Record| {
+                json.clear();
+                columns
+                    .row(record, &mut json, key_column, &mut key)
+                    .map_err(|message| ConnectError::Record {
+                        what: format!("{select} (COPY TO STDOUT)"),
+                        message,
+                    })?;
+                each(&json, key.as_deref());
+                fed += 1;
+                Ok::<(), ConnectError>(())
+            })?;
+            Ok::<usize, ConnectError>(fed)
+        };
+        while rows < max {
+            match next(&mut self.stream).await {
+                Some(chunk) => {
+                    let chunk = chunk.map_err(|e| jdbc::db_error(url, e))?;
+                    // The reader completes a row split across messages.
+                    if !chunk.is_empty() {
+                        rows += feed(&mut self.reader, &chunk)?;
+                    }
+                }
+                None => {
+                    rows += feed(&mut self.reader, &[])?;
+                    return Ok((rows, true));
+                }
+            }
+        }
+        Ok((rows, false))
+    }
+}
+
+async fn next<T>(stream: &mut Pin<Box<dyn Stream<Item = T> + Send>>) -> Option<T> {
     std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await
 }
 

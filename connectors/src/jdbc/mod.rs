@@ -159,3 +159,22 @@ pub fn transient(e: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// For tests: PostgreSQL at `RUNNEL_TEST_POSTGRES_URL`, or `None` (the test is skipped) when it
+/// is not reachable and `RUNNEL_REQUIRE_SERVICES` is not set.
+#[cfg(test)]
+pub(crate) async fn test_postgres() -> Option<String> {
+    sqlx::any::install_default_drivers();
+    let url = std::env::var("RUNNEL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let wait = std::time::Duration::from_secs(5);
+    if let Ok(Ok(_)) = tokio::time::timeout(wait, connect(&url)).await {
+        return Some(url);
+    }
+    assert_ne!(
+        std::env::var("RUNNEL_REQUIRE_SERVICES").as_deref(),
+        Ok("1"),
+        "{url} is not reachable"
+    );
+    None
+}

@@ -19,9 +19,13 @@
 //!
 //! PostgreSQL rows are read through `COPY (SELECT ...) TO STDOUT` and written as JSON by the
 //! client ([`copy_out`]), rendered as `row_to_json` renders them (timestamps as ISO 8601 text,
-//! numerics as numbers); SQLite and MySQL rows through sqlx's `Any` driver, where MySQL table
-//! columns of types it cannot read are cast to text. A MySQL `query` must select readable types only
-//! (integers, floats, text: `CAST(ts AS CHAR)`); timestamps compare as text then.
+//! numerics as numbers). In the modes that order rows, one `COPY` of every row after the
+//! offset is read `batch.max.rows` at a time and stays open between polls (a connection per
+//! table), so the server streams the next rows while the last are written; the offset stored
+//! after each batch is its last row's, as with a query per batch. SQLite and MySQL rows
+//! through sqlx's `Any` driver, where MySQL table columns of types it cannot read are cast to
+//! text. A MySQL `query` must select readable types only (integers, floats, text:
+//! `CAST(ts AS CHAR)`); timestamps compare as text then.
 
 use crate::api::{Source, SourceBatch, SourceRun};
 use crate::config::ConnectorConfig;
@@ -69,6 +73,8 @@ pub struct JdbcSource {
     pg: Option<sqlx::PgPool>,
     /// PostgreSQL: per table, its columns as `COPY` reads them.
     pg_columns: BTreeMap<String, copy_out::Columns>,
+    /// PostgreSQL: per table, the `COPY` of its rows after `last` not read to its end yet.
+    pg_copies: BTreeMap<String, copy_out::Copy>,
     incrementing: Option<String>,
     timestamp: Option<String>,
     delay_ms: u64,
@@ -125,6 +131,7 @@ impl JdbcSource {
             pool: None,
             pg: None,
             pg_columns: BTreeMap::new(),
+            pg_copies: BTreeMap::new(),
             incrementing: incrementing.map(str::to_string),
             timestamp: timestamp.map(str::to_string),
             delay_ms: c.parse_or("timestamp.delay.interval.ms", 0u64)?,
@@ -320,12 +327,22 @@ impl JdbcSource {
             tail += &format!(" WHERE {}", wheres.join(" AND "));
         }
         if !order.is_empty() {
-            tail += &format!(" ORDER BY {} LIMIT {}", order.join(", "), self.max_rows);
+            tail += &format!(" ORDER BY {}", order.join(", "));
+            // PostgreSQL's `COPY` is read `batch.max.rows` at a time and stays open between.
+            if d != Dialect::Postgres {
+                tail += &format!(" LIMIT {}", self.max_rows);
+            }
         }
         let mut run = SourceRun::new(self.topic(from), Self::partition(from), Value::Null);
         let mut pos = pos;
         let rows = if d == Dialect::Postgres {
-            self.copy_pg(from, &sql_from, &tail, &mut run, &mut pos)
+            // Bulk: the whole table each time.
+            let max = if order.is_empty() {
+                usize::MAX
+            } else {
+                self.max_rows.max(1) as usize
+            };
+            self.copy_pg(from, &sql_from, &tail, max, &mut run, &mut pos)
                 .await?
         } else {
             let sql = match (d, from) {
@@ -376,20 +393,23 @@ impl JdbcSource {
         Ok((run, rows))
     }
 
-    /// PostgreSQL's rows after `pos`, through `COPY` (see [`copy_out`]), into `run`; returns
-    /// how many.
+    /// PostgreSQL's rows after `pos`, up to about `max` of them, through `COPY` (see
+    /// [`copy_out`]), into `run`; returns how many. The `COPY` of `select` over `sql_from` and
+    /// `tail` starts when none is open for the table, and stays open until read to its end.
     async fn copy_pg(
         &mut self,
         from: &From,
         sql_from: &str,
         tail: &str,
+        max: usize,
         run: &mut SourceRun,
         pos: &mut Position,
     ) -> Result<usize> {
         let err = |e| jdbc::db_error(&self.url, e);
         if self.pg.is_none() {
+            // A connection per table (an open `COPY` holds one), one more to learn columns.
             let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
+                .max_connections(self.sources.len() as u32 + 1)
                 .connect(&self.url)
                 .await
                 .map_err(err)?;
@@ -402,15 +422,18 @@ impl JdbcSource {
             self.pg_columns.insert(name.clone(), columns);
         }
         let columns = &self.pg_columns[&name];
-        let select = format!("SELECT {} FROM {sql_from} q{tail}", columns.select_list());
+        if !self.pg_copies.contains_key(&name) {
+            let select = format!("SELECT {} FROM {sql_from} q{tail}", columns.select_list());
+            let copy = copy_out::Copy::start(&pool, &self.url, select).await?;
+            self.pg_copies.insert(name.clone(), copy);
+        }
+        let copy = self.pg_copies.get_mut(&name).expect("started above");
         let inc = self
             .incrementing
             .as_deref()
             .and_then(|c| columns.position(c));
-        let mut rows = 0;
         let mut last_row = Vec::new();
-        copy_out::copy_rows(&pool, &self.url, columns, &select, inc, |json, key| {
-            rows += 1;
+        let taken = copy.take(&self.url, columns, inc, max, |json, key| {
             if inc.is_some() {
                 pos.incrementing = key
                     .and_then(|k| std::str::from_utf8(k).ok())
@@ -422,8 +445,18 @@ impl JdbcSource {
                 last_row.clear();
                 last_row.extend_from_slice(json);
             }
-        })
-        .await?;
+        });
+        // A failed copy is not resumed: the next poll starts again after the last row stored.
+        let (rows, ended) = match taken.await {
+            Ok(taken) => taken,
+            Err(e) => {
+                self.pg_copies.remove(&name);
+                return Err(e);
+            }
+        };
+        if ended {
+            self.pg_copies.remove(&name);
+        }
         if let (Some(c), false) = (&self.timestamp, last_row.is_empty()) {
             let obj: Map<String, Value> =
                 serde_json::from_slice(&last_row).map_err(|e| ConnectError::Record {
@@ -479,5 +512,90 @@ impl Source for JdbcSource {
             self.next_poll = Instant::now() + self.interval;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ids of a poll's records.
+    fn ids(batch: &SourceBatch) -> Vec<i64> {
+        batch
+            .iter()
+            .flat_map(|run| run.records())
+            .map(|(_, v)| {
+                let row: Value = serde_json::from_slice(v.expect("a row")).unwrap();
+                row["id"].as_i64().unwrap()
+            })
+            .collect()
+    }
+
+    /// One `COPY` read across polls in batches of `batch.max.rows`: its rows in order, rows
+    /// added meanwhile with the next `COPY` (they are not in the open one's snapshot), and a
+    /// source dropped with its `COPY` open resumes after the last offset it handed on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_copy_is_read_across_polls_and_resumes_after_the_stored_offset() {
+        let Some(url) = jdbc::test_postgres().await else {
+            return;
+        };
+        let table = format!("copy_source_test_{}", std::process::id());
+        let pool = jdbc::connect(&url).await.unwrap();
+        let insert = |from: i64, to: i64| {
+            format!("INSERT INTO {table} SELECT i, 'v' || i FROM generate_series({from}, {to}) i")
+        };
+        let sql = format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id BIGINT PRIMARY KEY, v TEXT);
+             {}",
+            insert(1, 25)
+        );
+        sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+        let config = ConnectorConfig::from_json(
+            Some("src"),
+            &json!({
+                "connection.url": url, "mode": "incrementing", "incrementing.column.name": "id",
+                "table.whitelist": table, "topic.prefix": "t-", "batch.max.rows": "10",
+                "poll.interval.ms": "0",
+            }),
+        )
+        .unwrap();
+        let mut source = JdbcSource::new(&config).unwrap();
+        source.start(&[]).await.unwrap();
+        assert_eq!(
+            ids(&source.poll().await.unwrap()),
+            (1..=10).collect::<Vec<_>>()
+        );
+        let second = source.poll().await.unwrap();
+        assert_eq!(ids(&second), (11..=20).collect::<Vec<_>>());
+        let stored = (second[0].partition.clone(), second[0].offset.clone());
+        assert_eq!(stored.1["incrementing"], 20);
+        sqlx::raw_sql(&insert(26, 30)).execute(&pool).await.unwrap();
+        assert_eq!(
+            ids(&source.poll().await.unwrap()),
+            (21..=25).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            ids(&source.poll().await.unwrap()),
+            (26..=30).collect::<Vec<_>>()
+        );
+        assert!(source.poll().await.unwrap().is_empty());
+        drop(source);
+
+        // Started again from offset 20: a new `COPY` has every row after it.
+        let mut source = JdbcSource::new(&config).unwrap();
+        source.start(&[stored]).await.unwrap();
+        let again = source.poll().await.unwrap();
+        assert_eq!(ids(&again), (21..=30).collect::<Vec<_>>());
+        let stored = (again[0].partition.clone(), again[0].offset.clone());
+        // Dropped with that `COPY` open (it handed on `batch.max.rows`, it may have more).
+        drop(source);
+        let mut source = JdbcSource::new(&config).unwrap();
+        source.start(&[stored]).await.unwrap();
+        assert!(source.poll().await.unwrap().is_empty());
+        drop(source);
+        sqlx::raw_sql(&format!("DROP TABLE {table}"))
+            .execute(&pool)
+            .await
+            .unwrap();
     }
 }

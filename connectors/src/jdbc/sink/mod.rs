@@ -646,24 +646,6 @@ mod tests {
     use super::*;
     use runnel_log::Record;
 
-    /// PostgreSQL at `RUNNEL_TEST_POSTGRES_URL`, or `None` (skipped) when it is not reachable
-    /// and `RUNNEL_REQUIRE_SERVICES` is not set.
-    async fn postgres() -> Option<String> {
-        sqlx::any::install_default_drivers();
-        let url = std::env::var("RUNNEL_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let wait = std::time::Duration::from_secs(5);
-        if let Ok(Ok(_)) = tokio::time::timeout(wait, jdbc::connect(&url)).await {
-            return Some(url);
-        }
-        assert_ne!(
-            std::env::var("RUNNEL_REQUIRE_SERVICES").as_deref(),
-            Ok("1"),
-            "{url} is not reachable"
-        );
-        None
-    }
-
     fn record(offset: u64, value: String) -> ConsumerRecord {
         ConsumerRecord {
             topic: "upserts".into(),
@@ -683,7 +665,9 @@ mod tests {
     /// its chunk follows the one holding an earlier record of the key.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn upserts_update_only_the_records_columns_and_the_last_record_wins() {
-        let Some(url) = postgres().await else { return };
+        let Some(url) = jdbc::test_postgres().await else {
+            return;
+        };
         let table = format!("upsert_test_{}", std::process::id());
         let pool = jdbc::connect(&url).await.unwrap();
         let sql = format!(
