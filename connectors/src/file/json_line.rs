@@ -124,25 +124,41 @@ fn key(b: &[u8], i: usize) -> Option<usize> {
 const ONES: u64 = u64::MAX / 255;
 const HIGHS: u64 = ONES * 0x80;
 
-/// Whether a byte of `x` is `"`, `\` or a control character (below 0x20): the bytes that end
-/// a run of plain string contents (bit-twiddling hacks' "has zero byte" / "has less than").
-fn special(x: u64) -> bool {
+/// The bytes of `x` that are `"`, `\` or a control character (below 0x20), the bytes that
+/// end a run of plain string contents, as the high bit of each (bit-twiddling hacks' "has zero
+/// byte" and "has less than"). The lowest one set is exact; bits above it may be false.
+fn special(x: u64) -> u64 {
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    (zero(x ^ (ONES * b'"' as u64))
+    zero(x ^ (ONES * b'"' as u64))
         | zero(x ^ (ONES * b'\\' as u64))
-        | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS))
-        != 0
+        | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
 }
 
 /// The rest of a string whose opening quote is before `i`: the index after its closing quote.
 fn string(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        // Eight bytes at a time while none of them ends the plain run.
-        while let Some(chunk) = b.get(i..i + 8) {
-            if special(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
-                break;
+        // To the next `"`, `\` or control character: eight bytes at a time, the last few one
+        // by one.
+        loop {
+            match b.get(i..i + 8) {
+                Some(chunk) => {
+                    let found = special(u64::from_le_bytes(chunk.try_into().expect("eight")));
+                    if found != 0 {
+                        i += found.trailing_zeros() as usize / 8;
+                        break;
+                    }
+                    i += 8;
+                }
+                None => {
+                    while b
+                        .get(i)
+                        .is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20)
+                    {
+                        i += 1;
+                    }
+                    break;
+                }
             }
-            i += 8;
         }
         match *b.get(i)? {
             b'"' => return Some(i + 1),
@@ -153,8 +169,8 @@ fn string(b: &[u8], mut i: usize) -> Option<usize> {
                     _ => return None,
                 }
             }
-            c if c < 0x20 => return None,
-            _ => i += 1,
+            // A control character.
+            _ => return None,
         }
     }
 }
