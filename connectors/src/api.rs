@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use async_trait::async_trait;
-use runnel_log::{ConsumerRecord, TopicPartition};
+use runnel_log::{ConsumerRecord, RecordRun, TopicPartition};
 
 /// What one [`Source::poll`] returns: runs of records, in order.
 pub type SourceBatch = Vec<SourceRun>;
@@ -157,6 +157,18 @@ pub trait Sink: Send {
     /// Writes the records; returns those it could not write for what they hold (an error is
     /// for the system: the task fails and restarts).
     async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>>;
+    /// [`Sink::put`] of records as read, in the runs the log read them in, when no converter
+    /// or transform changes them. A sink that can write records in place overrides it, and
+    /// saves making a [`ConsumerRecord`] (reference counts, a copy of the coordinates) per
+    /// record; [`Rejected::index`] counts the records of all the runs, in order. By default
+    /// the records are made and put.
+    async fn put_runs(&mut self, runs: &[RecordRun]) -> Result<Vec<Rejected>> {
+        let records: Vec<ConsumerRecord> = runs
+            .iter()
+            .flat_map(RecordRun::to_consumer_records)
+            .collect();
+        self.put(&records).await
+    }
     /// Makes everything put so far durable, unless [`Sink::durable_offsets`] says otherwise.
     async fn flush(&mut self) -> Result<()>;
     /// For sinks that hold records beyond `flush` (a Parquet file is durable only once its

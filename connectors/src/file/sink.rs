@@ -32,7 +32,7 @@ use crate::csv;
 use crate::error::{ConnectError, Result};
 use crate::file::json_line;
 use async_trait::async_trait;
-use runnel_log::{ConsumerRecord, TopicPartition};
+use runnel_log::{ConsumerRecord, RecordRun, TopicPartition};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -380,6 +380,66 @@ impl FileSink {
             }
         }
     }
+
+    /// Before a put: rotates (or, under exactly-once, marks for rotation) a file open longer
+    /// than `rotate.interval.ms`.
+    fn rotate_if_old(&mut self) -> Result<()> {
+        if let (Some(every), Some(open)) = (self.rotate_interval, &self.file)
+            && open.opened.elapsed() >= every
+            && open.size > 0
+            && let Err(e) = self.rotate_or_defer()
+        {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
+    /// Exactly-once: the record at `offset` of `topic`-`partition` is put.
+    fn consumed(&mut self, topic: &str, partition: u32, offset: u64) {
+        if let Some(c) = &mut self.commits {
+            c.next.insert((topic.to_string(), partition), offset + 1);
+        }
+    }
+
+    /// Appends the line of one record's value (none for a null value); a value the format
+    /// refuses goes into `rejected` as record `index`.
+    fn put_value(
+        &mut self,
+        index: usize,
+        value: Option<&[u8]>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<()> {
+        let Some(v) = value else { return Ok(()) };
+        if let Err(e) = self.open() {
+            return Err(self.fail(e));
+        }
+        let mut header = self.file.as_mut().expect("opened above").header.take();
+        let line = self.line(v, &mut header);
+        let open = self.file.as_mut().expect("opened above");
+        open.header = header;
+        let line = match line {
+            Ok(l) => l,
+            Err(reason) => {
+                rejected.push(Rejected { index, reason });
+                return Ok(());
+            }
+        };
+        let written = open
+            .w
+            .write_all(&line)
+            .and_then(|()| open.w.write_all(b"\n"));
+        if let Err(e) = written {
+            return Err(self.fail(e));
+        }
+        open.size += line.len() as u64 + 1;
+        if self.rotate_size > 0
+            && open.size >= self.rotate_size
+            && let Err(e) = self.rotate_or_defer()
+        {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
 }
 
 /// The length of `f` (of `size` bytes) up to and including its last newline: 0 when it has
@@ -408,47 +468,25 @@ impl Sink for FileSink {
     }
 
     async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>> {
+        self.rotate_if_old()?;
         let mut rejected = Vec::new();
-        if let (Some(every), Some(open)) = (self.rotate_interval, &self.file)
-            && open.opened.elapsed() >= every
-            && open.size > 0
-            && let Err(e) = self.rotate_or_defer()
-        {
-            return Err(self.fail(e));
-        }
         for (index, r) in records.iter().enumerate() {
-            if let Some(c) = &mut self.commits {
-                c.next
-                    .insert((r.topic.to_string(), r.partition), r.record.offset + 1);
+            self.consumed(&r.topic, r.partition, r.record.offset);
+            self.put_value(index, r.record.value.as_deref(), &mut rejected)?;
+        }
+        Ok(rejected)
+    }
+
+    async fn put_runs(&mut self, runs: &[RecordRun]) -> Result<Vec<Rejected>> {
+        self.rotate_if_old()?;
+        let (mut rejected, mut index) = (Vec::new(), 0);
+        for run in runs {
+            for r in run.iter() {
+                self.put_value(index, r.value, &mut rejected)?;
+                index += 1;
             }
-            let Some(v) = &r.record.value else { continue };
-            if let Err(e) = self.open() {
-                return Err(self.fail(e));
-            }
-            let mut header = self.file.as_mut().expect("opened above").header.take();
-            let line = self.line(v, &mut header);
-            let open = self.file.as_mut().expect("opened above");
-            open.header = header;
-            let line = match line {
-                Ok(l) => l,
-                Err(reason) => {
-                    rejected.push(Rejected { index, reason });
-                    continue;
-                }
-            };
-            let written = open
-                .w
-                .write_all(&line)
-                .and_then(|()| open.w.write_all(b"\n"));
-            if let Err(e) = written {
-                return Err(self.fail(e));
-            }
-            open.size += line.len() as u64 + 1;
-            if self.rotate_size > 0
-                && open.size >= self.rotate_size
-                && let Err(e) = self.rotate_or_defer()
-            {
-                return Err(self.fail(e));
+            if let Some(last) = run.last() {
+                self.consumed(&run.topic, run.partition, last.offset);
             }
         }
         Ok(rejected)

@@ -25,7 +25,7 @@ use crate::parquet::rows::Rows;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use parquet::arrow::ArrowWriter;
-use runnel_log::{ConsumerRecord, TopicPartition};
+use runnel_log::{ConsumerRecord, RecordRun, TopicPartition};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -199,6 +199,48 @@ impl ParquetSink {
         Ok(())
     }
 
+    /// Puts records given as (topic, partition, offset, value), in order.
+    fn put_all<'a>(
+        &mut self,
+        records: impl Iterator<Item = (&'a str, u32, u64, Option<&'a [u8]>)>,
+    ) -> Result<Vec<Rejected>> {
+        self.close_expired()?;
+        let mut rejected = Vec::new();
+        // The partition whose rows `self.rows` gathers, and the offset after its last one.
+        let mut gathering: Option<((String, u32), u64)> = None;
+        for (index, (topic, partition, offset, value)) in records.enumerate() {
+            let Some(v) = value else {
+                continue;
+            };
+            let same = gathering
+                .as_ref()
+                .is_some_and(|((t, p), _)| t == topic && *p == partition);
+            if !same && let Some((key, next)) = gathering.take() {
+                self.write_rows(&key, next)?;
+            }
+            if let Err(reason) = self.rows.push(v) {
+                rejected.push(Rejected { index, reason });
+                continue;
+            }
+            let (key, next) =
+                gathering.get_or_insert_with(|| ((topic.to_string(), partition), offset));
+            if self.rows.len() == 1 {
+                // The file's name is its first row's offset.
+                self.open_file(&key.0, key.1, offset)?;
+            }
+            *next = offset + 1;
+            let written = self.open.get(key).expect("opened above").rows;
+            if written + self.rows.len() as u64 >= self.rotate_rows {
+                let (key, next) = gathering.take().expect("set above");
+                self.write_rows(&key, next)?;
+            }
+        }
+        if let Some((key, next)) = gathering {
+            self.write_rows(&key, next)?;
+        }
+        Ok(rejected)
+    }
+
     /// Writes the gathered rows of partition `key` to its open file, `next` the offset after
     /// the last of them; closes the file when it reached a rotation limit.
     fn write_rows(&mut self, key: &(String, u32), next: u64) -> Result<()> {
@@ -235,41 +277,18 @@ impl Sink for ParquetSink {
     }
 
     async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>> {
-        self.close_expired()?;
-        let mut rejected = Vec::new();
-        // The partition whose rows `self.rows` gathers, and the offset after its last one.
-        let mut gathering: Option<((String, u32), u64)> = None;
-        for (index, r) in records.iter().enumerate() {
-            let Some(v) = r.record.value.as_deref() else {
-                continue;
-            };
-            let same = gathering
-                .as_ref()
-                .is_some_and(|((t, p), _)| **t == *r.topic && *p == r.partition);
-            if !same && let Some((key, next)) = gathering.take() {
-                self.write_rows(&key, next)?;
-            }
-            if let Err(reason) = self.rows.push(v) {
-                rejected.push(Rejected { index, reason });
-                continue;
-            }
-            let (key, next) = gathering
-                .get_or_insert_with(|| ((r.topic.to_string(), r.partition), r.record.offset));
-            if self.rows.len() == 1 {
-                // The file's name is its first row's offset.
-                self.open_file(&key.0, key.1, r.record.offset)?;
-            }
-            *next = r.record.offset + 1;
-            let written = self.open.get(key).expect("opened above").rows;
-            if written + self.rows.len() as u64 >= self.rotate_rows {
-                let (key, next) = gathering.take().expect("set above");
-                self.write_rows(&key, next)?;
-            }
-        }
-        if let Some((key, next)) = gathering {
-            self.write_rows(&key, next)?;
-        }
-        Ok(rejected)
+        self.put_all(records.iter().map(|r| {
+            let value = r.record.value.as_deref();
+            (&*r.topic, r.partition, r.record.offset, value)
+        }))
+    }
+
+    async fn put_runs(&mut self, runs: &[RecordRun]) -> Result<Vec<Rejected>> {
+        self.put_all(runs.iter().flat_map(|run| {
+            let topic = &*run.topic;
+            run.iter()
+                .map(move |r| (topic, run.partition, r.offset, r.value))
+        }))
     }
 
     async fn flush(&mut self) -> Result<()> {

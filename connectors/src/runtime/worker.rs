@@ -25,7 +25,7 @@ use crate::transforms::{Chain, Message};
 use runnel_log::batch::BatchBuilder;
 use runnel_log::{
     ConsumerConfig, ConsumerRecord, DEFAULT_BATCH_SIZE, Header, LogProducer, OffsetReset,
-    ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig, TopicPartition,
+    ProducerConfig, ProducerRecord, RecordRun, SharedLogClient, TopicConfig, TopicPartition,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -620,36 +620,33 @@ async fn run_sink(
     }
     loop {
         wait_running(control).await;
-        let records = consumer.poll(Duration::from_millis(200)).await?;
-        if records.is_empty() {
+        let runs = consumer.poll_runs(Duration::from_millis(200)).await?;
+        if runs.is_empty() {
             if let Some(durable) = sink.durable_offsets().filter(|d| !d.is_empty()) {
                 commit_group(&mut *consumer, durable, exactly_once).await?;
             }
             continue;
         }
-        let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
-        for (i, r) in records.iter().enumerate() {
-            // The last record of each run of one partition: one allocation per run.
-            let run_ends = records
-                .get(i + 1)
-                .is_none_or(|n| n.partition != r.partition || n.topic != r.topic);
-            if run_ends {
-                next.insert(
-                    TopicPartition::new(&*r.topic, r.partition),
-                    r.record.offset + 1,
-                );
-            }
-        }
+        // The next offset to read per partition: after the last record of its run.
+        let next: BTreeMap<TopicPartition, u64> = runs
+            .iter()
+            .filter_map(|run| {
+                let last = run.last()?.offset;
+                Some((TopicPartition::new(&*run.topic, run.partition), last + 1))
+            })
+            .collect();
         // (original record, reason, stage)
         let mut bad: Vec<(ConsumerRecord, String, &str)> = Vec::new();
-        // What the sink gets and, when converters or transforms change it, each record as
-        // read (for its dead letter). Without them the records go as read: no copy each.
-        let (good, originals) = if pass_through {
-            (records, None)
+        if pass_through {
+            // Nothing converts the records: the sink takes them as read.
+            for Rejected { index, reason } in sink.put_runs(&runs).await? {
+                bad.push((record_at(&runs, index), reason, "TASK_PUT"));
+            }
         } else {
-            let mut good = Vec::with_capacity(records.len());
-            let mut originals = Vec::with_capacity(records.len());
-            for r in records {
+            // Each record as read is kept for its dead letter.
+            let mut good = Vec::new();
+            let mut originals = Vec::new();
+            for r in runs.iter().flat_map(RecordRun::to_consumer_records) {
                 let original = r.clone();
                 match prepare(&converters, &chain, r) {
                     Ok(Some(r)) => {
@@ -660,16 +657,14 @@ async fn run_sink(
                     Err(e) => bad.push((original, e, "VALUE_CONVERTER")),
                 }
             }
-            (good, Some(originals))
-        };
-        let rejected: Vec<Rejected> = if good.is_empty() {
-            Vec::new()
-        } else {
-            sink.put(&good).await?
-        };
-        for Rejected { index, reason } in rejected {
-            let original = originals.as_ref().unwrap_or(&good)[index].clone();
-            bad.push((original, reason, "TASK_PUT"));
+            let rejected: Vec<Rejected> = if good.is_empty() {
+                Vec::new()
+            } else {
+                sink.put(&good).await?
+            };
+            for Rejected { index, reason } in rejected {
+                bad.push((originals[index].clone(), reason, "TASK_PUT"));
+            }
         }
         sink.flush().await?;
         if !bad.is_empty() {
@@ -723,6 +718,23 @@ async fn run_sink(
             commit_group(&mut *consumer, commit, exactly_once).await?;
         }
     }
+}
+
+/// Record `index` of `runs` (counted across them, in order), as a [`ConsumerRecord`].
+fn record_at(runs: &[RecordRun], mut index: usize) -> ConsumerRecord {
+    for run in runs {
+        match run.get(index) {
+            Some(r) => {
+                return ConsumerRecord {
+                    topic: run.topic.clone(),
+                    partition: run.partition,
+                    record: r.to_record(),
+                };
+            }
+            None => index -= run.len(),
+        }
+    }
+    panic!("a sink rejected record {index} past the end of the runs it was given")
 }
 
 /// Commits a sink's offsets to its consumer group. Under exactly-once the offsets that count
