@@ -131,6 +131,8 @@ pub struct Rows {
     /// The record being pushed: one slot per column, and the unescaped strings.
     cells: Vec<Cell>,
     scratch: String,
+    /// Per place of a key in a record, the column it named last (see [`Key`]).
+    hints: Vec<Option<usize>>,
     len: usize,
 }
 
@@ -144,6 +146,7 @@ impl Rows {
                 .collect(),
             cells: vec![Cell::Null; schema.fields().len()],
             scratch: String::new(),
+            hints: Vec::new(),
             len: 0,
             schema,
         }
@@ -161,6 +164,7 @@ impl Rows {
         let mut de = serde_json::Deserializer::from_slice(value);
         let parsed = Object {
             names: self.schema.fields(),
+            hints: &mut self.hints,
             cells: &mut self.cells,
             scratch: &mut self.scratch,
             base: value.as_ptr() as usize,
@@ -240,9 +244,13 @@ impl Rows {
     }
 }
 
+/// Places of keys in a record that keep a [`Key`] hint.
+const HINTS: usize = 64;
+
 /// Parses a JSON object into the slots of the columns it names.
 struct Object<'a> {
     names: &'a arrow::datatypes::Fields,
+    hints: &'a mut Vec<Option<usize>>,
     cells: &'a mut [Cell],
     scratch: &'a mut String,
     /// The record's address: borrowed strings are stored as offsets from it.
@@ -265,7 +273,24 @@ impl<'de> Visitor<'de> for Object<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(column) = map.next_key_seed(Key(self.names))? {
+        for n in 0.. {
+            // Hints for the first few places only: a record of many fields grows no table.
+            let mut spare = None;
+            let hint = if n < HINTS {
+                if self.hints.len() == n {
+                    self.hints.push(None);
+                }
+                &mut self.hints[n]
+            } else {
+                &mut spare
+            };
+            let key = Key {
+                names: self.names,
+                hint,
+            };
+            let Some(column) = map.next_key_seed(key)? else {
+                break;
+            };
             match column {
                 Some(i) => {
                     self.cells[i] = map.next_value_seed(Field {
@@ -283,7 +308,12 @@ impl<'de> Visitor<'de> for Object<'_> {
 }
 
 /// A key: the index of the column it names, if any.
-struct Key<'a>(&'a arrow::datatypes::Fields);
+struct Key<'a> {
+    names: &'a arrow::datatypes::Fields,
+    /// The column the key at this place in the last record named (records of a topic mostly
+    /// list their fields in one order): tried before the others.
+    hint: &'a mut Option<usize>,
+}
 
 impl<'de> DeserializeSeed<'de> for Key<'_> {
     type Value = Option<usize>;
@@ -301,7 +331,16 @@ impl<'de> Visitor<'de> for Key<'_> {
     }
 
     fn visit_str<E>(self, key: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|f| f.name() == key))
+        if let Some(h) = *self.hint
+            && self.names[h].name() == key
+        {
+            return Ok(Some(h));
+        }
+        let column = self.names.iter().position(|f| f.name() == key);
+        if column.is_some() {
+            *self.hint = column;
+        }
+        Ok(column)
     }
 }
 
