@@ -22,7 +22,10 @@
 //! numerics as numbers). In the modes that order rows, one `COPY` of every row after the
 //! offset is read `batch.max.rows` at a time and stays open between polls (a connection per
 //! table), so the server streams the next rows while the last are written; the offset stored
-//! after each batch is its last row's, as with a query per batch. SQLite and MySQL rows
+//! after each batch is its last row's, as with a query per batch. Rows inserted while a
+//! `COPY` is open come with the next one (they are not in its snapshot); a paused connector
+//! keeps its `COPY`, and the server the snapshot, until it is resumed, restarted or deleted,
+//! as a paused Kafka Connect task keeps its open result set. SQLite and MySQL rows
 //! through sqlx's `Any` driver, where MySQL table columns of types it cannot read are cast to
 //! text. A MySQL `query` must select readable types only (integers, floats, text:
 //! `CAST(ts AS CHAR)`); timestamps compare as text then.
