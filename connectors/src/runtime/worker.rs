@@ -12,7 +12,8 @@
 //! transactional (`connect-<name>`): each poll's records and their source offsets are one
 //! transaction, and a restarted task fences the one before, aborts what it left open and
 //! starts from the offsets committed with the records. Sink tasks: read with the consumer group `connect-<name>`, put, flush, then
-//! commit. Under `errors.tolerance = all` a record that cannot be converted goes to
+//! commit; without converters and transforms the sink gets the records as read, in the
+//! log's record runs ([`Sink::put_runs`]). Under `errors.tolerance = all` a record that cannot be converted goes to
 //! `errors.deadletterqueue.topic.name` with the error and its origin in headers.
 
 use crate::api::{Connector, Kind, Rejected, Sink, Source, SourceRun};
@@ -640,7 +641,15 @@ async fn run_sink(
         if pass_through {
             // Nothing converts the records: the sink takes them as read.
             for Rejected { index, reason } in sink.put_runs(&runs).await? {
-                bad.push((record_at(&runs, index), reason, "TASK_PUT"));
+                let Some(record) = record_at(&runs, index) else {
+                    return Err(ConnectError::Record {
+                        what: format!("connector {name:?}"),
+                        message: format!(
+                            "the sink rejected record {index}, which it was not given"
+                        ),
+                    });
+                };
+                bad.push((record, reason, "TASK_PUT"));
             }
         } else {
             // Each record as read is kept for its dead letter.
@@ -721,20 +730,20 @@ async fn run_sink(
 }
 
 /// Record `index` of `runs` (counted across them, in order), as a [`ConsumerRecord`].
-fn record_at(runs: &[RecordRun], mut index: usize) -> ConsumerRecord {
+fn record_at(runs: &[RecordRun], mut index: usize) -> Option<ConsumerRecord> {
     for run in runs {
         match run.get(index) {
             Some(r) => {
-                return ConsumerRecord {
+                return Some(ConsumerRecord {
                     topic: run.topic.clone(),
                     partition: run.partition,
                     record: r.to_record(),
-                };
+                });
             }
             None => index -= run.len(),
         }
     }
-    panic!("a sink rejected record {index} past the end of the runs it was given")
+    None
 }
 
 /// Commits a sink's offsets to its consumer group. Under exactly-once the offsets that count
