@@ -128,11 +128,7 @@ impl Compression {
             Self::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(input), out, limit),
             Self::Snappy => unsnappy(input, out, limit),
             Self::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(input), out, limit),
-            Self::Zstd => {
-                let d =
-                    zstd::stream::read::Decoder::with_buffer(input).map_err(|e| e.to_string())?;
-                read_bounded(d, out, limit)
-            }
+            Self::Zstd => unzstd(input, out, limit),
         }
     }
 }
@@ -231,6 +227,55 @@ fn read_bounded(r: impl Read, out: &mut Vec<u8>, limit: usize) -> std::result::R
         return Err(too_large(limit));
     }
     Ok(())
+}
+
+thread_local! {
+    /// This thread's zstd decompression context, reused: a context made per batch allocated
+    /// (and page-faulted) its window of up to megabytes for every batch.
+    static ZSTD_CONTEXT: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+}
+
+/// Appends the zstd frames of `input`, decompressed, to `out`, straight into its spare
+/// capacity (neither zeroed first nor copied from a stream's buffer).
+fn unzstd(input: &[u8], out: &mut Vec<u8>, limit: usize) -> std::result::Result<(), String> {
+    use zstd::zstd_safe::{InBuffer, OutBuffer, ResetDirective, get_error_name};
+    if input.is_empty() {
+        return Ok(());
+    }
+    let start = out.len();
+    let result = ZSTD_CONTEXT.with_borrow_mut(|ctx| {
+        // A frame an earlier call left unfinished (an error) must not run into this one.
+        ctx.reset(ResetDirective::SessionOnly)
+            .map_err(|c| get_error_name(c).to_string())?;
+        let mut input = InBuffer::around(input);
+        loop {
+            if out.len() == out.capacity() {
+                // Kafka's batches are about a megabyte and JSON compresses about 4x.
+                out.reserve((input.src.len() * 4).clamp(64 << 10, 16 << 20));
+            }
+            let mut output = OutBuffer::around_pos(out, out.len());
+            let hint = ctx
+                .decompress_stream(&mut output, &mut input)
+                .map_err(|c| get_error_name(c).to_string())?;
+            let room_left = output.pos() < output.capacity();
+            let input_done = input.pos() == input.src.len();
+            match (hint, input_done) {
+                (0, true) => break,
+                (_, true) if room_left => {
+                    return Err("the payload ends inside a zstd frame".to_string());
+                }
+                _ if out.len() - start > limit => return Err(too_large(limit)),
+                _ => {}
+            }
+        }
+        Ok(())
+    });
+    if result.is_ok() && out.len() - start > limit {
+        out.truncate(start);
+        return Err(too_large(limit));
+    }
+    result.inspect_err(|_| out.truncate(start))
 }
 
 #[cold]
@@ -364,6 +409,30 @@ mod tests {
                 out.len()
             );
         }
+    }
+
+    /// A payload cut short is an error; a zstd payload of two frames (as a client may write)
+    /// reads as their concatenation.
+    #[test]
+    fn a_cut_payload_is_an_error_and_frames_concatenate() {
+        let data = b"{\"driver\":17,\"lat\":52.52,\"lon\":13.40} ".repeat(4000);
+        for c in CODECS.into_iter().filter(|&c| c != Compression::None) {
+            let mut packed = Vec::new();
+            c.compress(&data, &mut packed);
+            let cut = c.decompress(&packed[..packed.len() / 2], &mut Vec::new());
+            assert!(cut.is_err(), "{c} read a payload cut in half");
+        }
+        let mut two = Vec::new();
+        Compression::Zstd.compress(&data[..1000], &mut two);
+        Compression::Zstd.compress(&data[1000..], &mut two);
+        let mut out = Vec::new();
+        Compression::Zstd.decompress(&two, &mut out).unwrap();
+        assert!(
+            out == data,
+            "{} bytes, not the {} written",
+            out.len(),
+            data.len()
+        );
     }
 
     #[test]
