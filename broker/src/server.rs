@@ -265,10 +265,13 @@ impl Broker {
             .tls
             .as_ref()
             .expect("bind made an acceptor for TLS listeners");
-        let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-            .await
-            .map_err(|_| BrokerError::Tls("the client did not finish its handshake".into()))?
-            .map_err(|e| BrokerError::Tls(format!("handshake failed: {e}")))?;
+        let tls = tokio::time::timeout(
+            TLS_HANDSHAKE_TIMEOUT,
+            acceptor.accept(tls::buffered(stream)),
+        )
+        .await
+        .map_err(|_| BrokerError::Tls("the client did not finish its handshake".into()))?
+        .map_err(|e| BrokerError::Tls(format!("handshake failed: {e}")))?;
         if let Some(cn) = tls
             .get_ref()
             .1
@@ -279,7 +282,10 @@ impl Broker {
             session.principal = format!("User:CN={cn}");
         }
         let (rd, wr) = tokio::io::split(tls);
-        let wr = Wire::Tls(BufWriter::with_capacity(256 << 10, wr));
+        let wr = Wire::Tls {
+            w: BufWriter::with_capacity(256 << 10, wr),
+            scratch: Vec::new(),
+        };
         self.connection(rd, wr, session).await
     }
 
@@ -330,36 +336,62 @@ impl Broker {
 /// encrypt them, so they are read into memory first.
 enum Wire {
     Plain(BufWriter<OwnedWriteHalf>),
-    Tls(BufWriter<tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>>),
+    Tls {
+        w: BufWriter<tokio::io::WriteHalf<TlsStream>>,
+        /// File ranges are read into this buffer, reused: a fresh one per range cost an
+        /// allocation and its page faults per megabyte sent.
+        scratch: Vec<u8>,
+    },
 }
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::io::BufReader<TcpStream>>;
 
 impl Wire {
     async fn send(&mut self, response: &[Part]) -> std::io::Result<()> {
         for part in response {
             match (part, &mut *self) {
                 (Part::Bytes(b), Wire::Plain(w)) => w.write_all(b).await?,
-                (Part::Bytes(b), Wire::Tls(w)) => w.write_all(b).await?,
+                (Part::Bytes(b), Wire::Tls { w, .. }) => w.write_all(b).await?,
                 (Part::File(range), Wire::Plain(w)) => {
                     // What was gathered goes first, then the records from the file.
                     w.flush().await?;
                     send_file(w.get_ref().as_ref(), range).await?;
                 }
-                (Part::File(range), Wire::Tls(w)) => w.write_all(&read_range(range)?).await?,
+                (Part::File(range), Wire::Tls { w, scratch }) => {
+                    send_file_encrypted(w, range, scratch).await?
+                }
             }
         }
         match self {
             Wire::Plain(w) => w.flush().await,
-            Wire::Tls(w) => w.flush().await,
+            Wire::Tls { w, .. } => w.flush().await,
         }
     }
 }
 
-/// The bytes of `range`, read from its file (page cache, as `sendfile` would).
-fn read_range(range: &FileRange) -> std::io::Result<Vec<u8>> {
+/// The most of a file range read into memory at once to be encrypted: bounds the buffer a TLS
+/// connection keeps.
+const TLS_FILE_CHUNK: u64 = 1 << 20;
+
+/// Writes the bytes of `range` to a TLS stream: read from the file (page cache, as `sendfile`
+/// would) in chunks into `scratch`, which is reused.
+async fn send_file_encrypted(
+    w: &mut BufWriter<tokio::io::WriteHalf<TlsStream>>,
+    range: &FileRange,
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0; range.len as usize];
-    range.file.read_exact_at(&mut buf, range.position)?;
-    Ok(buf)
+    let (mut at, end) = (range.position, range.position + range.len);
+    while at < end {
+        let n = (end - at).min(TLS_FILE_CHUNK) as usize;
+        if scratch.len() < n {
+            scratch.resize(n, 0);
+        }
+        range.file.read_exact_at(&mut scratch[..n], at)?;
+        w.write_all(&scratch[..n]).await?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// `HOST:PORT` (IPv6 hosts in brackets) split into its parts.

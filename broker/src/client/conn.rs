@@ -71,7 +71,7 @@ impl Connection {
                 let name = rustls::pki_types::ServerName::try_from(host.to_string())
                     .map_err(|e| BrokerError::Tls(format!("{host}: {e}")))?;
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name, stream)
+                    .connect(name, crate::security::tls::buffered(stream))
                     .await
                     .map_err(|e| BrokerError::Tls(format!("handshake with {addr}: {e}")))?;
                 let (rd, wr) = tokio::io::split(tls);
