@@ -5,7 +5,9 @@
 //! Without `--target` it starts `runnel broker` in-process, on its own runtime, with a
 //! temporary data directory (deleted after) and a free port. For records of 100 B and 1 KiB on
 //! a one-partition topic: produce throughput (one producer, `acks=all`, batches of up to 1 MiB, flushed at the end),
-//! consume throughput (one consumer reading the same records from the beginning), and for
+//! consume throughput (one consumer reading the same records from the beginning), for 1 KiB
+//! records produce in rounds of 100 records (each round flushed and acknowledged, then each a
+//! transaction: the difference is what transactions cost), and for
 //! 100 B records the produce latency (send one record, flush, until acknowledged; p50/p99).
 //! With Runnel's broker in-process, also the ceiling the consume rows are bounded by: plain
 //! loopback TCP from `sendfile` to `recv` (no protocol, no decoding).
@@ -171,7 +173,11 @@ pub async fn run(args: BrokerBenchArgs) -> Result<()> {
         if size == 1024 {
             let topic = format!("bench-txn-{size}-{run_id:08x}");
             client.ensure_topic(&topic, &config).await?;
-            rows.push(produce_transactional(&addr, &topic, value, records, durability).await?);
+            for round in [Round::Flush, Round::Transaction] {
+                rows.push(
+                    produce_in_rounds(&addr, &topic, value, records, durability, round).await?,
+                );
+            }
         }
     }
     if local.is_some() {
@@ -262,43 +268,71 @@ fn produce_row(
     }
 }
 
-/// Records per transaction of the transactional produce row.
+/// Records per round of the rounds rows.
 const RECORDS_PER_TRANSACTION: u64 = 100;
 
-/// Produce in transactions of [`RECORDS_PER_TRANSACTION`] records, each committed (EndTxn,
-/// markers) before the next begins: the cost of exactly-once over plain idempotent produce.
-async fn produce_transactional(
+/// How a round of [`RECORDS_PER_TRANSACTION`] records ends before the next begins.
+#[derive(Clone, Copy)]
+enum Round {
+    /// `flush`, waiting for the acknowledgement: the floor of any produce that waits for its
+    /// records each round, as a transaction's commit does.
+    Flush,
+    /// A transaction committed (EndTxn, markers): the cost of exactly-once.
+    Transaction,
+}
+
+/// Produce in rounds of [`RECORDS_PER_TRANSACTION`] records, each ended by `round`.
+async fn produce_in_rounds(
     addr: &Bootstrap,
     topic: &str,
     value: &[u8],
     records: u64,
     durability: Durability,
+    round: Round,
 ) -> Result<Row> {
     use runnel::log::LogProducer;
-    let label = format!("transactional produce {}", size_label(value.len()));
+    let (label, benchmark) = match round {
+        Round::Flush => (
+            "produce, flushed every round",
+            format!("produce, flushed every {RECORDS_PER_TRANSACTION}"),
+        ),
+        Round::Transaction => (
+            "transactional produce",
+            format!("produce, {RECORDS_PER_TRANSACTION} per transaction"),
+        ),
+    };
+    let label = format!("{label} {}", size_label(value.len()));
     let pb = progress(&label, records);
+    let transactional = matches!(round, Round::Transaction);
     let producer = RemoteProducer::new(
         addr.clone(),
         ProducerConfig {
-            transactional_id: Some(format!("bench-{topic}")),
+            transactional_id: transactional.then(|| format!("bench-{topic}")),
             ..Default::default()
         },
     );
-    producer.init_transactions().await?;
+    if transactional {
+        producer.init_transactions().await?;
+    }
     let started = Instant::now();
     let mut i = 0;
     while i < records {
-        producer.begin_transaction()?;
+        if transactional {
+            producer.begin_transaction()?;
+        }
         for _ in 0..RECORDS_PER_TRANSACTION.min(records - i) {
             RemoteProducer::send(&producer, ProducerRecord::new(topic, value).partition(0)).await?;
             i += 1;
         }
-        producer.commit_transaction().await?;
+        match round {
+            Round::Flush => LogProducer::flush(&producer).await?,
+            Round::Transaction => producer.commit_transaction().await?,
+        }
         pb.set_position(i);
     }
     let elapsed = finish_rate(&pb, &label, records, started);
     Ok(produce_row(
-        format!("produce, {RECORDS_PER_TRANSACTION} per transaction"),
+        benchmark,
         value.len(),
         durability,
         records,
