@@ -2,10 +2,11 @@
 //!
 //! Build a [`Topology`] with the typed DSL ([`StreamsBuilder`], [`KStream`], [`KTable`]) or the
 //! [`Processor`] API, run it with [`App`] against any [`runnel_log::LogClient`] (the embedded
-//! log, or a broker), and test it with [`TestDriver`]. See the module docs of [`runtime`] for
+//! log, or a broker), and test it with [`TestDriver`] (feature `test-util`). See the module docs of [`runtime`] for
 //! the processing guarantee and [`task`] for event time and watermarks.
 
 pub(crate) mod checkpoint;
+#[cfg(feature = "test-util")]
 pub mod driver;
 pub mod dsl;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod state;
 pub mod task;
 pub mod topology;
 
+#[cfg(feature = "test-util")]
 pub use driver::TestDriver;
 pub use dsl::{
     Consumed, Grouped, JoinWindows, KGroupedStream, KStream, KTable, Produced,

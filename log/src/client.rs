@@ -333,8 +333,9 @@ pub type SharedLogClient = Arc<dyn LogClient>;
 /// Exercises the traits' contract on `log`: topics, produce, end offsets, consume in order per
 /// partition, commit, committed offsets, and errors for unknown topics and partitions. Panics
 /// on the first departure. The tests of every implementation (the embedded log here, the
-/// broker's network client) run it, so they are held to the same behaviour.
-#[doc(hidden)]
+/// broker's network client) run it, so they are held to the same behaviour. With the
+/// `test-util` feature.
+#[cfg(any(test, feature = "test-util"))]
 pub async fn check_conformance(log: SharedLogClient, durability: crate::config::Durability) {
     use crate::consumer::OffsetReset;
     let cfg = TopicConfig {

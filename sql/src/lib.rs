@@ -17,6 +17,7 @@ pub mod job;
 mod json_object;
 mod json_text;
 pub mod nexmark;
+#[cfg(any(test, feature = "test-util"))]
 pub mod oracle;
 mod over;
 pub mod plan;
