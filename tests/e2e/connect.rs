@@ -104,10 +104,11 @@ fn file_to_topic_to_file_with_dead_letters_and_a_resuming_restart() {
     drop(worker);
     expected.extend(write_lines(&input, 5_000, 6_000));
     let worker = start(client.clone());
-    wait_for("the next 1,000 lines", || {
-        lines_of(&output).len() >= expected.len()
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let size = std::fs::metadata(&input).unwrap().len();
+    wait_for(
+        "the source's offset at the end and the sink caught up",
+        || stored(&worker) == size && sink_caught_up(&rt, &client, "out", "lines"),
+    );
     assert_eq!(lines_of(&output), expected);
     drop(worker);
 }
@@ -306,6 +307,29 @@ fn committed(
     rt.block_on(client.committed_offsets(&format!("connect-{connector}"), &[tp]))
         .unwrap()[0]
         .unwrap_or(0)
+}
+
+/// Whether the sink `connector`'s group has committed the end of every partition of `topic`:
+/// what it wrote is then final until something new arrives (a check that holds where a pause
+/// before asserting would let a late duplicate through).
+fn sink_caught_up(
+    rt: &tokio::runtime::Runtime,
+    client: &SharedLogClient,
+    connector: &str,
+    topic: &str,
+) -> bool {
+    let partitions = rt
+        .block_on(client.partition_count(topic))
+        .unwrap()
+        .unwrap_or(0);
+    let tps: Vec<_> = (0..partitions)
+        .map(|p| runnel::log::TopicPartition::new(topic, p))
+        .collect();
+    let ends = rt.block_on(client.end_offsets(&tps)).unwrap();
+    let committed = rt
+        .block_on(client.committed_offsets(&format!("connect-{connector}"), &tps))
+        .unwrap();
+    partitions > 0 && ends.iter().zip(committed).all(|(&end, c)| c == Some(end))
 }
 
 /// `runnel --bootstrap ADDR connect WORKER_FILE` with its REST API on a free port.
@@ -792,7 +816,10 @@ fn round_trip_through(url: &str, lines: usize) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(
+        "the file sink caught up with the database's records",
+        || sink_caught_up(&rt, &client, "out", &format!("db-{table}")),
+    );
     let got: Vec<serde_json::Value> = lines_of(&output)
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
