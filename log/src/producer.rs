@@ -493,6 +493,10 @@ impl Producer {
 
     /// Queues a built batch as ready, after the open batch of its partition (whose records
     /// were sent before it); hands the batch back when it cannot.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the batch is handed back by value for the caller to retry; boxing it would allocate on every send"
+    )]
     fn try_enqueue_batch(
         &self,
         topic: &str,

@@ -358,10 +358,7 @@ impl<'a> Scan<'a> {
         let rest = &self.b[self.i..];
         let mut end = 0;
         let mut ascii = true;
-        loop {
-            let Some(chunk) = rest.get(end..end + 8) else {
-                break;
-            };
+        while let Some(chunk) = rest.get(end..end + 8) {
             let special = special_bytes(le_word(chunk));
             if special == 0 {
                 end += 8;
@@ -403,18 +400,26 @@ impl<'a> Scan<'a> {
                 self.i += 1;
                 let start = self.i;
                 let len = self.string()?.len();
-                Some(column.push_utf8_prefix(&self.b[start..], len))
+                column.push_utf8_prefix(&self.b[start..], len);
+                Some(())
             }
             (b'"', Kind::Timestamp) => {
                 self.i += 1;
                 let t = parse_timestamp(std::str::from_utf8(self.string()?).ok()?).ok()?;
-                Some(column.push_i64(t))
+                column.push_i64(t);
+                Some(())
             }
             (b't', Kind::Bool) => self.literal(b"true").map(|_| column.push_bool(true)),
             (b'f', Kind::Bool) => self.literal(b"false").map(|_| column.push_bool(false)),
             (b'-' | b'0'..=b'9', Kind::I64 | Kind::Timestamp) => match self.number()? {
-                Number::U64(u) => Some(column.push_i64(i64::try_from(u).ok()?)),
-                Number::I64(i) => Some(column.push_i64(i)),
+                Number::U64(u) => {
+                    column.push_i64(i64::try_from(u).ok()?);
+                    Some(())
+                }
+                Number::I64(i) => {
+                    column.push_i64(i);
+                    Some(())
+                }
                 Number::F64(_) => None,
             },
             (b'-' | b'0'..=b'9', Kind::F64) => {
@@ -423,7 +428,8 @@ impl<'a> Scan<'a> {
                     Number::I64(i) => i as f64,
                     Number::F64(f) => f,
                 };
-                Some(column.push_f64(f))
+                column.push_f64(f);
+                Some(())
             }
             _ => None,
         }
@@ -709,7 +715,7 @@ mod tests {
         /// character or byte above 127.
         #[test]
         fn special_bytes_finds_the_first_one(bytes in proptest::array::uniform8(proptest::prelude::any::<u8>())) {
-            let want = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20 || b >= 0x80);
+            let want = bytes.iter().position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b));
             let got = special_bytes(u64::from_le_bytes(bytes));
             let got = (got != 0).then(|| (got.trailing_zeros() / 8) as usize);
             proptest::prop_assert_eq!(got, want);

@@ -7,6 +7,8 @@
 //! [`SqlJob::prepare`] creates the input topics and runs built-in generators;
 //! [`SqlJob::app`] gives the [`App`] to run. [`SqlJob::explain`] shows the plans and topology.
 
+#![forbid(unsafe_code)]
+
 mod accumulator;
 pub mod build;
 mod changes;
@@ -119,9 +121,10 @@ impl SqlJob {
         let generated: Vec<_> = job
             .inputs
             .iter()
-            .filter_map(|i| match &i.generator {
-                Some(Generator::Nexmark { stream, events }) => Some((i, stream.clone(), *events)),
-                None => None,
+            .filter_map(|i| {
+                i.generator
+                    .as_ref()
+                    .map(|Generator::Nexmark { stream, events }| (i, stream.clone(), *events))
             })
             .collect();
         let Some(events) = generated.iter().map(|g| g.2).max() else {

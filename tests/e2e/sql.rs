@@ -190,7 +190,7 @@ fn case_inputs(dir: &Path, job: &SqlJob) -> HashMap<String, Vec<Vec<u8>>> {
 
 /// Runs the job on a fresh embedded log until its inputs are consumed.
 fn run_job(job: &SqlJob, inputs: &HashMap<String, Vec<Vec<u8>>>) -> Result<Outcome, String> {
-    run_job_in_parts(job, &[inputs.clone()])
+    run_job_in_parts(job, std::slice::from_ref(inputs))
 }
 
 /// Runs the job on a fresh embedded log once per part of its inputs: each part is produced,
@@ -388,9 +388,10 @@ fn generated_lines(stream: &str, job: &SqlJob) -> Vec<Vec<u8>> {
         .job()
         .inputs
         .iter()
-        .filter_map(|i| match &i.generator {
-            Some(runnel::sql::job::Generator::Nexmark { events, .. }) => Some(*events),
-            None => None,
+        .filter_map(|i| {
+            i.generator
+                .as_ref()
+                .map(|runnel::sql::job::Generator::Nexmark { events, .. }| *events)
         })
         .max()
         .unwrap_or(0);

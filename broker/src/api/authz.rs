@@ -563,10 +563,10 @@ pub(crate) fn find_coordinator(
             c.error_code = code;
         }
     }
-    if version < 4 {
-        if let Some(code) = single {
-            resp.error_code = code;
-        }
+    if version < 4
+        && let Some(code) = single
+    {
+        resp.error_code = code;
     }
     resp
 }

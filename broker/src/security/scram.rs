@@ -190,7 +190,7 @@ fn attributes(msg: &str) -> impl Iterator<Item = (char, &str)> {
     })
 }
 
-fn attribute<'a>(msg: &'a str, key: char) -> Result<&'a str, ScramError> {
+fn attribute(msg: &str, key: char) -> Result<&str, ScramError> {
     attributes(msg)
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v)

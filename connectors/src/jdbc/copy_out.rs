@@ -129,7 +129,7 @@ impl Columns {
                 continue;
             };
             match render {
-                Render::Number if matches!(&text[..], b"NaN" | b"Infinity" | b"-Infinity") => {
+                Render::Number if matches!(text, b"NaN" | b"Infinity" | b"-Infinity") => {
                     out.push(b'"');
                     out.extend_from_slice(text);
                     out.push(b'"');

@@ -19,7 +19,7 @@ impl Lower<'_> {
     ) -> Result<Step> {
         let table = table_scan_of(&j.right)
             .and_then(|n| self.planner.job.input(&n).map(|(_, i)| i.clone()));
-        if !table.as_ref().is_some_and(|t| t.key.is_some()) {
+        if table.as_ref().is_none_or(|t| t.key.is_none()) {
             return self.stream_join(j, where_clause);
         }
         let left_outer = match j.join_type {
