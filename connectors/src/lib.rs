@@ -8,6 +8,8 @@
 //! only through `runnel_log`'s `LogClient` traits, so a worker runs the same against the
 //! embedded log or a broker.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod config;
 pub mod converter;

@@ -5,6 +5,8 @@
 //! log, or a broker), and test it with [`TestDriver`] (feature `test-util`). See the module docs of [`runtime`] for
 //! the processing guarantee and [`task`] for event time and watermarks.
 
+#![forbid(unsafe_code)]
+
 pub(crate) mod checkpoint;
 #[cfg(feature = "test-util")]
 pub mod driver;
