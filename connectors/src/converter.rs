@@ -35,18 +35,23 @@ pub struct Converters {
     pub value: Option<Converter>,
 }
 
-pub const KEYS: &[&str] = &[
-    "key.converter",
-    "value.converter",
-    "key.converter.schemas.enable",
-    "value.converter.schemas.enable",
-];
-
 impl Converters {
+    /// The converters `c` names (its [`Common`](crate::config::Common) keys `key.converter`,
+    /// `value.converter` and their `.schemas.enable`).
+    ///
+    /// # Errors
+    /// [`crate::ConnectError::Config`] for a converter class other than `json`, `string` and
+    /// `bytes` (or Kafka's class names for them), or `schemas.enable` without `json`.
     pub fn from_config(c: &ConnectorConfig) -> Result<Self> {
+        let common = c.common()?;
         Ok(Self {
-            key: one(c, "key")?,
-            value: one(c, "value")?,
+            key: one(c, "key", common.key_converter, common.key_converter_schemas)?,
+            value: one(
+                c,
+                "value",
+                common.value_converter,
+                common.value_converter_schemas,
+            )?,
         })
     }
 
@@ -58,11 +63,17 @@ impl Converters {
     }
 }
 
-fn one(c: &ConnectorConfig, which: &str) -> Result<Option<Converter>> {
+/// The `<which>.converter` of class `class`, with `schemas` (`<which>.converter.schemas.enable`).
+fn one(
+    c: &ConnectorConfig,
+    which: &str,
+    class: Option<String>,
+    schemas_enable: Option<bool>,
+) -> Result<Option<Converter>> {
     let key = format!("{which}.converter");
     let schemas_key = format!("{key}.schemas.enable");
-    let schemas = c.parse_or(&schemas_key, false)?;
-    let conv = match c.get(&key) {
+    let schemas = schemas_enable.unwrap_or(false);
+    let conv = match class.as_deref() {
         None => None,
         Some(class) => Some(match class.rsplit('.').next().unwrap_or(class) {
             "json" | "JsonConverter" => Converter::Json { schemas },
@@ -75,7 +86,7 @@ fn one(c: &ConnectorConfig, which: &str) -> Result<Option<Converter>> {
             }
         }),
     };
-    if c.get(&schemas_key).is_some() && !matches!(conv, Some(Converter::Json { .. })) {
+    if schemas_enable.is_some() && !matches!(conv, Some(Converter::Json { .. })) {
         return Err(c.error(format!("{schemas_key} applies only to {key} = json")));
     }
     Ok(conv)

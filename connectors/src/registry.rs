@@ -1,7 +1,8 @@
 //! The registry: the explicit list of connector classes, each with its names (Kafka's accepted
 //! as aliases), its kind and its factory. [`build`] checks a configuration against its class
-//! (unknown keys, the common keys, transforms and converters) before building the connector,
-//! so a worker never starts a connector whose configuration is wrong. Connectors depend on
+//! (the factory deserializes the connector's typed configuration, refusing unknown keys; then
+//! the common keys, transforms and converters) while building the connector, so a worker never
+//! starts a connector whose configuration is wrong. Connectors depend on
 //! [`crate::api`] only; this module is the one place that knows them all.
 
 use crate::api::{Connector, Kind};
@@ -14,7 +15,7 @@ pub struct Plugin {
     pub class: &'static str,
     pub aliases: &'static [&'static str],
     pub kind: Kind,
-    pub keys: &'static [&'static str],
+    /// Builds the connector from its configuration (typed by [`ConnectorConfig::parse`]).
     pub build: fn(&ConnectorConfig) -> Result<Connector>,
 }
 
@@ -27,7 +28,6 @@ pub const PLUGINS: &[Plugin] = &[
             "org.apache.kafka.connect.file.FileStreamSourceConnector",
         ],
         kind: Kind::Source,
-        keys: file::source::KEYS,
         build: |c| Ok(Connector::Source(Box::new(file::FileSource::new(c)?))),
     },
     Plugin {
@@ -37,14 +37,12 @@ pub const PLUGINS: &[Plugin] = &[
             "org.apache.kafka.connect.file.FileStreamSinkConnector",
         ],
         kind: Kind::Sink,
-        keys: file::sink::KEYS,
         build: |c| Ok(Connector::Sink(Box::new(file::FileSink::new(c)?))),
     },
     Plugin {
         class: "parquet-sink",
         aliases: &["ParquetSink"],
         kind: Kind::Sink,
-        keys: parquet::sink::KEYS,
         build: |c| Ok(Connector::Sink(Box::new(parquet::ParquetSink::new(c)?))),
     },
     Plugin {
@@ -54,7 +52,6 @@ pub const PLUGINS: &[Plugin] = &[
             "JdbcSourceConnector",
         ],
         kind: Kind::Source,
-        keys: jdbc::source::KEYS,
         build: |c| Ok(Connector::Source(Box::new(jdbc::JdbcSource::new(c)?))),
     },
     Plugin {
@@ -64,12 +61,14 @@ pub const PLUGINS: &[Plugin] = &[
             "JdbcSinkConnector",
         ],
         kind: Kind::Sink,
-        keys: jdbc::sink::KEYS,
         build: |c| Ok(Connector::Sink(Box::new(jdbc::JdbcSink::new(c)?))),
     },
 ];
 
 /// The plugin of a class name or alias.
+///
+/// # Errors
+/// [`ConnectError::UnknownClass`], listing the known names, when none is `class`.
 pub fn plugin(class: &str) -> Result<&'static Plugin> {
     PLUGINS
         .iter()
@@ -85,11 +84,18 @@ pub fn plugin(class: &str) -> Result<&'static Plugin> {
 }
 
 /// Checks a configuration and builds its connector.
+///
+/// # Errors
+/// [`ConnectError::Config`] for a missing `connector.class`, an unknown key, a missing key or
+/// a value not accepted (the connector's, a common key's, a transform's or a converter's);
+/// [`ConnectError::UnknownClass`] for a class not registered.
 pub fn build(config: &ConnectorConfig) -> Result<Connector> {
-    let p = plugin(config.require("connector.class")?)?;
-    config.check_keys(p.keys)?;
-    config.tolerates_errors()?;
+    let class = config
+        .get("connector.class")
+        .ok_or_else(|| config.missing("connector.class"))?;
+    let connector = (plugin(class)?.build)(config)?;
+    config.common()?;
     crate::transforms::Chain::from_config(config)?;
     crate::converter::Converters::from_config(config)?;
-    (p.build)(config)
+    Ok(connector)
 }

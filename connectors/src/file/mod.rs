@@ -10,3 +10,16 @@ pub mod source;
 
 pub use sink::FileSink;
 pub use source::FileSource;
+
+/// `format`: what a line is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The line's bytes as they are.
+    #[default]
+    Text,
+    /// One JSON value per line.
+    Json,
+    /// RFC 4180 fields under a header line.
+    Csv,
+}

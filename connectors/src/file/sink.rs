@@ -27,10 +27,10 @@
 //! committed offsets, so the files never hold a record twice.
 
 use crate::api::{Rejected, Sink};
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, List};
 use crate::csv;
 use crate::error::{ConnectError, Result};
-use crate::file::json_line;
+use crate::file::{Format, json_line};
 use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, RecordRun, TopicPartition};
 use serde_json::Value;
@@ -39,19 +39,17 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-pub const KEYS: &[&str] = &[
-    "file",
-    "topics",
-    "format",
-    "rotate.size.bytes",
-    "rotate.interval.ms",
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Text,
-    Json,
-    Csv,
+/// The keys of a `file-sink`.
+#[derive(Debug, serde::Deserialize)]
+struct Config {
+    topics: List,
+    file: String,
+    #[serde(default)]
+    format: Format,
+    #[serde(rename = "rotate.size.bytes", default)]
+    rotate_size: u64,
+    #[serde(rename = "rotate.interval.ms", default)]
+    rotate_interval_ms: u64,
 }
 
 struct Open {
@@ -95,22 +93,16 @@ struct Commits {
 
 impl FileSink {
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
-        let topics = c.topics()?;
-        let format = match c.get("format").unwrap_or("text") {
-            "text" => Format::Text,
-            "json" => Format::Json,
-            "csv" => Format::Csv,
-            f => return Err(c.error(format!("format = {f:?}: use text, json or csv"))),
-        };
-        let interval: u64 = c.parse_or("rotate.interval.ms", 0)?;
+        let config: Config = c.parse()?;
+        let interval = config.rotate_interval_ms;
         Ok(Self {
-            path: c.require("file")?.into(),
-            topics,
-            format,
-            rotate_size: c.parse_or("rotate.size.bytes", 0)?,
+            topics: config.topics.non_empty(c, "topics")?,
+            path: config.file,
+            format: config.format,
+            rotate_size: config.rotate_size,
             rotate_interval: (interval > 0).then(|| Duration::from_millis(interval)),
             file: None,
-            commits: c.exactly_once()?.then(Commits::default),
+            commits: c.common()?.exactly_once().then(Commits::default),
         })
     }
 

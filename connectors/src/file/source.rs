@@ -30,7 +30,7 @@ use crate::api::{Source, SourceBatch, SourceRun};
 use crate::config::ConnectorConfig;
 use crate::csv;
 use crate::error::{ConnectError, Result};
-use crate::file::json_line;
+use crate::file::{Format, json_line};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use serde_json::{Value, json};
@@ -40,13 +40,20 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-pub const KEYS: &[&str] = &["file", "directory", "topic", "format", "batch.max.lines"];
+/// The keys of a `file-source`.
+#[derive(Debug, serde::Deserialize)]
+struct Config {
+    file: Option<String>,
+    directory: Option<String>,
+    topic: String,
+    #[serde(default)]
+    format: Format,
+    #[serde(rename = "batch.max.lines", default = "default_max_lines")]
+    max_lines: usize,
+}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Text,
-    Json,
-    Csv,
+fn default_max_lines() -> usize {
+    100_000
 }
 
 /// Which files: those of `dir` whose name matches `name` (any with `None`).
@@ -82,13 +89,8 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
-        let format = match c.get("format").unwrap_or("text") {
-            "text" => Format::Text,
-            "json" => Format::Json,
-            "csv" => Format::Csv,
-            f => return Err(c.error(format!("format = {f:?}: use text, json or csv"))),
-        };
-        let selection = match (c.get("file"), c.get("directory")) {
+        let config: Config = c.parse()?;
+        let selection = match (config.file.as_deref(), config.directory) {
             (Some(_), Some(_)) => {
                 return Err(c.error("set file (a path or a glob) or directory, not both".into()));
             }
@@ -121,9 +123,9 @@ impl FileSource {
         };
         Ok(Self {
             selection,
-            topic: c.require("topic")?.into(),
-            format,
-            max_lines: c.parse_or("batch.max.lines", 100_000usize)?.max(1),
+            topic: config.topic,
+            format: config.format,
+            max_lines: config.max_lines.max(1),
             files: BTreeMap::new(),
             draining: Vec::new(),
             stored: BTreeMap::new(),

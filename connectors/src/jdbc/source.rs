@@ -31,7 +31,7 @@
 //! `CAST(ts AS CHAR)`); timestamps compare as text then.
 
 use crate::api::{Source, SourceBatch, SourceRun};
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, List};
 use crate::error::{ConnectError, Result};
 use crate::jdbc::copy_out;
 use crate::jdbc::{self, Dialect};
@@ -41,18 +41,47 @@ use sqlx::AnyPool;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-pub const KEYS: &[&str] = &[
-    "connection.url",
-    "mode",
-    "incrementing.column.name",
-    "timestamp.column.name",
-    "timestamp.delay.interval.ms",
-    "table.whitelist",
-    "query",
-    "topic.prefix",
-    "poll.interval.ms",
-    "batch.max.rows",
-];
+/// The keys of a `jdbc-source`.
+#[derive(Debug, serde::Deserialize)]
+struct Config {
+    #[serde(rename = "connection.url")]
+    url: String,
+    mode: Mode,
+    #[serde(rename = "incrementing.column.name")]
+    incrementing: Option<String>,
+    #[serde(rename = "timestamp.column.name")]
+    timestamp: Option<String>,
+    #[serde(rename = "timestamp.delay.interval.ms", default)]
+    delay_ms: u64,
+    #[serde(rename = "table.whitelist")]
+    tables: Option<List>,
+    query: Option<String>,
+    #[serde(rename = "topic.prefix", default)]
+    prefix: String,
+    #[serde(rename = "poll.interval.ms", default = "default_poll_interval_ms")]
+    poll_interval_ms: u64,
+    #[serde(rename = "batch.max.rows", default = "default_max_rows")]
+    max_rows: i64,
+}
+
+/// `mode`: which rows a poll reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Bulk,
+    Incrementing,
+    Timestamp,
+    #[serde(rename = "timestamp+incrementing")]
+    TimestampIncrementing,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    5_000
+}
+
+fn default_max_rows() -> i64 {
+    10_000
+}
 
 /// Where rows come from: a table or the custom query.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,41 +122,32 @@ pub struct JdbcSource {
 
 impl JdbcSource {
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
-        let url = c.require("connection.url")?.to_string();
-        let (incrementing, timestamp) = match c.require("mode")? {
-            "bulk" => (None, None),
-            "incrementing" => (Some(c.require("incrementing.column.name")?), None),
-            "timestamp" => (None, Some(c.require("timestamp.column.name")?)),
-            "timestamp+incrementing" => (
-                Some(c.require("incrementing.column.name")?),
-                Some(c.require("timestamp.column.name")?),
-            ),
-            m => {
-                return Err(c.error(format!(
-                    "mode = {m:?}: use bulk, incrementing, timestamp or timestamp+incrementing"
-                )));
-            }
+        let config: Config = c.parse()?;
+        let column = |name: &Option<String>, key: &str| name.clone().ok_or_else(|| c.missing(key));
+        let incrementing = || column(&config.incrementing, "incrementing.column.name");
+        let timestamp = || column(&config.timestamp, "timestamp.column.name");
+        let (incrementing, timestamp) = match config.mode {
+            Mode::Bulk => (None, None),
+            Mode::Incrementing => (Some(incrementing()?), None),
+            Mode::Timestamp => (None, Some(timestamp()?)),
+            Mode::TimestampIncrementing => (Some(incrementing()?), Some(timestamp()?)),
         };
-        let sources = match (c.get("query"), c.get("table.whitelist")) {
+        let sources = match (config.query, config.tables) {
             (Some(_), Some(_)) => {
                 return Err(c.error("set either query or table.whitelist, not both".into()));
             }
             (Some(q), None) => {
-                if c.get("topic.prefix").unwrap_or("").is_empty() {
+                if config.prefix.is_empty() {
                     return Err(c.error("with query, topic.prefix is the topic: set it".into()));
                 }
                 vec![From::Query(q.trim().trim_end_matches(';').to_string())]
             }
-            (None, Some(t)) => t
-                .split(',')
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .map(From::Table)
-                .collect(),
+            (None, Some(t)) => t.0.into_iter().map(From::Table).collect(),
             (None, None) => {
                 return Err(c.error("missing \"table.whitelist\" (or \"query\")".into()));
             }
         };
+        let url = config.url;
         Ok(Self {
             dialect: Dialect::of(&url)?,
             url,
@@ -135,13 +155,13 @@ impl JdbcSource {
             pg: None,
             pg_columns: BTreeMap::new(),
             pg_copies: BTreeMap::new(),
-            incrementing: incrementing.map(str::to_string),
-            timestamp: timestamp.map(str::to_string),
-            delay_ms: c.parse_or("timestamp.delay.interval.ms", 0u64)?,
+            incrementing,
+            timestamp,
+            delay_ms: config.delay_ms,
             sources,
-            prefix: c.get("topic.prefix").unwrap_or("").to_string(),
-            interval: Duration::from_millis(c.parse_or("poll.interval.ms", 5_000u64)?),
-            max_rows: c.parse_or("batch.max.rows", 10_000i64)?,
+            prefix: config.prefix,
+            interval: Duration::from_millis(config.poll_interval_ms),
+            max_rows: config.max_rows,
             last: BTreeMap::new(),
             shape: BTreeMap::new(),
             next_poll: Instant::now(),

@@ -19,7 +19,7 @@
 //! rejected (dead-letter topic); fields outside the schema are ignored; missing ones are null.
 
 use crate::api::{Rejected, Sink};
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, List};
 use crate::error::{ConnectError, Result};
 use crate::parquet::rows::Rows;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -31,14 +31,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const KEYS: &[&str] = &[
-    "topics",
-    "directory",
-    "schema",
-    "rotate.rows",
-    "rotate.size.bytes",
-    "rotate.interval.ms",
-];
+/// The keys of a `parquet-sink`.
+#[derive(Debug, serde::Deserialize)]
+struct Config {
+    topics: List,
+    schema: String,
+    directory: PathBuf,
+    #[serde(rename = "rotate.rows", default = "default_rotate_rows")]
+    rotate_rows: u64,
+    #[serde(rename = "rotate.size.bytes", default)]
+    rotate_size: u64,
+    #[serde(rename = "rotate.interval.ms", default)]
+    rotate_interval_ms: u64,
+}
+
+fn default_rotate_rows() -> u64 {
+    100_000
+}
 
 struct OpenFile {
     writer: ArrowWriter<std::fs::File>,
@@ -95,18 +104,18 @@ fn parse_schema(spec: &str) -> std::result::Result<Schema, String> {
 
 impl ParquetSink {
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
-        let topics = c.topics()?;
-        let schema =
-            parse_schema(c.require("schema")?).map_err(|e| c.error(format!("schema: {e}")))?;
-        let interval: u64 = c.parse_or("rotate.interval.ms", 0)?;
+        let config: Config = c.parse()?;
+        let topics = config.topics.non_empty(c, "topics")?;
+        let schema = parse_schema(&config.schema).map_err(|e| c.error(format!("schema: {e}")))?;
+        let interval = config.rotate_interval_ms;
         let schema: SchemaRef = Arc::new(schema);
         Ok(Self {
             topics,
-            directory: c.require("directory")?.into(),
+            directory: config.directory,
             rows: Rows::new(schema.clone()),
             schema,
-            rotate_rows: c.parse_or("rotate.rows", 100_000u64)?.max(1),
-            rotate_size: c.parse_or("rotate.size.bytes", 0)?,
+            rotate_rows: config.rotate_rows.max(1),
+            rotate_size: config.rotate_size,
             rotate_interval: (interval > 0).then(|| Duration::from_millis(interval)),
             open: BTreeMap::new(),
             cleared: Default::default(),

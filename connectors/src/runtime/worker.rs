@@ -219,10 +219,10 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 
 /// `errors.retry.delay.max.ms`, or [`RETRY_DELAY_MAX`].
 fn retry_delay_max(config: &ConnectorConfig) -> Result<Duration> {
-    let key = "errors.retry.delay.max.ms";
-    match config.parse_or(key, RETRY_DELAY_MAX.as_millis() as u64)? {
-        0 => Err(config.error(format!("{key} = 0: use at least 1"))),
-        ms => Ok(Duration::from_millis(ms)),
+    match config.common()?.retry_delay_max_ms {
+        None => Ok(RETRY_DELAY_MAX),
+        Some(0) => Err(config.error("errors.retry.delay.max.ms = 0: use at least 1".into())),
+        Some(ms) => Ok(Duration::from_millis(ms)),
     }
 }
 
@@ -293,14 +293,12 @@ async fn run_source(
     control: &mut watch::Receiver<Control>,
 ) -> Result<()> {
     let name = config.name.clone();
-    let tolerate = config.tolerates_errors()?;
-    let dlq = config
-        .get("errors.deadletterqueue.topic.name")
-        .map(str::to_string);
+    let common = config.common()?;
+    let (tolerate, exactly_once) = (common.tolerates_errors(), common.exactly_once());
+    let dlq = common.dead_letter_topic;
     let chain = Chain::from_config(config)?;
     let converters = Converters::from_config(config)?;
-    let exactly_once = config.exactly_once()?;
-    let compression = match config.get("producer.override.compression.type") {
+    let compression = match common.compression {
         Some(codec) => codec.parse()?,
         None => Default::default(),
     };
@@ -580,10 +578,9 @@ async fn run_sink(
     let chain = Chain::from_config(config)?;
     let converters = Converters::from_config(config)?;
     let pass_through = chain.is_empty() && converters == Converters::default();
-    let tolerate = config.tolerates_errors()?;
-    let dlq = config
-        .get("errors.deadletterqueue.topic.name")
-        .map(str::to_string);
+    let common = config.common()?;
+    let tolerate = common.tolerates_errors();
+    let dlq = common.dead_letter_topic.clone();
     if let (true, Some(d)) = (tolerate, &dlq) {
         worker
             .client
@@ -591,7 +588,7 @@ async fn run_sink(
             .await?;
     }
     let producer = worker.client.producer(ProducerConfig::default());
-    let exactly_once = config.exactly_once()?;
+    let exactly_once = common.exactly_once();
     if exactly_once {
         // The sink's own offsets, committed with its data, decide where to resume: every
         // partition is read by this task (no group membership, which could hand a partition

@@ -19,7 +19,7 @@
 //! from them: each record is in the table exactly once after any crash, even with
 //! `insert.mode = insert`.
 
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, List};
 mod copy;
 mod statements;
 
@@ -33,28 +33,53 @@ use serde_json::{Map, Value};
 use sqlx::AnyPool;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-pub const KEYS: &[&str] = &[
-    "connection.url",
-    "topics",
-    "table.name.format",
-    "insert.mode",
-    "pk.mode",
-    "pk.fields",
-    "auto.create",
-    "auto.evolve",
-    "delete.enabled",
-    "batch.size",
-];
+/// The keys of a `jdbc-sink`.
+#[derive(Debug, serde::Deserialize)]
+struct Config {
+    #[serde(rename = "connection.url")]
+    url: String,
+    topics: List,
+    #[serde(rename = "table.name.format", default = "default_table_format")]
+    table_format: String,
+    #[serde(rename = "insert.mode", default)]
+    mode: Mode,
+    #[serde(rename = "pk.mode", default)]
+    pk_mode: PkMode,
+    #[serde(rename = "pk.fields")]
+    pk_fields: Option<List>,
+    #[serde(rename = "auto.create", default)]
+    auto_create: bool,
+    #[serde(rename = "auto.evolve", default)]
+    auto_evolve: bool,
+    #[serde(rename = "delete.enabled", default)]
+    delete_enabled: bool,
+    #[serde(rename = "batch.size", default = "default_batch_size")]
+    batch_size: usize,
+}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+fn default_table_format() -> String {
+    "${topic}".into()
+}
+
+fn default_batch_size() -> usize {
+    500
+}
+
+/// `insert.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum Mode {
+    #[default]
     Insert,
     Upsert,
     Update,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `pk.mode`: where the primary key comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum PkMode {
+    #[default]
     None,
     RecordKey,
     RecordValue,
@@ -86,34 +111,13 @@ pub struct JdbcSink {
 
 impl JdbcSink {
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
-        let url = c.require("connection.url")?.to_string();
-        let mode = match c.get("insert.mode").unwrap_or("insert") {
-            "insert" => Mode::Insert,
-            "upsert" => Mode::Upsert,
-            "update" => Mode::Update,
-            m => return Err(c.error(format!("insert.mode = {m:?}: use insert, upsert or update"))),
+        let config: Config = c.parse()?;
+        let (mode, pk_mode) = (config.mode, config.pk_mode);
+        let pk_fields = match config.pk_fields {
+            Some(fields) => fields.0,
+            None if pk_mode == PkMode::RecordKey => vec!["id".into()],
+            None => Vec::new(),
         };
-        let pk_mode = match c.get("pk.mode").unwrap_or("none") {
-            "none" => PkMode::None,
-            "record_key" => PkMode::RecordKey,
-            "record_value" => PkMode::RecordValue,
-            m => {
-                return Err(c.error(format!(
-                    "pk.mode = {m:?}: use none, record_key or record_value"
-                )));
-            }
-        };
-        let pk_fields: Vec<String> = c
-            .get("pk.fields")
-            .unwrap_or(if pk_mode == PkMode::RecordKey {
-                "id"
-            } else {
-                ""
-            })
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
         if mode != Mode::Insert && pk_fields.is_empty() {
             return Err(c.error("insert.mode upsert or update needs pk.mode and pk.fields".into()));
         }
@@ -122,23 +126,24 @@ impl JdbcSink {
                 "insert.mode upsert or update needs pk.mode record_key or record_value".into(),
             ));
         }
+        let url = config.url;
         Ok(Self {
             dialect: Dialect::of(&url)?,
             url,
             pool: None,
             pg: None,
-            topics: c.topics()?,
-            table_format: c.get("table.name.format").unwrap_or("${topic}").to_string(),
+            topics: config.topics.non_empty(c, "topics")?,
+            table_format: config.table_format,
             mode,
             pk_mode,
             pk_fields,
-            auto_create: c.parse_or("auto.create", false)?,
-            delete_enabled: c.parse_or("delete.enabled", false)?,
-            batch_size: c.parse_or("batch.size", 500usize)?.max(1),
+            auto_create: config.auto_create,
+            delete_enabled: config.delete_enabled,
+            batch_size: config.batch_size.max(1),
             created: HashSet::new(),
-            auto_evolve: c.parse_or("auto.evolve", false)?,
+            auto_evolve: config.auto_evolve,
             columns: HashMap::new(),
-            offsets_of: c.exactly_once()?.then(|| c.name.clone()),
+            offsets_of: c.common()?.exactly_once().then(|| c.name.clone()),
             key_hasher: Default::default(),
         })
     }
