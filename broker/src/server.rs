@@ -99,6 +99,19 @@ pub struct Broker {
 impl Broker {
     /// Binds every listener. Port 0 picks a free port; [`Broker::local_addr`] and
     /// [`Broker::listener_addrs`] tell which.
+    ///
+    /// # Errors
+    ///
+    /// - `BrokerError::Config` with no listener, two listeners of one protocol, a TLS listener
+    ///   without certificate and key, a SASL listener without a security file, or an advertised
+    ///   listener that is not HOST:PORT;
+    /// - `BrokerError::Security` if the security file does not load;
+    /// - `BrokerError::Tls` if the certificate, key or client CA cannot be used;
+    /// - `BrokerError::Bind` if a listener's address cannot be bound.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is served before it returns; dropping it closes the sockets bound so far.
     pub async fn bind(log: Log, config: BrokerConfig) -> Result<Arc<Self>, BrokerError> {
         let invalid = |m: String| BrokerError::Config(m);
         if config.listeners.is_empty() {
@@ -199,6 +212,19 @@ impl Broker {
     /// Accepts connections on every listener until the task is dropped. Dropping (aborting) it
     /// also ends every connection it accepted, so the broker's handle on the log is released
     /// with it.
+    ///
+    /// # Errors
+    ///
+    /// `BrokerError::Malformed` if it is called a second time (the listeners were taken by the
+    /// first call), or if a listener task panicked. A failed connection or `accept` is logged and
+    /// does not end it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it is the way to stop the broker: every listener and connection ends, and a
+    /// request in flight is cut off, perhaps applied without its answer (the client sees a
+    /// closed connection and retries; an idempotent producer's batch is not stored twice). The
+    /// listeners go with it: it cannot be called again on this broker.
     pub async fn serve(self: Arc<Self>) -> Result<(), BrokerError> {
         let sockets = self
             .sockets

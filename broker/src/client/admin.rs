@@ -48,6 +48,23 @@ pub struct RemoteGroup {
 
 impl RemoteLog {
     /// Creates `name`; an existing topic is an error ([`LogError::TopicExists`]).
+    ///
+    /// # Errors
+    ///
+    /// Retried for 30 s on connection loss and Kafka's retriable codes, then:
+    /// - `BrokerError::Log(LogError::TopicExists)` if the topic exists (also when an earlier attempt
+    ///   of this call created it and its answer was lost);
+    /// - `BrokerError::Kafka` with CreateTopics' code and message (an invalid name, partition count
+    ///   or config);
+    /// - `BrokerError::Connect` / `BrokerError::Io` if no broker can be reached;
+    /// - `BrokerError::Unsupported` if the broker serves no CreateTopics version 2–5;
+    /// - `BrokerError::Malformed` on a response that cannot be decoded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the request is written the broker creates the topic whether or not
+    /// the answer is awaited, so a dropped call may have created it. If it is dropped while its
+    /// request is half written, the admin connection fails for the requests after it.
     pub async fn create_new_topic(
         &self,
         name: &str,
@@ -66,6 +83,19 @@ impl RemoteLog {
     }
 
     /// Every topic's name and partition count (Metadata for all topics).
+    ///
+    /// # Errors
+    ///
+    /// Retried for 30 s on connection loss and Kafka's retriable codes, then
+    /// `BrokerError::Connect` / `BrokerError::Io` if no broker can be reached,
+    /// `BrokerError::Unsupported` if it serves no Metadata version 1–12, or
+    /// `BrokerError::Malformed` on a response that cannot be decoded. Topics the broker answers
+    /// with an error are left out, not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only. If it is dropped while its request is half written, the admin
+    /// connection fails for the requests after it.
     pub async fn topics(&self) -> Result<Vec<(String, u32)>, BrokerError> {
         self.cluster
             .retry("Metadata", RETRY_FOR, || async {
@@ -87,6 +117,20 @@ impl RemoteLog {
     }
 
     /// The config of topic `name` as Runnel reads Kafka's names (DescribeConfigs).
+    ///
+    /// # Errors
+    ///
+    /// Retried for 30 s on connection loss and Kafka's retriable codes, then:
+    /// - `BrokerError::Log(LogError::UnknownTopic)` if `name` does not exist;
+    /// - `BrokerError::Kafka` with Metadata's or DescribeConfigs' code and message;
+    /// - `BrokerError::Log(LogError::InvalidConfig)` if a config Runnel uses has a value it cannot
+    ///   read;
+    /// - `BrokerError::Connect` / `BrokerError::Io`, `BrokerError::Unsupported` and
+    ///   `BrokerError::Malformed` as [`RemoteLog::topics`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only. The partial-frame caveat of [`RemoteLog::topics`] applies.
     pub async fn topic_config(&self, name: &str) -> Result<TopicConfig, BrokerError> {
         let partitions = self
             .partition_counts(&[name.to_string()])
@@ -127,6 +171,21 @@ impl RemoteLog {
     }
 
     /// Grows topic `name` to `total` partitions (CreatePartitions).
+    ///
+    /// # Errors
+    ///
+    /// Retried for 30 s on connection loss and Kafka's retriable codes, then:
+    /// - `BrokerError::Kafka` with CreatePartitions' code and message (an unknown topic, or `total`
+    ///   not above the current count);
+    /// - `BrokerError::Connect` / `BrokerError::Io` if no broker can be reached;
+    /// - `BrokerError::Unsupported` if the broker serves no CreatePartitions version 0–3;
+    /// - `BrokerError::Malformed` on a response that cannot be decoded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the request is written the broker adds the partitions whether or not
+    /// the answer is awaited. If it is dropped while its request is half written, the admin
+    /// connection fails for the requests after it.
     pub async fn add_partitions(&self, name: &str, total: u32) -> Result<(), BrokerError> {
         self.cluster
             .retry("CreatePartitions", RETRY_FOR, || async {
@@ -151,6 +210,21 @@ impl RemoteLog {
 
     /// Sets (or with `None` resets to the default) topic configs by Kafka name
     /// (IncrementalAlterConfigs); returns the broker's note (Runnel's says when it applies).
+    ///
+    /// # Errors
+    ///
+    /// Retried for 30 s on connection loss and Kafka's retriable codes, then:
+    /// - `BrokerError::Kafka` with IncrementalAlterConfigs' code and message (an unknown topic, an
+    ///   invalid name or value);
+    /// - `BrokerError::Connect` / `BrokerError::Io` if no broker can be reached;
+    /// - `BrokerError::Unsupported` if the broker serves no IncrementalAlterConfigs version 0–1;
+    /// - `BrokerError::Malformed` on a response that cannot be decoded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the request is written the broker applies the change whether or not
+    /// the answer is awaited. If it is dropped while its request is half written, the admin
+    /// connection fails for the requests after it.
     pub async fn alter_topic_configs(
         &self,
         name: &str,
@@ -189,6 +263,22 @@ impl RemoteLog {
     }
 
     /// Deletes topic `name` and its data (DeleteTopics).
+    ///
+    /// # Errors
+    ///
+    /// Retried for 30 s on connection loss and Kafka's retriable codes, then:
+    /// - `BrokerError::Log(LogError::UnknownTopic)` if `name` does not exist (also when an earlier
+    ///   attempt of this call deleted it and its answer was lost);
+    /// - `BrokerError::Kafka` with DeleteTopics' code and message;
+    /// - `BrokerError::Connect` / `BrokerError::Io` if no broker can be reached;
+    /// - `BrokerError::Unsupported` if the broker serves no DeleteTopics version 1–5;
+    /// - `BrokerError::Malformed` on a response that cannot be decoded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the request is written the broker deletes the topic whether or not
+    /// the answer is awaited. If it is dropped while its request is half written, the admin
+    /// connection fails for the requests after it.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         self.cluster
             .retry("DeleteTopics", RETRY_FOR, || async {
@@ -211,6 +301,17 @@ impl RemoteLog {
     }
 
     /// Every consumer group with its state (ListGroups).
+    ///
+    /// # Errors
+    ///
+    /// Retried for 30 s on connection loss and Kafka's retriable codes, then
+    /// `BrokerError::Kafka` with ListGroups' code, `BrokerError::Connect` / `BrokerError::Io` if
+    /// no broker can be reached, `BrokerError::Unsupported` if it serves no ListGroups version 0–4,
+    /// or `BrokerError::Malformed` on a response that cannot be decoded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only. The partial-frame caveat of [`RemoteLog::topics`] applies.
     pub async fn groups(&self) -> Result<Vec<(String, String)>, BrokerError> {
         self.cluster
             .retry("ListGroups", RETRY_FOR, || async {
@@ -232,6 +333,19 @@ impl RemoteLog {
     }
 
     /// Group `group`'s state, members (DescribeGroups) and committed offsets (OffsetFetch).
+    ///
+    /// # Errors
+    ///
+    /// Each request retried for 30 s on connection loss and Kafka's retriable codes, then:
+    /// - `BrokerError::Kafka` with FindCoordinator's, DescribeGroups' or OffsetFetch's code;
+    /// - `BrokerError::Malformed` if DescribeGroups answers no group, or on a response that cannot
+    ///   be decoded;
+    /// - `BrokerError::Connect` / `BrokerError::Io` if the coordinator cannot be reached;
+    /// - `BrokerError::Unsupported` if the coordinator serves none of this client's versions.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only. The partial-frame caveat of [`RemoteLog::topics`] applies.
     pub async fn describe_group(&self, group: &str) -> Result<RemoteGroup, BrokerError> {
         let described = self
             .cluster

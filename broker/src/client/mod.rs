@@ -78,11 +78,36 @@ pub struct RemoteLog {
 impl RemoteLog {
     /// Connects to `bootstrap` (HOST:PORT) over plaintext and checks that it speaks the
     /// versions needed.
+    ///
+    /// # Errors
+    ///
+    /// - `BrokerError::Connect` if nothing accepts connections at `bootstrap`.
+    /// - `BrokerError::Io` or `BrokerError::Malformed` if the connection breaks or the ApiVersions
+    ///   answer cannot be decoded; `BrokerError::Kafka` if ApiVersions answers an error code.
+    ///
+    /// No retry: a broker that is not up yet is an error at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing exists outside the future until it returns; dropping it closes the
+    /// connection being opened.
     pub async fn connect(bootstrap: &str) -> Result<Arc<Self>, BrokerError> {
         Self::connect_to(Bootstrap::plaintext(bootstrap)).await
     }
 
     /// Connects with the security settings of `bootstrap` (TLS, SASL).
+    ///
+    /// # Errors
+    ///
+    /// As [`RemoteLog::connect`], and with the security of `bootstrap`:
+    /// - `BrokerError::Tls` if the address is not a valid server name, the handshake fails, or the
+    ///   broker closes the connection after it (a client certificate it requires or refuses).
+    /// - `BrokerError::Authentication` if the broker refuses the SASL mechanism or credentials, or
+    ///   SCRAM's server signature does not match.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`RemoteLog::connect`].
     pub async fn connect_to(bootstrap: Bootstrap) -> Result<Arc<Self>, BrokerError> {
         let log = Arc::new(Self {
             cluster: Cluster::new(&bootstrap),
@@ -93,6 +118,21 @@ impl RemoteLog {
     }
 
     /// Partition counts of `topics` (`None` for a topic that does not exist).
+    ///
+    /// # Errors
+    ///
+    /// Retried for 30 s on connection loss and Kafka's retriable codes, then:
+    /// - `BrokerError::Connect` / `BrokerError::Io` if no broker can be reached;
+    /// - `BrokerError::Kafka` if Metadata answers a topic with an error other than
+    ///   UNKNOWN_TOPIC_OR_PARTITION (which is `None`, not an error);
+    /// - `BrokerError::Unsupported` if the broker serves no Metadata version 4–12;
+    /// - `BrokerError::Malformed` on a response that cannot be decoded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only (the metadata cache is updated in one step after the answer). If it is
+    /// dropped while its request is half written (only when the socket's buffer is full), the admin
+    /// connection carries a partial frame and fails for the requests after it.
     pub async fn partition_counts(
         &self,
         topics: &[String],
@@ -102,6 +142,19 @@ impl RemoteLog {
 
     /// Low-level: ListOffsets at `timestamp` (-1 latest, -2 earliest, -3 the record with the
     /// largest timestamp, else the first record at or after it) for each partition.
+    ///
+    /// # Errors
+    ///
+    /// Retried for 30 s on connection loss and Kafka's retriable codes, then:
+    /// - `BrokerError::Connect` / `BrokerError::Io` if a partition's leader cannot be reached;
+    /// - `BrokerError::Kafka` with ListOffsets' or Metadata's code for a partition (an unknown topic
+    ///   or partition is UNKNOWN_TOPIC_OR_PARTITION);
+    /// - `BrokerError::Unsupported` if the leader serves no ListOffsets version 1–7;
+    /// - `BrokerError::Malformed` if the answer lacks a partition asked for or cannot be decoded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read-only. The partial-frame caveat of [`RemoteLog::partition_counts`] applies.
     pub async fn list_offsets(
         &self,
         partitions: &[TopicPartition],

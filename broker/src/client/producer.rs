@@ -190,6 +190,10 @@ pub struct RemoteProducer {
 
 impl RemoteProducer {
     /// Must be called inside a tokio runtime: it starts the sender task.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (it spawns the sender task).
     pub fn new(bootstrap: super::Bootstrap, config: ProducerConfig) -> Self {
         let txn = config
             .transactional_id
@@ -349,6 +353,23 @@ impl RemoteProducer {
 impl RemoteProducer {
     /// [`LogProducer::send`] without the trait's boxed future, for a caller that holds the
     /// producer itself (as the embedded `Producer::send`): one allocation less per record.
+    ///
+    /// # Errors
+    ///
+    /// - `LogError::RecordTooLarge` if the record is over 16 batches (of the batch size, at least
+    ///   1 MiB);
+    /// - `LogError::Transaction` (InvalidTxnState) for a transactional producer outside a
+    ///   transaction;
+    /// - `LogError::UnknownTopic` if the topic does not exist, `LogError::Remote` if its metadata
+    ///   cannot be had (broker unreachable for 30 s);
+    /// - `LogError::UnknownPartition` if `record.partition` is past the topic's partitions.
+    ///
+    /// A delivery failure is not an error here: it comes from `flush` (or the next transaction call).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the record is queued in the same poll that returns `Ok`; a future dropped while
+    /// it waits for buffer space or the topic's metadata has queued nothing.
     pub async fn send(&self, record: ProducerRecord<'_>) -> runnel_log::Result<()> {
         let size = self.check_size(&record)?;
         // One lock per record on the fast path: topic known and buffer space free.

@@ -129,6 +129,12 @@ pub struct SecurityFile {
 
 impl SecurityFile {
     /// Reads and checks the file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// `BrokerError::Security` naming `path` if the file cannot be read or is not the TOML expected,
+    /// a user has a mechanism other than SCRAM-SHA-256/512 or a credential that does not parse, or
+    /// an ACL's principal is not `User:NAME` or `User:*`.
     pub fn load(path: &Path) -> Result<Self, BrokerError> {
         let bad = |reason: String| BrokerError::Security {
             path: path.to_path_buf(),
@@ -239,6 +245,12 @@ impl SecurityFile {
 
 /// Adds or replaces `user`'s SCRAM credentials (both mechanisms) for `password` in the
 /// security file at `path`, creating it if needed. Comments in the file are not kept.
+///
+/// # Errors
+///
+/// `BrokerError::Security` naming `path` if the file exists but cannot be read or parsed, its
+/// `users` is not a table, it cannot be written, or the written file does not load
+/// ([`SecurityFile::load`]).
 pub fn add_user(
     path: &Path,
     user: &str,

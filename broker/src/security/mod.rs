@@ -161,6 +161,14 @@ impl std::fmt::Debug for ClientSecurity {
 
 impl ClientSecurity {
     /// Reads Kafka's client properties; `place` names where they came from, for errors.
+    ///
+    /// # Errors
+    ///
+    /// `BrokerError::Config` (prefixed with `place`) for an unknown `security.`/`sasl.`/`ssl.`
+    /// property, an unknown `security.protocol` or `sasl.mechanism`, a SASL protocol without
+    /// `sasl.username` or `sasl.password`, `ssl.endpoint.identification.algorithm` other than
+    /// `https`, or only one of the certificate and key; `BrokerError::Tls` if a CA, certificate or
+    /// key file cannot be read or used (or, without a CA file, the system bundle).
     pub fn from_properties(
         props: &BTreeMap<String, String>,
         place: &str,
@@ -245,6 +253,11 @@ impl ClientSecurity {
 
     /// Reads a Java-style properties file (`key=value` lines, `#` comments), as Kafka's tools'
     /// `--command-config`.
+    ///
+    /// # Errors
+    ///
+    /// `BrokerError::Config` if the file cannot be read, or names the line that is not
+    /// `key=value` (nor `key:value`, blank or a comment).
     pub fn properties_file(path: &Path) -> Result<BTreeMap<String, String>, BrokerError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))?;

@@ -136,6 +136,11 @@ impl Credential {
     }
 
     /// Parses [`Credential::to_kafka_string`]'s form.
+    ///
+    /// # Errors
+    ///
+    /// A message saying which part is wrong: a part that is not `key=value`, an unknown field, a
+    /// value that is not base64 (or an iteration count that is not a number), or a missing field.
     pub fn from_kafka_string(s: &str) -> Result<Self, String> {
         let mut salt = None;
         let mut stored = None;
@@ -220,6 +225,11 @@ pub struct ServerExchange {
 impl ServerExchange {
     /// Reads the client's first message; returns the exchange and the user it names, whose
     /// credential the caller looks up for [`ServerExchange::server_first`].
+    ///
+    /// # Errors
+    ///
+    /// `ScramError::Malformed` if the message is not UTF-8, lacks the gs2 header (`n,` or `y,`), or
+    /// lacks the `n=` (user) or `r=` (nonce) attribute.
     pub fn start(mechanism: Mechanism, client_first: &[u8]) -> Result<Self, ScramError> {
         let msg = std::str::from_utf8(client_first)
             .map_err(|_| ScramError::Malformed("client-first is not UTF-8".into()))?;
@@ -259,6 +269,12 @@ impl ServerExchange {
 
     /// Checks the client's final message against `credential`; returns the server-final
     /// message (the server's signature) on success.
+    ///
+    /// # Errors
+    ///
+    /// - `ScramError::Malformed` if the message is not UTF-8, has no `,p=` proof, no nonce or not
+    ///   this exchange's nonce, or a proof that is not base64;
+    /// - `ScramError::BadProof` if the proof does not match `credential` (wrong password).
     pub fn finish(
         &self,
         credential: &Credential,
@@ -322,6 +338,11 @@ impl ClientExchange {
     }
 
     /// Answers the server-first message with the client-final message (the proof).
+    ///
+    /// # Errors
+    ///
+    /// `ScramError::Malformed` if the message is not UTF-8, its nonce does not extend ours, or its
+    /// salt (`s=`, base64) or iteration count (`i=`) is missing or unreadable.
     pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
         let msg = std::str::from_utf8(server_first)
             .map_err(|_| ScramError::Malformed("server-first is not UTF-8".into()))?;
@@ -354,6 +375,12 @@ impl ClientExchange {
     }
 
     /// Checks the server-final message.
+    ///
+    /// # Errors
+    ///
+    /// - `ScramError::Malformed` if the message is not UTF-8, carries the server's `e=` refusal, or
+    ///   has no readable `v=` signature;
+    /// - `ScramError::BadServerSignature` if the signature is not the one this password gives.
     pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), ScramError> {
         let msg = std::str::from_utf8(server_final)
             .map_err(|_| ScramError::Malformed("server-final is not UTF-8".into()))?;

@@ -69,6 +69,12 @@ fn roots(path: &Path) -> Result<rustls::RootCertStore, BrokerError> {
 }
 
 /// The broker's TLS configuration.
+///
+/// # Errors
+///
+/// `BrokerError::Tls` naming the file if the certificate chain is missing or has no PEM
+/// certificate, the key cannot be read or does not match it, or the client CA cannot be read
+/// or used.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, BrokerError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -93,6 +99,11 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Brok
 
 /// The client's TLS configuration: trust `ca` (else the system bundle), present `identity`
 /// (certificate, key) when given.
+///
+/// # Errors
+///
+/// `BrokerError::Tls` naming the file if `ca` (or, without it, the system's bundle) has no
+/// usable certificate, or the identity's certificate or key cannot be read or used together.
 pub fn client_config(
     ca: Option<&Path>,
     identity: Option<(&Path, &Path)>,
