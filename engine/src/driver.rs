@@ -32,10 +32,20 @@ pub struct TestDriver {
 
 impl TestDriver {
     /// A driver whose input topics have 2 partitions.
+    ///
+    /// # Panics
+    ///
+    /// As [`with_partitions`](Self::with_partitions).
     pub fn new(topology: Topology) -> Self {
         Self::with_partitions(topology, 2)
     }
 
+    /// A driver whose input topics have `partitions` partitions.
+    ///
+    /// # Panics
+    ///
+    /// If called inside an async context (the driver runs its own tokio runtime: use it from a
+    /// plain `#[test]`), or if no temporary directory can be created.
     pub fn with_partitions(topology: Topology, partitions: u32) -> Self {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let log = Log::open(dir.path()).expect("opening a log in a temporary directory");
@@ -70,6 +80,11 @@ impl TestDriver {
         &self.log
     }
 
+    /// Creates `name` with `partitions` partitions if it does not exist.
+    ///
+    /// # Panics
+    ///
+    /// If the log refuses it (an invalid topic name).
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let cfg = TopicConfig {
             partitions,
@@ -81,6 +96,10 @@ impl TestDriver {
     }
 
     /// Appends a record (partitioned by key, as Kafka's default partitioner does).
+    ///
+    /// # Panics
+    ///
+    /// If the topic cannot be created (an invalid name), or the key or value does not serialize.
     pub fn pipe<K: DefaultSerde, V: DefaultSerde>(
         &mut self,
         topic: &str,
@@ -99,6 +118,10 @@ impl TestDriver {
     }
 
     /// Appends a deletion of `key`.
+    ///
+    /// # Panics
+    ///
+    /// If the topic cannot be created (an invalid name), or the key does not serialize.
     pub fn pipe_tombstone<K: DefaultSerde>(&mut self, topic: &str, key: K, timestamp: i64) {
         let mut k = Vec::new();
         K::default_serde()
@@ -107,6 +130,11 @@ impl TestDriver {
         self.pipe_bytes(topic, Some(&k), None, timestamp);
     }
 
+    /// Appends a record serialized with `ks` and `vs`.
+    ///
+    /// # Panics
+    ///
+    /// If the topic cannot be created (an invalid name), or `ks` or `vs` fails.
     pub fn pipe_with<K: 'static, V: 'static>(
         &mut self,
         topic: &str,
@@ -123,6 +151,10 @@ impl TestDriver {
     }
 
     /// Appends raw bytes (for malformed input).
+    ///
+    /// # Panics
+    ///
+    /// If the topic cannot be created (an invalid name) or the log refuses the record.
     pub fn pipe_bytes(
         &mut self,
         topic: &str,
@@ -183,6 +215,12 @@ impl TestDriver {
     }
 
     /// Processes everything available (through repartition topics too), then commits.
+    ///
+    /// # Errors
+    ///
+    /// What [`App::run`](crate::App::run) returns, at the first `run` from starting the topology
+    /// (`NotCoPartitioned`, `Topology`, `Store`) and from processing and committing after it
+    /// (`Deserialize`, `TaskFailed`, `Log`, ...).
     pub fn try_run(&mut self) -> Result<()> {
         let w = self.worker()?;
         let mut quiet = 0;
@@ -195,11 +233,19 @@ impl TestDriver {
     }
 
     /// [`try_run`](Self::try_run), panicking on error.
+    ///
+    /// # Panics
+    ///
+    /// On any error [`try_run`](Self::try_run) returns.
     pub fn run(&mut self) {
         self.try_run().expect("running the topology");
     }
 
     /// Ends the input: processes everything, then the final watermark closes every window.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_run`](Self::try_run), also from reading the inputs' end offsets.
     pub fn try_finish(&mut self) -> Result<()> {
         self.try_run()?;
         let w = self.worker()?;
@@ -215,6 +261,11 @@ impl TestDriver {
         self.try_run()
     }
 
+    /// [`try_finish`](Self::try_finish), panicking on error.
+    ///
+    /// # Panics
+    ///
+    /// On any error [`try_finish`](Self::try_finish) returns.
     pub fn finish(&mut self) {
         self.try_finish().expect("finishing the topology");
     }
@@ -253,6 +304,11 @@ impl TestDriver {
     }
 
     /// Key and value of every record of `topic` (see [`read_records`](Self::read_records)).
+    ///
+    /// # Panics
+    ///
+    /// If a key or value does not deserialize with the default serde of `K` or `V` (the wrong
+    /// types for the topic).
     pub fn read<K: DefaultSerde, V: DefaultSerde>(&self, topic: &str) -> Vec<(K, V)> {
         let (ks, vs) = (K::default_serde(), V::default_serde());
         self.read_records(topic)
@@ -267,6 +323,10 @@ impl TestDriver {
     }
 
     /// `topic` read as a table: latest value per key, tombstones delete.
+    ///
+    /// # Panics
+    ///
+    /// If a key or value does not deserialize with the default serde of `K` or `V`.
     pub fn table<K: DefaultSerde + Hash + Eq, V: DefaultSerde>(
         &self,
         topic: &str,
@@ -309,6 +369,10 @@ impl TestDriver {
 
     /// Moves wall-clock time forward for the topology (wall-clock punctuations, idle inputs),
     /// then processes what that triggers.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_run`](Self::try_run).
     pub fn advance_wall_clock(&mut self, by: Duration) -> Result<()> {
         let w = self.worker()?;
         for t in &mut w.tasks {

@@ -39,25 +39,47 @@ pub use crate::task::{DecodeRun, DecodedRun, is_marker};
 
 pub trait Operator<K, V> {
     /// A batch of records, in source order.
+    ///
+    /// # Errors
+    ///
+    /// Only when the task cannot go on (an aggregate or a serialization that fails): the error,
+    /// usually [`TaskCx::fail`]'s `EngineError::TaskFailed`, stops the task and its run. A record
+    /// that alone is bad becomes a dead letter instead.
     fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()>;
 
     /// Passes a control message on to the operator's children: what the control hooks do
     /// unless overridden. Terminal operators (sinks) and secondary inputs (a join's right
     /// side, whose left side forwards the same messages) forward nothing.
+    ///
+    /// # Errors
+    ///
+    /// The first error of a child's hook, unchanged.
     fn forward(&mut self, cx: &mut TaskCx, control: Control) -> Result<()>;
 
     /// No record with an event time at or below `watermark` will arrive any more (except
     /// late ones).
+    ///
+    /// # Errors
+    ///
+    /// As [`on_data`](Self::on_data); by default, the first error of a child's hook.
     fn on_watermark(&mut self, cx: &mut TaskCx, watermark: i64) -> Result<()> {
         self.forward(cx, Control::Watermark(watermark))
     }
 
     /// A commit is about to happen: flush anything buffered.
+    ///
+    /// # Errors
+    ///
+    /// As [`on_data`](Self::on_data); by default, the first error of a child's hook.
     fn on_barrier(&mut self, cx: &mut TaskCx) -> Result<()> {
         self.forward(cx, Control::Barrier)
     }
 
     /// The bounded input is over; the final watermark has been sent.
+    ///
+    /// # Errors
+    ///
+    /// As [`on_data`](Self::on_data); by default, the first error of a child's hook.
     fn on_end(&mut self, cx: &mut TaskCx) -> Result<()> {
         self.forward(cx, Control::End)
     }
@@ -89,6 +111,11 @@ impl<K: Clone, V: Clone> Out<K, V> {
     }
 
     /// Sends a batch to every child (nothing when it is empty).
+    ///
+    /// # Errors
+    ///
+    /// The first error of a child's [`Operator::on_data`], unchanged; the children after it do
+    /// not get the batch.
     pub fn data(&self, cx: &mut TaskCx, batch: Vec<Rec<K, V>>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -103,6 +130,10 @@ impl<K: Clone, V: Clone> Out<K, V> {
     }
 
     /// Sends a control message to every child.
+    ///
+    /// # Errors
+    ///
+    /// The first error of a child's hook, unchanged; the children after it do not get the message.
     pub fn control(&self, cx: &mut TaskCx, control: Control) -> Result<()> {
         for c in &self.children {
             on_control(&mut *c.borrow_mut(), cx, control)?;

@@ -70,6 +70,11 @@ impl OutBuf {
     }
 
     /// Serializes with `write_key` / `write_value` (which append and return `false` for null).
+    ///
+    /// # Errors
+    ///
+    /// The error of `write_key` or `write_value`, unchanged; the buffer is then as before the call
+    /// (nothing of the record is kept).
     pub fn push(
         &mut self,
         topic: &Arc<str>,
@@ -133,6 +138,18 @@ impl OutBuf {
 
     /// Hands every record to `producer` (batches first, see the module documentation) and
     /// empties the buffer, keeping its memory.
+    ///
+    /// # Errors
+    ///
+    /// The producer's error for the first batch or records it refuses (a `LogError`: a topic that
+    /// does not exist, a record too large, a failed producer). Batches not yet handed over are then
+    /// dropped; the keyed records stay in the buffer and go again with the next call.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe. Dropped while it hands over the batches, it loses those not yet handed
+    /// over; dropped while it hands over the keyed records, some may be queued already and are
+    /// queued again by the next call (duplicates). The runtime never drops it: it blocks on it.
     pub async fn send(&mut self, producer: &dyn LogProducer) -> runnel_log::Result<()> {
         for b in self.unkeyed.drain(..) {
             let topic = &self.topics[b.topic as usize];

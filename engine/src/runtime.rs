@@ -280,6 +280,26 @@ impl App {
     }
 
     /// Runs on worker threads; blocks until done. `rt` runs the log client's async parts.
+    ///
+    /// # Errors
+    ///
+    /// The first error of any worker thread (the others then stop at their next commit):
+    /// - `EngineError::Log` from the log client: `LogError::UnknownTopic` for a missing input
+    ///   topic, or a failure to create the internal and output topics, poll, produce, commit
+    ///   (a fenced transactional producer with exactly-once);
+    /// - `EngineError::NotCoPartitioned` if inputs read by one task differ in partition count;
+    /// - `EngineError::Topology` if a node uses a store it did not declare, or with another type;
+    /// - `EngineError::Store` if a changelog record or local checkpoint cannot be restored into
+    ///   its store, or a store's changes cannot be encoded at a commit;
+    /// - `EngineError::Deserialize` for a record that does not deserialize, with
+    ///   [`OnDeserializeError::Fail`];
+    /// - `EngineError::TaskFailed` when an operator fails (or user code panics) on a record;
+    /// - `EngineError::Io` if a local checkpoint cannot be written (`state_dir`).
+    ///
+    /// # Panics
+    ///
+    /// If called from inside an async context (it blocks on `rt`): call it from a plain thread,
+    /// or through `spawn_blocking`.
     pub fn run(&self, rt: &Handle) -> Result<RunSummary> {
         let plan = Arc::new(rt.block_on(plan(&self.topology, &self.client, &self.config))?);
         let mut specs: Vec<(usize, u32)> = Vec::new();

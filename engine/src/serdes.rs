@@ -16,7 +16,19 @@ use std::sync::Arc;
 /// Turns values into bytes and back. Errors are messages naming what was wrong.
 pub trait Serde<T>: Send + Sync {
     /// Appends the encoding of `value` to `out`; returns `false` for Kafka's null.
+    ///
+    /// # Errors
+    ///
+    /// A message saying why `value` cannot be encoded; an operator that gets it stops its task
+    /// (`EngineError::TaskFailed`).
     fn serialize(&self, value: &T, out: &mut Vec<u8>) -> Result<bool, String>;
+    /// Decodes `data` (`None`: Kafka's null).
+    ///
+    /// # Errors
+    ///
+    /// A message saying what is wrong with `data`; for an input record the runtime then fails the
+    /// task (`EngineError::Deserialize`) or sends the record to the dead-letter topic, as
+    /// [`OnDeserializeError`](crate::OnDeserializeError) says.
     fn deserialize(&self, data: Option<&[u8]>) -> Result<T, String>;
 }
 

@@ -64,6 +64,11 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
 
     /// Aggregates with `fns` into the key-value store `store` (the SQL layer's aggregate
     /// functions may fail, see [`AggFns`]).
+    ///
+    /// # Panics
+    ///
+    /// If the stream has no serdes (give them with `group_by_key(Some(Grouped::with(..)))` or
+    /// `with_serdes`), or the topology already has a store named `store`.
     pub fn aggregate_into<A: Data>(
         &self,
         store: &str,
@@ -111,6 +116,10 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
     /// assert_eq!(d.table::<String, i64>("out").get("a"), Some(&3));
     /// assert_eq!(d.kv_store::<String, i64>("n").get("a"), Some(&3));
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`aggregate_into`](Self::aggregate_into): without serdes, or with a store name in use.
     pub fn count(&self, store: &str) -> KTable<K, i64> {
         self.aggregate_into(store, count_fns(), Arc::new(I64Serde))
     }
@@ -126,6 +135,10 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
     /// d.run();
     /// assert_eq!(d.table::<String, i64>("out").get("a"), Some(&9));
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`aggregate_into`](Self::aggregate_into): without serdes, or with a store name in use.
     pub fn reduce(
         &self,
         f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
@@ -154,6 +167,10 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
     /// d.run();
     /// assert_eq!(d.table::<String, i64>("out").get("a"), Some(&6));
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`aggregate_into`](Self::aggregate_into): without serdes, or with a store name in use.
     pub fn aggregate<A: Data>(
         &self,
         init: impl Fn() -> A + Send + Sync + 'static,
@@ -321,6 +338,14 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
 
     /// Aggregates with `fns` into the window or session store `store` (the SQL layer's
     /// aggregate functions may fail, see [`AggFns`]).
+    ///
+    /// # Panics
+    ///
+    /// - If the stream has no serdes (give them with `group_by_key(Some(Grouped::with(..)))` or
+    ///   `with_serdes`);
+    /// - if the topology already has a store named `store` (or `<store>-combine`, the combiner's
+    ///   store when a re-keyed stream is pre-aggregated);
+    /// - for [`TimeWindows`] of size 0, or an advance of 0 or larger than the size.
     pub fn aggregate_into<A: Data>(
         &self,
         store: &str,
@@ -459,6 +484,11 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
     /// assert_eq!(d.read::<String, i64>("tumbling"), vec![("a@0".to_string(), 2), ("a@10000".to_string(), 1)]);
     /// assert_eq!(d.read::<String, i64>("sessions"), vec![("1000-3000".into(), 2), ("12000-12000".into(), 1)]);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`aggregate_into`](Self::aggregate_into): without serdes, with a store name in use, or
+    /// with invalid time windows.
     pub fn count(&self, store: &str) -> KTable<Windowed<K>, i64> {
         self.aggregate_into(store, count_fns(), Arc::new(I64Serde))
     }
@@ -481,6 +511,11 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
     /// d.finish();
     /// assert_eq!(d.read::<String, i64>("out"), vec![("a".to_string(), 9)]);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`aggregate_into`](Self::aggregate_into): without serdes, with a store name in use, or
+    /// with invalid time windows.
     pub fn reduce(
         &self,
         f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
@@ -515,6 +550,11 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
     /// d.finish();
     /// assert_eq!(d.read::<String, i64>("out"), vec![("0".into(), 1), ("5000".into(), 3), ("10000".into(), 2)]);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`aggregate_into`](Self::aggregate_into): without serdes, with a store name in use, or
+    /// with invalid time windows.
     pub fn aggregate<A: Data>(
         &self,
         init: impl Fn() -> A + Send + Sync + 'static,

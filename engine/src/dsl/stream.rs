@@ -593,6 +593,11 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// d.run();
     /// assert_eq!(d.read::<String, String>("out"), vec![("r1".to_string(), "Luigi:12".to_string())]);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If this stream's key changed (`map`, `select_key`, ...) and it has no serdes for the
+    /// repartition topic, or if `table` has no serdes (call `with_serdes` on it).
     pub fn join<VT: Data, VR: Data>(
         &self,
         table: &KTable<K, VT>,
@@ -616,6 +621,11 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// d.run();
     /// assert_eq!(d.read::<String, String>("out"), vec![("r2".to_string(), "?:5".to_string())]);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If this stream's key changed (`map`, `select_key`, ...) and it has no serdes for the
+    /// repartition topic, or if `table` has no serdes (call `with_serdes` on it).
     pub fn left_join<VT: Data, VR: Data>(
         &self,
         table: &KTable<K, VT>,
@@ -684,6 +694,11 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// d.run();
     /// assert_eq!(d.read::<String, i64>("durations"), vec![("o1".to_string(), 30_000)]);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If either stream has no serdes (the join buffers both sides in stores): call `with_serdes`
+    /// after an operation that changed a type.
     pub fn join_stream<V2: Data, VR: Data>(
         &self,
         other: &KStream<K, V2>,
@@ -710,6 +725,10 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// d.finish();
     /// assert_eq!(d.read::<String, i64>("out"), vec![("k".to_string(), 5)]);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If either stream has no serdes, as [`join_stream`](Self::join_stream).
     pub fn left_join_stream<V2: Data, VR: Data>(
         &self,
         other: &KStream<K, V2>,
@@ -736,6 +755,10 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// d.finish();
     /// assert_eq!(d.read::<String, i64>("out"), vec![("k".to_string(), 7)]);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If either stream has no serdes, as [`join_stream`](Self::join_stream).
     pub fn outer_join_stream<V2: Data, VR: Data>(
         &self,
         other: &KStream<K, V2>,
@@ -845,6 +868,12 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// d.run();
     /// assert_eq!(d.read::<String, i64>("out"), vec![("a".to_string(), 1)]);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `stores` is not empty and this stream's key changed without serdes for the repartition
+    /// topic. (A store name not declared is an error when the topology starts:
+    /// `EngineError::Topology`.)
     pub fn process<KO: Key, VO: Data, P: Processor<K, V, KO, VO>>(
         &self,
         make: impl Fn() -> P + Send + Sync + 'static,
@@ -897,6 +926,11 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// a repartition topic if the key changed), then each task gets a store from `make_store`
     /// and an operator from `make` (given the node's name, that store and the node's output).
     /// `key_changed`: whether the operator's output key differs from its input key.
+    ///
+    /// # Panics
+    ///
+    /// If this stream's key changed and it has no serdes for the repartition topic, or the
+    /// topology already has a store named `store.0`.
     pub fn with_store_operator<KO: Key, VO: Data, S: StateStore + 'static>(
         &self,
         prefix: &str,
@@ -928,6 +962,10 @@ impl<K: Key, V: Data> KStream<K, V> {
 
 impl StreamsBuilder {
     /// Declares a key-value store for processors (see [`KStream::process`]).
+    ///
+    /// # Panics
+    ///
+    /// If the topology already has a store named `name`.
     pub fn add_kv_store<K: Key, V: Data>(
         &self,
         name: &str,

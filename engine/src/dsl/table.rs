@@ -168,6 +168,10 @@ impl<K: Key, V: Data> KTable<K, V> {
     }
 
     /// Writes the table's updates to `topic` with its serdes; deletions become tombstones.
+    ///
+    /// # Panics
+    ///
+    /// If the table has no serdes (call `with_serdes` after `map_values`).
     pub fn to(&self, topic: &str) {
         let (k, v) = self.serdes_or_panic("`to`");
         self.b.sink::<K, Option<V>>(
@@ -192,6 +196,10 @@ impl<K: Key, V: Data> KTable<K, V> {
     /// d.run();
     /// assert_eq!(d.table::<String, i64>("out").get("k"), Some(&12));
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If either table has no serdes (call `with_serdes` after `map_values`).
     pub fn join<V2: Data, VR: Data>(
         &self,
         other: &KTable<K, V2>,
@@ -214,6 +222,10 @@ impl<K: Key, V: Data> KTable<K, V> {
     /// d.run();
     /// assert_eq!(d.table::<String, i64>("out").get("k"), Some(&3));
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If either table has no serdes (call `with_serdes` after `map_values`).
     pub fn left_join<V2: Data, VR: Data>(
         &self,
         other: &KTable<K, V2>,
@@ -236,6 +248,10 @@ impl<K: Key, V: Data> KTable<K, V> {
     /// d.run();
     /// assert_eq!(d.table::<String, i64>("out").get("k"), Some(&4));
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If either table has no serdes (call `with_serdes` after `map_values`).
     pub fn outer_join<V2: Data, VR: Data>(
         &self,
         other: &KTable<K, V2>,

@@ -37,6 +37,14 @@ impl<K, V, A> Clone for AggFns<K, V, A> {
 
 impl<K, V, A> AggFns<K, V, A> {
     /// Combines aggregates oldest first (`None` for none).
+    ///
+    /// # Errors
+    ///
+    /// The first error of `merge`, unchanged.
+    ///
+    /// # Panics
+    ///
+    /// If `merge` is `None`.
     pub fn merge_all(
         &self,
         key: &K,

@@ -29,12 +29,31 @@ pub type ChangeEmit<'a> = dyn FnMut(&[u8], Option<&[u8]>) + 'a;
 pub trait StateStore {
     fn name(&self) -> &str;
     /// Hands every dirty key's encoded current value (`None`: deleted) to `emit`, and forgets it.
+    ///
+    /// # Errors
+    ///
+    /// A message when a dirty key or value cannot be encoded with the store's serdes; the commit
+    /// then fails with `EngineError::Store` naming the store.
     fn drain_changes(&mut self, emit: &mut ChangeEmit<'_>) -> Result<(), String>;
     /// Replays one changelog record.
+    ///
+    /// # Errors
+    ///
+    /// A message when `key` or `value` do not decode with the store's serdes; the restore then
+    /// fails with `EngineError::Store` naming the store and offset.
     fn apply_change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
     /// Marks an encoded key dirty so the next commit rewrites its current value.
+    ///
+    /// # Errors
+    ///
+    /// A message when `key` does not decode with the store's key serde.
     fn mark_dirty_encoded(&mut self, key: &[u8]) -> Result<(), String>;
     /// Every entry, encoded as in the changelog (for local checkpoints).
+    ///
+    /// # Errors
+    ///
+    /// A message when an entry cannot be encoded with the store's serdes; the checkpoint then
+    /// fails with `EngineError::Store`.
     fn snapshot(&self, emit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), String>;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {

@@ -59,6 +59,11 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> WindowStore<K, V> {
     /// Replaces the value at (key, start) with `f(old or init())`, hashing the key once when
     /// the entry exists (the common case: one pane updated per record). When `f` fails, an
     /// existing entry holds `init()`: the caller stops its task.
+    ///
+    /// # Errors
+    ///
+    /// The error of `f`, unchanged. The entry then holds `init()` if it existed (and is not marked
+    /// dirty), or is still absent.
     pub fn update<E>(
         &mut self,
         key: &K,
