@@ -26,6 +26,11 @@ use std::ops::ControlFlow;
 
 /// Compacts every closed segment of `p` that has something to drop. Returns the number of
 /// records removed.
+///
+/// # Errors
+///
+/// [`LogError::Io`] / [`LogError::Corrupt`] reading a segment or writing its compacted copy;
+/// the segment is then left as it was.
 pub fn compact(p: &Partition, now_ms: i64) -> Result<u64> {
     let bases = p.segment_bases();
     let active_base = *bases.last().expect("a partition has an active segment");

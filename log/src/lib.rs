@@ -26,6 +26,7 @@
 pub mod assignor;
 pub mod batch;
 pub mod client;
+pub mod clock;
 pub mod compaction;
 pub mod compression;
 pub mod config;
@@ -45,6 +46,7 @@ pub mod types;
 
 pub use assignor::AssignmentStrategy;
 pub use client::{LogClient, LogConsumer, LogProducer, SharedLogClient};
+pub use clock::Clock;
 pub use compression::{Compression, CompressionType};
 pub use config::{CleanupPolicy, Durability, TopicConfig};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, PartitionLag};

@@ -16,7 +16,8 @@ use crate::group::GroupCoordinator;
 use crate::partition::{FetchResult, Partition, PartitionStats};
 use crate::txn::coordinator::TransactionCoordinator;
 use crate::txn::state_log::TRANSACTION_STATE_TOPIC;
-use crate::types::{TopicPartition, now_ms};
+use crate::clock::Clock;
+use crate::types::TopicPartition;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -37,12 +38,16 @@ const PRODUCER_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 pub struct LogOptions {
     /// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`).
     pub cleaner_interval: Duration,
+    /// The time that segment ageing, retention, compaction and transaction timeouts read
+    /// (see [`Clock`]); tests pass a manual one.
+    pub clock: Clock,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         Self {
             cleaner_interval: Duration::from_secs(30),
+            clock: Clock::system(),
         }
     }
 }
@@ -93,6 +98,7 @@ struct Inner {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     groups: GroupCoordinator,
     transactions: TransactionCoordinator,
+    clock: Clock,
     _lock: File,
 }
 
@@ -161,12 +167,12 @@ impl Log {
             let text = std::fs::read_to_string(&path).map_err(|e| LogError::io(&path, e))?;
             let config: TopicConfig = serde_json::from_str(&text)
                 .map_err(|e| LogError::InvalidConfig(format!("{}: {e}", path.display())))?;
-            topics.insert(name.clone(), Arc::new(open_topic(&dir, &name, config)?));
+            topics.insert(name.clone(), Arc::new(open_topic(&dir, &name, config, &options.clock)?));
         }
         if !topics.contains_key(CONSUMER_OFFSETS_TOPIC) {
             let config = internal_topic_config();
             write_topic_config(&dir, CONSUMER_OFFSETS_TOPIC, &config)?;
-            let t = open_topic(&dir, CONSUMER_OFFSETS_TOPIC, config)?;
+            let t = open_topic(&dir, CONSUMER_OFFSETS_TOPIC, config, &options.clock)?;
             topics.insert(CONSUMER_OFFSETS_TOPIC.to_string(), Arc::new(t));
         }
         let offsets = topics[CONSUMER_OFFSETS_TOPIC].partition(0)?;
@@ -175,13 +181,14 @@ impl Log {
             Some(t) => Some(t.partition(0)?),
             None => None,
         };
-        let transactions = TransactionCoordinator::load(txn_state)?;
+        let transactions = TransactionCoordinator::load(txn_state, options.clock.clone())?;
         tracing::debug!(dir = %dir.display(), topics = topics.len(), elapsed = ?started.elapsed(), "opened log");
         let inner = Arc::new(Inner {
             dir,
             topics: RwLock::new(topics),
             groups,
             transactions,
+            clock: options.clock.clone(),
             _lock: lock,
         });
         let stop = Arc::new(StopSignal::default());
@@ -230,7 +237,7 @@ impl Log {
         }
         remove_orphan_partitions(&self.inner.dir, name)?;
         write_topic_config(&self.inner.dir, name, &config)?;
-        let topic = Arc::new(open_topic(&self.inner.dir, name, config)?);
+        let topic = Arc::new(open_topic(&self.inner.dir, name, config, &self.inner.clock)?);
         topics.insert(name.to_string(), topic.clone());
         tracing::info!(
             topic = name,
@@ -311,6 +318,7 @@ impl Log {
                 topic.name.clone(),
                 id,
                 config.clone(),
+                self.inner.clock.clone(),
             )?));
         }
         topic.partition_count.store(total, Ordering::Release);
@@ -357,7 +365,7 @@ impl Log {
 }
 
 fn run_cleaner(inner: &Inner) -> Result<(usize, u64)> {
-    let now = now_ms();
+    let now = inner.clock.now_ms();
     let topics: Vec<_> = inner.topics.read().values().cloned().collect();
     let (mut deleted, mut compacted) = (0, 0);
     for t in topics {
@@ -446,10 +454,10 @@ pub(crate) fn internal_topic_config() -> TopicConfig {
     }
 }
 
-fn open_topic(dir: &Path, name: &str, config: TopicConfig) -> Result<Topic> {
+fn open_topic(dir: &Path, name: &str, config: TopicConfig, clock: &Clock) -> Result<Topic> {
     let name: Arc<str> = Arc::from(name);
     let partitions = (0..config.partitions)
-        .map(|id| Partition::open(dir, name.clone(), id, config.clone()).map(Arc::new))
+        .map(|id| Partition::open(dir, name.clone(), id, config.clone(), clock.clone()).map(Arc::new))
         .collect::<Result<Vec<_>>>()?;
     Ok(Topic {
         name,

@@ -20,6 +20,7 @@
 //!   as writes succeed again (space freed), without a restart.
 
 use crate::batch;
+use crate::clock::Clock;
 use crate::config::{CleanupPolicy, Durability, TopicConfig};
 use crate::error::{LogError, Result};
 use crate::fault;
@@ -124,6 +125,7 @@ pub struct Partition {
     pub id: u32,
     dir: PathBuf,
     config: TopicConfig,
+    clock: Clock,
     pub(crate) segments: RwLock<Vec<Segment>>,
     writer: Mutex<()>,
     high_watermark: AtomicU64,
@@ -165,8 +167,21 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
 }
 
 impl Partition {
-    /// Opens (creating if needed) the partition directory and recovers its segments.
-    pub fn open(data_dir: &Path, topic: Arc<str>, id: u32, config: TopicConfig) -> Result<Self> {
+    /// Opens (creating if needed) the partition directory and recovers its segments; `clock`
+    /// ages its segments (`segment.ms`) and dates its writes for retention.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when the directory or a segment cannot be created or read; a corrupt
+    /// tail of the last segment is cut (logged), corrupt data in a closed one is kept and fails
+    /// reads that reach it.
+    pub fn open(
+        data_dir: &Path,
+        topic: Arc<str>,
+        id: u32,
+        config: TopicConfig,
+        clock: Clock,
+    ) -> Result<Self> {
         let dir = partition_dir(data_dir, &topic, id);
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         remove_leftovers(&dir)?;
@@ -176,7 +191,7 @@ impl Partition {
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let is_tail = i + 1 == bases.len();
-            let (seg, bad) = Segment::recover(&dir, base, !is_tail || clean, is_tail)?;
+            let (seg, bad) = Segment::recover(&dir, base, !is_tail || clean, is_tail, &clock)?;
             if bad > 0 && !is_tail {
                 tracing::error!(topic = %topic, partition = id, segment = base,
                     "closed segment has corrupt data; reads will stop there with an error");
@@ -184,7 +199,7 @@ impl Partition {
             segments.push(seg);
         }
         if segments.is_empty() {
-            segments.push(Segment::create(&dir, 0)?);
+            segments.push(Segment::create(&dir, 0, &clock)?);
         }
         if clean {
             std::fs::remove_file(&marker).map_err(|e| LogError::io(&marker, e))?;
@@ -210,6 +225,7 @@ impl Partition {
             id,
             dir,
             config,
+            clock,
             segments: RwLock::new(segments),
             writer: Mutex::new(()),
             high_watermark: AtomicU64::new(end),
@@ -532,7 +548,7 @@ impl Partition {
         };
         let base = active.base_offset;
         active.cut(keep)?;
-        let (reopened, _) = Segment::recover(&self.dir, base, false, true)?;
+        let (reopened, _) = Segment::recover(&self.dir, base, false, true, &self.clock)?;
         let end = reopened.next_offset;
         let len = reopened.size();
         *active = reopened;
@@ -575,7 +591,8 @@ impl Partition {
     fn maybe_roll(&self, segs: &mut Vec<Segment>, incoming: u64) -> Result<()> {
         let active = segs.last().expect("active segment");
         let full = active.size() + incoming > self.config.segment_bytes;
-        let old = active.created.elapsed() >= Duration::from_millis(self.config.segment_ms);
+        let age_ms = self.clock.now_ms().saturating_sub(active.created_ms);
+        let old = age_ms >= i64::try_from(self.config.segment_ms).unwrap_or(i64::MAX);
         if active.is_empty() || !(full || old) {
             return Ok(());
         }
@@ -601,7 +618,7 @@ impl Partition {
             self.synced.notify_all();
         }
         tracing::debug!(topic = %self.topic, partition = self.id, base = end, "rolled segment");
-        segs.push(Segment::create(&self.dir, end)?);
+        segs.push(Segment::create(&self.dir, end, &self.clock)?);
         let mut st = self.sync_state.lock();
         st.durable = st.durable.max((end, 0));
         Ok(())
@@ -872,6 +889,11 @@ impl Partition {
     /// Deletes closed segments past `retention.ms` (by their largest timestamp) or beyond
     /// `retention.bytes`, oldest first. An active segment whose data has all expired is rolled
     /// first so it can go too. Returns how many segments were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Storage`] when rolling the active segment fails its sync, [`LogError::Io`]
+    /// when a segment's files cannot be removed (the segments before it are already gone).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let cfg = &self.config;
         if cfg.cleanup_policy != CleanupPolicy::Delete
@@ -987,7 +1009,7 @@ impl Partition {
         segs[i].delete_index_files()?;
         let target = segment::log_path(&self.dir, base);
         std::fs::rename(cleaned, &target).map_err(|e| LogError::io(&target, e))?;
-        let (seg, _) = Segment::recover(&self.dir, base, false, false)?;
+        let (seg, _) = Segment::recover(&self.dir, base, false, false, &self.clock)?;
         seg.write_indexes()?;
         seg.publish(seg.size());
         segs[i] = seg;

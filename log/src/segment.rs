@@ -7,6 +7,7 @@
 //! shrinks except through [`Segment::recover`], which truncates a torn or corrupt tail.
 
 use crate::batch::{self, BatchHeader};
+use crate::clock::Clock;
 use crate::error::{LogError, Result};
 use crate::index::{INDEX_INTERVAL_BYTES, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use crate::txn::index::TxnIndex;
@@ -15,7 +16,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 /// Reads `len` bytes at `position` into a new buffer, without first zeroing it: the read
 /// buffers of a fetch are megabytes each, and the kernel overwrites every byte anyway.
@@ -74,7 +74,9 @@ pub struct Segment {
     index: OffsetIndex,
     time_index: TimeIndex,
     bytes_since_index: u64,
-    pub created: Instant,
+    /// When this segment was created or opened, on the log's clock (`segment.ms` ages it).
+    pub created_ms: i64,
+    clock: Clock,
     /// The transactions aborted by markers in this segment.
     pub(crate) txn_index: TxnIndex,
 }
@@ -97,7 +99,12 @@ struct ScanEnd {
 }
 
 impl Segment {
-    pub fn create(dir: &Path, base_offset: u64) -> Result<Self> {
+    /// A new, empty segment file at `base_offset`; `clock` ages it and stamps its writes.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when the file cannot be created (it exists already, or the disk refuses).
+    pub fn create(dir: &Path, base_offset: u64, clock: &Clock) -> Result<Self> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
@@ -105,10 +112,10 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
-        Ok(Self::with_file(dir, base_offset, file))
+        Ok(Self::with_file(dir, base_offset, file, clock.clone()))
     }
 
-    fn with_file(dir: &Path, base_offset: u64, file: File) -> Self {
+    fn with_file(dir: &Path, base_offset: u64, file: File, clock: Clock) -> Self {
         Self {
             base_offset,
             dir: dir.to_path_buf(),
@@ -117,11 +124,12 @@ impl Segment {
             readable: Arc::new(AtomicU64::new(0)),
             next_offset: base_offset,
             max_timestamp: i64::MIN,
-            last_write_ms: crate::types::now_ms(),
+            last_write_ms: clock.now_ms(),
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
             bytes_since_index: 0,
-            created: Instant::now(),
+            created_ms: clock.now_ms(),
+            clock,
             txn_index: TxnIndex::empty(dir, base_offset),
         }
     }
@@ -137,6 +145,7 @@ impl Segment {
         base_offset: u64,
         trust_indexes: bool,
         truncate_bad_tail: bool,
+        clock: &Clock,
     ) -> Result<(Self, u64)> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new()
@@ -151,7 +160,7 @@ impl Segment {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64);
-        let mut seg = Self::with_file(dir, base_offset, file);
+        let mut seg = Self::with_file(dir, base_offset, file, clock.clone());
         if let Some(ms) = written {
             seg.last_write_ms = ms;
         }
@@ -287,9 +296,13 @@ impl Segment {
 
     /// Writes one batch whose base offset is already set. The caller holds the writer lock;
     /// the bytes are not yet visible to readers (see [`Segment::publish`]).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] naming the file when the write fails; the caller cuts what it left.
     pub fn append(&mut self, bytes: &[u8], h: &BatchHeader) -> Result<u64> {
         let position = self.size;
-        self.last_write_ms = crate::types::now_ms();
+        self.last_write_ms = self.clock.now_ms();
         crate::fault::write_all_at(&self.file, bytes, position, || self.log_path())
             .map_err(|e| LogError::io(self.log_path(), e))?;
         self.size += bytes.len() as u64;
@@ -299,9 +312,13 @@ impl Segment {
 
     /// [`append`](Self::append) of a batch whose first 8 bytes (the base offset) are stale:
     /// `h.base_offset` is written in their place, the rest as it is.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append).
     pub fn append_with_base(&mut self, bytes: &[u8], h: &BatchHeader) -> Result<u64> {
         let position = self.size;
-        self.last_write_ms = crate::types::now_ms();
+        self.last_write_ms = self.clock.now_ms();
         let io = |e| LogError::io(self.log_path(), e);
         let path = || self.log_path();
         crate::fault::write_all_at(&self.file, &h.base_offset.to_be_bytes(), position, path)

@@ -16,7 +16,7 @@ proptest! {
         tombstone_delay_passed in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open_with(dir.path(), LogOptions { cleaner_interval: Duration::from_secs(3600) }).unwrap();
+        let log = Log::open_with(dir.path(), LogOptions { cleaner_interval: Duration::from_secs(3600), ..LogOptions::default() }).unwrap();
         log.create_topic("kv", TopicConfig {
             cleanup_policy: CleanupPolicy::Compact,
             segment_bytes: 1024,

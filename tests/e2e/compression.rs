@@ -234,6 +234,7 @@ fn compacted_topic_of_compressed_batches_compacts() {
         dir.path(),
         LogOptions {
             cleaner_interval: Duration::from_secs(3600),
+            ..LogOptions::default()
         },
     )
     .unwrap();

@@ -110,6 +110,7 @@ fn open(dir: &Path) -> Log {
         dir,
         LogOptions {
             cleaner_interval: Duration::from_secs(3600),
+            ..LogOptions::default()
         },
     )
     .unwrap()

@@ -3,7 +3,7 @@
 
 use crate::support::{batch_of, read_all, set_segment_mtimes};
 use proptest::prelude::*;
-use runnel_log::{Durability, Log, LogOptions, TopicConfig, TopicPartition};
+use runnel_log::{Clock, Durability, Log, LogOptions, TopicConfig, TopicPartition};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -43,10 +43,16 @@ const SEGMENT_BYTES: u64 = 4096;
 const RETENTION_BYTES: u64 = 12 * 1024;
 
 fn open(dir: &std::path::Path) -> Log {
+    open_on(dir, Clock::system())
+}
+
+/// A log whose time-based behaviour (segment ageing, retention) reads `clock`.
+fn open_on(dir: &std::path::Path, clock: Clock) -> Log {
     Log::open_with(
         dir,
         LogOptions {
             cleaner_interval: Duration::from_secs(3600),
+            clock,
         },
     )
     .unwrap()
@@ -182,7 +188,8 @@ fn time_retention_deletes_only_expired_segments() {
 #[test]
 fn time_retention_keeps_old_records_written_recently() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
+    let clock = Clock::manual(runnel_log::types::now_ms());
+    let log = open_on(dir.path(), clock.clone());
     log.create_topic(
         "t",
         TopicConfig {
@@ -193,22 +200,30 @@ fn time_retention_keeps_old_records_written_recently() {
     )
     .unwrap();
     let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
-    let last_year = runnel_log::types::now_ms() - 365 * 24 * 3_600_000;
+    let last_year = clock.now_ms() - 365 * 24 * 3_600_000;
     for i in 0..40 {
         p.append(batch_of(&[(None, Some(vec![b'x'; 200]), last_year + i)]))
             .unwrap();
     }
-    assert!(p.stats().segments > 2);
+    let segments = p.stats().segments;
+    assert!(segments > 2);
+    clock.advance(Duration::from_millis(3_599_999));
     let (deleted, _) = log.run_cleaner().unwrap();
-    assert_eq!(deleted, 0);
+    assert_eq!(deleted, 0, "written less than retention.ms ago");
     assert_eq!(p.log_start_offset(), 0);
     assert_eq!(read_all(&p, 0).unwrap().len(), 40);
+    // An hour after they were written, every closed segment goes; the active one stays.
+    clock.advance(Duration::from_millis(2));
+    let (deleted, _) = log.run_cleaner().unwrap();
+    assert_eq!(deleted, segments - 1, "every closed segment has expired");
+    assert!(p.log_start_offset() > 0);
 }
 
 #[test]
 fn segments_roll_by_age() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
+    let clock = Clock::manual(runnel_log::types::now_ms());
+    let log = open_on(dir.path(), clock.clone());
     log.create_topic(
         "t",
         TopicConfig {
@@ -220,10 +235,11 @@ fn segments_roll_by_age() {
     let p = log.partition(&TopicPartition::new("t", 0)).unwrap();
     p.append(batch_of(&[(None, Some(b"first".to_vec()), 1)]))
         .unwrap();
+    clock.advance(Duration::from_millis(49));
     p.append(batch_of(&[(None, Some(b"second".to_vec()), 1)]))
         .unwrap();
     assert_eq!(p.stats().segments, 1, "a young segment is not rolled");
-    std::thread::sleep(Duration::from_millis(120));
+    clock.advance(Duration::from_millis(1));
     assert_eq!(
         p.append(batch_of(&[(None, Some(b"third".to_vec()), 1)]))
             .unwrap(),

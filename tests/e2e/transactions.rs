@@ -208,7 +208,7 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
             .unwrap();
         done.commit_transaction().await.unwrap();
 
-        let left = txn_producer(&log, "left-open", Duration::from_millis(1500));
+        let left = txn_producer(&log, "left-open", Duration::from_secs(60));
         left.init_transactions().await.unwrap();
         left.begin_transaction().unwrap();
         send_all(&left, "t", "lost", 5).await;
@@ -220,7 +220,9 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
         done.close().await.unwrap();
         left.close().await.unwrap();
     }
-    let log = reopen(dir.path()).await;
+    // The log's clock stands still until the test moves it past the transaction's timeout.
+    let clock = Clock::manual(runnel_log::types::now_ms());
+    let log = reopen_on(dir.path(), clock.clone()).await;
     let part = log.partition(&TopicPartition::new("t", 0)).unwrap();
     assert!(
         part.last_stable_offset() < part.high_watermark(),
@@ -240,6 +242,11 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
         read(&log, "t", IsolationLevel::ReadCommitted, 3).await,
         ["kept0", "kept1", "kept2"]
     );
+    assert!(
+        part.last_stable_offset() < part.high_watermark(),
+        "still open before its timeout"
+    );
+    clock.advance(Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(20);
     while part.last_stable_offset() < part.high_watermark() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -328,9 +335,18 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// Opens the log at `dir` once the producers of the previous one have let go of it (their
 /// sender threads end after `close`).
 async fn reopen(dir: &std::path::Path) -> Log {
+    reopen_on(dir, Clock::system()).await
+}
+
+/// [`reopen`] with the log's time-based behaviour (transaction timeouts) on `clock`.
+async fn reopen_on(dir: &std::path::Path, clock: Clock) -> Log {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match Log::open(dir) {
+        let options = LogOptions {
+            clock: clock.clone(),
+            ..LogOptions::default()
+        };
+        match Log::open_with(dir, options) {
             Err(LogError::DataDirLocked { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -35,6 +35,7 @@ use crate::log::{CONSUMER_OFFSETS_TOPIC, Log, internal_topic_config};
 use crate::partition::Partition;
 use crate::txn::marker::Outcome;
 use crate::txn::state_log::{self, TRANSACTION_STATE_TOPIC, TxnMetadata, TxnStatus};
+use crate::clock::Clock;
 use crate::types::{TopicPartition, now_ms};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
@@ -60,6 +61,8 @@ pub struct TransactionCoordinator {
     /// pipelined EndTxn this guards.
     refused: Mutex<HashMap<i64, i16>>,
     next_producer_id: AtomicI64,
+    /// Dates transactions' starts and updates, and decides their timeouts.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for TransactionCoordinator {
@@ -71,7 +74,7 @@ impl std::fmt::Debug for TransactionCoordinator {
 impl TransactionCoordinator {
     /// Loads the transactional ids from `__transaction_state` when it exists. Transactions
     /// caught between prepare and complete are finished by [`recover`](Self::recover).
-    pub(crate) fn load(state_partition: Option<Arc<Partition>>) -> Result<Self> {
+    pub(crate) fn load(state_partition: Option<Arc<Partition>>, clock: Clock) -> Result<Self> {
         let mut txns: HashMap<String, TxnMetadata> = HashMap::new();
         if let Some(p) = &state_partition {
             p.scan_batches(p.log_start_offset(), u64::MAX, |b| {
@@ -90,7 +93,7 @@ impl TransactionCoordinator {
                 Ok(ControlFlow::<()>::Continue(()))
             })?;
         }
-        // Ids start from the clock so that ids of idempotent producers of an earlier run (which
+        // Ids start from the wall clock (not the log's, which a test may hold still) so that ids of idempotent producers of an earlier run (which
         // are not stored) are not handed out again, and past every stored one.
         let stored = txns.values().map(|m| m.producer_id + 1).max().unwrap_or(0);
         let next = (now_ms() << 8).max(stored);
@@ -112,6 +115,7 @@ impl TransactionCoordinator {
                     .collect(),
             ),
             next_producer_id: AtomicI64::new(next),
+            clock,
         })
     }
 
@@ -199,7 +203,7 @@ impl TransactionCoordinator {
                     timeout_ms,
                     status: TxnStatus::Empty,
                     partitions: BTreeSet::new(),
-                    last_update_ms: now_ms(),
+                    last_update_ms: self.clock.now_ms(),
                     start_ms: -1,
                 }))
             })
@@ -238,7 +242,7 @@ impl TransactionCoordinator {
             .insert(m.producer_id, id.to_string());
         m.timeout_ms = timeout_ms;
         m.status = TxnStatus::Empty;
-        m.last_update_ms = now_ms();
+        m.last_update_ms = self.clock.now_ms();
         // Synced always: an epoch bump lost to a power loss would un-fence the older instance.
         self.persist(id, m, true)
     }
@@ -274,11 +278,11 @@ impl TransactionCoordinator {
         let mut next = m.clone();
         if next.status != TxnStatus::Ongoing {
             next.status = TxnStatus::Ongoing;
-            next.start_ms = now_ms();
+            next.start_ms = self.clock.now_ms();
             next.partitions.clear();
         }
         next.partitions.extend(partitions.iter().cloned());
-        next.last_update_ms = now_ms();
+        next.last_update_ms = self.clock.now_ms();
         let sync = must_sync(log, &next.partitions);
         self.persist(transactional_id, &next, sync)?;
         *m = next;
@@ -360,7 +364,7 @@ impl TransactionCoordinator {
     /// Aborts, with the epoch bumped, every transaction open longer than its timeout.
     /// Called by the log's background thread. Blocking.
     pub(crate) fn abort_timed_out(&self, log: &Log) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for (id, entry) in self.entries() {
             let Some(mut m) = entry.try_lock() else {
                 continue;
@@ -440,7 +444,7 @@ impl TransactionCoordinator {
         let sync = must_sync(log, &m.partitions);
         if m.status != prepare {
             m.status = prepare;
-            m.last_update_ms = now_ms();
+            m.last_update_ms = self.clock.now_ms();
             self.persist(id, m, sync)?;
         }
         for tp in &m.partitions {
@@ -459,7 +463,7 @@ impl TransactionCoordinator {
         m.status = done;
         m.partitions.clear();
         m.start_ms = -1;
-        m.last_update_ms = now_ms();
+        m.last_update_ms = self.clock.now_ms();
         self.persist(id, m, sync)
     }
 
