@@ -74,6 +74,10 @@ impl BatchHeader {
         self.attributes & TRANSACTIONAL_FLAG != 0
     }
     /// The codec of the records section (an error for ids 5-7, which are not codecs).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidBatch`] for codec ids 5-7.
     pub fn compression(&self) -> Result<Compression> {
         Compression::from_attributes(self.attributes)
     }
@@ -100,6 +104,11 @@ pub fn peek_frame(b: &[u8]) -> Option<(i64, i64)> {
 }
 
 /// Parses the header of the batch at the start of `b` without checking the CRC.
+///
+/// # Errors
+///
+/// [`LogError::InvalidBatch`] for fewer bytes than a header, a magic other than 2, or a
+/// length field out of range.
 pub fn parse_header(b: &[u8]) -> Result<BatchHeader> {
     if b.len() < HEADER_LEN {
         return Err(LogError::InvalidBatch(format!(
@@ -152,6 +161,10 @@ fn records_section<'a>(b: &'a [u8], h: &BatchHeader) -> Result<&'a [u8]> {
 }
 
 /// Parses the header and checks that `b` holds the whole batch and that its CRC matches.
+///
+/// # Errors
+///
+/// As [`parse_header`], and [`LogError::InvalidBatch`] for a short batch or a CRC mismatch.
 pub fn validate(b: &[u8]) -> Result<BatchHeader> {
     let h = parse_header(b)?;
     records_section(b, &h)?;
@@ -308,6 +321,10 @@ pub struct RecordSpan {
 /// Decodes the records of one validated batch: `batch` must hold exactly one whole batch; the
 /// returned keys and values are zero-copy slices of it.
 /// A compressed batch is decompressed first (the slices are then of the decompressed copy).
+///
+/// # Errors
+///
+/// [`LogError::InvalidBatch`] for a malformed record or a payload that does not decompress.
 pub fn records(batch: &Bytes) -> Result<Vec<Record>> {
     let batch = &decompressed(batch)?;
     // Capacity is bounded by the bytes present, not by the (untrusted) count field.
@@ -329,6 +346,10 @@ pub fn records(batch: &Bytes) -> Result<Vec<Record>> {
 /// [`decompressed`]), handing each one's place to `f`, in order. Every length, header key and
 /// record frame is checked before `f` sees the record; a malformed record is an error and `f`
 /// has then seen only the records before it.
+///
+/// # Errors
+///
+/// [`LogError::InvalidBatch`] for a compressed batch or a malformed record.
 pub fn for_each_record(batch: &[u8], mut f: impl FnMut(RecordSpan)) -> Result<()> {
     let h = parse_header(batch)?;
     if h.attributes & COMPRESSION_MASK != 0 {
@@ -433,6 +454,10 @@ pub fn is_compressed(b: &[u8]) -> bool {
 
 /// The batch at the start of `batch` with its records section decompressed: `batch` itself
 /// (zero-copy) when it is not compressed, else a new buffer (see [`decompress_into`]).
+///
+/// # Errors
+///
+/// As [`decompress_into`].
 pub fn decompressed(batch: &Bytes) -> Result<Bytes> {
     if !is_compressed(batch) {
         return Ok(batch.clone());
@@ -447,6 +472,11 @@ pub fn decompressed(batch: &Bytes) -> Result<Bytes> {
 /// plain records; an uncompressed batch is copied. The error for a payload that does not
 /// decompress says which codec and why; the caller adds the place. `out` is left as it was
 /// on error.
+///
+/// # Errors
+///
+/// [`LogError::InvalidBatch`] for a bad header, an unknown codec, or a payload that does not
+/// decode (or decodes past the size limit).
 pub fn decompress_into(batch: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let h = parse_header(batch)?;
     let codec = h.compression()?;
@@ -471,6 +501,10 @@ pub fn decompress_into(batch: &[u8], out: &mut Vec<u8>) -> Result<()> {
 
 /// The uncompressed, whole batch `batch` with its records section compressed by `codec`
 /// (a copy of it for [`Compression::None`]): header fields kept, length and CRC recomputed.
+///
+/// # Errors
+///
+/// [`LogError::InvalidBatch`] for a bad header or a batch already compressed.
 pub fn compressed(batch: &[u8], codec: Compression) -> Result<Vec<u8>> {
     let h = parse_header(batch)?;
     if h.attributes & COMPRESSION_MASK != 0 {
@@ -493,6 +527,11 @@ pub fn compressed(batch: &[u8], codec: Compression) -> Result<Vec<u8>> {
 /// that is `producer` or `b`'s codec already; else, once its CRC is checked (the append would
 /// only check the new one), decompressed and compressed with the topic's codec, as Kafka's
 /// broker does. Header fields (producer id, sequence, timestamps) are kept.
+///
+/// # Errors
+///
+/// [`LogError::InvalidBatch`] for a bad header, a CRC mismatch (checked before
+/// recompressing) or a payload that does not decompress.
 pub fn as_topic_stores(b: Bytes, topic: CompressionType) -> Result<Bytes> {
     let produced = parse_header(&b)?.compression()?;
     let codec = topic.stored(produced);

@@ -13,6 +13,14 @@
 //! - `LogConsumer::poll` returns records in offset order per partition; positions start at the
 //!   group's committed offset, else per `auto_offset_reset`.
 //! - Offsets are Kafka's: a committed offset is the next offset to read.
+//!
+//! Errors are [`LogError`]s either way; a remote implementation reports the broker's error
+//! codes as the variants they name (unknown topic, group and transaction errors) and network
+//! failures as [`LogError::Remote`] / [`LogError::Io`].
+//!
+//! Cancel safety, for every async method: a dropped call either happened or did not, as a
+//! whole, except where a method says otherwise (`send_all` and `send_batch` may have queued a
+//! prefix); queries (offsets, counts) are always cancel safe.
 
 use crate::batch::BatchBuilder;
 use crate::config::TopicConfig;
@@ -31,10 +39,20 @@ use std::time::Duration;
 #[async_trait]
 pub trait LogClient: Send + Sync {
     /// Creates `name` with `config` unless it exists; returns its partition count either way.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidTopicName`] / [`LogError::InvalidConfig`] for a name or config the
+    /// log refuses; the storage errors of creating it.
     async fn ensure_topic(&self, name: &str, config: &TopicConfig) -> Result<u32>;
     /// The partition count of `topic`, or `None` if it does not exist.
     async fn partition_count(&self, topic: &str) -> Result<Option<u32>>;
     /// The end offset (high watermark) of each partition, in the order asked.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`] / [`LogError::UnknownPartition`] for a partition that does
+    /// not exist (the same for `stable_offsets`, `start_offsets` and `committed_offsets`).
     async fn end_offsets(&self, partitions: &[TopicPartition]) -> Result<Vec<u64>>;
     /// Where `read_committed` readers of each partition stop now: the first offset of the
     /// oldest open transaction, or the end offset when none is open. A reader that wants
@@ -63,12 +81,25 @@ pub trait LogClient: Send + Sync {
 pub trait LogProducer: Send + Sync {
     /// Queues a record. Waits only while the producer's buffer is full.
     ///
-    /// Cancel safety: if dropped while waiting for buffer space, nothing was queued.
+    /// # Errors
+    ///
+    /// Unknown topic or partition; a closed producer; a transactional producer outside an
+    /// open transaction; an earlier failed batch to the same partition (see the module doc).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped while waiting for buffer space, nothing was queued.
     async fn send(&self, record: ProducerRecord<'_>) -> Result<()>;
     /// Queues records in order; the same as `send` for each, in one call (one await for the
     /// lot, so a caller with many records pays the async machinery once).
     ///
-    /// Cancel safety: if dropped, a prefix of the records may have been queued.
+    /// # Errors
+    ///
+    /// As `send`, for the first record refused.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if dropped, a prefix of the records may have been queued.
     async fn send_all(&self, records: &[ProducerRecord<'_>]) -> Result<()> {
         for r in records {
             self.send(*r).await?;
@@ -79,7 +110,13 @@ pub trait LogProducer: Send + Sync {
     /// where the producer puts records with neither key nor partition. The embedded producer
     /// appends it as it is; this default decodes it and sends its records.
     ///
-    /// Cancel safety: as `send_all`'s.
+    /// # Errors
+    ///
+    /// As `send`; [`LogError::InvalidBatch`] when the default's decoding of `batch` fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// As `send_all`'s.
     async fn send_batch(
         &self,
         topic: &str,
@@ -105,6 +142,16 @@ pub trait LogProducer: Send + Sync {
         self.send_all(&records).await
     }
     /// Waits until every record sent before this call is durable; returns the first failure.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Delivery`] (or the broker's error) for the first record since the last
+    /// flush that was not stored.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped flush stops waiting; the records are still sent and a failure
+    /// is reported by the next flush.
     async fn flush(&self) -> Result<()>;
 
     /// Records stored so far per partition, for a producer that counts them (`None` when it
@@ -122,6 +169,13 @@ pub trait LogProducer: Send + Sync {
     /// and aborting what they left open). The other transaction calls follow Kafka's producer:
     /// begin, send, [`send_offsets_to_transaction`](Self::send_offsets_to_transaction), commit
     /// or abort. A producer made without a `transactional_id` refuses them.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidConfig`] without a `transactional_id` (every transaction call);
+    /// [`LogError::Transaction`] with Kafka's kinds: `ProducerFenced` when a newer instance
+    /// took the id, `InvalidTxnState` for a call out of order, `TransactionAbortable` after a
+    /// failed send (abort, then go on), `InvalidTransactionTimeout`.
     async fn init_transactions(&self) -> Result<()> {
         Err(no_transactions())
     }
@@ -162,7 +216,16 @@ pub trait LogConsumer: Send {
     fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()>;
     fn seek_to_beginning(&mut self);
     /// Waits up to `timeout` for records, one [`RecordRun`] per partition that had some.
-    /// Cancel safety: as the implementation documents.
+    ///
+    /// # Errors
+    ///
+    /// No committed offset under `auto_offset_reset = none`; a position out of range; the
+    /// group refusing this member; a corrupt or unreadable batch.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: positions move only with the records returned, so a dropped poll loses
+    /// nothing (both implementations).
     async fn poll_runs(&mut self, timeout: Duration) -> Result<Vec<RecordRun>>;
     /// As [`LogConsumer::poll_runs`], one [`ConsumerRecord`] per record.
     async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
@@ -173,6 +236,10 @@ pub trait LogConsumer: Send {
             .collect())
     }
     /// Commits explicit offsets (the next offset to read) in the consumer's group.
+    ///
+    /// # Errors
+    ///
+    /// No `group_id`; the group refusing a member that is no longer in its generation.
     async fn commit_offsets(&mut self, offsets: Vec<(TopicPartition, u64)>) -> Result<()>;
     /// Leaves the group (committing first under auto-commit).
     async fn close(self: Box<Self>) -> Result<()>;
@@ -331,10 +398,17 @@ impl LogConsumer for Consumer {
 pub type SharedLogClient = Arc<dyn LogClient>;
 
 /// Exercises the traits' contract on `log`: topics, produce, end offsets, consume in order per
-/// partition, commit, committed offsets, and errors for unknown topics and partitions. Panics
-/// on the first departure. The tests of every implementation (the embedded log here, the
-/// broker's network client) run it, so they are held to the same behaviour. With the
-/// `test-util` feature.
+/// partition, commit, committed offsets, and errors for unknown topics and partitions. The
+/// tests of every implementation (the embedded log here, the broker's network client) run it,
+/// so they are held to the same behaviour. With the `test-util` feature.
+///
+/// # Panics
+///
+/// On the first departure from the contract, saying which.
+///
+/// # Cancel safety
+///
+/// Not meant to be cancelled: dropped midway, it leaves its topics half written.
 #[cfg(any(test, feature = "test-util"))]
 pub async fn check_conformance(log: SharedLogClient, durability: crate::config::Durability) {
     use crate::consumer::OffsetReset;

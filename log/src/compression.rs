@@ -56,6 +56,10 @@ impl Compression {
     }
 
     /// The codec of a batch with these `attributes`; ids 5-7 are not codecs.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidBatch`] naming the id for 5-7.
     pub fn from_attributes(attributes: i16) -> Result<Self> {
         CODECS
             .get((attributes & 0x07) as usize)
@@ -109,6 +113,10 @@ impl Compression {
 
     /// Appends the decompressed `input` to `out`; a payload that does not decode, or decodes
     /// to more than [`MAX_DECOMPRESSED`] bytes, is an error saying why.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the codec and the cause; `out` keeps what it held before the call.
     pub fn decompress(self, input: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
         self.decompress_at_most(input, out, MAX_DECOMPRESSED)
     }

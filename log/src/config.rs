@@ -99,6 +99,11 @@ impl Default for TopicConfig {
 }
 
 impl TopicConfig {
+    /// Checks the settings against the ranges Kafka allows (and the log's own limits).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidConfig`] naming the first setting out of range and its range.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(LogError::InvalidConfig(m));
         if self.partitions == 0 || self.partitions > 100_000 {
@@ -130,6 +135,10 @@ impl TopicConfig {
 
 /// Kafka's topic-name rule. A name that passes can never escape the data directory: it has no
 /// separators and is not `.` or `..`.
+///
+/// # Errors
+///
+/// [`LogError::InvalidTopicName`] saying why (empty, reserved, too long, a character).
 pub fn validate_topic_name(name: &str) -> Result<()> {
     let bad = |reason: &str| {
         Err(LogError::InvalidTopicName {
@@ -156,6 +165,10 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
 }
 
 /// Parses `512`, `64KiB`, `10MB`, `1GiB`, `1g` into bytes (K/M/G are binary multiples, as Kafka users expect of sizes).
+///
+/// # Errors
+///
+/// [`LogError::InvalidConfig`] for no number, an unknown unit, or more than `u64` holds.
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -180,6 +193,10 @@ pub fn parse_size(s: &str) -> Result<u64> {
 }
 
 /// Parses `100ms`, `30s`, `7d`, `2h 30m` (humantime syntax).
+///
+/// # Errors
+///
+/// [`LogError::InvalidConfig`] for an empty text, a number without a unit, or an unknown unit.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     parse_humantime(s.trim()).map_err(|e| {
         LogError::InvalidConfig(format!("duration {s:?}: {e}; write e.g. 500ms, 30s, 7d"))

@@ -154,6 +154,11 @@ impl Consumer {
 
     /// Reads these partitions, outside group management. Positions start from the committed
     /// offset of `group_id` if there is one, else per `auto_offset_reset`.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`] / [`LogError::UnknownPartition`] for a partition that does
+    /// not exist; the assignment is then unchanged.
     pub fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
         self.subscription = None;
         self.set_assignment(partitions)
@@ -161,6 +166,11 @@ impl Consumer {
 
     /// Joins `group_id` and reads the partitions of `topics` the group assigns to this member.
     /// The join happens in the next [`poll`](Self::poll).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidConfig`] without a `group_id`; [`LogError::UnknownTopic`] for a
+    /// topic that does not exist.
     pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
         if self.config.group_id.is_none() {
             return Err(LogError::InvalidConfig(
@@ -185,6 +195,11 @@ impl Consumer {
         self.assigned.get(tp).and_then(|a| a.position)
     }
 
+    /// Reads `tp` from `offset` at the next poll.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidConfig`] when `tp` is not assigned to this consumer.
     pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
         self.assigned_mut(tp)?.position = Some(offset);
         Ok(())
@@ -203,6 +218,14 @@ impl Consumer {
     }
 
     /// Moves every assigned partition to its first record with timestamp ≥ `ts` (the end if none).
+    ///
+    /// # Errors
+    ///
+    /// As [`Partition::offset_for_timestamp`]; no position moves then.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: positions move only after every lookup is done.
     pub async fn seek_to_timestamp(&mut self, ts: i64) -> Result<()> {
         let parts: Vec<(TopicPartition, Arc<Partition>)> = self
             .assigned
@@ -253,7 +276,18 @@ impl Consumer {
 
     /// Waits up to `timeout` for records from the assigned partitions.
     ///
-    /// Cancel safety: records are only taken from the log after the wait, in one step with the
+    /// # Errors
+    ///
+    /// - [`LogError::NoOffset`] for a partition without committed offset under
+    ///   `auto_offset_reset = none`, [`LogError::OffsetOutOfRange`] for a position outside the
+    ///   log under it.
+    /// - [`LogError::Group`] when the group refuses the join, sync or auto-commit (fenced,
+    ///   rebalanced away).
+    /// - [`LogError::Corrupt`] / [`LogError::Io`] from reading the partitions.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: records are only taken from the log after the wait, in one step with the
     /// position update, so dropping the future loses nothing; a dropped poll may leave a group
     /// rejoin half done, which the next poll finishes.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
@@ -267,7 +301,13 @@ impl Consumer {
     /// As [`Consumer::poll`], with the records left in the batches they were read in: one
     /// [`RecordRun`] per partition that had records (the cheaper form for a stream processor).
     ///
-    /// Cancel safety: as [`Consumer::poll`].
+    /// # Errors
+    ///
+    /// As [`Consumer::poll`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Consumer::poll`].
     pub async fn poll_runs(&mut self, timeout: Duration) -> Result<Vec<RecordRun>> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -414,6 +454,14 @@ impl Consumer {
     }
 
     /// Commits the current positions of all assigned partitions.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit_offsets`](Self::commit_offsets).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`commit_offsets`](Self::commit_offsets).
     pub async fn commit(&mut self) -> Result<()> {
         let offsets: Vec<(TopicPartition, u64)> = self
             .assigned
@@ -424,6 +472,17 @@ impl Consumer {
     }
 
     /// Commits explicit offsets (the next offset to read, as in Kafka).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidConfig`] without a `group_id`; [`LogError::Group`] when this member
+    /// is no longer in the group's generation (its partitions moved: the commit is refused);
+    /// [`LogError::Storage`] when the offsets topic cannot be written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: the commit runs on a blocking thread and completes or not as a
+    /// whole; a dropped future does not say which, so commit again.
     pub async fn commit_offsets(&mut self, offsets: Vec<(TopicPartition, u64)>) -> Result<()> {
         let group =
             self.config.group_id.clone().ok_or_else(|| {
@@ -633,6 +692,14 @@ impl Consumer {
     }
 
     /// Commits (with auto-commit) and leaves the group, so others take over at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit`](Self::commit); the consumer leaves the group either way.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the consumer, which leaves the group.
     pub async fn close(mut self) -> Result<()> {
         let r = if self.config.enable_auto_commit && self.config.group_id.is_some() {
             self.commit().await

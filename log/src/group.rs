@@ -289,6 +289,11 @@ impl GroupCoordinator {
     /// Loads committed offsets from the offsets topic.
     /// Offsets written by transactions count from their commit marker; those of transactions
     /// still open stay pending until the transaction coordinator ends them.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Corrupt`] / [`LogError::Io`] reading the offsets topic;
+    /// [`LogError::InvalidBatch`] for a record whose key or value cannot be decoded.
     pub fn load(offsets_topic: Arc<Partition>) -> Result<Self> {
         let mut committed = BTreeMap::new();
         let mut pending: HashMap<i64, Vec<PendingOffset>> = HashMap::new();
@@ -328,7 +333,14 @@ impl GroupCoordinator {
 
     /// Joins (or rejoins) a group and waits until the join phase completes.
     ///
-    /// Cancel safety: if the future is dropped while waiting, the member stays registered and
+    /// # Errors
+    ///
+    /// [`LogError::Group`] with `InconsistentProtocol` when the member's protocols share none
+    /// with the group's, `UnknownMember` for a member id the group does not know.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if the future is dropped while waiting, the member stays registered and
     /// is removed when its session expires (or by [`leave_group`](Self::leave_group)).
     pub async fn join_group(&self, req: JoinRequest) -> Result<JoinResponse> {
         let (member_id, mut changed) = {
@@ -408,7 +420,14 @@ impl GroupCoordinator {
     /// Sends (leader) or waits for (follower) the assignment of the current generation and
     /// returns this member's share.
     ///
-    /// Cancel safety: dropping the future only stops waiting; nothing is half-applied.
+    /// # Errors
+    ///
+    /// [`LogError::Group`] with `UnknownMember` / `IllegalGeneration` for a member or
+    /// generation that is not current, `RebalanceInProgress` when a new join began meanwhile.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops waiting; nothing is half-applied.
     pub async fn sync_group(
         &self,
         group_id: &str,
@@ -459,7 +478,12 @@ impl GroupCoordinator {
         }
     }
 
-    /// Keeps a member's session alive. `RebalanceInProgress` tells it to rejoin.
+    /// Keeps a member's session alive.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Group`]: `RebalanceInProgress` tells the member to rejoin;
+    /// `UnknownMember` / `IllegalGeneration` that it was removed (its session expired).
     pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> Result<()> {
         let mut st = self.state.lock();
         let group = st.group_mut(group_id)?;
@@ -506,6 +530,13 @@ impl GroupCoordinator {
 
     /// Commits offsets durably. `member` is `None` (with generation -1) for a consumer outside
     /// group management, which is only allowed while the group has no members. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// - [`LogError::Group`]: `UnknownMember` / `IllegalGeneration` for a member not in the
+    ///   current generation (or `None` while the group has members), `RebalanceInProgress`
+    ///   during a rebalance. Nothing is committed then.
+    /// - [`LogError::Storage`] when the offsets topic cannot be written.
     pub fn commit_offsets(
         &self,
         group_id: &str,
@@ -553,6 +584,10 @@ impl GroupCoordinator {
     /// is checked as for [`commit_offsets`](Self::commit_offsets) when given. Blocking.
     ///
     /// [`complete_transaction`]: Self::complete_transaction
+    ///
+    /// # Errors
+    ///
+    /// As [`commit_offsets`](Self::commit_offsets).
     pub fn txn_commit_offsets(
         &self,
         group_id: &str,
@@ -667,6 +702,10 @@ impl GroupCoordinator {
     }
 
     /// Drops every committed offset of a deleted topic (tombstones in the offsets topic).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Storage`] when the tombstones cannot be written; the offsets stay then.
     pub fn forget_topic(&self, topic: &str) -> Result<()> {
         let keys: Vec<(String, TopicPartition)> = self
             .state
@@ -681,6 +720,10 @@ impl GroupCoordinator {
 
     /// Drops the committed offsets of `group_id` on `partitions` (Kafka's OffsetDelete; the
     /// caller checks that no live member reads them).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Storage`] when the tombstones cannot be written; the offsets stay then.
     pub fn delete_offsets(&self, group_id: &str, partitions: &[TopicPartition]) -> Result<()> {
         let keys = partitions
             .iter()

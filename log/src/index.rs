@@ -76,6 +76,12 @@ impl OffsetIndex {
         self.entries.is_empty()
     }
 
+    /// Writes the index to `path` (through a temporary file and a rename, so a crash leaves the old
+    /// one or the new one).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] naming the file.
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut buf = Vec::with_capacity(self.entries.len() * 8);
         for e in &self.entries {
@@ -142,6 +148,11 @@ impl TimeIndex {
         self.entries.last().map(|e| e.timestamp)
     }
 
+    /// Writes the index to `path`, as the offset index does.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] naming the file.
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut buf = Vec::with_capacity(self.entries.len() * 12);
         for e in &self.entries {

@@ -72,6 +72,11 @@ impl Topic {
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions.read().clone()
     }
+    /// Partition `id` of this topic.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownPartition`] when the topic has no partition `id`.
     pub fn partition(&self, id: u32) -> Result<Arc<Partition>> {
         let parts = self.partitions.read();
         parts
@@ -141,10 +146,27 @@ impl std::fmt::Debug for Log {
 
 impl Log {
     /// Opens (creating if needed) a data directory with default options.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_with`](Self::open_with).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(dir, LogOptions::default())
     }
 
+    /// Opens (creating if needed) a data directory: takes its lock, recovers every partition
+    /// (a torn tail after a crash is cut), loads group offsets and transactions, completes
+    /// transactions a crash left prepared, and starts the background thread (flushes,
+    /// retention, compaction, transaction timeouts, group sessions).
+    ///
+    /// # Errors
+    ///
+    /// - [`LogError::DataDirLocked`] when another process (or another open `Log` in this
+    ///   one) holds the directory.
+    /// - [`LogError::Io`] when the directory or a file in it cannot be created or read.
+    /// - [`LogError::InvalidConfig`] when a stored topic config is not valid JSON.
+    /// - [`LogError::Corrupt`] / [`LogError::InvalidBatch`] when the internal offsets or
+    ///   transaction-state topics hold data that cannot be decoded.
     pub fn open_with(dir: impl AsRef<Path>, options: LogOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let meta = dir.join(".runnel").join("topics");
@@ -228,6 +250,14 @@ impl Log {
         &self.inner.transactions
     }
 
+    /// Creates topic `name` with `config` and opens its partitions.
+    ///
+    /// # Errors
+    ///
+    /// - [`LogError::InvalidTopicName`] for a name Kafka would refuse.
+    /// - [`LogError::InvalidConfig`] for a config that [`TopicConfig::validate`] refuses.
+    /// - [`LogError::TopicExists`] when the name is taken.
+    /// - [`LogError::Io`] when its directories or config file cannot be written.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>> {
         validate_topic_name(name)?;
         config.validate()?;
@@ -247,6 +277,11 @@ impl Log {
         Ok(topic)
     }
 
+    /// Topic `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`] when there is none.
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         self.inner
             .topics
@@ -256,6 +291,11 @@ impl Log {
             .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
     }
 
+    /// The partition `tp`.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`] or [`LogError::UnknownPartition`].
     pub fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
         self.topic(&tp.topic)?.partition(tp.partition)
     }
@@ -264,6 +304,11 @@ impl Log {
         self.inner.topics.read().keys().cloned().collect()
     }
 
+    /// A topic's config and each partition's offsets, size and segment count.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`] when there is none.
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         let t = self.topic(name)?;
         Ok(TopicDescription {
@@ -273,7 +318,16 @@ impl Log {
         })
     }
 
-    /// Deletes a topic and its data. Committed group offsets for it are dropped too.
+    /// Deletes a topic and its data. Committed group offsets for it are dropped too; handles to
+    /// its partitions still held elsewhere fail from now on instead of touching unlinked files.
+    ///
+    /// # Errors
+    ///
+    /// - [`LogError::InvalidConfig`] for the internal topics (`__consumer_offsets`,
+    ///   `__transaction_state`).
+    /// - [`LogError::UnknownTopic`] when there is none.
+    /// - [`LogError::Io`] when its files cannot be removed (the topic is gone from this `Log`
+    ///   either way; a crash in between leaves no data a new topic of the name would take).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         if name == CONSUMER_OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC {
             return Err(LogError::InvalidConfig(format!(
@@ -300,6 +354,13 @@ impl Log {
     }
 
     /// Grows a topic to `total` partitions (Kafka never shrinks a topic: keyed data would move).
+    ///
+    /// # Errors
+    ///
+    /// - [`LogError::UnknownTopic`] when there is none.
+    /// - [`LogError::InvalidConfig`] when `total` is not larger than today's count, or above
+    ///   the partition limit.
+    /// - [`LogError::Io`] when a partition directory or the config cannot be written.
     pub fn add_partitions(&self, name: &str, total: u32) -> Result<()> {
         let topic = self.topic(name)?;
         let mut parts = topic.partitions.write();
@@ -331,6 +392,13 @@ impl Log {
     /// [`add_partitions`](Self::add_partitions)). New partitions, [`Topic::config`] readers
     /// (the producer's codec choice, describe) see it at once; partitions already open keep
     /// the config they were opened with until the log is opened again.
+    ///
+    /// # Errors
+    ///
+    /// - [`LogError::UnknownTopic`] when there is none.
+    /// - [`LogError::InvalidConfig`] when `config` changes the partition count or does not
+    ///   validate.
+    /// - [`LogError::Io`] when the config file cannot be written.
     pub fn alter_topic_config(&self, name: &str, config: TopicConfig) -> Result<()> {
         let topic = self.topic(name)?;
         let _parts = topic.partitions.write();
@@ -348,17 +416,30 @@ impl Log {
     }
 
     /// Appends one encoded batch to a partition; returns its base offset. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::partition`] and [`Partition::append`].
     pub fn append(&self, tp: &TopicPartition, batch: Vec<u8>) -> Result<u64> {
         self.partition(tp)?.append(batch)
     }
 
     /// Reads whole batches from `offset`, about `max_bytes`. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::partition`] and [`Partition::read`].
     pub fn read(&self, tp: &TopicPartition, offset: u64, max_bytes: usize) -> Result<FetchResult> {
         self.partition(tp)?.read(offset, max_bytes)
     }
 
     /// Runs retention and compaction on every partition now (the background thread does this
     /// every `cleaner_interval`). Returns (segments deleted, records compacted away).
+    ///
+    /// # Errors
+    ///
+    /// The first [`LogError::Io`] or [`LogError::Corrupt`] a partition's retention or
+    /// compaction meets; partitions after it are not cleaned this time.
     pub fn run_cleaner(&self) -> Result<(usize, u64)> {
         run_cleaner(&self.inner)
     }

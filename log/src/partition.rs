@@ -77,6 +77,10 @@ pub struct FileRange {
 
 impl FileRange {
     /// The range's bytes, read from the file (for ranges too small to be worth sending apart).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] naming the file when the read fails.
     pub fn read(&self) -> Result<Bytes> {
         crate::segment::read_new_buffer(&self.file, self.position, self.len as usize)
             .map(Bytes::from)
@@ -274,6 +278,14 @@ impl Partition {
     /// Appends one encoded batch (base offset ignored and assigned here). Returns its base
     /// offset once the batch is durable per the topic's policy. Blocking: call from a blocking
     /// context (`spawn_blocking` or a plain thread).
+    ///
+    /// # Errors
+    ///
+    /// - [`LogError::InvalidBatch`] / [`LogError::RecordTooLarge`] for a batch that fails
+    ///   validation (bad CRC or header, above `max.message.bytes`): refused alone.
+    /// - [`LogError::Storage`] when the disk refused the write or its sync (full, I/O error):
+    ///   nothing it was to cover counts as written; the partition goes back to its durable prefix.
+    /// - [`LogError::UnknownTopic`] when the topic was deleted under this handle.
     pub fn append(&self, bytes: Vec<u8>) -> Result<u64> {
         self.append_many(vec![bytes])
             .pop()
@@ -283,6 +295,15 @@ impl Partition {
     /// Appends several batches in order, in one burst under the writer lock and, under
     /// `always`, covered by one sync. Returns one result per batch: a batch that fails
     /// validation is refused alone; a failed sync fails every batch it was to cover.
+    ///
+    /// # Errors
+    ///
+    /// One result per batch:
+    /// - [`LogError::InvalidBatch`] / [`LogError::RecordTooLarge`] for a batch that fails
+    ///   validation (bad CRC or header, above `max.message.bytes`): refused alone.
+    /// - [`LogError::Storage`] when the disk refused the write or its sync (full, I/O error):
+    ///   nothing it was to cover counts as written; the partition goes back to its durable prefix.
+    /// - [`LogError::UnknownTopic`] when the topic was deleted under this handle.
     pub fn append_many(&self, batches: Vec<Vec<u8>>) -> Vec<Result<u64>> {
         self.append_checked(batches, true, &mut |_, _| {})
     }
@@ -296,6 +317,10 @@ impl Partition {
     /// [`append_many`](Self::append_many) for batches held in shared buffers (a network
     /// frame): they are written without first being copied into an owned, patchable vector;
     /// the assigned base offset is written beside them.
+    ///
+    /// # Errors
+    ///
+    /// One result per batch, as [`append_many`](Self::append_many).
     pub fn append_shared(&self, batches: Vec<Bytes>) -> Vec<Result<u64>> {
         self.append_checked(batches, true, &mut |_, _| {})
     }
@@ -626,6 +651,11 @@ impl Partition {
 
     /// Syncs the active segment if anything was written since the last flush
     /// ([`Durability::Interval`]); called by the background flusher.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Storage`] when the sync failed: the writes since the last sync count as
+    /// lost, and the partition is put back to its durable prefix.
     pub fn flush_if_due(&self) -> Result<()> {
         let mut last = self.last_flush.lock();
         if last.elapsed() < Duration::from_millis(self.config.flush_interval_ms) {
@@ -677,6 +707,14 @@ impl Partition {
 
     /// Reads whole batches starting with the one that holds `offset`, up to about `max_bytes`
     /// (at least one batch), checking their CRCs. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// - [`LogError::OffsetOutOfRange`] for an offset below the log start or past the end.
+    /// - [`LogError::Corrupt`] for a batch that fails its checks, naming the segment and
+    ///   position.
+    /// - [`LogError::Io`] when the segment cannot be read.
+    /// - [`LogError::UnknownTopic`] when the topic was deleted under this handle.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchResult> {
         self.read_isolated(offset, max_bytes, IsolationLevel::ReadUncommitted)
     }
@@ -684,6 +722,10 @@ impl Partition {
     /// [`read`](Self::read) up to the bound `isolation` sets: the high watermark, or the last
     /// stable offset for `read_committed` (whose reader also drops aborted transactions' batches:
     /// [`Partition::aborted_transactions`]). Blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
     pub fn read_isolated(
         &self,
         offset: u64,
@@ -706,6 +748,10 @@ impl Partition {
     /// Where the batches [`Partition::read`] would return lie, without reading them: only
     /// their headers are read and checked, not their CRCs (the reader checks those, as Kafka's
     /// consumers do with `check.crcs`). `None` when there is nothing at `offset`. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read), except that a bad CRC is left for the reader to find.
     pub fn locate(
         &self,
         offset: u64,
@@ -808,6 +854,11 @@ impl Partition {
     }
 
     /// The first offset whose record timestamp is ≥ `ts`, or `None` if every record is older.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read), and [`LogError::InvalidBatch`] for a batch whose records
+    /// cannot be decoded.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
         let from = {
             let segs = self.segments.read();
@@ -830,6 +881,10 @@ impl Partition {
     /// Calls `f` with each visible batch whose base offset is in `[from, until)`, in order,
     /// until it breaks with a value (returned) or the batches run out (`None`). The first batch
     /// may start before `from`. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read), and the first error `f` returns.
     pub fn scan_batches<T>(
         &self,
         from: u64,
@@ -936,6 +991,11 @@ impl Partition {
     /// in a file of the partition, so a restart does not bring the records back. An offset at or
     /// below the start changes nothing; one past the high watermark is `OffsetOutOfRange`.
     /// Returns the log start offset after the call. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::OffsetOutOfRange`] past the high watermark; [`LogError::Io`] when the start
+    /// file or a segment's files cannot be written or removed.
     pub fn delete_records_before(&self, offset: u64) -> Result<u64> {
         let _w = self.writer.lock();
         let (start, hw) = (self.log_start_offset(), self.high_watermark());
@@ -1018,6 +1078,11 @@ impl Partition {
 
     /// Writes the active segment's indexes, syncs it, and leaves the clean-shutdown marker so the
     /// next open trusts the indexes instead of scanning the tail.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when the sync, the indexes or the marker cannot be written; the next
+    /// open then scans the tail as after a crash, losing nothing.
     pub fn close(&self) -> Result<()> {
         // Before the writer lock: producer appends take the producer state's lock first.
         self.save_producer_state();

@@ -182,7 +182,14 @@ pub struct DeliveryFuture {
 }
 
 impl DeliveryFuture {
-    /// Cancel safety: dropping the future does not cancel the send.
+    /// # Errors
+    ///
+    /// [`LogError::Delivery`] naming the partition and the reason when the batch was not
+    /// stored (refused by the partition, or the disk failed its write or sync).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future does not cancel the send, only the wait.
     pub async fn wait(self) -> Result<RecordMetadata> {
         let base = self.done.outcome().await?;
         Ok(RecordMetadata {
@@ -311,7 +318,19 @@ impl Producer {
 
     /// Queues a record and returns its delivery future. Waits only while the buffer is full.
     ///
-    /// Cancel safety: if dropped while waiting for buffer space, nothing was queued.
+    /// # Errors
+    ///
+    /// - [`LogError::Closed`] after [`close`](Self::close).
+    /// - [`LogError::UnknownTopic`] / [`LogError::UnknownPartition`] for a topic that does not
+    ///   exist or a partition it does not have.
+    /// - [`LogError::Transaction`] for a transactional producer outside an open transaction
+    ///   (or fenced, or abortable after an earlier failure).
+    /// - [`LogError::Delivery`] when an earlier batch to the same partition failed: it refuses
+    ///   every later batch, so records are never stored out of order.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped while waiting for buffer space, nothing was queued.
     pub async fn send(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
         match self.try_enqueue(&rec) {
             Ok(f) => Ok(f),
@@ -370,7 +389,15 @@ impl Producer {
     /// Queues every record, waiting while the buffer is full; the records' deliveries are
     /// awaited with [`flush`](Self::flush).
     ///
-    /// Cancel safety: if dropped, a prefix of `records` may have been queued.
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), for the first record refused; the records before it are
+    /// queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if dropped, a prefix of `records` may have been queued, and the caller
+    /// cannot tell how long.
     pub async fn send_all(&self, mut records: &[ProducerRecord<'_>]) -> Result<()> {
         while !records.is_empty() {
             let queued = match self.try_enqueue_all(records) {
@@ -465,7 +492,13 @@ impl Producer {
     /// may go). Its offsets are assigned when it is appended; [`flush`](Self::flush) reports
     /// its outcome. Waits only while the buffer is full.
     ///
-    /// Cancel safety: if dropped while waiting for buffer space, nothing was queued.
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped while waiting for buffer space, nothing was queued.
     pub async fn send_batch(
         &self,
         topic: &str,
@@ -553,6 +586,16 @@ impl Producer {
     /// Sends everything queued so far and waits until it is durable. Fails with the first
     /// batch failure since the previous flush, whether or not that batch was still pending:
     /// a caller that commits after a successful flush never commits past a lost record.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Delivery`] for the first batch since the previous flush that was not
+    /// stored.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the batches are sent whether or not the future is polled; a dropped flush
+    /// only stops waiting, and its failures are reported by the next flush.
     pub async fn flush(&self) -> Result<()> {
         let pending: Vec<Arc<BatchDone>> = {
             let mut acc = self.inner.acc.lock();
@@ -578,6 +621,14 @@ impl Producer {
     }
 
     /// Flushes, then stops the sender thread. Later sends fail with [`LogError::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Self::flush); the producer is closed either way.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped during its flush, the producer stays open.
     pub async fn close(&self) -> Result<()> {
         let r = self.flush().await;
         self.inner.closed.store(true, Ordering::Release);

@@ -165,6 +165,10 @@ impl RecordRun {
 
     /// The records at `from` and after in `batches` (consecutive whole batches, CRCs already
     /// checked by the reader), control batches left out.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidBatch`] for a batch whose records cannot be decoded or decompressed.
     pub fn from_batches(
         topic: Arc<str>,
         partition: u32,
@@ -177,6 +181,10 @@ impl RecordRun {
     /// [`from_batches`](Self::from_batches) for a `read_committed` reader: the batches of
     /// aborted transactions are left out too (`aborted` lists the aborted transactions that
     /// overlap `batches`: [`crate::Partition::aborted_transactions`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_batches`](Self::from_batches).
     pub fn from_committed_batches(
         topic: Arc<str>,
         partition: u32,

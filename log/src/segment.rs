@@ -140,6 +140,11 @@ impl Segment {
     /// A bad tail is cut only with `truncate_bad_tail` (the active segment after a crash); in a
     /// closed segment the bytes stay, so reads reach them and fail with an error instead of
     /// silently skipping offsets. Returns the segment and the number of bytes found bad.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when the file cannot be opened, read or cut; bad data is not an error here
+    /// (see above).
     pub fn recover(
         dir: &Path,
         base_offset: u64,
@@ -367,6 +372,11 @@ impl Segment {
         self.base_offset + self.time_index.lookup(ts) as u64
     }
 
+    /// Makes what was written to the segment file durable (`fdatasync`).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] naming the file; what the sync was to cover must be treated as lost.
     pub fn sync(&self) -> Result<()> {
         crate::fault::sync_data(&self.file, || self.log_path())
             .map_err(|e| LogError::io(self.log_path(), e))?;
@@ -376,6 +386,10 @@ impl Segment {
     /// Cuts the file to its first `len` bytes (what a failed write or a failed sync left
     /// beyond them), and forgets them: the caller reopens the segment when `len` is below
     /// what it holds.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when the file cannot be truncated.
     pub fn cut(&mut self, len: u64) -> Result<()> {
         self.file
             .set_len(len)
@@ -385,6 +399,10 @@ impl Segment {
     }
 
     /// Persists the indexes (on roll and on clean close).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when an index file cannot be written (the next open rebuilds it).
     pub fn write_indexes(&self) -> Result<()> {
         self.index.write(&self.index_path())?;
         self.time_index.write(&self.time_index_path())
@@ -401,6 +419,10 @@ impl Segment {
     }
 
     /// Removes the segment's files. Readers that still hold the file handle keep reading.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] for a file that exists but cannot be removed.
     pub fn delete_files(&self) -> Result<()> {
         remove_if_exists(&self.log_path())?;
         self.txn_index.delete()?;
@@ -408,12 +430,20 @@ impl Segment {
     }
 
     /// Removes the index files only (before the log file is replaced by a compacted one).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] for a file that exists but cannot be removed.
     pub fn delete_index_files(&self) -> Result<()> {
         remove_if_exists(&self.index_path())?;
         remove_if_exists(&self.time_index_path())
     }
 
     /// Base offsets of the segments in a partition directory, ascending.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when the directory cannot be read.
     pub fn list(dir: &Path) -> Result<Vec<u64>> {
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
@@ -447,6 +477,11 @@ pub struct BatchSpan {
 /// size, within the segment), not CRCs: this is what the broker sends from the file as it is,
 /// and what [`read_batches`] reads and checks. Batches before a bad header are returned; the
 /// error comes when the bad batch is the first one, so it names exactly where reading stops.
+///
+/// # Errors
+///
+/// A [`CorruptAt`] naming the position and the cause when the first batch at `offset` has
+/// a bad header or cannot be read (the partition makes it a [`LogError::Corrupt`]).
 pub fn locate_batches(
     handle: &ReadHandle,
     offset: u64,
@@ -490,6 +525,10 @@ pub fn locate_batches(
 /// Reads the batches [`locate_batches`] finds, checking each one's CRC. Returns the bytes and
 /// the offset after the last batch returned. As there, intact batches before a bad one are
 /// returned and the error comes when the bad batch is the first.
+///
+/// # Errors
+///
+/// As [`locate_batches`], and a CRC mismatch of the first batch, or a failed read.
 pub fn read_batches(
     handle: &ReadHandle,
     offset: u64,

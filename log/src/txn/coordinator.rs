@@ -178,6 +178,12 @@ impl TransactionCoordinator {
     /// InitProducerId: the producer id and epoch for `transactional_id` (a new id, or the
     /// known one with its epoch bumped, after aborting a transaction the previous instance
     /// left open). `None` gives an idempotent producer a fresh id at epoch 0. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Transaction`] with `InvalidTransactionTimeout` for a timeout outside
+    /// 1 ms..=15 min, `ConcurrentTransactions` while the id's transaction is being completed;
+    /// [`LogError::Storage`] when `__transaction_state` or an abort marker cannot be written.
     pub fn init_producer_id(
         &self,
         log: &Log,
@@ -249,6 +255,13 @@ impl TransactionCoordinator {
 
     /// AddPartitionsToTxn: the transaction now includes `partitions` (they must exist).
     /// Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Transaction`] with `InvalidProducerIdMapping` for a producer id the id
+    /// does not hold, `ProducerFenced` for an older epoch, `InvalidTxnState` when no
+    /// transaction is open or it is being completed;
+    /// [`LogError::UnknownTopic`] / [`LogError::UnknownPartition`]; [`LogError::Storage`].
     pub fn add_partitions(
         &self,
         log: &Log,
@@ -289,7 +302,14 @@ impl TransactionCoordinator {
         Ok(())
     }
 
-    /// AddOffsetsToTxn: the transaction will commit offsets of `group`.
+    /// AddOffsetsToTxn: the transaction will commit offsets of `group`. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Transaction`] with `InvalidProducerIdMapping` for a producer id the id
+    /// does not hold, `ProducerFenced` for an older epoch, `InvalidTxnState` when no
+    /// transaction is open or it is being completed;
+    /// [`LogError::Storage`].
     pub fn add_offsets(
         &self,
         log: &Log,
@@ -304,6 +324,13 @@ impl TransactionCoordinator {
 
     /// TxnOffsetCommit: offsets of `group` committed as part of the transaction (which must
     /// have added the group with [`add_offsets`](Self::add_offsets)). Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Transaction`] with `InvalidProducerIdMapping` for a producer id the id
+    /// does not hold, `ProducerFenced` for an older epoch, `InvalidTxnState` when no
+    /// transaction is open or it is being completed;
+    /// [`LogError::Group`] as for a plain commit; [`LogError::Storage`].
     #[allow(clippy::too_many_arguments)]
     pub fn txn_offset_commit(
         &self,
@@ -329,6 +356,14 @@ impl TransactionCoordinator {
     /// EndTxn: commits or aborts the open transaction. A repeat of a completed end (a retry)
     /// succeeds; an end of another kind, or with no transaction open, is `InvalidTxnState`.
     /// Blocking: returns once every marker is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Transaction`] with `InvalidProducerIdMapping` for a producer id the id
+    /// does not hold, `ProducerFenced` for an older epoch, `InvalidTxnState` when no
+    /// transaction is open or it is being completed;
+    /// [`LogError::Storage`] when a marker or the state cannot be written (the transaction
+    /// stays prepared and is completed by a retry or at the next open).
     pub fn end_txn(
         &self,
         log: &Log,
@@ -385,6 +420,13 @@ impl TransactionCoordinator {
     /// transaction is open at that epoch and has added `tp`. The broker checks this before a
     /// client's transactional produce, so that a fenced or timed-out producer cannot open a
     /// transaction in a partition that no marker would ever end (a hanging transaction).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Transaction`] with `InvalidProducerIdMapping` for a producer id the id
+    /// does not hold, `ProducerFenced` for an older epoch, `InvalidTxnState` when no
+    /// transaction is open or it is being completed;
+    /// `InvalidTxnState` too when the transaction has not added `tp`.
     pub fn check_produce(&self, producer_id: i64, epoch: i16, tp: &TopicPartition) -> Result<()> {
         let id = self.by_producer.lock().get(&producer_id).cloned();
         let Some(id) = id else {

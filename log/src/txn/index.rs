@@ -48,6 +48,11 @@ impl TxnIndex {
 
     /// Loads the index of the segment at `base_offset`, keeping only entries whose marker is
     /// below `next_offset` (the segment's end after recovery). No file means no aborts.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when the file exists but cannot be read or rewritten (a torn last entry,
+    /// or entries past `next_offset`, are dropped and the file rewritten without them).
     pub fn open(dir: &Path, base_offset: u64, next_offset: u64) -> Result<Self> {
         let path = txn_index_path(dir, base_offset);
         let bytes = match std::fs::read(&path) {
@@ -79,6 +84,10 @@ impl TxnIndex {
     }
 
     /// Records an aborted transaction (once: an entry for the same marker is not repeated).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] naming the file when the entry cannot be written.
     pub fn append(&mut self, e: AbortedTxn) -> Result<()> {
         if self.entries.iter().any(|x| x.last_offset == e.last_offset) {
             return Ok(());
@@ -103,6 +112,10 @@ impl TxnIndex {
     }
 
     /// Syncs the file (when its segment is rolled or closed).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] naming the file.
     pub fn sync(&self) -> Result<()> {
         if self.entries.is_empty() {
             return Ok(());
@@ -112,6 +125,11 @@ impl TxnIndex {
             .map_err(|e| LogError::io(&self.path, e))
     }
 
+    /// Removes the index file (with its segment).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] for a file that exists but cannot be removed.
     pub fn delete(&self) -> Result<()> {
         match std::fs::remove_file(&self.path) {
             Ok(()) => Ok(()),

@@ -42,6 +42,10 @@ pub fn encode(producer_id: i64, epoch: i16, outcome: Outcome, coordinator_epoch:
 
 /// The marker in a control batch, or `None` when the control batch holds another kind of
 /// control record (Kafka has others, such as leader-change records, which readers skip).
+///
+/// # Errors
+///
+/// [`LogError::InvalidBatch`] for a control record whose key or value is malformed.
 pub fn decode(control_batch: &Bytes) -> Result<Option<Marker>> {
     let h: BatchHeader = batch::parse_header(control_batch)?;
     debug_assert!(h.is_control());

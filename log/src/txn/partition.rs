@@ -30,6 +30,11 @@ impl Partition {
     /// was first stored at. A batch refused by the producer checks (fenced epoch, sequence
     /// gap) fails the request's batches with [`LogError::Producer`], and none is appended.
     /// Blocking.
+    ///
+    /// # Errors
+    ///
+    /// One result per batch: [`LogError::Producer`] (`InvalidProducerEpoch`, `OutOfOrderSequence`)
+    /// from the producer checks; otherwise as [`Partition::append_many`].
     pub fn append_from_producer<B: BatchBytes>(
         &self,
         batches: Vec<B>,
@@ -123,6 +128,11 @@ impl Partition {
     /// coordinator). A marker for a producer without an open transaction is written all the
     /// same (the coordinator may repeat one after a crash). Refused for an epoch older than
     /// the partition has seen. Returns the marker's offset once durable. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Producer`] with `InvalidProducerEpoch` for an epoch older than the partition has seen;
+    /// the storage errors of [`Partition::append`].
     pub fn write_marker(
         &self,
         producer_id: i64,

@@ -167,6 +167,18 @@ impl Producer {
 
     /// Registers the transactional id: gets its producer id and a new epoch, fencing any
     /// older producer with the same id and aborting a transaction it left open.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidConfig`] without a `transactional_id`; [`LogError::Transaction`]
+    /// with `InvalidTransactionTimeout` for a timeout out of range, `ConcurrentTransactions`
+    /// while the id's previous transaction is still being completed (retry);
+    /// [`LogError::Storage`] when `__transaction_state` cannot be written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: the registration completes on a blocking thread; if dropped,
+    /// call it again (a second registration fences the first).
     pub async fn init_transactions(&self) -> Result<()> {
         let session = self.session()?;
         let (log, id, timeout) = (
@@ -188,6 +200,12 @@ impl Producer {
     }
 
     /// Starts a transaction: sends are allowed until it is committed or aborted.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidConfig`] without a `transactional_id`; [`LogError::Transaction`]
+    /// with `InvalidTxnState` before [`init_transactions`](Self::init_transactions) or while a
+    /// transaction is open, `ProducerFenced` after a newer instance took the id.
     pub fn begin_transaction(&self) -> Result<()> {
         let session = self.session()?;
         session.producer_id(&session.state.lock())?;
@@ -199,6 +217,17 @@ impl Producer {
 
     /// Commits `offsets` (the next offsets to read) of `group` as part of the open
     /// transaction: they become the group's committed offsets when it commits.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Transaction`] outside an open transaction or when fenced;
+    /// [`LogError::Group`] when the group refuses the commit; [`LogError::Storage`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped after the coordinator was asked, the transaction may have ended
+    /// while this producer still counts it open. Call
+    /// [`init_transactions`](Self::init_transactions) again, which aborts whatever is left.
     pub async fn send_offsets_to_transaction(
         &self,
         offsets: &[(TopicPartition, u64)],
@@ -228,11 +257,35 @@ impl Producer {
     }
 
     /// Flushes and commits the open transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Delivery`] when the flush failed (nothing is committed; abort, then go
+    /// on); [`LogError::Transaction`] outside an open transaction, `ProducerFenced` when a
+    /// newer instance took the id, `TransactionAbortable` after a failed send;
+    /// [`LogError::Storage`] when a marker or the transaction's state cannot be written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped after the coordinator was asked, the transaction may have ended
+    /// while this producer still counts it open. Call
+    /// [`init_transactions`](Self::init_transactions) again, which aborts whatever is left.
     pub async fn commit_transaction(&self) -> Result<()> {
         self.end_transaction(Outcome::Commit).await
     }
 
     /// Flushes what is queued and aborts the open transaction.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit_transaction`](Self::commit_transaction), except that a failed flush does
+    /// not stop the abort.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped after the coordinator was asked, the transaction may have ended
+    /// while this producer still counts it open. Call
+    /// [`init_transactions`](Self::init_transactions) again, which aborts whatever is left.
     pub async fn abort_transaction(&self) -> Result<()> {
         self.end_transaction(Outcome::Abort).await
     }

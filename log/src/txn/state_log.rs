@@ -108,12 +108,22 @@ pub fn encode_value(m: &TxnMetadata) -> Vec<u8> {
     b
 }
 
+/// The transactional id of a `__transaction_state` record key.
+///
+/// # Errors
+///
+/// [`LogError::Protocol`] for a key shorter than its fields.
 pub fn decode_key(b: &[u8]) -> Result<String> {
     let mut r = Reader { b, at: 0 };
     r.i16()?;
     r.string()
 }
 
+/// A transaction's metadata from a `__transaction_state` record value.
+///
+/// # Errors
+///
+/// [`LogError::Protocol`] for a value shorter than its fields or with an unknown status.
 pub fn decode_value(b: &[u8]) -> Result<TxnMetadata> {
     let mut r = Reader { b, at: 0 };
     r.i16()?;
