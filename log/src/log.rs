@@ -9,6 +9,7 @@
 //! then closes every partition cleanly (indexes written, clean-shutdown marker) and releases the
 //! directory lock — all before the drop returns, so the directory can be reopened at once.
 
+use crate::clock::Clock;
 use crate::compaction;
 use crate::config::{CleanupPolicy, Durability, TopicConfig, validate_topic_name};
 use crate::error::{LogError, Result};
@@ -16,7 +17,6 @@ use crate::group::GroupCoordinator;
 use crate::partition::{FetchResult, Partition, PartitionStats};
 use crate::txn::coordinator::TransactionCoordinator;
 use crate::txn::state_log::TRANSACTION_STATE_TOPIC;
-use crate::clock::Clock;
 use crate::types::TopicPartition;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -189,7 +189,10 @@ impl Log {
             let text = std::fs::read_to_string(&path).map_err(|e| LogError::io(&path, e))?;
             let config: TopicConfig = serde_json::from_str(&text)
                 .map_err(|e| LogError::InvalidConfig(format!("{}: {e}", path.display())))?;
-            topics.insert(name.clone(), Arc::new(open_topic(&dir, &name, config, &options.clock)?));
+            topics.insert(
+                name.clone(),
+                Arc::new(open_topic(&dir, &name, config, &options.clock)?),
+            );
         }
         if !topics.contains_key(CONSUMER_OFFSETS_TOPIC) {
             let config = internal_topic_config();
@@ -267,7 +270,12 @@ impl Log {
         }
         remove_orphan_partitions(&self.inner.dir, name)?;
         write_topic_config(&self.inner.dir, name, &config)?;
-        let topic = Arc::new(open_topic(&self.inner.dir, name, config, &self.inner.clock)?);
+        let topic = Arc::new(open_topic(
+            &self.inner.dir,
+            name,
+            config,
+            &self.inner.clock,
+        )?);
         topics.insert(name.to_string(), topic.clone());
         tracing::info!(
             topic = name,
@@ -538,7 +546,9 @@ pub(crate) fn internal_topic_config() -> TopicConfig {
 fn open_topic(dir: &Path, name: &str, config: TopicConfig, clock: &Clock) -> Result<Topic> {
     let name: Arc<str> = Arc::from(name);
     let partitions = (0..config.partitions)
-        .map(|id| Partition::open(dir, name.clone(), id, config.clone(), clock.clone()).map(Arc::new))
+        .map(|id| {
+            Partition::open(dir, name.clone(), id, config.clone(), clock.clone()).map(Arc::new)
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Topic {
         name,

@@ -29,13 +29,13 @@
 //! [`add_partitions`]: TransactionCoordinator::add_partitions
 //! [`end_txn`]: TransactionCoordinator::end_txn
 
+use crate::clock::Clock;
 use crate::config::{Durability, TopicConfig};
 use crate::error::{LogError, Result, TxnErrorKind};
 use crate::log::{CONSUMER_OFFSETS_TOPIC, Log, internal_topic_config};
 use crate::partition::Partition;
 use crate::txn::marker::Outcome;
 use crate::txn::state_log::{self, TRANSACTION_STATE_TOPIC, TxnMetadata, TxnStatus};
-use crate::clock::Clock;
 use crate::types::{TopicPartition, now_ms};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
