@@ -194,6 +194,11 @@ fn string_content_start(source: &str, span: std::ops::Range<usize>) -> usize {
 }
 
 impl JobFile {
+    /// Reads and checks the job file at `path` (see [`JobFile::parse`]).
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Io` if the file cannot be read; otherwise as [`JobFile::parse`].
     pub fn load(path: &Path) -> Result<Self> {
         let source = std::fs::read_to_string(path).map_err(|e| EngineError::Io {
             path: path.to_path_buf(),
@@ -202,6 +207,16 @@ impl JobFile {
         Self::parse(path, &source)
     }
 
+    /// Checks a job file's text (`path` names it in errors); the SQL is planned later
+    /// ([`crate::plan::plan`]).
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Job` placed at `path:line:col`: TOML that does not parse or has unknown or
+    /// missing keys; an input without a schema, with an unsupported column type, an unknown
+    /// generator or a nexmark input not named after its events, or a key or event-time column that
+    /// is not one of its columns (or of the wrong type); an invalid duration; an unknown
+    /// `guarantee`.
     pub fn parse(path: &Path, source: &str) -> Result<Self> {
         let place = Place { path, source };
         let file: FileToml = toml::from_str(source).map_err(|e| {
@@ -487,6 +502,11 @@ pub fn strip_position(msg: &str) -> String {
 }
 
 /// `5s`, `5 seconds`, `250ms`, `2 minutes`, `1h`.
+///
+/// # Errors
+///
+/// A message with an example if `text` does not start with a number, or its unit is not one
+/// of ms, s, min, h, d (or their long names).
 pub fn parse_duration(text: &str) -> std::result::Result<i64, String> {
     let t = text.trim();
     let split = t

@@ -47,11 +47,28 @@ pub struct SqlJob {
 
 impl SqlJob {
     /// Reads, checks and plans a job file.
+    ///
+    /// # Errors
+    ///
+    /// - `EngineError::Io` if the file cannot be read;
+    /// - `EngineError::Job`, placed at `file:line:col`, for everything [`SqlJob::parse`] refuses.
     pub fn load(path: &Path) -> Result<Self> {
         Self::new(JobFile::load(path)?)
     }
 
     /// Plans a job from its text (`path` names it in errors).
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Job`, placed at `file:line:col` where it can be:
+    /// - TOML that does not parse, or has unknown or missing keys;
+    /// - an input without a schema, with an unsupported column type, an unknown generator, or a
+    ///   key or event-time column that is not one of its columns (or of the wrong type);
+    /// - an unknown `guarantee` or an invalid duration;
+    /// - SQL that does not parse or plan (an unknown table or column, with the closest names),
+    ///   or that streaming jobs do not support yet (an aggregate whose state cannot be stored, ...);
+    /// - an output key column not in the statement's SELECT list, or a join whose left side is a
+    ///   GROUP BY result.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         Self::new(JobFile::parse(path, text)?)
     }
@@ -109,6 +126,17 @@ impl SqlJob {
     }
 
     /// Creates missing input topics, and fills empty generator inputs (progress: events done).
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Log` if an input topic cannot be created, its end offsets cannot be read,
+    /// or the generator's records cannot be produced or flushed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe. Topics created stay created, and a generator input cut off half filled
+    /// is not filled again by the next call: it fills only inputs that are empty. Records sent but
+    /// not flushed when the future is dropped may or may not be written.
     pub async fn prepare(&self, client: &SharedLogClient, progress: impl Fn(u64)) -> Result<()> {
         let job = self.job();
         for input in &job.inputs {
@@ -169,12 +197,21 @@ impl SqlJob {
     }
 
     /// A fresh topology of this job (to run it with an [`App`] configured by hand).
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Job` as [`SqlJob::parse`]'s build step; not for a job that was loaded, whose
+    /// plan built once already.
     pub fn topology_for_run(&self) -> Result<Topology> {
         build::build(&self.plan)
     }
 
     /// The application running this job (`until_end`: stop once the inputs are consumed and
     /// every window closed).
+    ///
+    /// # Errors
+    ///
+    /// As [`SqlJob::topology_for_run`].
     pub fn app(&self, client: SharedLogClient, until_end: bool) -> Result<App> {
         let mut config = StreamsConfig::new(&self.job().name).guarantee(self.job().guarantee);
         config.until_end = until_end;

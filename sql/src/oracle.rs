@@ -30,6 +30,15 @@ fn df(e: datafusion::error::DataFusionError) -> EngineError {
 }
 
 /// Runs every statement of `job` over `inputs` (rows per input name, in its schema).
+///
+/// # Errors
+///
+/// `EngineError::Job`: a statement the oracle cannot rewrite, or DataFusion's error planning or
+/// running it over the inputs.
+///
+/// # Panics
+///
+/// If an input row has fewer values than its input's schema.
 pub fn run(job: &JobFile, inputs: &HashMap<String, Vec<Row>>) -> Result<Vec<BatchResult>> {
     let mut results = Vec::new();
     for (output, query, window) in rewritten_statements(job)? {

@@ -29,6 +29,14 @@ pub enum Format {
 }
 
 /// Rows of `schema` → an Arrow batch (columns built from the scalars).
+///
+/// # Errors
+///
+/// Arrow's message when a value does not fit its column's type.
+///
+/// # Panics
+///
+/// If a row has fewer values than `schema` has fields.
 pub fn to_batch(schema: &SchemaRef, rows: &[&Row]) -> Result<RecordBatch, String> {
     let columns = schema
         .fields()
@@ -60,12 +68,24 @@ fn column<'a>(
 }
 
 /// An Arrow batch → rows.
+///
+/// # Errors
+///
+/// A message when a column of a type without a fast path cannot be read as scalars.
 pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Row>, String> {
     rows_of(batch.columns(), batch.num_rows())
 }
 
 /// Arrow columns of `n` rows → rows (the common types read directly, the others through
 /// `ScalarValue`).
+///
+/// # Errors
+///
+/// A message when a column of a type without a fast path cannot be read as scalars.
+///
+/// # Panics
+///
+/// If a column of BIGINT, DOUBLE, VARCHAR or TIMESTAMP has fewer than `n` values.
 pub fn rows_of(columns: &[ArrayRef], n: usize) -> Result<Vec<Row>, String> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
@@ -139,6 +159,13 @@ pub struct RowDecoder {
 }
 
 impl RowDecoder {
+    /// Decodes one input value as a row of `schema` (then the `extra_nulls`).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the field or column: JSON that is not an object, or a field of the wrong
+    /// type, or missing while not nullable; CSV that is not UTF-8, has another number of columns,
+    /// or a cell that does not parse as its type. Raw values never fail.
     pub fn decode(&self, data: &[u8]) -> Result<Row, String> {
         let mut values = match self.format {
             Format::Json => self.decode_json(data)?,
@@ -529,6 +556,12 @@ const TS_US: u8 = 8;
 const TS_NS: u8 = 9;
 
 impl RowCodec {
+    /// Appends `row` in the binary form.
+    ///
+    /// # Errors
+    ///
+    /// A message if a value's type cannot be kept in state yet (one other than the integer, float,
+    /// text, boolean and timestamp types); `out` then holds part of the row.
     pub fn write(&self, row: &Row, out: &mut Vec<u8>) -> Result<(), String> {
         out.extend_from_slice(&(row.0.len() as u32).to_le_bytes());
         for v in &row.0 {
@@ -537,6 +570,11 @@ impl RowCodec {
         Ok(())
     }
 
+    /// Reads one row written by [`write`](Self::write) from the front of `data`, advancing it.
+    ///
+    /// # Errors
+    ///
+    /// A message for a truncated row or an unknown value tag.
     pub fn read(&self, data: &mut &[u8]) -> Result<Row, String> {
         let n = u32::from_le_bytes(take(data, 4)?.try_into().unwrap()) as usize;
         (0..n)

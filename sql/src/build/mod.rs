@@ -53,6 +53,12 @@ struct Lowered {
 }
 
 /// Builds the topology of a planned job.
+///
+/// # Errors
+///
+/// `EngineError::Job` naming the job file: an output key column that is not in the statement's
+/// SELECT list, a join whose left side is a GROUP BY result, or an expression whose type
+/// DataFusion cannot derive.
 pub fn build(plan: &JobPlan) -> Result<runnel_engine::Topology> {
     let b = StreamsBuilder::new();
     let mut cx = BuildCx {

@@ -375,6 +375,13 @@ pub struct JobPlan {
 }
 
 /// Plans every statement of the job. Errors name the file, line and column.
+///
+/// # Errors
+///
+/// `EngineError::Job` placed at the statement's `file:line:col`: SQL that does not parse, a
+/// DataFusion planning error (an unknown table or column, with the closest names), or SQL
+/// that streaming jobs do not support yet (an aggregate whose state cannot be stored, an OVER
+/// window over values that cannot be kept, ...).
 pub fn plan(job: JobFile) -> Result<JobPlan> {
     let statements = each_statement(&job, |planner, stmt| planner.plan(stmt))?;
     Ok(JobPlan { job, statements })
