@@ -18,6 +18,16 @@ pub struct Demo {
 impl Demo {
     /// With `RUNNEL_BOOTSTRAP=HOST:PORT` set, the log is that broker's instead (Runnel's own
     /// or any Kafka-compatible one); topics then outlive the run.
+    ///
+    /// # Errors
+    ///
+    /// If no temporary directory or tokio runtime can be made, the log cannot be opened
+    /// (`LogError`), or the broker at `RUNNEL_BOOTSTRAP` cannot be reached (`BrokerError::Connect`
+    /// and the others of `RemoteLog::connect`).
+    ///
+    /// # Panics
+    ///
+    /// If called inside an async context (it blocks on its own runtime).
     pub fn new() -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let rt = tokio::runtime::Runtime::new()?;
@@ -36,6 +46,15 @@ impl Demo {
     }
 
     /// Appends `(key, event time, value as JSON)` records to `topic`, created with `partitions`.
+    ///
+    /// # Errors
+    ///
+    /// If the topic cannot be created, a value does not serialize to JSON, or the log refuses a
+    /// record or its flush (`LogError`). Records sent before the error stay written.
+    ///
+    /// # Panics
+    ///
+    /// If called inside an async context (it blocks on the demo's runtime).
     pub fn produce<T: Serialize>(
         &self,
         topic: &str,
@@ -64,6 +83,14 @@ impl Demo {
     }
 
     /// Prints the topology, then runs it until its inputs are consumed and windows closed.
+    ///
+    /// # Errors
+    ///
+    /// What [`App::run`] returns (`EngineError`): a missing input topic, a task that fails, ...
+    ///
+    /// # Panics
+    ///
+    /// If called inside an async context (it blocks on the demo's runtime).
     pub fn run(&self, topology: Topology, application_id: &str) -> Result<RunSummary> {
         println!("{}", topology.describe());
         let mut config = StreamsConfig::new(application_id);
@@ -72,6 +99,14 @@ impl Demo {
     }
 
     /// Every record of `topic` as (key, JSON value).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_json`](crate::rides::read_json).
+    ///
+    /// # Panics
+    ///
+    /// If called inside an async context (it blocks on the demo's runtime).
     pub fn read<T: DeserializeOwned>(&self, topic: &str) -> Result<Vec<(String, T)>> {
         self.rt
             .block_on(crate::rides::read_json(&self.client, topic))
@@ -87,6 +122,10 @@ impl Lcg {
     }
 
     /// Uniform in `0..n`.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0.
     pub fn below(&mut self, n: u64) -> u64 {
         self.0 = self
             .0

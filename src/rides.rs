@@ -79,6 +79,11 @@ impl RideEvents {
 
     /// Writes the next event as a JSON line into `line` and its driver id into `key`; returns
     /// its event time.
+    ///
+    /// # Errors
+    ///
+    /// None in practice: the `io::Result` is that of `write!`, and writing into a `Vec` does not
+    /// fail.
     pub fn write_next(&mut self, line: &mut Vec<u8>, key: &mut Vec<u8>) -> std::io::Result<i64> {
         let i = self.next;
         self.next += 1;
@@ -235,6 +240,16 @@ pub fn fast_rides(input: &str, output: &str) -> Topology {
 
 /// Appends `n` ride events to `topic` (created with `partitions` if missing), keyed by driver
 /// with the event time as record timestamp. Returns the bytes of JSON written.
+///
+/// # Errors
+///
+/// If `topic` cannot be created, or the log refuses a record or the final flush (`LogError`,
+/// or `BrokerError` through a remote client).
+///
+/// # Cancel safety
+///
+/// Not cancel safe: the topic stays created and the events sent so far stay in it (the last
+/// ones only if the producer still writes them), so a new call appends `n` more after them.
 pub async fn produce_rides(
     client: &runnel_log::SharedLogClient,
     topic: &str,
@@ -272,6 +287,14 @@ pub async fn produce_rides(
 }
 
 /// Every record of `topic`, partition by partition, as (key, JSON value).
+///
+/// # Errors
+///
+/// As [`read_raw`], and a `serde_json` error for a value that is not JSON of `T`.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads, with a consumer of its own that commits nothing.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     client: &runnel_log::SharedLogClient,
     topic: &str,
@@ -287,6 +310,15 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Every committed record of `topic` as stored, partition by partition.
+///
+/// # Errors
+///
+/// If the partitions or end offsets of `topic` cannot be read, or a poll fails (`LogError`,
+/// or `BrokerError` through a remote client). A topic that does not exist reads as empty.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads, with a consumer of its own that commits nothing.
 pub async fn read_raw(
     client: &runnel_log::SharedLogClient,
     topic: &str,

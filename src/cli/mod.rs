@@ -122,6 +122,21 @@ enum DataCommand {
 }
 
 /// Runs the parsed command.
+///
+/// # Errors
+///
+/// The subcommand's error, for `main` to print: a data directory that does not exist for a
+/// reading command, or held by another process (`LogError::DataDirLocked`), `--bootstrap` with
+/// a command that needs a data directory, client security properties that are wrong
+/// (`BrokerError::Config`, `BrokerError::Tls`), a broker that cannot be reached, and each
+/// command's own failures. A missing topic on a broker comes with the `--bootstrap topics
+/// create` hint.
+///
+/// # Cancel safety
+///
+/// Not cancel safe, and not meant to be dropped: it is the whole command, which `main` runs to
+/// its end. Dropped, it leaves what the command did so far (topics created, records produced),
+/// and does not wait for the embedded log to close its partitions.
 pub async fn run(cli: Cli) -> Result<()> {
     let cmd = match cli.command {
         Command::Bench(cmd) => return bench::run(cmd).await,
@@ -199,6 +214,17 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// The log a component runs against: the Kafka-protocol broker at `bootstrap` (Runnel's own,
 /// Kafka, Redpanda) when given, else the embedded log in `data_dir`. This is how `--bootstrap`
 /// swaps the network client in for the engine, the connectors, produce and consume.
+///
+/// # Errors
+///
+/// `BrokerError` from `RemoteLog::connect_to` (`Connect`, `Tls`, `Authentication`, ...) with
+/// `bootstrap`, else `LogError` from opening the data directory (`DataDirLocked` when another
+/// process holds it).
+///
+/// # Cancel safety
+///
+/// Cancel safe: the client exists only once it returns; the embedded log opens without
+/// awaiting.
 pub async fn log_client(bootstrap: Option<Bootstrap>, data_dir: &Path) -> Result<SharedLogClient> {
     Ok(match bootstrap {
         Some(target) => RemoteLog::connect_to(target).await?,
