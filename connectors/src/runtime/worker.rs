@@ -673,6 +673,17 @@ async fn run_sink(
             }
         }
         sink.flush().await?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // What a test waits for before it stops a worker whose sink holds records past
+            // its committed offsets (a Parquet sink's open file).
+            for (tp, next) in &next {
+                tracing::debug!(
+                    "sink {name}: {}-{} put and flushed up to offset {next} (exclusive)",
+                    tp.topic,
+                    tp.partition
+                );
+            }
+        }
         if !bad.is_empty() {
             bad.sort_by_key(|(r, _, _)| (r.topic.clone(), r.partition, r.record.offset));
             if !tolerate {

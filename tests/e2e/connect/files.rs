@@ -27,6 +27,25 @@ fn append(path: &Path, from: usize, to: usize) {
     }
 }
 
+/// Whether the source `connector` stored, for each of `files`, the position at its end: it
+/// stores a position only after writing the lines before it, so they are all in the topic.
+fn stored_at_ends(
+    rt: &tokio::runtime::Runtime,
+    worker: &Worker,
+    connector: &str,
+    files: &[&Path],
+) -> bool {
+    let stored = rt.block_on(worker.offsets(connector));
+    files.iter().all(|f| {
+        let m = std::fs::metadata(f).unwrap();
+        stored.iter().any(|(p, o)| {
+            p["filename"] == f.to_str().unwrap()
+                && o["position"].as_u64() == Some(m.len())
+                && o["inode"].as_u64() == Some(std::os::unix::fs::MetadataExt::ino(&m))
+        })
+    })
+}
+
 fn ids_once(vals: &[serde_json::Value], n: usize) {
     let mut ids: Vec<i64> = vals.iter().map(|v| v["id"].as_i64().unwrap()).collect();
     ids.sort();
@@ -61,33 +80,23 @@ fn a_glob_source_follows_appends_and_rotation_and_resumes_by_byte_position() {
     append(&a, 250, 260);
     std::fs::rename(&a, logs.join("a.jsonl.1")).unwrap();
     append(&a, 260, 270);
-    wait_for("the rotated lines", || {
-        values(&rt, &client, "logs").len() >= 270
-    });
-    std::thread::sleep(Duration::from_millis(400));
+    // The new a.jsonl is read only after the old one to its end: with both files' offsets at
+    // their ends every line is in the topic, and no more can come.
+    wait_for(
+        "the offsets of the new a.jsonl and of b at their ends",
+        || stored_at_ends(&rt, &worker, "tail", &[&a, &b]),
+    );
     ids_once(&values(&rt, &client, "logs"), 270);
-    let a_size = std::fs::metadata(&a).unwrap().len();
-    wait_for("the new a.jsonl's offset at its end", || {
-        rt.block_on(worker.offsets("tail")).iter().any(|(p, o)| {
-            p["filename"] == a.to_str().unwrap() && o["position"].as_u64() == Some(a_size)
-        })
-    });
 
     // Stopped, more lines, started again: each line once.
-    let b_size = std::fs::metadata(&b).unwrap().len();
-    wait_for("b's stored offset", || {
-        rt.block_on(worker.offsets("tail")).iter().any(|(p, o)| {
-            p["filename"] == b.to_str().unwrap() && o["position"].as_u64() == Some(b_size)
-        })
-    });
     worker.delete("tail").unwrap();
     append(&a, 270, 280);
     append(&b, 280, 290);
     worker.create(config("tail", cfg)).unwrap();
-    wait_for("the lines written while stopped", || {
-        values(&rt, &client, "logs").len() >= 290
-    });
-    std::thread::sleep(Duration::from_millis(400));
+    wait_for(
+        "the offsets at the ends of the files written while stopped",
+        || stored_at_ends(&rt, &worker, "tail", &[&a, &b]),
+    );
     ids_once(&values(&rt, &client, "logs"), 290);
     worker.delete("tail").unwrap();
 }
@@ -141,8 +150,9 @@ fn a_directory_of_csv_files_becomes_json_records_with_the_header_as_field_names(
     writeln!(h, "4,Dee,Oslo").unwrap();
     drop(h);
     worker.create(config("csv", cfg)).unwrap();
-    wait_for("the new row", || values(&rt, &client, "people").len() == 3);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the stored offset at the new end", || {
+        stored_at_ends(&rt, &worker, "csv", &[&f])
+    });
     let got = values(&rt, &client, "people");
     assert_eq!(got.len(), 3);
     assert_eq!(
@@ -266,7 +276,16 @@ fn the_file_sink_writes_json_and_csv_and_rotates_by_size_and_time() {
         "rotate.interval.ms": "300",
     }))).unwrap();
     wait_for("the first records", || lines_of(&timed).len() == 5);
-    std::thread::sleep(Duration::from_millis(500));
+    // Its last write is at or after its opening: once that is older than the interval, the
+    // file has been open longer.
+    wait_for("the file open longer than rotate.interval.ms", || {
+        std::fs::metadata(&timed)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| {
+                t.elapsed()
+                    .is_ok_and(|age| age > Duration::from_millis(300))
+            })
+    });
     produce(&rt, &client, "timed", &recs[5..10]);
     wait_for("the rotation", || {
         lines_of(&timed).len() == 5

@@ -15,6 +15,26 @@ fn ids(rt: &tokio::runtime::Runtime, client: &SharedLogClient, topic: &str) -> V
         .collect()
 }
 
+/// Whether the source `connector`'s stored offset holds, under `key`, the `field` of the last
+/// record of `topic`: the worker stores an offset only after writing the records before it.
+fn offset_at_last(
+    rt: &tokio::runtime::Runtime,
+    worker: &Worker,
+    client: &SharedLogClient,
+    connector: &str,
+    topic: &str,
+    key: &str,
+    field: &str,
+) -> bool {
+    let last = rt
+        .block_on(runnel::rides::read_raw(client, topic))
+        .unwrap_or_default()
+        .last()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(r.value.as_deref().unwrap()).unwrap());
+    let stored = rt.block_on(worker.offsets(connector));
+    last.is_some_and(|row| stored.first().is_some_and(|(_, o)| o[key] == row[field]))
+}
+
 /// Rows (id, ts, v); `ts_type` is the dialect's timestamp column type.
 fn timestamp_modes_on(url: &str, ts_type: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -125,19 +145,33 @@ fn timestamp_modes_on(url: &str, ts_type: &str) {
         [1, 2, 3, 4, 5, 6],
         "(ts, id) strictly after the last read"
     );
-    wait_for("the timestamp mode", || ids(&rt, &client, &ts).len() == 5);
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the stored offset is that of the last record, every row up to it was handed on, and
+    // row 4 (older than it) can be read no more.
+    wait_for("the timestamp mode's offset at its last record", || {
+        ids(&rt, &client, &ts).len() >= 5
+            && offset_at_last(&rt, &worker, &client, "ts", &ts, "timestamp", "ts")
+    });
     assert_eq!(
         ids(&rt, &client, &ts),
         [1, 2, 3, 5, 6],
         "timestamp mode: row 4 shares the last timestamp read, so it is not read (Confluent's semantics)"
     );
+    // Proof of a poll that saw row 6 and left it: row 8, older than the delay and inserted after
+    // row 6, read (after the last tuple read by the others, so they do not read it).
+    let late = format!("late-{table}");
+    insert(&[(8, "2020-01-03 00:00:00", "h")]);
+    wait_for("row 8 past the delay", || {
+        ids(&rt, &client, &late).contains(&8)
+    });
     assert_eq!(
-        ids(&rt, &client, &format!("late-{table}")),
-        [1, 2, 3, 4, 5],
+        ids(&rt, &client, &late),
+        [1, 2, 3, 4, 5, 8],
         "row 6 is younger than the delay"
     );
     // Offsets carry the tuple: deleted and created again, the connector resumes after row 6.
+    wait_for("ts-inc's offset at row 6", || {
+        offset_at_last(&rt, &worker, &client, "ts-inc", &tsi, "incrementing", "id")
+    });
     let stored = rt.block_on(worker.offsets("ts-inc"));
     assert_eq!(stored[0].1["incrementing"], 6, "{stored:?}");
     worker.delete("ts-inc").unwrap();
@@ -146,8 +180,10 @@ fn timestamp_modes_on(url: &str, ts_type: &str) {
         "ts-inc",
         serde_json::json!({"mode": "timestamp+incrementing", "table.whitelist": table, "topic.prefix": "tsi-"}),
     );
-    wait_for("row 7", || ids(&rt, &client, &tsi).len() >= 7);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("row 7 and the offset at it", || {
+        ids(&rt, &client, &tsi).len() >= 7
+            && offset_at_last(&rt, &worker, &client, "ts-inc", &tsi, "incrementing", "id")
+    });
     assert_eq!(ids(&rt, &client, &tsi), [1, 2, 3, 4, 5, 6, 7]);
     for n in worker.names() {
         worker.delete(&n).unwrap();

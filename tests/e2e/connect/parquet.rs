@@ -182,13 +182,29 @@ fn ctrl_c_closes_the_open_parquet_file_with_its_footer() {
         .arg(dir.path().join("data"))
         .args(["connect", "--rest", "127.0.0.1:0"])
         .arg(&worker_file)
+        .env("RUST_LOG", "runnel_connectors::runtime::worker=debug")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the open file", || files(&out, ".parquet.tmp").len() == 1);
-    // Every record written before the signal (the file grows no more).
-    std::thread::sleep(Duration::from_millis(1_000));
+    // The worker's log, read to its end (so that the child never blocks on a full pipe).
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Every record in the open file before the signal: the sink put the last one, and there
+    // is no other.
+    let mut put_all = false;
+    wait_for("the sink to have put every record", || {
+        put_all |= lines
+            .try_iter()
+            .any(|l| l.contains("sink pq: ev-0 put and flushed up to offset 300 (exclusive)"));
+        put_all
+    });
+    assert_eq!(files(&out, ".parquet.tmp").len(), 1, "one open file");
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -196,6 +212,7 @@ fn ctrl_c_closes_the_open_parquet_file_with_its_footer() {
     assert!(status.success());
     let started = Instant::now();
     child.wait().unwrap();
+    reader.join().unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "stopped promptly: {:?}",
