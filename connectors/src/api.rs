@@ -6,6 +6,8 @@
 //! takes records read from topics; the worker commits the consumer group's offsets only after
 //! [`Sink::flush`] returned, so nothing acknowledged is lost.
 
+#[cfg(doc)]
+use crate::error::ConnectError;
 use crate::error::Result;
 use async_trait::async_trait;
 use runnel_log::{ConsumerRecord, RecordRun, TopicPartition};
@@ -142,26 +144,64 @@ pub struct Rejected {
     pub reason: String,
 }
 
+/// A connector that brings records in. The worker calls [`start`](Source::start) once, then
+/// [`poll`](Source::poll) in a loop.
+///
+/// # Cancel safety
+/// The worker may drop either future at any `.await` (the connector deleted, restarted or
+/// paused for a restart, the worker stopping) and then drops the source: it is never polled
+/// again. A new instance starts from the offsets stored, which follow only records already
+/// written, so records a cancelled poll had read are read again, never lost. An
+/// implementation need not keep its own state consistent across a cancellation, only release
+/// what it holds when dropped.
 #[async_trait]
 pub trait Source: Send {
     /// Restores the position from the last stored offset of each source partition.
+    ///
+    /// # Errors
+    /// When the stored offsets cannot be used (a [`ConnectError::Record`] naming them) or the
+    /// external system cannot be reached ([`ConnectError::Io`], [`ConnectError::Database`]):
+    /// the task fails and the worker restarts it with backoff.
     async fn start(&mut self, offsets: &[(serde_json::Value, serde_json::Value)]) -> Result<()>;
     /// The next records, or none when there is nothing new (the worker waits and asks again).
+    ///
+    /// # Errors
+    /// When the external system fails ([`ConnectError::Io`], [`ConnectError::Database`]): the
+    /// task fails and restarts with backoff. A record that cannot be read is not an error but
+    /// a run with its [`SourceRun::error`] set.
     async fn poll(&mut self) -> Result<SourceBatch>;
 }
 
+/// A connector that takes records out. The worker calls
+/// [`stored_offsets`](Sink::stored_offsets) once, then [`put`](Sink::put) (or
+/// [`put_runs`](Sink::put_runs)) and [`flush`](Sink::flush) in a loop, committing the consumed
+/// offsets after each flush.
+///
+/// # Cancel safety
+/// The worker may drop any of these futures at an `.await` (the connector deleted or
+/// restarted, the worker stopping) and then drops the sink: it is never called again. Nothing
+/// put since the last commit counts as written: a new instance is given those records again.
+/// A sink that writes in place (a file) cuts back what a cancelled put left when it opens
+/// again (see [`Sink::stored_offsets`] and the file sink).
 #[async_trait]
 pub trait Sink: Send {
     /// Topics to read (Kafka Connect's `topics`).
     fn topics(&self) -> Vec<String>;
     /// Writes the records; returns those it could not write for what they hold (an error is
     /// for the system: the task fails and restarts).
+    ///
+    /// # Errors
+    /// When the external system fails ([`ConnectError::Io`], [`ConnectError::Database`]):
+    /// nothing of this put is committed, and the task restarts with backoff.
     async fn put(&mut self, records: &[ConsumerRecord]) -> Result<Vec<Rejected>>;
     /// [`Sink::put`] of records as read, in the runs the log read them in, when no converter
     /// or transform changes them. A sink that can write records in place overrides it, and
     /// saves making a [`ConsumerRecord`] (reference counts, a copy of the coordinates) per
     /// record; [`Rejected::index`] counts the records of all the runs, in order. By default
     /// the records are made and put.
+    ///
+    /// # Errors
+    /// As [`Sink::put`].
     async fn put_runs(&mut self, runs: &[RecordRun]) -> Result<Vec<Rejected>> {
         let records: Vec<ConsumerRecord> = runs
             .iter()
@@ -170,6 +210,10 @@ pub trait Sink: Send {
         self.put(&records).await
     }
     /// Makes everything put so far durable, unless [`Sink::durable_offsets`] says otherwise.
+    ///
+    /// # Errors
+    /// When the data cannot be made durable (a failed sync, a full disk, a failed commit):
+    /// the consumed offsets are not committed, and the task restarts with backoff.
     async fn flush(&mut self) -> Result<()>;
     /// For sinks that hold records beyond `flush` (a Parquet file is durable only once its
     /// footer is written): the next offsets to read per partition that are durable now, which
@@ -182,6 +226,9 @@ pub trait Sink: Send {
     /// group's. `None`: the sink keeps none (the default), so it cannot run exactly-once.
     /// Called once, before the first `put`: a sink may first bring its data back to what it
     /// stored (the file sink cuts its file back to the committed length).
+    ///
+    /// # Errors
+    /// When the stored offsets cannot be read, or the data cannot be brought back to them.
     async fn stored_offsets(&mut self) -> Result<Option<Vec<(TopicPartition, u64)>>> {
         Ok(None)
     }

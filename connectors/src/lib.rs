@@ -1,7 +1,8 @@
 //! `runnel-connectors`: Kafka Connect over Runnel's log — the [`Source`]/[`Sink`] traits
-//! ([`api`]), the connectors (one folder per system: [`file`], [`jdbc`], [`parquet`]), the
-//! [`registry`] that builds them from their class, and the [`runtime`]: the [`Worker`] that runs
-//! them with offsets in `__connect_offsets`, and its REST API with Kafka Connect's paths.
+//! ([`api`]), the connectors (one folder per system: [`file`](mod@file), [`jdbc`],
+//! [`parquet`]), the [`registry`] that builds them from their class, and the [`runtime`]: the
+//! [`Worker`] that runs them with offsets in `__connect_offsets`, and its REST API with Kafka
+//! Connect's paths.
 //!
 //! Dependencies go one way: connectors use [`api`], [`config`], [`converter`] and [`csv`];
 //! [`registry`] knows every connector; [`runtime`] uses the registry. Connectors reach the log

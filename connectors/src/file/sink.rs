@@ -92,6 +92,11 @@ struct Commits {
 }
 
 impl FileSink {
+    /// A sink to `c`'s file; the file is opened at the first put.
+    ///
+    /// # Errors
+    /// [`ConnectError::Config`] for a key or value [`ConnectorConfig::parse`] refuses, or an
+    /// empty `topics`.
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
         let config: Config = c.parse()?;
         let interval = config.rotate_interval_ms;

@@ -88,6 +88,11 @@ pub struct FileSource {
 }
 
 impl FileSource {
+    /// A source of `c`'s files; nothing is opened before [`Source::start`].
+    ///
+    /// # Errors
+    /// [`ConnectError::Config`] for a key or value [`ConnectorConfig::parse`] refuses, both or
+    /// neither of `file` and `directory`, or a `file` whose directory part has `*` or `?`.
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
         let config: Config = c.parse()?;
         let selection = match (config.file.as_deref(), config.directory) {

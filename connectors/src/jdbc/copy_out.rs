@@ -10,8 +10,8 @@
 //! `true`/`false`, text types as JSON strings; any other type is rendered by the server
 //! (`to_json(column)::text`: timestamps in ISO 8601, arrays, JSON as it is).
 //!
-//! `COPY` takes no bind parameters: the caller inlines its values with [`literal`]. A [`Copy`]
-//! is read a batch at a time and may stay open across polls.
+//! `COPY` takes no bind parameters: the caller inlines its values with [`literal`]. A
+//! [`Copy`](struct@Copy) is read a batch at a time and may stay open across polls.
 
 use crate::csv;
 use crate::error::{ConnectError, Result};

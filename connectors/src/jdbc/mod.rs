@@ -25,6 +25,11 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The database `url` names, by its scheme.
+    ///
+    /// # Errors
+    /// [`ConnectError::Record`] for a scheme other than `sqlite:`, `postgres://`,
+    /// `postgresql://`, `mysql://` and `mariadb://`.
     pub fn of(url: &str) -> Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres)
@@ -72,6 +77,14 @@ impl Dialect {
     }
 }
 
+/// A pool of (at most two) connections to `url`; a SQLite file is created when missing.
+///
+/// # Errors
+/// [`ConnectError::Record`] for an unsupported `url`; [`ConnectError::Database`] when the
+/// database cannot be reached (transient) or refuses the connection.
+///
+/// # Cancel safety
+/// Cancel safe: a pool dropped before it connected holds nothing.
 pub async fn connect(url: &str) -> Result<AnyPool> {
     sqlx::any::install_default_drivers();
     let url = match Dialect::of(url)? {

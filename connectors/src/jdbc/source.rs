@@ -121,6 +121,13 @@ pub struct JdbcSource {
 }
 
 impl JdbcSource {
+    /// A source of `c`'s tables or query; the database is connected at the first poll.
+    ///
+    /// # Errors
+    /// [`ConnectError::Config`] for a key or value [`ConnectorConfig::parse`] refuses, a
+    /// `mode` without its column names, both or neither of `query` and `table.whitelist`, or
+    /// a `query` without `topic.prefix`; [`ConnectError::Record`] for a `connection.url` of no
+    /// supported database.
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
         let config: Config = c.parse()?;
         let column = |name: &Option<String>, key: &str| name.clone().ok_or_else(|| c.missing(key));

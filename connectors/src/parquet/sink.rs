@@ -103,6 +103,11 @@ fn parse_schema(spec: &str) -> std::result::Result<Schema, String> {
 }
 
 impl ParquetSink {
+    /// A sink to `c`'s directory; files are opened as records arrive.
+    ///
+    /// # Errors
+    /// [`ConnectError::Config`] for a key or value [`ConnectorConfig::parse`] refuses, an empty
+    /// `topics`, or a `schema` that declares no column or a type not supported.
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
         let config: Config = c.parse()?;
         let topics = config.topics.non_empty(c, "topics")?;

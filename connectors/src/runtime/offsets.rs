@@ -15,6 +15,14 @@ pub const OFFSETS_TOPIC: &str = "__connect_offsets";
 /// (connector, partition as JSON text) → offset.
 pub type Offsets = BTreeMap<(String, String), serde_json::Value>;
 
+/// Every connector's latest source offsets, read from the topic (created if missing) up to its
+/// last stable offset.
+///
+/// # Errors
+/// When the log fails to create or read the topic ([`crate::ConnectError::Log`]).
+///
+/// # Cancel safety
+/// Cancel safe: it only reads (the topic, once created, stays).
 pub async fn load(client: &SharedLogClient) -> Result<Offsets> {
     let cfg = TopicConfig {
         partitions: 1,
@@ -58,6 +66,14 @@ pub async fn load(client: &SharedLogClient) -> Result<Offsets> {
 }
 
 /// Appends offsets; the caller flushes the producer afterwards.
+///
+/// # Errors
+/// When the producer refuses a record ([`crate::ConnectError::Log`]).
+///
+/// # Cancel safety
+/// Not cancel safe: dropped part way, some offsets are sent and others not. Each names a
+/// position after records already written, so a partial store only means more records read
+/// again after a restart, never lost ones.
 pub async fn store(
     producer: &dyn runnel_log::LogProducer,
     connector: &str,

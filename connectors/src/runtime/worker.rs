@@ -80,6 +80,14 @@ const POLL_IDLE: Duration = Duration::from_millis(100);
 const SOURCE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Worker {
+    /// A worker over `client`, with no connector yet and the source offsets stored in
+    /// `__connect_offsets` loaded.
+    ///
+    /// # Errors
+    /// When the offsets topic cannot be created or read ([`ConnectError::Log`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is started before it returns.
     pub async fn new(client: SharedLogClient) -> Result<Self> {
         let offsets = offsets::load(&client).await?;
         Ok(Self {
@@ -90,6 +98,13 @@ impl Worker {
     }
 
     /// Checks the configuration (building the connector once) and starts it.
+    ///
+    /// # Errors
+    /// [`ConnectError::Config`] or [`ConnectError::UnknownClass`] for a configuration
+    /// [`registry::build`] refuses; [`ConnectError::Exists`] for a name already running.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime: the connector's task is spawned on the current one.
     pub fn create(&self, config: ConnectorConfig) -> Result<()> {
         retry_delay_max(&config)?;
         let kind = registry::build(&config)?.kind();
@@ -119,6 +134,7 @@ impl Worker {
         }
     }
 
+    /// The names of the connectors, in order.
     pub fn names(&self) -> Vec<String> {
         self.connectors
             .lock()
@@ -128,18 +144,34 @@ impl Worker {
             .collect()
     }
 
+    /// The configuration of connector `name`, as given.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn config(&self, name: &str) -> Result<ConnectorConfig> {
         self.with(name, |e| e.config.clone())
     }
 
+    /// Whether connector `name` is a source or a sink.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn kind(&self, name: &str) -> Result<Kind> {
         self.with(name, |e| e.kind)
     }
 
+    /// The state of connector `name`, why it failed, and how often it was restarted.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn status(&self, name: &str) -> Result<Status> {
         self.with(name, |e| e.status.lock().expect("not poisoned").clone())
     }
 
+    /// Pauses connector `name`: its task waits before its next poll or put.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn pause(&self, name: &str) -> Result<()> {
         self.with(name, |e| {
             let _ = e.control.send(Control::Pause);
@@ -147,6 +179,10 @@ impl Worker {
         })
     }
 
+    /// Resumes connector `name` after [`pause`](Self::pause).
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn resume(&self, name: &str) -> Result<()> {
         self.with(name, |e| {
             let _ = e.control.send(Control::Run);
@@ -155,6 +191,13 @@ impl Worker {
     }
 
     /// Stops and starts the connector's task (with its configuration, possibly a new one).
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector; for a new configuration,
+    /// what [`create`](Self::create) says of it (the connector keeps running as it was).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as [`create`](Self::create).
     pub fn restart(&self, name: &str, config: Option<ConnectorConfig>) -> Result<()> {
         if let Some(c) = &config {
             retry_delay_max(c)?;
@@ -171,6 +214,10 @@ impl Worker {
         Ok(())
     }
 
+    /// Stops connector `name` and forgets it; its stored offsets stay.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn delete(&self, name: &str) -> Result<()> {
         let entry = self
             .connectors
@@ -184,6 +231,10 @@ impl Worker {
 
     /// Stops every connector and waits until their tasks are gone, so sinks are dropped
     /// (a Parquet sink closes its files) before the process exits.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the worker forgets every connector first, so dropped part way it
+    /// leaves those not aborted yet running, out of its reach.
     pub async fn shutdown(&self) {
         let entries: Vec<Entry> =
             std::mem::take(&mut *self.connectors.lock().expect("not poisoned"))
@@ -196,6 +247,9 @@ impl Worker {
     }
 
     /// The stored source offsets of a connector: (partition, offset).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
     pub async fn offsets(&self, name: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
         self.offsets
             .lock()

@@ -13,6 +13,13 @@
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
 
+/// The connectors of the worker file at `path`, whose contents are `text`, each checked as
+/// [`crate::registry::build`] checks it.
+///
+/// # Errors
+/// [`crate::ConnectError::WorkerFile`] naming `path`: TOML that does not parse (with the
+/// line), a top-level key other than `connector`, or a connector whose configuration is
+/// refused (with its number in the file and why).
 pub fn parse(path: &str, text: &str) -> Result<Vec<ConnectorConfig>> {
     let err = |message: String| ConnectError::WorkerFile {
         path: path.into(),

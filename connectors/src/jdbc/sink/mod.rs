@@ -110,6 +110,12 @@ pub struct JdbcSink {
 }
 
 impl JdbcSink {
+    /// A sink to `c`'s database; it is connected at the first put.
+    ///
+    /// # Errors
+    /// [`ConnectError::Config`] for a key or value [`ConnectorConfig::parse`] refuses, an empty
+    /// `topics`, or `insert.mode` upsert or update without a primary key;
+    /// [`ConnectError::Record`] for a `connection.url` of no supported database.
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
         let config: Config = c.parse()?;
         let (mode, pk_mode) = (config.mode, config.pk_mode);
@@ -507,7 +513,7 @@ impl Sink for JdbcSink {
 
     /// On PostgreSQL (insert, upsert) a batch goes in chunks, each `COPY`ed by a task while the
     /// next chunk is parsed and encoded: the client's work and the server's overlap. Up to
-    /// [`IN_FLIGHT`] chunks are written at once, each in its own transaction, when no two hold
+    /// `IN_FLIGHT` chunks are written at once, each in its own transaction, when no two hold
     /// the same key; a chunk with a key of one in flight waits for it, so per key the last
     /// record still wins. With exactly-once, whose stored offsets must only grow, one chunk
     /// at a time.
