@@ -795,7 +795,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Flushes outputs and changelogs, then commits input positions and changelog ends.
+    /// Flushes outputs and changelogs, then commits input positions and changelog ends (the
+    /// test driver's commit; the runtime commits through `commit_and_checkpoint`).
+    #[cfg(feature = "test-util")]
     pub fn commit(&mut self) -> Result<()> {
         self.commit_and_checkpoint(false)
     }

@@ -388,6 +388,7 @@ pub fn plan(job: JobFile) -> Result<JobPlan> {
 }
 
 /// Each statement's output and its query with windows rewritten (for the batch oracle).
+#[cfg(any(test, feature = "test-util"))]
 pub(crate) fn rewritten_statements(
     job: &JobFile,
 ) -> Result<Vec<(OutputDecl, Box<ast::Query>, Option<WindowUse>)>> {
