@@ -485,6 +485,10 @@ impl StatementPlanner<'_> {
     fn find_word(&self, word: &str) -> usize {
         let lower = self.text.to_lowercase();
         let w = word.to_lowercase();
+        if w.is_empty() {
+            // Every position would match without moving on.
+            return 0;
+        }
         let mut from = 0;
         while let Some(i) = lower[from..].find(&w).map(|i| i + from) {
             let before = lower[..i].chars().next_back();
@@ -636,7 +640,17 @@ impl StatementPlanner<'_> {
                 .next()
                 .unwrap_or("")
                 .trim_matches(|c| c == '"' || c == '\'');
-            let field = rest.split(". ").next().unwrap_or(name).trim_matches('"');
+            // The name ends its line or its sentence: "No field named nope.\nValid fields are
+            // ..." or "No field named rides.spede. Did you mean ...".
+            let field = rest
+                .lines()
+                .next()
+                .unwrap_or("")
+                .split(". ")
+                .next()
+                .unwrap_or(name)
+                .trim_end_matches('.')
+                .trim_matches('"');
             let last = field.rsplit('.').next().unwrap_or(field).trim_matches('"');
             let known: Vec<String> = self
                 .job
