@@ -101,5 +101,8 @@ pub(crate) fn sync_data(file: &File, path: impl FnOnce() -> PathBuf) -> io::Resu
     if let Some((path, injector)) = injector_for(path) {
         injector.before_sync(&path)?;
     }
-    file.sync_data()
+    let started = std::time::Instant::now();
+    let synced = file.sync_data();
+    crate::stats::FSYNC_LATENCY.observe(started.elapsed());
+    synced
 }

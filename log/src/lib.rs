@@ -41,6 +41,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod run;
 pub mod segment;
+pub mod stats;
 pub mod txn;
 pub mod types;
 

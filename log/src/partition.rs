@@ -25,6 +25,7 @@ use crate::config::{CleanupPolicy, Durability, TopicConfig};
 use crate::error::{LogError, Result};
 use crate::fault;
 use crate::segment::{self, ReadHandle, Segment};
+use crate::stats::{IoCounters, IoSnapshot};
 use crate::txn::IsolationLevel;
 use crate::txn::producer_state::{self, PartitionProducers};
 use bytes::Bytes;
@@ -158,6 +159,8 @@ pub struct Partition {
     /// A reset to the durable prefix is still owed (its truncation failed): the next append
     /// does it first.
     reset_owed: AtomicBool,
+    /// Records and bytes appended and read, for monitoring.
+    io: IoCounters,
 }
 
 impl std::fmt::Debug for Partition {
@@ -230,6 +233,7 @@ impl Partition {
             dir,
             config,
             clock,
+            io: IoCounters::default(),
             segments: RwLock::new(segments),
             writer: Mutex::new(()),
             high_watermark: AtomicU64::new(end),
@@ -368,6 +372,10 @@ impl Partition {
                         ..h
                     };
                     on_written(segs.last_mut().expect("active segment"), &written);
+                    self.io.appended(
+                        u64::from(h.last_offset_delta.max(0) as u32) + 1,
+                        h.size as u64,
+                    );
                     Ok((base, end))
                 });
                 results.push(r.map(|(base, batch_end)| {
@@ -732,6 +740,22 @@ impl Partition {
         max_bytes: usize,
         isolation: IsolationLevel,
     ) -> Result<FetchResult> {
+        let fetched = self.read_uncounted(offset, max_bytes, isolation)?;
+        self.io.read(
+            fetched.next_offset.saturating_sub(offset),
+            fetched.batches.len() as u64,
+        );
+        Ok(fetched)
+    }
+
+    /// [`read_isolated`](Self::read_isolated) for the log's own scans, which are not reads
+    /// by clients and are left out of [`io_stats`](Self::io_stats).
+    fn read_uncounted(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+    ) -> Result<FetchResult> {
         let found = self.find_batches(offset, isolation, |handle, hw| {
             let (bytes, next) = segment::read_batches(handle, offset, hw, max_bytes)?;
             Ok(next.map(|next| (Bytes::from(bytes), next)))
@@ -758,7 +782,7 @@ impl Partition {
         max_bytes: usize,
         isolation: IsolationLevel,
     ) -> Result<Fetched<Option<FileRange>>> {
-        self.find_batches(offset, isolation, |handle, hw| {
+        let located = self.find_batches(offset, isolation, |handle, hw| {
             let span = segment::locate_batches(handle, offset, hw, max_bytes)?;
             Ok(span.next_offset.map(|next| {
                 let range = FileRange {
@@ -769,7 +793,17 @@ impl Partition {
                 };
                 (range, next)
             }))
-        })
+        })?;
+        let bytes = located.batches.as_ref().map_or(0, |r| r.len);
+        self.io
+            .read(located.next_offset.saturating_sub(offset), bytes);
+        Ok(located)
+    }
+
+    /// Records and bytes appended to and read from this partition since it was opened
+    /// (the log's own scans, for compaction and recovery, are not counted as reads).
+    pub fn io_stats(&self) -> IoSnapshot {
+        self.io.snapshot()
     }
 
     /// Runs `in_segment` (batches of one segment below the high watermark, and the offset
@@ -893,7 +927,8 @@ impl Partition {
     ) -> Result<Option<T>> {
         let mut offset = from;
         while offset < self.high_watermark().min(until) {
-            let fetch = self.read(offset, SCAN_CHUNK_BYTES)?;
+            let fetch =
+                self.read_uncounted(offset, SCAN_CHUNK_BYTES, IsolationLevel::ReadUncommitted)?;
             if fetch.batches.is_empty() {
                 break;
             }
