@@ -19,6 +19,7 @@ pub mod record;
 pub mod runtime;
 pub mod serdes;
 pub mod state;
+pub mod stats;
 pub mod task;
 pub mod topology;
 

@@ -23,6 +23,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::operator::TaskMetrics;
+use crate::stats::{AppStats, TaskStats};
 use crate::task::{Input, OnDeserializeError, Task};
 use crate::topology::{Instantiation, NodeKind, TopicName, Topology, changelog_topic};
 use runnel_log::{
@@ -262,6 +263,7 @@ pub struct App {
     client: SharedLogClient,
     config: StreamsConfig,
     stop: Arc<AtomicBool>,
+    stats: Arc<AppStats>,
 }
 
 impl App {
@@ -271,7 +273,14 @@ impl App {
             client,
             config,
             stop: Arc::new(AtomicBool::new(false)),
+            stats: Arc::default(),
         }
+    }
+
+    /// The running application's figures, as of each worker's last commit (see
+    /// [`crate::stats`]); the same handle before, during and after [`run`](Self::run).
+    pub fn stats(&self) -> Arc<AppStats> {
+        self.stats.clone()
     }
 
     /// Set to stop the application after its next commit.
@@ -319,13 +328,14 @@ impl App {
             .into_iter()
             .enumerate()
             .map(|(i, specs)| {
-                let (topology, client, config, plan, stop, rt) = (
+                let (topology, client, config, plan, stop, rt, stats) = (
                     self.topology.clone(),
                     self.client.clone(),
                     self.config.clone(),
                     plan.clone(),
                     self.stop.clone(),
                     rt.clone(),
+                    self.stats.clone(),
                 );
                 std::thread::Builder::new()
                     .name(format!("runnel-stream-{i}"))
@@ -334,6 +344,7 @@ impl App {
                         let handle = rt.clone();
                         let _runtime = handle.enter();
                         let mut w = Worker::new(topology, client, config, plan, &specs, i, rt)?;
+                        w.stats = stats;
                         let r = w.run_loop(&stop);
                         if r.is_err() {
                             stop.store(true, Ordering::Release);
@@ -396,6 +407,8 @@ pub(crate) struct Worker {
     pub restored_records: u64,
     route: HashMap<(Arc<str>, u32), (usize, usize)>,
     prefetch: Arc<PrefetchStats>,
+    /// Where this worker's tasks' figures go after each commit.
+    pub(crate) stats: Arc<AppStats>,
 }
 
 /// What the prefetch task did, for the report of a run that waits.
@@ -542,6 +555,7 @@ impl Worker {
             restored_records: 0,
             route,
             prefetch: Default::default(),
+            stats: Default::default(),
         };
         w.restore()?;
         for t in &mut w.tasks {
@@ -804,6 +818,7 @@ impl Worker {
 
     /// Commits; checkpoints the stores locally when due or `checkpoint` is set.
     fn commit_and_checkpoint(&mut self, checkpoint: bool) -> Result<()> {
+        let started = Instant::now();
         for t in &mut self.tasks {
             t.guard(Task::prepare_commit)?;
         }
@@ -832,6 +847,7 @@ impl Worker {
         }
         self.commits += 1;
         self.last_commit = Instant::now();
+        self.publish_stats(self.last_commit - started);
         let due = self.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
         if let Some(dir) = self.config.state_dir.clone().filter(|_| checkpoint || due) {
             // Nothing ran since the commit: each store is exactly its changelog up to `end`.
@@ -895,6 +911,23 @@ impl Worker {
 
     pub fn all_finished(&self) -> bool {
         self.tasks.iter().all(|t| t.finished)
+    }
+
+    /// Hands every task's figures to the application's [`AppStats`].
+    fn publish_stats(&self, commit_took: Duration) {
+        let tasks = self.tasks.iter().map(|t| {
+            let stats = TaskStats {
+                metrics: t.cx.metrics,
+                watermark: (t.cx.watermark > i64::MIN).then_some(t.cx.watermark),
+                store_entries: t
+                    .stores
+                    .iter()
+                    .map(|(s, _)| s.dynamic.borrow().len() as u64)
+                    .sum(),
+            };
+            (t.name.to_string(), stats)
+        });
+        self.stats.committed(commit_took, tasks);
     }
 
     pub fn metrics(&self) -> TaskMetrics {

@@ -1,0 +1,60 @@
+//! Live statistics of a running [`App`](crate::App): per task what it read and wrote, what it
+//! set aside as late or dead, its watermark and the entries in its stores; per application the
+//! commits and their latency.
+//!
+//! Contract: each worker thread publishes its tasks' figures right after each commit (one
+//! short lock per commit, nothing per record), so readers (`runnel server`'s `/metrics` and
+//! console) see every task as of its worker's last commit, and reading costs the workers
+//! nothing. Counters only grow while the application runs; a task that moved to another
+//! process (a later scale-out) keeps its last figures here.
+
+use crate::operator::TaskMetrics;
+use parking_lot::Mutex;
+use runnel_log::stats::Histogram;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What one task has done, as of its worker's last commit.
+#[derive(Debug, Clone, Default)]
+pub struct TaskStats {
+    pub metrics: TaskMetrics,
+    /// The task's watermark (event time, ms); `None` before its first one.
+    pub watermark: Option<i64>,
+    /// Entries in the task's state stores.
+    pub store_entries: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct AppStats {
+    tasks: Mutex<BTreeMap<String, TaskStats>>,
+    commits: AtomicU64,
+    /// How long each commit took: flush of outputs, offsets (or the transaction's commit).
+    pub commit_latency: Histogram,
+}
+
+impl AppStats {
+    /// Every task's figures, by task name (`<sub-topology>_<partition>`).
+    pub fn tasks(&self) -> BTreeMap<String, TaskStats> {
+        self.tasks.lock().clone()
+    }
+
+    /// Commits done by all workers.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn committed(
+        &self,
+        took: Duration,
+        tasks: impl Iterator<Item = (String, TaskStats)>,
+    ) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_latency.observe(took);
+        let mut all = self.tasks.lock();
+        for (name, s) in tasks {
+            all.insert(name, s);
+        }
+    }
+}
