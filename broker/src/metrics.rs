@@ -6,6 +6,7 @@
 //! so p50/p99 are upper bounds within a factor of two.
 
 use parking_lot::Mutex;
+use runnel_log::stats::HistogramSnapshot;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,15 @@ impl ApiStats {
     }
 }
 
+/// One API's figures, from [`Metrics::api_snapshots`].
+#[derive(Debug, Clone)]
+pub struct ApiSnapshot {
+    pub api: &'static str,
+    pub count: u64,
+    pub errors: u64,
+    pub latency: HistogramSnapshot,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     apis: Mutex<BTreeMap<&'static str, ApiStats>>,
@@ -60,6 +70,39 @@ impl Metrics {
         s.errors += u64::from(failed);
         s.total_us += us;
         s.buckets[bucket] += 1;
+    }
+
+    /// Each API's requests, errors and latency so far, in API-name order, for exporters
+    /// (`/metrics`). Latency buckets are the power-of-two microsecond ones, as bounds in
+    /// seconds.
+    pub fn api_snapshots(&self) -> Vec<ApiSnapshot> {
+        let bounds: Vec<f64> = (0..BUCKETS).map(|i| (1u64 << i) as f64 / 1e6).collect();
+        self.apis
+            .lock()
+            .iter()
+            .map(|(api, s)| {
+                let mut running = 0;
+                let cumulative = s
+                    .buckets
+                    .iter()
+                    .map(|n| {
+                        running += n;
+                        running
+                    })
+                    .collect();
+                ApiSnapshot {
+                    api,
+                    count: s.count,
+                    errors: s.errors,
+                    latency: HistogramSnapshot {
+                        bounds: bounds.clone(),
+                        cumulative,
+                        count: s.count,
+                        sum_seconds: s.total_us as f64 / 1e6,
+                    },
+                }
+            })
+            .collect()
     }
 
     /// Requests served so far for `api` (its Kafka name, e.g. "Produce").
