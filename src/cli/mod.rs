@@ -23,6 +23,7 @@ mod output;
 mod produce;
 mod quickstart;
 mod run;
+mod server;
 mod topics;
 mod users;
 
@@ -119,6 +120,8 @@ enum DataCommand {
     Connect(connect::ConnectArgs),
     /// Run a SQL job declared in a TOML file (and the connectors it declares).
     Run(run::RunArgs),
+    /// Serve the Kafka protocol, Connect, SQL jobs and /metrics from one process.
+    Server(server::ServerArgs),
 }
 
 /// Runs the parsed command.
@@ -185,6 +188,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             | DataCommand::Broker(_)
             | DataCommand::Connect(_)
             | DataCommand::Run(_)
+            | DataCommand::Server(_)
             | DataCommand::Topics(topics::TopicsCommand::Create(_))
     );
     if !creates && !dir.is_dir() {
@@ -206,6 +210,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         DataCommand::Broker(args) => broker::run(&log, args).await,
         DataCommand::Connect(args) => connect::run(Arc::new(log.clone()), args).await,
         DataCommand::Run(args) => run::run(Arc::new(log.clone()), args).await,
+        DataCommand::Server(args) => server::run(&log, args).await,
     };
     close_log(log);
     result

@@ -15,6 +15,7 @@ mod faults;
 mod groups;
 mod model;
 mod security;
+mod server;
 mod sql;
 mod support;
 mod transactions;

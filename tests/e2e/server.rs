@@ -1,0 +1,418 @@
+//! `runnel server`: a file source, a SQL window job and a file sink in one process with a
+//! Kafka client producing into it; `/metrics` read by Prometheus' own Python parser; the jobs
+//! API as a user drives it (bad jobs, unknown jobs, oversize bodies, restarts).
+
+use crate::broker::python;
+use crate::support::wait_for;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A `runnel server` child with the addresses it printed.
+struct ServerProc {
+    child: Child,
+    kafka: String,
+    http: String,
+}
+
+impl ServerProc {
+    fn start(data: &Path, config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["server", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut kafka, mut http) = (String::new(), String::new());
+        while http.is_empty() {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).unwrap() > 0, "the server exited");
+            if let Some(a) = line.trim().strip_prefix("listening on ") {
+                kafka = a.to_string();
+            }
+            if let Some(a) = line.trim().strip_prefix("HTTP on http://") {
+                http = a.to_string();
+            }
+        }
+        // The rest of stdout is drained so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Self { child, kafka, http }
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the server exited with {status}");
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request with a text body; returns the status and the body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_as(addr, method, path, body, None)
+}
+
+/// [`http`] with an `Authorization: Bearer` token.
+fn http_as(addr: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    // A refused oversize body may reset the connection before everything was read.
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw);
+    let status: u16 = raw.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let text = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, text.to_string())
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+const WINDOW_JOB: &str = r#"
+[job]
+name = "counts-per-region"
+sql = """
+INSERT INTO counts
+SELECT region, window_start, COUNT(*) AS rides
+FROM rides
+GROUP BY region, tumble(ts, INTERVAL '10' SECOND)
+"""
+
+[[input]]
+name = "rides"
+format = "json"
+schema = "ts BIGINT, region VARCHAR"
+event_time = "ts"
+watermark = "1 hour"
+
+[[output]]
+name = "counts"
+topic = "counts"
+"#;
+
+fn ride(ts: i64, region: &str) -> String {
+    format!("{{\"ts\":{ts},\"region\":\"{region}\"}}")
+}
+
+fn write_config(dir: &Path, jobs: Option<&Path>, worker_file: Option<&Path>) -> PathBuf {
+    let mut text = String::from(
+        "[broker]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\nmax_body = \"64KiB\"\n",
+    );
+    if let Some(w) = worker_file {
+        text += &format!("[connect]\nworker_file = {:?}\n", w.to_str().unwrap());
+    }
+    if let Some(j) = jobs {
+        text += &format!("[jobs]\ndir = {:?}\n", j.to_str().unwrap());
+    }
+    let path = dir.join("runnel.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Families of a scrape, parsed by `prometheus_client`'s parser: name → [(labels, value)].
+fn scrape(py: &Path, addr: &str) -> serde_json::Value {
+    let script = r#"
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen("http://" + sys.argv[1] + "/metrics").read().decode()
+out = {}
+for fam in text_string_to_metric_families(text):
+    for s in fam.samples:
+        out.setdefault(s.name, []).append([s.labels, s.value])
+print(json.dumps(out))
+"#;
+    let out = Command::new(py)
+        .args(["-c", script, addr])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the scrape failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The sum of a metric's samples whose labels include every pair of `matching`.
+fn total(m: &serde_json::Value, name: &str, matching: &[(&str, &str)]) -> f64 {
+    m[name]
+        .as_array()
+        .map(|samples| {
+            samples
+                .iter()
+                .filter(|s| matching.iter().all(|(k, v)| s[0][k] == *v))
+                .map(|s| s[1].as_f64().unwrap())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn one_server_runs_connectors_a_sql_job_and_kafka_clients_and_shows_it_in_metrics() {
+    let Some(py) = python("runnel server") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    std::fs::write(jobs.join("counts.toml"), WINDOW_JOB).unwrap();
+    let input = dir.path().join("rides.jsonl");
+    let output = dir.path().join("counts.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let worker_file = dir.path().join("connect.toml");
+    std::fs::write(
+        &worker_file,
+        format!(
+            "[[connector]]\nname = \"rides-in\"\n\"connector.class\" = \"file-source\"\nfile = {:?}\ntopic = \"rides\"\nformat = \"json\"\n\n\
+             [[connector]]\nname = \"counts-out\"\n\"connector.class\" = \"file-sink\"\ntopics = \"counts\"\nfile = {:?}\n",
+            input.to_str().unwrap(),
+            output.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), Some(&jobs), Some(&worker_file));
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+
+    // Rides in windows [0, 10 s) .. [40 s, 50 s) from the file, and as many from a Kafka client.
+    let regions = ["north", "south", "east"];
+    let mut expected = std::collections::BTreeMap::<(String, i64), u64>::new();
+    let mut file_lines = String::new();
+    let mut kafka_lines = Vec::new();
+    for i in 0..3_000i64 {
+        let (ts, region) = (i * 15, regions[(i % 3) as usize]);
+        *expected
+            .entry((region.to_string(), ts / 10_000 * 10_000))
+            .or_default() += 1;
+        if i % 2 == 0 {
+            file_lines += &(ride(ts, region) + "\n");
+        } else {
+            kafka_lines.push(ride(ts, region));
+        }
+    }
+    // Both inputs may arrive in any order (the hour of watermark delay keeps every window
+    // open until then); a last ride far ahead, written after both, closes them all.
+    let closer = ride(10_000_000, "north");
+    std::fs::write(&input, &file_lines).unwrap();
+    let produce = r#"
+import sys
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": sys.argv[1], "enable.idempotence": True})
+for line in sys.stdin:
+    p.produce("rides", line.strip().encode())
+p.flush(30)
+print("ok")
+"#;
+    let mut child = Command::new(&py)
+        .args(["-c", produce, &server.kafka])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all((kafka_lines.join("\n") + "\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "the producer failed"
+    );
+    let first = scrape(&py, &server.http);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap()
+        .write_all((closer + "\n").as_bytes())
+        .unwrap();
+
+    let windows = || -> std::collections::BTreeMap<(String, i64), u64> {
+        std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v = json(l);
+                (
+                    (
+                        v["region"].as_str().unwrap().to_string(),
+                        v["window_start"].as_i64().unwrap(),
+                    ),
+                    v["rides"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    wait_for("every window in the sink's file", || {
+        windows().len() >= expected.len()
+    });
+    let got: std::collections::BTreeMap<_, _> = windows()
+        .into_iter()
+        .filter(|((_, start), _)| *start < 10_000_000)
+        .collect();
+    assert_eq!(got, expected, "each window counts the rides of both inputs");
+
+    // What /metrics says of it, through Prometheus' parser.
+    let group = [("group", "counts-per-region")];
+    wait_for("the job's lag at zero", || {
+        let m = scrape(&py, &server.http);
+        total(&m, "runnel_group_lag", &group) == 0.0
+            && total(
+                &m,
+                "runnel_group_committed_offset",
+                &[("group", "counts-per-region"), ("topic", "rides")],
+            ) == 3_001.0
+    });
+    let last = scrape(&py, &server.http);
+    let rides = [("topic", "rides")];
+    assert_eq!(
+        total(&last, "runnel_log_appended_records_total", &rides),
+        3_001.0
+    );
+    let job = [("job", "counts-per-region")];
+    let records_in = |m: &serde_json::Value| total(m, "runnel_job_records_in_total", &job);
+    assert!(
+        records_in(&last) > records_in(&first) && records_in(&last) >= 3_001.0,
+        "the job's input rate is not zero: {} then {}",
+        records_in(&first),
+        records_in(&last)
+    );
+    assert!(total(&last, "runnel_job_records_out_total", &job) >= expected.len() as f64);
+    assert!(
+        last["runnel_job_watermark_seconds"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s[1].as_f64().unwrap() >= 6_400.0)),
+        "the job's watermark an hour behind the last ride: {}",
+        last["runnel_job_watermark_seconds"]
+    );
+    assert!(total(&last, "runnel_broker_requests_total", &[("api", "Produce")]) >= 1.0);
+    assert_eq!(total(&last, "runnel_connector_running", &[]), 2.0);
+    assert!(total(&last, "runnel_job_commit_seconds_count", &job) >= 1.0);
+    assert!(total(&last, "runnel_process_resident_memory_bytes", &[]) > 0.0);
+    // Every series the Grafana dashboard charts is there.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/grafana/runnel.json"
+    ))
+    .unwrap();
+    for name in dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("runnel_"))
+    {
+        assert!(
+            last.get(name).is_some(),
+            "the dashboard charts {name}, which /metrics lacks"
+        );
+    }
+    server.stop();
+}
+
+#[test]
+fn jobs_are_submitted_described_refused_and_deleted_over_http_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), None, None);
+    let server = ServerProc::start(&data, &config);
+    let addr = server.http.clone();
+
+    let bad = WINDOW_JOB.replace("COUNT(*) AS rides", "COUNT(*) AS rides, nope");
+    let (code, body) = http(&addr, "POST", "/jobs", &bad);
+    assert_eq!(code, 400, "{body}");
+    let message = json(&body)["message"].as_str().unwrap().to_string();
+    let line = WINDOW_JOB
+        .lines()
+        .position(|l| l.contains("COUNT(*) AS rides"))
+        .unwrap()
+        + 1;
+    assert!(
+        message.starts_with(&format!("{line}:")) && message.contains("nope"),
+        "a file-less line:column error naming the column: {message}"
+    );
+    assert_eq!(http(&addr, "GET", "/jobs/nope", "").0, 404);
+    assert_eq!(http(&addr, "DELETE", "/jobs/nope", "").0, 404);
+    let huge = format!("{WINDOW_JOB}\n#{}", "x".repeat(100 * 1024));
+    assert_eq!(
+        http(&addr, "POST", "/jobs", &huge).0,
+        413,
+        "a body over max_body"
+    );
+
+    let (code, body) = http(&addr, "POST", "/jobs", WINDOW_JOB);
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(json(&body)["name"], "counts-per-region");
+    assert_eq!(
+        http(&addr, "POST", "/jobs", WINDOW_JOB).0,
+        409,
+        "the name is taken"
+    );
+    wait_for("the job running", || {
+        json(&http(&addr, "GET", "/jobs/counts-per-region", "").1)["status"]["state"] == "RUNNING"
+    });
+    let (code, body) = http(&addr, "GET", "/jobs/counts-per-region", "");
+    assert_eq!(code, 200);
+    let described = json(&body);
+    assert_eq!(described["inputs"], serde_json::json!(["rides"]));
+    assert!(described["topology"].as_str().unwrap().contains("counts"));
+
+    // Submitted jobs come back after a restart; deleted ones do not.
+    server.stop();
+    let server = ServerProc::start(&data, &config);
+    let addr = server.http.clone();
+    let listed = json(&http(&addr, "GET", "/jobs", "").1);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["name"], "counts-per-region");
+    assert_eq!(http(&addr, "DELETE", "/jobs/counts-per-region", "").0, 204);
+    assert_eq!(http(&addr, "GET", "/jobs/counts-per-region", "").0, 404);
+    server.stop();
+    let server = ServerProc::start(&data, &config);
+    let listed = json(&http(&server.http, "GET", "/jobs", "").1);
+    assert_eq!(
+        listed,
+        serde_json::json!([]),
+        "the deleted job stayed deleted"
+    );
+    server.stop();
+
+    // With a token, nothing is answered without it.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[http]\n", "[http]\ntoken = \"s3cret\"\n"),
+    )
+    .unwrap();
+    let server = ServerProc::start(&data, &config);
+    for path in ["/jobs", "/metrics", "/connectors"] {
+        assert_eq!(
+            http(&server.http, "GET", path, "").0,
+            401,
+            "{path} without the token"
+        );
+        let wrong = http_as(&server.http, "GET", path, "", Some("guess")).0;
+        assert_eq!(wrong, 401, "{path} with a wrong token");
+        let right = http_as(&server.http, "GET", path, "", Some("s3cret")).0;
+        assert_eq!(right, 200, "{path} with the token");
+    }
+    server.stop();
+}
