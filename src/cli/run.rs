@@ -92,14 +92,12 @@ pub async fn run(client: SharedLogClient, args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `[[connector]]` tables of the job file, run by a worker in this process.
-async fn start_connectors(
-    client: &SharedLogClient,
-    job: &SqlJob,
-) -> Result<Option<runnel_connectors::Worker>> {
+/// The `[[connector]]` tables of a job file, as worker-file configurations (checked as a
+/// worker file's are, errors naming the job file). `runnel run` and `runnel server` use it.
+pub(super) fn job_connectors(job: &SqlJob) -> Result<Vec<runnel_connectors::ConnectorConfig>> {
     let declared = &job.job().connectors;
     if declared.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let mut doc = toml::Table::new();
     doc.insert(
@@ -107,7 +105,21 @@ async fn start_connectors(
         toml::Value::Array(declared.iter().cloned().map(toml::Value::Table).collect()),
     );
     let path = job.job().path.display().to_string();
-    let configs = runnel_connectors::workerfile::parse(&path, &doc.to_string())?;
+    Ok(runnel_connectors::workerfile::parse(
+        &path,
+        &doc.to_string(),
+    )?)
+}
+
+/// The `[[connector]]` tables of the job file, run by a worker in this process.
+async fn start_connectors(
+    client: &SharedLogClient,
+    job: &SqlJob,
+) -> Result<Option<runnel_connectors::Worker>> {
+    let configs = job_connectors(job)?;
+    if configs.is_empty() {
+        return Ok(None);
+    }
     let worker = runnel_connectors::Worker::new(client.clone()).await?;
     for c in configs {
         let name = c.name.clone();

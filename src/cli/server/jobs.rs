@@ -9,7 +9,7 @@
 //! kept with its error until deleted or submitted again. A bad job text is refused before
 //! anything is stored or started, with the planner's `line:column: message` errors.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use parking_lot::Mutex;
 use runnel_connectors::Worker;
 use runnel_engine::stats::AppStats;
@@ -153,7 +153,8 @@ impl Jobs {
         let app = job
             .app(self.client.clone(), false)
             .map_err(|e| Refused::Internal(e.into()))?;
-        let connectors = job_connectors(&job).map_err(|e| Refused::Invalid(format!("{e:#}")))?;
+        let connectors = super::super::run::job_connectors(&job)
+            .map_err(|e| Refused::Invalid(format!("{e:#}")))?;
         let entry = Arc::new(Job {
             name: name.clone(),
             origin,
@@ -276,24 +277,6 @@ impl Refused {
     }
 }
 
-/// The `[[connector]]` tables of a job file, as worker-file configurations.
-fn job_connectors(job: &SqlJob) -> Result<Vec<runnel_connectors::ConnectorConfig>> {
-    let declared = &job.job().connectors;
-    if declared.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut doc = toml::Table::new();
-    doc.insert(
-        "connector".into(),
-        toml::Value::Array(declared.iter().cloned().map(toml::Value::Table).collect()),
-    );
-    let path = job.job().path.display().to_string();
-    Ok(runnel_connectors::workerfile::parse(
-        &path,
-        &doc.to_string(),
-    )?)
-}
-
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let entries = std::fs::read_dir(dir)
@@ -305,8 +288,5 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     files.sort();
-    if files.is_empty() && !dir.exists() {
-        bail!("{} does not exist", dir.display());
-    }
     Ok(files)
 }
