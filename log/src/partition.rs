@@ -748,6 +748,16 @@ impl Partition {
         Ok(fetched)
     }
 
+    /// [`read`](Self::read) for a lookup rather than a consumer (the record at an offset a
+    /// timestamp search found): left out of [`io_stats`](Self::io_stats).
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    pub fn peek(&self, offset: u64, max_bytes: usize) -> Result<FetchResult> {
+        self.read_uncounted(offset, max_bytes, IsolationLevel::ReadUncommitted)
+    }
+
     /// [`read_isolated`](Self::read_isolated) for the log's own scans, which are not reads
     /// by clients and are left out of [`io_stats`](Self::io_stats).
     fn read_uncounted(

@@ -319,7 +319,7 @@ fn lookup(part: &Partition, ts: i64) -> Result<(i64, i64), runnel_log::LogError>
         return Ok((-1, -1));
     };
     // Kafka answers with the found record's own timestamp.
-    let fetched = part.read(offset, 1)?;
+    let fetched = part.peek(offset, 1)?;
     for b in runnel_log::batch::split_batches(&fetched.batches) {
         if let Some(r) = runnel_log::batch::records(&b)?
             .into_iter()

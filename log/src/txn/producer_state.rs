@@ -325,7 +325,7 @@ fn read_snapshot(partition: &Partition) -> Option<(u64, HashMap<i64, ProducerEnt
             continue;
         }
         let found = partition
-            .read(offset, 1)
+            .peek(offset, 1)
             .ok()
             .and_then(|f| batch::split_batches(&f.batches).next())
             .and_then(|b| batch::parse_header(&b).ok());
