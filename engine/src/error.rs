@@ -62,4 +62,25 @@ pub enum EngineError {
 
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// An interactive query ([`crate::query`]) the application cannot answer now.
+    #[error("{0}")]
+    Query(QueryRefused),
+}
+
+/// Why an interactive query got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryRefused {
+    #[error("the application is not running (no worker to ask)")]
+    NotRunning,
+    #[error("no task of the application has a store named {0:?}")]
+    UnknownStore(String),
+    #[error("store {0:?} is not an aggregation's: read it with a read function instead")]
+    NotATable(String),
+    #[error("no answer from {missing} of {asked} worker threads within {timeout:?}")]
+    Timeout {
+        missing: usize,
+        asked: usize,
+        timeout: std::time::Duration,
+    },
 }

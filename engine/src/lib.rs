@@ -15,6 +15,7 @@ pub mod error;
 pub mod operator;
 pub(crate) mod ops;
 pub(crate) mod out_buf;
+pub mod query;
 pub mod record;
 pub mod runtime;
 pub mod serdes;

@@ -103,11 +103,26 @@ fn on_control<K, V>(op: &mut dyn Operator<K, V>, cx: &mut TaskCx, control: Contr
 /// The children of a node. Data is cloned for all but the last child.
 pub struct Out<K, V> {
     children: Vec<OpRef<K, V>>,
+    /// The node's index in the topology, and its children's (for [`OperatorCounts`]).
+    node: usize,
+    child_nodes: Vec<usize>,
+    /// Records a value stands for, when it is not one (see `StreamsBuilder::weigh`).
+    weigh: Option<fn(&V) -> u64>,
 }
 
 impl<K: Clone, V: Clone> Out<K, V> {
-    pub fn new(children: Vec<OpRef<K, V>>) -> Self {
-        Self { children }
+    pub(crate) fn new(
+        node: usize,
+        children: Vec<(usize, OpRef<K, V>)>,
+        weigh: Option<fn(&V) -> u64>,
+    ) -> Self {
+        let (child_nodes, children) = children.into_iter().unzip();
+        Self {
+            children,
+            node,
+            child_nodes,
+            weigh,
+        }
     }
 
     /// Sends a batch to every child (nothing when it is empty).
@@ -120,6 +135,11 @@ impl<K: Clone, V: Clone> Out<K, V> {
         if batch.is_empty() {
             return Ok(());
         }
+        let records = match self.weigh {
+            Some(weigh) => batch.iter().map(|r| weigh(&r.value)).sum(),
+            None => batch.len() as u64,
+        };
+        cx.operators.sent(self.node, &self.child_nodes, records);
         if let Some((last, rest)) = self.children.split_last() {
             for c in rest {
                 c.borrow_mut().on_data(cx, batch.clone())?;
@@ -151,6 +171,38 @@ pub struct TaskMetrics {
     pub dead_letters: u64,
 }
 
+/// Records into and out of each operator of a task, by node index in the topology; counted
+/// per batch where a node hands records to its children, so a record costs nothing more.
+/// A source's input is the task's (`TaskMetrics::records_in`), a sink's output the topic's.
+#[derive(Debug, Default, Clone)]
+pub struct OperatorCounts {
+    pub records_in: Vec<u64>,
+    pub records_out: Vec<u64>,
+}
+
+impl OperatorCounts {
+    #[inline]
+    fn sent(&mut self, from: usize, to: &[usize], n: u64) {
+        let needed = to.iter().copied().chain([from]).max().unwrap_or(0) + 1;
+        if self.records_in.len() < needed {
+            self.records_in.resize(needed, 0);
+            self.records_out.resize(needed, 0);
+        }
+        self.records_out[from] += n;
+        for &c in to {
+            self.records_in[c] += n;
+        }
+    }
+
+    /// Node `i`'s `(records in, records out)`.
+    pub fn of(&self, i: usize) -> (u64, u64) {
+        (
+            self.records_in.get(i).copied().unwrap_or(0),
+            self.records_out.get(i).copied().unwrap_or(0),
+        )
+    }
+}
+
 /// The per-task context every operator call receives.
 pub struct TaskCx {
     /// The task's name, `<sub-topology>_<partition>`.
@@ -164,6 +216,7 @@ pub struct TaskCx {
     pub watermark: i64,
     pub out: OutBuf,
     pub metrics: TaskMetrics,
+    pub operators: OperatorCounts,
     /// Records that arrived after their window closed go here when set (and are counted).
     pub late_topic: Option<Arc<str>>,
 }
@@ -179,6 +232,7 @@ impl TaskCx {
             watermark: i64::MIN,
             out: OutBuf::default(),
             metrics: TaskMetrics::default(),
+            operators: OperatorCounts::default(),
             late_topic,
         }
     }

@@ -21,9 +21,11 @@
 //! - The unit of backpressure is the producer's buffer (`send` waits when it is full), which
 //!   holds the worker's loop, which stops polling.
 
-use crate::error::{EngineError, Result};
+use crate::dsl::{Data, Key};
+use crate::error::{EngineError, QueryRefused, Result};
 use crate::operator::TaskMetrics;
-use crate::stats::{AppStats, TaskStats};
+use crate::query::{self, Queries, TableRows, TaskAnswer};
+use crate::stats::{AppStats, OperatorStats, TaskStats};
 use crate::task::{Input, OnDeserializeError, Task};
 use crate::topology::{Instantiation, NodeKind, TopicName, Topology, changelog_topic};
 use runnel_log::{
@@ -35,6 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Application settings, named after Kafka Streams'.
 #[derive(Debug, Clone)]
@@ -264,6 +267,7 @@ pub struct App {
     config: StreamsConfig,
     stop: Arc<AtomicBool>,
     stats: Arc<AppStats>,
+    queries: Arc<Queries>,
 }
 
 impl App {
@@ -274,6 +278,7 @@ impl App {
             config,
             stop: Arc::new(AtomicBool::new(false)),
             stats: Arc::default(),
+            queries: Arc::default(),
         }
     }
 
@@ -281,6 +286,46 @@ impl App {
     /// [`crate::stats`]); the same handle before, during and after [`run`](Self::run).
     pub fn stats(&self) -> Arc<AppStats> {
         self.stats.clone()
+    }
+
+    /// Interactive queries of the running application's stores (see [`crate::query`]).
+    pub fn queries(&self) -> Arc<Queries> {
+        self.queries.clone()
+    }
+
+    /// Reads the aggregation store `store` as the table it emits: the rows of `key` (or of
+    /// every key) per task, as the aggregation would emit them now, handed to `finish` on the
+    /// task's worker thread (to turn them into what the caller keeps).
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Query`: the store is unknown or not an aggregation's
+    /// ([`QueryRefused::NotATable`]), or as [`Queries::query`]. A task whose store holds other
+    /// types than `K` and `A`, or whose `finish` fails, answers with the error.
+    pub fn query_table<K, A, T>(
+        &self,
+        store: &str,
+        key: Option<K>,
+        timeout: Duration,
+        finish: impl Fn(TableRows<K, A>) -> std::result::Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Vec<TaskAnswer<T>>>
+    where
+        K: Key + Send + Sync,
+        A: Data,
+        T: Send + 'static,
+    {
+        let def = self.topology.stores.iter().find(|s| s.name == store);
+        let def =
+            def.ok_or_else(|| EngineError::Query(QueryRefused::UnknownStore(store.into())))?;
+        let reader = (def.reader.clone())
+            .ok_or_else(|| EngineError::Query(QueryRefused::NotATable(store.into())))?;
+        self.queries.query(store, timeout, move |h| {
+            let rows = reader(h, key.as_ref().map(|k| k as &dyn std::any::Any))?;
+            let rows = rows
+                .downcast::<TableRows<K, A>>()
+                .map_err(|_| "the store's key or value type is not the one asked for")?;
+            finish(*rows)
+        })
     }
 
     /// Set to stop the application after its next commit.
@@ -337,6 +382,7 @@ impl App {
                     rt.clone(),
                     self.stats.clone(),
                 );
+                let queries = self.queries.clone();
                 std::thread::Builder::new()
                     .name(format!("runnel-stream-{i}"))
                     .spawn(move || -> Result<RunSummary> {
@@ -345,6 +391,7 @@ impl App {
                         let _runtime = handle.enter();
                         let mut w = Worker::new(topology, client, config, plan, &specs, i, rt)?;
                         w.stats = stats;
+                        w.queries = Some(queries.register());
                         let r = w.run_loop(&stop);
                         if r.is_err() {
                             stop.store(true, Ordering::Release);
@@ -409,6 +456,8 @@ pub(crate) struct Worker {
     prefetch: Arc<PrefetchStats>,
     /// Where this worker's tasks' figures go after each commit.
     pub(crate) stats: Arc<AppStats>,
+    /// Interactive queries for this worker's tasks (none in the test driver).
+    queries: Option<UnboundedReceiver<query::Request>>,
 }
 
 /// What the prefetch task did, for the report of a run that waits.
@@ -448,7 +497,7 @@ impl Worker {
                     TopicPartition::new(changelog_topic(name).resolve(&app), partition),
                 ));
             }
-            let mut inst = Instantiation::new(&app, &children, &stores);
+            let mut inst = Instantiation::new(&app, &children, &stores, &topology.weights);
             inst.on_deserialize_error = config.on_deserialize_error;
             let mut marker_topics = Vec::new();
             for &n in st.nodes.iter().rev() {
@@ -483,6 +532,11 @@ impl Worker {
             let wall = std::mem::take(&mut inst.wall_punctuators);
             tasks.push(Task {
                 cx: crate::operator::TaskCx::new(name.clone(), partition, late),
+                operators: st
+                    .nodes
+                    .iter()
+                    .map(|&n| (n, Arc::from(topology.nodes[n].name.as_str())))
+                    .collect(),
                 name,
                 sources,
                 inputs,
@@ -556,6 +610,7 @@ impl Worker {
             route,
             prefetch: Default::default(),
             stats: Default::default(),
+            queries: None,
         };
         w.restore()?;
         for t in &mut w.tasks {
@@ -721,15 +776,35 @@ impl Worker {
 
     /// Polls once and processes what came. Returns the number of records (markers excluded).
     pub fn step(&mut self, timeout: Duration) -> Result<usize> {
+        self.answer_queries();
         let runs = match (&mut self.feed, &mut self.consumer) {
-            (Some(feed), _) => match self
-                .rt
-                .block_on(async { tokio::time::timeout(timeout, feed.recv()).await })
-            {
-                Ok(Some(batch)) => batch?,
-                Ok(None) => return Err(EngineError::Config("the prefetch task stopped".into())),
-                Err(_) => Vec::new(),
-            },
+            (Some(feed), _) => {
+                let queries = self.queries.as_mut();
+                let waited = self.rt.block_on(async {
+                    tokio::time::timeout(timeout, async {
+                        match queries {
+                            // A query wakes an idle worker: it is answered at the next step.
+                            Some(q) => tokio::select! {
+                                batch = feed.recv() => Ok(batch),
+                                Some(request) = q.recv() => Err(request),
+                            },
+                            None => Ok(feed.recv().await),
+                        }
+                    })
+                    .await
+                });
+                match waited {
+                    Ok(Ok(Some(batch))) => batch?,
+                    Ok(Ok(None)) => {
+                        return Err(EngineError::Config("the prefetch task stopped".into()));
+                    }
+                    Ok(Err(request)) => {
+                        self.answer(request);
+                        Vec::new()
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
             (None, Some(c)) => self.rt.block_on(c.poll_runs(timeout))?,
             (None, None) => unreachable!("a worker has a consumer or a feed"),
         };
@@ -752,6 +827,36 @@ impl Worker {
         }
         self.send_outputs()?;
         Ok(n)
+    }
+
+    /// Answers the interactive queries that are waiting, on the tasks' stores as they are.
+    fn answer_queries(&mut self) {
+        while let Some(request) = self.queries.as_mut().and_then(|q| q.try_recv().ok()) {
+            self.answer(request);
+        }
+    }
+
+    fn answer(&self, request: query::Request) {
+        let name = request.store().to_string();
+        let frames = self.tasks.iter().map(|t| {
+            let frame = TaskAnswer {
+                task: t.name.to_string(),
+                watermark: (t.cx.watermark > i64::MIN).then_some(t.cx.watermark),
+                positions: t
+                    .inputs
+                    .iter()
+                    .map(|i| (i.tp.topic.clone(), i.tp.partition, i.position))
+                    .collect(),
+                value: Ok(()),
+            };
+            let store = t
+                .stores
+                .iter()
+                .map(|(s, _)| s)
+                .find(|s| s.dynamic.borrow().name() == name);
+            (frame, store)
+        });
+        request.answer(frames);
     }
 
     /// An input without records for the idle timeout is idle only if it is caught up: one
@@ -924,6 +1029,18 @@ impl Worker {
                     .iter()
                     .map(|(s, _)| s.dynamic.borrow().len() as u64)
                     .sum(),
+                operators: t
+                    .operators
+                    .iter()
+                    .map(|(i, name)| {
+                        let (records_in, records_out) = t.cx.operators.of(*i);
+                        OperatorStats {
+                            name: name.clone(),
+                            records_in,
+                            records_out,
+                        }
+                    })
+                    .collect(),
             };
             (t.name.to_string(), stats)
         });

@@ -1,6 +1,6 @@
-//! Live statistics of a running [`App`](crate::App): per task what it read and wrote, what it
-//! set aside as late or dead, its watermark and the entries in its stores; per application the
-//! commits and their latency.
+//! Live statistics of a running [`App`](crate::App): per task what it read and wrote (in all
+//! and per operator), what it set aside as late or dead, its watermark and the entries in its
+//! stores; per application the commits and their latency.
 //!
 //! Contract: each worker thread publishes its tasks' figures right after each commit (one
 //! short lock per commit, nothing per record), so readers (`runnel server`'s `/metrics` and
@@ -12,6 +12,7 @@ use crate::operator::TaskMetrics;
 use parking_lot::Mutex;
 use runnel_log::stats::Histogram;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -23,6 +24,18 @@ pub struct TaskStats {
     pub watermark: Option<i64>,
     /// Entries in the task's state stores.
     pub store_entries: u64,
+    /// Per operator, in topology order.
+    pub operators: Vec<OperatorStats>,
+}
+
+/// What one operator of a task has received and emitted (see
+/// [`OperatorCounts`](crate::operator::OperatorCounts)).
+#[derive(Debug, Clone)]
+pub struct OperatorStats {
+    /// The node's name, as the topology's description prints it.
+    pub name: Arc<str>,
+    pub records_in: u64,
+    pub records_out: u64,
 }
 
 /// See the module documentation.

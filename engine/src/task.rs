@@ -423,6 +423,8 @@ impl Input {
 pub(crate) struct Task {
     pub name: Arc<str>,
     pub cx: TaskCx,
+    /// The task's operators: index in the topology, and name.
+    pub operators: Vec<(usize, Arc<str>)>,
     pub sources: Vec<Box<dyn SourceOp>>,
     pub inputs: Vec<Input>,
     pub stores: Vec<(StoreHandle, TopicPartition)>,

@@ -69,13 +69,21 @@ pub(crate) struct StoreDef {
     pub name: String,
     pub kind: &'static str,
     pub factory: Arc<dyn Fn() -> StoreHandle + Send + Sync>,
+    /// How to read it as the table its aggregation emits (interactive queries).
+    pub reader: Option<crate::query::TableReader>,
 }
+
+/// How many records one value of a type stands for (`fn(&V) -> u64` by the type's id): a
+/// value holding a batch (the SQL layer's columnar chunks) counts as its records in the
+/// per-operator figures, any other value as one.
+pub(crate) type Weights = HashMap<std::any::TypeId, Box<dyn Any + Send + Sync>>;
 
 /// A finished topology, ready to run. See the module documentation.
 pub struct Topology {
     pub(crate) nodes: Vec<NodeDef>,
     pub(crate) stores: Vec<StoreDef>,
     pub(crate) subtopologies: Vec<SubTopology>,
+    pub(crate) weights: Weights,
 }
 
 /// Nodes connected without a topic in between; runs as one task per input partition.
@@ -88,12 +96,13 @@ pub(crate) struct SubTopology {
 }
 
 impl Topology {
-    pub(crate) fn new(nodes: Vec<NodeDef>, stores: Vec<StoreDef>) -> Self {
+    pub(crate) fn new(nodes: Vec<NodeDef>, stores: Vec<StoreDef>, weights: Weights) -> Self {
         let subtopologies = split(&nodes);
         Self {
             nodes,
             stores,
             subtopologies,
+            weights,
         }
     }
 
@@ -263,6 +272,7 @@ pub(crate) struct Instantiation<'a> {
     /// `(child, parent)` → the child's input operator for that parent, as `OpRef<K, V>`.
     inputs: HashMap<(usize, usize), Box<dyn Any>>,
     stores: &'a HashMap<String, StoreHandle>,
+    weights: &'a Weights,
     pub sources: Vec<(String, bool, Box<dyn SourceOp>)>,
     pub wall_punctuators: Vec<WallPunctuator>,
     pub on_deserialize_error: OnDeserializeError,
@@ -273,6 +283,7 @@ impl<'a> Instantiation<'a> {
         app_id: &'a str,
         children: &'a [Vec<usize>],
         stores: &'a HashMap<String, StoreHandle>,
+        weights: &'a Weights,
     ) -> Self {
         Self {
             app_id,
@@ -282,6 +293,7 @@ impl<'a> Instantiation<'a> {
             parents: &[],
             inputs: HashMap::new(),
             stores,
+            weights,
             sources: Vec::new(),
             wall_punctuators: Vec::new(),
             on_deserialize_error: OnDeserializeError::default(),
@@ -299,13 +311,19 @@ impl<'a> Instantiation<'a> {
                     .inputs
                     .get(&(c, me))
                     .unwrap_or_else(|| panic!("node {c} was not built before its parent {me}"));
-                input
+                let op = input
                     .downcast_ref::<OpRef<K, V>>()
                     .unwrap_or_else(|| panic!("node {c} does not accept the output type of {me}"))
-                    .clone()
+                    .clone();
+                (c, op)
             })
             .collect();
-        Out::new(ops)
+        let weigh = self
+            .weights
+            .get(&std::any::TypeId::of::<V>())
+            .and_then(|w| w.downcast_ref::<fn(&V) -> u64>())
+            .copied();
+        Out::new(me, ops, weigh)
     }
 
     /// Registers `op` as the current node's input for every parent.

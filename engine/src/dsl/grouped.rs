@@ -9,6 +9,7 @@ use crate::ops::combine::{Combine, PartialSerde, PartialsSerde, partial_fns};
 use crate::ops::session::SessionAggregate;
 use crate::ops::stateless::FlatFn;
 use crate::ops::window::{EmitStrategy, TimeWindowSpec, WindowAggregate};
+use crate::query::{TableRows, key_value_rows, session_rows, table_reader, window_rows};
 use crate::record::Windowed;
 use crate::serdes::{I64Serde, Serde, SerdeRef, WindowedSerde};
 use crate::state::{KeyValueStore, SessionStore, WindowStore};
@@ -82,6 +83,10 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         b.add_store(store, "key-value", move || {
             KeyValueStore::new(n.clone(), k2.clone(), a2.clone())
         });
+        b.set_table_reader(
+            store,
+            table_reader(|s: &KeyValueStore<K, A>, key| Ok(key_value_rows(s, key))),
+        );
         let st = store.to_string();
         let node = b.add_node(
             "KSTREAM-AGGREGATE",
@@ -262,6 +267,13 @@ impl WindowKind for TimeWindows {
         s.b.add_store(store, "window", move || {
             WindowStore::new(n.clone(), k2.clone(), a2.clone())
         });
+        let merge = fns.merge.clone();
+        s.b.set_table_reader(
+            store,
+            table_reader(move |s: &WindowStore<K, A>, key| {
+                window_rows(s, spec, merge.as_ref(), key)
+            }),
+        );
         let st = store.to_string();
         s.b.add_node(
             "KSTREAM-WINDOWED-AGGREGATE",
@@ -302,6 +314,10 @@ impl WindowKind for SessionWindows {
         s.b.add_store(store, "session", move || {
             SessionStore::new(n.clone(), k2.clone(), a2.clone())
         });
+        s.b.set_table_reader(
+            store,
+            table_reader(|s: &SessionStore<K, A>, key| Ok(session_rows(s, key))),
+        );
         let (st, w) = (store.to_string(), *self);
         s.b.add_node(
             "KSTREAM-SESSION-AGGREGATE",
@@ -436,6 +452,29 @@ impl<K: Key, V: Data, W: WindowKind> WindowedKStream<K, V, W> {
             list.clone(),
         );
         let merge = merge.expect("checked by the caller");
+        // Queries read the window's partials merged, as the fold below emits them.
+        let (read_partials, m) = (
+            s.b.table_reader(store)
+                .expect("a windowed aggregation has a reader"),
+            merge.clone(),
+        );
+        s.b.set_table_reader(
+            store,
+            Arc::new(move |h, key| {
+                let rows = read_partials(h, key)?
+                    .downcast::<TableRows<K, Vec<(u32, A)>>>()
+                    .map_err(|_| "the partials' rows have another type")?;
+                let mut merged: TableRows<K, A> = Vec::new();
+                for (k, window, parts) in *rows {
+                    let mut parts = parts.into_iter().map(|(_, a)| a);
+                    if let Some(first) = parts.next() {
+                        let value = parts.try_fold(first, |x, y| m(&k, x, y))?;
+                        merged.push((k, window, value));
+                    }
+                }
+                Ok(Box::new(merged) as Box<dyn std::any::Any>)
+            }),
+        );
         let fold: FlatFn<Windowed<K>, Option<Vec<(u32, A)>>, Windowed<K>, Option<A>> =
             Arc::new(move |r, out| {
                 let value = match &r.value {

@@ -41,6 +41,7 @@ impl<T: Clone + 'static> Data for T {}
 struct Inner {
     nodes: Vec<NodeDef>,
     stores: Vec<StoreDef>,
+    weights: crate::topology::Weights,
     counter: usize,
 }
 
@@ -159,7 +160,17 @@ impl StreamsBuilder {
     /// Freezes the topology.
     pub fn build(self) -> Topology {
         let inner = std::mem::take(&mut *self.inner.borrow_mut());
-        Topology::new(inner.nodes, inner.stores)
+        Topology::new(inner.nodes, inner.stores, inner.weights)
+    }
+
+    /// Counts a value of type `V` as `weigh(value)` records in the per-operator figures
+    /// ([`crate::stats::OperatorStats`]): for values that hold a batch of records (the SQL
+    /// layer's columnar chunks). Other values count as one record each.
+    pub fn weigh<V: 'static>(&self, weigh: fn(&V) -> u64) {
+        self.inner
+            .borrow_mut()
+            .weights
+            .insert(std::any::TypeId::of::<V>(), Box::new(weigh));
     }
 
     fn source<K: Key, V: Data>(
@@ -256,7 +267,25 @@ impl StreamsBuilder {
             name: name.into(),
             kind,
             factory: Arc::new(move || StoreHandle::new(make())),
+            reader: None,
         });
+    }
+
+    /// Makes a declared store readable as its aggregation's table (interactive queries).
+    pub(crate) fn set_table_reader(&self, name: &str, reader: crate::query::TableReader) {
+        let mut inner = self.inner.borrow_mut();
+        let store = inner
+            .stores
+            .iter_mut()
+            .find(|s| s.name == name)
+            .expect("a reader is set on a declared store");
+        store.reader = Some(reader);
+    }
+
+    /// The table reader of a declared store, if it has one.
+    pub(crate) fn table_reader(&self, name: &str) -> Option<crate::query::TableReader> {
+        let inner = self.inner.borrow();
+        inner.stores.iter().find(|s| s.name == name)?.reader.clone()
     }
 
     /// A sink node writing to `topic`.

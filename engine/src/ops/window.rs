@@ -45,7 +45,7 @@ impl TimeWindowSpec {
         ts.div_euclid(self.advance) * self.advance
     }
     /// Start of the earliest window containing `ts`.
-    fn first_start(&self, ts: i64) -> i64 {
+    pub fn first_start(&self, ts: i64) -> i64 {
         (ts - self.size).div_euclid(self.advance) * self.advance + self.advance
     }
 }

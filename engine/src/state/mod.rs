@@ -80,4 +80,10 @@ impl StoreHandle {
     pub(crate) fn typed<T: 'static>(&self) -> Option<Rc<RefCell<T>>> {
         Rc::downcast::<RefCell<T>>(self.typed.clone()).ok()
     }
+
+    /// Runs `f` on the store if it is a `T` (an interactive query's typed read); `None` when
+    /// it is another kind or type.
+    pub fn with<T: 'static, R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.typed::<T>().map(|s| f(&s.borrow()))
+    }
 }

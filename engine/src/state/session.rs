@@ -43,6 +43,11 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> SessionStore<K, V> {
             .unwrap_or_default()
     }
 
+    /// Every session: key, start, end, value (in no order).
+    pub fn iter(&self) -> impl Iterator<Item = (&K, i64, i64, &V)> {
+        self.inner.map.iter().map(|((k, s, e), v)| (k, *s, *e, v))
+    }
+
     pub fn get(&self, key: &K, start: i64, end: i64) -> Option<&V> {
         self.inner.map.get(&(key.clone(), start, end))
     }

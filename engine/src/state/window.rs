@@ -115,6 +115,11 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> WindowStore<K, V> {
             .unwrap_or_default()
     }
 
+    /// Every entry: key, start, value (in no order).
+    pub fn iter(&self) -> impl Iterator<Item = (&K, i64, &V)> {
+        self.inner.map.iter().map(|((k, s), v)| (k, *s, v))
+    }
+
     /// Entries of `key` with start in `[from, to]`, oldest first.
     pub fn fetch(&self, key: &K, from: i64, to: i64) -> Vec<(i64, &V)> {
         self.by_start
