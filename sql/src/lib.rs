@@ -23,6 +23,7 @@ pub mod nexmark;
 pub mod oracle;
 mod over;
 pub mod plan;
+pub mod query;
 pub mod row;
 mod tvf;
 
@@ -43,6 +44,7 @@ pub(crate) fn why<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String 
 pub struct SqlJob {
     pub plan: plan::JobPlan,
     topology: Topology,
+    views: Vec<std::sync::Arc<query::QueryView>>,
 }
 
 impl SqlJob {
@@ -75,8 +77,13 @@ impl SqlJob {
 
     fn new(job: JobFile) -> Result<Self> {
         let plan = plan::plan(job)?;
-        let topology = build::build(&plan)?;
-        Ok(Self { plan, topology })
+        let (topology, views) = build::build(&plan)?;
+        let views = views.into_iter().map(std::sync::Arc::new).collect();
+        Ok(Self {
+            plan,
+            topology,
+            views,
+        })
     }
 
     pub fn job(&self) -> &JobFile {
@@ -203,7 +210,12 @@ impl SqlJob {
     /// `EngineError::Job` as [`SqlJob::parse`]'s build step; not for a job that was loaded, whose
     /// plan built once already.
     pub fn topology_for_run(&self) -> Result<Topology> {
-        build::build(&self.plan)
+        Ok(build::build(&self.plan)?.0)
+    }
+
+    /// The outputs that interactive queries can read ([`query`]), each with its key columns.
+    pub fn views(&self) -> &[std::sync::Arc<query::QueryView>] {
+        &self.views
     }
 
     /// The application running this job (`until_end`: stop once the inputs are consumed and
@@ -216,6 +228,6 @@ impl SqlJob {
         let mut config = StreamsConfig::new(&self.job().name).guarantee(self.job().guarantee);
         config.until_end = until_end;
         config.compression = self.job().compression;
-        Ok(App::new(build::build(&self.plan)?, client, config))
+        Ok(App::new(self.topology_for_run()?, client, config))
     }
 }

@@ -107,11 +107,11 @@ impl BuildCx<'_> {
             })),
         };
         let group_columns = a.group_columns.clone();
-        let out_row = Arc::new(
+        let out_row: Render = Arc::new(
             move |key: &Row,
                   window: Option<(i64, i64)>,
                   states: &[Row]|
-                  -> std::result::Result<Row, String> {
+                  -> std::result::Result<Option<Row>, String> {
                 let mut values: Vec<ScalarValue> = group_columns
                     .iter()
                     .map(|c| match c {
@@ -121,10 +121,9 @@ impl BuildCx<'_> {
                     })
                     .collect();
                 values.extend(f3.evaluate(states)?);
-                Ok(Row(values))
+                Ok(Some(Row(values)))
             },
         );
-        let (out_row2, out_row3) = (out_row.clone(), out_row.clone());
         let key_types: Vec<DataType> = a
             .group_columns
             .iter()
@@ -132,27 +131,33 @@ impl BuildCx<'_> {
             .filter(|(c, _)| matches!(c, GroupColumn::Key(_)))
             .map(|(_, f)| f.data_type().clone())
             .collect();
-        let to_rows = move |w: &Windowed<Row>, states: Option<Vec<Row>>| {
-            let mut key = w.key.clone();
-            let window = Some((w.window.start, w.window.end));
-            let row = states.map(|s| out_row(&w.key, window, &s)).transpose()?;
-            key.0.push(timestamp(Some(w.window.start)));
-            Ok((key, row))
-        };
         let store_serde = Arc::new(RowCodec);
         let mut key_names = a.key_names.clone();
-        let (stream, key_types) = match a.window {
+        let table = |window: bool| AggregateTable {
+            store: store.clone(),
+            render: out_row.clone(),
+            key_types: key_types.clone(),
+            key_names: a.key_names.clone(),
+            window,
+        };
+        let (stream, key_types, table) = match a.window {
             Some(WindowSpec::PerUpstreamWindow) => {
                 // Panes of 1 ms at the upstream results' time: the group key (which holds the
                 // upstream window) already names the window, so it is the output key as is.
                 let t = grouped
                     .windowed_by(TimeWindows::of(duration(1)))
                     .aggregate_into(&store, agg_fns, store_serde);
+                let per_row = out_row.clone();
+                let table = AggregateTable {
+                    render: Arc::new(move |k, _, s| per_row(k, None, s)),
+                    ..table(false)
+                };
+                let render = table.render.clone();
                 let stream = t.to_stream().try_map(move |w, s| {
-                    let row = s.map(|s| out_row2(&w.key, None, &s)).transpose()?;
-                    Ok((w.key, row))
+                    let row = s.map(|s| render(&w.key, None, &s)).transpose()?;
+                    Ok((w.key, row.flatten()))
                 });
-                (stream, key_types)
+                (stream, key_types, table)
             }
             Some(WindowSpec::Tumble { size }) | Some(WindowSpec::Hop { size, .. }) => {
                 let mut windows = TimeWindows::of(duration(size));
@@ -163,20 +168,24 @@ impl BuildCx<'_> {
                     .windowed_by(windows)
                     .aggregate_into(&store, agg_fns, store_serde);
                 key_names.push("window_start".into());
-                (
-                    t.to_stream().try_map(move |w, s| to_rows(&w, s)),
-                    with_ts(key_types),
-                )
+                let table = table(true);
+                let render = table.render.clone();
+                let stream = t
+                    .to_stream()
+                    .try_map(move |w, s| windowed_row(&render, &w, s));
+                (stream, with_ts(key_types), table)
             }
             Some(WindowSpec::Session { gap }) => {
                 let t = grouped
                     .windowed_by_session(SessionWindows::with_inactivity_gap(duration(gap)))
                     .aggregate_into(&store, agg_fns, store_serde);
                 key_names.push("window_start".into());
-                (
-                    t.to_stream().try_map(move |w, s| to_rows(&w, s)),
-                    with_ts(key_types),
-                )
+                let table = table(true);
+                let render = table.render.clone();
+                let stream = t
+                    .to_stream()
+                    .try_map(move |w, s| windowed_row(&render, &w, s));
+                (stream, with_ts(key_types), table)
             }
             None => {
                 let fns = AggFns {
@@ -184,13 +193,16 @@ impl BuildCx<'_> {
                     ..agg_fns
                 };
                 let t = grouped.aggregate_into(&store, fns, store_serde);
+                let table = table(false);
+                let render = table.render.clone();
                 let stream = t.to_stream().try_map(move |k, s: Option<Vec<Row>>| {
-                    let row = s.map(|s| out_row3(&k, None, &s)).transpose()?;
-                    Ok((k, row))
+                    let row = s.map(|s| render(&k, None, &s)).transpose()?;
+                    Ok((k, row.flatten()))
                 });
-                (stream, key_types)
+                (stream, key_types, table)
             }
         };
+        self.last_table = Some(table);
         Ok(Lowered {
             stream: stream.with_serdes(RowCodec, RowCodec),
             key_names,
@@ -241,31 +253,77 @@ impl BuildCx<'_> {
             .group_by_key(None)
             .aggregate_into(&aggregate, agg_fns, Arc::new(RowCodec));
         let group_columns = a.group_columns.clone();
+        // No row when every row of the group was retracted: the key is deleted.
+        let render: Render = Arc::new(move |key: &Row, _, states: &[Row]| {
+            if f2.rows(states) == 0 {
+                return Ok(None);
+            }
+            let mut values: Vec<ScalarValue> = group_columns
+                .iter()
+                .map(|c| match c {
+                    GroupColumn::Key(i) => key.0[*i].clone(),
+                    _ => unreachable!("no window over an upsert stream"),
+                })
+                .collect();
+            values.extend(f2.evaluate(states)?);
+            Ok(Some(Row(values)))
+        });
+        let key_types: Vec<DataType> = a.schema.fields()[..a.keys.len()]
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        self.last_table = Some(AggregateTable {
+            store: aggregate,
+            render: render.clone(),
+            key_types: key_types.clone(),
+            key_names: a.key_names.clone(),
+            window: false,
+        });
         let stream = table
             .to_stream()
             .try_map(move |key: Row, states: Option<Vec<Row>>| {
-                let row = states.filter(|s| f2.rows(s) > 0).map(|s| {
-                    let mut values: Vec<ScalarValue> = group_columns
-                        .iter()
-                        .map(|c| match c {
-                            GroupColumn::Key(i) => key.0[*i].clone(),
-                            _ => unreachable!("no window over an upsert stream"),
-                        })
-                        .collect();
-                    values.extend(f2.evaluate(&s)?);
-                    Ok::<_, String>(Row(values))
-                });
-                Ok((key, row.transpose()?))
+                let row = states.map(|s| render(&key, None, &s)).transpose()?;
+                Ok((key, row.flatten()))
             });
         Lowered {
             stream: stream.with_serdes(RowCodec, RowCodec),
             key_names: a.key_names.clone(),
-            key_types: a.schema.fields()[..a.keys.len()]
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect(),
+            key_types,
         }
     }
+}
+
+/// How an aggregation's states for a key (and window) become the aggregate step's result
+/// row; `None` when the key has no result (every row retracted). Shared by the step's stream
+/// and interactive queries of its store.
+pub(crate) type Render = Arc<
+    dyn Fn(&Row, Option<(i64, i64)>, &[Row]) -> std::result::Result<Option<Row>, String>
+        + Send
+        + Sync,
+>;
+
+/// An aggregation's store as a table queries read: see [`crate::query`].
+pub(crate) struct AggregateTable {
+    pub store: String,
+    pub render: Render,
+    /// The group key's columns: what a query's key gives.
+    pub key_names: Vec<String>,
+    pub key_types: Vec<DataType>,
+    /// Whether the step's key ends with the window's start (windowed results).
+    pub window: bool,
+}
+
+/// A windowed result's record: the group key and the window's start, and its row.
+fn windowed_row(
+    render: &Render,
+    w: &Windowed<Row>,
+    states: Option<Vec<Row>>,
+) -> std::result::Result<(Row, Option<Row>), String> {
+    let window = Some((w.window.start, w.window.end));
+    let row = states.map(|s| render(&w.key, window, &s)).transpose()?;
+    let mut key = w.key.clone();
+    key.0.push(timestamp(Some(w.window.start)));
+    Ok((key, row.flatten()))
 }
 
 fn with_ts(mut types: Vec<DataType>) -> Vec<DataType> {

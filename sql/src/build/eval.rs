@@ -111,7 +111,7 @@ pub(super) fn split_evaluated(
 
 /// `WHERE`: keeps the rows the predicate is true for; on an upsert stream a row that fails it
 /// becomes a delete of its key. Deletes pass through; rows the predicate fails on are refused.
-pub(super) fn filter_batch(
+pub(crate) fn filter_batch(
     schema: &SchemaRef,
     upsert: bool,
     predicate: &PhysExpr,
@@ -140,7 +140,7 @@ pub(super) fn filter_batch(
 }
 
 /// `SELECT` expressions over each row; deletes pass through, refused rows are dropped.
-pub(super) fn project_batch(
+pub(crate) fn project_batch(
     schema: &SchemaRef,
     exprs: &[PhysExpr],
     batch: Vec<Rec<Row, Option<Row>>>,

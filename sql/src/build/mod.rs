@@ -26,10 +26,13 @@ use super::over::{self, Order, OverSpec, pack};
 use super::plan::{JobPlan, OverFunction, OverStep, PhysExpr, Step};
 use super::row::{KeySerde, Row, RowCodec, RowDecoder, RowEncoder};
 use super::why;
+use crate::query::QueryView;
+pub(crate) use aggregate::{AggregateTable, Render};
 use chunks::chunkable;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_expr::expressions::Column;
-use eval::{filter_batch, filter_project_batch, project_batch, split_evaluated};
+pub(crate) use eval::{filter_batch, project_batch};
+use eval::{filter_project_batch, split_evaluated};
 use runnel_engine::dsl::{KStream, KTable, Produced, StreamsBuilder};
 use runnel_engine::error::{EngineError, Result};
 use runnel_engine::operator::{OutBuf, Refused};
@@ -52,26 +55,29 @@ struct Lowered {
     key_types: Vec<DataType>,
 }
 
-/// Builds the topology of a planned job.
+/// Builds the topology of a planned job, and the views of its queryable outputs.
 ///
 /// # Errors
 ///
 /// `EngineError::Job` naming the job file: an output key column that is not in the statement's
 /// SELECT list, a join whose left side is a GROUP BY result, or an expression whose type
 /// DataFusion cannot derive.
-pub fn build(plan: &JobPlan) -> Result<runnel_engine::Topology> {
+pub fn build(plan: &JobPlan) -> Result<(runnel_engine::Topology, Vec<QueryView>)> {
     let b = StreamsBuilder::new();
+    b.weigh::<Chunk>(|c| c.batch.num_rows() as u64);
     let mut cx = BuildCx {
         b: b.clone(),
         job: &plan.job,
         sources: HashMap::new(),
         tables: HashMap::new(),
         stores: 0,
+        last_table: None,
+        views: Vec::new(),
     };
     for (i, st) in plan.statements.iter().enumerate() {
         cx.sink(&st.root, i, &st.output)?;
     }
-    Ok(b.build())
+    Ok((b.build(), cx.views))
 }
 
 struct BuildCx<'a> {
@@ -80,6 +86,9 @@ struct BuildCx<'a> {
     sources: HashMap<String, KStream<(), Chunk>>,
     tables: HashMap<String, KTable<Row, Option<Row>>>,
     stores: usize,
+    /// The aggregate built last, for the view of the statement it ends.
+    last_table: Option<AggregateTable>,
+    views: Vec<QueryView>,
 }
 
 fn duration(ms: i64) -> Duration {
@@ -335,7 +344,11 @@ impl BuildCx<'_> {
             );
             return Ok(());
         }
+        self.last_table = None;
         let lowered = self.lower(root, stmt)?;
+        if let Some(view) = QueryView::of(&output.name, root, self.last_table.take()) {
+            self.views.push(view);
+        }
         let (stream, names, types) = match self.key_columns(&schema, output)? {
             None => (lowered.stream, lowered.key_names, lowered.key_types),
             Some((idx, types)) => {
