@@ -14,7 +14,11 @@
 //!
 //! Then end-to-end latency: a SQL job copying records runs in this process under each
 //! guarantee while records are produced one at a time (about 1,000/s); latency is the time from
-//! `send` until a `read_committed` consumer of the output sees the record.
+//! `send` until a `read_committed` consumer of the output sees the record. Last, interactive
+//! query latency: the windowed SQL job runs in this process over the loaded events while
+//! queries of its output's store (one region's open windows) are sent back to back.
+//! `--scrape 1s` renders the metrics page every second while each job runs (what a scrape
+//! costs).
 
 use super::output;
 use anyhow::{Context, Result, bail};
@@ -25,7 +29,7 @@ use runnel::rides;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
 pub struct EngineArgs {
@@ -48,6 +52,10 @@ pub struct EngineArgs {
     /// job with `runnel bench engine-job --dir DIR --job stateless --threads 2`.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// Render the `/metrics` page every DURATION while each job runs, as a Prometheus scrape
+    /// would (to measure what metrics cost: compare with a run without).
+    #[arg(long, value_name = "DURATION")]
+    scrape: Option<String>,
 }
 
 /// Runs one job in this process (started by `bench engine`); prints one result line.
@@ -61,6 +69,8 @@ pub struct EngineJobArgs {
     threads: usize,
     #[arg(long, default_value = "at-least-once")]
     guarantee: ProcessingGuarantee,
+    #[arg(long, value_name = "DURATION")]
+    scrape: Option<String>,
 }
 
 const JOBS: [(&str, &str); 4] = [
@@ -166,6 +176,9 @@ pub async fn run(args: EngineArgs) -> Result<()> {
             "--dir",
         ])
         .arg(&dir);
+        if let Some(every) = &args.scrape {
+            cmd.args(["--scrape", every]);
+        }
         let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
         pb.finish_and_clear();
         if !out.status.success() {
@@ -219,7 +232,68 @@ pub async fn run(args: EngineArgs) -> Result<()> {
             output::latency(p99),
         ]);
     }
+    output::print(t)?;
+    let pb = output::spinner(
+        "{spinner} {msg} {elapsed}",
+        "interactive queries under load",
+    );
+    let (queries, p50, p99) = tokio::task::spawn_blocking(move || query_latency(&dir)).await??;
+    pb.finish_and_clear();
+    let mut t = output::table(
+        &["interactive queries", "while", "answered", "p50", "p99"],
+        &[2, 3, 4],
+    );
+    t.add_row(vec![
+        "one region's open windows".to_string(),
+        format!("the sql-windowed job processes {loaded} events"),
+        queries.to_string(),
+        output::latency(p50),
+        output::latency(p99),
+    ]);
     output::print(t)
+}
+
+/// Interactive queries of the windowed SQL job's output (one region's open windows, regions
+/// in turn, back to back) while the job processes the loaded events in this process:
+/// (queries answered, p50, p99).
+fn query_latency(dir: &Path) -> Result<(usize, Duration, Duration)> {
+    let log = Log::open(dir)?;
+    let client: SharedLogClient = Arc::new(log.clone());
+    let sql = runnel::sql::SqlJob::parse(Path::new("sql-windowed.toml"), &sql_job("sql-windowed"))?;
+    let view = sql
+        .views()
+        .first()
+        .cloned()
+        .context("the windowed job's output is queryable")?;
+    let mut config = StreamsConfig::new(&format!("bench-query-{}", std::process::id()));
+    config.until_end = true;
+    let app = Arc::new(App::new(sql.topology_for_run()?, client, config));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let (running, handle) = (app.clone(), rt.handle().clone());
+    let job = std::thread::spawn(move || running.run(&handle));
+    let mut latencies = Vec::new();
+    while !job.is_finished() {
+        let region = rides::REGIONS[latencies.len() % rides::REGIONS.len()];
+        let started = Instant::now();
+        // Before the workers start (and after they end) there is nobody to ask.
+        if runnel::sql::query::query(&app, &view, Some(region), Duration::from_secs(5)).is_ok() {
+            latencies.push(started.elapsed());
+        }
+    }
+    job.join().expect("the job's thread does not panic")?;
+    drop(rt);
+    super::close_log(log);
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok((latencies.len(), at(0.5), at(0.99)))
 }
 
 /// Input appended → output visible to a `read_committed` reader, through a SQL job that copies
@@ -227,13 +301,8 @@ pub async fn run(args: EngineArgs) -> Result<()> {
 async fn end_to_end_latency(
     guarantee: ProcessingGuarantee,
     samples: usize,
-) -> Result<(
-    std::time::Duration,
-    std::time::Duration,
-    std::time::Duration,
-)> {
+) -> Result<(Duration, Duration, Duration)> {
     use runnel::log::{Consumer, ConsumerConfig, OffsetReset, Producer, TopicPartition};
-    use std::time::Duration;
     let dir = tempfile::Builder::new()
         .prefix("runnel-bench-latency-")
         .tempdir()?;
@@ -336,11 +405,26 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
     config.until_end = true;
     config.num_threads = args.threads;
     if args.guarantee == ProcessingGuarantee::AtLeastOnce {
-        config.commit_interval = std::time::Duration::from_secs(5);
+        config.commit_interval = Duration::from_secs(5);
     }
+    let app = App::new(topology, client, config);
+    let scraping = match &args.scrape {
+        Some(every) => Some(scrape_while_running(
+            super::duration_arg("--scrape", every)?,
+            &log,
+            &args.job,
+            app.stats(),
+        )),
+        None => None,
+    };
     let started = Instant::now();
-    let summary = App::new(topology, client, config).run(rt.handle())?;
+    let summary = app.run(rt.handle())?;
     let seconds = started.elapsed().as_secs_f64();
+    if let Some((stop, thread)) = scraping {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let scrapes = thread.join().expect("the scraper does not panic");
+        tracing::info!(scrapes, "metrics rendered while the job ran");
+    }
     println!(
         "{}",
         serde_json::json!({"seconds": seconds, "outputs": summary.metrics.records_out, "peak_rss": peak_rss()})
@@ -348,6 +432,45 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
     drop(rt);
     super::close_log(log);
     Ok(())
+}
+
+/// Renders the metrics page of the log and the job every `every` on a thread of its own, as
+/// `runnel run --http` does for a Prometheus scrape, until the flag is set; the thread returns
+/// how many pages it rendered.
+fn scrape_while_running(
+    every: Duration,
+    log: &Log,
+    job: &str,
+    stats: Arc<runnel::engine::stats::AppStats>,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    use super::server::metrics::{JobView, Sources, render};
+    let name = job.to_string();
+    let sources = Sources {
+        log: Some(log.clone()),
+        jobs: Some(Arc::new(move || {
+            vec![JobView {
+                name: name.clone(),
+                running: true,
+                stats: stats.clone(),
+            }]
+        })),
+        ..Default::default()
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut scrapes = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            std::hint::black_box(render(&sources));
+            scrapes += 1;
+            std::thread::park_timeout(every);
+        }
+        scrapes
+    });
+    (stop, thread)
 }
 
 /// VmHWM of this process, in bytes.
