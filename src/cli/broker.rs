@@ -2,9 +2,11 @@
 //!
 //! Metrics (requests and latency per API, bytes in/out, connections) are logged through
 //! `tracing` at info level (`RUST_LOG=info`) every `--stats-interval` and printed to stdout
-//! when the broker stops (SIGINT or SIGTERM).
+//! when the broker stops (SIGINT or SIGTERM); with `--http ADDR`, also at `/metrics` in
+//! Prometheus' format.
 
 use super::duration_arg;
+use super::server::metrics::Sources;
 use anyhow::Result;
 use clap::Args;
 use runnel_broker::security::tls::TlsFiles;
@@ -47,6 +49,9 @@ pub struct BrokerArgs {
     /// Users for SASL (add them with `runnel users add`) and ACLs: see the README.
     #[arg(long, value_name = "FILE", env = "RUNNEL_SECURITY_FILE")]
     security_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free one; printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
     /// How often to log a metrics summary (e.g. 60s; 0s turns it off).
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     stats_interval: String,
@@ -60,16 +65,20 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
     let broker = Broker::bind(
         log.clone(),
         BrokerConfig {
-            listeners: args.listen,
+            listeners: args.listen.clone(),
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions,
-            advertised_listeners: args.advertised_listener,
-            tls: args.ssl_cert.zip(args.ssl_key).map(|(cert, key)| TlsFiles {
-                cert,
-                key,
-                client_ca: args.ssl_client_ca,
-            }),
-            security_file: args.security_file,
+            advertised_listeners: args.advertised_listener.clone(),
+            tls: args
+                .ssl_cert
+                .clone()
+                .zip(args.ssl_key.clone())
+                .map(|(cert, key)| TlsFiles {
+                    cert,
+                    key,
+                    client_ca: args.ssl_client_ca.clone(),
+                }),
+            security_file: args.security_file.clone(),
         },
     )
     .await?;
@@ -85,6 +94,17 @@ pub async fn run(log: &Log, args: BrokerArgs) -> Result<()> {
         }
     }
     let metrics = broker.metrics.clone();
+    let _http = match &args.http {
+        Some(addr) => {
+            let sources = Sources {
+                log: Some(log.clone()),
+                broker: Some(metrics.clone()),
+                ..Default::default()
+            };
+            Some(super::server::metrics::serve(addr, sources).await?)
+        }
+        None => None,
+    };
     let mut serve = tokio::spawn(broker.clone().serve());
     if !interval.is_zero() {
         let metrics = metrics.clone();

@@ -1,11 +1,13 @@
 //! `runnel connect [worker.toml] [--rest 127.0.0.1:8083]`: the connector worker. Runs the
 //! connectors the file declares and those created over the REST API, until SIGINT/SIGTERM.
-//! With `--bootstrap` it works against a broker instead of the data directory.
+//! With `--bootstrap` it works against a broker instead of the data directory; with
+//! `--http ADDR` its metrics are at `/metrics`.
 
+use super::server::metrics::Sources;
 use anyhow::{Context, Result};
 use clap::Args;
 use runnel_connectors::{Worker, rest, workerfile};
-use runnel_log::SharedLogClient;
+use runnel_log::{Log, SharedLogClient};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -15,9 +17,14 @@ pub struct ConnectArgs {
     /// Where the REST API listens (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8083", value_name = "HOST:PORT")]
     rest: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free one; printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
 }
 
-pub async fn run(client: SharedLogClient, args: ConnectArgs) -> Result<()> {
+/// `log`: the embedded log when the worker runs on one (its partitions and groups are in the
+/// metrics then).
+pub async fn run(client: SharedLogClient, log: Option<Log>, args: ConnectArgs) -> Result<()> {
     let configs = match &args.worker_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -32,6 +39,17 @@ pub async fn run(client: SharedLogClient, args: ConnectArgs) -> Result<()> {
         worker.create(c)?;
         eprintln!("started connector {name}");
     }
+    let _http = match &args.http {
+        Some(addr) => {
+            let sources = Sources {
+                log,
+                worker: Some(worker.clone()),
+                ..Default::default()
+            };
+            Some(super::server::metrics::serve(addr, sources).await?)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&args.rest)
         .await
         .with_context(|| {

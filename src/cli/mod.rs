@@ -173,8 +173,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 produce::run(produce::Target::Client(&client), args).await
             }
             DataCommand::Consume(args) => consume::run(&client, args).await,
-            DataCommand::Connect(args) => connect::run(client, args).await,
-            DataCommand::Run(args) => run::run(client, args).await,
+            DataCommand::Connect(args) => connect::run(client, None, args).await,
+            DataCommand::Run(args) => run::run(client, None, args).await,
             _ => bail!(
                 "--bootstrap (RUNNEL_BOOTSTRAP) works with topics, groups, produce, consume, connect and run; the other commands work on a data directory: drop --bootstrap"
             ),
@@ -208,8 +208,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         DataCommand::Groups(cmd) => groups::run(&log, cmd),
         DataCommand::Quickstart(args) => quickstart::run(&log, args).await,
         DataCommand::Broker(args) => broker::run(&log, args).await,
-        DataCommand::Connect(args) => connect::run(Arc::new(log.clone()), args).await,
-        DataCommand::Run(args) => run::run(Arc::new(log.clone()), args).await,
+        DataCommand::Connect(args) => {
+            connect::run(Arc::new(log.clone()), Some(log.clone()), args).await
+        }
+        DataCommand::Run(args) => run::run(Arc::new(log.clone()), Some(log.clone()), args).await,
         DataCommand::Server(args) => server::run(&log, args).await,
     };
     close_log(log);

@@ -1,16 +1,19 @@
 //! `runnel run job.toml [--until-end]`: runs a SQL job (and the connectors its file declares)
-//! until SIGINT/SIGTERM, or until its inputs are consumed and every window closed.
+//! until SIGINT/SIGTERM, or until its inputs are consumed and every window closed; with
+//! `--http ADDR`, its metrics at `/metrics` meanwhile.
 //! `runnel explain job.toml`: the DataFusion logical plans, the streaming steps and the
 //! topology, without running anything.
 
+use super::server::metrics::{JobView, Sources};
 use anyhow::{Context, Result};
 use clap::Args;
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
-use runnel_log::SharedLogClient;
+use runnel_log::{Log, SharedLogClient};
 use runnel_sql::SqlJob;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -25,6 +28,9 @@ pub struct RunArgs {
     /// transaction every 100 ms; a crash changes nothing a read_committed reader sees).
     #[arg(long, value_name = "GUARANTEE")]
     guarantee: Option<runnel_engine::ProcessingGuarantee>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free one; printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -39,7 +45,9 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(client: SharedLogClient, args: RunArgs) -> Result<()> {
+/// `log`: the embedded log when the job runs on one (its partitions and groups are in the
+/// metrics then).
+pub async fn run(client: SharedLogClient, log: Option<Log>, args: RunArgs) -> Result<()> {
     let mut job = SqlJob::load(&args.job)?;
     if let Some(g) = args.guarantee {
         job.plan.job.guarantee = g;
@@ -52,6 +60,26 @@ pub async fn run(client: SharedLogClient, args: RunArgs) -> Result<()> {
     job.prepare(&client, |n| bar.set_position(n)).await?;
     bar.finish_and_clear();
     let app = job.app(client, args.until_end)?;
+    let running = Arc::new(AtomicBool::new(true));
+    let _http = match &args.http {
+        Some(addr) => {
+            let (name, stats, running) = (job.job().name.clone(), app.stats(), running.clone());
+            let sources = Sources {
+                log,
+                worker: connectors.clone(),
+                jobs: Some(Arc::new(move || {
+                    vec![JobView {
+                        name: name.clone(),
+                        running: running.load(Ordering::Relaxed),
+                        stats: stats.clone(),
+                    }]
+                })),
+                ..Default::default()
+            };
+            Some(super::server::metrics::serve(addr, sources).await?)
+        }
+        None => None,
+    };
     let stop = app.stop_flag();
     tokio::spawn(async move {
         super::connect::shutdown().await;
@@ -68,7 +96,9 @@ pub async fn run(client: SharedLogClient, args: RunArgs) -> Result<()> {
     let handle = tokio::runtime::Handle::current();
     let summary = tokio::task::spawn_blocking(move || app.run(&handle))
         .await
-        .context("the job's thread panicked")??;
+        .context("the job's thread panicked");
+    running.store(false, Ordering::Relaxed);
+    let summary = summary??;
     drop(connectors);
     let m = summary.metrics;
     let mut table = Table::new();

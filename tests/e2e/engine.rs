@@ -870,3 +870,122 @@ fn the_ride_job_over_a_broker_gives_the_embedded_results() {
         );
     }
 }
+
+/// Interactive queries of a running application's stores, as its aggregations emit them: a
+/// count per key, and hopping windows of a re-keyed stream (two-phase: partials per writer
+/// merged, panes merged into windows).
+#[test]
+fn running_aggregations_answer_interactive_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
+    let b = StreamsBuilder::new();
+    let clicks = b.stream("clicks", Consumed::with(StringSerde, StringSerde));
+    clicks.group_by_key(None).count("per-user").to("per-user");
+    clicks
+        .group_by(
+            |_, page| page.clone(),
+            Grouped::with(StringSerde, StringSerde),
+        )
+        .windowed_by(TimeWindows::of(Duration::from_secs(10)).advance_by(Duration::from_secs(5)))
+        .count("per-page")
+        .to_stream()
+        .map(|w, c| (w.key, c.unwrap_or(0)))
+        .to("per-page", Produced::with(StringSerde, I64Serde));
+    let (users, pages) = (["ann", "bob", "cy"], ["home", "cart", "pay", "help"]);
+    let clicks_of = |i: i64| {
+        (
+            users[(i % 3) as usize],
+            pages[(i / 2 % 4) as usize],
+            i * 100,
+        )
+    };
+    rt.block_on(async {
+        let config = runnel::log::TopicConfig {
+            partitions: 4,
+            ..Default::default()
+        };
+        client.ensure_topic("clicks", &config).await.unwrap();
+        let p = client.producer(Default::default());
+        for i in 0..1_000 {
+            let (user, page, ts) = clicks_of(i);
+            let r = runnel::log::ProducerRecord::new("clicks", page.as_bytes())
+                .key(user.as_bytes())
+                .timestamp(ts);
+            p.send(r).await.unwrap();
+        }
+        p.flush().await.unwrap();
+    });
+    let app = Arc::new(App::new(
+        b.build(),
+        client.clone(),
+        StreamsConfig::new("clicks-app"),
+    ));
+    let running = app.clone();
+    let handle = rt.handle().clone();
+    let thread = std::thread::spawn(move || running.run(&handle));
+
+    let timeout = Duration::from_secs(5);
+    // Before its workers run, the application has nobody to ask.
+    let per_user = |key: Option<String>| -> Option<BTreeMap<String, i64>> {
+        let answers = app
+            .query_table::<String, i64, _>("per-user", key, timeout, Ok)
+            .ok()?;
+        assert_eq!(answers.len(), 4, "every task answers with its positions");
+        Some(
+            answers
+                .into_iter()
+                .flat_map(|a| a.value.unwrap())
+                .map(|(k, w, c)| {
+                    assert!(w.is_none());
+                    (k, c)
+                })
+                .collect(),
+        )
+    };
+    let mut expected = BTreeMap::new();
+    for i in 0..1_000 {
+        *expected.entry(clicks_of(i).0.to_string()).or_insert(0) += 1;
+    }
+    crate::support::wait_for("every click counted", || {
+        per_user(None).is_some_and(|counts| counts == expected)
+    });
+    assert_eq!(
+        per_user(Some("bob".into())),
+        Some(BTreeMap::from([("bob".to_string(), expected["bob"])]))
+    );
+    assert_eq!(per_user(Some("nobody".into())), Some(BTreeMap::new()));
+
+    // Every window the aggregation still holds has the count of its clicks.
+    let mut windows = BTreeMap::<(String, i64), i64>::new();
+    for i in 0..1_000 {
+        let (_, page, ts) = clicks_of(i);
+        let last = ts.div_euclid(5_000) * 5_000;
+        for start in [last - 5_000, last] {
+            *windows.entry((page.to_string(), start)).or_default() += 1;
+        }
+    }
+    let answers = app
+        .query_table::<String, i64, _>("per-page", Some("cart".into()), timeout, Ok)
+        .unwrap();
+    assert_eq!(answers.len(), 4, "the windowed aggregation's tasks answer");
+    let held: Vec<_> = answers.into_iter().flat_map(|a| a.value.unwrap()).collect();
+    assert!(!held.is_empty(), "the open windows of the last clicks");
+    for (page, w, count) in &held {
+        let w = w.unwrap();
+        assert_eq!((page.as_str(), w.end - w.start), ("cart", 10_000));
+        assert_eq!(
+            Some(count),
+            windows.get(&(page.clone(), w.start)),
+            "window {w:?}"
+        );
+    }
+    assert!(
+        app.query_table::<String, i64, _>("nope", None, timeout, Ok)
+            .is_err(),
+        "an unknown store is refused"
+    );
+    app.stop_flag()
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    thread.join().unwrap().unwrap();
+}

@@ -375,6 +375,32 @@ fn jobs_are_submitted_described_refused_and_deleted_over_http_and_survive_a_rest
     let described = json(&body);
     assert_eq!(described["inputs"], serde_json::json!(["rides"]));
     assert!(described["topology"].as_str().unwrap().contains("counts"));
+    assert_eq!(
+        described["queryable_outputs"],
+        serde_json::json!([{"output": "counts", "key": ["region"]}])
+    );
+
+    // Stopped over HTTP, a job stays stopped across a restart until resumed.
+    let job_state = |addr: &str| {
+        json(&http(addr, "GET", "/jobs/counts-per-region", "").1)["status"]["state"].clone()
+    };
+    let (code, body) = http(&addr, "POST", "/jobs/counts-per-region/resume", "");
+    assert_eq!(code, 409, "it runs: {body}");
+    assert_eq!(
+        http(&addr, "POST", "/jobs/counts-per-region/stop", "").0,
+        202
+    );
+    wait_for("the job stopped", || job_state(&addr) == "STOPPED");
+    server.stop();
+    let server = ServerProc::start(&data, &config);
+    let addr = server.http.clone();
+    assert_eq!(job_state(&addr), "STOPPED");
+    assert_eq!(
+        http(&addr, "POST", "/jobs/counts-per-region/resume", "").0,
+        202
+    );
+    wait_for("the job running again", || job_state(&addr) == "RUNNING");
+    assert_eq!(http(&addr, "POST", "/jobs/nope/stop", "").0, 404);
 
     // Submitted jobs come back after a restart; deleted ones do not.
     server.stop();
@@ -415,4 +441,353 @@ fn jobs_are_submitted_described_refused_and_deleted_over_http_and_survive_a_rest
         assert_eq!(right, 200, "{path} with the token");
     }
     server.stop();
+}
+
+/// Produces `lines` into `topic` through confluent-kafka.
+fn produce_lines(py: &Path, kafka: &str, topic: &str, lines: &[String]) {
+    let produce = r#"
+import sys
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": sys.argv[1], "enable.idempotence": True})
+for line in sys.stdin:
+    p.produce(sys.argv[2], line.strip().encode())
+p.flush(30)
+print("ok")
+"#;
+    let mut child = Command::new(py)
+        .args(["-c", produce, kafka, topic])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all((lines.join("\n") + "\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "the producer failed"
+    );
+}
+
+#[test]
+fn interactive_queries_read_the_ride_hailing_counts_as_the_input_so_far_gives_them() {
+    let Some(py) = python("interactive queries") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    let job = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/jobs/ride_hailing.toml"
+    );
+    std::fs::copy(job, jobs.join("ride_hailing.toml")).unwrap();
+    let config = write_config(dir.path(), Some(&jobs), None);
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+    let addr = server.http.clone();
+    let state = "/jobs/ride-hailing-sql/state";
+    wait_for("the job running", || {
+        json(&http(&addr, "GET", "/jobs/ride-hailing-sql", "").1)["status"]["state"] == "RUNNING"
+    });
+
+    let regions = ["north", "south", "east", "west", "downtown"];
+    let ride = |i: i64| {
+        format!(
+            "{{\"ts\":{},\"driver_id\":{},\"region\":\"{}\",\"lat\":1.0,\"lon\":2.0,\"speed\":{}}}",
+            1_000_000 + i * 7,
+            i % 50,
+            regions[(i / 3 % 5) as usize],
+            (i % 40) as f64
+        )
+    };
+    let mut produced = std::collections::BTreeMap::<String, u64>::new();
+    let count = |region: &str| -> Option<u64> {
+        let (code, body) = http(
+            &addr,
+            "GET",
+            &format!("{state}/updates_per_region?key={region}"),
+            "",
+        );
+        assert_eq!(code, 200, "{body}");
+        let answer = json(&body);
+        assert_eq!(answer["output"], "updates_per_region");
+        assert!(!answer["tasks"].as_array().unwrap().is_empty(), "{answer}");
+        match answer["rows"].as_array().unwrap().as_slice() {
+            [] => None,
+            [row] => {
+                assert_eq!(row["region"], region, "{answer}");
+                Some(row["updates"].as_u64().unwrap())
+            }
+            more => panic!("one row per key, got {more:?}"),
+        }
+    };
+    for round in 0..2i64 {
+        let lines: Vec<String> = (round * 4_000..(round + 1) * 4_000).map(ride).collect();
+        for i in round * 4_000..(round + 1) * 4_000 {
+            *produced
+                .entry(regions[(i / 3 % 5) as usize].to_string())
+                .or_default() += 1;
+        }
+        produce_lines(&py, &server.kafka, "rides", &lines);
+        for region in regions {
+            let expected = produced.get(region).copied();
+            wait_for(&format!("{region}'s count to reach the input's"), || {
+                let got = count(region);
+                // Never ahead of the input.
+                assert!(got <= expected, "{region}: {got:?} > {expected:?}");
+                got == expected
+            });
+        }
+    }
+    // Every key at once: the same counts.
+    let (code, body) = http(&addr, "GET", &format!("{state}/updates_per_region"), "");
+    assert_eq!(code, 200, "{body}");
+    let all: std::collections::BTreeMap<String, u64> = json(&body)["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["region"].as_str().unwrap().to_string(),
+                r["updates"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(all, produced);
+    let described = json(&http(&addr, "GET", "/jobs/ride-hailing-sql", "").1);
+    let operators = described["operators"].as_array().unwrap();
+    assert!(
+        operators
+            .iter()
+            .any(|o| o["name"].as_str().unwrap().contains("SOURCE")
+                && o["records_out"].as_u64().unwrap() > 0),
+        "per-operator figures: {described}"
+    );
+    assert!(
+        operators
+            .iter()
+            .any(|o| o["records_in"].as_u64().unwrap() > 0),
+        "{operators:?}"
+    );
+
+    // The windowed output: the windows the job still holds for a key (the open ones: the
+    // watermark is 5 s behind the last ride), each with its rides so far.
+    let (code, body) = http(&addr, "GET", &format!("{state}/speeds?key=north"), "");
+    assert_eq!(code, 200, "{body}");
+    let answer = json(&body);
+    let mut expected_windows = std::collections::BTreeMap::<i64, u64>::new();
+    for i in 0..8_000i64 {
+        let (ts, speed) = (1_000_000 + i * 7, (i % 40) as f64);
+        if regions[(i / 3 % 5) as usize] == "north" && speed > 5.0 {
+            *expected_windows.entry(ts / 10_000 * 10_000).or_default() += 1;
+        }
+    }
+    let got: std::collections::BTreeMap<i64, u64> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["region"], "north");
+            (
+                r["window_start"].as_i64().unwrap(),
+                r["rides"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let (last, _) = expected_windows.last_key_value().unwrap();
+    assert!(got.contains_key(last), "the last window is open: {answer}");
+    for (start, rides) in &got {
+        assert_eq!(Some(rides), expected_windows.get(start), "window {start}");
+    }
+
+    // What it refuses.
+    let (code, body) = http(&addr, "GET", &format!("{state}/nope?key=north"), "");
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body.contains("updates_per_region"),
+        "names the queryable outputs: {body}"
+    );
+    assert_eq!(http(&addr, "GET", "/jobs/nope/state/speeds", "").0, 404);
+    let (code, body) = http(
+        &addr,
+        "GET",
+        &format!("{state}/speeds?key=north&timeout_ms=soon"),
+        "",
+    );
+    assert_eq!(code, 400, "{body}");
+    server.stop();
+}
+
+#[test]
+fn broker_run_and_connect_serve_metrics_with_http() {
+    use crate::support::{Runnel, http_get, metric_sum};
+    let dir = tempfile::tempdir().unwrap();
+    let runnel = |data: &Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // The broker: requests per API and the log's partitions.
+    let data = dir.path().join("broker");
+    let args = [
+        "broker",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--stats-interval",
+        "0s",
+    ];
+    let data_arg = data.to_str().unwrap();
+    let full: Vec<&str> = ["--data-dir", data_arg].into_iter().chain(args).collect();
+    let (broker, printed) = Runnel::start(&full, &["listening on ", "HTTP on http://"]);
+    let (kafka, addr) = (&printed[0], &printed[1]);
+    let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "--bootstrap",
+            kafka,
+            "topics",
+            "create",
+            "created-over-the-wire",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, text) = http_get(addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metric_sum(
+            &text,
+            "runnel_broker_requests_total",
+            &["api=\"CreateTopics\""]
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(text.contains("topic=\"created-over-the-wire\""), "{text}");
+    broker.stop();
+
+    // A SQL job: its records, running state and its group's lag.
+    let data = dir.path().join("run");
+    runnel(&data, &["topics", "create", "rides", "--partitions", "2"]);
+    let rides: String = (0..100).map(|i| ride(i * 100, "north") + "\n").collect();
+    let mut produce = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["produce", "rides"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rides.as_bytes())
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, WINDOW_JOB).unwrap();
+    let (run, printed) = Runnel::start(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "run",
+            job.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &["HTTP on http://"],
+    );
+    let addr = &printed[0];
+    let job_label = "job=\"counts-per-region\"";
+    wait_for("the job's 100 records in its metrics", || {
+        let text = http_get(addr, "/metrics").1;
+        // The first sub-topology's tasks read the input; the others, its repartition topic.
+        metric_sum(
+            &text,
+            "runnel_job_records_in_total",
+            &[job_label, "task=\"0_"],
+        ) == 100.0
+            && metric_sum(&text, "runnel_job_running", &[job_label]) == 1.0
+            && metric_sum(
+                &text,
+                "runnel_group_committed_offset",
+                &["group=\"counts-per-region\"", "topic=\"rides\""],
+            ) == 100.0
+            && metric_sum(&text, "runnel_group_lag", &["group=\"counts-per-region\""]) == 0.0
+    });
+    let text = http_get(addr, "/metrics").1;
+    let source = "operator=\"KSTREAM-SOURCE-0000000000\"";
+    assert_eq!(
+        metric_sum(
+            &text,
+            "runnel_job_operator_records_out_total",
+            &[job_label, source]
+        ),
+        100.0,
+        "per-operator figures count records, also where SQL passes them as columnar batches: {text}"
+    );
+    run.stop();
+
+    // A Connect worker: its connectors and what they appended.
+    let data = dir.path().join("connect");
+    let lines = dir.path().join("lines.txt");
+    std::fs::write(
+        &lines,
+        (0..10).map(|i| format!("line {i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let worker = dir.path().join("worker.toml");
+    std::fs::write(
+        &worker,
+        format!(
+            "[[connector]]\nname = \"lines-in\"\n\"connector.class\" = \"file-source\"\nfile = {:?}\ntopic = \"lines\"\n",
+            lines.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (connect, printed) = Runnel::start(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "connect",
+            worker.to_str().unwrap(),
+            "--rest",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &["HTTP on http://"],
+    );
+    let addr = &printed[0];
+    wait_for("the connector's 10 lines in the metrics", || {
+        let text = http_get(addr, "/metrics").1;
+        metric_sum(
+            &text,
+            "runnel_connector_running",
+            &["connector=\"lines-in\""],
+        ) == 1.0
+            && metric_sum(
+                &text,
+                "runnel_log_appended_records_total",
+                &["topic=\"lines\""],
+            ) == 10.0
+    });
+    connect.stop();
 }

@@ -94,3 +94,92 @@ pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(150));
     }
 }
+
+/// A `runnel` child process, killed when dropped (a failing test leaves nothing running that
+/// holds the test's pipes open).
+pub struct Runnel {
+    child: std::process::Child,
+}
+
+impl Runnel {
+    /// Starts `runnel args` and reads its stdout until a line starting with each of
+    /// `prefixes` appeared; returns the rest of each such line, in `prefixes`' order.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S], prefixes: &[&str]) -> (Self, Vec<String>) {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let this = Self { child };
+        let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
+        while found.iter().any(Option::is_none) {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "runnel exited before printing {prefixes:?}"
+            );
+            for (i, p) in prefixes.iter().enumerate() {
+                if let Some(rest) = line.trim().strip_prefix(p) {
+                    found[i] = Some(rest.to_string());
+                }
+            }
+        }
+        // The rest of stdout is drained so the child never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        (this, found.into_iter().map(Option::unwrap).collect())
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "runnel exited with {status}");
+    }
+}
+
+impl Drop for Runnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET http://addr/path`: the status and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    let status: u16 = raw.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// The sum of a Prometheus text exposition's samples of `name` whose labels contain every
+/// `key="value"` of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|p| rest.contains(p)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}

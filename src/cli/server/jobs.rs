@@ -6,15 +6,20 @@
 //! stored in `DATA/.runnel/jobs/<name>.toml` before it starts, so it runs again after a
 //! restart until it is deleted; a job of the jobs folder lives as long as its file. Stopping a
 //! job lets it finish its current commit (as `runnel run` does on SIGINT); a job that fails is
-//! kept with its error until deleted or submitted again. A bad job text is refused before
-//! anything is stored or started, with the planner's `line:column: message` errors.
+//! kept with its error until deleted or submitted again. A job stopped over HTTP keeps its
+//! state and offsets and stays stopped (a marker file beside the stored texts) until resumed.
+//! A bad job text is refused before anything is stored or started, with the planner's
+//! `line:column: message` errors.
 
+use super::metrics::JobView;
 use anyhow::{Context, Result, anyhow};
 use parking_lot::Mutex;
 use runnel_connectors::Worker;
+use runnel_engine::App;
 use runnel_engine::stats::AppStats;
 use runnel_log::SharedLogClient;
 use runnel_sql::SqlJob;
+use runnel_sql::query::QueryView;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +59,10 @@ pub struct Job {
     pub connectors: Vec<String>,
     pub state: Mutex<JobState>,
     pub stats: Arc<AppStats>,
+    /// The running application, for interactive queries of its stores.
+    pub app: Arc<App>,
+    /// The outputs interactive queries can read.
+    pub views: Vec<Arc<QueryView>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -68,6 +77,8 @@ pub enum Refused {
     Unknown(String),
     /// A job of the jobs folder cannot be deleted over HTTP (409).
     FromFile(String),
+    /// Resuming a job that runs (409).
+    Running(String),
     /// Storing or starting it failed (500).
     Internal(anyhow::Error),
 }
@@ -139,6 +150,37 @@ impl Jobs {
         self.start(job, text, Origin::Submitted)
     }
 
+    /// `POST /jobs/{name}/stop`: the job stops after its next commit and stays stopped (also
+    /// across restarts of the server) until resumed; its state and offsets are kept.
+    pub fn stop(&self, name: &str) -> std::result::Result<Arc<Job>, Refused> {
+        let job = self.get(name)?;
+        let marker = self.stopped_marker(name);
+        std::fs::write(&marker, b"")
+            .with_context(|| format!("cannot write {}", marker.display()))
+            .map_err(Refused::Internal)?;
+        job.stop.store(true, Ordering::SeqCst);
+        Ok(job)
+    }
+
+    /// `POST /jobs/{name}/resume`: runs a stopped or failed job again from its text, from
+    /// where it committed.
+    pub fn resume(self: &Arc<Self>, name: &str) -> std::result::Result<Arc<Job>, Refused> {
+        let old = self.get(name)?;
+        if matches!(*old.state.lock(), JobState::Running | JobState::Starting) {
+            return Err(Refused::Running(name.to_string()));
+        }
+        let job = SqlJob::parse(Path::new(""), &old.text)
+            .map_err(|e| Refused::Invalid(e.to_string().trim_start_matches(':').to_string()))?;
+        let marker = self.stopped_marker(name);
+        if marker.exists() {
+            std::fs::remove_file(&marker)
+                .with_context(|| format!("cannot remove {}", marker.display()))
+                .map_err(Refused::Internal)?;
+        }
+        self.jobs.lock().remove(name);
+        self.start(job, old.text.clone(), old.origin)
+    }
+
     fn start(
         self: &Arc<Self>,
         job: SqlJob,
@@ -146,13 +188,15 @@ impl Jobs {
         origin: Origin,
     ) -> std::result::Result<Arc<Job>, Refused> {
         let name = job.job().name.clone();
+        let stopped = self.stopped_marker(&name).exists();
         let mut jobs = self.jobs.lock();
         if jobs.contains_key(&name) {
             return Err(Refused::Exists(name));
         }
-        let app = job
-            .app(self.client.clone(), false)
-            .map_err(|e| Refused::Internal(e.into()))?;
+        let app = Arc::new(
+            job.app(self.client.clone(), false)
+                .map_err(|e| Refused::Internal(e.into()))?,
+        );
         let connectors = super::super::run::job_connectors(&job)
             .map_err(|e| Refused::Invalid(format!("{e:#}")))?;
         let entry = Arc::new(Job {
@@ -166,9 +210,15 @@ impl Jobs {
             state: Mutex::new(JobState::Starting),
             stats: app.stats(),
             stop: app.stop_flag(),
+            views: job.views().to_vec(),
+            app: app.clone(),
         });
         jobs.insert(name.clone(), entry.clone());
         drop(jobs);
+        if stopped {
+            *entry.state.lock() = JobState::Stopped;
+            return Ok(entry);
+        }
         let (this, running) = (self.clone(), entry.clone());
         tokio::spawn(async move {
             let outcome = this.run(job, connectors, app, &running).await;
@@ -190,7 +240,7 @@ impl Jobs {
         &self,
         job: SqlJob,
         connectors: Vec<runnel_connectors::ConnectorConfig>,
-        app: runnel_engine::App,
+        app: Arc<App>,
         entry: &Job,
     ) -> Result<()> {
         for config in connectors {
@@ -213,6 +263,18 @@ impl Jobs {
         self.jobs.lock().values().cloned().collect()
     }
 
+    /// The jobs as `/metrics` sees them.
+    pub fn views(&self) -> Vec<JobView> {
+        self.list()
+            .iter()
+            .map(|j| JobView {
+                name: j.name.clone(),
+                running: matches!(*j.state.lock(), JobState::Running),
+                stats: j.stats.clone(),
+            })
+            .collect()
+    }
+
     pub fn get(&self, name: &str) -> std::result::Result<Arc<Job>, Refused> {
         self.jobs
             .lock()
@@ -233,6 +295,12 @@ impl Jobs {
             if let Err(e) = self.worker.delete(c) {
                 tracing::warn!(job = name, connector = c, error = %e, "cannot delete the job's connector");
             }
+        }
+        let marker = self.stopped_marker(name);
+        if marker.exists() {
+            std::fs::remove_file(&marker)
+                .with_context(|| format!("cannot remove {}", marker.display()))
+                .map_err(Refused::Internal)?;
         }
         let path = self.stored_path(name);
         std::fs::remove_file(&path)
@@ -259,6 +327,11 @@ impl Jobs {
     fn stored_path(&self, name: &str) -> PathBuf {
         self.store.join(format!("{name}.toml"))
     }
+
+    /// Present while the job is stopped over HTTP.
+    fn stopped_marker(&self, name: &str) -> PathBuf {
+        self.store.join(format!("{name}.stopped"))
+    }
 }
 
 impl Refused {
@@ -272,6 +345,9 @@ impl Refused {
             Refused::FromFile(n) => format!(
                 "job {n:?} comes from the jobs folder; remove its file and restart the server to drop it"
             ),
+            Refused::Running(n) => {
+                format!("job {n:?} is running; stop it first (POST /jobs/{n}/stop)")
+            }
             Refused::Internal(e) => format!("{e:#}"),
         }
     }

@@ -5,22 +5,84 @@
 //!
 //! Names follow Prometheus' conventions: `runnel_` prefix, `_total` counters, `_seconds`
 //! histograms, `_bytes` sizes; labels `topic`, `partition`, `group`, `job`, `task`,
-//! `connector`, `api`.
+//! `connector`, `api`, `operator`.
 
 use super::exposition::{Exposition, Kind};
-use super::jobs::{JobState, Jobs};
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use runnel_broker::metrics::Metrics as BrokerMetrics;
 use runnel_connectors::Worker;
+use runnel_engine::stats::AppStats;
 use runnel_log::Log;
 use std::sync::Arc;
 
-/// The parts a scrape reads; any may be absent (`runnel run --http` has no broker).
+/// A job as a scrape sees it.
+pub struct JobView {
+    pub name: String,
+    pub running: bool,
+    pub stats: Arc<AppStats>,
+}
+
+/// The jobs of the process, at each scrape.
+pub type JobList = Arc<dyn Fn() -> Vec<JobView> + Send + Sync>;
+
+/// The parts a scrape reads; any may be absent (`runnel run --http` has no broker, and over
+/// `--bootstrap` no log of its own).
 #[derive(Clone, Default)]
 pub struct Sources {
     pub log: Option<Log>,
     pub broker: Option<Arc<BrokerMetrics>>,
-    pub jobs: Option<Arc<Jobs>>,
+    pub jobs: Option<JobList>,
     pub worker: Option<Worker>,
+}
+
+/// `GET /metrics` over `sources`.
+pub fn router(sources: Sources) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let sources = sources.clone();
+            async move {
+                match tokio::task::spawn_blocking(move || render(&sources)).await {
+                    Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+                        .into_response(),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }
+        }),
+    )
+}
+
+/// The endpoint [`serve`] started; stops it when dropped (so that the log it reads closes).
+pub struct Serving(tokio::task::JoinHandle<()>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `--http ADDR` of `runnel broker`, `run` and `connect`: serves `/metrics` on `addr` in the
+/// background until the returned guard is dropped, and prints `HTTP on http://ADDR` for
+/// scripts (port 0 picks a free one).
+///
+/// # Errors
+///
+/// When `addr` cannot be bound.
+pub async fn serve(addr: &str, sources: Sources) -> Result<Serving> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for HTTP: use --http HOST:PORT"))?;
+    println!("HTTP on http://{}", listener.local_addr()?);
+    let app = router(sources);
+    Ok(Serving(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    })))
 }
 
 /// One scrape's text.
@@ -34,7 +96,7 @@ pub fn render(s: &Sources) -> String {
         broker_metrics(&mut e, b);
     }
     if let Some(jobs) = &s.jobs {
-        job_metrics(&mut e, jobs);
+        job_metrics(&mut e, &jobs());
     }
     if let Some(w) = &s.worker {
         connector_metrics(&mut e, w);
@@ -215,16 +277,14 @@ fn broker_metrics(e: &mut Exposition, b: &BrokerMetrics) {
     .sample(&[], b.bytes_out.load(Relaxed) as f64);
 }
 
-fn job_metrics(e: &mut Exposition, jobs: &Jobs) {
-    let all = jobs.list();
+fn job_metrics(e: &mut Exposition, all: &[JobView]) {
     let mut up = e.family(
         "runnel_job_running",
         Kind::Gauge,
         "1 while the job runs, 0 when it stopped or failed.",
     );
-    for j in &all {
-        let running = matches!(*j.state.lock(), JobState::Running);
-        up.sample(&[("job", &j.name)], f64::from(u8::from(running)));
+    for j in all {
+        up.sample(&[("job", &j.name)], f64::from(u8::from(j.running)));
     }
     let tasks: Vec<_> = all.iter().map(|j| (j, j.stats.tasks())).collect();
     macro_rules! per_task {
@@ -284,12 +344,41 @@ fn job_metrics(e: &mut Exposition, jobs: &Jobs) {
         "Entries in the task's state stores.",
         |s: &TaskStats| Some(s.store_entries as f64)
     );
+    for (name, help, records_in) in [
+        (
+            "runnel_job_operator_records_in_total",
+            "Records the operator received from its parents in the task.",
+            true,
+        ),
+        (
+            "runnel_job_operator_records_out_total",
+            "Records the operator emitted to its children in the task.",
+            false,
+        ),
+    ] {
+        let mut f = e.family(name, Kind::Counter, help);
+        for (j, ts) in &tasks {
+            for (task, s) in ts {
+                for op in &s.operators {
+                    let v = if records_in {
+                        op.records_in
+                    } else {
+                        op.records_out
+                    };
+                    f.sample(
+                        &[("job", &j.name), ("task", task), ("operator", &op.name)],
+                        v as f64,
+                    );
+                }
+            }
+        }
+    }
     let mut commits = e.family(
         "runnel_job_commit_seconds",
         Kind::Histogram,
         "Time each commit took (outputs flushed, offsets or transaction committed).",
     );
-    for j in &all {
+    for j in all {
         commits.histogram(&[("job", &j.name)], &j.stats.commit_latency.snapshot());
     }
 }

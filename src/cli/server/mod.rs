@@ -73,7 +73,10 @@ pub async fn run(log: &Log, args: ServerArgs) -> Result<()> {
     let sources = metrics::Sources {
         log: Some(log.clone()),
         broker: broker.as_ref().map(|b| b.metrics.clone()),
-        jobs: Some(jobs.clone()),
+        jobs: Some({
+            let jobs = jobs.clone();
+            Arc::new(move || jobs.views())
+        }),
         worker: Some(worker.clone()),
     };
     let app = http::router(
