@@ -157,6 +157,7 @@ pub async fn run(args: EngineArgs) -> Result<()> {
         .map(|g| (job, what, g))
     });
     let mut at_least_once_rate = f64::NAN;
+    let (mut scrapes, mut scrape_seconds) = (0, 0.0);
     for (job, what, guarantee) in runs {
         let pb = output::spinner(
             "{spinner} {msg} {elapsed}",
@@ -191,6 +192,8 @@ pub async fn run(args: EngineArgs) -> Result<()> {
         let r: serde_json::Value =
             serde_json::from_str(line.trim()).with_context(|| format!("job output {line:?}"))?;
         let secs = r["seconds"].as_f64().unwrap_or(f64::NAN);
+        scrapes += r["scrapes"].as_u64().unwrap_or(0);
+        scrape_seconds += r["scrape_seconds"].as_f64().unwrap_or(0.0);
         let rate = loaded as f64 / secs;
         let share = match guarantee {
             ProcessingGuarantee::AtLeastOnce => {
@@ -214,6 +217,17 @@ pub async fn run(args: EngineArgs) -> Result<()> {
         ]);
     }
     output::print(t)?;
+    if let Some(every) = &args.scrape
+        && scrapes > 0
+    {
+        let mean = scrape_seconds / scrapes as f64;
+        let every = super::duration_arg("--scrape", every)?.as_secs_f64();
+        println!(
+            "metrics: {scrapes} pages rendered while the jobs ran, {:.0} µs each: {:.3} % of one core at one scrape every {every} s",
+            mean * 1e6,
+            100.0 * mean / every
+        );
+    }
     let samples = if args.quick { 200 } else { 3_000 };
     let mut t = output::table(
         &["guarantee", "commit interval", "records", "p50", "p99"],
@@ -284,7 +298,7 @@ fn query_latency(dir: &Path) -> Result<(usize, Duration, Duration)> {
         }
     }
     job.join().expect("the job's thread does not panic")?;
-    drop(rt);
+    drop((app, rt));
     super::close_log(log);
     latencies.sort();
     let at = |q: f64| {
@@ -420,14 +434,17 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
     let started = Instant::now();
     let summary = app.run(rt.handle())?;
     let seconds = started.elapsed().as_secs_f64();
-    if let Some((stop, thread)) = scraping {
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let scrapes = thread.join().expect("the scraper does not panic");
-        tracing::info!(scrapes, "metrics rendered while the job ran");
-    }
+    let (scrapes, rendering) = match scraping {
+        Some((stop, thread)) => {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            thread.join().expect("the scraper does not panic")
+        }
+        None => (0, Duration::ZERO),
+    };
     println!(
         "{}",
-        serde_json::json!({"seconds": seconds, "outputs": summary.metrics.records_out, "peak_rss": peak_rss()})
+        serde_json::json!({"seconds": seconds, "outputs": summary.metrics.records_out, "peak_rss": peak_rss(),
+            "scrapes": scrapes, "scrape_seconds": rendering.as_secs_f64()})
     );
     drop(rt);
     super::close_log(log);
@@ -436,7 +453,7 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
 
 /// Renders the metrics page of the log and the job every `every` on a thread of its own, as
 /// `runnel run --http` does for a Prometheus scrape, until the flag is set; the thread returns
-/// how many pages it rendered.
+/// how many pages it rendered and the time that took.
 fn scrape_while_running(
     every: Duration,
     log: &Log,
@@ -444,7 +461,7 @@ fn scrape_while_running(
     stats: Arc<runnel::engine::stats::AppStats>,
 ) -> (
     Arc<std::sync::atomic::AtomicBool>,
-    std::thread::JoinHandle<u64>,
+    std::thread::JoinHandle<(u64, Duration)>,
 ) {
     use super::server::metrics::{JobView, Sources, render};
     let name = job.to_string();
@@ -462,13 +479,15 @@ fn scrape_while_running(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::spawn(move || {
-        let mut scrapes = 0;
+        let (mut scrapes, mut rendering) = (0, Duration::ZERO);
         while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = Instant::now();
             std::hint::black_box(render(&sources));
+            rendering += started.elapsed();
             scrapes += 1;
             std::thread::park_timeout(every);
         }
-        scrapes
+        (scrapes, rendering)
     });
     (stop, thread)
 }
