@@ -36,6 +36,7 @@ pub fn router(
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{name}", get(describe_job).delete(delete_job))
         .route("/metrics", get(metrics))
+        .merge(super::console::router::<AppState>(sources.log.clone()))
         .with_state(AppState { jobs, sources });
     let app = api.merge(connect).layer(DefaultBodyLimit::max(max_body));
     match token {
