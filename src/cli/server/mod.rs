@@ -84,7 +84,9 @@ pub async fn run(log: &Log, args: ServerArgs) -> Result<()> {
         sources,
         config.http.token.clone(),
         max_body,
-    );
+    )
+    // Past the token's layer: the console's page and scripts hold no data (see console).
+    .merge(console::assets());
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| {

@@ -18,7 +18,10 @@
 //!   console adds no second way to them.
 
 mod api;
+mod assets;
 mod records;
+
+pub use assets::assets;
 
 use axum::Json;
 use axum::Router;
