@@ -7,6 +7,7 @@ mod cli;
 mod compaction;
 mod compression;
 mod connect;
+mod console;
 mod consumer;
 mod corruption;
 mod crash;

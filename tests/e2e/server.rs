@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A `runnel server` child with the addresses it printed.
-struct ServerProc {
+pub(crate) struct ServerProc {
     child: Child,
-    kafka: String,
-    http: String,
+    pub(crate) kafka: String,
+    pub(crate) http: String,
 }
 
 impl ServerProc {
-    fn start(data: &Path, config: &Path) -> Self {
+    pub(crate) fn start(data: &Path, config: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .arg("--data-dir")
             .arg(data)
@@ -44,7 +44,7 @@ impl ServerProc {
     }
 
     /// SIGTERM, and waits for a clean exit.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -63,12 +63,18 @@ impl Drop for ServerProc {
 }
 
 /// One HTTP/1.1 request with a text body; returns the status and the body.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     http_as(addr, method, path, body, None)
 }
 
 /// [`http`] with an `Authorization: Bearer` token.
-fn http_as(addr: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) fn http_as(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
@@ -86,11 +92,11 @@ fn http_as(addr: &str, method: &str, path: &str, body: &str, token: Option<&str>
     (status, text.to_string())
 }
 
-fn json(text: &str) -> serde_json::Value {
+pub(crate) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-const WINDOW_JOB: &str = r#"
+pub(crate) const WINDOW_JOB: &str = r#"
 [job]
 name = "counts-per-region"
 sql = """
@@ -112,11 +118,11 @@ name = "counts"
 topic = "counts"
 "#;
 
-fn ride(ts: i64, region: &str) -> String {
+pub(crate) fn ride(ts: i64, region: &str) -> String {
     format!("{{\"ts\":{ts},\"region\":\"{region}\"}}")
 }
 
-fn write_config(dir: &Path, jobs: Option<&Path>, worker_file: Option<&Path>) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, jobs: Option<&Path>, worker_file: Option<&Path>) -> PathBuf {
     let mut text = String::from(
         "[broker]\nlisten = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\nmax_body = \"64KiB\"\n",
     );

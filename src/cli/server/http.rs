@@ -43,6 +43,7 @@ pub fn router(
         .route("/jobs/{name}/resume", post(resume_job))
         .with_state(AppState { jobs });
     let app = api
+        .merge(super::console::router(sources.log.clone()))
         .merge(metrics::router(sources))
         .merge(connect)
         .layer(DefaultBodyLimit::max(max_body));

@@ -1,13 +1,15 @@
 //! `runnel server [--config runnel.toml]`: one process over one data directory serving the
 //! Kafka protocol (the broker), Kafka Connect's worker and REST API, and SQL jobs (those of a
-//! jobs folder and those submitted over HTTP), with `/metrics` on the same HTTP port. Jobs,
-//! connectors and Kafka clients share the embedded log with no network hop between them.
+//! jobs folder and those submitted over HTTP), with `/metrics` and the web console on the same
+//! HTTP port. Jobs, connectors and Kafka clients share the embedded log with no network hop
+//! between them.
 //!
 //! Runs until SIGINT/SIGTERM; then stops the jobs after their next commit, the connectors,
 //! and the broker, and closes the log. Prints `listening on ADDR` per Kafka listener and
 //! `HTTP on http://ADDR` once everything has started, for scripts (ports 0 pick free ones).
 
 mod config;
+mod console;
 pub(crate) mod exposition;
 mod http;
 mod jobs;
@@ -85,7 +87,9 @@ pub async fn run(log: &Log, args: ServerArgs) -> Result<()> {
         sources,
         config.http.token.clone(),
         max_body,
-    );
+    )
+    // Past the token's layer: the console's page and scripts hold no data (see console).
+    .merge(console::assets());
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| {
