@@ -315,6 +315,15 @@ print("ok")
     );
     assert!(total(&last, "runnel_broker_requests_total", &[("api", "Produce")]) >= 1.0);
     assert_eq!(total(&last, "runnel_connector_running", &[]), 2.0);
+    assert_eq!(
+        total(
+            &last,
+            "runnel_connector_records_total",
+            &[("connector", "counts-out")]
+        ),
+        expected.len() as f64,
+        "the sink read every closed window once"
+    );
     assert!(total(&last, "runnel_job_commit_seconds_count", &job) >= 1.0);
     assert!(total(&last, "runnel_process_resident_memory_bytes", &[]) > 0.0);
     // Every series the Grafana dashboard charts is there.
@@ -793,6 +802,11 @@ fn broker_run_and_connect_serve_metrics_with_http() {
                 &text,
                 "runnel_log_appended_records_total",
                 &["topic=\"lines\""],
+            ) == 10.0
+            && metric_sum(
+                &text,
+                "runnel_connector_records_total",
+                &["connector=\"lines-in\""],
             ) == 10.0
     });
     connect.stop();

@@ -40,6 +40,21 @@ pub struct Status {
     /// Why it failed, while it waits to be restarted.
     pub trace: Option<String>,
     pub restarts: u32,
+    /// Records the connector read from its source or topics, since the worker started it
+    /// (restarts included), counted after each poll it handled.
+    pub records: u64,
+    /// Bad records it skipped or set aside (`errors.tolerance = all`).
+    pub errors: u64,
+    /// Of those, the ones written to its dead-letter topic.
+    pub dead_letters: u64,
+}
+
+impl Status {
+    fn handled(&mut self, records: u64, errors: u64, dead_letters: u64) {
+        self.records += records;
+        self.errors += errors;
+        self.dead_letters += dead_letters;
+    }
 }
 
 /// A connector's state; `"RUNNING"`, `"PAUSED"`, `"FAILED"` in Kafka Connect's REST API.
@@ -122,6 +137,9 @@ impl Worker {
             state: State::Running,
             trace: None,
             restarts,
+            records: 0,
+            errors: 0,
+            dead_letters: 0,
         }));
         let (control, rx) = watch::channel(Control::Run);
         let task = tokio::spawn(supervise(self.clone(), config.clone(), status.clone(), rx));
@@ -298,8 +316,10 @@ async fn supervise(
     let mut backoffs = backoffs(retry_delay_max(&config).unwrap_or(RETRY_DELAY_MAX));
     loop {
         let result = match registry::build(&config) {
-            Ok(Connector::Source(s)) => run_source(&worker, &config, s, &mut control).await,
-            Ok(Connector::Sink(s)) => run_sink(&worker, &config, s, &mut control).await,
+            Ok(Connector::Source(s)) => {
+                run_source(&worker, &config, s, &mut control, &status).await
+            }
+            Ok(Connector::Sink(s)) => run_sink(&worker, &config, s, &mut control, &status).await,
             Err(e) => Err(e),
         };
         let Err(e) = result else { return };
@@ -345,6 +365,7 @@ async fn run_source(
     config: &ConnectorConfig,
     mut source: Box<dyn Source>,
     control: &mut watch::Receiver<Control>,
+    status: &Mutex<Status>,
 ) -> Result<()> {
     let name = config.name.clone();
     let common = config.common()?;
@@ -382,6 +403,8 @@ async fn run_source(
         tolerate,
         dlq,
         ensured: Vec::new(),
+        errors: 0,
+        dead_letters: 0,
     };
     loop {
         wait_running(control).await;
@@ -394,6 +417,7 @@ async fn run_source(
             producer.begin_transaction()?;
         }
         let mut last: BTreeMap<String, (serde_json::Value, serde_json::Value)> = BTreeMap::new();
+        let polled: usize = runs.iter().map(SourceRun::len).sum();
         for run in runs {
             if !run.topic.is_empty() && !run.is_empty() {
                 task.send(&run).await?;
@@ -409,6 +433,14 @@ async fn run_source(
             offsets::store(&*producer, &name, &last).await?;
             producer.flush().await?;
         }
+        let (errors, dead_letters) = (
+            std::mem::take(&mut task.errors),
+            std::mem::take(&mut task.dead_letters),
+        );
+        status
+            .lock()
+            .expect("not poisoned")
+            .handled(polled as u64, errors, dead_letters);
         let mut all = worker.offsets.lock().await;
         for (p, (_, o)) in last {
             all.insert((name.clone(), p), o);
@@ -427,6 +459,9 @@ struct SourceTask<'a> {
     dlq: Option<String>,
     /// Topics known to exist.
     ensured: Vec<String>,
+    /// Bad records since the last poll, and those of them sent to the dead-letter topic.
+    errors: u64,
+    dead_letters: u64,
 }
 
 impl SourceTask<'_> {
@@ -496,6 +531,10 @@ impl SourceTask<'_> {
                 error = Some(e);
             }
             let name = &self.name;
+            if error.is_some() && self.tolerate {
+                self.errors += 1;
+                self.dead_letters += u64::from(self.dlq.is_some());
+            }
             let target = match (&error, self.tolerate, &self.dlq) {
                 (None, _, _) => Some((r.topic.clone(), Vec::new())),
                 (Some(e), true, Some(d)) => Some((
@@ -611,6 +650,7 @@ async fn run_sink(
     config: &ConnectorConfig,
     mut sink: Box<dyn Sink>,
     control: &mut watch::Receiver<Control>,
+    status: &Mutex<Status>,
 ) -> Result<()> {
     let name = config.name.clone();
     let topics = sink.topics();
@@ -781,6 +821,13 @@ async fn run_sink(
             // The dead letters are durable before the offsets that skip them are.
             producer.flush().await?;
         }
+        let polled: usize = runs.iter().map(RecordRun::len).sum();
+        let dead_letters = if dlq.is_some() { bad.len() } else { 0 };
+        status.lock().expect("not poisoned").handled(
+            polled as u64,
+            bad.len() as u64,
+            dead_letters as u64,
+        );
         let commit: Vec<(TopicPartition, u64)> = match sink.durable_offsets() {
             Some(d) => d,
             None => next.into_iter().collect(),

@@ -406,6 +406,31 @@ fn connector_metrics(e: &mut Exposition, w: &Worker) {
     for (n, s) in &statuses {
         restarts.sample(&[("connector", n)], s.restarts as f64);
     }
+    drop(restarts);
+    type Count = fn(&runnel_connectors::Status) -> u64;
+    let counters: [(&str, &str, Count); 3] = [
+        (
+            "runnel_connector_records_total",
+            "Records the connector read from its source or topics.",
+            |s| s.records,
+        ),
+        (
+            "runnel_connector_errors_total",
+            "Bad records the connector skipped or set aside (errors.tolerance = all).",
+            |s| s.errors,
+        ),
+        (
+            "runnel_connector_dead_letters_total",
+            "Bad records the connector wrote to its dead-letter topic.",
+            |s| s.dead_letters,
+        ),
+    ];
+    for (name, help, count) in counters {
+        let mut f = e.family(name, Kind::Counter, help);
+        for (n, s) in &statuses {
+            f.sample(&[("connector", n)], count(s) as f64);
+        }
+    }
 }
 
 fn process_metrics(e: &mut Exposition) {
