@@ -208,6 +208,7 @@ impl TestDriver {
                 &specs,
                 0,
                 self.rt.handle().clone(),
+                Default::default(),
             )?;
             self.worker = Some(w);
         }

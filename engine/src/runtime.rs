@@ -389,8 +389,8 @@ impl App {
                         // Log clients may spawn tasks (a network client's connections).
                         let handle = rt.clone();
                         let _runtime = handle.enter();
-                        let mut w = Worker::new(topology, client, config, plan, &specs, i, rt)?;
-                        w.stats = stats;
+                        let mut w =
+                            Worker::new(topology, client, config, plan, &specs, i, rt, stats)?;
                         w.queries = Some(queries.register());
                         let r = w.run_loop(&stop);
                         if r.is_err() {
@@ -454,8 +454,8 @@ pub(crate) struct Worker {
     pub restored_records: u64,
     route: HashMap<(Arc<str>, u32), (usize, usize)>,
     prefetch: Arc<PrefetchStats>,
-    /// Where this worker's tasks' figures go after each commit.
-    pub(crate) stats: Arc<AppStats>,
+    /// Where this worker's tasks' figures go after each commit (and its restore's progress).
+    stats: Arc<AppStats>,
     /// Interactive queries for this worker's tasks (none in the test driver).
     queries: Option<UnboundedReceiver<query::Request>>,
 }
@@ -468,6 +468,9 @@ struct PrefetchStats {
 }
 
 impl Worker {
+    // Each part comes from a different owner (the app, the plan, the thread); a struct to
+    // carry them would be built at the two call sites only to be taken apart here.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         topology: Arc<Topology>,
         client: SharedLogClient,
@@ -476,6 +479,7 @@ impl Worker {
         specs: &[(usize, u32)],
         index: usize,
         rt: Handle,
+        stats: Arc<AppStats>,
     ) -> Result<Self> {
         let app = config.application_id.clone();
         let children = topology.children();
@@ -609,7 +613,7 @@ impl Worker {
             restored_records: 0,
             route,
             prefetch: Default::default(),
-            stats: Default::default(),
+            stats,
             queries: None,
         };
         w.restore()?;
@@ -655,6 +659,7 @@ impl Worker {
                 consumer.assign(vec![tp.clone()])?;
                 consumer.seek(tp, from)?;
                 let mut position = from;
+                self.stats.restore_planned(committed.saturating_sub(from));
                 let mut restored = 0u64;
                 let mut rewritten = 0u64;
                 while position < end {
@@ -663,7 +668,13 @@ impl Worker {
                         .block_on(consumer.poll(Duration::from_millis(200)))?;
                     let mut s = store.dynamic.borrow_mut();
                     // Past markers and aborted records too, which are not returned.
+                    let before = position;
                     position = consumer.position(tp).unwrap_or(position).max(position);
+                    self.stats.restored(
+                        position
+                            .min(committed)
+                            .saturating_sub(before.min(committed)),
+                    );
                     for r in recs {
                         let rec = &r.record;
                         let Some(key) = rec.key.as_deref() else {

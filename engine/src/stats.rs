@@ -1,6 +1,7 @@
 //! Live statistics of a running [`App`](crate::App): per task what it read and wrote (in all
 //! and per operator), what it set aside as late or dead, its watermark and the entries in its
-//! stores; per application the commits and their latency.
+//! stores; per application the commits and their latency, and the restore's progress (live:
+//! workers add to it while they restore, before their first commit).
 //!
 //! Contract: each worker thread publishes its tasks' figures right after each commit (one
 //! short lock per commit, nothing per record), so readers (`runnel server`'s `/metrics` and
@@ -43,6 +44,9 @@ pub struct OperatorStats {
 pub struct AppStats {
     tasks: Mutex<BTreeMap<String, TaskStats>>,
     commits: AtomicU64,
+    /// Changelog records the workers set out to restore, and those restored so far.
+    restore_planned: AtomicU64,
+    restore_done: AtomicU64,
     /// How long each commit took: flush of outputs, offsets (or the transaction's commit).
     pub commit_latency: Histogram,
 }
@@ -51,6 +55,23 @@ impl AppStats {
     /// Every task's figures, by task name (`<sub-topology>_<partition>`).
     pub fn tasks(&self) -> BTreeMap<String, TaskStats> {
         self.tasks.lock().clone()
+    }
+
+    /// Restore progress: `(changelog records restored, records to restore)` over every store
+    /// of every worker, both growing as workers start (a local checkpoint leaves less).
+    pub fn restore_progress(&self) -> (u64, u64) {
+        (
+            self.restore_done.load(Ordering::Relaxed),
+            self.restore_planned.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn restore_planned(&self, records: u64) {
+        self.restore_planned.fetch_add(records, Ordering::Relaxed);
+    }
+
+    pub(crate) fn restored(&self, records: u64) {
+        self.restore_done.fetch_add(records, Ordering::Relaxed);
     }
 
     /// Commits done by all workers.

@@ -373,6 +373,30 @@ fn job_metrics(e: &mut Exposition, all: &[JobView]) {
             }
         }
     }
+    type Restore = fn((u64, u64)) -> u64;
+    let restore: [(&str, Kind, &str, Restore); 2] = [
+        (
+            "runnel_job_restored_records_total",
+            Kind::Counter,
+            "Changelog records restored into the job's stores since it started.",
+            |(done, _)| done,
+        ),
+        (
+            "runnel_job_restore_pending_records",
+            Kind::Gauge,
+            "Changelog records the job's workers still have to restore before processing.",
+            |(done, planned)| planned.saturating_sub(done),
+        ),
+    ];
+    for (name, kind, help, value) in restore {
+        let mut f = e.family(name, kind, help);
+        for j in all {
+            f.sample(
+                &[("job", &j.name)],
+                value(j.stats.restore_progress()) as f64,
+            );
+        }
+    }
     let mut commits = e.family(
         "runnel_job_commit_seconds",
         Kind::Histogram,
