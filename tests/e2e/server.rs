@@ -3,62 +3,40 @@
 //! API as a user drives it (bad jobs, unknown jobs, oversize bodies, restarts).
 
 use crate::broker::python;
-use crate::support::wait_for;
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::support::{Runnel, wait_for};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// A `runnel server` child with the addresses it printed.
 pub(crate) struct ServerProc {
-    child: Child,
+    server: Runnel,
     pub(crate) kafka: String,
     pub(crate) http: String,
 }
 
 impl ServerProc {
     pub(crate) fn start(data: &Path, config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["server", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut kafka, mut http) = (String::new(), String::new());
-        while http.is_empty() {
-            let mut line = String::new();
-            assert!(out.read_line(&mut line).unwrap() > 0, "the server exited");
-            if let Some(a) = line.trim().strip_prefix("listening on ") {
-                kafka = a.to_string();
-            }
-            if let Some(a) = line.trim().strip_prefix("HTTP on http://") {
-                http = a.to_string();
-            }
+        let args: [&OsStr; 5] = [
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "server".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ];
+        let (server, printed) = Runnel::start(&args, &["listening on ", "HTTP on http://"]);
+        let [kafka, http] = <[String; 2]>::try_from(printed).expect("two addresses");
+        Self {
+            server,
+            kafka,
+            http,
         }
-        // The rest of stdout is drained so the server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        Self { child, kafka, http }
     }
 
     /// SIGTERM, and waits for a clean exit.
-    pub(crate) fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "the server exited with {status}");
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub(crate) fn stop(self) {
+        self.server.stop();
     }
 }
 
@@ -519,9 +497,9 @@ fn interactive_queries_read_the_ride_hailing_counts_as_the_input_so_far_gives_th
         )
     };
     let mut produced = std::collections::BTreeMap::<String, u64>::new();
-    let count = |region: &str| -> Option<u64> {
+    let count = |addr: &str, region: &str| -> Option<u64> {
         let (code, body) = http(
-            &addr,
+            addr,
             "GET",
             &format!("{state}/updates_per_region?key={region}"),
             "",
@@ -550,7 +528,7 @@ fn interactive_queries_read_the_ride_hailing_counts_as_the_input_so_far_gives_th
         for region in regions {
             let expected = produced.get(region).copied();
             wait_for(&format!("{region}'s count to reach the input's"), || {
-                let got = count(region);
+                let got = count(&addr, region);
                 // Never ahead of the input.
                 assert!(got <= expected, "{region}: {got:?} > {expected:?}");
                 got == expected
@@ -633,12 +611,39 @@ fn interactive_queries_read_the_ride_hailing_counts_as_the_input_so_far_gives_th
         "",
     );
     assert_eq!(code, 400, "{body}");
+
+    // After a restart the stores are restored from their changelogs (with the progress in
+    // /metrics), and answer as before.
+    server.stop();
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+    let addr = server.http.clone();
+    for region in regions {
+        let expected = produced.get(region).copied();
+        wait_for(&format!("{region}'s count after the restart"), || {
+            http(
+                &addr,
+                "GET",
+                &format!("{state}/updates_per_region?key={region}"),
+                "",
+            )
+            .0 == 200
+                && count(&addr, region) == expected
+        });
+    }
+    let text = crate::support::http_get(&addr, "/metrics").1;
+    let job = "job=\"ride-hailing-sql\"";
+    let restored = crate::support::metric_sum(&text, "runnel_job_restored_records_total", &[job]);
+    assert!(restored > 0.0, "the restore's progress: {text}");
+    assert_eq!(
+        crate::support::metric_sum(&text, "runnel_job_restore_pending_records", &[job]),
+        0.0
+    );
     server.stop();
 }
 
 #[test]
 fn broker_run_and_connect_serve_metrics_with_http() {
-    use crate::support::{Runnel, http_get, metric_sum};
+    use crate::support::{http_get, metric_sum};
     let dir = tempfile::tempdir().unwrap();
     let runnel = |data: &Path, args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
