@@ -159,26 +159,21 @@ impl BuildCx<'_> {
                 });
                 (stream, key_types, table)
             }
-            Some(WindowSpec::Tumble { size }) | Some(WindowSpec::Hop { size, .. }) => {
-                let mut windows = TimeWindows::of(duration(size));
-                if let Some(WindowSpec::Hop { slide, .. }) = a.window {
-                    windows = windows.advance_by(duration(slide));
-                }
-                let t = grouped
-                    .windowed_by(windows)
-                    .aggregate_into(&store, agg_fns, store_serde);
-                key_names.push("window_start".into());
-                let table = table(true);
-                let render = table.render.clone();
-                let stream = t
-                    .to_stream()
-                    .try_map(move |w, s| windowed_row(&render, &w, s));
-                (stream, with_ts(key_types), table)
-            }
-            Some(WindowSpec::Session { gap }) => {
-                let t = grouped
-                    .windowed_by_session(SessionWindows::with_inactivity_gap(duration(gap)))
-                    .aggregate_into(&store, agg_fns, store_serde);
+            Some(
+                WindowSpec::Tumble { .. } | WindowSpec::Hop { .. } | WindowSpec::Session { .. },
+            ) => {
+                let t = match a.window {
+                    Some(WindowSpec::Session { gap }) => grouped
+                        .windowed_by_session(SessionWindows::with_inactivity_gap(duration(gap)))
+                        .aggregate_into(&store, agg_fns, store_serde),
+                    Some(WindowSpec::Hop { size, slide }) => grouped
+                        .windowed_by(TimeWindows::of(duration(size)).advance_by(duration(slide)))
+                        .aggregate_into(&store, agg_fns, store_serde),
+                    Some(WindowSpec::Tumble { size }) => grouped
+                        .windowed_by(TimeWindows::of(duration(size)))
+                        .aggregate_into(&store, agg_fns, store_serde),
+                    _ => unreachable!("matched above"),
+                };
                 key_names.push("window_start".into());
                 let table = table(true);
                 let render = table.render.clone();
