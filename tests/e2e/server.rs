@@ -199,32 +199,7 @@ fn one_server_runs_connectors_a_sql_job_and_kafka_clients_and_shows_it_in_metric
     // open until then); a last ride far ahead, written after both, closes them all.
     let closer = ride(10_000_000, "north");
     std::fs::write(&input, &file_lines).unwrap();
-    let produce = r#"
-import sys
-from confluent_kafka import Producer
-p = Producer({"bootstrap.servers": sys.argv[1], "enable.idempotence": True})
-for line in sys.stdin:
-    p.produce("rides", line.strip().encode())
-p.flush(30)
-print("ok")
-"#;
-    let mut child = Command::new(&py)
-        .args(["-c", produce, &server.kafka])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all((kafka_lines.join("\n") + "\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("ok"),
-        "the producer failed"
-    );
+    produce_lines(&py, &server.kafka, "rides", &kafka_lines);
     let first = scrape(&py, &server.http);
     std::fs::OpenOptions::new()
         .append(true)
