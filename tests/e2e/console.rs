@@ -4,8 +4,10 @@
 //! Screenshots of each page go to `$CARGO_TARGET_TMPDIR/console-screenshots/` (CI artifacts).
 //! The record browser's API is tested directly as a script would use it.
 
-use crate::server::{ServerProc, WINDOW_JOB, http, http_as, json, ride, write_config};
-use crate::support::wait_for;
+use crate::server::{
+    ServerProc, WINDOW_JOB, http, http_as, json, ride, write_config, write_file_source_worker,
+};
+use crate::support::{wait_for, wait_for_up_to};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -37,40 +39,51 @@ fn chromium() -> Option<PathBuf> {
 fn browse(chromium: &Path, work: &Path, url: &str, args: &[&str]) -> (String, String) {
     let profile = tempfile::tempdir_in(work).unwrap();
     let (out, err) = (work.join("stdout"), work.join("stderr"));
-    let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=10000",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium did not finish loading {url} in 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut browser = Browser(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--virtual-time-budget=10000",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(args)
+            .arg(url)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut status = None;
+    wait_for_up_to(
+        &format!("chromium to finish loading {url}"),
+        Duration::from_secs(90),
+        || {
+            status = browser.0.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let status = status.expect("waited for");
     let (out, err) = (
         std::fs::read_to_string(out).unwrap(),
         std::fs::read_to_string(err).unwrap(),
     );
     assert!(status.success(), "chromium failed on {url}: {err}");
     (out, err)
+}
+
+/// A Chromium child, killed when dropped (a test that times out leaves no browser running).
+struct Browser(std::process::Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// What the browser's console printed: Chromium logs every console message, whatever its
@@ -125,14 +138,7 @@ fn the_console_shows_topics_groups_jobs_and_connectors_in_a_browser() {
         .collect();
     std::fs::write(&input, rides).unwrap();
     let worker_file = dir.path().join("connect.toml");
-    std::fs::write(
-        &worker_file,
-        format!(
-            "[[connector]]\nname = \"rides-in\"\n\"connector.class\" = \"file-source\"\nfile = {:?}\ntopic = \"rides\"\nformat = \"json\"\n",
-            input.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    write_file_source_worker(&worker_file, "rides-in", &input, "rides", "json");
     let config = write_config(dir.path(), Some(&jobs), Some(&worker_file));
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(

@@ -115,6 +115,21 @@ pub(crate) fn write_config(dir: &Path, jobs: Option<&Path>, worker_file: Option<
     path
 }
 
+/// A worker file of one file-source connector `name` reading `file` into `topic`.
+pub(crate) fn write_file_source_worker(
+    path: &Path,
+    name: &str,
+    file: &Path,
+    topic: &str,
+    format: &str,
+) {
+    let text = format!(
+        "[[connector]]\nname = {name:?}\n\"connector.class\" = \"file-source\"\nfile = {:?}\ntopic = {topic:?}\nformat = {format:?}\n",
+        file.to_str().unwrap()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
 /// Families of a scrape, parsed by `prometheus_client`'s parser: name → [(labels, value)].
 fn scrape(py: &Path, addr: &str) -> serde_json::Value {
     let script = r#"
@@ -749,14 +764,7 @@ fn broker_run_and_connect_serve_metrics_with_http() {
     )
     .unwrap();
     let worker = dir.path().join("worker.toml");
-    std::fs::write(
-        &worker,
-        format!(
-            "[[connector]]\nname = \"lines-in\"\n\"connector.class\" = \"file-source\"\nfile = {:?}\ntopic = \"lines\"\n",
-            lines.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    write_file_source_worker(&worker, "lines-in", &lines, "lines", "text");
     let (connect, printed) = Runnel::start(
         &[
             "--data-dir",

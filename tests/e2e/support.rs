@@ -84,8 +84,13 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Waits up to a minute for `ok`, then fails naming `what`.
-pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+pub fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    wait_for_up_to(what, std::time::Duration::from_secs(60), ok);
+}
+
+/// [`wait_for`] with another limit.
+pub fn wait_for_up_to(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
     while !ok() {
         assert!(
             std::time::Instant::now() < deadline,
