@@ -513,10 +513,19 @@ impl MemberSubscription {
 /// If a topic name is over 32767 bytes or a partition id above `i32::MAX`,
 /// which Kafka's protocol cannot express.
 pub fn encode_assignment(partitions: &[TopicPartition]) -> Vec<u8> {
+    encode_assignment_with(partitions, &[])
+}
+
+/// As [`encode_assignment`], with `user_data` (empty is written as null).
+///
+/// # Panics
+///
+/// As [`encode_assignment`]'s, and for user data over `i32::MAX` bytes.
+pub fn encode_assignment_with(partitions: &[TopicPartition], user_data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     put_i16(&mut out, ASSIGNMENT_VERSION);
     put_topic_partitions(&mut out, partitions);
-    put_nullable_bytes(&mut out, &[]);
+    put_nullable_bytes(&mut out, user_data);
     out
 }
 
@@ -529,14 +538,23 @@ pub fn encode_assignment(partitions: &[TopicPartition]) -> Vec<u8> {
 /// truncated, carry a negative version, length or partition id, or hold a
 /// topic name that is not UTF-8.
 pub fn decode_assignment(bytes: &[u8]) -> Result<Vec<TopicPartition>, LogError> {
+    Ok(decode_assignment_with(bytes)?.0)
+}
+
+/// As [`decode_assignment`], with the user data (empty for null).
+///
+/// # Errors
+///
+/// As [`decode_assignment`]'s.
+pub fn decode_assignment_with(bytes: &[u8]) -> Result<(Vec<TopicPartition>, Vec<u8>), LogError> {
     if bytes.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut reader = Reader::new(bytes);
     reader.version("assignment version")?;
     let partitions = reader.topic_partitions("assigned partitions")?;
-    reader.nullable_bytes("assignment user data")?;
-    Ok(partitions)
+    let user_data = reader.nullable_bytes("assignment user data")?;
+    Ok((partitions, user_data))
 }
 
 fn put_i16(out: &mut Vec<u8>, value: i16) {

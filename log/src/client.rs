@@ -1,7 +1,8 @@
 //! The log as the engine and the connectors reach it: three small object-safe traits.
 //!
-//! [`LogClient`] (topics, offsets, and a factory for the other two), [`LogProducer`] (send,
-//! flush) and [`LogConsumer`] (assign or subscribe, seek, poll, commit). The embedded [`Log`]
+//! [`LogClient`] (topics, offsets, and a factory for the other two and for group members),
+//! [`LogProducer`] (send, flush, transactions) and [`LogConsumer`] (assign or subscribe,
+//! seek, poll, commit). The embedded [`Log`]
 //! implements them here; `runnel-broker`'s network client implements them over Kafka's wire
 //! protocol, so the same engine and connector code runs against a remote broker (`--bootstrap`).
 //!
@@ -24,9 +25,10 @@
 
 use crate::batch::BatchBuilder;
 use crate::config::TopicConfig;
-use crate::consumer::{Consumer, ConsumerConfig};
+use crate::consumer::{Consumer, ConsumerConfig, blocking};
 use crate::error::{LogError, Result};
 use crate::log::Log;
+use crate::membership::{EmbeddedMember, GroupMember, GroupMetadata};
 use crate::producer::{Producer, ProducerConfig, ProducerRecord};
 use crate::run::RecordRun;
 use crate::types::{ConsumerRecord, TopicPartition};
@@ -70,8 +72,29 @@ pub trait LogClient: Send + Sync {
         group: &str,
         partitions: &[TopicPartition],
     ) -> Result<Vec<Option<u64>>>;
+    /// Commits offsets (the next offsets to read) of `group.group_id` as `group`'s member,
+    /// or outside group management when it names none.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Group`]: `UnknownMember` / `IllegalGeneration` for a member of an older
+    /// generation (or none while the group has members), `RebalanceInProgress` while the
+    /// group hands out a new generation; nothing is committed then.
+    async fn commit_offsets(
+        &self,
+        group: &GroupMetadata,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<()>;
     fn producer(&self, config: ProducerConfig) -> Box<dyn LogProducer>;
     fn consumer(&self, config: ConsumerConfig) -> Box<dyn LogConsumer>;
+    /// A member of the group `config.group_id` that takes its assignment from its own
+    /// leader (see [`crate::membership`]); the consumer settings of membership apply
+    /// (`client_id`, session, rebalance and heartbeat timing).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidConfig`] without a `group_id`.
+    fn group_member(&self, config: ConsumerConfig) -> Result<Box<dyn GroupMember>>;
     /// A short description for logs: "embedded log at DIR" or "broker at HOST:PORT".
     fn describe(&self) -> String;
 }
@@ -183,10 +206,12 @@ pub trait LogProducer: Send + Sync {
         Err(no_transactions())
     }
     /// Offsets (the next offsets to read) of `group`, committed with the open transaction.
+    /// When `group` names a member, the group checks its generation as for a plain commit,
+    /// so that a member fenced by a rebalance cannot commit (Kafka's `exactly_once_v2`).
     async fn send_offsets_to_transaction(
         &self,
         _offsets: &[(TopicPartition, u64)],
-        _group: &str,
+        _group: &GroupMetadata,
     ) -> Result<()> {
         Err(no_transactions())
     }
@@ -300,8 +325,29 @@ impl LogClient for Log {
             .collect())
     }
 
+    async fn commit_offsets(
+        &self,
+        group: &GroupMetadata,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<()> {
+        let (log, group) = (self.clone(), group.clone());
+        let offsets: Vec<_> = offsets
+            .iter()
+            .map(|(tp, o)| (tp.clone(), *o, String::new()))
+            .collect();
+        blocking(move || {
+            log.groups()
+                .commit_offsets(&group.group_id, group.member(), &offsets)
+        })
+        .await
+    }
+
     fn producer(&self, config: ProducerConfig) -> Box<dyn LogProducer> {
         Box::new(Producer::new(self.clone(), config))
+    }
+
+    fn group_member(&self, config: ConsumerConfig) -> Result<Box<dyn GroupMember>> {
+        Ok(Box::new(EmbeddedMember::new(self.clone(), config)?))
     }
 
     fn consumer(&self, config: ConsumerConfig) -> Box<dyn LogConsumer> {
@@ -351,7 +397,7 @@ impl LogProducer for Producer {
     async fn send_offsets_to_transaction(
         &self,
         offsets: &[(TopicPartition, u64)],
-        group: &str,
+        group: &GroupMetadata,
     ) -> Result<()> {
         Producer::send_offsets_to_transaction(self, offsets, group).await
     }

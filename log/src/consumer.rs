@@ -14,9 +14,10 @@
 //!   `auto_offset_reset` decides: earliest, latest, or an error.
 
 use crate::assignor::{self, AssignmentStrategy, MemberSubscription};
-use crate::error::{GroupErrorKind, LogError, Result};
+use crate::error::{LogError, Result};
 use crate::group::JoinRequest;
 use crate::log::{Log, Topic};
+use crate::membership::{heartbeat_loop, join_and_sync};
 use crate::partition::Partition;
 use crate::run::RecordRun;
 use crate::txn::IsolationLevel;
@@ -555,7 +556,7 @@ impl Consumer {
             })
             .collect();
         let previous: Vec<TopicPartition> = self.assignment();
-        let mut member_id = self
+        let member_id = self
             .membership
             .as_ref()
             .map(|m| m.member_id.clone())
@@ -563,89 +564,60 @@ impl Consumer {
         if let Some(m) = self.membership.take() {
             m.heartbeat.abort();
         }
-        loop {
-            let protocols = self
-                .config
-                .assignment_strategies
-                .iter()
-                .map(|s| {
-                    let sub = MemberSubscription {
-                        member_id: member_id.clone(),
-                        topics: topics.clone(),
-                        owned_partitions: previous.clone(),
-                        user_data: Vec::new(),
-                    };
-                    (s.name().to_string(), sub.encode())
-                })
-                .collect();
-            let req = JoinRequest {
-                group: group.clone(),
-                member_id: member_id.clone(),
-                client_id: self.config.client_id.clone(),
-                protocol_type: "consumer".into(),
-                protocols,
-                session_timeout: self.config.session_timeout,
-                rebalance_timeout: self.config.rebalance_timeout,
-            };
-            let joined = match self.log.groups().join_group(req).await {
-                // Dropped from the group (session expired, or removed by a rebalance deadline):
-                // join again as a new member.
-                Err(LogError::Group {
-                    kind: GroupErrorKind::UnknownMember,
-                    ..
-                }) => {
-                    member_id.clear();
-                    continue;
-                }
-                r => r?,
-            };
-            member_id = joined.member_id.clone();
-            let assignments = if joined.leader == joined.member_id {
-                self.compute_assignment(&joined.protocol, &joined.members)?
-            } else {
-                Vec::new()
-            };
-            match self
-                .log
-                .groups()
-                .sync_group(&group, &member_id, joined.generation, assignments)
-                .await
-            {
-                Ok(bytes) => {
-                    let mine = assignor::decode_assignment(&bytes)?;
-                    tracing::info!(group = %group, member = %member_id, generation = joined.generation, partitions = mine.len(), "joined group");
-                    // Every partition, kept or new, resumes from its committed offset: we
-                    // committed before rejoining, and a kept partition may have moved away
-                    // and back in between.
-                    self.assigned.clear();
-                    self.set_assignment(mine)?;
-                    let rejoin = Arc::new(AtomicBool::new(false));
-                    let heartbeat = tokio::spawn(heartbeat_loop(
-                        self.log.clone(),
-                        group.clone(),
-                        member_id.clone(),
-                        joined.generation,
-                        self.config.heartbeat_interval,
-                        rejoin.clone(),
-                        self.waker.clone(),
-                    ));
-                    self.membership = Some(Membership {
-                        member_id,
-                        generation: joined.generation,
-                        rejoin,
-                        heartbeat,
-                        topics: watched,
-                    });
-                    self.last_commit = Instant::now();
-                    return Ok(());
-                }
-                Err(LogError::Group { kind, .. }) => {
-                    tracing::debug!(%kind, "sync refused; rejoining");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let protocols = self
+            .config
+            .assignment_strategies
+            .iter()
+            .map(|s| {
+                let sub = MemberSubscription {
+                    member_id: member_id.clone(),
+                    topics: topics.clone(),
+                    owned_partitions: previous.clone(),
+                    user_data: Vec::new(),
+                };
+                (s.name().to_string(), sub.encode())
+            })
+            .collect();
+        let req = JoinRequest {
+            group: group.clone(),
+            member_id,
+            client_id: self.config.client_id.clone(),
+            protocol_type: "consumer".into(),
+            protocols,
+            session_timeout: self.config.session_timeout,
+            rebalance_timeout: self.config.rebalance_timeout,
+        };
+        let this = &*self;
+        let mut assign = |protocol: &str, members: &[(String, Vec<u8>)]| {
+            this.compute_assignment(protocol, members)
+        };
+        let (joined, bytes) = join_and_sync(&self.log, req, &mut assign).await?;
+        let member_id = joined.member_id;
+        let mine = assignor::decode_assignment(&bytes)?;
+        tracing::info!(group = %group, member = %member_id, generation = joined.generation, partitions = mine.len(), "joined group");
+        // Every partition, kept or new, resumes from its committed offset: we committed
+        // before rejoining, and a kept partition may have moved away and back in between.
+        self.assigned.clear();
+        self.set_assignment(mine)?;
+        let rejoin = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.log.clone(),
+            group.clone(),
+            member_id.clone(),
+            joined.generation,
+            self.config.heartbeat_interval,
+            rejoin.clone(),
+            self.waker.clone(),
+        ));
+        self.membership = Some(Membership {
+            member_id,
+            generation: joined.generation,
+            rejoin,
+            heartbeat,
+            topics: watched,
+        });
+        self.last_commit = Instant::now();
+        Ok(())
     }
 
     /// The leader's job: decode every member's subscription and run the chosen assignor.
@@ -724,27 +696,6 @@ impl Drop for Consumer {
     }
 }
 
-async fn heartbeat_loop(
-    log: Log,
-    group: String,
-    member: String,
-    generation: i32,
-    every: Duration,
-    rejoin: Arc<AtomicBool>,
-    waker: Arc<Notify>,
-) {
-    loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = log.groups().heartbeat(&group, &member, generation) {
-            tracing::debug!(group = %group, member = %member, error = %e, "heartbeat asks to rejoin");
-            rejoin.store(true, Ordering::Release);
-            waker.notify_one();
-            return;
-        }
-    }
-}
-
-/// Runs blocking log I/O off the async executor.
 /// Where reads at `isolation` end now: the high watermark, or the last stable offset.
 fn readable_end(p: &Partition, isolation: IsolationLevel) -> u64 {
     match isolation {

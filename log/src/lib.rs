@@ -36,6 +36,7 @@ pub mod fault;
 pub mod group;
 pub mod index;
 pub mod log;
+pub mod membership;
 pub mod partition;
 pub mod partitioner;
 pub mod producer;
@@ -54,6 +55,7 @@ pub use consumer::{Consumer, ConsumerConfig, OffsetReset, PartitionLag};
 pub use error::{LogError, Result};
 pub use group::{GroupCoordinator, GroupState};
 pub use log::{CONSUMER_OFFSETS_TOPIC, Log, LogOptions, Topic, TopicDescription};
+pub use membership::{GroupMember, GroupMetadata, Joined};
 pub use partition::{FetchResult, Fetched, FileRange, Partition, PartitionStats};
 pub use producer::{
     DEFAULT_BATCH_SIZE, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

@@ -87,7 +87,7 @@ async fn committed_aborted_and_open_transactions_as_readers_see_them() {
     p.begin_transaction().unwrap();
     send_all(&p, "t", "c", 3).await;
     let source = TopicPartition::new("t", 0);
-    p.send_offsets_to_transaction(&[(source.clone(), 7)], "g")
+    p.send_offsets_to_transaction(&[(source.clone(), 7)], &GroupMetadata::unmanaged("g"))
         .await
         .unwrap();
     assert_eq!(
@@ -203,7 +203,7 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
         done.begin_transaction().unwrap();
         send_all(&done, "t", "kept", 3).await;
         let source = TopicPartition::new("t", 0);
-        done.send_offsets_to_transaction(&[(source.clone(), 3)], "g")
+        done.send_offsets_to_transaction(&[(source.clone(), 3)], &GroupMetadata::unmanaged("g"))
             .await
             .unwrap();
         done.commit_transaction().await.unwrap();
@@ -212,7 +212,7 @@ async fn an_open_transaction_survives_a_restart_and_is_aborted_at_its_timeout() 
         left.init_transactions().await.unwrap();
         left.begin_transaction().unwrap();
         send_all(&left, "t", "lost", 5).await;
-        left.send_offsets_to_transaction(&[(source, 99)], "g")
+        left.send_offsets_to_transaction(&[(source, 99)], &GroupMetadata::unmanaged("g"))
             .await
             .unwrap();
         left.flush().await.unwrap();
@@ -390,7 +390,7 @@ fn interop_transactions(client: &str) {
 const EOS_EVENTS: u64 = 300_000;
 
 /// The stateless SQL reference job's file, with the guarantee given.
-fn stateless_job(dir: &std::path::Path, guarantee: &str) -> std::path::PathBuf {
+pub(crate) fn stateless_job(dir: &std::path::Path, guarantee: &str) -> std::path::PathBuf {
     let path = dir.join("job.toml");
     std::fs::write(
         &path,
@@ -438,7 +438,7 @@ fn produce_rides(
 }
 
 /// (driver, region, km/h) of every row the job must write for `rides`, sorted.
-fn expected_rows(rides: &[runnel::rides::Ride]) -> Vec<(u64, String, i64)> {
+pub(crate) fn expected_rows(rides: &[runnel::rides::Ride]) -> Vec<(u64, String, i64)> {
     let mut rows: Vec<_> = rides
         .iter()
         .filter(|r| r.speed > 5.0)
@@ -454,7 +454,7 @@ fn expected_rows(rides: &[runnel::rides::Ride]) -> Vec<(u64, String, i64)> {
     rows
 }
 
-fn output_rows(values: &[serde_json::Value]) -> Vec<(u64, String, i64)> {
+pub(crate) fn output_rows(values: &[serde_json::Value]) -> Vec<(u64, String, i64)> {
     let mut rows: Vec<_> = values
         .iter()
         .map(|v| {

@@ -18,6 +18,7 @@ use crate::batch::BatchBuilder;
 use crate::consumer::blocking;
 use crate::error::{LogError, Result, TxnErrorKind};
 use crate::log::Log;
+use crate::membership::GroupMetadata;
 use crate::partition::Partition;
 use crate::producer::Producer;
 use crate::txn::marker::Outcome;
@@ -231,21 +232,23 @@ impl Producer {
     pub async fn send_offsets_to_transaction(
         &self,
         offsets: &[(TopicPartition, u64)],
-        group: &str,
+        group: &GroupMetadata,
     ) -> Result<()> {
         let session = self.session()?;
         session.check_open()?;
         let (pid, epoch) = session.producer_id(&session.state.lock())?;
         let log = self.inner.log.clone();
-        let (id, group) = (session.id.clone(), group.to_string());
+        let (id, group) = (session.id.clone(), group.clone());
         let offsets: Vec<_> = offsets
             .iter()
             .map(|(tp, o)| (tp.clone(), *o, String::new()))
             .collect();
         let r = blocking(move || {
             let coordinator = log.transactions();
-            coordinator.add_offsets(&log, &id, pid, epoch, &group)?;
-            coordinator.txn_offset_commit(&log, &id, pid, epoch, &group, None, &offsets)
+            let member = group.member();
+            let name = &group.group_id;
+            coordinator.add_offsets(&log, &id, pid, epoch, name)?;
+            coordinator.txn_offset_commit(&log, &id, pid, epoch, name, member, &offsets)
         })
         .await;
         let mut st = session.state.lock();
