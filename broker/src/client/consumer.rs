@@ -18,20 +18,15 @@
 //!   returned, then `poll` fails naming the partition and the batch's offset, and fails again
 //!   while the position stays there.
 
-use super::cluster::{Backoff, Cluster, RETRY_FOR, retriable, stale_route};
+use super::cluster::{Backoff, Cluster, retriable, stale_route};
 use super::conn::{Connection, kafka_error};
+use super::member::{self, Membership, heartbeat, join_once, members_of, sync_once};
 use super::{committed, list_offsets, metadata, str_bytes};
 use crate::codes;
 use crate::error::BrokerError;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use parking_lot::Mutex;
 use runnel_log::assignor::{self, MemberSubscription};
@@ -39,8 +34,8 @@ use runnel_log::batch;
 use runnel_log::error::GroupErrorKind;
 use runnel_log::txn::index::AbortedTxn;
 use runnel_log::{
-    AssignmentStrategy, ConsumerConfig, IsolationLevel, LogConsumer, LogError, OffsetReset,
-    RecordRun, TopicPartition,
+    AssignmentStrategy, ConsumerConfig, GroupMetadata, IsolationLevel, LogConsumer, LogError,
+    OffsetReset, RecordRun, TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -52,16 +47,6 @@ use std::time::{Duration, Instant};
 const MAX_FETCH_WAIT: Duration = Duration::from_millis(500);
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
-const MEMBER_ID_REQUIRED: i16 = 79;
-
-#[derive(Default)]
-struct Membership {
-    member_id: String,
-    generation: i32,
-    joined: bool,
-    /// Set by the heartbeat task when the group rebalances or dropped this member.
-    rejoin: bool,
-}
 
 /// See the module documentation.
 pub struct RemoteConsumer {
@@ -153,22 +138,6 @@ impl Drop for RemoteConsumer {
     }
 }
 
-/// A group error as `LogError::Group` when it has a kind there; other codes stay Kafka errors
-/// (so that NOT_COORDINATOR and the like are seen as retriable).
-fn group_error(group: &str, code: i16, api: &'static str) -> BrokerError {
-    let kind = match code {
-        codes::UNKNOWN_MEMBER_ID => GroupErrorKind::UnknownMember,
-        codes::ILLEGAL_GENERATION => GroupErrorKind::IllegalGeneration,
-        codes::REBALANCE_IN_PROGRESS => GroupErrorKind::RebalanceInProgress,
-        codes::INCONSISTENT_GROUP_PROTOCOL => GroupErrorKind::InconsistentProtocol,
-        _ => return kafka_error(api, code, group),
-    };
-    BrokerError::Log(LogError::Group {
-        group: group.to_string(),
-        kind,
-    })
-}
-
 impl RemoteConsumer {
     pub fn new(bootstrap: super::Bootstrap, config: ConsumerConfig) -> Self {
         Self {
@@ -214,8 +183,6 @@ impl RemoteConsumer {
             h.abort();
         }
         let conn = self.group_conn().await?;
-        let join_v = conn.version(ApiKey::JoinGroup, (2, 7))?;
-        let sync_v = conn.version(ApiKey::SyncGroup, (1, 5))?;
         let subscription = MemberSubscription {
             member_id: String::new(),
             topics: topics.clone(),
@@ -223,73 +190,26 @@ impl RemoteConsumer {
             user_data: Vec::new(),
         }
         .encode();
+        let protocols: Vec<(String, Vec<u8>)> = (self.config.assignment_strategies.iter())
+            .map(|s| (s.name().to_string(), subscription.clone()))
+            .collect();
         let assignment = loop {
-            let member_id = self.member.lock().member_id.clone();
-            let req = JoinGroupRequest::default()
-                .with_group_id(GroupId(str_bytes(&group)))
-                .with_session_timeout_ms(self.config.session_timeout.as_millis() as i32)
-                .with_rebalance_timeout_ms(self.config.rebalance_timeout.as_millis() as i32)
-                .with_member_id(str_bytes(member_id))
-                .with_protocol_type(str_bytes("consumer"))
-                .with_protocols(
-                    self.config
-                        .assignment_strategies
-                        .iter()
-                        .map(|s| {
-                            JoinGroupRequestProtocol::default()
-                                .with_name(str_bytes(s.name()))
-                                .with_metadata(subscription.clone().into())
-                        })
-                        .collect(),
-                );
-            let resp = conn.send(req, join_v).await?;
-            match resp.error_code {
-                0 => {}
-                MEMBER_ID_REQUIRED => {
-                    self.member.lock().member_id = resp.member_id.to_string();
-                    continue;
-                }
-                codes::UNKNOWN_MEMBER_ID => {
-                    self.member.lock().member_id.clear();
-                    continue;
-                }
-                codes::REBALANCE_IN_PROGRESS => continue,
-                code => return Err(group_error(&group, code, "JoinGroup")),
-            }
-            let me = resp.member_id.to_string();
-            {
-                let mut m = self.member.lock();
-                m.member_id = me.clone();
-                m.generation = resp.generation_id;
-            }
-            let assignments = if resp.leader.as_str() == me {
-                let protocol = resp.protocol_name.as_ref().map_or("", |p| p.as_str());
-                self.leader_assignment(&conn, protocol, &resp.members)
+            let Some(joined) =
+                join_once(&conn, &group, &self.member, &self.config, &protocols).await?
+            else {
+                continue;
+            };
+            let assignments = if joined.leader == joined.member_id {
+                let protocol = joined.protocol_name.as_ref().map_or("", |p| p.as_str());
+                self.leader_assignment(protocol, &members_of(&joined))
                     .await?
             } else {
                 Vec::new()
             };
-            let req = SyncGroupRequest::default()
-                .with_group_id(GroupId(str_bytes(&group)))
-                .with_generation_id(resp.generation_id)
-                .with_member_id(str_bytes(&me))
-                .with_protocol_type(resp.protocol_type.clone())
-                .with_protocol_name(resp.protocol_name.clone())
-                .with_assignments(assignments);
-            let req = if sync_v < 5 {
-                req.with_protocol_type(None).with_protocol_name(None)
-            } else {
-                req
-            };
-            let sync = conn.send(req, sync_v).await?;
-            match sync.error_code {
-                0 => break assignor::decode_assignment(&sync.assignment)?,
-                codes::REBALANCE_IN_PROGRESS | codes::ILLEGAL_GENERATION => continue,
-                codes::UNKNOWN_MEMBER_ID => {
-                    self.member.lock().member_id.clear();
-                    continue;
-                }
-                code => return Err(group_error(&group, code, "SyncGroup")),
+            if let Some(bytes) =
+                sync_once(&conn, &group, &self.member, &joined, assignments).await?
+            {
+                break assignor::decode_assignment(&bytes)?;
             }
         };
         tracing::debug!(group = %group, partitions = assignment.len(), "joined group");
@@ -306,6 +226,7 @@ impl RemoteConsumer {
             group,
             self.member.clone(),
             self.config.heartbeat_interval,
+            None,
         )));
         Ok(())
     }
@@ -313,21 +234,19 @@ impl RemoteConsumer {
     /// The leader's assignment, computed with the protocol the coordinator chose.
     async fn leader_assignment(
         &self,
-        conn: &Connection,
         protocol: &str,
-        members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
-    ) -> Result<Vec<SyncGroupRequestAssignment>, BrokerError> {
+        members: &[(String, Vec<u8>)],
+    ) -> Result<Vec<(String, Vec<u8>)>, BrokerError> {
         let strategy: AssignmentStrategy = protocol
             .parse()
             .map_err(|e: String| LogError::Protocol(e))?;
         let subs = members
             .iter()
-            .map(|m| MemberSubscription::decode(m.member_id.as_str(), &m.metadata))
+            .map(|(id, meta)| MemberSubscription::decode(id, meta))
             .collect::<Result<Vec<_>, _>>()?;
         let mut topics: Vec<String> = subs.iter().flat_map(|s| s.topics.clone()).collect();
         topics.sort();
         topics.dedup();
-        let _ = conn;
         let counts: BTreeMap<String, u32> = metadata(&self.fetch, &topics)
             .await?
             .into_iter()
@@ -335,11 +254,7 @@ impl RemoteConsumer {
             .collect();
         Ok(assignor::assign(strategy, &subs, &counts)
             .into_iter()
-            .map(|(member, parts)| {
-                SyncGroupRequestAssignment::default()
-                    .with_member_id(str_bytes(member))
-                    .with_assignment(assignor::encode_assignment(&parts).into())
-            })
+            .map(|(member, parts)| (member, assignor::encode_assignment(&parts)))
             .collect())
     }
 
@@ -626,49 +541,6 @@ impl RemoteConsumer {
         LogConsumer::commit_offsets(self, offsets).await
     }
 
-    /// One OffsetCommit to the coordinator.
-    async fn commit_once(
-        &self,
-        group: &str,
-        member_id: &str,
-        generation: i32,
-        offsets: &[(TopicPartition, u64)],
-    ) -> Result<(), BrokerError> {
-        let conn = self.group_conn().await?;
-        let v = conn.version(ApiKey::OffsetCommit, (2, 8))?;
-        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (tp, offset) in offsets {
-            topics.entry(&tp.topic).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(tp.partition as i32)
-                    .with_committed_offset(*offset as i64),
-            );
-        }
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(str_bytes(group)))
-            .with_generation_id_or_member_epoch(generation)
-            .with_member_id(str_bytes(member_id))
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetCommitRequestTopic::default()
-                            .with_name(TopicName(str_bytes(t)))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
-        let resp = conn.send(req, v).await?;
-        for t in resp.topics {
-            for p in t.partitions {
-                if p.error_code != 0 {
-                    return Err(group_error(group, p.error_code, "OffsetCommit"));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// One round of `poll`: join if needed, positions, auto-commit, one fetch.
     async fn poll_once(&mut self, wait: Duration) -> Result<Vec<RecordRun>, BrokerError> {
         if self.needs_join() {
@@ -693,45 +565,6 @@ impl RemoteConsumer {
             return Ok(Vec::new());
         }
         self.fetch(wait).await
-    }
-}
-
-/// Heartbeats until the group tells this member to rejoin or the connection breaks.
-async fn heartbeat(
-    conn: Arc<Connection>,
-    group: String,
-    member: Arc<Mutex<Membership>>,
-    every: Duration,
-) {
-    let Ok(v) = conn.version(ApiKey::Heartbeat, (0, 4)) else {
-        member.lock().rejoin = true;
-        return;
-    };
-    loop {
-        tokio::time::sleep(every).await;
-        let (id, generation) = {
-            let m = member.lock();
-            (m.member_id.clone(), m.generation)
-        };
-        let req = HeartbeatRequest::default()
-            .with_group_id(GroupId(str_bytes(&group)))
-            .with_generation_id(generation)
-            .with_member_id(str_bytes(id));
-        let code = match conn.send(req, v).await {
-            Ok(r) => r.error_code,
-            Err(e) => {
-                tracing::debug!(error = %e, "heartbeat failed");
-                codes::REBALANCE_IN_PROGRESS
-            }
-        };
-        if code != 0 {
-            let mut m = member.lock();
-            m.rejoin = true;
-            if code == codes::UNKNOWN_MEMBER_ID {
-                m.member_id.clear();
-            }
-            return;
-        }
     }
 }
 
@@ -829,19 +662,19 @@ impl LogConsumer for RemoteConsumer {
         if offsets.is_empty() {
             return Ok(());
         }
-        let (member_id, generation): (String, i32) = {
+        let metadata = {
             let m = self.member.lock();
             if self.subscription.is_some() && m.joined {
-                (m.member_id.clone(), m.generation)
+                GroupMetadata {
+                    group_id: group,
+                    member_id: m.member_id.clone(),
+                    generation: m.generation,
+                }
             } else {
-                (String::new(), -1)
+                GroupMetadata::unmanaged(&group)
             }
         };
-        let commit = || self.commit_once(&group, &member_id, generation, &offsets);
-        let result = self
-            .coordinator
-            .retry("OffsetCommit", RETRY_FOR, commit)
-            .await;
+        let result = member::commit(&self.coordinator, &metadata, &offsets).await;
         if let Err(BrokerError::Log(LogError::Group { kind, .. })) = &result
             && matches!(
                 kind,
@@ -867,16 +700,7 @@ impl LogConsumer for RemoteConsumer {
             let group = self.group().unwrap_or_default().to_string();
             let member_id = self.member.lock().member_id.clone();
             let conn = self.group_conn().await?;
-            let v = conn.version(ApiKey::LeaveGroup, (0, 4))?;
-            let req = LeaveGroupRequest::default().with_group_id(GroupId(str_bytes(group)));
-            let req = if v >= 3 {
-                req.with_members(vec![
-                    MemberIdentity::default().with_member_id(str_bytes(member_id)),
-                ])
-            } else {
-                req.with_member_id(str_bytes(member_id))
-            };
-            conn.send(req, v).await?;
+            member::leave(&conn, &group, &member_id).await?;
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ pub mod admin;
 mod cluster;
 mod conn;
 pub mod consumer;
+pub mod member;
 pub mod producer;
 mod txn;
 
@@ -40,8 +41,8 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use runnel_log::{
-    ConsumerConfig, Durability, LogClient, LogConsumer, LogError, LogProducer, ProducerConfig,
-    TopicConfig, TopicPartition,
+    ConsumerConfig, Durability, GroupMember, GroupMetadata, LogClient, LogConsumer, LogError,
+    LogProducer, ProducerConfig, TopicConfig, TopicPartition,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -418,6 +419,21 @@ impl LogClient for RemoteLog {
             self.bootstrap.clone(),
             config,
         ))
+    }
+
+    fn group_member(&self, config: ConsumerConfig) -> runnel_log::Result<Box<dyn GroupMember>> {
+        Ok(Box::new(member::RemoteMember::new(
+            &self.bootstrap,
+            config,
+        )?))
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &GroupMetadata,
+        offsets: &[(TopicPartition, u64)],
+    ) -> runnel_log::Result<()> {
+        Ok(member::commit(&self.cluster, group, offsets).await?)
     }
 
     fn describe(&self) -> String {

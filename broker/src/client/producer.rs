@@ -40,7 +40,9 @@ use runnel_log::batch::BatchBuilder;
 use runnel_log::partitioner::partition_for_key;
 use runnel_log::txn::producer_state::next_sequence;
 use runnel_log::types::now_ms;
-use runnel_log::{LogError, LogProducer, ProducerConfig, ProducerRecord, TopicPartition};
+use runnel_log::{
+    GroupMetadata, LogError, LogProducer, ProducerConfig, ProducerRecord, TopicPartition,
+};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -451,7 +453,7 @@ impl LogProducer for RemoteProducer {
     async fn send_offsets_to_transaction(
         &self,
         offsets: &[(TopicPartition, u64)],
-        group: &str,
+        group: &GroupMetadata,
     ) -> runnel_log::Result<()> {
         self.session()?
             .send_offsets(&self.shared.cluster, offsets, group)

@@ -31,7 +31,7 @@ use kafka_protocol::messages::txn_offset_commit_request::{
 };
 use kafka_protocol::messages::*;
 use parking_lot::Mutex;
-use runnel_log::{LogError, TopicPartition};
+use runnel_log::{GroupMetadata, LogError, TopicPartition};
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -275,8 +275,9 @@ impl RemoteTxn {
         &self,
         cluster: &Cluster,
         offsets: &[(TopicPartition, u64)],
-        group: &str,
+        metadata: &GroupMetadata,
     ) -> Result<(), LogError> {
+        let group = metadata.group_id.as_str();
         self.check_open()?;
         let (pid, epoch) = self.producer()?;
         let conn = self.coordinator(cluster).await?;
@@ -290,6 +291,7 @@ impl RemoteTxn {
         self.settle("AddOffsetsToTxn", resp.error_code)?;
         self.state.lock().offsets_added = true;
         let group_conn = cluster.coordinator(group).await?;
+        // Version 3 carries the member and generation that fence a zombie member.
         let v = group_conn.version(ApiKey::TxnOffsetCommit, (0, 3))?;
         let mut by_topic: BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> = BTreeMap::new();
         for (tp, offset) in offsets {
@@ -305,7 +307,8 @@ impl RemoteTxn {
             .with_group_id(GroupId(str_bytes(group.to_string())))
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch)
-            .with_generation_id(-1)
+            .with_generation_id(metadata.generation)
+            .with_member_id(str_bytes(metadata.member_id.clone()))
             .with_topics(
                 by_topic
                     .into_iter()
