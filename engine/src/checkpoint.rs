@@ -21,6 +21,18 @@ pub(crate) fn path(state_dir: &Path, app: &str, task: &str, store: &str) -> Path
         .join(format!("{store}.checkpoint"))
 }
 
+/// The tasks of `app` with a checkpoint directory under `state_dir` (none when it is absent).
+pub(crate) fn tasks(state_dir: &Path, app: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join(app)) else {
+        return Vec::new();
+    };
+    let mut tasks: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    tasks.sort();
+    tasks
+}
+
 /// Writes `store`'s entries as of changelog `offset`.
 pub(crate) fn write(file: &Path, offset: u64, store: &dyn StateStore) -> Result<()> {
     let io = |e| EngineError::Io {

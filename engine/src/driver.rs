@@ -209,6 +209,10 @@ impl TestDriver {
                 0,
                 self.rt.handle().clone(),
                 Default::default(),
+                crate::runtime::Member {
+                    group: runnel_log::GroupMetadata::unmanaged(&self.config.application_id),
+                    slot: 0,
+                },
             )?;
             self.worker = Some(w);
         }

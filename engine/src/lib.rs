@@ -7,11 +7,13 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) mod assign;
 pub(crate) mod checkpoint;
 #[cfg(feature = "test-util")]
 pub mod driver;
 pub mod dsl;
 pub mod error;
+pub(crate) mod instance;
 pub mod operator;
 pub(crate) mod ops;
 pub(crate) mod out_buf;
@@ -19,6 +21,7 @@ pub mod query;
 pub mod record;
 pub mod runtime;
 pub mod serdes;
+pub(crate) mod standby;
 pub mod state;
 pub mod stats;
 pub mod task;

@@ -18,6 +18,11 @@
 //!   writes, and the input positions and changelog ends as transactional offsets. Readers are
 //!   `read_committed`, restores read committed changelog data only, and a fenced worker stops
 //!   with the fencing error.
+//! - Instances (see [`crate::instance`]): every process running the application joins its
+//!   group (`application_id`); the leader assigns the tasks over the instances, and each runs
+//!   its own on its worker threads. Commits carry the instance's group generation, so a
+//!   member that lost its tasks to a rebalance cannot commit for them; a rebalance stops the
+//!   workers after a last commit (and a local checkpoint) and starts them on the new tasks.
 //! - The unit of backpressure is the producer's buffer (`send` waits when it is full), which
 //!   holds the worker's loop, which stops polling.
 
@@ -29,8 +34,8 @@ use crate::stats::{AppStats, OperatorStats, TaskStats};
 use crate::task::{Input, OnDeserializeError, Task};
 use crate::topology::{Instantiation, NodeKind, TopicName, Topology, changelog_topic};
 use runnel_log::{
-    CleanupPolicy, Compression, ConsumerConfig, LogConsumer, LogProducer, OffsetReset,
-    ProducerConfig, RecordRun, SharedLogClient, TopicConfig, TopicPartition,
+    CleanupPolicy, Compression, ConsumerConfig, GroupMetadata, LogConsumer, LogProducer,
+    OffsetReset, ProducerConfig, RecordRun, SharedLogClient, TopicConfig, TopicPartition,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -61,6 +66,9 @@ pub struct StreamsConfig {
     /// `processing.guarantee`; set it with [`StreamsConfig::guarantee`], which also picks the
     /// guarantee's default commit interval.
     pub processing_guarantee: ProcessingGuarantee,
+    /// `num.standby.replicas`: how many other instances keep a warm copy of each task's
+    /// state (see [`crate::standby`]), so that a failover restores little.
+    pub num_standby_replicas: usize,
     /// The codec of every batch the app writes (outputs, changelogs, repartition topics):
     /// Kafka's producer `compression.type`. A topic with its own codec gets that one.
     pub compression: Compression,
@@ -118,6 +126,7 @@ impl StreamsConfig {
             state_dir: None,
             checkpoint_interval: Duration::from_secs(30),
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            num_standby_replicas: 0,
             compression: Compression::None,
         }
     }
@@ -262,11 +271,11 @@ pub(crate) async fn plan(
 
 /// Runs a topology until stopped (or, with `until_end`, until the inputs are consumed).
 pub struct App {
-    topology: Arc<Topology>,
-    client: SharedLogClient,
-    config: StreamsConfig,
-    stop: Arc<AtomicBool>,
-    stats: Arc<AppStats>,
+    pub(crate) topology: Arc<Topology>,
+    pub(crate) client: SharedLogClient,
+    pub(crate) config: StreamsConfig,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) stats: Arc<AppStats>,
     queries: Arc<Queries>,
 }
 
@@ -355,20 +364,31 @@ impl App {
     /// If called from inside an async context (it blocks on `rt`): call it from a plain thread,
     /// or through `spawn_blocking`.
     pub fn run(&self, rt: &Handle) -> Result<RunSummary> {
-        let plan = Arc::new(rt.block_on(plan(&self.topology, &self.client, &self.config))?);
-        let mut specs: Vec<(usize, u32)> = Vec::new();
-        for st in &self.topology.subtopologies {
-            for p in 0..plan.tasks_of[st.id] {
-                specs.push((st.id, p));
-            }
-        }
-        let threads = self.config.num_threads.clamp(1, specs.len().max(1));
-        tracing::info!(app = %self.config.application_id, tasks = specs.len(), threads,
+        crate::instance::run(self, rt)
+    }
+
+    /// Runs `specs` (sub-topology, partition) on worker threads as `member` until `stop`, or
+    /// with `until_end` until they are all done.
+    pub(crate) fn run_tasks(
+        &self,
+        rt: &Handle,
+        config: &StreamsConfig,
+        plan: &Arc<Plan>,
+        specs: &[(usize, u32)],
+        member: &Member,
+        stop: &Stop,
+    ) -> Result<TasksRun> {
+        let threads = config.num_threads.clamp(1, specs.len().max(1));
+        tracing::debug!(app = %config.application_id, tasks = specs.len(), threads,
             log = %self.client.describe(), "starting\n{}", self.topology.describe());
         let mut per_thread: Vec<Vec<(usize, u32)>> = vec![Vec::new(); threads];
         for (i, s) in specs.iter().enumerate() {
             per_thread[i % threads].push(*s);
         }
+        let (started, ready) = (
+            Instant::now(),
+            Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        );
         let handles: Vec<_> = per_thread
             .into_iter()
             .enumerate()
@@ -376,51 +396,111 @@ impl App {
                 let (topology, client, config, plan, stop, rt, stats) = (
                     self.topology.clone(),
                     self.client.clone(),
-                    self.config.clone(),
+                    config.clone(),
                     plan.clone(),
-                    self.stop.clone(),
+                    stop.clone(),
                     rt.clone(),
                     self.stats.clone(),
                 );
-                let queries = self.queries.clone();
+                let (queries, member, ready) =
+                    (self.queries.clone(), member.clone(), ready.clone());
                 std::thread::Builder::new()
                     .name(format!("runnel-stream-{i}"))
-                    .spawn(move || -> Result<RunSummary> {
+                    .spawn(move || -> Result<(RunSummary, Vec<String>)> {
                         // Log clients may spawn tasks (a network client's connections).
                         let handle = rt.clone();
                         let _runtime = handle.enter();
-                        let mut w =
-                            Worker::new(topology, client, config, plan, &specs, i, rt, stats)?;
-                        w.queries = Some(queries.register());
-                        let r = w.run_loop(&stop);
+                        let generation = member.group.generation;
+                        let built = Worker::new(
+                            topology,
+                            client,
+                            config,
+                            plan,
+                            &specs,
+                            i,
+                            rt,
+                            stats.clone(),
+                            member,
+                        );
+                        let r = built.and_then(|mut w| {
+                            if ready.fetch_add(1, Ordering::AcqRel) + 1 == threads {
+                                stats.processing_from(generation, started.elapsed());
+                            }
+                            w.queries = Some(queries.register());
+                            let summary = w.run_loop(&stop)?;
+                            let finished = (w.tasks.iter())
+                                .filter(|t| t.finished)
+                                .map(|t| t.name.to_string())
+                                .collect();
+                            Ok((summary, finished))
+                        });
                         if r.is_err() {
-                            stop.store(true, Ordering::Release);
+                            stop.ended.store(true, Ordering::Release);
                         }
                         r
                     })
                     .expect("spawning a worker thread")
             })
             .collect();
-        let mut summary = RunSummary::default();
+        let mut run = TasksRun {
+            summary: RunSummary::default(),
+            finished: Vec::new(),
+        };
         let mut first_err = None;
         for h in handles {
             match h.join().expect("worker threads return errors, not panics") {
-                Ok(s) => {
-                    summary.tasks += s.tasks;
-                    summary.commits += s.commits;
-                    summary.restored_records += s.restored_records;
-                    add_metrics(&mut summary.metrics, &s.metrics);
+                Ok((s, finished)) => {
+                    run.summary.tasks += s.tasks;
+                    run.summary.commits += s.commits;
+                    run.summary.restored_records += s.restored_records;
+                    add_metrics(&mut run.summary.metrics, &s.metrics);
+                    run.finished.extend(finished);
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
             }
         }
-        first_err.map_or(Ok(summary), Err)
+        first_err.map_or(Ok(run), Err)
     }
 }
 
-fn add_metrics(a: &mut TaskMetrics, b: &TaskMetrics) {
+/// What one generation's workers did, and which of their tasks are done (`until_end`).
+pub(crate) struct TasksRun {
+    pub summary: RunSummary,
+    pub finished: Vec<String>,
+}
+
+/// Who the workers commit as: the instance's group generation, and its slot (which names
+/// its transactional ids under exactly-once).
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub group: GroupMetadata,
+    pub slot: u32,
+}
+
+/// When the workers of a generation stop (after a last commit): the application is asked
+/// to stop, the group rebalances, or a worker failed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stop {
+    pub app: Arc<AtomicBool>,
+    pub rejoin: Arc<AtomicBool>,
+    /// Set when a worker failed, or the generation's work ended (the standbys then stop).
+    pub ended: Arc<AtomicBool>,
+    /// Whether the stores are checkpointed when the workers stop for good (a `state_dir` the
+    /// user set); they always are when they stop for a rebalance.
+    pub checkpoint_on_exit: bool,
+}
+
+impl Stop {
+    pub(crate) fn requested(&self) -> bool {
+        [&self.app, &self.rejoin, &self.ended]
+            .iter()
+            .any(|f| f.load(Ordering::Acquire))
+    }
+}
+
+pub(crate) fn add_metrics(a: &mut TaskMetrics, b: &TaskMetrics) {
     a.records_in += b.records_in;
     a.records_out += b.records_out;
     a.late_records += b.late_records;
@@ -441,8 +521,8 @@ pub(crate) struct Worker {
     pub tasks: Vec<Task>,
     /// Polls in `step` until [`Worker::start_prefetch`] hands it to a prefetch task.
     consumer: Option<Box<dyn LogConsumer>>,
-    /// Commits offsets (the polling consumer may be in the prefetch task).
-    committer: Box<dyn LogConsumer>,
+    /// Who commits the offsets: the instance's group generation.
+    group: GroupMetadata,
     feed: Option<Feed>,
     producer: Box<dyn LogProducer>,
     client: SharedLogClient,
@@ -480,6 +560,7 @@ impl Worker {
         index: usize,
         rt: Handle,
         stats: Arc<AppStats>,
+        member: Member,
     ) -> Result<Self> {
         let app = config.application_id.clone();
         let children = topology.children();
@@ -563,16 +644,12 @@ impl Worker {
             fetch_max_bytes: 4 << 20,
             ..Default::default()
         });
-        let committer = client.consumer(ConsumerConfig {
-            group_id: Some(app.clone()),
-            client_id: format!("{app}-committer"),
-            enable_auto_commit: false,
-            ..Default::default()
-        });
         // The producer's buffer is the worker's backpressure: small, so memory stays bounded.
-        let transactional_id = config
-            .exactly_once()
-            .then(|| format!("{app}-worker-{index}"));
+        // Ids per slot: an instance that takes a dead one's slot fences it at once.
+        let transactional_id = config.exactly_once().then(|| match member.slot {
+            0 => format!("{app}-worker-{index}"),
+            slot => format!("{app}-{slot}-worker-{index}"),
+        });
         let producer = client.producer(ProducerConfig {
             buffer_memory: 16 << 20,
             transactional_id,
@@ -601,7 +678,7 @@ impl Worker {
         let mut w = Self {
             tasks,
             consumer: Some(consumer),
-            committer,
+            group: member.group,
             feed: None,
             producer,
             client,
@@ -950,16 +1027,16 @@ impl Worker {
             self.tasks.iter().flat_map(|t| t.positions()).collect();
         offsets.extend(changelogs.into_iter().zip(ends.iter().copied()));
         if self.config.exactly_once() {
-            let app = &self.config.application_id;
             self.rt.block_on(async {
                 self.producer
-                    .send_offsets_to_transaction(&offsets, app)
+                    .send_offsets_to_transaction(&offsets, &self.group)
                     .await?;
                 self.producer.commit_transaction().await
             })?;
             self.producer.begin_transaction()?;
         } else {
-            self.rt.block_on(self.committer.commit_offsets(offsets))?;
+            self.rt
+                .block_on(self.client.commit_offsets(&self.group, &offsets))?;
         }
         self.commits += 1;
         self.last_commit = Instant::now();
@@ -1086,7 +1163,7 @@ impl Worker {
             )
     }
 
-    fn run_loop(&mut self, stop: &AtomicBool) -> Result<RunSummary> {
+    fn run_loop(&mut self, stop: &Stop) -> Result<RunSummary> {
         self.start_prefetch();
         let mut last_progress = Instant::now();
         loop {
@@ -1100,11 +1177,12 @@ impl Worker {
                 last_progress = Instant::now();
             }
             let done = self.config.until_end && self.all_finished();
-            let stopping = done || stop.load(Ordering::Acquire);
+            let stopping = done || stop.requested();
             if stopping || self.last_commit.elapsed() >= self.config.commit_interval {
-                self.commit_and_checkpoint(stopping)?;
+                let rebalance = stop.rejoin.load(Ordering::Acquire);
+                self.commit_and_checkpoint(stopping && (rebalance || stop.checkpoint_on_exit))?;
             }
-            if done || stop.load(Ordering::Acquire) {
+            if stopping {
                 break;
             }
         }

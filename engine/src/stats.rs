@@ -6,8 +6,10 @@
 //! Contract: each worker thread publishes its tasks' figures right after each commit (one
 //! short lock per commit, nothing per record), so readers (`runnel server`'s `/metrics` and
 //! console) see every task as of its worker's last commit, and reading costs the workers
-//! nothing. Counters only grow while the application runs; a task that moved to another
-//! process (a later scale-out) keeps its last figures here.
+//! nothing. Counters only grow while the application runs, across rebalances (a task's
+//! figures of an earlier generation are carried into the next); a task that moved to another
+//! instance keeps its last figures here. [`AppStats::assignment`] says which tasks this
+//! instance holds now.
 
 use crate::operator::TaskMetrics;
 use parking_lot::Mutex;
@@ -39,10 +41,29 @@ pub struct OperatorStats {
     pub records_out: u64,
 }
 
+/// The tasks this instance holds in its group's current generation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    pub generation: i32,
+    /// Instances in the generation.
+    pub instances: u32,
+    /// The instance's slot (names its transactional ids under exactly-once).
+    pub slot: u32,
+    /// Task names (`<sub-topology>_<partition>`), sorted.
+    pub tasks: Vec<String>,
+}
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct AppStats {
     tasks: Mutex<BTreeMap<String, TaskStats>>,
+    /// Every task's figures when the current generation started, which its workers' figures
+    /// (counted from zero) add to.
+    carried: Mutex<BTreeMap<String, TaskStats>>,
+    assignment: Mutex<Option<Assignment>>,
+    /// The generation whose workers all restored their stores and process, and how long
+    /// that took from the assignment.
+    processing: Mutex<Option<(i32, Duration)>>,
     commits: AtomicU64,
     /// Changelog records the workers set out to restore, and those restored so far.
     restore_planned: AtomicU64,
@@ -74,6 +95,27 @@ impl AppStats {
         self.restore_done.fetch_add(records, Ordering::Relaxed);
     }
 
+    /// The tasks this instance holds now; `None` before it first joined its group.
+    pub fn assignment(&self) -> Option<Assignment> {
+        self.assignment.lock().clone()
+    }
+
+    pub(crate) fn assigned(&self, assignment: Assignment) {
+        *self.carried.lock() = self.tasks.lock().clone();
+        *self.assignment.lock() = Some(assignment);
+    }
+
+    /// `(generation, time from assignment to processing)` once every worker of the current
+    /// generation restored its stores (the time a failover or a scale-out costs); `None`
+    /// before.
+    pub fn processing(&self) -> Option<(i32, Duration)> {
+        *self.processing.lock()
+    }
+
+    pub(crate) fn processing_from(&self, generation: i32, took: Duration) {
+        *self.processing.lock() = Some((generation, took));
+    }
+
     /// Commits done by all workers.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
@@ -86,8 +128,16 @@ impl AppStats {
     ) {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.commit_latency.observe(took);
+        let carried = self.carried.lock();
         let mut all = self.tasks.lock();
-        for (name, s) in tasks {
+        for (name, mut s) in tasks {
+            if let Some(before) = carried.get(&name) {
+                crate::runtime::add_metrics(&mut s.metrics, &before.metrics);
+                for (op, old) in s.operators.iter_mut().zip(&before.operators) {
+                    op.records_in += old.records_in;
+                    op.records_out += old.records_out;
+                }
+            }
             all.insert(name, s);
         }
     }
