@@ -59,6 +59,10 @@ struct JobToml {
     /// Kafka's producer `compression.type` for everything the job writes.
     #[serde(default)]
     compression: runnel_log::Compression,
+    /// Kafka Streams' `num.standby.replicas`: instances keeping a warm copy of each task's
+    /// state, when several run the job.
+    #[serde(default)]
+    standby_replicas: usize,
 }
 
 #[derive(serde::Deserialize)]
@@ -139,6 +143,8 @@ pub struct JobFile {
     pub sql: String,
     /// The processing guarantee (`[job] guarantee`; `runnel run --guarantee` overrides it).
     pub guarantee: ProcessingGuarantee,
+    /// Other instances keeping a warm copy of each task's state (`[job] standby_replicas`).
+    pub standby_replicas: usize,
     /// Byte offset of the SQL text in the file (for error positions).
     sql_offset: usize,
     pub connectors: Vec<toml::Table>,
@@ -255,6 +261,7 @@ impl JobFile {
             outputs,
             sql: file.job.sql.into_inner(),
             guarantee,
+            standby_replicas: file.job.standby_replicas,
             sql_offset,
             connectors: file.connector,
         })

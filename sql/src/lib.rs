@@ -228,6 +228,7 @@ impl SqlJob {
         let mut config = StreamsConfig::new(&self.job().name).guarantee(self.job().guarantee);
         config.until_end = until_end;
         config.compression = self.job().compression;
+        config.num_standby_replicas = self.job().standby_replicas;
         Ok(App::new(self.topology_for_run()?, client, config))
     }
 }
