@@ -15,6 +15,7 @@ mod engine;
 mod faults;
 mod groups;
 mod model;
+mod scale;
 mod security;
 mod server;
 mod sql;

@@ -1,0 +1,352 @@
+//! Scale-out: instances of one job share its tasks over `runnel broker` (issue 20), checked
+//! the way a user would: `runnel --bootstrap ... run job.toml` started several times, one
+//! SIGKILLed, another started later; the DSL's reference app as several in-process `App`s;
+//! the output compared with a brute-force computation of the same windows.
+
+use crate::broker::BrokerProc;
+use crate::support::wait_for_up_to;
+use runnel::broker::client::RemoteLog;
+use runnel::rides::{self, Ride};
+use runnel_log::SharedLogClient;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Events of the windowed job tests (the issue's figure).
+const EVENTS: u64 = 1_000_000;
+/// How long a test waits for its instances to finish.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// `(region, window start)` → (rides, sum of speeds, max speed) of `speed > 5` rides in 10 s
+/// tumbling windows: what the reference window job must find, computed directly.
+fn brute_force(rides: &[Ride]) -> BTreeMap<(String, i64), (u64, f64, f64)> {
+    let mut out: BTreeMap<(String, i64), (u64, f64, f64)> = BTreeMap::new();
+    for r in rides.iter().filter(|r| r.speed > 5.0) {
+        let start = r.ts - r.ts.rem_euclid(10_000);
+        let e = out
+            .entry((r.region.clone(), start))
+            .or_insert((0, 0.0, 0.0));
+        e.0 += 1;
+        e.1 += r.speed;
+        e.2 = e.2.max(r.speed);
+    }
+    out
+}
+
+/// Compares windows found (`(region, start)` → rides, average, max; repeats listed apart)
+/// with `want`; returns the first difference.
+fn compare(
+    found: &[((String, i64), (u64, f64, f64))],
+    want: &BTreeMap<(String, i64), (u64, f64, f64)>,
+    exactly_once: bool,
+) -> Result<(), String> {
+    let mut seen: BTreeMap<&(String, i64), &(u64, f64, f64)> = BTreeMap::new();
+    for (key, got) in found {
+        if let Some(before) = seen.insert(key, got) {
+            if exactly_once {
+                return Err(format!(
+                    "window {key:?} appears twice: {before:?} and {got:?}"
+                ));
+            }
+            if before != got {
+                return Err(format!(
+                    "window {key:?} repeated with other figures: {before:?} and {got:?}"
+                ));
+            }
+        }
+        let Some(&(count, sum, max)) = want.get(key) else {
+            return Err(format!("window {key:?} should not exist: {got:?}"));
+        };
+        let avg = sum / count as f64;
+        if got.0 != count || (got.1 - avg).abs() > 1e-9 * avg.max(1.0) || got.2 != max {
+            return Err(format!(
+                "window {key:?}: found {got:?}, brute force ({count}, {avg}, {max})"
+            ));
+        }
+    }
+    match want.keys().find(|k| !seen.contains_key(k)) {
+        Some(k) => Err(format!(
+            "window {k:?} is missing ({} of {} found)",
+            seen.len(),
+            want.len()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A broker with `n` ride events in the topic `rides` of `partitions`, and the events as
+/// stored.
+fn broker_with_rides(
+    dir: &std::path::Path,
+    n: u64,
+    partitions: u32,
+) -> (BrokerProc, SharedLogClient, Vec<Ride>) {
+    let broker = BrokerProc::start(&dir.join("data"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = rt.block_on(RemoteLog::connect(&broker.addr)).unwrap();
+    let rides = rt.block_on(async {
+        rides::produce_rides(&client, "rides", partitions, n, |_| {})
+            .await
+            .unwrap();
+        rides::read_json::<Ride>(&client, "rides").await.unwrap()
+    });
+    (broker, client, rides.into_iter().map(|(_, r)| r).collect())
+}
+
+/// A `runnel --bootstrap B run job --until-end` instance; its stderr lines are kept.
+struct Instance {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+/// One "holding N task(s): ... (generation G, I instance(s))" line.
+#[derive(Debug, Clone, PartialEq)]
+struct Holding {
+    tasks: usize,
+    generation: i32,
+    instances: u32,
+}
+
+impl Instance {
+    fn start(bootstrap: &str, job: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["--bootstrap", bootstrap, "run"])
+            .arg(job)
+            .arg("--until-end")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (err, kept) = (child.stderr.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn holdings(&self) -> Vec<Holding> {
+        let parse = |l: &str| -> Option<Holding> {
+            let rest = l.strip_prefix("holding ")?;
+            let (tasks, rest) = rest.split_once(" task(s)")?;
+            let (_, gen_part) = rest.rsplit_once("(generation ")?;
+            let (generation, rest) = gen_part.split_once(", ")?;
+            let (instances, _) = rest.split_once(" instance")?;
+            Some(Holding {
+                tasks: tasks.parse().ok()?,
+                generation: generation.parse().ok()?,
+                instances: instances.parse().ok()?,
+            })
+        };
+        let lines = self.lines.lock().unwrap();
+        lines.iter().filter_map(|l| parse(l)).collect()
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+/// Waits for every instance to exit, and asserts each succeeded; on a failure or timeout,
+/// shows what each printed.
+fn finish_all(mut instances: Vec<Instance>) {
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    let logs = |instances: &[Instance]| -> String {
+        (instances.iter().enumerate())
+            .map(|(n, i)| format!("--- instance {n}:\n{}", i.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    loop {
+        let mut running = 0;
+        for i in instances.iter_mut() {
+            match i.child.try_wait().unwrap() {
+                None => running += 1,
+                Some(s) if s.success() => {}
+                Some(s) => panic!("an instance failed ({s}):\n{}", logs(&instances)),
+            }
+        }
+        if running == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instances did not finish:\n{}",
+            logs(&instances)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The reference window job (examples/jobs/ride_hailing.toml) under `guarantee`.
+fn window_job(dir: &std::path::Path, guarantee: &str) -> std::path::PathBuf {
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs/ride_hailing.toml"),
+    )
+    .unwrap();
+    let job = example.replace(
+        "name = \"ride-hailing-sql\"",
+        &format!("name = \"ride-hailing-sql\"\nguarantee = \"{guarantee}\""),
+    );
+    assert_ne!(job, example, "the example names its job as expected");
+    let path = dir.join("job.toml");
+    std::fs::write(&path, job).unwrap();
+    path
+}
+
+/// `(region, window start)` → (rides, average, max) of each row of the job's output.
+fn sql_windows(client: &SharedLogClient) -> Vec<((String, i64), (u64, f64, f64))> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows: Vec<(String, serde_json::Value)> = rt
+        .block_on(rides::read_json(client, "region-speeds"))
+        .unwrap();
+    rows.into_iter()
+        .map(|(_, v)| {
+            let start = v["window_start"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("window_start of {v}"));
+            (
+                (v["region"].as_str().unwrap().to_string(), start),
+                (
+                    v["rides"].as_u64().unwrap(),
+                    v["avg_speed"].as_f64().unwrap(),
+                    v["max_speed"].as_f64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The issue's scenario: `runnel broker`, three instances of the ride-hailing window job
+/// (exactly-once) over an 8-partition topic with 1,000,000 events; the tasks are spread, one
+/// instance is SIGKILLed once all three hold tasks, a fourth starts after: every window
+/// equals brute force and appears exactly once.
+#[test]
+fn instances_share_the_window_job_and_survive_a_sigkill_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, client, rides) = broker_with_rides(dir.path(), EVENTS, 8);
+    let job = window_job(dir.path(), "exactly-once");
+    let mut instances: Vec<Instance> = (0..3)
+        .map(|_| Instance::start(&broker.addr, &job))
+        .collect();
+    // Each of the three holds tasks in a generation of three: none runs them all.
+    wait_for_up_to("three instances holding tasks", RUN_LIMIT, || {
+        instances.iter().all(|i| {
+            i.holdings()
+                .last()
+                .is_some_and(|h| h.instances == 3 && h.tasks > 0)
+        })
+    });
+    for (n, i) in instances.iter().enumerate() {
+        let h = i.holdings().last().cloned().unwrap();
+        assert!(h.tasks < 16, "instance {n} holds all 16 tasks: {h:?}");
+    }
+    let killed = instances.remove(1);
+    drop(killed);
+    instances.push(Instance::start(&broker.addr, &job));
+    finish_all(instances);
+    let found = sql_windows(&client);
+    if let Err(e) = compare(&found, &brute_force(&rides), true) {
+        panic!("{e}");
+    }
+    drop(broker);
+}
+
+/// The same with the DSL's reference app (`runnel::rides::speed_per_region`, at-least-once):
+/// three `App`s over their own connections to the broker share the tasks; one is stopped
+/// once all three hold tasks (it commits and leaves), a fourth starts: every window equals
+/// brute force, and a window written twice is written the same both times.
+#[test]
+fn dsl_app_instances_share_the_work_and_hand_tasks_over() {
+    use runnel_engine::{App, StreamsConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, client, rides) = broker_with_rides(dir.path(), EVENTS, 8);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let start = || {
+        let remote: SharedLogClient = rt.block_on(RemoteLog::connect(&broker.addr)).unwrap();
+        let mut config = StreamsConfig::new("ride-hailing");
+        config.until_end = true;
+        config.num_threads = 1;
+        let app = App::new(
+            rides::speed_per_region("rides", "region-speeds"),
+            remote,
+            config,
+        );
+        let (stats, stop, handle) = (app.stats(), app.stop_flag(), rt.handle().clone());
+        let thread = std::thread::spawn(move || app.run(&handle));
+        (stats, stop, thread)
+    };
+    let mut apps: Vec<_> = (0..3).map(|_| start()).collect();
+    wait_for_up_to("three apps holding tasks", RUN_LIMIT, || {
+        apps.iter().all(|(stats, _, _)| {
+            stats
+                .assignment()
+                .is_some_and(|a| a.instances == 3 && !a.tasks.is_empty())
+        })
+    });
+    for (stats, _, _) in &apps {
+        let a = stats.assignment().unwrap();
+        assert!(a.tasks.len() < 16, "one app holds every task: {a:?}");
+    }
+    let (_, stop, stopped) = apps.remove(1);
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    stopped.join().unwrap().unwrap();
+    apps.push(start());
+    let mut ran = 0;
+    for (_, _, thread) in apps {
+        ran += thread.join().unwrap().unwrap().tasks;
+    }
+    assert!(ran >= 16, "the apps ran {ran} tasks of 16");
+    let windows: Vec<(String, rides::RegionWindow)> = rt
+        .block_on(rides::read_json(&client, "region-speeds"))
+        .unwrap();
+    let found: Vec<_> = windows
+        .into_iter()
+        .map(|(_, w)| {
+            (
+                (w.region, w.window_start),
+                (w.count, w.avg_speed, w.max_speed),
+            )
+        })
+        .collect();
+    if let Err(e) = compare(&found, &brute_force(&rides), false) {
+        panic!("{e}");
+    }
+}
+
+/// A stateless job under exactly-once, two instances started together: every row once,
+/// never the whole input twice (the issue's first finding).
+#[test]
+fn two_instances_of_a_stateless_job_write_every_row_once() {
+    use crate::transactions::{expected_rows, output_rows, stateless_job};
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, client, rides) = broker_with_rides(dir.path(), 400_000, 4);
+    let job = stateless_job(dir.path(), "exactly-once");
+    let instances: Vec<Instance> = (0..2)
+        .map(|_| Instance::start(&broker.addr, &job))
+        .collect();
+    wait_for_up_to("both instances holding tasks", RUN_LIMIT, || {
+        instances
+            .iter()
+            .all(|i| i.holdings().iter().any(|h| h.instances == 2 && h.tasks > 0))
+    });
+    finish_all(instances);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let out: Vec<(String, serde_json::Value)> =
+        rt.block_on(rides::read_json(&client, "out")).unwrap();
+    let got = output_rows(&out.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+    let want = expected_rows(&rides);
+    assert_eq!(got.len(), want.len(), "every row once, none twice");
+    assert!(got == want, "the rows the job must write");
+}
