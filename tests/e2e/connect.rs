@@ -70,6 +70,7 @@ fn file_to_topic_to_file_with_dead_letters_and_a_resuming_restart() {
     };
     let stored = |w: &Worker| {
         rt.block_on(w.offsets("in"))
+            .unwrap()
             .first()
             .and_then(|(_, o)| o["position"].as_u64())
             .unwrap_or(0)
