@@ -25,9 +25,9 @@ pub struct Common {
     pub name: Option<String>,
     #[serde(rename = "connector.class")]
     pub class: Option<String>,
-    /// Accepted and unused: a connector runs as one task.
+    /// The most tasks the connector runs as (1 by default); see [`crate::registry::task_configs`].
     #[serde(rename = "tasks.max")]
-    pub tasks_max: Option<String>,
+    pub tasks_max: Option<u32>,
     #[serde(rename = "key.converter")]
     pub key_converter: Option<String>,
     #[serde(rename = "value.converter")]

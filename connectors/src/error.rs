@@ -40,6 +40,15 @@ pub enum ConnectError {
     #[error("connector {0:?} already exists")]
     Exists(String),
 
+    #[error("connector {connector:?} has no task {task}")]
+    TaskNotFound { connector: String, task: u32 },
+
+    /// Offsets change only while their connector cannot move them (Kafka Connect's rule).
+    #[error(
+        "connector {0:?} must be STOPPED before its offsets can be changed: PUT /connectors/{0}/stop first"
+    )]
+    NotStopped(String),
+
     #[error("worker file {path}: {message}")]
     WorkerFile { path: String, message: String },
 }

@@ -1,8 +1,9 @@
 //! `runnel-connectors`: Kafka Connect over Runnel's log — the [`Source`]/[`Sink`] traits
 //! ([`api`]), the connectors (one folder per system: [`file`](mod@file), [`jdbc`],
 //! [`parquet`]), the [`registry`] that builds them from their class, and the [`runtime`]: the
-//! [`Worker`] that runs them with offsets in `__connect_offsets`, and its REST API with Kafka
-//! Connect's paths.
+//! [`Worker`] that runs them as tasks, with source offsets in `__connect_offsets` and its
+//! connectors and statuses in `connect-configs` and `connect-status`, and its REST API with
+//! Kafka Connect's paths.
 //!
 //! Dependencies go one way: connectors use [`api`], [`config`], [`converter`] and [`csv`];
 //! [`registry`] knows every connector; [`runtime`] uses the registry. Connectors reach the log
@@ -27,5 +28,7 @@ pub use api::Kind;
 pub use api::{Sink, Source, SourceBatch, SourceRun};
 pub use config::ConnectorConfig;
 pub use error::{ConnectError, Result};
-pub use runtime::worker::{State, Status, Worker};
+pub use runtime::configs::TargetState;
+pub use runtime::status::{State, Status};
+pub use runtime::worker::{Storage, Submit, View, Worker};
 pub use runtime::{rest, workerfile};

@@ -17,6 +17,11 @@ pub struct Plugin {
     pub kind: Kind,
     /// Builds the connector from its configuration (typed by [`ConnectorConfig::parse`]).
     pub build: fn(&ConnectorConfig) -> Result<Connector>,
+    /// Splits the connector's work over at most `n` (at least 2) tasks: each one's
+    /// configuration. `None`: the class runs as one task (a file source, whose offsets are
+    /// keyed by path while rotation follows a file from path to path; a file or Parquet sink,
+    /// which writes one file).
+    pub split: Option<fn(&ConnectorConfig, usize) -> Result<Vec<ConnectorConfig>>>,
 }
 
 /// The explicit registry.
@@ -29,6 +34,7 @@ pub const PLUGINS: &[Plugin] = &[
         ],
         kind: Kind::Source,
         build: |c| Ok(Connector::Source(Box::new(file::FileSource::new(c)?))),
+        split: None,
     },
     Plugin {
         class: "file-sink",
@@ -38,12 +44,14 @@ pub const PLUGINS: &[Plugin] = &[
         ],
         kind: Kind::Sink,
         build: |c| Ok(Connector::Sink(Box::new(file::FileSink::new(c)?))),
+        split: None,
     },
     Plugin {
         class: "parquet-sink",
         aliases: &["ParquetSink"],
         kind: Kind::Sink,
         build: |c| Ok(Connector::Sink(Box::new(parquet::ParquetSink::new(c)?))),
+        split: None,
     },
     Plugin {
         class: "jdbc-source",
@@ -53,6 +61,7 @@ pub const PLUGINS: &[Plugin] = &[
         ],
         kind: Kind::Source,
         build: |c| Ok(Connector::Source(Box::new(jdbc::JdbcSource::new(c)?))),
+        split: Some(jdbc::JdbcSource::split),
     },
     Plugin {
         class: "jdbc-sink",
@@ -62,6 +71,8 @@ pub const PLUGINS: &[Plugin] = &[
         ],
         kind: Kind::Sink,
         build: |c| Ok(Connector::Sink(Box::new(jdbc::JdbcSink::new(c)?))),
+        // Each task is a member of the connector's group, which spreads the partitions.
+        split: Some(|c, n| Ok(vec![c.clone(); n])),
     },
 ];
 
@@ -98,4 +109,25 @@ pub fn build(config: &ConnectorConfig) -> Result<Connector> {
     crate::transforms::Chain::from_config(config)?;
     crate::converter::Converters::from_config(config)?;
     Ok(connector)
+}
+
+/// The configurations of the tasks that run `config`'s connector: at most `tasks.max` (1 by
+/// default), each with its share of the work where the class can split it, else one.
+///
+/// # Errors
+/// [`ConnectError::Config`] for a `tasks.max` of 0 or a class that cannot split the work as
+/// configured; what [`plugin`] says of the class.
+pub fn task_configs(config: &ConnectorConfig) -> Result<Vec<ConnectorConfig>> {
+    let max = match config.common()?.tasks_max {
+        None => 1,
+        Some(0) => return Err(config.error("tasks.max = 0: use at least 1".into())),
+        Some(n) => n as usize,
+    };
+    let class = config
+        .get("connector.class")
+        .ok_or_else(|| config.missing("connector.class"))?;
+    match plugin(class)?.split {
+        Some(split) if max > 1 => split(config, max),
+        _ => Ok(vec![config.clone()]),
+    }
 }

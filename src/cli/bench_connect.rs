@@ -107,7 +107,7 @@ async fn ingest(
     wait("the file source", async || {
         Ok(worker
             .offsets(name)
-            .await
+            .await?
             .first()
             .and_then(|(_, o)| o["position"].as_u64())
             == Some(bytes))

@@ -1,12 +1,16 @@
 //! `runnel connect [worker.toml] [--rest 127.0.0.1:8083]`: the connector worker. Runs the
-//! connectors the file declares and those created over the REST API, until SIGINT/SIGTERM.
-//! With `--bootstrap` it works against a broker instead of the data directory; with
-//! `--http ADDR` its metrics are at `/metrics`.
+//! connectors the file declares and those created over the REST API, until SIGINT/SIGTERM;
+//! it keeps them in its config topic (`connect-configs`, or the file's
+//! `config.storage.topic`), so a worker started again on the same log runs them again, and
+//! publishes their statuses to its status topic. It names itself by its REST address in
+//! statuses, as Kafka Connect does. With `--bootstrap` it works against a broker instead of
+//! the data directory; with `--http ADDR` its metrics are at `/metrics`.
 
 use super::server::metrics::Sources;
 use anyhow::{Context, Result};
 use clap::Args;
-use runnel_connectors::{Worker, rest, workerfile};
+use runnel_connectors::workerfile::{self, WorkerFile};
+use runnel_connectors::{Worker, rest};
 use runnel_log::{Log, SharedLogClient};
 use std::path::PathBuf;
 
@@ -25,19 +29,34 @@ pub struct ConnectArgs {
 /// `log`: the embedded log when the worker runs on one (its partitions and groups are in the
 /// metrics then).
 pub async fn run(client: SharedLogClient, log: Option<Log>, args: ConnectArgs) -> Result<()> {
-    let configs = match &args.worker_file {
+    let file = match &args.worker_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the worker file {}", path.display()))?;
-            workerfile::parse(&path.display().to_string(), &text)?
+            workerfile::read(&path.display().to_string(), &text)?
         }
-        None => Vec::new(),
+        None => WorkerFile::default(),
     };
-    let worker = Worker::new(client).await?;
-    for c in configs {
-        let name = c.name.clone();
-        worker.create(c)?;
-        eprintln!("started connector {name}");
+    // Bound first: the worker names itself by this address.
+    let listener = tokio::net::TcpListener::bind(&args.rest)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the REST API: use --rest HOST:PORT",
+                args.rest
+            )
+        })?;
+    let rest_addr = listener.local_addr()?;
+    let worker = Worker::open(
+        client,
+        &file.storage,
+        &rest_addr.to_string(),
+        file.connectors,
+    )
+    .await?;
+    for name in worker.names() {
+        let state = worker.status(&name)?.state;
+        eprintln!("started connector {name} ({state:?})");
     }
     let _http = match &args.http {
         Some(addr) => {
@@ -50,15 +69,7 @@ pub async fn run(client: SharedLogClient, log: Option<Log>, args: ConnectArgs) -
         }
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(&args.rest)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for the REST API: use --rest HOST:PORT",
-                args.rest
-            )
-        })?;
-    println!("REST API on http://{}", listener.local_addr()?);
+    println!("REST API on http://{rest_addr}");
     let server = axum::serve(listener, rest::router(worker.clone()));
     tokio::select! {
         r = server => r.context("the REST server stopped")?,

@@ -1,6 +1,6 @@
 //! The connector worker end to end: files → topic → file with dead letters and a restart that
-//! resumes from the stored offsets; the REST API driven with plain HTTP as a Kafka Connect user
-//! would; worker-file errors; a connector against a broker with `--bootstrap`.
+//! resumes from the stored offsets; worker-file errors; a connector against a broker with
+//! `--bootstrap`; databases. The REST API is in [`rest`].
 
 use crate::support::wait_for;
 use runnel::connectors::{ConnectorConfig, State, Worker};
@@ -70,6 +70,7 @@ fn file_to_topic_to_file_with_dead_letters_and_a_resuming_restart() {
     };
     let stored = |w: &Worker| {
         rt.block_on(w.offsets("in"))
+            .unwrap()
             .first()
             .and_then(|(_, o)| o["position"].as_u64())
             .unwrap_or(0)
@@ -120,8 +121,17 @@ fn http(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
+    http_raw(
+        addr,
+        method,
+        path,
+        &body.map(|b| b.to_string()).unwrap_or_default(),
+    )
+}
+
+/// [`http`] with a body as it is, JSON or not.
+fn http_raw(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -136,115 +146,6 @@ fn http(
         status,
         serde_json::from_str(text).unwrap_or(serde_json::Value::Null),
     )
-}
-
-#[test]
-fn the_rest_api_speaks_kafka_connect() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["connect", "--rest", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .trim_start_matches("REST API on http://")
-        .to_string();
-    let input = dir.path().join("in.txt");
-    std::fs::write(&input, "a\nb\n").unwrap();
-    let cfg = serde_json::json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "t"});
-
-    assert_eq!(http(&addr, "GET", "/", None).0, 200);
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/connectors",
-        Some(serde_json::json!({"name": "src", "config": cfg})),
-    );
-    assert_eq!(code, 201, "{body}");
-    assert_eq!(
-        (body["name"].as_str(), body["type"].as_str()),
-        (Some("src"), Some("source"))
-    );
-    assert_eq!(
-        http(
-            &addr,
-            "POST",
-            "/connectors",
-            Some(serde_json::json!({"name": "src", "config": cfg}))
-        )
-        .0,
-        409
-    );
-    assert_eq!(
-        http(&addr, "GET", "/connectors", None).1,
-        serde_json::json!(["src"])
-    );
-    let (_, status) = http(&addr, "GET", "/connectors/src/status", None);
-    assert_eq!(status["connector"]["state"], "RUNNING");
-    assert_eq!(status["tasks"][0]["state"], "RUNNING");
-    assert_eq!(http(&addr, "PUT", "/connectors/src/pause", None).0, 202);
-    assert_eq!(
-        http(&addr, "GET", "/connectors/src/status", None).1["connector"]["state"],
-        "PAUSED"
-    );
-    assert_eq!(http(&addr, "PUT", "/connectors/src/resume", None).0, 202);
-    assert_eq!(
-        http(&addr, "GET", "/connectors/src/status", None).1["connector"]["state"],
-        "RUNNING"
-    );
-    assert_eq!(http(&addr, "POST", "/connectors/src/restart", None).0, 204);
-    wait_for("the offsets", || {
-        http(&addr, "GET", "/connectors/src/offsets", None).1["offsets"][0]["offset"]["position"]
-            == 4
-    });
-    assert_eq!(
-        http(&addr, "GET", "/connectors/src/config", None).1["topic"],
-        "t"
-    );
-    let plugins = http(&addr, "GET", "/connector-plugins", None).1;
-    assert!(
-        plugins
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["class"] == "file-sink")
-    );
-    let (code, v) = http(
-        &addr,
-        "PUT",
-        "/connector-plugins/FileStreamSource/config/validate",
-        Some(serde_json::json!({"file": "/x", "topic": "t", "tpoic": "t"})),
-    );
-    assert_eq!((code, v["error_count"].as_u64()), (200, Some(1)), "{v}");
-    let (code, err) = http(
-        &addr,
-        "POST",
-        "/connectors",
-        Some(
-            serde_json::json!({"name": "bad", "config": {"connector.class": "FileStreamSource", "file": "/x", "topik": "t"}}),
-        ),
-    );
-    assert_eq!(code, 400);
-    assert!(
-        err["message"]
-            .as_str()
-            .unwrap()
-            .contains("did you mean \"topic\""),
-        "{err}"
-    );
-    assert_eq!(http(&addr, "DELETE", "/connectors/src", None).0, 204);
-    let (code, err) = http(&addr, "GET", "/connectors/src/status", None);
-    assert_eq!((code, err["error_code"].as_u64()), (404, Some(404)));
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -1095,3 +996,5 @@ mod files;
 mod full_disk;
 mod jdbc_modes;
 mod parquet;
+mod rest;
+mod tasks;

@@ -121,6 +121,33 @@ pub struct JdbcSource {
 }
 
 impl JdbcSource {
+    /// Splits `c`'s tables over at most `n` tasks, in contiguous groups whose sizes differ by
+    /// one at most (as Confluent's connector groups them): each task's configuration names its
+    /// tables in `table.whitelist`. A query runs as one task. The tables' offsets are keyed by
+    /// table, so tasks never share one.
+    ///
+    /// # Errors
+    /// [`ConnectError::Config`] for a configuration [`ConnectorConfig::parse`] refuses.
+    pub fn split(c: &ConnectorConfig, n: usize) -> Result<Vec<ConnectorConfig>> {
+        let config: Config = c.parse()?;
+        let tables = match (config.query, config.tables) {
+            (None, Some(t)) if t.0.len() > 1 => t.0,
+            _ => return Ok(vec![c.clone()]),
+        };
+        let groups = n.clamp(1, tables.len());
+        let (size, bigger) = (tables.len() / groups, tables.len() % groups);
+        let mut rest = tables.as_slice();
+        Ok((0..groups)
+            .map(|g| {
+                let (share, after) = rest.split_at(size + usize::from(g < bigger));
+                rest = after;
+                let mut task = c.clone();
+                task.props.insert("table.whitelist".into(), share.join(","));
+                task
+            })
+            .collect())
+    }
+
     /// A source of `c`'s tables or query; the database is connected at the first poll.
     ///
     /// # Errors
@@ -548,6 +575,28 @@ impl Source for JdbcSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_split_in_contiguous_groups_of_nearly_equal_size() {
+        let c = |tables: &str| {
+            ConnectorConfig::from_json(
+                Some("db"),
+                &json!({"connection.url": "sqlite::memory:", "mode": "bulk", "table.whitelist": tables}),
+            )
+            .unwrap()
+        };
+        let shares = |tables: &str, n: usize| -> Vec<String> {
+            JdbcSource::split(&c(tables), n)
+                .unwrap()
+                .iter()
+                .map(|t| t.props["table.whitelist"].clone())
+                .collect()
+        };
+        assert_eq!(shares("a,b,c,d,e", 2), ["a,b,c", "d,e"]);
+        assert_eq!(shares("a,b,c,d,e", 3), ["a,b", "c,d", "e"]);
+        assert_eq!(shares("a,b", 9), ["a", "b"]);
+        assert_eq!(shares("a", 4), ["a"]);
+    }
 
     /// The ids of a poll's records.
     fn ids(batch: &SourceBatch) -> Vec<i64> {

@@ -1,9 +1,19 @@
-//! The runtime that runs connectors: the [`worker`] (tasks, status, restarts with backoff,
-//! pause and resume), its REST API ([`rest`], Kafka Connect's paths and shapes), the source
-//! offsets in `__connect_offsets` ([`offsets`]) and the TOML [`workerfile`]. It builds
-//! connectors only through [`crate::registry`] and drives them only through [`crate::api`].
+//! The runtime that runs connectors: the [`worker`] (connectors, target states, stored
+//! changes), their tasks ([`task`], [`source_task`], [`sink_task`]: the loops, restarts with
+//! backoff), the REST API ([`rest`], Kafka Connect's paths and shapes), the worker's internal
+//! topics ([`internal`]): source offsets ([`offsets`], read and changed over REST through
+//! [`connector_offsets`]), connector configurations ([`configs`]) and statuses ([`status`]),
+//! and the TOML [`workerfile`]. It builds connectors only through [`crate::registry`] and
+//! drives them only through [`crate::api`].
 
+pub mod configs;
+mod connector_offsets;
+mod internal;
 pub mod offsets;
 pub mod rest;
+mod sink_task;
+mod source_task;
+pub mod status;
+mod task;
 pub mod worker;
 pub mod workerfile;

@@ -1,19 +1,19 @@
 //! Source offsets in the compacted internal topic `__connect_offsets`: key
-//! `["<connector>", <source partition>]`, value the source offset (JSON), as Kafka Connect
-//! stores them. The worker reads the topic once at start and keeps the latest per key.
+//! `["<connector>", <source partition>]`, value the source offset (JSON), a tombstone for an
+//! offset reset, as Kafka Connect stores them (its topic is named by `offset.storage.topic`,
+//! `connect-offsets` in its examples). The worker reads the topic once at start and keeps the
+//! latest per key.
 
 use crate::error::Result;
-use runnel_log::{
-    CleanupPolicy, ConsumerConfig, OffsetReset, ProducerRecord, SharedLogClient, TopicConfig,
-    TopicPartition,
-};
+use crate::runtime::internal;
+use runnel_log::{LogProducer, ProducerRecord, SharedLogClient};
+use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 pub const OFFSETS_TOPIC: &str = "__connect_offsets";
 
 /// (connector, partition as JSON text) → offset.
-pub type Offsets = BTreeMap<(String, String), serde_json::Value>;
+pub type Offsets = BTreeMap<(String, String), Value>;
 
 /// Every connector's latest source offsets, read from the topic (created if missing) up to its
 /// last stable offset.
@@ -22,50 +22,35 @@ pub type Offsets = BTreeMap<(String, String), serde_json::Value>;
 /// When the log fails to create or read the topic ([`crate::ConnectError::Log`]).
 ///
 /// # Cancel safety
-/// Cancel safe: it only reads (the topic, once created, stays).
+/// Cancel safe: it only reads.
 pub async fn load(client: &SharedLogClient) -> Result<Offsets> {
-    let cfg = TopicConfig {
-        partitions: 1,
-        cleanup_policy: CleanupPolicy::Compact,
-        ..Default::default()
-    };
-    client.ensure_topic(OFFSETS_TOPIC, &cfg).await?;
-    let tp = TopicPartition::new(OFFSETS_TOPIC, 0);
-    // Offsets written by an open transaction (an exactly-once source that died) are not
-    // committed: read what is, without waiting for that transaction to end.
-    let end = client.stable_offsets(std::slice::from_ref(&tp)).await?[0];
-    let mut consumer = client.consumer(ConsumerConfig {
-        auto_offset_reset: OffsetReset::Earliest,
-        enable_auto_commit: false,
-        ..Default::default()
-    });
-    consumer.assign(vec![tp.clone()])?;
     let mut offsets = Offsets::new();
-    while consumer.position(&tp).unwrap_or(0) < end {
-        for r in consumer.poll(Duration::from_millis(200)).await? {
-            let Some(key) = r.record.key.as_deref() else {
-                continue;
-            };
-            let Ok((name, partition)) = serde_json::from_slice::<(String, serde_json::Value)>(key)
-            else {
-                continue;
-            };
-            let k = (name, partition.to_string());
-            match r.record.value.as_deref().map(serde_json::from_slice) {
-                Some(Ok(v)) => {
-                    offsets.insert(k, v);
-                }
-                _ => {
-                    offsets.remove(&k);
-                }
-            }
-        }
-    }
-    consumer.close().await?;
+    internal::read(client, OFFSETS_TOPIC, |key, value| {
+        let Ok((name, partition)) = serde_json::from_slice::<(String, Value)>(key) else {
+            return;
+        };
+        let offset = value.and_then(|v| serde_json::from_slice(v).ok());
+        set(&mut offsets, &name, &partition, offset);
+    })
+    .await?;
     Ok(offsets)
 }
 
-/// Appends offsets; the caller flushes the producer afterwards.
+/// Sets (or with `None` removes) the offset of `connector`'s `partition` in `offsets`.
+pub fn set(offsets: &mut Offsets, connector: &str, partition: &Value, offset: Option<Value>) {
+    let key = (connector.to_string(), partition.to_string());
+    match offset {
+        Some(o) => {
+            offsets.insert(key, o);
+        }
+        None => {
+            offsets.remove(&key);
+        }
+    }
+}
+
+/// Appends `connector`'s offsets per source partition, a tombstone for a `None` offset; the
+/// caller flushes the producer afterwards.
 ///
 /// # Errors
 /// When the producer refuses a record ([`crate::ConnectError::Log`]).
@@ -75,15 +60,22 @@ pub async fn load(client: &SharedLogClient) -> Result<Offsets> {
 /// position after records already written, so a partial store only means more records read
 /// again after a restart, never lost ones.
 pub async fn store(
-    producer: &dyn runnel_log::LogProducer,
+    producer: &dyn LogProducer,
     connector: &str,
-    offsets: &BTreeMap<String, (serde_json::Value, serde_json::Value)>,
+    offsets: &[(&Value, Option<&Value>)],
 ) -> Result<()> {
-    for (partition, offset) in offsets.values() {
+    for (partition, offset) in offsets {
         let key = serde_json::to_vec(&(connector, partition)).expect("JSON values serialize");
-        let value = serde_json::to_vec(offset).expect("JSON values serialize");
+        let value = offset.map(|o| serde_json::to_vec(o).expect("JSON values serialize"));
         producer
-            .send(ProducerRecord::new(OFFSETS_TOPIC, &value).key(&key))
+            .send(ProducerRecord {
+                topic: OFFSETS_TOPIC,
+                partition: None,
+                key: Some(&key),
+                value: value.as_deref(),
+                headers: &[],
+                timestamp: None,
+            })
             .await?;
     }
     Ok(())

@@ -1,24 +1,36 @@
-//! The REST API, with Kafka Connect's paths and JSON shapes, on axum.
+//! The REST API, with Kafka Connect's paths, status codes and JSON shapes, on axum.
 //!
-//! `GET /`, `GET/POST /connectors`, `GET/DELETE /connectors/{name}`, `GET/PUT
-//! /connectors/{name}/config`, `GET /connectors/{name}/status`, `PUT .../pause`, `PUT
-//! .../resume`, `POST .../restart`, `GET .../offsets`, `GET /connector-plugins`, `PUT
-//! /connector-plugins/{class}/config/validate`. Errors are Connect's `{"error_code",
-//! "message"}` with the matching HTTP status.
+//! - `GET /`; `GET /connectors` (`?expand=status`, `?expand=info`, or both: an object keyed by
+//!   connector name), `POST /connectors` (with KIP-980's `initial_state`);
+//! - `GET`/`DELETE /connectors/{name}`, `GET`/`PUT .../config`, `GET .../status`;
+//! - `PUT .../pause`, `.../resume`, `.../stop`; `POST .../restart?includeTasks=&onlyFailed=`
+//!   (204, or 202 with the status, RESTARTING for what restarts, when either is true);
+//! - `GET .../tasks`, `GET .../tasks/{id}/status`, `POST .../tasks/{id}/restart`;
+//! - `GET .../topics`, `PUT .../topics/reset` (KIP-558);
+//! - `GET`/`PATCH`/`DELETE .../offsets` (KIP-875: changed only while STOPPED);
+//! - `GET /connector-plugins`, `PUT /connector-plugins/{class}/config/validate`.
+//!
+//! Every error, a malformed body or an unknown path included, is Kafka Connect's
+//! `{"error_code": <HTTP status>, "message": ..}`: bodies and path parameters are read by this
+//! module's extractors, never axum's, whose rejections answer in plain text.
 
 use crate::config::ConnectorConfig;
 use crate::error::ConnectError;
 use crate::registry::{self, PLUGINS};
-use crate::runtime::worker::Worker;
-use axum::extract::{Path, State};
+use crate::runtime::configs::TargetState;
+use crate::runtime::worker::{Submit, View, Worker};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 type Reply = Result<Response, ApiError>;
 
+/// An error answer: its status and message.
 pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -31,15 +43,58 @@ impl IntoResponse for ApiError {
 impl From<ConnectError> for ApiError {
     fn from(e: ConnectError) -> Self {
         let code = match e {
-            ConnectError::NotFound(_) => StatusCode::NOT_FOUND,
+            ConnectError::NotFound(_) | ConnectError::TaskNotFound { .. } => StatusCode::NOT_FOUND,
             ConnectError::Exists(_) => StatusCode::CONFLICT,
-            ConnectError::Config { .. } | ConnectError::UnknownClass { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ConnectError::Config { .. }
+            | ConnectError::UnknownClass { .. }
+            | ConnectError::NotStopped(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
     }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message)
+}
+
+/// A JSON request body (whatever its `Content-Type`).
+struct Body(Value);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let message = match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large",
+                _ => "the request body could not be read",
+            };
+            ApiError(e.status(), message.into())
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| bad_request(format!("the request body is not valid JSON: {e}")))
+    }
+}
+
+/// Path parameters; a path whose parameters do not parse (a task id that is not a number)
+/// names no resource.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(Params(t)),
+            Err(_) => Err(not_found_at(parts.uri.path())),
+        }
+    }
+}
+
+fn not_found_at(path: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no resource at {path}"))
 }
 
 /// The router over a worker.
@@ -52,10 +107,24 @@ pub fn router(worker: Worker) -> Router {
         .route("/connectors/{name}/status", get(status))
         .route("/connectors/{name}/pause", put(pause))
         .route("/connectors/{name}/resume", put(resume))
+        .route("/connectors/{name}/stop", put(stop))
         .route("/connectors/{name}/restart", post(restart))
-        .route("/connectors/{name}/offsets", get(offsets))
+        .route("/connectors/{name}/tasks", get(tasks))
+        .route("/connectors/{name}/tasks/{id}/status", get(task_status))
+        .route("/connectors/{name}/tasks/{id}/restart", post(restart_task))
+        .route("/connectors/{name}/topics", get(topics))
+        .route("/connectors/{name}/topics/reset", put(reset_topics))
+        .route(
+            "/connectors/{name}/offsets",
+            get(offsets).patch(alter_offsets).delete(reset_offsets),
+        )
         .route("/connector-plugins", get(plugins))
         .route("/connector-plugins/{class}/config/validate", put(validate))
+        .method_not_allowed_fallback(|req: Request| async move {
+            let message = format!("{} is not allowed on {}", req.method(), req.uri().path());
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, message)
+        })
+        .fallback(|req: Request| async move { not_found_at(req.uri().path()) })
         .with_state(worker)
 }
 
@@ -65,102 +134,268 @@ async fn root() -> Json<Value> {
     )
 }
 
-async fn list(State(w): State<Worker>) -> Json<Vec<String>> {
-    Json(w.names())
+/// The query's `key=value` pairs, in order (the values these paths take need no decoding).
+fn query(raw: Option<String>) -> Vec<(String, String)> {
+    raw.unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }
 
-fn describe(w: &Worker, name: &str) -> Result<Value, ConnectError> {
-    let config = w.config(name)?;
-    Ok(json!({
-        "name": name,
-        "config": config.props,
-        "tasks": [{ "connector": name, "task": 0 }],
-        "type": w.kind(name)?,
-    }))
-}
-
-async fn create(State(w): State<Worker>, Json(body): Json<Value>) -> Reply {
-    let name = body["name"]
-        .as_str()
-        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "missing \"name\"".into()))?;
-    let config = ConnectorConfig::from_json(Some(name), &body["config"])?;
-    w.create(config)?;
-    Ok((StatusCode::CREATED, Json(describe(&w, name)?)).into_response())
-}
-
-async fn info(State(w): State<Worker>, Path(name): Path<String>) -> Reply {
-    Ok(Json(describe(&w, &name)?).into_response())
-}
-
-async fn delete(State(w): State<Worker>, Path(name): Path<String>) -> Reply {
-    w.delete(&name)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn get_config(State(w): State<Worker>, Path(name): Path<String>) -> Reply {
-    Ok(Json(w.config(&name)?.props).into_response())
-}
-
-/// Creates the connector, or restarts it with the new configuration (Connect's upsert).
-async fn put_config(
-    State(w): State<Worker>,
-    Path(name): Path<String>,
-    Json(body): Json<Value>,
-) -> Reply {
-    let config = ConnectorConfig::from_json(Some(&name), &body)?;
-    let created = !w.names().contains(&name);
-    if created {
-        w.create(config)?;
-    } else {
-        w.restart(&name, Some(config))?;
+/// The names, or with `?expand=status` / `?expand=info` (either or both) an object of them.
+async fn list(State(w): State<Worker>, RawQuery(raw): RawQuery) -> Reply {
+    let mut expand = Vec::new();
+    for (k, v) in query(raw) {
+        match (k.as_str(), v.as_str()) {
+            ("expand", "status" | "info") => expand.push(v),
+            ("expand", other) => {
+                return Err(bad_request(format!(
+                    "expand={other}: use expand=status or expand=info"
+                )));
+            }
+            _ => {}
+        }
     }
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((code, Json(describe(&w, &name)?)).into_response())
+    if expand.is_empty() {
+        return Ok(Json(w.names()).into_response());
+    }
+    let mut all = Map::new();
+    for name in w.names() {
+        // A connector deleted since the names were read is left out.
+        let Ok(view) = w.view(&name) else { continue };
+        let mut one = Map::new();
+        for e in &expand {
+            let v = match e.as_str() {
+                "status" => status_of(&w, &view),
+                _ => info_of(&view),
+            };
+            one.insert(e.clone(), v);
+        }
+        all.insert(name, Value::Object(one));
+    }
+    Ok(Json(all).into_response())
 }
 
-async fn status(State(w): State<Worker>, Path(name): Path<String>) -> Reply {
-    let s = w.status(&name)?;
-    let mut task = json!({ "id": 0, "state": s.state, "worker_id": "runnel" });
+/// Kafka Connect's connector info.
+fn info_of(v: &View) -> Value {
+    let name = &v.config.name;
+    let tasks: Vec<Value> = v
+        .tasks
+        .iter()
+        .map(|t| json!({ "connector": name, "task": t.id }))
+        .collect();
+    json!({ "name": name, "config": v.config.props, "tasks": tasks, "type": v.kind })
+}
+
+/// Kafka Connect's connector status.
+fn status_of(w: &Worker, v: &View) -> Value {
+    let tasks: Vec<Value> = v
+        .tasks
+        .iter()
+        .map(|t| task_status_of(w, t.id, &t.status))
+        .collect();
+    json!({
+        "name": v.config.name,
+        "connector": { "state": v.state, "worker_id": w.worker_id() },
+        "tasks": tasks,
+        "type": v.kind,
+    })
+}
+
+fn task_status_of(w: &Worker, id: u32, s: &crate::runtime::status::Status) -> Value {
+    let mut task = json!({ "id": id, "state": s.state, "worker_id": w.worker_id() });
     if let Some(t) = &s.trace {
         task["trace"] = json!(t);
     }
-    Ok(Json(json!({
-        "name": name,
-        "connector": { "state": s.state, "worker_id": "runnel" },
-        "tasks": [task],
-        "type": w.kind(&name)?,
-    }))
-    .into_response())
+    task
 }
 
-async fn pause(State(w): State<Worker>, Path(name): Path<String>) -> Reply {
-    w.pause(&name)?;
-    Ok(StatusCode::ACCEPTED.into_response())
+/// A configuration from a request: `config` for connector `name`, whose own `name`, if any,
+/// must be the same.
+fn config_of(name: &str, config: &Value) -> Result<ConnectorConfig, ApiError> {
+    if let Some(n) = config.get("name").and_then(Value::as_str)
+        && n != name
+    {
+        return Err(bad_request(format!(
+            "the configuration's name {n:?} is not the connector's, {name:?}"
+        )));
+    }
+    Ok(ConnectorConfig::from_json(Some(name), config)?)
 }
 
-async fn resume(State(w): State<Worker>, Path(name): Path<String>) -> Reply {
-    w.resume(&name)?;
-    Ok(StatusCode::ACCEPTED.into_response())
+async fn create(State(w): State<Worker>, Body(body): Body) -> Reply {
+    let name = body["name"]
+        .as_str()
+        .ok_or_else(|| bad_request("missing \"name\"".into()))?;
+    let config = config_of(name, &body["config"])?;
+    let initial = match body.get("initial_state").and_then(Value::as_str) {
+        None | Some("RUNNING") => TargetState::Started,
+        Some("PAUSED") => TargetState::Paused,
+        Some("STOPPED") => TargetState::Stopped,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "initial_state {other:?}: use RUNNING, PAUSED or STOPPED"
+            )));
+        }
+    };
+    w.submit(config, Submit::Create(initial)).await?;
+    Ok((StatusCode::CREATED, Json(info_of(&w.view(name)?))).into_response())
 }
 
-async fn restart(State(w): State<Worker>, Path(name): Path<String>) -> Reply {
-    w.restart(&name, None)?;
+async fn info(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    Ok(Json(info_of(&w.view(&name)?)).into_response())
+}
+
+async fn delete(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    w.remove(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn offsets(State(w): State<Worker>, Path(name): Path<String>) -> Reply {
-    w.config(&name)?;
+async fn get_config(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    Ok(Json(w.config(&name)?.props).into_response())
+}
+
+/// Creates the connector, or gives it the new configuration (Connect's upsert).
+async fn put_config(
+    State(w): State<Worker>,
+    Params(name): Params<String>,
+    Body(body): Body,
+) -> Reply {
+    let config = config_of(&name, &body)?;
+    let code = match w.submit(config, Submit::Upsert).await? {
+        true => StatusCode::CREATED,
+        false => StatusCode::OK,
+    };
+    Ok((code, Json(info_of(&w.view(&name)?))).into_response())
+}
+
+async fn status(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    Ok(Json(status_of(&w, &w.view(&name)?)).into_response())
+}
+
+async fn pause(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    w.set_target(&name, TargetState::Paused).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn resume(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    w.set_target(&name, TargetState::Started).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn stop(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    w.set_target(&name, TargetState::Stopped).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `?includeTasks=&onlyFailed=`: 204 when both are false (the connector alone restarts), else
+/// 202 with the status, RESTARTING for what restarts.
+async fn restart(
+    State(w): State<Worker>,
+    Params(name): Params<String>,
+    RawQuery(raw): RawQuery,
+) -> Reply {
+    let (mut include_tasks, mut only_failed) = (false, false);
+    for (k, v) in query(raw) {
+        let flag = match k.as_str() {
+            "includeTasks" => &mut include_tasks,
+            "onlyFailed" => &mut only_failed,
+            _ => continue,
+        };
+        *flag = match v.as_str() {
+            "true" => true,
+            "false" => false,
+            other => return Err(bad_request(format!("{k}={other}: use true or false"))),
+        };
+    }
+    let view = w.restart(&name, include_tasks, only_failed)?;
+    if !include_tasks && !only_failed {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok((StatusCode::ACCEPTED, Json(status_of(&w, &view))).into_response())
+}
+
+async fn tasks(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    let tasks: Vec<Value> = w
+        .view(&name)?
+        .tasks
+        .iter()
+        .map(|t| json!({ "id": { "connector": name, "task": t.id }, "config": t.config.props }))
+        .collect();
+    Ok(Json(tasks).into_response())
+}
+
+async fn task_status(State(w): State<Worker>, Params((name, id)): Params<(String, u32)>) -> Reply {
+    let view = w.view(&name)?;
+    let task = view
+        .tasks
+        .iter()
+        .find(|t| t.id == id)
+        .ok_or(ConnectError::TaskNotFound {
+            connector: name,
+            task: id,
+        })?;
+    Ok(Json(task_status_of(&w, id, &task.status)).into_response())
+}
+
+async fn restart_task(State(w): State<Worker>, Params((name, id)): Params<(String, u32)>) -> Reply {
+    w.restart_task(&name, id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn topics(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    let topics = w.view(&name)?.topics;
+    Ok(Json(json!({ name: { "topics": topics } })).into_response())
+}
+
+async fn reset_topics(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    w.reset_topics(&name)?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn offsets(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
     let offsets: Vec<Value> = w
         .offsets(&name)
-        .await
+        .await?
         .into_iter()
         .map(|(p, o)| json!({ "partition": p, "offset": o }))
         .collect();
     Ok(Json(json!({ "offsets": offsets })).into_response())
+}
+
+/// `{"offsets": [{"partition": {..}, "offset": {..} or null}, ..]}`.
+async fn alter_offsets(
+    State(w): State<Worker>,
+    Params(name): Params<String>,
+    Body(body): Body,
+) -> Reply {
+    let shape = || {
+        bad_request(
+            "the body is {\"offsets\": [{\"partition\": {..}, \"offset\": {..} or null}, ..]}"
+                .into(),
+        )
+    };
+    let list = body["offsets"].as_array().ok_or_else(shape)?;
+    let mut changes = Vec::new();
+    for entry in list {
+        let offset = match &entry["offset"] {
+            Value::Null => None,
+            o => Some(o.clone()),
+        };
+        let partition = entry.get("partition").ok_or_else(shape)?;
+        changes.push((partition.clone(), offset));
+    }
+    let message = w.alter_offsets(&name, changes).await?;
+    Ok(Json(json!({ "message": message })).into_response())
+}
+
+async fn reset_offsets(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
+    let message = w.reset_offsets(&name).await?;
+    Ok(Json(json!({ "message": message })).into_response())
 }
 
 async fn plugins() -> Json<Vec<Value>> {
@@ -172,8 +407,13 @@ async fn plugins() -> Json<Vec<Value>> {
     )
 }
 
-async fn validate(Path(class): Path<String>, Json(body): Json<Value>) -> Reply {
+async fn validate(Params(class): Params<String>, Body(body): Body) -> Reply {
     let mut body = body;
+    if !body.is_object() {
+        return Err(bad_request(
+            "the body is the connector's configuration, a JSON object".into(),
+        ));
+    }
     if body.get("connector.class").is_none() {
         body["connector.class"] = json!(class);
     }

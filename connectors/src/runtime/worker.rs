@@ -1,102 +1,120 @@
-//! The connector worker: runs each connector as a task on the tokio runtime, keeps its status,
-//! pauses, resumes, restarts and deletes it, and restarts a failed one with exponential
-//! backoff (1 s doubling to 60 s), its status saying why. `errors.retry.delay.max.ms` (Kafka
-//! Connect's key for the longest wait between retries) lowers the 60 s cap, and the first
-//! wait with it when it is under 1 s. Connectors are independent: one failing or being
-//! deleted never touches another.
+//! The connector worker: keeps the connectors and runs each as tasks on the tokio runtime
+//! ([`crate::runtime::task`]: source and sink loops, restarts with backoff); pauses, resumes,
+//! stops, restarts and deletes them. Connectors are independent: one failing or being deleted
+//! never touches another.
 //!
-//! Source tasks: poll, send, flush the producer, then store the offsets in
-//! `__connect_offsets` (at-least-once: a crash resends at most the records since the last
-//! stored offset). A poll is a list of runs ([`SourceRun`]); a run that no transform or
-//! converter changes is encoded straight into log batches, others go record by record. With `exactly.once.support = required` (KIP-618) the task's producer is
-//! transactional (`connect-<name>`): each poll's records and their source offsets are one
-//! transaction, and a restarted task fences the one before, aborts what it left open and
-//! starts from the offsets committed with the records. Sink tasks: read with the consumer group `connect-<name>`, put, flush, then
-//! commit; without converters and transforms the sink gets the records as read, in the
-//! log's record runs ([`Sink::put_runs`]). Under `errors.tolerance = all` a record that cannot be converted goes to
-//! `errors.deadletterqueue.topic.name` with the error and its origin in headers.
+//! A worker made by [`Worker::new`] keeps its connectors in memory, for callers that declare
+//! them at each start (a job file, tests). One made by [`Worker::open`] keeps them in the config
+//! topic and publishes statuses to the status topic ([`Storage`]): the changes the REST API asks
+//! for — [`Worker::submit`], [`Worker::remove`], [`Worker::set_target`] — are checked, stored,
+//! then applied, one at a time, and return once the statuses they changed are written, so what
+//! was answered survives a crash; at start the worker reads
+//! the topic back and starts what it holds, in its target state. The worker file's connectors
+//! are written to the topic at start and win over the topic's of the same name (the file is the
+//! worker's declaration, as in Kafka Connect's standalone mode); their stored target states
+//! stay, so a connector of the file stopped over REST stays stopped. [`Worker::create`] and
+//! [`Worker::delete`] change the connectors in memory only.
+//!
+//! Each connector runs as the tasks [`registry::task_configs`] plans from its configuration
+//! (`tasks.max`). The plan depends on the configuration alone, so restarting a connector itself
+//! changes nothing: only its tasks restart (`includeTasks`), or all of them for a new
+//! configuration. A STOPPED connector has no task; its configuration and offsets stay.
 
-use crate::api::{Connector, Kind, Rejected, Sink, Source, SourceRun};
+use crate::api::Kind;
 use crate::config::ConnectorConfig;
-use crate::converter::Converters;
 use crate::error::{ConnectError, Result};
 use crate::registry;
+use crate::runtime::configs::{ConfigTopic, TargetState};
 use crate::runtime::offsets::{self, Offsets};
-use crate::transforms::{Chain, Message};
-use runnel_log::batch::BatchBuilder;
-use runnel_log::{
-    ConsumerConfig, ConsumerRecord, DEFAULT_BATCH_SIZE, Header, LogProducer, OffsetReset,
-    ProducerConfig, ProducerRecord, RecordRun, SharedLogClient, TopicConfig, TopicPartition,
-};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use crate::runtime::status::{ActiveTopics, Publisher, State, Status, TaskStatus};
+use crate::runtime::task::{self, Control, TaskContext};
+use runnel_log::SharedLogClient;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-/// A connector's status, as Kafka Connect reports it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Status {
-    pub state: State,
-    /// Why it failed, while it waits to be restarted.
-    pub trace: Option<String>,
-    pub restarts: u32,
-    /// Records the connector read from its source or topics, since the worker started it
-    /// (restarts included), counted after each poll it handled.
-    pub records: u64,
-    /// Bad records it skipped or set aside (`errors.tolerance = all`).
-    pub errors: u64,
-    /// Of those, the ones written to its dead-letter topic.
-    pub dead_letters: u64,
+/// Where a worker keeps what outlives it; Kafka Connect's worker properties of the same names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// `config.storage.topic`: connector configurations and target states.
+    pub config_topic: String,
+    /// `status.storage.topic`: connector and task statuses, active topics.
+    pub status_topic: String,
 }
 
-impl Status {
-    fn handled(&mut self, records: u64, errors: u64, dead_letters: u64) {
-        self.records += records;
-        self.errors += errors;
-        self.dead_letters += dead_letters;
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            config_topic: "connect-configs".into(),
+            status_topic: "connect-status".into(),
+        }
     }
 }
 
-/// A connector's state; `"RUNNING"`, `"PAUSED"`, `"FAILED"` in Kafka Connect's REST API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum State {
-    Running,
-    Paused,
-    /// Failed, waiting to be restarted (the status's `trace` says why).
-    Failed,
+/// How [`Worker::submit`] takes a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submit {
+    /// A new connector (`POST /connectors`), in this target state (KIP-980's `initial_state`).
+    Create(TargetState),
+    /// A new connector, or a new configuration of one (`PUT /connectors/{name}/config`).
+    Upsert,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Control {
-    Run,
-    Pause,
+/// A connector as the REST API shows it.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub config: ConnectorConfig,
+    pub kind: Kind,
+    /// RUNNING, PAUSED or STOPPED: what was asked of it (its tasks say how that goes).
+    pub state: State,
+    pub tasks: Vec<TaskView>,
+    /// The topics it used (KIP-558), in order.
+    pub topics: Vec<String>,
+}
+
+/// A task as the REST API shows it.
+#[derive(Debug, Clone)]
+pub struct TaskView {
+    pub id: u32,
+    pub config: ConnectorConfig,
+    pub status: Status,
 }
 
 struct Entry {
     config: ConnectorConfig,
     kind: Kind,
-    status: Arc<Mutex<Status>>,
+    target: TargetState,
     control: watch::Sender<Control>,
-    task: tokio::task::JoinHandle<()>,
+    /// None while STOPPED.
+    tasks: Vec<Task>,
+    /// How many tasks ever had a status published (to delete them all).
+    published: u32,
+    topics: ActiveTopics,
+}
+
+struct Task {
+    config: ConnectorConfig,
+    status: TaskStatus,
+    handle: JoinHandle<()>,
 }
 
 /// See the module documentation. Cheap to clone.
 #[derive(Clone)]
 pub struct Worker {
-    client: SharedLogClient,
+    pub(super) client: SharedLogClient,
     connectors: Arc<Mutex<BTreeMap<String, Entry>>>,
-    offsets: Arc<tokio::sync::Mutex<Offsets>>,
+    pub(super) offsets: Arc<tokio::sync::Mutex<Offsets>>,
+    configs: Option<Arc<ConfigTopic>>,
+    pub(super) publisher: Publisher,
+    /// One stored change at a time: checked, stored, applied.
+    pub(super) changes: Arc<tokio::sync::Mutex<()>>,
 }
 
-const POLL_IDLE: Duration = Duration::from_millis(100);
-/// An exactly-once source's transaction timeout: how long a dead task's open transaction can
-/// hold `read_committed` readers of its topics back when nothing restarts it.
-const SOURCE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl Worker {
-    /// A worker over `client`, with no connector yet and the source offsets stored in
-    /// `__connect_offsets` loaded.
+    /// A worker over `client` that keeps its connectors in memory, with the source offsets
+    /// stored in `__connect_offsets` loaded.
     ///
     /// # Errors
     /// When the offsets topic cannot be created or read ([`ConnectError::Log`]).
@@ -104,62 +122,388 @@ impl Worker {
     /// # Cancel safety
     /// Cancel safe: nothing is started before it returns.
     pub async fn new(client: SharedLogClient) -> Result<Self> {
+        Self::assemble(client, None, Publisher::default()).await
+    }
+
+    /// A worker over `client` that keeps its connectors in `storage`'s topics, its statuses
+    /// naming it `worker_id` (Kafka Connect names a worker by its REST address): it stores the
+    /// `declared` connectors (the worker file's) and starts them with those stored before.
+    /// A stored connector whose configuration is refused now (its class gone, say) is logged
+    /// and left out; a new configuration over `PUT /connectors/{name}/config` brings it back.
+    ///
+    /// # Errors
+    /// When a topic cannot be created, read or written ([`ConnectError::Log`]).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime: the tasks are spawned on the current one.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part way, some declared connectors may be stored, none started.
+    pub async fn open(
+        client: SharedLogClient,
+        storage: &Storage,
+        worker_id: &str,
+        declared: Vec<ConnectorConfig>,
+    ) -> Result<Self> {
+        let (configs, mut stored) = ConfigTopic::open(&client, &storage.config_topic).await?;
+        let (publisher, mut active) =
+            Publisher::open(&client, &storage.status_topic, worker_id).await?;
+        for c in declared {
+            let s = stored.entry(c.name.clone()).or_default();
+            if s.props != c.props {
+                configs.put(&c.name, &c.props).await?;
+                s.props = c.props;
+            }
+        }
+        let worker = Self::assemble(client, Some(Arc::new(configs)), publisher).await?;
+        for (name, s) in stored {
+            let config = ConnectorConfig {
+                name: name.clone(),
+                props: s.props,
+            };
+            let topics = active.remove(&name).unwrap_or_default();
+            if let Err(e) = worker.insert(config, s.target, topics) {
+                tracing::error!(connector = %name, error = %e, "a stored connector was not started: give it a configuration that works with PUT /connectors/{name}/config, or delete it");
+            }
+        }
+        Ok(worker)
+    }
+
+    async fn assemble(
+        client: SharedLogClient,
+        configs: Option<Arc<ConfigTopic>>,
+        publisher: Publisher,
+    ) -> Result<Self> {
         let offsets = offsets::load(&client).await?;
         Ok(Self {
             client,
             connectors: Arc::default(),
             offsets: Arc::new(tokio::sync::Mutex::new(offsets)),
+            configs,
+            publisher,
+            changes: Arc::default(),
         })
     }
 
-    /// Checks the configuration (building the connector once) and starts it.
+    /// Checks the configuration (building the connector once) and starts it, in memory only.
     ///
     /// # Errors
     /// [`ConnectError::Config`] or [`ConnectError::UnknownClass`] for a configuration
     /// [`registry::build`] refuses; [`ConnectError::Exists`] for a name already running.
     ///
     /// # Panics
-    /// Outside a tokio runtime: the connector's task is spawned on the current one.
+    /// Outside a tokio runtime: the connector's tasks are spawned on the current one.
     pub fn create(&self, config: ConnectorConfig) -> Result<()> {
-        retry_delay_max(&config)?;
-        let kind = registry::build(&config)?.kind();
-        let mut all = self.connectors.lock().expect("not poisoned");
+        self.insert(config, TargetState::Started, BTreeSet::new())
+    }
+
+    /// Stores and applies a configuration: a new connector, or (with [`Submit::Upsert`]) a new
+    /// configuration of one, whose tasks then restart with it. Returns whether it created one.
+    ///
+    /// # Errors
+    /// What [`create`](Self::create) says of the configuration; [`ConnectError::Exists`] for
+    /// [`Submit::Create`] of a name taken; [`ConnectError::Log`] when it cannot be stored
+    /// (nothing changed then).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part way, the configuration may be stored and not applied (the
+    /// worker applies it when it starts again).
+    pub async fn submit(&self, config: ConnectorConfig, how: Submit) -> Result<bool> {
+        check(&config)?;
+        let _one = self.changes.lock().await;
+        let exists = self.lock().contains_key(&config.name);
+        let target = match how {
+            Submit::Create(_) if exists => return Err(ConnectError::Exists(config.name)),
+            Submit::Create(t) => t,
+            Submit::Upsert => TargetState::Started,
+        };
+        if let Some(c) = &self.configs {
+            // A new connector's target state goes first (as Kafka Connect's KIP-980 writes
+            // it), so a crash between the two never starts what should be stopped.
+            if !exists {
+                c.put_target(&config.name, target).await?;
+            }
+            c.put(&config.name, &config.props).await?;
+        }
+        if exists {
+            self.reconfigure(config).await?;
+        } else {
+            self.insert(config, target, BTreeSet::new())?;
+        }
+        self.publisher.flush().await;
+        Ok(!exists)
+    }
+
+    fn insert(
+        &self,
+        config: ConnectorConfig,
+        target: TargetState,
+        topics: BTreeSet<String>,
+    ) -> Result<()> {
+        let kind = check(&config)?;
+        let mut all = self.lock();
         if all.contains_key(&config.name) {
             return Err(ConnectError::Exists(config.name));
         }
-        let entry = self.start(config.clone(), kind, 0);
-        all.insert(config.name, entry);
+        let name = config.name.clone();
+        let (control, _) = watch::channel(control(target));
+        let mut entry = Entry {
+            topics: ActiveTopics::new(&self.publisher, &name, topics),
+            config,
+            kind,
+            target,
+            control,
+            tasks: Vec::new(),
+            published: 0,
+        };
+        if target != TargetState::Stopped {
+            self.start_tasks(&mut entry, Vec::new())?;
+        }
+        self.publisher.connector(&name, state(target));
+        all.insert(name, entry);
         Ok(())
     }
 
-    fn start(&self, config: ConnectorConfig, kind: Kind, restarts: u32) -> Entry {
-        let status = Arc::new(Mutex::new(Status {
-            state: State::Running,
-            trace: None,
-            restarts,
-            records: 0,
-            errors: 0,
-            dead_letters: 0,
-        }));
-        let (control, rx) = watch::channel(Control::Run);
-        let task = tokio::spawn(supervise(self.clone(), config.clone(), status.clone(), rx));
-        Entry {
-            config,
-            kind,
-            status,
-            control,
-            task,
+    /// Starts the tasks `entry`'s configuration plans, carrying over `carry`'s counters (of the
+    /// tasks they replace, by number).
+    fn start_tasks(&self, entry: &mut Entry, carry: Vec<Status>) -> Result<()> {
+        let configs = registry::task_configs(&entry.config)?;
+        let count = configs.len() as u32;
+        let mut carry = carry.into_iter();
+        for (id, config) in (0..count).zip(configs) {
+            let status = carry.next().unwrap_or_else(|| Status::new(State::Running));
+            let task = self.spawn(entry, id, count, config, status, None);
+            entry.tasks.push(task);
         }
+        entry.published = entry.published.max(count);
+        Ok(())
+    }
+
+    /// Task `id` of `count` of `entry`, starting once `after` (the task it replaces) is gone.
+    fn spawn(
+        &self,
+        entry: &Entry,
+        id: u32,
+        count: u32,
+        config: ConnectorConfig,
+        mut status: Status,
+        after: Option<JoinHandle<()>>,
+    ) -> Task {
+        let control = entry.control.subscribe();
+        status.state = match *control.borrow() {
+            Control::Run => State::Running,
+            Control::Pause => State::Paused,
+        };
+        status.trace = None;
+        let status = TaskStatus::new(&self.publisher, &entry.config.name, id, status);
+        let ctx = TaskContext {
+            id,
+            count,
+            control,
+            status: status.clone(),
+            topics: entry.topics.clone(),
+        };
+        let run = task::supervise(self.clone(), config.clone(), ctx);
+        let handle = tokio::spawn(async move {
+            if let Some(previous) = after {
+                let _ = previous.await;
+            }
+            run.await;
+        });
+        Task {
+            config,
+            status,
+            handle,
+        }
+    }
+
+    /// Starts `config`'s tasks in place of the connector's (after those are gone).
+    async fn reconfigure(&self, config: ConnectorConfig) -> Result<()> {
+        let name = config.name.clone();
+        let old = {
+            let mut all = self.lock();
+            let e = all
+                .get_mut(&name)
+                .ok_or_else(|| ConnectError::NotFound(name.clone()))?;
+            e.config = config;
+            std::mem::take(&mut e.tasks)
+        };
+        let carry: Vec<Status> = old.iter().map(|t| t.status.get()).collect();
+        for h in stop(old) {
+            let _ = h.await;
+        }
+        let mut all = self.lock();
+        if let Some(e) = all.get_mut(&name)
+            && e.target != TargetState::Stopped
+            && e.tasks.is_empty()
+        {
+            self.start_tasks(e, carry)?;
+        }
+        Ok(())
+    }
+
+    /// Stores and applies connector `name`'s target state: PAUSED tasks wait, STOPPED ones are
+    /// shut down (gone when it returns), STARTED ones run (started again after a stop).
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector; [`ConnectError::Log`] when
+    /// the state cannot be stored (nothing changed then).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part way, the state may be stored and not applied (the worker
+    /// applies it when it starts again).
+    pub async fn set_target(&self, name: &str, target: TargetState) -> Result<()> {
+        let _one = self.changes.lock().await;
+        self.with(name, |_| ())?;
+        if let Some(c) = &self.configs {
+            c.put_target(name, target).await?;
+        }
+        let stopped = {
+            let mut all = self.lock();
+            let e = all
+                .get_mut(name)
+                .ok_or_else(|| ConnectError::NotFound(name.into()))?;
+            e.target = target;
+            self.publisher.connector(name, state(target));
+            if target == TargetState::Stopped {
+                stop(std::mem::take(&mut e.tasks))
+            } else {
+                e.control.send_replace(control(target));
+                if e.tasks.is_empty() {
+                    self.start_tasks(e, Vec::new())?;
+                }
+                for t in &e.tasks {
+                    // A failed task stays FAILED until it restarts, in the new state.
+                    if t.status.get().state != State::Failed {
+                        t.status.set(state(target), None);
+                    }
+                }
+                Vec::new()
+            }
+        };
+        for h in stopped {
+            let _ = h.await;
+        }
+        self.publisher.flush().await;
+        Ok(())
+    }
+
+    /// Restarts connector `name` (`POST /connectors/{name}/restart`): the connector itself
+    /// (which never fails: it is skipped with `only_failed`), and with `include_tasks` its
+    /// tasks, or only the FAILED ones with `only_failed`. Returns the connector as it was
+    /// asked, RESTARTING for what restarts (Kafka Connect's answer).
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as [`create`](Self::create).
+    pub fn restart(&self, name: &str, include_tasks: bool, only_failed: bool) -> Result<View> {
+        let mut view = self.view(name)?;
+        if !only_failed {
+            view.state = State::Restarting;
+        }
+        for t in &mut view.tasks {
+            if include_tasks && (!only_failed || t.status.state == State::Failed) {
+                self.restart_task(name, t.id)?;
+                t.status.state = State::Restarting;
+            }
+        }
+        Ok(view)
+    }
+
+    /// Restarts task `id` of connector `name`: the new task starts once the old one is gone.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector,
+    /// [`ConnectError::TaskNotFound`] when it has no such task (a STOPPED one has none).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as [`create`](Self::create).
+    pub fn restart_task(&self, name: &str, id: u32) -> Result<()> {
+        let mut all = self.lock();
+        let e = all
+            .get_mut(name)
+            .ok_or_else(|| ConnectError::NotFound(name.into()))?;
+        let count = e.tasks.len() as u32;
+        if id >= count {
+            return Err(ConnectError::TaskNotFound {
+                connector: name.into(),
+                task: id,
+            });
+        }
+        let old = e.tasks.remove(id as usize);
+        old.handle.abort();
+        let task = self.spawn(e, id, count, old.config, old.status.get(), Some(old.handle));
+        e.tasks.insert(id as usize, task);
+        Ok(())
+    }
+
+    /// Stores the deletion of connector `name` and stops it (its tasks are gone when it
+    /// returns); its offsets stay.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector; [`ConnectError::Log`] when
+    /// the deletion cannot be stored (nothing changed then).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part way, the deletion may be stored and the connector still
+    /// running (until the worker starts again).
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let _one = self.changes.lock().await;
+        self.with(name, |_| ())?;
+        if let Some(c) = &self.configs {
+            c.remove(name).await?;
+        }
+        for h in self.take(name)? {
+            let _ = h.await;
+        }
+        self.publisher.flush().await;
+        Ok(())
+    }
+
+    /// Stops connector `name` and forgets it, in memory only; its stored offsets stay.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        self.take(name).map(drop)
+    }
+
+    /// Removes connector `name`, aborts its tasks (returned, to wait for) and deletes its
+    /// statuses and active topics.
+    fn take(&self, name: &str) -> Result<Vec<JoinHandle<()>>> {
+        let e = self
+            .lock()
+            .remove(name)
+            .ok_or_else(|| ConnectError::NotFound(name.into()))?;
+        let handles = stop(e.tasks);
+        e.topics.reset();
+        self.publisher.forget(name, e.published);
+        Ok(handles)
+    }
+
+    /// Stops every connector and waits until their tasks are gone, so sinks are dropped
+    /// (a Parquet sink closes its files) before the process exits; the statuses say
+    /// UNASSIGNED.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the worker forgets every connector first, so dropped part way it
+    /// leaves those not aborted yet running, out of its reach.
+    pub async fn shutdown(&self) {
+        let entries = std::mem::take(&mut *self.lock());
+        for (name, e) in entries {
+            for h in stop(e.tasks) {
+                let _ = h.await;
+            }
+            self.publisher.connector(&name, State::Unassigned);
+        }
+        self.publisher.flush().await;
     }
 
     /// The names of the connectors, in order.
     pub fn names(&self) -> Vec<String> {
-        self.connectors
-            .lock()
-            .expect("not poisoned")
-            .keys()
-            .cloned()
-            .collect()
+        self.lock().keys().cloned().collect()
     }
 
     /// The configuration of connector `name`, as given.
@@ -178,97 +522,67 @@ impl Worker {
         self.with(name, |e| e.kind)
     }
 
-    /// The state of connector `name`, why it failed, and how often it was restarted.
+    /// Connector `name`: its configuration, state, tasks and topics.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
+    pub fn view(&self, name: &str) -> Result<View> {
+        self.with(name, |e| View {
+            config: e.config.clone(),
+            kind: e.kind,
+            state: state(e.target),
+            tasks: (0..)
+                .zip(&e.tasks)
+                .map(|(id, t)| TaskView {
+                    id,
+                    config: t.config.clone(),
+                    status: t.status.get(),
+                })
+                .collect(),
+            topics: e.topics.list(),
+        })
+    }
+
+    /// Connector `name`'s status over its tasks: FAILED (with why) when one of them is, else
+    /// its own state; the counters are the sums of its tasks'.
     ///
     /// # Errors
     /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn status(&self, name: &str) -> Result<Status> {
-        self.with(name, |e| e.status.lock().expect("not poisoned").clone())
-    }
-
-    /// Pauses connector `name`: its task waits before its next poll or put.
-    ///
-    /// # Errors
-    /// [`ConnectError::NotFound`] when there is no such connector.
-    pub fn pause(&self, name: &str) -> Result<()> {
-        self.with(name, |e| {
-            let _ = e.control.send(Control::Pause);
-            e.status.lock().expect("not poisoned").state = State::Paused;
-        })
-    }
-
-    /// Resumes connector `name` after [`pause`](Self::pause).
-    ///
-    /// # Errors
-    /// [`ConnectError::NotFound`] when there is no such connector.
-    pub fn resume(&self, name: &str) -> Result<()> {
-        self.with(name, |e| {
-            let _ = e.control.send(Control::Run);
-            e.status.lock().expect("not poisoned").state = State::Running;
-        })
-    }
-
-    /// Stops and starts the connector's task (with its configuration, possibly a new one).
-    ///
-    /// # Errors
-    /// [`ConnectError::NotFound`] when there is no such connector; for a new configuration,
-    /// what [`create`](Self::create) says of it (the connector keeps running as it was).
-    ///
-    /// # Panics
-    /// Outside a tokio runtime, as [`create`](Self::create).
-    pub fn restart(&self, name: &str, config: Option<ConnectorConfig>) -> Result<()> {
-        if let Some(c) = &config {
-            retry_delay_max(c)?;
-            registry::build(c)?;
+        let view = self.view(name)?;
+        let mut s = Status::new(view.state);
+        for t in view.tasks {
+            let t = t.status;
+            s.restarts += t.restarts;
+            s.records += t.records;
+            s.errors += t.errors;
+            s.dead_letters += t.dead_letters;
+            if t.state == State::Failed && s.state != State::Failed {
+                s.state = State::Failed;
+                s.trace = t.trace;
+            }
         }
-        let mut all = self.connectors.lock().expect("not poisoned");
-        let old = all
-            .remove(name)
-            .ok_or_else(|| ConnectError::NotFound(name.into()))?;
-        old.task.abort();
-        let restarts = old.status.lock().expect("not poisoned").restarts;
-        let entry = self.start(config.unwrap_or(old.config), old.kind, restarts);
-        all.insert(name.into(), entry);
-        Ok(())
+        Ok(s)
     }
 
-    /// Stops connector `name` and forgets it; its stored offsets stay.
+    /// Forgets the topics connector `name` used (`PUT /connectors/{name}/topics/reset`).
     ///
     /// # Errors
     /// [`ConnectError::NotFound`] when there is no such connector.
-    pub fn delete(&self, name: &str) -> Result<()> {
-        let entry = self
-            .connectors
-            .lock()
-            .expect("not poisoned")
-            .remove(name)
-            .ok_or_else(|| ConnectError::NotFound(name.into()))?;
-        entry.task.abort();
-        Ok(())
+    pub fn reset_topics(&self, name: &str) -> Result<()> {
+        self.with(name, |e| e.topics.reset())
     }
 
-    /// Stops every connector and waits until their tasks are gone, so sinks are dropped
-    /// (a Parquet sink closes its files) before the process exits.
-    ///
-    /// # Cancel safety
-    /// Not cancel safe: the worker forgets every connector first, so dropped part way it
-    /// leaves those not aborted yet running, out of its reach.
-    pub async fn shutdown(&self) {
-        let entries: Vec<Entry> =
-            std::mem::take(&mut *self.connectors.lock().expect("not poisoned"))
-                .into_values()
-                .collect();
-        for e in entries {
-            e.task.abort();
-            let _ = e.task.await;
-        }
+    /// The name this worker gives itself in statuses.
+    pub fn worker_id(&self) -> &str {
+        self.publisher.worker_id()
     }
 
-    /// The stored source offsets of a connector: (partition, offset).
+    /// The stored source offsets of connector `name`: (partition, offset).
     ///
     /// # Cancel safety
     /// Cancel safe: it only reads.
-    pub async fn offsets(&self, name: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
+    pub(super) async fn source_offsets(&self, name: &str) -> Vec<(Value, Value)> {
         self.offsets
             .lock()
             .await
@@ -278,634 +592,64 @@ impl Worker {
             .collect()
     }
 
+    /// Whether connector `name` is STOPPED.
+    ///
+    /// # Errors
+    /// [`ConnectError::NotFound`] when there is no such connector.
+    pub(super) fn stopped(&self, name: &str) -> Result<bool> {
+        self.with(name, |e| e.target == TargetState::Stopped)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.connectors.lock().expect("not poisoned")
+    }
+
     fn with<T>(&self, name: &str, f: impl FnOnce(&Entry) -> T) -> Result<T> {
-        let all = self.connectors.lock().expect("not poisoned");
-        all.get(name)
+        self.lock()
+            .get(name)
             .map(f)
             .ok_or_else(|| ConnectError::NotFound(name.into()))
     }
 }
 
-/// The longest wait between restarts of a failed connector.
-const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
-
-/// `errors.retry.delay.max.ms`, or [`RETRY_DELAY_MAX`].
-fn retry_delay_max(config: &ConnectorConfig) -> Result<Duration> {
-    match config.common()?.retry_delay_max_ms {
-        None => Ok(RETRY_DELAY_MAX),
-        Some(0) => Err(config.error("errors.retry.delay.max.ms = 0: use at least 1".into())),
-        Some(ms) => Ok(Duration::from_millis(ms)),
-    }
+/// Checks a configuration as a worker starts it: its retry cap, the connector it builds, its
+/// task plan. Returns the connector's kind.
+///
+/// # Errors
+/// [`ConnectError::Config`] or [`ConnectError::UnknownClass`] for what it refuses.
+pub(crate) fn check(config: &ConnectorConfig) -> Result<Kind> {
+    task::retry_delay_max(config)?;
+    let kind = registry::build(config)?.kind();
+    registry::task_configs(config)?;
+    Ok(kind)
 }
 
-/// The waits before each restart: 1 s doubling, each at most `max`.
-fn backoffs(max: Duration) -> impl Iterator<Item = Duration> {
-    std::iter::successors(Some(Duration::from_secs(1).min(max)), move |d| {
-        Some((*d * 2).min(max))
-    })
-}
-
-/// Runs a connector; after a failure, says why and tries again with exponential backoff.
-async fn supervise(
-    worker: Worker,
-    config: ConnectorConfig,
-    status: Arc<Mutex<Status>>,
-    mut control: watch::Receiver<Control>,
-) {
-    // Checked by `create` and `restart`.
-    let mut backoffs = backoffs(retry_delay_max(&config).unwrap_or(RETRY_DELAY_MAX));
-    loop {
-        let result = match registry::build(&config) {
-            Ok(Connector::Source(s)) => {
-                run_source(&worker, &config, s, &mut control, &status).await
-            }
-            Ok(Connector::Sink(s)) => run_sink(&worker, &config, s, &mut control, &status).await,
-            Err(e) => Err(e),
-        };
-        let Err(e) = result else { return };
-        let backoff = backoffs.next().expect("endless");
-        tracing::warn!(connector = %config.name, error = %e, retry_in = ?backoff, "connector failed");
-        {
-            let mut s = status.lock().expect("not poisoned");
-            s.state = State::Failed;
-            s.trace = Some(e.to_string());
-        }
-        tokio::time::sleep(backoff).await;
-        let mut s = status.lock().expect("not poisoned");
-        s.restarts += 1;
-        s.state = if *control.borrow() == Control::Pause {
-            State::Paused
-        } else {
-            State::Running
-        };
-    }
-}
-
-/// Waits while paused.
-async fn wait_running(control: &mut watch::Receiver<Control>) {
-    while *control.borrow() == Control::Pause {
-        if control.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-fn dlq_headers(error: &str, origin: &[(&str, String)]) -> Vec<Header> {
-    std::iter::once(("__connect.errors.exception.message", error.to_string()))
-        .chain(origin.iter().map(|(k, v)| (*k, v.clone())))
-        .map(|(k, v)| Header {
-            key: k.into(),
-            value: Some(v.into_bytes().into()),
+/// Aborts `tasks`, their statuses saying UNASSIGNED; returns their handles, to wait until they
+/// are gone.
+fn stop(tasks: Vec<Task>) -> Vec<JoinHandle<()>> {
+    tasks
+        .into_iter()
+        .map(|t| {
+            t.handle.abort();
+            t.status.retire();
+            t.handle
         })
         .collect()
 }
 
-async fn run_source(
-    worker: &Worker,
-    config: &ConnectorConfig,
-    mut source: Box<dyn Source>,
-    control: &mut watch::Receiver<Control>,
-    status: &Mutex<Status>,
-) -> Result<()> {
-    let name = config.name.clone();
-    let common = config.common()?;
-    let (tolerate, exactly_once) = (common.tolerates_errors(), common.exactly_once());
-    let dlq = common.dead_letter_topic;
-    let chain = Chain::from_config(config)?;
-    let converters = Converters::from_config(config)?;
-    let compression = match common.compression {
-        Some(codec) => codec.parse()?,
-        None => Default::default(),
-    };
-    let producer = worker.client.producer(ProducerConfig {
-        compression,
-        transactional_id: exactly_once.then(|| format!("connect-{name}")),
-        transaction_timeout: SOURCE_TRANSACTION_TIMEOUT,
-        ..Default::default()
-    });
-    if exactly_once {
-        // Fences a previous task and aborts its open transaction, whose offsets the worker
-        // never counted; then the offsets are those committed with their records.
-        producer.init_transactions().await?;
-        let committed = offsets::load(&worker.client).await?;
-        let mut all = worker.offsets.lock().await;
-        all.retain(|(n, _), _| *n != name);
-        all.extend(committed.into_iter().filter(|((n, _), _)| *n == name));
-    }
-    let stored = worker.offsets(&name).await;
-    source.start(&stored).await?;
-    let mut task = SourceTask {
-        worker,
-        name: name.clone(),
-        producer: &*producer,
-        chain,
-        converters,
-        tolerate,
-        dlq,
-        ensured: Vec::new(),
-        errors: 0,
-        dead_letters: 0,
-    };
-    loop {
-        wait_running(control).await;
-        let runs = source.poll().await?;
-        if runs.is_empty() {
-            tokio::time::sleep(POLL_IDLE).await;
-            continue;
-        }
-        if exactly_once {
-            producer.begin_transaction()?;
-        }
-        let mut last: BTreeMap<String, (serde_json::Value, serde_json::Value)> = BTreeMap::new();
-        let polled: usize = runs.iter().map(SourceRun::len).sum();
-        for run in runs {
-            if !run.topic.is_empty() && !run.is_empty() {
-                task.send(&run).await?;
-            }
-            last.insert(run.partition.to_string(), (run.partition, run.offset));
-        }
-        if exactly_once {
-            offsets::store(&*producer, &name, &last).await?;
-            producer.commit_transaction().await?;
-        } else {
-            // The records are durable before their offsets are.
-            producer.flush().await?;
-            offsets::store(&*producer, &name, &last).await?;
-            producer.flush().await?;
-        }
-        let (errors, dead_letters) = (
-            std::mem::take(&mut task.errors),
-            std::mem::take(&mut task.dead_letters),
-        );
-        status
-            .lock()
-            .expect("not poisoned")
-            .handled(polled as u64, errors, dead_letters);
-        let mut all = worker.offsets.lock().await;
-        for (p, (_, o)) in last {
-            all.insert((name.clone(), p), o);
-        }
+/// A connector's state in its target state.
+fn state(target: TargetState) -> State {
+    match target {
+        TargetState::Started => State::Running,
+        TargetState::Paused => State::Paused,
+        TargetState::Stopped => State::Stopped,
     }
 }
 
-/// What a source task needs to send the runs its source polls.
-struct SourceTask<'a> {
-    worker: &'a Worker,
-    name: String,
-    producer: &'a dyn LogProducer,
-    chain: Chain,
-    converters: Converters,
-    tolerate: bool,
-    dlq: Option<String>,
-    /// Topics known to exist.
-    ensured: Vec<String>,
-    /// Bad records since the last poll, and those of them sent to the dead-letter topic.
-    errors: u64,
-    dead_letters: u64,
-}
-
-impl SourceTask<'_> {
-    async fn ensure(&mut self, topic: &str) -> Result<()> {
-        if !self.ensured.iter().any(|t| t == topic) {
-            self.worker
-                .client
-                .ensure_topic(topic, &TopicConfig::default())
-                .await?;
-            self.ensured.push(topic.to_string());
-        }
-        Ok(())
-    }
-
-    /// Sends a run's records. When no transform and no converter changes them, they go as
-    /// they are: records without key straight into log batches of
-    /// [`DEFAULT_BATCH_SIZE`] (one encoding pass, no record copied on its own), keyed ones in
-    /// one `send_all`. Otherwise record by record, through the transforms and converters, bad
-    /// records to the dead-letter topic.
-    async fn send(&mut self, run: &SourceRun) -> Result<()> {
-        if run.error.is_none() && self.chain.is_empty() && self.converters.pass_through(run.text) {
-            self.ensure(&run.topic).await?;
-            if run.has_keys() {
-                let records: Vec<ProducerRecord<'_>> = run
-                    .records()
-                    .map(|(key, value)| ProducerRecord {
-                        topic: &run.topic,
-                        partition: None,
-                        key,
-                        value,
-                        headers: &[],
-                        timestamp: None,
-                    })
-                    .collect();
-                return Ok(self.producer.send_all(&records).await?);
-            }
-            let now = runnel_log::types::now_ms();
-            let mut batch = BatchBuilder::new(DEFAULT_BATCH_SIZE);
-            for (_, value) in run.records() {
-                let size = BatchBuilder::estimate(None, value, &[]);
-                if !batch.is_empty() && batch.size_bytes() + size > DEFAULT_BATCH_SIZE {
-                    let full = std::mem::replace(&mut batch, BatchBuilder::new(DEFAULT_BATCH_SIZE));
-                    self.producer.send_batch(&run.topic, None, full).await?;
-                }
-                batch.push(now, None, value, &[]);
-            }
-            return Ok(self.producer.send_batch(&run.topic, None, batch).await?);
-        }
-        for (key, value) in run.records() {
-            let mut r = Message {
-                topic: run.topic.clone(),
-                key: key.map(<[u8]>::to_vec),
-                value: value.map(<[u8]>::to_vec),
-                header_keys: Vec::new(),
-            };
-            let mut error = run.error.clone();
-            if error.is_none() && !self.chain.is_empty() {
-                match self.chain.apply(r.clone()) {
-                    Ok(Some(m)) => r = m,
-                    Ok(None) => continue,
-                    Err(e) => error = Some(e.to_string()),
-                }
-            }
-            if error.is_none()
-                && let Err(e) = convert_out(&self.converters, &mut r, run.text)
-            {
-                error = Some(e);
-            }
-            let name = &self.name;
-            if error.is_some() && self.tolerate {
-                self.errors += 1;
-                self.dead_letters += u64::from(self.dlq.is_some());
-            }
-            let target = match (&error, self.tolerate, &self.dlq) {
-                (None, _, _) => Some((r.topic.clone(), Vec::new())),
-                (Some(e), true, Some(d)) => Some((
-                    d.clone(),
-                    dlq_headers(
-                        e,
-                        &[
-                            ("__connect.errors.connector.name", name.clone()),
-                            (
-                                "__connect.errors.source.partition",
-                                run.partition.to_string(),
-                            ),
-                            ("__connect.errors.source.offset", run.offset.to_string()),
-                        ],
-                    ),
-                )),
-                (Some(e), true, None) => {
-                    tracing::warn!(connector = %name, error = %e, "skipped a bad record (no dead-letter topic set)");
-                    None
-                }
-                (Some(e), false, _) => {
-                    return Err(ConnectError::Record {
-                        what: format!("connector {name:?}"),
-                        message: format!("{e} (set errors.tolerance = all to skip such records)"),
-                    });
-                }
-            };
-            if let Some((topic, headers)) = target {
-                self.ensure(&topic).await?;
-                self.producer
-                    .send(ProducerRecord {
-                        topic: &topic,
-                        partition: None,
-                        key: r.key.as_deref(),
-                        value: r.value.as_deref(),
-                        headers: &headers,
-                        timestamp: None,
-                    })
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Applies the key and value converters to a source record (after its transforms); `text`:
-/// the value is a text line.
-fn convert_out(c: &Converters, r: &mut Message, text: bool) -> std::result::Result<(), String> {
-    if let (Some(conv), Some(k)) = (c.key, &r.key) {
-        r.key = Some(
-            conv.from_connect(k, false)
-                .map_err(|e| format!("key.converter: {e}"))?,
-        );
-    }
-    if let (Some(conv), Some(v)) = (c.value, &r.value) {
-        r.value = Some(
-            conv.from_connect(v, text)
-                .map_err(|e| format!("value.converter: {e}"))?,
-        );
-    }
-    Ok(())
-}
-
-/// Applies the converters then the transforms to a record read for a sink: `Ok(None)` when a
-/// filter dropped it, `Err` with the reason when it cannot be handed to the sink.
-fn prepare(
-    converters: &Converters,
-    chain: &Chain,
-    mut r: ConsumerRecord,
-) -> std::result::Result<Option<ConsumerRecord>, String> {
-    if let (Some(c), Some(k)) = (converters.key, &r.record.key) {
-        r.record.key = c
-            .to_connect(k)
-            .map_err(|e| format!("key.converter: {e}"))?
-            .map(Into::into);
-    }
-    if let (Some(c), Some(v)) = (converters.value, &r.record.value) {
-        r.record.value = c
-            .to_connect(v)
-            .map_err(|e| format!("value.converter: {e}"))?
-            .map(Into::into);
-    }
-    if chain.is_empty() {
-        return Ok(Some(r));
-    }
-    let m = Message {
-        topic: r.topic.to_string(),
-        key: r.record.key.as_deref().map(<[u8]>::to_vec),
-        value: r.record.value.as_deref().map(<[u8]>::to_vec),
-        header_keys: r.record.headers.iter().map(|h| h.key.clone()).collect(),
-    };
-    match chain.apply(m) {
-        Ok(Some(m)) => {
-            if *r.topic != *m.topic {
-                r.topic = m.topic.as_str().into();
-            }
-            r.record.key = m.key.map(Into::into);
-            r.record.value = m.value.map(Into::into);
-            Ok(Some(r))
-        }
-        Ok(None) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Sink tasks: read, convert, transform, put, flush, send the records that could not be
-/// written to the dead-letter topic (or fail naming the first of them under
-/// `errors.tolerance = none`), then commit. A dead letter keeps the record's original key and
-/// value, with the reason and its origin (`__connect.errors.topic`, `.partition`, `.offset`)
-/// in headers.
-async fn run_sink(
-    worker: &Worker,
-    config: &ConnectorConfig,
-    mut sink: Box<dyn Sink>,
-    control: &mut watch::Receiver<Control>,
-    status: &Mutex<Status>,
-) -> Result<()> {
-    let name = config.name.clone();
-    let topics = sink.topics();
-    for t in &topics {
-        worker
-            .client
-            .ensure_topic(t, &TopicConfig::default())
-            .await?;
-    }
-    let mut consumer = worker.client.consumer(ConsumerConfig {
-        group_id: Some(format!("connect-{}", config.name)),
-        client_id: format!("connect-{}", config.name),
-        auto_offset_reset: OffsetReset::Earliest,
-        enable_auto_commit: false,
-        // Bigger batches: a database sink commits (and fsyncs) once per batch.
-        max_partition_fetch_bytes: 8 << 20,
-        ..Default::default()
-    });
-    let chain = Chain::from_config(config)?;
-    let converters = Converters::from_config(config)?;
-    let pass_through = chain.is_empty() && converters == Converters::default();
-    let common = config.common()?;
-    let tolerate = common.tolerates_errors();
-    let dlq = common.dead_letter_topic.clone();
-    if let (true, Some(d)) = (tolerate, &dlq) {
-        worker
-            .client
-            .ensure_topic(d, &TopicConfig::default())
-            .await?;
-    }
-    let producer = worker.client.producer(ProducerConfig::default());
-    let exactly_once = common.exactly_once();
-    if exactly_once {
-        // The sink's own offsets, committed with its data, decide where to resume: every
-        // partition is read by this task (no group membership, which could hand a partition
-        // to another member that does not know them).
-        let Some(stored) = sink.stored_offsets().await? else {
-            return Err(config.error(
-                "exactly.once.support: this sink cannot keep its offsets with its data; use none"
-                    .into(),
-            ));
-        };
-        let mut all = Vec::new();
-        for t in &topics {
-            let n = worker.client.partition_count(t).await?.unwrap_or(0);
-            all.extend((0..n).map(|p| TopicPartition::new(t, p)));
-        }
-        consumer.assign(all.clone())?;
-        for tp in &all {
-            let at = stored.iter().find(|(s, _)| s == tp).map_or(0, |(_, o)| *o);
-            consumer.seek(tp, at)?;
-        }
-        tracing::info!(connector = %name, partitions = all.len(), "resuming from the offsets stored with the data");
-        // The group's copy follows the sink's (lag and `groups describe` tell the truth).
-        commit_group(&mut *consumer, stored, true).await?;
-    } else {
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&names)?;
-    }
-    loop {
-        wait_running(control).await;
-        let runs = consumer.poll_runs(Duration::from_millis(200)).await?;
-        if runs.is_empty() {
-            if let Some(durable) = sink.durable_offsets().filter(|d| !d.is_empty()) {
-                commit_group(&mut *consumer, durable, exactly_once).await?;
-            }
-            continue;
-        }
-        // The next offset to read per partition: after the last record of its run.
-        let next: BTreeMap<TopicPartition, u64> = runs
-            .iter()
-            .filter_map(|run| {
-                let last = run.last()?.offset;
-                Some((TopicPartition::new(&*run.topic, run.partition), last + 1))
-            })
-            .collect();
-        // (original record, reason, stage)
-        let mut bad: Vec<(ConsumerRecord, String, &str)> = Vec::new();
-        if pass_through {
-            // Nothing converts the records: the sink takes them as read.
-            for Rejected { index, reason } in sink.put_runs(&runs).await? {
-                let Some(record) = record_at(&runs, index) else {
-                    return Err(ConnectError::Record {
-                        what: format!("connector {name:?}"),
-                        message: format!(
-                            "the sink rejected record {index}, which it was not given"
-                        ),
-                    });
-                };
-                bad.push((record, reason, "TASK_PUT"));
-            }
-        } else {
-            // Each record as read is kept for its dead letter.
-            let mut good = Vec::new();
-            let mut originals = Vec::new();
-            for r in runs.iter().flat_map(RecordRun::to_consumer_records) {
-                let original = r.clone();
-                match prepare(&converters, &chain, r) {
-                    Ok(Some(r)) => {
-                        good.push(r);
-                        originals.push(original);
-                    }
-                    Ok(None) => {}
-                    Err(e) => bad.push((original, e, "VALUE_CONVERTER")),
-                }
-            }
-            let rejected: Vec<Rejected> = if good.is_empty() {
-                Vec::new()
-            } else {
-                sink.put(&good).await?
-            };
-            for Rejected { index, reason } in rejected {
-                bad.push((originals[index].clone(), reason, "TASK_PUT"));
-            }
-        }
-        sink.flush().await?;
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            // What a test waits for before it stops a worker whose sink holds records past
-            // its committed offsets (a Parquet sink's open file).
-            for (tp, next) in &next {
-                tracing::debug!(
-                    "sink {name}: {}-{} put and flushed up to offset {next} (exclusive)",
-                    tp.topic,
-                    tp.partition
-                );
-            }
-        }
-        if !bad.is_empty() {
-            bad.sort_by_key(|(r, _, _)| (r.topic.clone(), r.partition, r.record.offset));
-            if !tolerate {
-                let (r, reason, _) = &bad[0];
-                return Err(ConnectError::Record {
-                    what: format!(
-                        "connector {name:?}: record {}-{} offset {}",
-                        r.topic, r.partition, r.record.offset
-                    ),
-                    message: format!(
-                        "{reason} (set errors.tolerance = all and errors.deadletterqueue.topic.name to set such records aside)"
-                    ),
-                });
-            }
-            for (r, reason, stage) in &bad {
-                let Some(d) = &dlq else {
-                    tracing::warn!(connector = %name, topic = %r.topic, partition = r.partition, offset = r.record.offset, error = %reason, "skipped a record the sink could not take (no dead-letter topic set)");
-                    continue;
-                };
-                let headers = dlq_headers(
-                    reason,
-                    &[
-                        ("__connect.errors.connector.name", name.clone()),
-                        ("__connect.errors.stage", stage.to_string()),
-                        ("__connect.errors.topic", r.topic.to_string()),
-                        ("__connect.errors.partition", r.partition.to_string()),
-                        ("__connect.errors.offset", r.record.offset.to_string()),
-                    ],
-                );
-                producer
-                    .send(ProducerRecord {
-                        topic: d,
-                        partition: None,
-                        key: r.record.key.as_deref(),
-                        value: r.record.value.as_deref(),
-                        headers: &headers,
-                        timestamp: Some(r.record.timestamp),
-                    })
-                    .await?;
-            }
-            // The dead letters are durable before the offsets that skip them are.
-            producer.flush().await?;
-        }
-        let polled: usize = runs.iter().map(RecordRun::len).sum();
-        let dead_letters = if dlq.is_some() { bad.len() } else { 0 };
-        status.lock().expect("not poisoned").handled(
-            polled as u64,
-            bad.len() as u64,
-            dead_letters as u64,
-        );
-        let commit: Vec<(TopicPartition, u64)> = match sink.durable_offsets() {
-            Some(d) => d,
-            None => next.into_iter().collect(),
-        };
-        if !commit.is_empty() {
-            commit_group(&mut *consumer, commit, exactly_once).await?;
-        }
-    }
-}
-
-/// Record `index` of `runs` (counted across them, in order), as a [`ConsumerRecord`].
-fn record_at(runs: &[RecordRun], mut index: usize) -> Option<ConsumerRecord> {
-    for run in runs {
-        match run.get(index) {
-            Some(r) => {
-                return Some(ConsumerRecord {
-                    topic: run.topic.clone(),
-                    partition: run.partition,
-                    record: r.to_record(),
-                });
-            }
-            None => index -= run.len(),
-        }
-    }
-    None
-}
-
-/// Commits a sink's offsets to its consumer group. Under exactly-once the offsets that count
-/// are in the sink's own store, so the group's copy (for `groups describe` and lag) may fail.
-async fn commit_group(
-    consumer: &mut dyn runnel_log::LogConsumer,
-    offsets: Vec<(TopicPartition, u64)>,
-    exactly_once: bool,
-) -> Result<()> {
-    match consumer.commit_offsets(offsets).await {
-        Err(e) if exactly_once => {
-            tracing::debug!(error = %e, "the consumer group did not take the sink's offsets");
-            Ok(())
-        }
-        r => Ok(r?),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restarts_back_off_from_one_second_doubling_up_to_the_cap() {
-        let secs = |max: u64| -> Vec<u64> {
-            backoffs(Duration::from_secs(max))
-                .take(8)
-                .map(|d| d.as_secs())
-                .collect()
-        };
-        assert_eq!(secs(60), [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(secs(5), [1, 2, 4, 5, 5, 5, 5, 5]);
-        let ms: Vec<u128> = backoffs(Duration::from_millis(300))
-            .take(3)
-            .map(|d| d.as_millis())
-            .collect();
-        assert_eq!(ms, [300, 300, 300]);
-    }
-
-    #[test]
-    fn the_retry_delay_cap_is_checked() {
-        let c = |v: &str| {
-            ConnectorConfig::from_json(
-                Some("c"),
-                &serde_json::json!({ "errors.retry.delay.max.ms": v }),
-            )
-            .unwrap()
-        };
-        assert_eq!(
-            retry_delay_max(&c("250")).unwrap(),
-            Duration::from_millis(250)
-        );
-        assert!(retry_delay_max(&c("0")).is_err());
-        assert!(retry_delay_max(&c("soon")).is_err());
+/// What a connector's tasks do in its target state (a STOPPED one has none).
+fn control(target: TargetState) -> Control {
+    match target {
+        TargetState::Paused => Control::Pause,
+        _ => Control::Run,
     }
 }

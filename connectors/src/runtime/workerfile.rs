@@ -1,8 +1,12 @@
 //! The worker file: TOML with one `[[connector]]` table per connector, keys as in Kafka
 //! Connect (`name`, `connector.class`, `file`, `topic`, ...), so a Connect user's properties
-//! carry over. Errors name the file and the line.
+//! carry over, and optionally the worker's topics under Kafka Connect's worker property names
+//! (`config.storage.topic`, `status.storage.topic`; see [`Storage`]). Errors name the file and
+//! the line.
 //!
 //! ```toml
+//! "config.storage.topic" = "connect-configs"
+//!
 //! [[connector]]
 //! name = "lines-in"
 //! "connector.class" = "FileStreamSource"
@@ -12,15 +16,33 @@
 
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
+use crate::runtime::worker::Storage;
 
-/// The connectors of the worker file at `path`, whose contents are `text`, each checked as
-/// [`crate::registry::build`] checks it.
+/// A worker file's contents (by default, none: the default topics, no connector).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WorkerFile {
+    /// Its topics; the defaults where the file names none.
+    pub storage: Storage,
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+/// The connectors of the worker file at `path`, whose contents are `text`; see [`read`].
+///
+/// # Errors
+/// As [`read`].
+pub fn parse(path: &str, text: &str) -> Result<Vec<ConnectorConfig>> {
+    Ok(read(path, text)?.connectors)
+}
+
+/// The worker file at `path`, whose contents are `text`: its topics, and its connectors, each
+/// checked as the worker checks a connector it starts.
 ///
 /// # Errors
 /// [`crate::ConnectError::WorkerFile`] naming `path`: TOML that does not parse (with the
-/// line), a top-level key other than `connector`, or a connector whose configuration is
-/// refused (with its number in the file and why).
-pub fn parse(path: &str, text: &str) -> Result<Vec<ConnectorConfig>> {
+/// line), a top-level key other than `connector` and the storage keys (or one that is not a
+/// string), or a connector whose configuration is refused (with its number in the file and
+/// why).
+pub fn read(path: &str, text: &str) -> Result<WorkerFile> {
     let err = |message: String| ConnectError::WorkerFile {
         path: path.into(),
         message,
@@ -32,25 +54,44 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<ConnectorConfig>> {
             .unwrap_or_default();
         err(format!("{at}{}", e.message()))
     })?;
-    if let Some(k) = doc.keys().find(|k| *k != "connector") {
-        return Err(err(format!(
-            "unknown top-level key {k:?}: declare connectors as [[connector]] tables"
-        )));
+    let mut storage = Storage::default();
+    for (key, value) in &doc {
+        let topic = match key.as_str() {
+            "connector" => continue,
+            "config.storage.topic" => &mut storage.config_topic,
+            "status.storage.topic" => &mut storage.status_topic,
+            k => {
+                return Err(err(format!(
+                    "unknown top-level key {k:?}: declare connectors as [[connector]] tables; the worker's own keys are \"config.storage.topic\" and \"status.storage.topic\""
+                )));
+            }
+        };
+        *topic = value
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| err(format!("{key} must be a topic name, not {value}")))?
+            .to_string();
     }
-    let Some(list) = doc.get("connector") else {
-        return Ok(Vec::new());
+    let none = Vec::new();
+    let list = match doc.get("connector") {
+        None => &none,
+        Some(list) => list
+            .as_array()
+            .ok_or_else(|| err("connector must be an array of tables: [[connector]]".into()))?,
     };
-    let list = list
-        .as_array()
-        .ok_or_else(|| err("connector must be an array of tables: [[connector]]".into()))?;
-    list.iter()
+    let connectors = list
+        .iter()
         .enumerate()
         .map(|(i, t)| {
             let json = serde_json::to_value(t).map_err(|e| err(e.to_string()))?;
             let c = ConnectorConfig::from_json(None, &json)
                 .map_err(|e| err(format!("connector #{}: {e}", i + 1)))?;
-            crate::registry::build(&c).map_err(|e| err(e.to_string()))?;
+            crate::runtime::worker::check(&c).map_err(|e| err(e.to_string()))?;
             Ok(c)
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(WorkerFile {
+        storage,
+        connectors,
+    })
 }

@@ -35,7 +35,7 @@ fn stored_at_ends(
     connector: &str,
     files: &[&Path],
 ) -> bool {
-    let stored = rt.block_on(worker.offsets(connector));
+    let stored = rt.block_on(worker.offsets(connector)).unwrap();
     files.iter().all(|f| {
         let m = std::fs::metadata(f).unwrap();
         stored.iter().any(|(p, o)| {
@@ -141,6 +141,7 @@ fn a_directory_of_csv_files_becomes_json_records_with_the_header_as_field_names(
     let size = std::fs::metadata(&f).unwrap().len();
     wait_for("the stored offset", || {
         rt.block_on(worker.offsets("csv"))
+            .unwrap()
             .first()
             .and_then(|(_, o)| o["position"].as_u64())
             == Some(size)

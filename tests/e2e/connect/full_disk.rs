@@ -31,7 +31,7 @@ fn wait_failed_with(addr: &str, name: &str, causes: &[&str]) -> String {
     wait_for(&format!("{name} FAILED with {causes:?}"), || {
         let (_, s) = http(addr, "GET", &format!("/connectors/{name}/status"), None);
         trace = s["tasks"][0]["trace"].as_str().unwrap_or_default().into();
-        s["connector"]["state"] == "FAILED" && causes.iter().all(|c| trace.contains(c))
+        s["tasks"][0]["state"] == "FAILED" && causes.iter().all(|c| trace.contains(c))
     });
     trace
 }
@@ -180,7 +180,7 @@ fn a_file_sink_on_a_disk_that_fills(exactly_once: bool) {
         assert_eq!(have.len(), lines.len(), "every line");
     }
     let (_, s) = http(&addr, "GET", "/connectors/out/status", None);
-    assert_eq!(s["connector"]["state"], "RUNNING", "{s}");
+    assert_eq!(s["tasks"][0]["state"], "RUNNING", "{s}");
     assert!(worker.status("out").unwrap().restarts >= 2);
     assert_eq!(dead_letters(&rt, &client), 0);
     worker.delete("out").unwrap();
@@ -280,7 +280,7 @@ fn a_parquet_sink_on_a_full_disk_fails_retries_and_loses_nothing() {
     });
     assert_eq!(parquet_ids(&out_dir), (0..n as i64).collect::<Vec<_>>());
     let (_, s) = http(&addr, "GET", "/connectors/pq/status", None);
-    assert_eq!(s["connector"]["state"], "RUNNING", "{s}");
+    assert_eq!(s["tasks"][0]["state"], "RUNNING", "{s}");
     assert_eq!(dead_letters(&rt, &client), 0);
     worker.delete("pq").unwrap();
 }
@@ -432,7 +432,7 @@ fn a_jdbc_sink_into_a_full_postgresql_tablespace_waits_for_space_and_loses_nothi
         committed(&rt, &client, "to-db", &table) == n as u64
     });
     let (_, s) = http(&addr, "GET", "/connectors/to-db/status", None);
-    assert_eq!(s["connector"]["state"], "RUNNING", "{s}");
+    assert_eq!(s["tasks"][0]["state"], "RUNNING", "{s}");
     assert_eq!(dead_letters(&rt, &client), 0);
     worker.delete("to-db").unwrap();
 }

@@ -31,7 +31,7 @@ fn offset_at_last(
         .unwrap_or_default()
         .last()
         .map(|r| serde_json::from_slice::<serde_json::Value>(r.value.as_deref().unwrap()).unwrap());
-    let stored = rt.block_on(worker.offsets(connector));
+    let stored = rt.block_on(worker.offsets(connector)).unwrap();
     last.is_some_and(|row| stored.first().is_some_and(|(_, o)| o[key] == row[field]))
 }
 
@@ -172,7 +172,7 @@ fn timestamp_modes_on(url: &str, ts_type: &str) {
     wait_for("ts-inc's offset at row 6", || {
         offset_at_last(&rt, &worker, &client, "ts-inc", &tsi, "incrementing", "id")
     });
-    let stored = rt.block_on(worker.offsets("ts-inc"));
+    let stored = rt.block_on(worker.offsets("ts-inc")).unwrap();
     assert_eq!(stored[0].1["incrementing"], 6, "{stored:?}");
     worker.delete("ts-inc").unwrap();
     insert(&[(7, "2099-01-01 00:00:00", "g")]);

@@ -182,7 +182,7 @@ fn ctrl_c_closes_the_open_parquet_file_with_its_footer() {
         .arg(dir.path().join("data"))
         .args(["connect", "--rest", "127.0.0.1:0"])
         .arg(&worker_file)
-        .env("RUST_LOG", "runnel_connectors::runtime::worker=debug")
+        .env("RUST_LOG", "runnel_connectors::runtime::sink_task=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

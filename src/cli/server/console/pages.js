@@ -87,13 +87,14 @@
   };
 
   let connectorTable;
-  const action = (name, verb, method) => h("button", {
+  // `query`: Kafka Connect's restart restarts the connector alone unless asked for its tasks.
+  const action = (name, verb, method, query = "") => h("button", {
     type: "button",
     "data-action": verb,
     onclick: async (e) => {
       e.target.disabled = true;
       try {
-        await R.api(`/connectors/${encodeURIComponent(name)}/${verb}`, { method });
+        await R.api(`/connectors/${encodeURIComponent(name)}/${verb}${query}`, { method });
         R.clear(`action:${name}`);
       } catch (err) {
         R.fail(`action:${name}`, err.message);
@@ -118,7 +119,7 @@
           h("td", {}, c.tasks.map((t) => h("div", {}, `task ${t.id} `, R.status(t.state),
             t.trace ? h("details", {}, h("summary", {}, "error"), h("pre", {}, t.trace)) : null))),
           h("td", { class: "actions" }, action(c.name, "pause", "PUT"),
-            action(c.name, "resume", "PUT"), action(c.name, "restart", "POST"))))));
+            action(c.name, "resume", "PUT"), action(c.name, "restart", "POST", "?includeTasks=true"))))));
     },
   };
 })();
