@@ -63,6 +63,8 @@ struct JobToml {
     /// state, when several run the job.
     #[serde(default)]
     standby_replicas: usize,
+    /// Kafka Streams' `num.stream.threads` (default: one per core).
+    threads: Option<usize>,
 }
 
 #[derive(serde::Deserialize)]
@@ -145,6 +147,8 @@ pub struct JobFile {
     pub guarantee: ProcessingGuarantee,
     /// Other instances keeping a warm copy of each task's state (`[job] standby_replicas`).
     pub standby_replicas: usize,
+    /// Worker threads (`[job] threads`; `runnel run --threads` overrides it).
+    pub threads: Option<usize>,
     /// Byte offset of the SQL text in the file (for error positions).
     sql_offset: usize,
     pub connectors: Vec<toml::Table>,
@@ -262,6 +266,7 @@ impl JobFile {
             sql: file.job.sql.into_inner(),
             guarantee,
             standby_replicas: file.job.standby_replicas,
+            threads: file.job.threads,
             sql_offset,
             connectors: file.connector,
         })

@@ -229,6 +229,9 @@ impl SqlJob {
         config.until_end = until_end;
         config.compression = self.job().compression;
         config.num_standby_replicas = self.job().standby_replicas;
+        if let Some(n) = self.job().threads {
+            config.num_threads = n.max(1);
+        }
         Ok(App::new(self.topology_for_run()?, client, config))
     }
 }

@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free one; printed).
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
+    /// Worker threads of this instance (Kafka Streams' `num.stream.threads`), overriding the
+    /// job file's `[job] threads`; default: one per core.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +55,9 @@ pub async fn run(client: SharedLogClient, log: Option<Log>, args: RunArgs) -> Re
     let mut job = SqlJob::load(&args.job)?;
     if let Some(g) = args.guarantee {
         job.plan.job.guarantee = g;
+    }
+    if let Some(n) = args.threads {
+        job.plan.job.threads = Some(n);
     }
     let connectors = start_connectors(&client, &job).await?;
     let bar = ProgressBar::new_spinner().with_style(
