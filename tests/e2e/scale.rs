@@ -95,7 +95,7 @@ fn broker_with_rides(
     (broker, client, rides.into_iter().map(|(_, r)| r).collect())
 }
 
-/// A `runnel --bootstrap B run job --until-end` instance; its stderr lines are kept.
+/// A `runnel --bootstrap B run job` instance; its stderr lines are kept.
 struct Instance {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -111,10 +111,17 @@ struct Holding {
 
 impl Instance {
     fn start(bootstrap: &str, job: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-            .args(["--bootstrap", bootstrap, "run"])
-            .arg(job)
-            .arg("--until-end")
+        Self::spawn(bootstrap, job, true)
+    }
+
+    /// `runnel --bootstrap B run job [--until-end]`.
+    fn spawn(bootstrap: &str, job: &std::path::Path, until_end: bool) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runnel"));
+        command.args(["--bootstrap", bootstrap, "run"]).arg(job);
+        if until_end {
+            command.arg("--until-end");
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -349,4 +356,88 @@ fn two_instances_of_a_stateless_job_write_every_row_once() {
     let want = expected_rows(&rides);
     assert_eq!(got.len(), want.len(), "every row once, none twice");
     assert!(got == want, "the rows the job must write");
+}
+
+/// Rebalance while state is large: one instance of a 200,000-key aggregation holds every task
+/// and has consumed its input; a second joins, takes over half the tasks, restores their state
+/// and says how long after its assignment it was processing; more input then lands on both,
+/// and every key's last count equals brute force over all the input.
+#[test]
+fn a_joining_instance_restores_the_state_of_its_tasks_and_serves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, client, _) = broker_with_rides(dir.path(), 200_000, 4);
+    let job = dir.path().join("per_ms.toml");
+    std::fs::write(
+        &job,
+        r#"[job]
+name = "per-ms"
+sql = "INSERT INTO per_ms SELECT ts, COUNT(*) AS n FROM rides GROUP BY ts"
+
+[[input]]
+name = "rides"
+schema = "ts BIGINT, driver_id BIGINT, region VARCHAR, lat DOUBLE, lon DOUBLE, speed DOUBLE"
+
+[[output]]
+name = "per_ms"
+topic = "per-ms"
+"#,
+    )
+    .unwrap();
+    let start = || Instance::spawn(&broker.addr, &job, false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let last_counts = || -> BTreeMap<i64, u64> {
+        let rows: Vec<(String, serde_json::Value)> =
+            rt.block_on(rides::read_json(&client, "per-ms")).unwrap();
+        rows.into_iter()
+            .map(|(_, v)| (v["ts"].as_i64().unwrap(), v["n"].as_u64().unwrap()))
+            .collect()
+    };
+    let brute = || -> BTreeMap<i64, u64> {
+        let all: Vec<(String, Ride)> = rt.block_on(rides::read_json(&client, "rides")).unwrap();
+        let mut counts = BTreeMap::new();
+        for (_, r) in all {
+            *counts.entry(r.ts).or_default() += 1;
+        }
+        counts
+    };
+    let first = start();
+    let want = brute();
+    wait_for_up_to("the first instance's counts", RUN_LIMIT, || {
+        last_counts() == want
+    });
+    let second = start();
+    wait_for_up_to(
+        "the second instance processing its tasks",
+        RUN_LIMIT,
+        || {
+            let log = second.log();
+            second
+                .holdings()
+                .iter()
+                .any(|h| h.instances == 2 && h.tasks > 0)
+                && log.lines().any(|l| l.starts_with("processing (generation"))
+        },
+    );
+    let took = second
+        .log()
+        .lines()
+        .find(|l| l.starts_with("processing (generation"))
+        .map(str::to_string)
+        .unwrap();
+    println!("second instance: {took}");
+    rt.block_on(rides::produce_rides(&client, "rides", 4, 50_000, |_| {}))
+        .unwrap();
+    let want = brute();
+    wait_for_up_to("counts over both instances", RUN_LIMIT, || {
+        last_counts() == want
+    });
+    for i in [first, second] {
+        assert!(
+            i.holdings()
+                .last()
+                .is_some_and(|h| h.instances == 2 && h.tasks > 0),
+            "each instance holds tasks at the end:\n{}",
+            i.log()
+        );
+    }
 }
