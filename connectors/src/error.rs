@@ -49,6 +49,12 @@ pub enum ConnectError {
     )]
     NotStopped(String),
 
+    /// In a group of workers, what only the worker running a connector can do.
+    #[error(
+        "connector {connector:?} runs on worker {worker}, not this one: send the request there"
+    )]
+    Elsewhere { connector: String, worker: String },
+
     #[error("worker file {path}: {message}")]
     WorkerFile { path: String, message: String },
 }

@@ -31,4 +31,4 @@ pub use error::{ConnectError, Result};
 pub use runtime::configs::TargetState;
 pub use runtime::status::{State, Status};
 pub use runtime::worker::{Storage, Submit, View, Worker};
-pub use runtime::{rest, workerfile};
+pub use runtime::{group, rest, workerfile};

@@ -5,13 +5,19 @@
 //! publishes their statuses to its status topic. It names itself by its REST address in
 //! statuses, as Kafka Connect does. With `--bootstrap` it works against a broker instead of
 //! the data directory; with `--http ADDR` its metrics are at `/metrics`.
+//!
+//! With `--group-id G` the worker is one of a group (Kafka Connect's distributed mode): the
+//! workers of `G` share the config and status topics, the group's leader deals the connectors
+//! over them, and a worker that leaves or dies has its connectors moved to the others. Any
+//! worker's REST API answers for every connector; a change is stored in the config topic,
+//! which every worker reads (the one running the connector applies it).
 
 use super::server::metrics::Sources;
 use anyhow::{Context, Result};
 use clap::Args;
 use runnel_connectors::workerfile::{self, WorkerFile};
-use runnel_connectors::{Worker, rest};
-use runnel_log::{Log, SharedLogClient};
+use runnel_connectors::{Worker, group, rest};
+use runnel_log::{ConsumerConfig, Log, SharedLogClient};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -24,6 +30,9 @@ pub struct ConnectArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free one; printed).
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
+    /// Join the worker group G (Kafka Connect's `group.id`): distributed mode.
+    #[arg(long, value_name = "G")]
+    group_id: Option<String>,
 }
 
 /// `log`: the embedded log when the worker runs on one (its partitions and groups are in the
@@ -47,13 +56,24 @@ pub async fn run(client: SharedLogClient, log: Option<Log>, args: ConnectArgs) -
             )
         })?;
     let rest_addr = listener.local_addr()?;
-    let worker = Worker::open(
-        client,
-        &file.storage,
-        &rest_addr.to_string(),
-        file.connectors,
-    )
-    .await?;
+    let id = rest_addr.to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (worker, group) = match &args.group_id {
+        Some(g) => {
+            let worker =
+                Worker::member(client.clone(), &file.storage, &id, file.connectors).await?;
+            let member = client.group_member(ConsumerConfig {
+                group_id: Some(g.clone()),
+                ..Default::default()
+            })?;
+            let run = group::run(worker.clone(), member, stopped);
+            (worker, Some(tokio::spawn(run)))
+        }
+        None => {
+            let worker = Worker::open(client, &file.storage, &id, file.connectors).await?;
+            (worker, None)
+        }
+    };
     for name in worker.names() {
         let state = worker.status(&name)?.state;
         eprintln!("started connector {name} ({state:?})");
@@ -74,6 +94,10 @@ pub async fn run(client: SharedLogClient, log: Option<Log>, args: ConnectArgs) -
     tokio::select! {
         r = server => r.context("the REST server stopped")?,
         _ = shutdown() => eprintln!("stopping the worker"),
+    }
+    stop.send_replace(true);
+    if let Some(group) = group {
+        group.await?.context("the worker group")?;
     }
     worker.shutdown().await;
     Ok(())

@@ -992,6 +992,7 @@ fn transforms_reshape_and_route_source_records() {
 }
 
 mod convert;
+mod distributed;
 mod files;
 mod full_disk;
 mod jdbc_modes;

@@ -9,9 +9,9 @@
 //!   predate it and the truth in `state.v2`, which is read first; a tombstone on delete.
 //!
 //! A connector without a target state is STARTED. Kafka Connect's task records (`task-*`,
-//! `commit-*`) coordinate the workers of a group; a single worker plans its tasks again from
-//! the connector's configuration at each start, so it neither writes nor reads them (nor does
-//! it read anything it does not know).
+//! `commit-*`) coordinate the workers of a group; a worker (alone, or of a group) plans a
+//! connector's tasks again from its configuration wherever it runs it, so it neither writes
+//! nor reads them (nor does it read anything it does not know).
 //!
 //! Every write is flushed before it returns: what the REST API answered is durable.
 
@@ -147,9 +147,9 @@ impl ConfigTopic {
     }
 }
 
-/// The topic's records read so far.
+/// The topic's records read so far (at start, or as a worker of a group tails the topic).
 #[derive(Default)]
-struct Reading {
+pub(crate) struct Reading {
     configs: BTreeMap<String, BTreeMap<String, String>>,
     targets: BTreeMap<String, TargetState>,
 }
@@ -157,7 +157,7 @@ struct Reading {
 impl Reading {
     /// Applies the next record. Records it does not know, or cannot read, are skipped with a
     /// warning.
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
+    pub(crate) fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
         let key = String::from_utf8_lossy(key);
         let value: Option<Value> = match value.map(serde_json::from_slice) {
             None => None,
@@ -201,14 +201,25 @@ impl Reading {
 
     /// The connectors with a configuration, with their target states.
     fn finish(self) -> BTreeMap<String, Stored> {
-        let targets = self.targets;
+        self.connectors(|_| true)
+    }
+
+    /// The connectors with a configuration whose names `pick` keeps, with their target states.
+    pub(crate) fn connectors(&self, pick: impl Fn(&str) -> bool) -> BTreeMap<String, Stored> {
         self.configs
-            .into_iter()
+            .iter()
+            .filter(|(name, _)| pick(name))
             .map(|(name, props)| {
-                let target = targets.get(&name).copied().unwrap_or_default();
-                (name, Stored { props, target })
+                let target = self.targets.get(name).copied().unwrap_or_default();
+                let props = props.clone();
+                (name.clone(), Stored { props, target })
             })
             .collect()
+    }
+
+    /// The names of the connectors with a configuration, in order.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &String> {
+        self.configs.keys()
     }
 }
 

@@ -3,14 +3,17 @@
 //! backoff), the REST API ([`rest`], Kafka Connect's paths and shapes), the worker's internal
 //! topics ([`internal`]): source offsets ([`offsets`], read and changed over REST through
 //! [`connector_offsets`]), connector configurations ([`configs`]) and statuses ([`status`]),
-//! and the TOML [`workerfile`]. It builds connectors only through [`crate::registry`] and
+//! and the TOML [`workerfile`]. Workers of a group ([`group`]) share those topics
+//! ([`shared`]). It builds connectors only through [`crate::registry`] and
 //! drives them only through [`crate::api`].
 
 pub mod configs;
 mod connector_offsets;
+pub mod group;
 mod internal;
 pub mod offsets;
 pub mod rest;
+mod shared;
 mod sink_task;
 mod source_task;
 pub mod status;

@@ -18,7 +18,7 @@ use crate::config::ConnectorConfig;
 use crate::error::ConnectError;
 use crate::registry::{self, PLUGINS};
 use crate::runtime::configs::TargetState;
-use crate::runtime::worker::{Submit, View, Worker};
+use crate::runtime::worker::{Submit, TaskView, View, Worker};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
@@ -44,7 +44,7 @@ impl From<ConnectError> for ApiError {
     fn from(e: ConnectError) -> Self {
         let code = match e {
             ConnectError::NotFound(_) | ConnectError::TaskNotFound { .. } => StatusCode::NOT_FOUND,
-            ConnectError::Exists(_) => StatusCode::CONFLICT,
+            ConnectError::Exists(_) | ConnectError::Elsewhere { .. } => StatusCode::CONFLICT,
             ConnectError::Config { .. }
             | ConnectError::UnknownClass { .. }
             | ConnectError::NotStopped(_) => StatusCode::BAD_REQUEST,
@@ -170,7 +170,7 @@ async fn list(State(w): State<Worker>, RawQuery(raw): RawQuery) -> Reply {
         let mut one = Map::new();
         for e in &expand {
             let v = match e.as_str() {
-                "status" => status_of(&w, &view),
+                "status" => status_of(&view),
                 _ => info_of(&view),
             };
             one.insert(e.clone(), v);
@@ -192,23 +192,19 @@ fn info_of(v: &View) -> Value {
 }
 
 /// Kafka Connect's connector status.
-fn status_of(w: &Worker, v: &View) -> Value {
-    let tasks: Vec<Value> = v
-        .tasks
-        .iter()
-        .map(|t| task_status_of(w, t.id, &t.status))
-        .collect();
+fn status_of(v: &View) -> Value {
+    let tasks: Vec<Value> = v.tasks.iter().map(task_status_of).collect();
     json!({
         "name": v.config.name,
-        "connector": { "state": v.state, "worker_id": w.worker_id() },
+        "connector": { "state": v.state, "worker_id": v.worker_id },
         "tasks": tasks,
         "type": v.kind,
     })
 }
 
-fn task_status_of(w: &Worker, id: u32, s: &crate::runtime::status::Status) -> Value {
-    let mut task = json!({ "id": id, "state": s.state, "worker_id": w.worker_id() });
-    if let Some(t) = &s.trace {
+fn task_status_of(t: &TaskView) -> Value {
+    let mut task = json!({ "id": t.id, "state": t.status.state, "worker_id": t.worker_id });
+    if let Some(t) = &t.status.trace {
         task["trace"] = json!(t);
     }
     task
@@ -274,7 +270,7 @@ async fn put_config(
 }
 
 async fn status(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
-    Ok(Json(status_of(&w, &w.view(&name)?)).into_response())
+    Ok(Json(status_of(&w.view(&name)?)).into_response())
 }
 
 async fn pause(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
@@ -316,7 +312,7 @@ async fn restart(
     if !include_tasks && !only_failed {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    Ok((StatusCode::ACCEPTED, Json(status_of(&w, &view))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(status_of(&view))).into_response())
 }
 
 async fn tasks(State(w): State<Worker>, Params(name): Params<String>) -> Reply {
@@ -339,7 +335,7 @@ async fn task_status(State(w): State<Worker>, Params((name, id)): Params<(String
             connector: name,
             task: id,
         })?;
-    Ok(Json(task_status_of(&w, id, &task.status)).into_response())
+    Ok(Json(task_status_of(task)).into_response())
 }
 
 async fn restart_task(State(w): State<Worker>, Params((name, id)): Params<(String, u32)>) -> Reply {

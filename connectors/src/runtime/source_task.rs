@@ -68,6 +68,10 @@ pub async fn run(
         // Fences a previous task and aborts its open transaction, whose offsets the worker
         // never counted; then the offsets are those committed with their records.
         producer.init_transactions().await?;
+    }
+    if exactly_once || worker.shared().is_some() {
+        // In a group, the connector may have run on another worker since this one read the
+        // offsets: they are read again.
         let committed = offsets::load(&worker.client).await?;
         let mut all = worker.offsets.lock().await;
         all.retain(|(n, _), _| *n != name);

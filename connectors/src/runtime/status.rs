@@ -54,7 +54,7 @@ impl Status {
 }
 
 /// A state as Kafka Connect names it in its REST API and status topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum State {
     Running,
@@ -236,7 +236,7 @@ impl Inner {
 
 /// Applies a `topic-<topic>-connector-<name>` record (its value names both, so names with
 /// dashes are read right).
-fn active_topic(
+pub(crate) fn active_topic(
     active: &mut BTreeMap<String, BTreeSet<String>>,
     key: &[u8],
     value: Option<&Value>,

@@ -15,6 +15,14 @@
 //! stay, so a connector of the file stopped over REST stays stopped. [`Worker::create`] and
 //! [`Worker::delete`] change the connectors in memory only.
 //!
+//! A worker made by [`Worker::member`] is one of a group ([`crate::runtime::group`] runs its
+//! membership): the config and status topics are shared ([`Shared`]), the changes the REST
+//! API asks for are only stored (they return once this worker reads them back), and the group
+//! decides which worker runs a connector ([`Worker::run_only`]); reads answer for every
+//! connector of the group, with the statuses its worker published, and what only the worker
+//! running a connector can do (restarts, offsets, topics) is refused elsewhere
+//! ([`ConnectError::Elsewhere`], naming that worker).
+//!
 //! Each connector runs as the tasks [`registry::task_configs`] plans from its configuration
 //! (`tasks.max`). The plan depends on the configuration alone, so restarting a connector itself
 //! changes nothing: only its tasks restart (`includeTasks`), or all of them for a new
@@ -24,8 +32,9 @@ use crate::api::Kind;
 use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
 use crate::registry;
-use crate::runtime::configs::{ConfigTopic, TargetState};
+use crate::runtime::configs::{ConfigTopic, Stored, TargetState};
 use crate::runtime::offsets::{self, Offsets};
+use crate::runtime::shared::Shared;
 use crate::runtime::status::{ActiveTopics, Publisher, State, Status, TaskStatus};
 use crate::runtime::task::{self, Control, TaskContext};
 use runnel_log::SharedLogClient;
@@ -72,6 +81,8 @@ pub struct View {
     pub tasks: Vec<TaskView>,
     /// The topics it used (KIP-558), in order.
     pub topics: Vec<String>,
+    /// The worker running it (empty when none does).
+    pub worker_id: String,
 }
 
 /// A task as the REST API shows it.
@@ -80,6 +91,8 @@ pub struct TaskView {
     pub id: u32,
     pub config: ConnectorConfig,
     pub status: Status,
+    /// The worker running it (empty when none does).
+    pub worker_id: String,
 }
 
 struct Entry {
@@ -110,6 +123,8 @@ pub struct Worker {
     pub(super) publisher: Publisher,
     /// One stored change at a time: checked, stored, applied.
     pub(super) changes: Arc<tokio::sync::Mutex<()>>,
+    /// The group's topics, for a worker of a group.
+    shared: Option<Arc<Shared>>,
 }
 
 impl Worker {
@@ -122,7 +137,7 @@ impl Worker {
     /// # Cancel safety
     /// Cancel safe: nothing is started before it returns.
     pub async fn new(client: SharedLogClient) -> Result<Self> {
-        Self::assemble(client, None, Publisher::default()).await
+        Self::assemble(client, None, Publisher::default(), None).await
     }
 
     /// A worker over `client` that keeps its connectors in `storage`'s topics, its statuses
@@ -155,7 +170,7 @@ impl Worker {
                 s.props = c.props;
             }
         }
-        let worker = Self::assemble(client, Some(Arc::new(configs)), publisher).await?;
+        let worker = Self::assemble(client, Some(Arc::new(configs)), publisher, None).await?;
         for (name, s) in stored {
             let config = ConnectorConfig {
                 name: name.clone(),
@@ -169,10 +184,42 @@ impl Worker {
         Ok(worker)
     }
 
+    /// A worker of a group over `client`, sharing `storage`'s topics with the others, its
+    /// statuses naming it `worker_id`: it stores the `declared` connectors that the config
+    /// topic does not hold as they are, and runs nothing until [`run_only`](Self::run_only)
+    /// says what.
+    ///
+    /// # Errors
+    /// When a topic cannot be created, read or written ([`ConnectError::Log`]).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime: the topics' tails are spawned on the current one.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part way, some declared connectors may be stored.
+    pub async fn member(
+        client: SharedLogClient,
+        storage: &Storage,
+        worker_id: &str,
+        declared: Vec<ConnectorConfig>,
+    ) -> Result<Self> {
+        let shared = Shared::open(&client, &storage.config_topic, &storage.status_topic).await?;
+        let (configs, _) = ConfigTopic::open(&client, &storage.config_topic).await?;
+        let (publisher, _) = Publisher::open(&client, &storage.status_topic, worker_id).await?;
+        for c in declared {
+            if shared.connector(&c.name).map(|s| s.props) != Some(c.props.clone()) {
+                configs.put(&c.name, &c.props).await?;
+            }
+        }
+        let (configs, shared) = (Some(Arc::new(configs)), Some(Arc::new(shared)));
+        Self::assemble(client, configs, publisher, shared).await
+    }
+
     async fn assemble(
         client: SharedLogClient,
         configs: Option<Arc<ConfigTopic>>,
         publisher: Publisher,
+        shared: Option<Arc<Shared>>,
     ) -> Result<Self> {
         let offsets = offsets::load(&client).await?;
         Ok(Self {
@@ -182,7 +229,96 @@ impl Worker {
             configs,
             publisher,
             changes: Arc::default(),
+            shared,
         })
+    }
+
+    /// The group's topics, for a worker of a group.
+    pub(super) fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
+    }
+
+    /// Runs `desired` (connector name → stored configuration and target state) and nothing
+    /// else: starts the connectors it does not run yet, gives those it runs a new
+    /// configuration or target state, and deletes the others (their statuses go: a worker of
+    /// a group stops what it gives up with [`shutdown`](Self::shutdown) instead). A
+    /// configuration refused now is logged and left out.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as [`create`](Self::create).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part way, some connectors are as desired, others not yet.
+    pub(super) async fn run_only(&self, desired: BTreeMap<String, Stored>) {
+        let gone: Vec<String> = (self.lock().keys())
+            .filter(|n| !desired.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            for h in self.take(&name).unwrap_or_default() {
+                let _ = h.await;
+            }
+        }
+        for (name, stored) in desired {
+            let config = ConnectorConfig {
+                name: name.clone(),
+                props: stored.props,
+            };
+            let now = self
+                .with(&name, |e| (e.config.props.clone(), e.target))
+                .ok();
+            let done = match now {
+                None => {
+                    let topics = self
+                        .shared
+                        .as_ref()
+                        .and_then(|s| s.statuses().active.get(&name).cloned());
+                    self.insert(config, stored.target, topics.unwrap_or_default())
+                }
+                Some((props, target)) => {
+                    let mut done = Ok(());
+                    if props != config.props {
+                        done = self.reconfigure(config).await;
+                    }
+                    if target != stored.target {
+                        done = done.and(self.apply_target(&name, stored.target).await);
+                    }
+                    done
+                }
+            };
+            if let Err(e) = done {
+                tracing::error!(connector = %name, error = %e, "a connector of the group was not started: give it a configuration that works with PUT /connectors/{name}/config, or delete it");
+            }
+        }
+        self.publisher.flush().await;
+    }
+
+    /// Whether connector `name` exists: in the group's config topic, or here.
+    fn exists(&self, name: &str) -> bool {
+        match &self.shared {
+            Some(s) => s.connector(name).is_some(),
+            None => self.lock().contains_key(name),
+        }
+    }
+
+    /// The error for connector `name`, which does not run here.
+    fn missing(&self, name: &str) -> ConnectError {
+        match &self.shared {
+            Some(s) if s.connector(name).is_some() => ConnectError::Elsewhere {
+                connector: name.into(),
+                worker: (s.statuses().connectors.get(name))
+                    .map_or_else(|| "none yet".into(), |r| r.worker_id.clone()),
+            },
+            _ => ConnectError::NotFound(name.into()),
+        }
+    }
+
+    /// For a worker of a group: waits until it reads back what it stored.
+    async fn read_back(&self) -> Result<bool> {
+        match &self.shared {
+            Some(s) => s.catch_up().await.map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Checks the configuration (building the connector once) and starts it, in memory only.
@@ -211,7 +347,7 @@ impl Worker {
     pub async fn submit(&self, config: ConnectorConfig, how: Submit) -> Result<bool> {
         check(&config)?;
         let _one = self.changes.lock().await;
-        let exists = self.lock().contains_key(&config.name);
+        let exists = self.exists(&config.name);
         let target = match how {
             Submit::Create(_) if exists => return Err(ConnectError::Exists(config.name)),
             Submit::Create(t) => t,
@@ -224,6 +360,9 @@ impl Worker {
                 c.put_target(&config.name, target).await?;
             }
             c.put(&config.name, &config.props).await?;
+        }
+        if self.read_back().await? {
+            return Ok(!exists);
         }
         if exists {
             self.reconfigure(config).await?;
@@ -354,10 +493,20 @@ impl Worker {
     /// applies it when it starts again).
     pub async fn set_target(&self, name: &str, target: TargetState) -> Result<()> {
         let _one = self.changes.lock().await;
-        self.with(name, |_| ())?;
+        if !self.exists(name) {
+            return Err(ConnectError::NotFound(name.into()));
+        }
         if let Some(c) = &self.configs {
             c.put_target(name, target).await?;
         }
+        if self.read_back().await? {
+            return Ok(());
+        }
+        self.apply_target(name, target).await
+    }
+
+    /// Applies connector `name`'s target state, in memory.
+    async fn apply_target(&self, name: &str, target: TargetState) -> Result<()> {
         let stopped = {
             let mut all = self.lock();
             let e = all
@@ -394,11 +543,13 @@ impl Worker {
     /// asked, RESTARTING for what restarts (Kafka Connect's answer).
     ///
     /// # Errors
-    /// [`ConnectError::NotFound`] when there is no such connector.
+    /// [`ConnectError::NotFound`] when there is no such connector,
+    /// [`ConnectError::Elsewhere`] when another worker of the group runs it.
     ///
     /// # Panics
     /// Outside a tokio runtime, as [`create`](Self::create).
     pub fn restart(&self, name: &str, include_tasks: bool, only_failed: bool) -> Result<View> {
+        self.with(name, |_| ())?;
         let mut view = self.view(name)?;
         if !only_failed {
             view.state = State::Restarting;
@@ -422,9 +573,7 @@ impl Worker {
     /// Outside a tokio runtime, as [`create`](Self::create).
     pub fn restart_task(&self, name: &str, id: u32) -> Result<()> {
         let mut all = self.lock();
-        let e = all
-            .get_mut(name)
-            .ok_or_else(|| ConnectError::NotFound(name.into()))?;
+        let e = all.get_mut(name).ok_or_else(|| self.missing(name))?;
         let count = e.tasks.len() as u32;
         if id >= count {
             return Err(ConnectError::TaskNotFound {
@@ -451,9 +600,14 @@ impl Worker {
     /// running (until the worker starts again).
     pub async fn remove(&self, name: &str) -> Result<()> {
         let _one = self.changes.lock().await;
-        self.with(name, |_| ())?;
+        if !self.exists(name) {
+            return Err(ConnectError::NotFound(name.into()));
+        }
         if let Some(c) = &self.configs {
             c.remove(name).await?;
+        }
+        if self.read_back().await? {
+            return Ok(());
         }
         for h in self.take(name)? {
             let _ = h.await;
@@ -473,10 +627,7 @@ impl Worker {
     /// Removes connector `name`, aborts its tasks (returned, to wait for) and deletes its
     /// statuses and active topics.
     fn take(&self, name: &str) -> Result<Vec<JoinHandle<()>>> {
-        let e = self
-            .lock()
-            .remove(name)
-            .ok_or_else(|| ConnectError::NotFound(name.into()))?;
+        let e = self.lock().remove(name).ok_or_else(|| self.missing(name))?;
         let handles = stop(e.tasks);
         e.topics.reset();
         self.publisher.forget(name, e.published);
@@ -503,7 +654,10 @@ impl Worker {
 
     /// The names of the connectors, in order.
     pub fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        match &self.shared {
+            Some(s) => s.names().into_iter().collect(),
+            None => self.lock().keys().cloned().collect(),
+        }
     }
 
     /// The configuration of connector `name`, as given.
@@ -511,7 +665,7 @@ impl Worker {
     /// # Errors
     /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn config(&self, name: &str) -> Result<ConnectorConfig> {
-        self.with(name, |e| e.config.clone())
+        self.view(name).map(|v| v.config)
     }
 
     /// Whether connector `name` is a source or a sink.
@@ -527,7 +681,7 @@ impl Worker {
     /// # Errors
     /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn view(&self, name: &str) -> Result<View> {
-        self.with(name, |e| View {
+        let here = self.with(name, |e| View {
             config: e.config.clone(),
             kind: e.kind,
             state: state(e.target),
@@ -537,10 +691,16 @@ impl Worker {
                     id,
                     config: t.config.clone(),
                     status: t.status.get(),
+                    worker_id: self.worker_id().into(),
                 })
                 .collect(),
             topics: e.topics.list(),
-        })
+            worker_id: self.worker_id().into(),
+        });
+        match (here, &self.shared) {
+            (Err(ConnectError::Elsewhere { .. }), Some(s)) => reported_view(s, name),
+            (here, _) => here,
+        }
     }
 
     /// Connector `name`'s status over its tasks: FAILED (with why) when one of them is, else
@@ -605,11 +765,64 @@ impl Worker {
     }
 
     fn with<T>(&self, name: &str, f: impl FnOnce(&Entry) -> T) -> Result<T> {
-        self.lock()
-            .get(name)
-            .map(f)
-            .ok_or_else(|| ConnectError::NotFound(name.into()))
+        let found = self.lock().get(name).map(f);
+        found.ok_or_else(|| self.missing(name))
     }
+}
+
+/// Connector `name` of the group, which runs elsewhere (or nowhere yet), as the shared topics
+/// say: its tasks planned from its configuration, with the statuses their worker published.
+fn reported_view(shared: &Shared, name: &str) -> Result<View> {
+    let stored = shared
+        .connector(name)
+        .ok_or_else(|| ConnectError::NotFound(name.into()))?;
+    let config = ConnectorConfig {
+        name: name.into(),
+        props: stored.props,
+    };
+    let kind = registry::build(&config)?.kind();
+    let plans = match stored.target {
+        TargetState::Stopped => Vec::new(),
+        _ => registry::task_configs(&config)?,
+    };
+    let statuses = shared.statuses();
+    let unassigned = || (State::Unassigned, None, String::new());
+    let of = |r: &crate::runtime::shared::Reported| (r.state, r.trace.clone(), r.worker_id.clone());
+    let (connector, _, worker_id) = statuses.connectors.get(name).map_or_else(unassigned, of);
+    let tasks = (0..)
+        .zip(plans)
+        .map(|(id, config)| {
+            let reported = statuses.tasks.get(&(name.to_string(), id));
+            let (state, trace, worker_id) = reported.map_or_else(unassigned, of);
+            let status = Status {
+                trace,
+                ..Status::new(state)
+            };
+            TaskView {
+                id,
+                config,
+                status,
+                worker_id,
+            }
+        })
+        .collect();
+    Ok(View {
+        kind,
+        state: match connector {
+            State::Unassigned => State::Unassigned,
+            _ => state(stored.target),
+        },
+        tasks,
+        topics: statuses
+            .active
+            .get(name)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+        worker_id,
+        config,
+    })
 }
 
 /// Checks a configuration as a worker starts it: its retry cap, the connector it builds, its
