@@ -38,14 +38,7 @@ pub struct ConnectArgs {
 /// `log`: the embedded log when the worker runs on one (its partitions and groups are in the
 /// metrics then).
 pub async fn run(client: SharedLogClient, log: Option<Log>, args: ConnectArgs) -> Result<()> {
-    let file = match &args.worker_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the worker file {}", path.display()))?;
-            workerfile::read(&path.display().to_string(), &text)?
-        }
-        None => WorkerFile::default(),
-    };
+    let file = worker_file(args.worker_file.as_deref())?;
     // Bound first: the worker names itself by this address.
     let listener = tokio::net::TcpListener::bind(&args.rest)
         .await
@@ -101,6 +94,16 @@ pub async fn run(client: SharedLogClient, log: Option<Log>, args: ConnectArgs) -
     }
     worker.shutdown().await;
     Ok(())
+}
+
+/// The worker file at `path` (its topics and connectors), or the defaults without one.
+pub(super) fn worker_file(path: Option<&std::path::Path>) -> Result<WorkerFile> {
+    let Some(path) = path else {
+        return Ok(WorkerFile::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the worker file {}", path.display()))?;
+    Ok(workerfile::read(&path.display().to_string(), &text)?)
 }
 
 pub(super) async fn shutdown() {

@@ -345,6 +345,13 @@ fn jobs_are_submitted_described_refused_and_deleted_over_http_and_survive_a_rest
     let (code, body) = http(&addr, "POST", "/jobs", WINDOW_JOB);
     assert_eq!(code, 201, "{body}");
     assert_eq!(json(&body)["name"], "counts-per-region");
+    // A connector created over REST is kept, as Kafka Connect keeps it in its config topic.
+    let lines = dir.path().join("kept.txt");
+    std::fs::write(&lines, "one\ntwo\n").unwrap();
+    let connector = serde_json::json!({"name": "kept", "config": {
+        "connector.class": "FileStreamSource", "file": lines, "topic": "kept-lines"}});
+    let (code, body) = http(&addr, "POST", "/connectors", &connector.to_string());
+    assert_eq!(code, 201, "{body}");
     assert_eq!(
         http(&addr, "POST", "/jobs", WINDOW_JOB).0,
         409,
@@ -392,6 +399,16 @@ fn jobs_are_submitted_described_refused_and_deleted_over_http_and_survive_a_rest
     let listed = json(&http(&addr, "GET", "/jobs", "").1);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["name"], "counts-per-region");
+    let connectors = json(&http(&addr, "GET", "/connectors", "").1);
+    assert_eq!(
+        connectors,
+        serde_json::json!(["kept"]),
+        "kept across restarts"
+    );
+    wait_for("the kept connector running", || {
+        json(&http(&addr, "GET", "/connectors/kept/status", "").1)["connector"]["state"]
+            == "RUNNING"
+    });
     assert_eq!(http(&addr, "DELETE", "/jobs/counts-per-region", "").0, 204);
     assert_eq!(http(&addr, "GET", "/jobs/counts-per-region", "").0, 404);
     server.stop();

@@ -16,7 +16,9 @@
 //! max_body = "1MiB"                # larger request bodies are refused (413)
 //!
 //! [connect]
-//! worker_file = "connect.toml"     # [[connector]] tables started with the server
+//! worker_file = "connect.toml"     # [[connector]] tables started with the server (and
+//!                                  # its topics: config.storage.topic, ...); connectors
+//!                                  # created over REST are kept in connect-configs
 //!
 //! [jobs]
 //! dir = "jobs"                     # every *.toml in it runs as a SQL job

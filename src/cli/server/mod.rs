@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use config::ServerConfig;
 use runnel_broker::{Broker, BrokerConfig, SecurityProtocol};
-use runnel_connectors::{Worker, rest, workerfile};
+use runnel_connectors::{Worker, rest};
 use runnel_log::{Log, SharedLogClient};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,15 +59,28 @@ pub async fn run(log: &Log, args: ServerArgs) -> Result<()> {
             .await?,
         )
     };
-    let worker = Worker::new(client.clone()).await?;
-    if let Some(path) = &config.connect.worker_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the worker file {}", path.display()))?;
-        for c in workerfile::parse(&path.display().to_string(), &text)? {
-            let name = c.name.clone();
-            worker.create(c)?;
-            eprintln!("started connector {name}");
-        }
+    let file = super::connect::worker_file(config.connect.worker_file.as_deref())?;
+    // Bound before the worker starts: Kafka Connect names a worker by its REST address.
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for HTTP: set [http] listen in the config",
+                config.http.listen
+            )
+        })?;
+    let http_addr = listener.local_addr()?;
+    // Connectors created over REST are kept in the config topic and come back on restart,
+    // as a standalone `runnel connect` keeps them; the worker file's win over stored ones.
+    let worker = Worker::open(
+        client.clone(),
+        &file.storage,
+        &http_addr.to_string(),
+        file.connectors,
+    )
+    .await?;
+    for name in worker.names() {
+        eprintln!("started connector {name}");
     }
     let jobs = jobs::Jobs::new(client.clone(), worker.clone(), log.dir())?;
     jobs.start_saved(config.jobs.dir.as_deref())?;
@@ -90,14 +103,6 @@ pub async fn run(log: &Log, args: ServerArgs) -> Result<()> {
     )
     // Past the token's layer: the console's page and scripts hold no data (see console).
     .merge(console::assets());
-    let listener = tokio::net::TcpListener::bind(&config.http.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for HTTP: set [http] listen in the config",
-                config.http.listen
-            )
-        })?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let serving = broker.clone().map(|b| tokio::spawn(b.serve()));
     if let Some(b) = &broker {
@@ -108,7 +113,7 @@ pub async fn run(log: &Log, args: ServerArgs) -> Result<()> {
             }
         }
     }
-    println!("HTTP on http://{}", listener.local_addr()?);
+    println!("HTTP on http://{http_addr}");
     let http = axum::serve(listener, app);
     tokio::select! {
         r = http => r.context("the HTTP server stopped")?,
