@@ -15,10 +15,11 @@
 //! - every task goes to exactly one member, and every member gets `floor(n/m)` or
 //!   `floor(n/m) + 1` of the `n` tasks (balanced; a task is a unit of input partitions read
 //!   together, so co-partitioned inputs never split);
-//! - sticky: a member keeps the tasks it held as far as balance allows; a task nobody kept
+//! - sticky: a member keeps the tasks it held as far as balance allows (when only some, one
+//!   of each sub-topology in turn, those it has a checkpoint of first); a task nobody kept
 //!   goes to a member with a checkpoint of its state when one has room, else to the least
 //!   loaded member, preferring the one with fewest tasks of the same sub-topology (spread);
-//! - standbys: each task gets up to `num_standby_replicas` members other than its own that
+//! - standbys: each task that keeps state gets up to `num_standby_replicas` members other than its own that
 //!   keep its state warm, preferring those with a checkpoint of it, then the fewest standbys;
 //! - slots: each member gets a distinct slot number, its previous one when no member with a
 //!   smaller id claims it too, else the lowest free one. A slot names the member's
@@ -120,14 +121,15 @@ impl TaskAssignment {
     }
 }
 
-/// The leader's work: decodes the members' infos and assigns `inputs`' tasks over them.
+/// The leader's work: decodes the members' infos and assigns `inputs`' tasks over them,
+/// with `standbys` standby replicas for each task that keeps state (`stateful`).
 ///
 /// # Errors
 ///
 /// [`EngineError::Config`] for a member that is not an instance of this application.
 pub(crate) fn assign_members(
     inputs: &TaskInputs,
-    standbys: usize,
+    (standbys, stateful): (usize, &dyn Fn(&str) -> bool),
     members: &[(String, Vec<u8>)],
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let infos = members
@@ -142,7 +144,7 @@ pub(crate) fn assign_members(
     // which a reader that restarted past its first word needs), but decide the end.
     let tasks: Vec<String> = inputs.keys().cloned().collect();
     let done = !tasks.is_empty() && tasks.iter().all(|t| finished.contains(t));
-    Ok(assign_tasks(&tasks, &infos, standbys)
+    Ok(assign_tasks(&tasks, &infos, (standbys, stateful))
         .into_iter()
         .map(|(id, mut a)| {
             a.finished = finished.iter().cloned().collect();
@@ -153,12 +155,13 @@ pub(crate) fn assign_members(
         .collect())
 }
 
-/// See the module documentation. Members are taken in member id order whatever their order
-/// here; a member id that repeats counts once.
+/// See the module documentation; `standbys` replicas go to each task `stateful` says keeps
+/// state. Members are taken in member id order whatever their order here; a member id that
+/// repeats counts once.
 pub(crate) fn assign_tasks(
     tasks: &[String],
     members: &[(String, InstanceInfo)],
-    standbys: usize,
+    (standbys, stateful): (usize, &dyn Fn(&str) -> bool),
 ) -> BTreeMap<String, TaskAssignment> {
     let members: BTreeMap<&str, &InstanceInfo> = members
         .iter()
@@ -179,10 +182,13 @@ pub(crate) fn assign_tasks(
     // Room for one more: below the floor, or at it while a ceiling place is left.
     let room = |n: usize, ceil_left: usize| n < floor || (n == floor && ceil_left > 0);
     // Sticky, first up to the floor for everyone, then the ceiling places.
+    let kept_first: BTreeMap<&str, Vec<&str>> = ids
+        .iter()
+        .map(|&id| (id, keep_order(members[id])))
+        .collect();
     for pass in 0..2 {
         for &id in &ids {
-            for task in &members[id].owned {
-                let task = task.as_str();
+            for &task in &kept_first[id] {
                 let n = held[id].len();
                 let fits = if pass == 0 {
                     n < floor
@@ -200,7 +206,6 @@ pub(crate) fn assign_tasks(
             }
         }
     }
-    let sub_topology = |task: &str| task.split('_').next().unwrap_or("").to_string();
     for task in tasks {
         let task = task.as_str();
         if owner.contains_key(task) {
@@ -229,7 +234,7 @@ pub(crate) fn assign_tasks(
     }
     // Standbys: on members other than the task's, where its state is first, then spread.
     let mut standby: BTreeMap<&str, Vec<&str>> = ids.iter().map(|&id| (id, Vec::new())).collect();
-    for task in tasks {
+    for task in tasks.iter().filter(|t| stateful(t)) {
         let task = task.as_str();
         for _ in 0..standbys {
             let pick = (ids.iter().copied())
@@ -273,10 +278,40 @@ pub(crate) fn assign_tasks(
     out
 }
 
+/// The sub-topology of task `<sub-topology>_<partition>`.
+fn sub_topology(task: &str) -> &str {
+    task.split('_').next().unwrap_or("")
+}
+
+/// The order in which a member keeps the tasks it held when balance lets it keep only some:
+/// one of each sub-topology in turn (so every member keeps a spread of the work, as
+/// [`assign_tasks`] spreads new tasks), and within a turn those it has a checkpoint of first
+/// (their state stays where it is).
+fn keep_order(info: &InstanceInfo) -> Vec<&str> {
+    let mut turns: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut ranked: Vec<(usize, bool, &str)> = (info.owned.iter())
+        .map(|t| {
+            let turn = turns.entry(sub_topology(t)).or_default();
+            *turn += 1;
+            (*turn, !info.checkpointed.contains(t), t.as_str())
+        })
+        .collect();
+    ranked.sort();
+    ranked.into_iter().map(|(_, _, t)| t).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Every task keeps state.
+    fn stateful(_: &str) -> bool {
+        true
+    }
+
+    /// No standby replicas.
+    const NONE: (usize, &dyn Fn(&str) -> bool) = (0, &stateful);
 
     fn names(sts: usize, parts: usize) -> Vec<String> {
         (0..sts)
@@ -296,7 +331,7 @@ mod tests {
     #[test]
     fn a_new_member_takes_tasks_from_the_others_and_the_rest_stay() {
         let tasks = names(1, 6);
-        let one = assign_tasks(&tasks, &[("a".into(), info(None, &[], &[]))], 0);
+        let one = assign_tasks(&tasks, &[("a".into(), info(None, &[], &[]))], NONE);
         assert_eq!(one["a"].tasks.len(), 6);
         assert_eq!(one["a"].slot, 0);
         let owned: Vec<&str> = one["a"].tasks.iter().map(String::as_str).collect();
@@ -306,7 +341,7 @@ mod tests {
                 ("b".into(), info(None, &[], &["0_5"])),
                 ("a".into(), info(Some(0), &owned, &[])),
             ],
-            0,
+            NONE,
         );
         assert_eq!(two["a"].tasks.len(), 3);
         assert_eq!(two["b"].tasks.len(), 3);
@@ -325,7 +360,7 @@ mod tests {
                 ("a".into(), info(Some(0), &["0_0", "0_1"], &[])),
                 ("c".into(), info(None, &[], &["0_3"])),
             ],
-            0,
+            NONE,
         );
         assert_eq!(out["a"].tasks, vec!["0_0", "0_1"]);
         assert_eq!(out["c"].tasks, vec!["0_2", "0_3"]);
@@ -342,7 +377,7 @@ mod tests {
                 ("b".into(), info(Some(1), &["0_1"], &[])),
                 ("c".into(), info(None, &[], &["0_0"])),
             ],
-            1,
+            (1, &stateful),
         );
         assert_eq!(out["c"].standby, vec!["0_0"]);
         assert!(
@@ -365,7 +400,7 @@ mod tests {
             ("a".to_string(), a.encode(vec!["t".into()])),
             ("b".to_string(), b.encode(vec!["t".into()])),
         ];
-        let out: BTreeMap<String, TaskAssignment> = assign_members(&inputs, 0, &members)
+        let out: BTreeMap<String, TaskAssignment> = assign_members(&inputs, NONE, &members)
             .unwrap()
             .into_iter()
             .map(|(id, bytes)| (id, TaskAssignment::decode(&bytes).unwrap()))
@@ -384,7 +419,7 @@ mod tests {
             ("a".to_string(), a.encode(vec!["t".into()])),
             ("b".to_string(), b.encode(vec!["t".into()])),
         ];
-        let done = assign_members(&inputs, 0, &members).unwrap();
+        let done = assign_members(&inputs, NONE, &members).unwrap();
         assert!(
             done.iter()
                 .all(|(_, bytes)| TaskAssignment::decode(bytes).unwrap().done)
@@ -400,12 +435,47 @@ mod tests {
                 ("a".into(), info(None, &[], &[])),
                 ("b".into(), info(None, &[], &[])),
             ],
-            0,
+            NONE,
         );
         for a in out.values() {
             let subs: BTreeSet<&str> = a.tasks.iter().map(|t| &t[..1]).collect();
             assert_eq!(subs.len(), 2, "{a:?}");
         }
+    }
+
+    #[test]
+    fn a_member_keeps_a_spread_of_its_tasks_with_their_state() {
+        let tasks = names(2, 4);
+        let all: Vec<&str> = tasks.iter().map(String::as_str).collect();
+        let out = assign_tasks(
+            &tasks,
+            &[
+                (
+                    "a".into(),
+                    info(Some(0), &all, &["1_0", "1_1", "1_2", "1_3"]),
+                ),
+                ("b".into(), info(None, &[], &[])),
+            ],
+            NONE,
+        );
+        assert_eq!(out["a"].tasks, vec!["0_0", "0_1", "1_0", "1_1"]);
+        assert_eq!(out["b"].tasks, vec!["0_2", "0_3", "1_2", "1_3"]);
+    }
+
+    #[test]
+    fn only_tasks_with_state_get_standbys() {
+        let tasks = names(2, 2);
+        let out = assign_tasks(
+            &tasks,
+            &[
+                ("a".into(), info(None, &[], &[])),
+                ("b".into(), info(None, &[], &[])),
+            ],
+            (1, &|t: &str| t.starts_with("1_")),
+        );
+        let mut standbys: Vec<&String> = out.values().flat_map(|a| &a.standby).collect();
+        standbys.sort();
+        assert_eq!(standbys, ["1_0", "1_1"]);
     }
 
     #[test]
@@ -453,7 +523,7 @@ mod tests {
                     (format!("m{i}"), InstanceInfo { slot: *slot, checkpointed: owned.clone(), owned, finished: Vec::new() })
                 })
                 .collect();
-            let out = assign_tasks(&tasks, &members, 1);
+            let out = assign_tasks(&tasks, &members, (1, &stateful));
             let mut all: Vec<&String> = out.values().flat_map(|a| &a.tasks).collect();
             all.sort();
             let expected: Vec<&String> = { let mut t: Vec<&String> = tasks.iter().collect(); t.sort(); t };

@@ -67,6 +67,10 @@ pub(crate) fn run(app: &App, rt: &Handle) -> Result<RunSummary> {
             specs.insert(name, (st.id, p));
         }
     }
+    // Only tasks with stores have state for a standby to keep warm.
+    let stateful = |task: &str| {
+        (specs.get(task)).is_some_and(|&(st, _)| !app.topology.subtopologies[st].stores.is_empty())
+    };
     let topics: Vec<String> = (inputs.values().flatten())
         .map(|tp| tp.topic.clone())
         .collect::<BTreeSet<_>>()
@@ -103,7 +107,7 @@ pub(crate) fn run(app: &App, rt: &Handle) -> Result<RunSummary> {
         info.checkpointed = checkpoint::tasks(&state_dir, &id);
         let metadata = info.encode(topics.clone());
         let mut assign = |_: &str, members: &[(String, Vec<u8>)]| {
-            assign::assign_members(&inputs, config.num_standby_replicas, members)
+            assign::assign_members(&inputs, (config.num_standby_replicas, &stateful), members)
                 .map_err(|e| LogError::InvalidConfig(e.to_string()))
         };
         let joined = rt.block_on(member.join(PROTOCOL, metadata, &mut assign))?;
@@ -138,12 +142,14 @@ pub(crate) fn run(app: &App, rt: &Handle) -> Result<RunSummary> {
         let standby = (!standby_tasks.is_empty()).then(|| {
             let parts = (app.topology.clone(), app.client.clone());
             let (rt, stop, dir, id) = (rt.clone(), stop.clone(), state_dir.clone(), id.clone());
+            let (stats, generation) = (app.stats.clone(), joined.metadata.generation);
             std::thread::Builder::new()
                 .name("runnel-standby".into())
                 .spawn(move || {
                     let _runtime = rt.enter();
                     let (topology, client) = parts;
-                    match standby::run(&topology, &client, &rt, &id, &dir, &standby_tasks, &stop) {
+                    let ran = standby::run(&topology, &client, &rt, &id, &dir, &standby_tasks, &stop, &stats, generation);
+                    match ran {
                         Ok(applied) => tracing::debug!(app = %id, applied, "standby replicas stopped"),
                         Err(e) => tracing::warn!(app = %id, error = %e, "a standby replica stopped; its task restores from the changelog if it moves here"),
                     }

@@ -14,6 +14,7 @@ use crate::checkpoint;
 use crate::error::{EngineError, Result};
 use crate::runtime::Stop;
 use crate::state::StoreHandle;
+use crate::stats::AppStats;
 use crate::topology::{Topology, changelog_topic};
 use runnel_log::{ConsumerConfig, OffsetReset, SharedLogClient, TopicPartition};
 use std::collections::HashMap;
@@ -37,12 +38,14 @@ struct Replica {
 }
 
 /// Keeps the stores of `tasks` (`(sub-topology, partition, name)`) warm until `stop`;
-/// returns how many changelog records it applied.
+/// returns how many changelog records it applied. Each checkpoint written when every store
+/// has caught up with what its task committed is told to `stats` as `generation`'s.
 ///
 /// # Errors
 ///
 /// The log's errors; `EngineError::Store` for a changelog record the store refuses;
 /// `EngineError::Io` when a checkpoint cannot be written.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     topology: &Topology,
     client: &SharedLogClient,
@@ -51,6 +54,8 @@ pub(crate) fn run(
     state_dir: &Path,
     tasks: &[(usize, u32, String)],
     stop: &Stop,
+    stats: &AppStats,
+    generation: i32,
 ) -> Result<u64> {
     let mut replicas = Vec::new();
     for (st, partition, task) in tasks {
@@ -89,18 +94,23 @@ pub(crate) fn run(
         .enumerate()
         .map(|(i, tp)| (tp, i))
         .collect();
+    let behind = |replicas: &[Replica], committed: &[Option<u64>]| {
+        (replicas.iter().zip(committed)).any(|(r, c)| r.position < c.unwrap_or(0))
+    };
+    let mut committed = rt.block_on(client.committed_offsets(app, &tps))?;
     let mut applied = 0u64;
     let mut last_checkpoint = Instant::now();
     while !stop.requested() {
-        let committed = rt.block_on(client.committed_offsets(app, &tps))?;
-        let mut behind = false;
-        for (r, c) in replicas.iter().zip(&committed) {
-            if r.position < c.unwrap_or(0) {
-                consumer.seek(&r.changelog, r.position)?;
-                behind = true;
+        if behind(&replicas, &committed) {
+            for (r, c) in replicas.iter().zip(&committed) {
+                // Only where the consumer went past what was committed (or never read):
+                // a seek drops what it has fetched ahead.
+                if r.position < c.unwrap_or(0)
+                    && consumer.position(&r.changelog) != Some(r.position)
+                {
+                    consumer.seek(&r.changelog, r.position)?;
+                }
             }
-        }
-        if behind {
             let records = rt.block_on(consumer.poll(Duration::from_millis(100)))?;
             for rec in records {
                 let tp = TopicPartition::new(&*rec.topic, rec.partition);
@@ -128,11 +138,19 @@ pub(crate) fn run(
                 }
             }
         } else {
-            std::thread::sleep(CAUGHT_UP_WAIT);
+            // Caught up with the committed offsets last read: asks again (one request to
+            // the group's coordinator), and waits when there is nothing new.
+            committed = rt.block_on(client.committed_offsets(app, &tps))?;
+            if !behind(&replicas, &committed) {
+                std::thread::sleep(CAUGHT_UP_WAIT);
+            }
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             write_checkpoints(&mut replicas, app, state_dir)?;
             last_checkpoint = Instant::now();
+            if !behind(&replicas, &committed) {
+                stats.standby_caught_up(generation, tasks.len());
+            }
         }
     }
     write_checkpoints(&mut replicas, app, state_dir)?;

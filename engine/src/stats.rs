@@ -64,6 +64,9 @@ pub struct AppStats {
     /// The generation whose workers all restored their stores and process, and how long
     /// that took from the assignment.
     processing: Mutex<Option<(i32, Duration)>>,
+    /// The generation whose standby replicas checkpointed all their tasks had committed, and
+    /// how many tasks they copy.
+    standby: Mutex<Option<(i32, usize)>>,
     commits: AtomicU64,
     /// Changelog records the workers set out to restore, and those restored so far.
     restore_planned: AtomicU64,
@@ -114,6 +117,17 @@ impl AppStats {
 
     pub(crate) fn processing_from(&self, generation: i32, took: Duration) {
         *self.processing.lock() = Some((generation, took));
+    }
+
+    /// `(generation, standby tasks)` once this instance's standby replicas have checkpointed
+    /// everything their active tasks committed in that generation (a failover to here then
+    /// replays only what was committed after); `None` before, or without standbys.
+    pub fn standby_checkpointed(&self) -> Option<(i32, usize)> {
+        *self.standby.lock()
+    }
+
+    pub(crate) fn standby_caught_up(&self, generation: i32, tasks: usize) {
+        *self.standby.lock() = Some((generation, tasks));
     }
 
     /// Commits done by all workers.
