@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub struct Demo {
     pub rt: tokio::runtime::Runtime,
     pub client: SharedLogClient,
+    /// Over a broker, where other processes may run the same application.
+    pub remote: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -29,18 +31,31 @@ impl Demo {
     ///
     /// If called inside an async context (it blocks on its own runtime).
     pub fn new() -> Result<Self> {
+        let bootstrap = std::env::var("RUNNEL_BOOTSTRAP").ok();
+        Self::connect(bootstrap.as_deref().filter(|a| !a.is_empty()))
+    }
+
+    /// Over the broker at `bootstrap` when given, else a temporary embedded log.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// # Panics
+    ///
+    /// If called inside an async context (it blocks on its own runtime).
+    pub fn connect(bootstrap: Option<&str>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let rt = tokio::runtime::Runtime::new()?;
-        let client: SharedLogClient = match std::env::var("RUNNEL_BOOTSTRAP") {
-            Ok(addr) if !addr.is_empty() => {
-                rt.block_on(runnel_broker::RemoteLog::connect(&addr))?
-            }
-            _ => Arc::new(Log::open(dir.path())?),
+        let client: SharedLogClient = match bootstrap {
+            Some(addr) => rt.block_on(runnel_broker::RemoteLog::connect(addr))?,
+            None => Arc::new(Log::open(dir.path())?),
         };
         eprintln!("running on the {}", client.describe());
         Ok(Self {
             rt,
             client,
+            remote: bootstrap.is_some(),
             _dir: dir,
         })
     }
@@ -92,10 +107,31 @@ impl Demo {
     ///
     /// If called inside an async context (it blocks on the demo's runtime).
     pub fn run(&self, topology: Topology, application_id: &str) -> Result<RunSummary> {
+        self.run_with(topology, StreamsConfig::new(application_id))
+    }
+
+    /// [`run`](Self::run) with `config` (its `until_end` set). Over a broker, the process is
+    /// one instance of the application: it prints the tasks its group hands it.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    ///
+    /// # Panics
+    ///
+    /// If called inside an async context (it blocks on the demo's runtime).
+    pub fn run_with(&self, topology: Topology, mut config: StreamsConfig) -> Result<RunSummary> {
         println!("{}", topology.describe());
-        let mut config = StreamsConfig::new(application_id);
         config.until_end = true;
-        Ok(App::new(topology, self.client.clone(), config).run(self.rt.handle())?)
+        let app = App::new(topology, self.client.clone(), config);
+        let report = self
+            .remote
+            .then(|| self.rt.spawn(report_assignments(app.stats())));
+        let summary = app.run(self.rt.handle());
+        if let Some(r) = report {
+            r.abort();
+        }
+        Ok(summary?)
     }
 
     /// Every record of `topic` as (key, JSON value).
@@ -132,5 +168,48 @@ impl Lcg {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
+    }
+}
+
+/// Prints which tasks this instance holds whenever its group hands it new ones (the
+/// application's other instances, over a broker, hold the rest), how long after an
+/// assignment it was processing again and how much changelog that replayed, and when its
+/// standby replicas have caught up. `runnel run` and the examples print these lines.
+pub async fn report_assignments(stats: Arc<runnel_engine::stats::AppStats>) {
+    let (mut shown, mut shown_processing, mut shown_standby) = (None, None, None);
+    let mut replayed_before = 0;
+    loop {
+        let processing = stats.processing();
+        if let Some((generation, took)) = processing.filter(|_| processing != shown_processing) {
+            let replayed = stats.restore_progress().0;
+            eprintln!(
+                "processing (generation {generation}) {took:.2?} after the assignment, {} changelog record(s) replayed",
+                replayed - replayed_before
+            );
+            (shown_processing, replayed_before) = (processing, replayed);
+        }
+        let standby = stats.standby_checkpointed();
+        if let Some((generation, tasks)) = standby.filter(|_| standby != shown_standby) {
+            eprintln!(
+                "standby copies of {tasks} task(s) checkpointed up to what they committed (generation {generation})"
+            );
+            shown_standby = standby;
+        }
+        let now = stats.assignment();
+        if let Some(a) = now.as_ref().filter(|_| now != shown) {
+            let tasks = if a.tasks.is_empty() {
+                "none".to_string()
+            } else {
+                a.tasks.join(", ")
+            };
+            eprintln!(
+                "holding {} task(s): {tasks} (generation {}, {} instance(s))",
+                a.tasks.len(),
+                a.generation,
+                a.instances
+            );
+            shown = now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

@@ -52,20 +52,8 @@ done
 # Failover: two instances of a 1M-key aggregation (one key per ms of event time).
 failover() {
     local name=$1 standbys=$2
-    cat >"$work/$name.toml" <<JOB
-[job]
-name = "$name"
-standby_replicas = $standbys
-sql = "INSERT INTO per_ms SELECT ts, COUNT(*) AS n FROM rides GROUP BY ts"
-
-[[input]]
-name = "rides"
-schema = "ts BIGINT, driver_id BIGINT, region VARCHAR, lat DOUBLE, lon DOUBLE, speed DOUBLE"
-
-[[output]]
-name = "per_ms"
-topic = "$name-out"
-JOB
+    sed -e "s/^name = \"per-ms\"/name = \"$name\"/" -e "s/^standby_replicas = 0/standby_replicas = $standbys/" \
+        -e "s/^topic = \"per-ms\"/topic = \"$name-out\"/" "$root/examples/scale-out/per_ms.toml" >"$work/$name.toml"
     "$runnel" --bootstrap "$bootstrap" run "$work/$name.toml" >/dev/null 2>"$work/$name-a.log" &
     local a=$!
     "$runnel" --bootstrap "$bootstrap" run "$work/$name.toml" >/dev/null 2>"$work/$name-b.log" &
@@ -73,19 +61,23 @@ JOB
     # Both hold tasks, then the input is consumed and the standbys caught up.
     until grep -q "2 instance" "$work/$name-a.log" && grep -q "2 instance" "$work/$name-b.log"; do sleep 0.2; done
     sleep 20
+    if [ "$standbys" -gt 0 ]; then
+        until grep -q "^standby copies" "$work/$name-b.log"; do sleep 0.2; done
+    fi
     local before killed
     before=$(grep -c "^processing" "$work/$name-b.log")
     killed=$(now)
     kill -9 "$a"
     until [ "$(grep -c "^processing" "$work/$name-b.log")" -gt "$before" ]; do sleep 0.05; done
-    local back restore
+    local back line
     back=$(now)
-    restore=$(grep "^processing" "$work/$name-b.log" | tail -1 | sed 's/.*) \(.*\) after.*/\1/')
-    printf "%-22s %12.2f %24s\n" "standby replicas: $standbys" "$(echo "$back - $killed" | bc)" "$restore"
+    line=$(grep "^processing" "$work/$name-b.log" | tail -1)
+    printf "%-22s %12.2f %20s %12s\n" "standby replicas: $standbys" "$(echo "$back - $killed" | bc)" \
+        "$(echo "$line" | sed 's/.*) \(.*\) after.*/\1/')" "$(echo "$line" | sed 's/.*, \([0-9]*\) changelog.*/\1/')"
     kill "$b"; wait "$b" 2>/dev/null || true
 }
 
 echo "== failover: SIGKILL of one of two instances, 1,000,000-key store"
-printf "%-22s %12s %24s\n" "" "seconds" "of which restoring"
+printf "%-22s %12s %20s %12s\n" "" "seconds" "of which restoring" "replayed"
 failover "failover-0" 0
 failover "failover-1" 1

@@ -87,7 +87,7 @@ pub async fn run(client: SharedLogClient, log: Option<Log>, args: RunArgs) -> Re
         }
         None => None,
     };
-    tokio::spawn(report_assignments(app.stats()));
+    tokio::spawn(runnel::demo::report_assignments(app.stats()));
     let stop = app.stop_flag();
     tokio::spawn(async move {
         super::connect::shutdown().await;
@@ -128,35 +128,6 @@ pub async fn run(client: SharedLogClient, log: Option<Log>, args: RunArgs) -> Re
     ]);
     println!("{table}");
     Ok(())
-}
-
-/// Prints which tasks this instance holds whenever its group hands it new ones (the job's
-/// other instances, over `--bootstrap`, hold the rest).
-async fn report_assignments(stats: Arc<runnel_engine::stats::AppStats>) {
-    let (mut shown, mut shown_processing) = (None, None);
-    loop {
-        let processing = stats.processing();
-        if let Some((generation, took)) = processing.filter(|_| processing != shown_processing) {
-            eprintln!("processing (generation {generation}) {took:.2?} after the assignment");
-            shown_processing = processing;
-        }
-        let now = stats.assignment();
-        if let Some(a) = now.as_ref().filter(|_| now != shown) {
-            let tasks = if a.tasks.is_empty() {
-                "none".to_string()
-            } else {
-                a.tasks.join(", ")
-            };
-            eprintln!(
-                "holding {} task(s): {tasks} (generation {}, {} instance(s))",
-                a.tasks.len(),
-                a.generation,
-                a.instances
-            );
-            shown = now;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }
 
 /// The `[[connector]]` tables of a job file, as worker-file configurations (checked as a

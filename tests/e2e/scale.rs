@@ -1,7 +1,7 @@
 //! Scale-out: instances of one job share its tasks over `runnel broker` (issue 20), checked
 //! the way a user would: `runnel --bootstrap ... run job.toml` started several times, one
-//! SIGKILLed, another started later; the DSL's reference app as several in-process `App`s;
-//! the output compared with a brute-force computation of the same windows.
+//! SIGKILLed, another started later; the DSL's reference app the same way (its example's
+//! processes) and as in-process `App`s handing tasks over; the output compared with a brute-force computation of the same windows.
 
 use crate::broker::BrokerProc;
 use crate::support::wait_for_up_to;
@@ -121,6 +121,26 @@ impl Instance {
         if until_end {
             command.arg("--until-end");
         }
+        Self::watch(command)
+    }
+
+    /// The DSL's reference app as a user runs it: `examples/ride_hailing --bootstrap B
+    /// --exactly-once` (built beside `runnel` by `cargo test`, or `cargo build --examples`).
+    fn example(bootstrap: &str) -> Self {
+        let runnel = std::path::Path::new(env!("CARGO_BIN_EXE_runnel"));
+        let example = runnel.with_file_name("examples").join("ride_hailing");
+        assert!(
+            example.exists(),
+            "{} is missing: build it with `cargo build --examples` (--release for a release test run)",
+            example.display()
+        );
+        let mut command = Command::new(example);
+        command.args(["--bootstrap", bootstrap, "--exactly-once"]);
+        Self::watch(command)
+    }
+
+    /// Starts `command`, keeping its stderr lines.
+    fn watch(mut command: Command) -> Self {
         let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -244,10 +264,18 @@ fn instances_share_the_window_job_and_survive_a_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, client, rides) = broker_with_rides(dir.path(), EVENTS, 8);
     let job = window_job(dir.path(), "exactly-once");
-    let mut instances: Vec<Instance> = (0..3)
-        .map(|_| Instance::start(&broker.addr, &job))
-        .collect();
-    // Each of the three holds tasks in a generation of three: none runs them all.
+    share_kill_one_and_finish(|| Instance::start(&broker.addr, &job));
+    let found = sql_windows(&client);
+    if let Err(e) = compare(&found, &brute_force(&rides), true) {
+        panic!("{e}");
+    }
+    drop(broker);
+}
+
+/// Starts three instances with `start`; once each holds tasks in a generation of three (none
+/// runs them all), SIGKILLs one and starts a fourth; waits until every one left has ended.
+fn share_kill_one_and_finish(start: impl Fn() -> Instance) {
+    let mut instances: Vec<Instance> = (0..3).map(|_| start()).collect();
     wait_for_up_to("three instances holding tasks", RUN_LIMIT, || {
         instances.iter().all(|i| {
             i.holdings()
@@ -261,13 +289,41 @@ fn instances_share_the_window_job_and_survive_a_sigkill_exactly_once() {
     }
     let killed = instances.remove(1);
     drop(killed);
-    instances.push(Instance::start(&broker.addr, &job));
+    instances.push(start());
     finish_all(instances);
-    let found = sql_windows(&client);
-    if let Err(e) = compare(&found, &brute_force(&rides), true) {
+}
+
+/// The same with the DSL example as separate processes (`examples/ride_hailing.rs
+/// --bootstrap B --exactly-once`), one SIGKILLed: every window equals brute force and
+/// appears exactly once.
+#[test]
+fn dsl_example_instances_survive_a_sigkill_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, client, rides) = broker_with_rides(dir.path(), EVENTS, 8);
+    share_kill_one_and_finish(|| Instance::example(&broker.addr));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let windows: Vec<(String, rides::RegionWindow)> = rt
+        .block_on(rides::read_json(&client, "region-speeds"))
+        .unwrap();
+    if let Err(e) = compare(&dsl_windows(windows), &brute_force(&rides), true) {
         panic!("{e}");
     }
     drop(broker);
+}
+
+/// The reference app's output windows as [`compare`] takes them.
+fn dsl_windows(
+    windows: Vec<(String, rides::RegionWindow)>,
+) -> Vec<((String, i64), (u64, f64, f64))> {
+    windows
+        .into_iter()
+        .map(|(_, w)| {
+            (
+                (w.region, w.window_start),
+                (w.count, w.avg_speed, w.max_speed),
+            )
+        })
+        .collect()
 }
 
 /// The same with the DSL's reference app (`runnel::rides::speed_per_region`, at-least-once):
@@ -318,16 +374,7 @@ fn dsl_app_instances_share_the_work_and_hand_tasks_over() {
     let windows: Vec<(String, rides::RegionWindow)> = rt
         .block_on(rides::read_json(&client, "region-speeds"))
         .unwrap();
-    let found: Vec<_> = windows
-        .into_iter()
-        .map(|(_, w)| {
-            (
-                (w.region, w.window_start),
-                (w.count, w.avg_speed, w.max_speed),
-            )
-        })
-        .collect();
-    if let Err(e) = compare(&found, &brute_force(&rides), false) {
+    if let Err(e) = compare(&dsl_windows(windows), &brute_force(&rides), false) {
         panic!("{e}");
     }
 }
@@ -363,45 +410,11 @@ fn two_instances_of_a_stateless_job_write_every_row_once() {
 fn a_joining_instance_restores_the_state_of_its_tasks_and_serves_them() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, client, _) = broker_with_rides(dir.path(), 200_000, 4);
-    let job = dir.path().join("per_ms.toml");
-    std::fs::write(
-        &job,
-        r#"[job]
-name = "per-ms"
-sql = "INSERT INTO per_ms SELECT ts, COUNT(*) AS n FROM rides GROUP BY ts"
-
-[[input]]
-name = "rides"
-schema = "ts BIGINT, driver_id BIGINT, region VARCHAR, lat DOUBLE, lon DOUBLE, speed DOUBLE"
-
-[[output]]
-name = "per_ms"
-topic = "per-ms"
-"#,
-    )
-    .unwrap();
+    let job = per_ms_job(dir.path(), 0);
     let start = || Instance::spawn(&broker.addr, &job, false);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let last_counts = || -> BTreeMap<i64, u64> {
-        let rows: Vec<(String, serde_json::Value)> =
-            rt.block_on(rides::read_json(&client, "per-ms")).unwrap();
-        rows.into_iter()
-            .map(|(_, v)| (v["ts"].as_i64().unwrap(), v["n"].as_u64().unwrap()))
-            .collect()
-    };
-    let brute = || -> BTreeMap<i64, u64> {
-        let all: Vec<(String, Ride)> = rt.block_on(rides::read_json(&client, "rides")).unwrap();
-        let mut counts = BTreeMap::new();
-        for (_, r) in all {
-            *counts.entry(r.ts).or_default() += 1;
-        }
-        counts
-    };
+    let counts = PerMs::new(&client);
     let first = start();
-    let want = brute();
-    wait_for_up_to("the first instance's counts", RUN_LIMIT, || {
-        last_counts() == want
-    });
+    counts.wait_right("the first instance's counts");
     let second = start();
     wait_for_up_to(
         "the second instance processing its tasks",
@@ -422,12 +435,8 @@ topic = "per-ms"
         .map(str::to_string)
         .unwrap();
     println!("second instance: {took}");
-    rt.block_on(rides::produce_rides(&client, "rides", 4, 50_000, |_| {}))
-        .unwrap();
-    let want = brute();
-    wait_for_up_to("counts over both instances", RUN_LIMIT, || {
-        last_counts() == want
-    });
+    counts.more_rides(50_000);
+    counts.wait_right("counts over both instances");
     for i in [first, second] {
         assert!(
             i.holdings()
@@ -436,5 +445,110 @@ topic = "per-ms"
             "each instance holds tasks at the end:\n{}",
             i.log()
         );
+    }
+}
+
+/// Standby replicas: two instances of the per-ms aggregation with `standby_replicas = 1`;
+/// once the second's standby copies are checkpointed, the first is SIGKILLed: the second
+/// takes its tasks over replaying almost none of their changelog (without a standby it
+/// replays all of it), and the counts stay right.
+#[test]
+fn a_standby_replica_takes_over_without_replaying_the_changelog() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, client, _) = broker_with_rides(dir.path(), 200_000, 4);
+    let job = per_ms_job(dir.path(), 1);
+    let counts = PerMs::new(&client);
+    let first = Instance::spawn(&broker.addr, &job, false);
+    let second = Instance::spawn(&broker.addr, &job, false);
+    let keys = counts.wait_right("the counts of two instances");
+    let standby_ready = |i: &Instance| {
+        let generation = i.holdings().last().map(|h| h.generation);
+        i.log().lines().any(|l| {
+            l.starts_with("standby copies of")
+                && generation.is_some_and(|g| l.ends_with(&format!("(generation {g})")))
+        })
+    };
+    wait_for_up_to("the second instance's standby copies", RUN_LIMIT, || {
+        second.holdings().last().is_some_and(|h| h.instances == 2) && standby_ready(&second)
+    });
+    drop(first);
+    let took_over = |i: &Instance| -> Option<u64> {
+        let h = i.holdings().last().cloned().filter(|h| h.instances == 1)?;
+        let prefix = format!("processing (generation {})", h.generation);
+        let log = i.log();
+        let line = log.lines().find(|l| l.starts_with(&prefix))?;
+        let (_, rest) = line.rsplit_once(", ")?;
+        rest.split_once(' ')?.0.parse().ok()
+    };
+    wait_for_up_to("the second instance alone, processing", RUN_LIMIT, || {
+        took_over(&second).is_some()
+    });
+    let replayed = took_over(&second).unwrap();
+    println!("replayed {replayed} changelog record(s) for {keys} keys");
+    assert!(
+        replayed * 10 < keys as u64,
+        "the survivor replayed {replayed} changelog records of {keys} keys: its standby was not used\n{}",
+        second.log()
+    );
+    counts.more_rides(20_000);
+    counts.wait_right("the counts after the failover");
+}
+
+/// The per-ms aggregation of `examples/scale-out/per_ms.toml` with `standbys` standby
+/// replicas, written into `dir`.
+fn per_ms_job(dir: &std::path::Path, standbys: usize) -> std::path::PathBuf {
+    let text = include_str!("../../examples/scale-out/per_ms.toml").replace(
+        "standby_replicas = 0",
+        &format!("standby_replicas = {standbys}"),
+    );
+    let job = dir.join("per_ms.toml");
+    std::fs::write(&job, text).unwrap();
+    job
+}
+
+/// The per-ms job's output against brute force over the broker's `rides`.
+struct PerMs<'a> {
+    client: &'a SharedLogClient,
+    rt: tokio::runtime::Runtime,
+}
+
+impl<'a> PerMs<'a> {
+    fn new(client: &'a SharedLogClient) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        Self { client, rt }
+    }
+
+    /// The last count written per key.
+    fn last_counts(&self) -> BTreeMap<i64, u64> {
+        let rows: Vec<(String, serde_json::Value)> = (self.rt)
+            .block_on(rides::read_json(self.client, "per-ms"))
+            .unwrap();
+        rows.into_iter()
+            .map(|(_, v)| (v["ts"].as_i64().unwrap(), v["n"].as_u64().unwrap()))
+            .collect()
+    }
+
+    fn brute_force(&self) -> BTreeMap<i64, u64> {
+        let all: Vec<(String, Ride)> = (self.rt)
+            .block_on(rides::read_json(self.client, "rides"))
+            .unwrap();
+        let mut counts = BTreeMap::new();
+        for (_, r) in all {
+            *counts.entry(r.ts).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Waits until every key's last count is right; returns how many keys there are.
+    fn wait_right(&self, what: &str) -> usize {
+        let want = self.brute_force();
+        wait_for_up_to(what, RUN_LIMIT, || self.last_counts() == want);
+        want.len()
+    }
+
+    fn more_rides(&self, n: u64) {
+        (self.rt)
+            .block_on(rides::produce_rides(self.client, "rides", 4, n, |_| {}))
+            .unwrap();
     }
 }
