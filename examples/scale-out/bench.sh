@@ -5,9 +5,10 @@
 #      worker threads as the instances have together;
 #   2. failover: a 1,000,000-key aggregation (GROUP BY ts) on two instances, one SIGKILLed;
 #      the time until the survivor processes the dead one's tasks, without and with a standby.
-# Usage: examples/scale-out/bench.sh [EVENTS]   (needs `cargo build --release` first)
+# Usage: examples/scale-out/bench.sh [EVENTS] [throughput,failover]   (needs `cargo build --release`)
 set -euo pipefail
 events=${1:-2000000}
+parts=${2:-throughput,failover}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 runnel=${RUNNEL:-${CARGO_TARGET_DIR:-$root/target}/release/runnel}
 work=$(mktemp -d)
@@ -38,6 +39,7 @@ window_run() {
     echo "$(now) - $start" | bc
 }
 
+if [[ $parts == *throughput* ]]; then
 echo "== throughput: $events events, 8 partitions, 24 tasks"
 printf "%-28s %10s %14s\n" "run" "seconds" "events/s"
 for n in 1 2 4; do
@@ -48,6 +50,7 @@ for n in 1 2 4; do
         printf "%-28s %10.2f %14.0f\n" "1 process x $((2 * n)) threads" "$s" "$(echo "$events / $s" | bc -l)"
     fi
 done
+fi
 
 # Failover: two instances of a 1M-key aggregation (one key per ms of event time).
 failover() {
@@ -77,6 +80,7 @@ failover() {
     kill "$b"; wait "$b" 2>/dev/null || true
 }
 
+[[ $parts == *failover* ]] || exit 0
 echo "== failover: SIGKILL of one of two instances, 1,000,000-key store"
 printf "%-22s %12s %20s %12s\n" "" "seconds" "of which restoring" "replayed"
 failover "failover-0" 0
