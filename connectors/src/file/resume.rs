@@ -19,8 +19,9 @@
 //!   file that now has the stored inode (rotated while the worker was down).
 //!
 //! Stored offsets are claimed while a task first lists its files, and what is left unclaimed
-//! then is forgotten: a file appearing later is new (its inode may be that of a deleted file
-//! whose offset is still stored, and must not inherit it).
+//! once a listing's files were all opened as listed (none renamed meanwhile) is forgotten: a
+//! file appearing later is new (its inode may be that of a deleted file whose offset is still
+//! stored, and must not inherit it).
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -125,8 +126,14 @@ mod tests {
     fn the_new_shape_wins_and_old_offsets_follow_their_inode() {
         let stored = [
             // Earlier versions': a.log was inode 7 (now rotated to a.log.1), b.log inode 8.
-            (json!({"filename": "a.log"}), json!({"position": 70, "inode": 7})),
-            (json!({"filename": "b.log"}), json!({"position": 80, "inode": 8})),
+            (
+                json!({"filename": "a.log"}),
+                json!({"position": 70, "inode": 7}),
+            ),
+            (
+                json!({"filename": "b.log"}),
+                json!({"position": 80, "inode": 8}),
+            ),
             (json!({"filename": "c.log"}), json!({"position": 90})),
             // Since the upgrade, inode 8 was read further.
             (partition(8), offset(85, "b.log")),

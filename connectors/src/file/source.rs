@@ -115,12 +115,13 @@ impl FileSource {
     /// `task.share` other than `"i/n"` with `i < n`.
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
         let config: Config = c.parse()?;
-        let share = match config.share.as_deref() {
-            None => None,
-            Some(s) => Some(Share::parse(s).ok_or_else(|| {
-                c.error(format!("task.share = {s:?}: use \"i/n\" with i < n"))
-            })?),
-        };
+        let share =
+            match config.share.as_deref() {
+                None => None,
+                Some(s) => Some(Share::parse(s).ok_or_else(|| {
+                    c.error(format!("task.share = {s:?}: use \"i/n\" with i < n"))
+                })?),
+            };
         let selection = match (config.file.as_deref(), config.directory) {
             (Some(_), Some(_)) => {
                 return Err(c.error("set file (a path or a glob) or directory, not both".into()));
@@ -244,6 +245,8 @@ impl FileSource {
             .filter(|(p, t)| now.get(p.as_str()) != Some(&t.inode))
             .map(|(p, _)| p.clone())
             .collect();
+        // Whether every file listed was opened as listed (none renamed meanwhile).
+        let mut settled = true;
         for p in gone {
             let t = self.files.remove(&p).expect("listed above");
             tracing::info!(file = %p, "rotated or removed: reading the old file to its end");
@@ -262,9 +265,18 @@ impl FileSource {
             }
             let file = match File::open(&path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    settled = false;
+                    continue;
+                }
                 Err(e) => return Err(ConnectError::Io { path, source: e }),
             };
+            if file.metadata().map(|m| m.ino()).ok() != Some(inode) {
+                // Rotated since it was listed: the next listing sees which file it is (and
+                // whose: another task may own the new inode).
+                settled = false;
+                continue;
+            }
             // Rotated while the worker was down, the file is found by its inode.
             let position = self.stored.as_mut().map_or(0, |s| s.claim(&path, inode));
             self.files.insert(
@@ -280,8 +292,10 @@ impl FileSource {
                 },
             );
         }
-        // Files appearing from now on are new: see the resume module.
-        self.stored = None;
+        // Once every file listed was opened, files appearing are new: see the resume module.
+        if settled {
+            self.stored = None;
+        }
         Ok(())
     }
 
@@ -565,15 +579,23 @@ mod tests {
     }
 
     /// The lines one poll of a source started from `offsets` hands on, and their partitions.
-    fn first_poll(source: &mut FileSource, offsets: &[(Value, Value)]) -> (Vec<String>, Vec<Value>) {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    fn first_poll(
+        source: &mut FileSource,
+        offsets: &[(Value, Value)],
+    ) -> (Vec<String>, Vec<Value>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let runs = rt.block_on(async {
             source.start(offsets).await.unwrap();
             source.poll().await.unwrap()
         });
         let lines = runs
             .iter()
-            .flat_map(|r| r.records().map(|(_, v)| String::from_utf8_lossy(v.unwrap()).into()))
+            .flat_map(|r| {
+                r.records()
+                    .map(|(_, v)| String::from_utf8_lossy(v.unwrap()).into())
+            })
             .collect();
         (lines, runs.into_iter().map(|r| r.partition).collect())
     }
@@ -589,7 +611,9 @@ mod tests {
         for (i, line) in want.iter().enumerate() {
             std::fs::write(dir.path().join(format!("f{i}")), format!("{line}\n")).unwrap();
         }
-        let c = config(json!({"directory": dir.path().to_str().unwrap(), "topic": "t", "tasks.max": "3"}));
+        let c = config(
+            json!({"directory": dir.path().to_str().unwrap(), "topic": "t", "tasks.max": "3"}),
+        );
         let tasks = FileSource::split(&c, 3).unwrap();
         assert_eq!(tasks.len(), 3);
         let mut got = Vec::new();
@@ -600,7 +624,9 @@ mod tests {
         want.sort();
         assert_eq!(got, want, "each file read by one task");
 
-        let one = config(json!({"file": dir.path().join("f0").to_str().unwrap(), "topic": "t", "tasks.max": "3"}));
+        let one = config(
+            json!({"file": dir.path().join("f0").to_str().unwrap(), "topic": "t", "tasks.max": "3"}),
+        );
         assert_eq!(FileSource::split(&one, 3).unwrap(), [one]);
     }
 
@@ -614,8 +640,14 @@ mod tests {
         std::fs::write(&a, "a1\na2\na3\n").unwrap();
         std::fs::write(&b, "b1\nb2\n").unwrap();
         let old = [
-            (json!({"filename": a.to_str().unwrap()}), json!({"position": 3, "inode": inode(&a)})),
-            (json!({"filename": b.to_str().unwrap()}), json!({"position": 6, "inode": inode(&b)})),
+            (
+                json!({"filename": a.to_str().unwrap()}),
+                json!({"position": 3, "inode": inode(&a)}),
+            ),
+            (
+                json!({"filename": b.to_str().unwrap()}),
+                json!({"position": 6, "inode": inode(&b)}),
+            ),
         ];
         // b rotated while the worker was down: its old file read to its end, the new one whole.
         let b1 = dir.path().join("b.log.1");
@@ -627,7 +659,10 @@ mod tests {
         let (mut lines, partitions) = first_poll(&mut FileSource::new(&c).unwrap(), &old);
         lines.sort();
         assert_eq!(lines, ["a2", "a3", "b3", "new1"]);
-        assert!(partitions.iter().all(|p| p["inode"].is_u64()), "{partitions:?}");
+        assert!(
+            partitions.iter().all(|p| p["inode"].is_u64()),
+            "{partitions:?}"
+        );
     }
 
     #[test]

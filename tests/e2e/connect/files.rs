@@ -136,9 +136,9 @@ fn rest_get(rest: &str, path: &str) -> serde_json::Value {
 /// Whether the `files` source has `n` tasks, all RUNNING.
 fn running(rest: &str, n: usize) -> bool {
     let tasks = rest_get(rest, "/connectors/files/status")["tasks"].clone();
-    tasks.as_array().is_some_and(|t| {
-        t.len() == n && t.iter().all(|t| t["state"] == "RUNNING")
-    })
+    tasks
+        .as_array()
+        .is_some_and(|t| t.len() == n && t.iter().all(|t| t["state"] == "RUNNING"))
 }
 
 /// Whether the `files` source stored, for every file in `logs`, the position at its end.
@@ -147,7 +147,9 @@ fn all_stored_at_ends(rest: &str, logs: &Path) -> bool {
     let offsets = offsets.as_array().cloned().unwrap_or_default();
     std::fs::read_dir(logs).unwrap().flatten().all(|f| {
         let m = f.metadata().unwrap();
-        offsets.iter().any(|e| at_end(&e["partition"], &e["offset"], &m))
+        offsets
+            .iter()
+            .any(|e| at_end(&e["partition"], &e["offset"], &m))
     })
 }
 
