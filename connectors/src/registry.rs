@@ -18,9 +18,8 @@ pub struct Plugin {
     /// Builds the connector from its configuration (typed by [`ConnectorConfig::parse`]).
     pub build: fn(&ConnectorConfig) -> Result<Connector>,
     /// Splits the connector's work over at most `n` (at least 2) tasks: each one's
-    /// configuration. `None`: the class runs as one task (a file source, whose offsets are
-    /// keyed by path while rotation follows a file from path to path; a file or Parquet sink,
-    /// which writes one file).
+    /// configuration. `None`: the class runs as one task (a file or Parquet sink, which writes
+    /// one file).
     pub split: Option<fn(&ConnectorConfig, usize) -> Result<Vec<ConnectorConfig>>>,
 }
 
@@ -34,7 +33,7 @@ pub const PLUGINS: &[Plugin] = &[
         ],
         kind: Kind::Source,
         build: |c| Ok(Connector::Source(Box::new(file::FileSource::new(c)?))),
-        split: None,
+        split: Some(file::FileSource::split),
     },
     Plugin {
         class: "file-sink",

@@ -5,6 +5,7 @@
 //! the source (and the sink itself, on restart) reads back field for field.
 
 mod json_line;
+mod resume;
 pub mod sink;
 pub mod source;
 

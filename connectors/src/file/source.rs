@@ -11,14 +11,25 @@
 //! ([`SourceRun`]), never copied one by one, and the worker encodes them straight into log
 //! batches.
 //!
-//! Each file is a source partition (`{"filename": path}`); its offset is
-//! `{"position": byte after the line, "inode": ..}`, so a restart resumes exactly. Only complete
-//! lines are read from a live file. Rotation, as `tail -F` follows it: when a path names a new
-//! file (renamed away and created again), the old file is read to its end through the handle
-//! still open, its last line even without a newline, then the new one from 0; if the glob also
-//! matches the old file's new name, it goes on there from its position (same inode), not from
-//! 0. A file shorter than its position was truncated: reading starts again at 0. A file
-//! rotated while the worker was down is found again by its inode.
+//! Each file is a source partition, named by its inode (`{"inode": n}`); its offset is
+//! `{"position": byte after the line, "filename": path}`, so a restart resumes exactly (an
+//! offset is stored after its lines are written: a crash replays at most a poll's lines).
+//! Offsets of earlier versions, keyed by path, are honoured ([`resume`](super::resume) has the
+//! upgrade rules). Only complete lines are read from a live file.
+//!
+//! `tasks.max = n`: a glob or directory runs as `n` tasks, task `i` reading the files whose
+//! inode mod `n` is `i` (`task.share = "i/n"` in its configuration), so a file stays with one
+//! task through renames and truncation, and a restart with another `n` resumes every file
+//! where it was. Lines keep their order within a file, not across files. A single `file`
+//! runs as one task whatever `tasks.max` says (its task logs so).
+//!
+//! Rotation, as `tail -F` follows it: when a path names a new file (renamed away and created
+//! again), the old file is read to its end through the handle still open, its last line even
+//! without a newline, and the new one from 0 (after the old one when both are the same task's);
+//! if the glob also matches the old file's new name, it goes on there from its position (same
+//! inode), not from 0. A file shorter than its position was truncated: reading starts again at
+//! 0. A file rotated while the worker was down is found again by its inode when it is first
+//! listed; one appearing later is new.
 //!
 //! Formats: `text` hands each line on as a string; `json` checks it is JSON and hands a bad
 //! line on with its error (dead-letter topic under `errors.tolerance = all`); `csv` takes the
@@ -30,10 +41,11 @@ use crate::api::{Source, SourceBatch, SourceRun};
 use crate::config::ConnectorConfig;
 use crate::csv;
 use crate::error::{ConnectError, Result};
+use crate::file::resume::{self, Share, Stored};
 use crate::file::{Format, json_line};
 use async_trait::async_trait;
 use bytes::BytesMut;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -50,6 +62,9 @@ struct Config {
     format: Format,
     #[serde(rename = "batch.max.lines", default = "default_max_lines")]
     max_lines: usize,
+    /// Set by [`FileSource::split`] on each task's configuration: `"i/n"`.
+    #[serde(rename = "task.share")]
+    share: Option<String>,
 }
 
 fn default_max_lines() -> usize {
@@ -83,8 +98,12 @@ pub struct FileSource {
     files: BTreeMap<String, Tracked>,
     /// Rotated away: read to the end, then dropped.
     draining: Vec<Tracked>,
-    /// Stored offsets not yet claimed: path → (position, inode).
-    stored: BTreeMap<String, (u64, Option<u64>)>,
+    /// This task's files, when the connector is split over tasks.
+    share: Option<Share>,
+    /// `tasks.max`, for saying why a single file runs as one task.
+    tasks_max: u32,
+    /// Stored offsets not yet claimed; `None` once the files were first listed.
+    stored: Option<Stored>,
 }
 
 impl FileSource {
@@ -92,9 +111,17 @@ impl FileSource {
     ///
     /// # Errors
     /// [`ConnectError::Config`] for a key or value [`ConnectorConfig::parse`] refuses, both or
-    /// neither of `file` and `directory`, or a `file` whose directory part has `*` or `?`.
+    /// neither of `file` and `directory`, a `file` whose directory part has `*` or `?`, or a
+    /// `task.share` other than `"i/n"` with `i < n`.
     pub fn new(c: &ConnectorConfig) -> Result<Self> {
         let config: Config = c.parse()?;
+        let share =
+            match config.share.as_deref() {
+                None => None,
+                Some(s) => Some(Share::parse(s).ok_or_else(|| {
+                    c.error(format!("task.share = {s:?}: use \"i/n\" with i < n"))
+                })?),
+            };
         let selection = match (config.file.as_deref(), config.directory) {
             (Some(_), Some(_)) => {
                 return Err(c.error("set file (a path or a glob) or directory, not both".into()));
@@ -133,11 +160,33 @@ impl FileSource {
             max_lines: config.max_lines.max(1),
             files: BTreeMap::new(),
             draining: Vec::new(),
-            stored: BTreeMap::new(),
+            share,
+            tasks_max: c.common()?.tasks_max.unwrap_or(1),
+            stored: None,
         })
     }
 
-    /// The matching files now: (path, inode), in path order.
+    /// The configurations of at most `n` tasks: a glob or a directory is split by inode, each
+    /// task's share in `task.share` (see [`resume`](super::resume)); a single file runs as one
+    /// task whatever `n` is.
+    ///
+    /// # Errors
+    /// What [`FileSource::new`] refuses.
+    pub fn split(c: &ConnectorConfig, n: usize) -> Result<Vec<ConnectorConfig>> {
+        if !Self::new(c)?.selection.glob {
+            return Ok(vec![c.clone()]);
+        }
+        Ok((0..n)
+            .map(|i| {
+                let mut task = c.clone();
+                task.props.insert("task.share".into(), format!("{i}/{n}"));
+                task
+            })
+            .collect())
+    }
+
+    /// The matching files of this task's share now: (path, inode), in path order, one path
+    /// per inode (a hard link or a symbolic link to a file also listed is the same file).
     fn discover(&self) -> Result<Vec<(String, u64)>> {
         let s = &self.selection;
         let mut out = Vec::new();
@@ -179,7 +228,10 @@ impl FileSource {
                 out.push((s.dir.join(&name).to_string_lossy().into_owned(), m.ino()));
             }
         }
+        out.retain(|(_, inode)| self.share.is_none_or(|s| s.owns(*inode)));
         out.sort();
+        let mut seen = std::collections::BTreeSet::new();
+        out.retain(|(_, inode)| seen.insert(*inode));
         Ok(out)
     }
 
@@ -193,6 +245,8 @@ impl FileSource {
             .filter(|(p, t)| now.get(p.as_str()) != Some(&t.inode))
             .map(|(p, _)| p.clone())
             .collect();
+        // Whether every file listed was opened as listed (none renamed meanwhile).
+        let mut settled = true;
         for p in gone {
             let t = self.files.remove(&p).expect("listed above");
             tracing::info!(file = %p, "rotated or removed: reading the old file to its end");
@@ -211,31 +265,20 @@ impl FileSource {
             }
             let file = match File::open(&path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    settled = false;
+                    continue;
+                }
                 Err(e) => return Err(ConnectError::Io { path, source: e }),
             };
-            let position = match self.stored.remove(&path) {
-                Some((pos, None)) => pos,
-                Some((pos, Some(i))) if i == inode => pos,
-                other => {
-                    // Rotated while the worker was down: the stored position belongs to
-                    // whichever file now has the stored inode.
-                    if let Some((p, (pos, _))) = self
-                        .stored
-                        .iter()
-                        .find(|(_, (_, i))| *i == Some(inode))
-                        .map(|(p, v)| (p.clone(), *v))
-                    {
-                        self.stored.remove(&p);
-                        pos
-                    } else {
-                        if let Some((_, Some(_))) = other {
-                            tracing::info!(file = %path, "a new file under this name since the stored offset: reading from the start");
-                        }
-                        0
-                    }
-                }
-            };
+            if file.metadata().map(|m| m.ino()).ok() != Some(inode) {
+                // Rotated since it was listed: the next listing sees which file it is (and
+                // whose: another task may own the new inode).
+                settled = false;
+                continue;
+            }
+            // Rotated while the worker was down, the file is found by its inode.
+            let position = self.stored.as_mut().map_or(0, |s| s.claim(&path, inode));
             self.files.insert(
                 path.clone(),
                 Tracked {
@@ -248,6 +291,10 @@ impl FileSource {
                     pending: BytesMut::new(),
                 },
             );
+        }
+        // Once every file listed was opened, files appearing are new: see the resume module.
+        if settled {
+            self.stored = None;
         }
         Ok(())
     }
@@ -406,12 +453,12 @@ struct Cutter<'a> {
 
 impl Cutter<'_> {
     fn partition(&self) -> Value {
-        json!({ "filename": self.t.path })
+        resume::partition(self.t.inode)
     }
 
     /// The offset of the byte at `at`.
     fn offset(&self, at: usize) -> Value {
-        json!({ "position": self.t.position + at as u64, "inode": self.t.inode })
+        resume::offset(self.t.position + at as u64, &self.t.path)
     }
 
     /// Ends the open run at `at`: it takes the pending bytes before `at` (CSV's drops them).
@@ -470,12 +517,23 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 #[async_trait]
 impl Source for FileSource {
     async fn start(&mut self, offsets: &[(Value, Value)]) -> Result<()> {
-        for (p, o) in offsets {
-            if let (Some(f), Some(pos)) = (p["filename"].as_str(), o["position"].as_u64()) {
-                self.stored
-                    .insert(f.to_string(), (pos, o["inode"].as_u64()));
-            }
+        let s = &self.selection;
+        match self.share {
+            Some(share) => tracing::info!(
+                files = %s.dir.join(s.name.as_deref().unwrap_or("*")).display(),
+                %share,
+                "task {share}: reading the files whose inode mod {} is {}",
+                share.count,
+                share.index
+            ),
+            None if !s.glob && self.tasks_max > 1 => tracing::info!(
+                file = %s.dir.join(s.name.as_deref().unwrap_or_default()).display(),
+                "one file: one task, whatever tasks.max = {} says",
+                self.tasks_max
+            ),
+            None => {}
         }
+        self.stored = Some(Stored::new(offsets));
         Ok(())
     }
 
@@ -514,6 +572,98 @@ impl Source for FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn config(props: Value) -> ConnectorConfig {
+        ConnectorConfig::from_json(Some("files"), &props).unwrap()
+    }
+
+    /// The lines one poll of a source started from `offsets` hands on, and their partitions.
+    fn first_poll(
+        source: &mut FileSource,
+        offsets: &[(Value, Value)],
+    ) -> (Vec<String>, Vec<Value>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let runs = rt.block_on(async {
+            source.start(offsets).await.unwrap();
+            source.poll().await.unwrap()
+        });
+        let lines = runs
+            .iter()
+            .flat_map(|r| {
+                r.records()
+                    .map(|(_, v)| String::from_utf8_lossy(v.unwrap()).into())
+            })
+            .collect();
+        (lines, runs.into_iter().map(|r| r.partition).collect())
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn tasks_share_a_directory_by_inode_and_a_single_file_is_one_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut want: Vec<String> = (0..7).map(|i| format!("line of f{i}")).collect();
+        for (i, line) in want.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("f{i}")), format!("{line}\n")).unwrap();
+        }
+        let c = config(
+            json!({"directory": dir.path().to_str().unwrap(), "topic": "t", "tasks.max": "3"}),
+        );
+        let tasks = FileSource::split(&c, 3).unwrap();
+        assert_eq!(tasks.len(), 3);
+        let mut got = Vec::new();
+        for task in &tasks {
+            got.extend(first_poll(&mut FileSource::new(task).unwrap(), &[]).0);
+        }
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "each file read by one task");
+
+        let one = config(
+            json!({"file": dir.path().join("f0").to_str().unwrap(), "topic": "t", "tasks.max": "3"}),
+        );
+        assert_eq!(FileSource::split(&one, 3).unwrap(), [one]);
+    }
+
+    /// Offsets keyed by path, as versions before `tasks.max` split files stored them: the
+    /// upgraded source resumes each file where it was, one rotated while it was down too, and
+    /// stores offsets keyed by inode from then on.
+    #[test]
+    fn offsets_stored_by_earlier_versions_are_honoured() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        std::fs::write(&a, "a1\na2\na3\n").unwrap();
+        std::fs::write(&b, "b1\nb2\n").unwrap();
+        let old = [
+            (
+                json!({"filename": a.to_str().unwrap()}),
+                json!({"position": 3, "inode": inode(&a)}),
+            ),
+            (
+                json!({"filename": b.to_str().unwrap()}),
+                json!({"position": 6, "inode": inode(&b)}),
+            ),
+        ];
+        // b rotated while the worker was down: its old file read to its end, the new one whole.
+        let b1 = dir.path().join("b.log.1");
+        std::fs::rename(&b, &b1).unwrap();
+        let mut old_b = std::fs::OpenOptions::new().append(true).open(&b1).unwrap();
+        std::io::Write::write_all(&mut old_b, b"b3\n").unwrap();
+        std::fs::write(&b, "new1\n").unwrap();
+        let c = config(json!({"file": format!("{}/*.log*", dir.path().display()), "topic": "t"}));
+        let (mut lines, partitions) = first_poll(&mut FileSource::new(&c).unwrap(), &old);
+        lines.sort();
+        assert_eq!(lines, ["a2", "a3", "b3", "new1"]);
+        assert!(
+            partitions.iter().all(|p| p["inode"].is_u64()),
+            "{partitions:?}"
+        );
+    }
 
     #[test]
     fn globs() {

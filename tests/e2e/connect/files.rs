@@ -1,6 +1,8 @@
 //! File connectors: a source over a glob and a directory, tailing through rotation and
 //! resuming by byte position, in text / JSON / CSV; a sink writing JSON and CSV, rotating by
 //! size and by time, and appending to its CSV file after a restart under the header it wrote.
+//! A directory split over tasks (`tasks.max`) through rotation, a SIGKILL and another
+//! `tasks.max`.
 
 use super::*;
 
@@ -38,12 +40,14 @@ fn stored_at_ends(
     let stored = rt.block_on(worker.offsets(connector)).unwrap();
     files.iter().all(|f| {
         let m = std::fs::metadata(f).unwrap();
-        stored.iter().any(|(p, o)| {
-            p["filename"] == f.to_str().unwrap()
-                && o["position"].as_u64() == Some(m.len())
-                && o["inode"].as_u64() == Some(std::os::unix::fs::MetadataExt::ino(&m))
-        })
+        stored.iter().any(|(p, o)| at_end(p, o, &m))
     })
+}
+
+/// Whether the offset `o` of partition `p` is at the end of the file `m` describes.
+fn at_end(p: &serde_json::Value, o: &serde_json::Value, m: &std::fs::Metadata) -> bool {
+    p["inode"].as_u64() == Some(std::os::unix::fs::MetadataExt::ino(m))
+        && o["position"].as_u64() == Some(m.len())
 }
 
 fn ids_once(vals: &[serde_json::Value], n: usize) {
@@ -99,6 +103,137 @@ fn a_glob_source_follows_appends_and_rotation_and_resumes_by_byte_position() {
     );
     ids_once(&values(&rt, &client, "logs"), 290);
     worker.delete("tail").unwrap();
+}
+
+/// `runnel connect` over `broker` with `worker_file`; returns it and its REST address.
+fn worker_over(broker: &str, worker_file: &Path) -> (crate::support::Runnel, String) {
+    let args = [
+        "--bootstrap",
+        broker,
+        "connect",
+        "--rest",
+        "127.0.0.1:0",
+        worker_file.to_str().unwrap(),
+    ];
+    let (worker, mut found) = crate::support::Runnel::start(&args, &["REST API on http://"]);
+    (worker, found.remove(0))
+}
+
+/// A worker file of the `files` source over `logs` as `tasks` tasks.
+fn split_source(worker_file: &Path, logs: &Path, tasks: usize) {
+    let toml = format!(
+        "[[connector]]\nname = \"files\"\n\"connector.class\" = \"file-source\"\ndirectory = {:?}\ntopic = \"lines\"\nformat = \"json\"\n\"tasks.max\" = {tasks}\n",
+        logs.display()
+    );
+    std::fs::write(worker_file, toml).unwrap();
+}
+
+/// `GET` of `path` on the REST API at `rest`, as JSON.
+fn rest_get(rest: &str, path: &str) -> serde_json::Value {
+    serde_json::from_str(&crate::support::http_get(rest, path).1).unwrap_or_default()
+}
+
+/// Whether the `files` source has `n` tasks, all RUNNING.
+fn running(rest: &str, n: usize) -> bool {
+    let tasks = rest_get(rest, "/connectors/files/status")["tasks"].clone();
+    tasks
+        .as_array()
+        .is_some_and(|t| t.len() == n && t.iter().all(|t| t["state"] == "RUNNING"))
+}
+
+/// Whether the `files` source stored, for every file in `logs`, the position at its end.
+fn all_stored_at_ends(rest: &str, logs: &Path) -> bool {
+    let offsets = rest_get(rest, "/connectors/files/offsets")["offsets"].clone();
+    let offsets = offsets.as_array().cloned().unwrap_or_default();
+    std::fs::read_dir(logs).unwrap().flatten().all(|f| {
+        let m = f.metadata().unwrap();
+        offsets
+            .iter()
+            .any(|e| at_end(&e["partition"], &e["offset"], &m))
+    })
+}
+
+/// How many times the topic holds each id.
+fn id_counts(vals: &[serde_json::Value]) -> std::collections::BTreeMap<i64, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for v in vals {
+        *counts.entry(v["id"].as_i64().unwrap()).or_default() += 1;
+    }
+    counts
+}
+
+/// `tasks.max = 3` over a directory: three tasks, each file read by exactly one. Lines
+/// appended and a file rotated while running, the worker SIGKILLed once they are all in the
+/// topic (before or after their offsets are stored), another file rotated while it is down,
+/// then started again: every line at least once, and exactly once those whose offsets were
+/// stored before the kill or that came after it. Stopped cleanly and started as two tasks: the
+/// finished files are not read again.
+#[test]
+fn a_directory_split_over_tasks_survives_rotation_a_sigkill_and_a_new_tasks_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::BrokerProc::start(&dir.path().join("broker"));
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let file = |i: usize| logs.join(format!("f{i}.jsonl"));
+    let rotated = |i: usize| logs.join(format!("f{i}.jsonl.1"));
+    for i in 0..6 {
+        append(&file(i), i * 50, i * 50 + 50);
+    }
+    let worker_file = dir.path().join("worker.toml");
+    split_source(&worker_file, &logs, 3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = rt
+        .block_on(runnel::broker::RemoteLog::connect(&broker.addr))
+        .unwrap();
+    let (worker, rest) = worker_over(&broker.addr, &worker_file);
+    wait_for("3 tasks RUNNING", || running(&rest, 3));
+    wait_for("every file's offset at its end", || {
+        all_stored_at_ends(&rest, &logs)
+    });
+    ids_once(&values(&rt, &client, "lines"), 300);
+
+    // While running: appends, and f0 rotated (its last lines written, renamed, a new f0).
+    append(&file(1), 300, 320);
+    append(&file(2), 320, 340);
+    append(&file(0), 340, 350);
+    std::fs::rename(file(0), rotated(0)).unwrap();
+    append(&file(0), 350, 360);
+    wait_for("every line in the topic", || {
+        id_counts(&values(&rt, &client, "lines")).len() == 360
+    });
+    drop(worker); // SIGKILL: the last lines' offsets may not be stored.
+
+    // While down: f1 rotated, with a last line in its old file; f2 appended to.
+    std::fs::rename(file(1), rotated(1)).unwrap();
+    append(&rotated(1), 360, 370);
+    append(&file(1), 370, 390);
+    append(&file(2), 390, 410);
+    let (worker, rest) = worker_over(&broker.addr, &worker_file);
+    wait_for("3 tasks RUNNING again", || running(&rest, 3));
+    wait_for("every file's offset at its end after the restart", || {
+        all_stored_at_ends(&rest, &logs)
+    });
+    let counts = id_counts(&values(&rt, &client, "lines"));
+    assert_eq!(counts.len(), 410, "every line at least once");
+    for (id, n) in &counts {
+        let exact = !(300..360).contains(id);
+        assert!(*n == 1 || !exact, "id {id} {n} times");
+    }
+    worker.stop();
+
+    // Stopped cleanly, more lines, started as 2 tasks: only the new lines are read.
+    append(&file(3), 410, 420);
+    append(&rotated(0), 420, 430);
+    split_source(&worker_file, &logs, 2);
+    let (worker, rest) = worker_over(&broker.addr, &worker_file);
+    wait_for("2 tasks RUNNING", || running(&rest, 2));
+    wait_for("every file's offset at its end as 2 tasks", || {
+        all_stored_at_ends(&rest, &logs)
+    });
+    let mut want = counts;
+    want.extend((410..430).map(|id| (id, 1)));
+    assert_eq!(id_counts(&values(&rt, &client, "lines")), want);
+    worker.stop();
 }
 
 #[test]

@@ -199,7 +199,9 @@ fn every_endpoint_answers_with_kafka_connects_shapes_and_codes() {
     );
 
     // Offsets change only while STOPPED: a source's, rewound to line 2, sends "b" again.
-    let rewind = json!({"offsets": [{"partition": {"filename": input.to_str().unwrap()}, "offset": {"position": 2}}]});
+    // The file source's partitions are its files' inodes.
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&input).unwrap());
+    let rewind = json!({"offsets": [{"partition": {"inode": inode}, "offset": {"position": 2}}]});
     let m = error(
         http(
             &addr,
