@@ -49,11 +49,17 @@ pub enum ConnectError {
     )]
     NotStopped(String),
 
-    /// In a group of workers, what only the worker running a connector can do.
+    /// In a group of workers, a request that cannot reach the worker that serves it now: no
+    /// leader or owner known yet, or still elsewhere after two hops (a rebalance under way).
+    /// Kafka Connect's 409; the request can be sent again.
     #[error(
-        "connector {connector:?} runs on worker {worker}, not this one: send the request there"
+        "cannot complete the request momentarily ({0}), likely because the worker group is rebalancing: try again"
     )]
-    Elsewhere { connector: String, worker: String },
+    Rebalancing(String),
+
+    /// In a group of workers, the worker a request was forwarded to did not answer.
+    #[error("could not forward the request to worker {worker}: {message}")]
+    Forward { worker: String, message: String },
 
     #[error("worker file {path}: {message}")]
     WorkerFile { path: String, message: String },

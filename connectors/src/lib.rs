@@ -1,7 +1,7 @@
 //! `runnel-connectors`: Kafka Connect over Runnel's log — the [`Source`]/[`Sink`] traits
 //! ([`api`]), the connectors (one folder per system: [`file`](mod@file), [`jdbc`],
 //! [`parquet`]), the [`registry`] that builds them from their class, and the [`runtime`]: the
-//! [`Worker`] that runs them as tasks, with source offsets in `__connect_offsets` and its
+//! [`Worker`] that runs them as tasks, with source offsets in `connect-offsets` and its
 //! connectors and statuses in `connect-configs` and `connect-status`, and its REST API with
 //! Kafka Connect's paths.
 //!

@@ -6,11 +6,14 @@
 //! statuses, as Kafka Connect does. With `--bootstrap` it works against a broker instead of
 //! the data directory; with `--http ADDR` its metrics are at `/metrics`.
 //!
+//! Source offsets are in `connect-offsets` (the file's `offset.storage.topic`; those of
+//! `__connect_offsets`, where an older Runnel kept them, are copied over once).
+//!
 //! With `--group-id G` the worker is one of a group (Kafka Connect's distributed mode): the
-//! workers of `G` share the config and status topics, the group's leader deals the connectors
-//! over them, and a worker that leaves or dies has its connectors moved to the others. Any
-//! worker's REST API answers for every connector; a change is stored in the config topic,
-//! which every worker reads (the one running the connector applies it).
+//! workers of `G` share the config, status and offsets topics, the group's leader deals the
+//! connectors and their tasks over them, and a worker that leaves or dies has its share moved
+//! to the others. Any worker's REST API answers for every connector: it forwards a change to
+//! the leader, a task restart to the worker running the task.
 
 use super::server::metrics::Sources;
 use anyhow::{Context, Result};

@@ -2,7 +2,7 @@
 //! time; altered or reset only while the connector is STOPPED, so that no task moves them
 //! meanwhile (else [`ConnectError::NotStopped`]).
 //!
-//! A source's are its source offsets in `__connect_offsets` ([`crate::runtime::offsets`]):
+//! A source's are its source offsets in the offsets topic ([`crate::runtime::offsets`]):
 //! `{"partition": <source partition>, "offset": <source offset>}`. A sink's are its consumer
 //! group's (`connect-<name>`) committed offsets: `{"partition": {"kafka_topic": t,
 //! "kafka_partition": p}, "offset": {"kafka_offset": o}}`. A `null` offset resets its partition.
@@ -34,7 +34,7 @@ impl Worker {
     pub async fn offsets(&self, name: &str) -> Result<Vec<(Value, Value)>> {
         let config = self.config(name)?;
         if self.kind(name)? == Kind::Source {
-            return Ok(self.source_offsets(name).await);
+            return self.source_offsets(name).await;
         }
         let tps = self.sink_partitions(&config).await?;
         let committed = self.client.committed_offsets(&group(name), &tps).await?;
@@ -107,7 +107,7 @@ impl Worker {
         let _one = self.changes.lock().await;
         let config = self.changeable(name)?;
         if self.kind(name)? == Kind::Source {
-            let all = self.source_offsets(name).await;
+            let all = self.source_offsets(name).await?;
             self.store_source_offsets(name, all.into_iter().map(|(p, _)| (p, None)).collect())
                 .await?;
         } else {
@@ -140,7 +140,7 @@ impl Worker {
         let producer = self.client.producer(ProducerConfig::default());
         let entries: Vec<(&Value, Option<&Value>)> =
             changes.iter().map(|(p, o)| (p, o.as_ref())).collect();
-        offsets::store(&*producer, name, &entries).await?;
+        offsets::store(&*producer, &self.offset_topic, name, &entries).await?;
         producer.flush().await?;
         let mut all = self.offsets.lock().await;
         for (partition, offset) in changes {

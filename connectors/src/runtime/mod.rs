@@ -4,11 +4,12 @@
 //! topics ([`internal`]): source offsets ([`offsets`], read and changed over REST through
 //! [`connector_offsets`]), connector configurations ([`configs`]) and statuses ([`status`]),
 //! and the TOML [`workerfile`]. Workers of a group ([`group`]) share those topics
-//! ([`shared`]). It builds connectors only through [`crate::registry`] and
+//! ([`shared`]) and send each REST request to the worker that serves it ([`forward`]). It builds connectors only through [`crate::registry`] and
 //! drives them only through [`crate::api`].
 
 pub mod configs;
 mod connector_offsets;
+mod forward;
 pub mod group;
 mod internal;
 pub mod offsets;

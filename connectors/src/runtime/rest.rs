@@ -10,6 +10,9 @@
 //! - `GET`/`PATCH`/`DELETE .../offsets` (KIP-875: changed only while STOPPED);
 //! - `GET /connector-plugins`, `PUT /connector-plugins/{class}/config/validate`.
 //!
+//! In a group of workers a request is served by the worker that can, forwarded there by
+//! [`crate::runtime::forward`]'s middleware.
+//!
 //! Every error, a malformed body or an unknown path included, is Kafka Connect's
 //! `{"error_code": <HTTP status>, "message": ..}`: bodies and path parameters are read by this
 //! module's extractors, never axum's, whose rejections answer in plain text.
@@ -18,6 +21,7 @@ use crate::config::ConnectorConfig;
 use crate::error::ConnectError;
 use crate::registry::{self, PLUGINS};
 use crate::runtime::configs::TargetState;
+use crate::runtime::forward;
 use crate::runtime::worker::{Submit, TaskView, View, Worker};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
@@ -44,7 +48,7 @@ impl From<ConnectError> for ApiError {
     fn from(e: ConnectError) -> Self {
         let code = match e {
             ConnectError::NotFound(_) | ConnectError::TaskNotFound { .. } => StatusCode::NOT_FOUND,
-            ConnectError::Exists(_) | ConnectError::Elsewhere { .. } => StatusCode::CONFLICT,
+            ConnectError::Exists(_) | ConnectError::Rebalancing(_) => StatusCode::CONFLICT,
             ConnectError::Config { .. }
             | ConnectError::UnknownClass { .. }
             | ConnectError::NotStopped(_) => StatusCode::BAD_REQUEST,
@@ -120,6 +124,10 @@ pub fn router(worker: Worker) -> Router {
         )
         .route("/connector-plugins", get(plugins))
         .route("/connector-plugins/{class}/config/validate", put(validate))
+        .route_layer(axum::middleware::from_fn_with_state(
+            worker.clone(),
+            forward::route,
+        ))
         .method_not_allowed_fallback(|req: Request| async move {
             let message = format!("{} is not allowed on {}", req.method(), req.uri().path());
             ApiError(StatusCode::METHOD_NOT_ALLOWED, message)
@@ -308,7 +316,7 @@ async fn restart(
             other => return Err(bad_request(format!("{k}={other}: use true or false"))),
         };
     }
-    let view = w.restart(&name, include_tasks, only_failed)?;
+    let view = w.restart(&name, include_tasks, only_failed).await?;
     if !include_tasks && !only_failed {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }

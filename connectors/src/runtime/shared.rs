@@ -1,6 +1,7 @@
 //! What the workers of a group share: the config topic's connectors and the status topic's
-//! statuses, each tailed by every worker, so that any of them answers the REST API for every
-//! connector, wherever it runs, and sees a change written by another.
+//! statuses (and active topics), each tailed by every worker, so that any of them answers the
+//! REST API for every connector, wherever it runs, and sees a change written by another; and
+//! the group's last assignment, which says where to forward a request.
 //!
 //! Contract:
 //! - [`Shared::open`] returns once both topics are read to their ends; after that the views
@@ -9,11 +10,15 @@
 //! - [`Shared::catch_up`] returns once the config view holds every record written to the topic
 //!   before it was called: a worker that wrote a change reads it back before answering.
 //! - [`Shared::changes`] wakes on each record of the config topic.
+//! - [`Shared::active`] is the status topic's active topics as read, with what this worker
+//!   published added at once (Kafka Connect's status store cache): a task publishes a topic it
+//!   uses unless it is there, so after a reset from any worker it is published again.
 
 use crate::error::Result;
 use crate::runtime::configs::{Reading, Stored};
+use crate::runtime::group::Assignment;
 use crate::runtime::internal;
-use crate::runtime::status::{State, active_topic};
+use crate::runtime::status::{Active, State, active_topic};
 use runnel_log::SharedLogClient;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,16 +32,15 @@ pub struct Reported {
     pub worker_id: String,
 }
 
-/// The status topic's statuses and active topics.
+/// The status topic's statuses.
 #[derive(Default)]
 pub struct Statuses {
     pub connectors: BTreeMap<String, Reported>,
     pub tasks: BTreeMap<(String, u32), Reported>,
-    pub active: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Statuses {
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
+    fn apply(&mut self, active: &Active, key: &[u8], value: Option<&[u8]>) {
         let reported = value.and_then(|v| serde_json::from_slice::<Reported>(v).ok());
         let name = String::from_utf8_lossy(key);
         if let Some(c) = name.strip_prefix("status-connector-") {
@@ -49,7 +53,11 @@ impl Statuses {
             set(&mut self.tasks, (c.to_string(), id), reported);
         } else if name.starts_with("topic-") {
             let value = value.and_then(|v| serde_json::from_slice(v).ok());
-            active_topic(&mut self.active, key, value.as_ref());
+            active_topic(
+                &mut active.lock().expect("not poisoned"),
+                key,
+                value.as_ref(),
+            );
         }
     }
 }
@@ -68,8 +76,11 @@ pub struct Shared {
     configs: Arc<Mutex<Reading>>,
     config_at: watch::Receiver<u64>,
     statuses: Arc<Mutex<Statuses>>,
+    active: Active,
     /// Kept so that the status topic's tail goes on.
     _status_at: watch::Receiver<u64>,
+    /// The group's last assignment (none before the first join).
+    assignment: Mutex<Option<Arc<Assignment>>>,
 }
 
 impl Shared {
@@ -95,9 +106,10 @@ impl Shared {
             c.lock().expect("not poisoned").apply(k, v)
         })
         .await?;
-        let s = statuses.clone();
+        let active = Active::default();
+        let (s, a) = (statuses.clone(), active.clone());
         let status_at = follow(client, status_topic, move |k, v| {
-            s.lock().expect("not poisoned").apply(k, v)
+            s.lock().expect("not poisoned").apply(&a, k, v)
         })
         .await?;
         let this = Self {
@@ -106,7 +118,9 @@ impl Shared {
             configs,
             config_at,
             statuses,
+            active,
             _status_at: status_at.clone(),
+            assignment: Mutex::default(),
         };
         this.catch_up().await?;
         wait_for(status_at, internal::end_offset(client, status_topic).await?).await;
@@ -150,6 +164,20 @@ impl Shared {
     pub fn statuses(&self) -> MutexGuard<'_, Statuses> {
         self.statuses.lock().expect("not poisoned")
     }
+
+    /// The active topics, by connector.
+    pub fn active(&self) -> &Active {
+        &self.active
+    }
+
+    /// The group's last assignment, if it ever had one.
+    pub fn assignment(&self) -> Option<Arc<Assignment>> {
+        self.assignment.lock().expect("not poisoned").clone()
+    }
+
+    pub fn set_assignment(&self, assignment: Assignment) {
+        *self.assignment.lock().expect("not poisoned") = Some(Arc::new(assignment));
+    }
 }
 
 /// Starts tailing `topic` into `each`; returns the tail's position.
@@ -175,12 +203,12 @@ mod tests {
 
     #[test]
     fn statuses_are_read_by_key_and_dropped_by_tombstones() {
-        let mut s = Statuses::default();
+        let (mut s, a) = (Statuses::default(), Active::default());
         let v = br#"{"state":"RUNNING","trace":null,"worker_id":"w1","generation":0}"#;
-        s.apply(b"status-connector-a-b", Some(v));
-        s.apply(b"status-task-a-b-1", Some(v));
-        s.apply(b"status-task-a-b-0", Some(v));
-        s.apply(b"status-task-a-b-0", None);
+        s.apply(&a, b"status-connector-a-b", Some(v));
+        s.apply(&a, b"status-task-a-b-1", Some(v));
+        s.apply(&a, b"status-task-a-b-0", Some(v));
+        s.apply(&a, b"status-task-a-b-0", None);
         assert_eq!(s.connectors["a-b"].worker_id, "w1");
         assert_eq!(
             s.tasks.keys().collect::<Vec<_>>(),

@@ -1,5 +1,5 @@
 //! Source tasks: poll the source, send its records, flush the producer, then store the
-//! offsets in `__connect_offsets` (at-least-once: a crash resends at most the records since the
+//! offsets in the offsets topic (at-least-once: a crash resends at most the records since the
 //! last stored offset). A poll is a list of runs ([`SourceRun`]); a run that no transform or
 //! converter changes is encoded straight into log batches, others go record by record. With
 //! `exactly.once.support = required` (KIP-618) the task's producer is transactional
@@ -72,12 +72,12 @@ pub async fn run(
     if exactly_once || worker.shared().is_some() {
         // In a group, the connector may have run on another worker since this one read the
         // offsets: they are read again.
-        let committed = offsets::load(&worker.client).await?;
+        let committed = offsets::load(&worker.client, &worker.offset_topic).await?;
         let mut all = worker.offsets.lock().await;
         all.retain(|(n, _), _| *n != name);
         all.extend(committed.into_iter().filter(|((n, _), _)| *n == name));
     }
-    let stored = worker.source_offsets(&name).await;
+    let stored = worker.source_offsets(&name).await?;
     source.start(&stored).await?;
     let mut task = SourceTask {
         worker,
@@ -112,12 +112,24 @@ pub async fn run(
             last.insert(run.partition.to_string(), (run.partition, run.offset));
         }
         if exactly_once {
-            offsets::store(&*producer, &name, &last_offsets(&last)).await?;
+            offsets::store(
+                &*producer,
+                &worker.offset_topic,
+                &name,
+                &last_offsets(&last),
+            )
+            .await?;
             producer.commit_transaction().await?;
         } else {
             // The records are durable before their offsets are.
             producer.flush().await?;
-            offsets::store(&*producer, &name, &last_offsets(&last)).await?;
+            offsets::store(
+                &*producer,
+                &worker.offset_topic,
+                &name,
+                &last_offsets(&last),
+            )
+            .await?;
             producer.flush().await?;
         }
         let (errors, dead_letters) = (

@@ -342,28 +342,33 @@ impl TaskStatus {
     }
 }
 
+/// Every connector's active topics as the worker knows them: read back from the status topic
+/// (at start, or tailed by a worker of a group) and added to as its tasks publish them.
+pub type Active = Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>;
+
 /// The topics a connector used since it was created or its topics were reset (KIP-558), each
-/// published the first time. Cheap to clone.
+/// published when a task uses it and [`Active`] does not have it. Cheap to clone.
 #[derive(Clone)]
 pub struct ActiveTopics {
     connector: Arc<str>,
-    topics: Arc<Mutex<BTreeSet<String>>>,
+    all: Active,
     publisher: Publisher,
 }
 
 impl ActiveTopics {
-    /// `connector`'s, starting with `known` (read back from the status topic).
-    pub fn new(publisher: &Publisher, connector: &str, known: BTreeSet<String>) -> Self {
+    /// `connector`'s, in `all`.
+    pub fn new(publisher: &Publisher, connector: &str, all: &Active) -> Self {
         Self {
             connector: connector.into(),
-            topics: Arc::new(Mutex::new(known)),
+            all: all.clone(),
             publisher: publisher.clone(),
         }
     }
 
     /// Notes that task `task` read or wrote `topic`.
     pub fn used(&self, topic: &str, task: u32) {
-        let mut topics = self.topics.lock().expect("not poisoned");
+        let mut all = self.all.lock().expect("not poisoned");
+        let topics = all.entry(self.connector.to_string()).or_default();
         if !topics.contains(topic) {
             topics.insert(topic.to_string());
             self.publisher.topic(&self.connector, topic, task);
@@ -372,18 +377,23 @@ impl ActiveTopics {
 
     /// The topics, in order.
     pub fn list(&self) -> Vec<String> {
-        self.topics
-            .lock()
-            .expect("not poisoned")
-            .iter()
+        let all = self.all.lock().expect("not poisoned");
+        all.get(&*self.connector)
+            .into_iter()
+            .flatten()
             .cloned()
             .collect()
     }
 
     /// Forgets them all (`PUT /connectors/{name}/topics/reset`, or the connector deleted).
     pub fn reset(&self) {
-        let topics = std::mem::take(&mut *self.topics.lock().expect("not poisoned"));
-        self.publisher.forget_topics(&self.connector, &topics);
+        let topics = self
+            .all
+            .lock()
+            .expect("not poisoned")
+            .remove(&*self.connector);
+        self.publisher
+            .forget_topics(&self.connector, topics.iter().flatten());
     }
 }
 

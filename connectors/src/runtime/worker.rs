@@ -17,11 +17,11 @@
 //!
 //! A worker made by [`Worker::member`] is one of a group ([`crate::runtime::group`] runs its
 //! membership): the config and status topics are shared ([`Shared`]), the changes the REST
-//! API asks for are only stored (they return once this worker reads them back), and the group
-//! decides which worker runs a connector ([`Worker::run_only`]); reads answer for every
-//! connector of the group, with the statuses its worker published, and what only the worker
-//! running a connector can do (restarts, offsets, topics) is refused elsewhere
-//! ([`ConnectError::Elsewhere`], naming that worker).
+//! API asks for are only stored (they return once this worker reads them back; the REST API
+//! sends them to the group's leader, [`crate::runtime::forward`]), and the group decides
+//! which worker runs a connector and which runs each of its tasks ([`Worker::run_only`]);
+//! reads answer for every connector of the group, with the statuses its workers published
+//! (this worker's own, fresher, over them). A restart asks each task's worker to restart it.
 //!
 //! Each connector runs as the tasks [`registry::task_configs`] plans from its configuration
 //! (`tasks.max`). The plan depends on the configuration alone, so restarting a connector itself
@@ -33,9 +33,10 @@ use crate::config::ConnectorConfig;
 use crate::error::{ConnectError, Result};
 use crate::registry;
 use crate::runtime::configs::{ConfigTopic, Stored, TargetState};
+use crate::runtime::forward;
 use crate::runtime::offsets::{self, Offsets};
 use crate::runtime::shared::Shared;
-use crate::runtime::status::{ActiveTopics, Publisher, State, Status, TaskStatus};
+use crate::runtime::status::{Active, ActiveTopics, Publisher, State, Status, TaskStatus};
 use crate::runtime::task::{self, Control, TaskContext};
 use runnel_log::SharedLogClient;
 use serde_json::Value;
@@ -51,6 +52,8 @@ pub struct Storage {
     pub config_topic: String,
     /// `status.storage.topic`: connector and task statuses, active topics.
     pub status_topic: String,
+    /// `offset.storage.topic`: source offsets ([`offsets`]).
+    pub offset_topic: String,
 }
 
 impl Default for Storage {
@@ -58,7 +61,29 @@ impl Default for Storage {
         Self {
             config_topic: "connect-configs".into(),
             status_topic: "connect-status".into(),
+            offset_topic: offsets::OFFSETS_TOPIC.into(),
         }
+    }
+}
+
+/// What of a connector a worker runs: the connector itself (it publishes its status) and
+/// which of its tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub connector: bool,
+    /// `None`: all of them.
+    pub tasks: Option<BTreeSet<u32>>,
+}
+
+impl Part {
+    /// The whole connector: a worker alone runs every connector so.
+    const ALL: Part = Part {
+        connector: true,
+        tasks: None,
+    };
+
+    fn runs(&self, task: u32) -> bool {
+        self.tasks.as_ref().is_none_or(|t| t.contains(&task))
     }
 }
 
@@ -100,8 +125,10 @@ struct Entry {
     kind: Kind,
     target: TargetState,
     control: watch::Sender<Control>,
-    /// None while STOPPED.
-    tasks: Vec<Task>,
+    /// What of it runs here.
+    part: Part,
+    /// Those of its tasks that run here, by id; none while STOPPED.
+    tasks: BTreeMap<u32, Task>,
     /// How many tasks ever had a status published (to delete them all).
     published: u32,
     topics: ActiveTopics,
@@ -119,6 +146,10 @@ pub struct Worker {
     pub(super) client: SharedLogClient,
     connectors: Arc<Mutex<BTreeMap<String, Entry>>>,
     pub(super) offsets: Arc<tokio::sync::Mutex<Offsets>>,
+    /// `offset.storage.topic`.
+    pub(super) offset_topic: Arc<str>,
+    /// Every connector's active topics.
+    active: Active,
     configs: Option<Arc<ConfigTopic>>,
     pub(super) publisher: Publisher,
     /// One stored change at a time: checked, stored, applied.
@@ -129,7 +160,7 @@ pub struct Worker {
 
 impl Worker {
     /// A worker over `client` that keeps its connectors in memory, with the source offsets
-    /// stored in `__connect_offsets` loaded.
+    /// stored in `connect-offsets` loaded.
     ///
     /// # Errors
     /// When the offsets topic cannot be created or read ([`ConnectError::Log`]).
@@ -137,7 +168,9 @@ impl Worker {
     /// # Cancel safety
     /// Cancel safe: nothing is started before it returns.
     pub async fn new(client: SharedLogClient) -> Result<Self> {
-        Self::assemble(client, None, Publisher::default(), None).await
+        let storage = Storage::default();
+        let none = (Publisher::default(), Active::default());
+        Self::assemble(client, &storage, None, none, None).await
     }
 
     /// A worker over `client` that keeps its connectors in `storage`'s topics, its statuses
@@ -161,7 +194,7 @@ impl Worker {
         declared: Vec<ConnectorConfig>,
     ) -> Result<Self> {
         let (configs, mut stored) = ConfigTopic::open(&client, &storage.config_topic).await?;
-        let (publisher, mut active) =
+        let (publisher, active) =
             Publisher::open(&client, &storage.status_topic, worker_id).await?;
         for c in declared {
             let s = stored.entry(c.name.clone()).or_default();
@@ -170,14 +203,15 @@ impl Worker {
                 s.props = c.props;
             }
         }
-        let worker = Self::assemble(client, Some(Arc::new(configs)), publisher, None).await?;
+        let statuses = (publisher, Arc::new(std::sync::Mutex::new(active)));
+        let configs = Some(Arc::new(configs));
+        let worker = Self::assemble(client, storage, configs, statuses, None).await?;
         for (name, s) in stored {
             let config = ConnectorConfig {
                 name: name.clone(),
                 props: s.props,
             };
-            let topics = active.remove(&name).unwrap_or_default();
-            if let Err(e) = worker.insert(config, s.target, topics) {
+            if let Err(e) = worker.insert(config, s.target, Part::ALL) {
                 tracing::error!(connector = %name, error = %e, "a stored connector was not started: give it a configuration that works with PUT /connectors/{name}/config, or delete it");
             }
         }
@@ -211,21 +245,25 @@ impl Worker {
                 configs.put(&c.name, &c.props).await?;
             }
         }
+        let statuses = (publisher, shared.active().clone());
         let (configs, shared) = (Some(Arc::new(configs)), Some(Arc::new(shared)));
-        Self::assemble(client, configs, publisher, shared).await
+        Self::assemble(client, storage, configs, statuses, shared).await
     }
 
     async fn assemble(
         client: SharedLogClient,
+        storage: &Storage,
         configs: Option<Arc<ConfigTopic>>,
-        publisher: Publisher,
+        (publisher, active): (Publisher, Active),
         shared: Option<Arc<Shared>>,
     ) -> Result<Self> {
-        let offsets = offsets::load(&client).await?;
+        let offsets = offsets::open(&client, &storage.offset_topic).await?;
         Ok(Self {
             client,
             connectors: Arc::default(),
             offsets: Arc::new(tokio::sync::Mutex::new(offsets)),
+            offset_topic: storage.offset_topic.as_str().into(),
+            active,
             configs,
             publisher,
             changes: Arc::default(),
@@ -238,18 +276,19 @@ impl Worker {
         self.shared.as_ref()
     }
 
-    /// Runs `desired` (connector name → stored configuration and target state) and nothing
-    /// else: starts the connectors it does not run yet, gives those it runs a new
-    /// configuration or target state, and deletes the others (their statuses go: a worker of
-    /// a group stops what it gives up with [`shutdown`](Self::shutdown) instead). A
-    /// configuration refused now is logged and left out.
+    /// Runs `desired` (connector name → stored configuration and target state, and the part
+    /// of it to run here) and nothing else: starts the connectors it does not run yet, gives
+    /// those it runs a new configuration or target state, and deletes the others (their
+    /// statuses go: a worker of a group stops what it gives up with
+    /// [`shutdown`](Self::shutdown) instead). A configuration refused now is logged and left
+    /// out.
     ///
     /// # Panics
     /// Outside a tokio runtime, as [`create`](Self::create).
     ///
     /// # Cancel safety
     /// Not cancel safe: dropped part way, some connectors are as desired, others not yet.
-    pub(super) async fn run_only(&self, desired: BTreeMap<String, Stored>) {
+    pub(super) async fn run_only(&self, desired: BTreeMap<String, (Stored, Part)>) {
         let gone: Vec<String> = (self.lock().keys())
             .filter(|n| !desired.contains_key(*n))
             .cloned()
@@ -259,7 +298,7 @@ impl Worker {
                 let _ = h.await;
             }
         }
-        for (name, stored) in desired {
+        for (name, (stored, part)) in desired {
             let config = ConnectorConfig {
                 name: name.clone(),
                 props: stored.props,
@@ -268,13 +307,7 @@ impl Worker {
                 .with(&name, |e| (e.config.props.clone(), e.target))
                 .ok();
             let done = match now {
-                None => {
-                    let topics = self
-                        .shared
-                        .as_ref()
-                        .and_then(|s| s.statuses().active.get(&name).cloned());
-                    self.insert(config, stored.target, topics.unwrap_or_default())
-                }
+                None => self.insert(config, stored.target, part),
                 Some((props, target)) => {
                     let mut done = Ok(());
                     if props != config.props {
@@ -301,14 +334,13 @@ impl Worker {
         }
     }
 
-    /// The error for connector `name`, which does not run here.
+    /// The error for connector `name`, which does not run here: in a group, one that exists
+    /// but was moved since the request was routed here.
     fn missing(&self, name: &str) -> ConnectError {
         match &self.shared {
-            Some(s) if s.connector(name).is_some() => ConnectError::Elsewhere {
-                connector: name.into(),
-                worker: (s.statuses().connectors.get(name))
-                    .map_or_else(|| "none yet".into(), |r| r.worker_id.clone()),
-            },
+            Some(_) if self.exists(name) => ConnectError::Rebalancing(format!(
+                "connector {name:?} does not run on this worker any more"
+            )),
             _ => ConnectError::NotFound(name.into()),
         }
     }
@@ -330,7 +362,7 @@ impl Worker {
     /// # Panics
     /// Outside a tokio runtime: the connector's tasks are spawned on the current one.
     pub fn create(&self, config: ConnectorConfig) -> Result<()> {
-        self.insert(config, TargetState::Started, BTreeSet::new())
+        self.insert(config, TargetState::Started, Part::ALL)
     }
 
     /// Stores and applies a configuration: a new connector, or (with [`Submit::Upsert`]) a new
@@ -367,18 +399,13 @@ impl Worker {
         if exists {
             self.reconfigure(config).await?;
         } else {
-            self.insert(config, target, BTreeSet::new())?;
+            self.insert(config, target, Part::ALL)?;
         }
         self.publisher.flush().await;
         Ok(!exists)
     }
 
-    fn insert(
-        &self,
-        config: ConnectorConfig,
-        target: TargetState,
-        topics: BTreeSet<String>,
-    ) -> Result<()> {
+    fn insert(&self, config: ConnectorConfig, target: TargetState, part: Part) -> Result<()> {
         let kind = check(&config)?;
         let mut all = self.lock();
         if all.contains_key(&config.name) {
@@ -387,32 +414,39 @@ impl Worker {
         let name = config.name.clone();
         let (control, _) = watch::channel(control(target));
         let mut entry = Entry {
-            topics: ActiveTopics::new(&self.publisher, &name, topics),
+            topics: ActiveTopics::new(&self.publisher, &name, &self.active),
             config,
             kind,
             target,
             control,
-            tasks: Vec::new(),
+            part,
+            tasks: BTreeMap::new(),
             published: 0,
         };
         if target != TargetState::Stopped {
-            self.start_tasks(&mut entry, Vec::new())?;
+            self.start_tasks(&mut entry, BTreeMap::new())?;
         }
-        self.publisher.connector(&name, state(target));
+        if entry.part.connector {
+            self.publisher.connector(&name, state(target));
+        }
         all.insert(name, entry);
         Ok(())
     }
 
-    /// Starts the tasks `entry`'s configuration plans, carrying over `carry`'s counters (of the
-    /// tasks they replace, by number).
-    fn start_tasks(&self, entry: &mut Entry, carry: Vec<Status>) -> Result<()> {
+    /// Starts those of the tasks `entry`'s configuration plans that its part runs here,
+    /// carrying over `carry`'s counters (of the tasks they replace, by id).
+    fn start_tasks(&self, entry: &mut Entry, mut carry: BTreeMap<u32, Status>) -> Result<()> {
         let configs = registry::task_configs(&entry.config)?;
         let count = configs.len() as u32;
-        let mut carry = carry.into_iter();
         for (id, config) in (0..count).zip(configs) {
-            let status = carry.next().unwrap_or_else(|| Status::new(State::Running));
+            if !entry.part.runs(id) {
+                continue;
+            }
+            let status = carry
+                .remove(&id)
+                .unwrap_or_else(|| Status::new(State::Running));
             let task = self.spawn(entry, id, count, config, status, None);
-            entry.tasks.push(task);
+            entry.tasks.insert(id, task);
         }
         entry.published = entry.published.max(count);
         Ok(())
@@ -467,7 +501,7 @@ impl Worker {
             e.config = config;
             std::mem::take(&mut e.tasks)
         };
-        let carry: Vec<Status> = old.iter().map(|t| t.status.get()).collect();
+        let carry = old.iter().map(|(id, t)| (*id, t.status.get())).collect();
         for h in stop(old) {
             let _ = h.await;
         }
@@ -513,15 +547,17 @@ impl Worker {
                 .get_mut(name)
                 .ok_or_else(|| ConnectError::NotFound(name.into()))?;
             e.target = target;
-            self.publisher.connector(name, state(target));
+            if e.part.connector {
+                self.publisher.connector(name, state(target));
+            }
             if target == TargetState::Stopped {
                 stop(std::mem::take(&mut e.tasks))
             } else {
                 e.control.send_replace(control(target));
                 if e.tasks.is_empty() {
-                    self.start_tasks(e, Vec::new())?;
+                    self.start_tasks(e, BTreeMap::new())?;
                 }
-                for t in &e.tasks {
+                for t in e.tasks.values() {
                     // A failed task stays FAILED until it restarts, in the new state.
                     if t.status.get().state != State::Failed {
                         t.status.set(state(target), None);
@@ -539,52 +575,88 @@ impl Worker {
 
     /// Restarts connector `name` (`POST /connectors/{name}/restart`): the connector itself
     /// (which never fails: it is skipped with `only_failed`), and with `include_tasks` its
-    /// tasks, or only the FAILED ones with `only_failed`. Returns the connector as it was
-    /// asked, RESTARTING for what restarts (Kafka Connect's answer).
+    /// tasks, or only the FAILED ones with `only_failed`, each by the worker of the group
+    /// running it. Returns the connector as it was asked, RESTARTING for what restarts (Kafka
+    /// Connect's answer).
     ///
     /// # Errors
-    /// [`ConnectError::NotFound`] when there is no such connector,
-    /// [`ConnectError::Elsewhere`] when another worker of the group runs it.
+    /// [`ConnectError::NotFound`] when there is no such connector; in a group,
+    /// [`ConnectError::Rebalancing`] for a task no worker runs now, and what the worker
+    /// running a task answers.
     ///
     /// # Panics
     /// Outside a tokio runtime, as [`create`](Self::create).
-    pub fn restart(&self, name: &str, include_tasks: bool, only_failed: bool) -> Result<View> {
-        self.with(name, |_| ())?;
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part way, some tasks are restarted and others not.
+    pub async fn restart(
+        &self,
+        name: &str,
+        include_tasks: bool,
+        only_failed: bool,
+    ) -> Result<View> {
         let mut view = self.view(name)?;
         if !only_failed {
             view.state = State::Restarting;
         }
         for t in &mut view.tasks {
             if include_tasks && (!only_failed || t.status.state == State::Failed) {
-                self.restart_task(name, t.id)?;
+                match self.task_owner(name, t.id)? {
+                    None => self.restart_task(name, t.id)?,
+                    Some(url) => forward::restart_task(&url, name, t.id).await?,
+                }
                 t.status.state = State::Restarting;
             }
         }
         Ok(view)
     }
 
-    /// Restarts task `id` of connector `name`: the new task starts once the old one is gone.
+    /// In a group, the URL of the worker running task `id` of connector `name` when it is
+    /// another; `None` when it runs here (or the worker is alone).
+    fn task_owner(&self, name: &str, id: u32) -> Result<Option<String>> {
+        let Some(s) = &self.shared else {
+            return Ok(None);
+        };
+        let owner = s
+            .assignment()
+            .and_then(|a| a.task_owner(name, id).map(String::from));
+        match owner {
+            Some(url) if url == self.worker_id() => Ok(None),
+            Some(url) => Ok(Some(url)),
+            None => Err(ConnectError::Rebalancing(format!(
+                "no worker runs task {id} of connector {name:?} now"
+            ))),
+        }
+    }
+
+    /// Restarts task `id` of connector `name`, which runs here: the new task starts once the
+    /// old one is gone.
     ///
     /// # Errors
     /// [`ConnectError::NotFound`] when there is no such connector,
-    /// [`ConnectError::TaskNotFound`] when it has no such task (a STOPPED one has none).
+    /// [`ConnectError::TaskNotFound`] when it has no such task (a STOPPED one has none); in a
+    /// group, [`ConnectError::Rebalancing`] when the task does not run here (any more).
     ///
     /// # Panics
     /// Outside a tokio runtime, as [`create`](Self::create).
     pub fn restart_task(&self, name: &str, id: u32) -> Result<()> {
         let mut all = self.lock();
         let e = all.get_mut(name).ok_or_else(|| self.missing(name))?;
-        let count = e.tasks.len() as u32;
-        if id >= count {
-            return Err(ConnectError::TaskNotFound {
-                connector: name.into(),
-                task: id,
+        let count = registry::task_configs(&e.config)?.len() as u32;
+        let Some(old) = e.tasks.remove(&id) else {
+            return Err(match id < count && e.target != TargetState::Stopped {
+                true => ConnectError::Rebalancing(format!(
+                    "task {id} of connector {name:?} does not run on this worker any more"
+                )),
+                false => ConnectError::TaskNotFound {
+                    connector: name.into(),
+                    task: id,
+                },
             });
-        }
-        let old = e.tasks.remove(id as usize);
+        };
         old.handle.abort();
         let task = self.spawn(e, id, count, old.config, old.status.get(), Some(old.handle));
-        e.tasks.insert(id as usize, task);
+        e.tasks.insert(id, task);
         Ok(())
     }
 
@@ -647,7 +719,9 @@ impl Worker {
             for h in stop(e.tasks) {
                 let _ = h.await;
             }
-            self.publisher.connector(&name, State::Unassigned);
+            if e.part.connector {
+                self.publisher.connector(&name, State::Unassigned);
+            }
         }
         self.publisher.flush().await;
     }
@@ -673,34 +747,41 @@ impl Worker {
     /// # Errors
     /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn kind(&self, name: &str) -> Result<Kind> {
-        self.with(name, |e| e.kind)
+        self.view(name).map(|v| v.kind)
     }
 
-    /// Connector `name`: its configuration, state, tasks and topics.
+    /// Connector `name`: its configuration, state, tasks and topics. In a group, what runs
+    /// here is shown as it is here, the rest as its workers published it.
     ///
     /// # Errors
     /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn view(&self, name: &str) -> Result<View> {
-        let here = self.with(name, |e| View {
-            config: e.config.clone(),
-            kind: e.kind,
-            state: state(e.target),
-            tasks: (0..)
-                .zip(&e.tasks)
-                .map(|(id, t)| TaskView {
-                    id,
-                    config: t.config.clone(),
-                    status: t.status.get(),
-                    worker_id: self.worker_id().into(),
-                })
-                .collect(),
-            topics: e.topics.list(),
-            worker_id: self.worker_id().into(),
-        });
-        match (here, &self.shared) {
-            (Err(ConnectError::Elsewhere { .. }), Some(s)) => reported_view(s, name),
-            (here, _) => here,
+        let me = self.worker_id();
+        let Some(shared) = &self.shared else {
+            return self.with(name, |e| View {
+                config: e.config.clone(),
+                kind: e.kind,
+                state: state(e.target),
+                tasks: (e.tasks.iter())
+                    .map(|(id, t)| local_task(*id, t, me))
+                    .collect(),
+                topics: e.topics.list(),
+                worker_id: me.into(),
+            });
+        };
+        let mut view = reported_view(shared, name)?;
+        if let Some(e) = self.lock().get(name) {
+            if e.part.connector {
+                view.state = state(e.target);
+                view.worker_id = me.into();
+            }
+            for t in &mut view.tasks {
+                if let Some(here) = e.tasks.get(&t.id) {
+                    *t = local_task(t.id, here, me);
+                }
+            }
         }
+        Ok(view)
     }
 
     /// Connector `name`'s status over its tasks: FAILED (with why) when one of them is, else
@@ -725,12 +806,18 @@ impl Worker {
         Ok(s)
     }
 
-    /// Forgets the topics connector `name` used (`PUT /connectors/{name}/topics/reset`).
+    /// Forgets the topics connector `name` used (`PUT /connectors/{name}/topics/reset`),
+    /// wherever it runs: the workers running its tasks read the tombstones and publish a
+    /// topic again when they next use it.
     ///
     /// # Errors
     /// [`ConnectError::NotFound`] when there is no such connector.
     pub fn reset_topics(&self, name: &str) -> Result<()> {
-        self.with(name, |e| e.topics.reset())
+        if !self.exists(name) {
+            return Err(ConnectError::NotFound(name.into()));
+        }
+        ActiveTopics::new(&self.publisher, name, &self.active).reset();
+        Ok(())
     }
 
     /// The name this worker gives itself in statuses.
@@ -738,18 +825,24 @@ impl Worker {
         self.publisher.worker_id()
     }
 
-    /// The stored source offsets of connector `name`: (partition, offset).
+    /// The stored source offsets of connector `name`: (partition, offset). In a group they
+    /// are read from the offsets topic, which the workers running its tasks write.
+    ///
+    /// # Errors
+    /// When the offsets topic cannot be read ([`ConnectError::Log`]).
     ///
     /// # Cancel safety
     /// Cancel safe: it only reads.
-    pub(super) async fn source_offsets(&self, name: &str) -> Vec<(Value, Value)> {
-        self.offsets
-            .lock()
-            .await
+    pub(super) async fn source_offsets(&self, name: &str) -> Result<Vec<(Value, Value)>> {
+        let all = match self.shared {
+            Some(_) => offsets::load(&self.client, &self.offset_topic).await?,
+            None => self.offsets.lock().await.clone(),
+        };
+        Ok(all
             .iter()
             .filter(|((n, _), _)| n == name)
             .map(|((_, p), o)| (serde_json::from_str(p).unwrap_or_default(), o.clone()))
-            .collect()
+            .collect())
     }
 
     /// Whether connector `name` is STOPPED.
@@ -757,7 +850,13 @@ impl Worker {
     /// # Errors
     /// [`ConnectError::NotFound`] when there is no such connector.
     pub(super) fn stopped(&self, name: &str) -> Result<bool> {
-        self.with(name, |e| e.target == TargetState::Stopped)
+        match &self.shared {
+            Some(s) => s
+                .connector(name)
+                .map(|c| c.target == TargetState::Stopped)
+                .ok_or_else(|| ConnectError::NotFound(name.into())),
+            None => self.with(name, |e| e.target == TargetState::Stopped),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -813,13 +912,7 @@ fn reported_view(shared: &Shared, name: &str) -> Result<View> {
             _ => state(stored.target),
         },
         tasks,
-        topics: statuses
-            .active
-            .get(name)
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect(),
+        topics: ActiveTopics::new(&Publisher::default(), name, shared.active()).list(),
         worker_id,
         config,
     })
@@ -837,11 +930,21 @@ pub(crate) fn check(config: &ConnectorConfig) -> Result<Kind> {
     Ok(kind)
 }
 
+/// Task `id` as it runs here, on worker `me`.
+fn local_task(id: u32, t: &Task, me: &str) -> TaskView {
+    TaskView {
+        id,
+        config: t.config.clone(),
+        status: t.status.get(),
+        worker_id: me.into(),
+    }
+}
+
 /// Aborts `tasks`, their statuses saying UNASSIGNED; returns their handles, to wait until they
 /// are gone.
-fn stop(tasks: Vec<Task>) -> Vec<JoinHandle<()>> {
+fn stop(tasks: BTreeMap<u32, Task>) -> Vec<JoinHandle<()>> {
     tasks
-        .into_iter()
+        .into_values()
         .map(|t| {
             t.handle.abort();
             t.status.retire();

@@ -1,7 +1,7 @@
 //! The worker file: TOML with one `[[connector]]` table per connector, keys as in Kafka
 //! Connect (`name`, `connector.class`, `file`, `topic`, ...), so a Connect user's properties
 //! carry over, and optionally the worker's topics under Kafka Connect's worker property names
-//! (`config.storage.topic`, `status.storage.topic`; see [`Storage`]). Errors name the file and
+//! (`config.storage.topic`, `status.storage.topic`, `offset.storage.topic`; see [`Storage`]). Errors name the file and
 //! the line.
 //!
 //! ```toml
@@ -60,9 +60,10 @@ pub fn read(path: &str, text: &str) -> Result<WorkerFile> {
             "connector" => continue,
             "config.storage.topic" => &mut storage.config_topic,
             "status.storage.topic" => &mut storage.status_topic,
+            "offset.storage.topic" => &mut storage.offset_topic,
             k => {
                 return Err(err(format!(
-                    "unknown top-level key {k:?}: declare connectors as [[connector]] tables; the worker's own keys are \"config.storage.topic\" and \"status.storage.topic\""
+                    "unknown top-level key {k:?}: declare connectors as [[connector]] tables; the worker's own keys are \"config.storage.topic\", \"status.storage.topic\" and \"offset.storage.topic\""
                 )));
             }
         };
