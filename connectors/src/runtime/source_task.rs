@@ -111,25 +111,20 @@ pub async fn run(
             }
             last.insert(run.partition.to_string(), (run.partition, run.offset));
         }
-        if exactly_once {
-            offsets::store(
-                &*producer,
-                &worker.offset_topic,
-                &name,
-                &last_offsets(&last),
-            )
-            .await?;
-            producer.commit_transaction().await?;
-        } else {
+        if !exactly_once {
             // The records are durable before their offsets are.
             producer.flush().await?;
-            offsets::store(
-                &*producer,
-                &worker.offset_topic,
-                &name,
-                &last_offsets(&last),
-            )
-            .await?;
+        }
+        offsets::store(
+            &*producer,
+            &worker.offset_topic,
+            &name,
+            &last_offsets(&last),
+        )
+        .await?;
+        if exactly_once {
+            producer.commit_transaction().await?;
+        } else {
             producer.flush().await?;
         }
         let (errors, dead_letters) = (
