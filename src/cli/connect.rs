@@ -33,6 +33,11 @@ pub struct ConnectArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free one; printed).
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
+    /// The address other workers of the group reach this one's REST API at, and its name in
+    /// statuses (Kafka Connect's `rest.advertised.host.name` and `.port`); by default the
+    /// address `--rest` bound.
+    #[arg(long, value_name = "HOST:PORT")]
+    rest_advertised: Option<String>,
     /// Join the worker group G (Kafka Connect's `group.id`): distributed mode.
     #[arg(long, value_name = "G")]
     group_id: Option<String>,
@@ -52,7 +57,7 @@ pub async fn run(client: SharedLogClient, log: Option<Log>, args: ConnectArgs) -
             )
         })?;
     let rest_addr = listener.local_addr()?;
-    let id = rest_addr.to_string();
+    let id = (args.rest_advertised.clone()).unwrap_or_else(|| rest_addr.to_string());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (worker, group) = match &args.group_id {
         Some(g) => {

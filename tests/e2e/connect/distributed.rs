@@ -12,17 +12,25 @@ use serde_json::{Value, json};
 
 /// A worker of group `g` over the broker at `addr`; returns it and its REST address.
 fn member(addr: &str, g: &str) -> (Runnel, String) {
-    let args = [
-        "--bootstrap",
-        addr,
-        "connect",
-        "--group-id",
-        g,
-        "--rest",
-        "127.0.0.1:0",
-    ];
-    let (worker, mut found) = Runnel::start(&args, &["REST API on http://"]);
+    let args = ["--bootstrap", addr, "connect", "--group-id", g];
+    let (worker, mut found) = Runnel::start(
+        &[&args[..], &["--rest", "127.0.0.1:0"]].concat(),
+        &["REST API on http://"],
+    );
     (worker, found.remove(0))
+}
+
+/// [`member`] listening on every interface, named by the address the others reach it at
+/// (`--rest-advertised`), as a worker on another host would be.
+fn advertised_member(addr: &str, g: &str) -> (Runnel, String) {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let (rest, advertised) = (format!("0.0.0.0:{port}"), format!("127.0.0.1:{port}"));
+    let args = ["--bootstrap", addr, "connect", "--group-id", g];
+    let more = ["--rest", &rest, "--rest-advertised", &advertised];
+    let (worker, _) = Runnel::start(&[&args[..], &more].concat(), &["REST API on http://"]);
+    (worker, advertised)
 }
 
 /// `method path` on the worker at `rest`, sent again while it answers that the group is
@@ -105,7 +113,7 @@ fn a_group_forwards_requests_spreads_tasks_and_survives_a_killed_worker() {
         "topic": table, "format": "json", "exactly.once.support": "required"});
     let (code, body) = create(&rest1, "in", source);
     assert_eq!(code, 201, "{body}");
-    let (_w2, rest2) = member(&broker.addr, "G");
+    let (_w2, rest2) = advertised_member(&broker.addr, "G");
     let workers = [rest1.clone(), rest2.clone()];
     let sink = json!({"connector.class": "io.confluent.connect.jdbc.JdbcSinkConnector",
         "connection.url": url, "topics": table, "insert.mode": "insert", "auto.create": "true",
