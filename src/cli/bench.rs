@@ -49,7 +49,8 @@ pub enum BenchCommand {
     Broker(super::bench_broker::BrokerBenchArgs),
     /// Measure the connectors: file ingest vs cat, topic → PostgreSQL vs COPY, PostgreSQL source.
     Connect(super::bench_connect::ConnectBenchArgs),
-    /// Measure the Nexmark queries of examples/nexmark (SQL jobs), generator included.
+    /// Measure the Nexmark queries q0-q8 (SQL jobs, built in): running and generator-included
+    /// events/s, per core.
     Nexmark(super::bench_sql::NexmarkArgs),
 }
 

@@ -75,9 +75,9 @@ pub async fn run(log: &Log, codecs: &[Compression], records: u64, repeat: usize)
         t.add_row(vec![
             m.codec.to_string(),
             records.to_string(),
-            format!("{:.0}", median(&mut m.append_mb_s)),
+            format!("{:.0}", output::median(&mut m.append_mb_s)),
             range(&m.append_mb_s),
-            format!("{:.0}", median(&mut m.read_mb_s)),
+            format!("{:.0}", output::median(&mut m.read_mb_s)),
             range(&m.read_mb_s),
             format!("{:.2}", m.ratio),
         ]);
@@ -152,11 +152,6 @@ async fn read(log: &Log, topic: &str, records: u64) -> Result<Duration> {
         read += runs.iter().map(|r| r.len() as u64).sum::<u64>();
     }
     Ok(started.elapsed())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn range(v: &[f64]) -> String {

@@ -22,6 +22,12 @@ pub fn print(text: impl std::fmt::Display) -> Result<()> {
     }
 }
 
+/// The median of `v` (the upper one of an even count); sorts `v`.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// A table with `headers`; the columns listed in `right` are right-aligned (numbers).
 pub fn table(headers: &[&str], right: &[usize]) -> Table {
     let mut t = Table::new();

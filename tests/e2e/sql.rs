@@ -592,6 +592,61 @@ fn nexmark_queries_match_the_batch_oracle() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `runnel bench nexmark` carries its queries: run from a directory without `examples/`, it
+/// measures all nine and prints one JSON line each with both rates; an unknown query name is
+/// an error naming the known ones.
+#[test]
+fn bench_nexmark_runs_its_built_in_queries_anywhere() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["bench", "nexmark", "--quick", "--json"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench nexmark failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r["query"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["q0", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8"]
+    );
+    for r in &rows {
+        assert_eq!(r["events"], 20_000, "{r}");
+        let running = r["events_per_s_running"].as_f64().unwrap();
+        let with_generator = r["events_per_s_with_generator"].as_f64().unwrap();
+        assert!(
+            running > with_generator && with_generator > 0.0,
+            "running alone is faster than with the generator: {r}"
+        );
+        let q = r["query"].as_str().unwrap();
+        // q2 selects a handful of auctions, which 20,000 events may not hold.
+        assert!(
+            q == "q2" || r["records_written"].as_u64().unwrap() > 0,
+            "{r}"
+        );
+    }
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["bench", "nexmark", "--quick", "--queries", "q0,q42"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("\"q42\"") && stderr.contains("q0, q1"),
+        "the error names the unknown query and the known ones:\n{stderr}"
+    );
+}
+
 /// A job reading `events` (`id`, `ts`: the event time, 1 s watermark) into `results`.
 fn events_job(name: &str, select: &str) -> SqlJob {
     let text = format!(
