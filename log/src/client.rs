@@ -377,7 +377,9 @@ impl LogProducer for Producer {
         partition: Option<u32>,
         batch: BatchBuilder,
     ) -> Result<()> {
-        Producer::send_batch(self, topic, partition, batch).await
+        Producer::send_batch(self, topic, partition, batch)
+            .await
+            .map(drop)
     }
 
     async fn flush(&self) -> Result<()> {

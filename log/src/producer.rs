@@ -490,7 +490,9 @@ impl Producer {
     /// Queues `batch`, records the caller encoded for `topic`, as one batch: to `partition`,
     /// or with `None` to a partition picked at random (where records without key and partition
     /// may go). Its offsets are assigned when it is appended; [`flush`](Self::flush) reports
-    /// its outcome. Waits only while the buffer is full.
+    /// its outcome, and so does the returned future of its last record (`None` for an empty
+    /// batch), for a caller that tracks deliveries batch by batch. Waits only while the buffer
+    /// is full.
     ///
     /// # Errors
     ///
@@ -504,16 +506,16 @@ impl Producer {
         topic: &str,
         partition: Option<u32>,
         mut batch: BatchBuilder,
-    ) -> Result<()> {
+    ) -> Result<Option<DeliveryFuture>> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         loop {
             let freed = self.inner.space_freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             match self.try_enqueue_batch(topic, partition, batch) {
-                Ok(()) => return Ok(()),
+                Ok(last) => return Ok(Some(last)),
                 Err((Refused::Error(e), _)) => return Err(e),
                 Err((Refused::BufferFull, refused)) => {
                     batch = refused;
@@ -535,7 +537,7 @@ impl Producer {
         topic: &str,
         partition: Option<u32>,
         batch: BatchBuilder,
-    ) -> std::result::Result<(), (Refused, BatchBuilder)> {
+    ) -> std::result::Result<DeliveryFuture, (Refused, BatchBuilder)> {
         let mut guard = self.inner.acc.lock();
         let acc = &mut *guard;
         if self.inner.closed.load(Ordering::Acquire) {
@@ -572,15 +574,19 @@ impl Producer {
             return Err((Refused::Error(e), batch));
         }
         let size = batch.size_bytes();
+        let last = DeliveryFuture {
+            done: Arc::new(BatchDone::new(ts.topic.name.clone(), partition)),
+            index: batch.len() as u32 - 1,
+        };
         acc.queued_bytes += size;
         acc.ready.push(ReadyBatch {
             partition: target,
             builder: batch.with_compression(ts.compression(&self.inner.config)),
             queued: size,
-            done: Arc::new(BatchDone::new(ts.topic.name.clone(), partition)),
+            done: last.done.clone(),
         });
         self.inner.wake_sender.notify_one();
-        Ok(())
+        Ok(last)
     }
 
     /// Sends everything queued so far and waits until it is durable. Fails with the first

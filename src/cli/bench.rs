@@ -113,15 +113,19 @@ impl Plan {
 
 const SIZES: [usize; 2] = [100, 1024];
 const POLICIES: [Durability; 3] = [Durability::Always, Durability::Interval, Durability::Os];
-/// (durability, producers, partitions) of the append runs of each record size. With fewer
-/// partitions than producers, producers share partitions and so share syncs (group commit).
-const APPEND_RUNS: [(Durability, u32, u32); 5] = [
-    (Durability::Always, 1, 1),
-    (Durability::Interval, 1, 1),
-    (Durability::Os, 1, 1),
-    (Durability::Always, 16, 16),
-    (Durability::Always, 16, 1),
+/// (durability, producers, partitions, records per send call) of the append runs of each
+/// record size. With fewer partitions than producers, producers share partitions and so share
+/// syncs (group commit). One run sends 1,024 records per call (`Producer::send_all`): the
+/// batch-level send, which pays the producer's lock and the async call once per call.
+const APPEND_RUNS: [(Durability, u32, u32, usize); 6] = [
+    (Durability::Always, 1, 1, 1),
+    (Durability::Interval, 1, 1, 1),
+    (Durability::Os, 1, 1, 1),
+    (Durability::Os, 1, 1, SEND_ALL),
+    (Durability::Always, 16, 16, 1),
+    (Durability::Always, 16, 1, 1),
 ];
+const SEND_ALL: usize = 1024;
 const MIB: usize = 1 << 20;
 
 /// One line of the result table.
@@ -232,12 +236,13 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     let mut rows = Vec::new();
     for size in SIZES {
         let value: Arc<[u8]> = random_bytes(size).into();
-        for (durability, producers, partitions) in APPEND_RUNS {
+        for (durability, producers, partitions, per_call) in APPEND_RUNS {
             settle_page_cache();
             let run = Run {
                 durability,
                 producers,
                 partitions,
+                per_call,
             };
             rows.push(append(&log, &value, run, plan.records).await?);
             // The `os` topic is read back below; the others go now to bound the disk used.
@@ -249,6 +254,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             durability: Durability::Os,
             producers: 1,
             partitions: 1,
+            per_call: 1,
         }
         .topic(size);
         rows.push(read_consumer(&log, &topic, size, plan.records).await?);
@@ -313,6 +319,8 @@ struct Run {
     durability: Durability,
     producers: u32,
     partitions: u32,
+    /// Records per send call: 1 is `send`, more is `send_all` of that many.
+    per_call: usize,
 }
 
 impl Run {
@@ -321,8 +329,9 @@ impl Run {
             durability,
             producers,
             partitions,
+            per_call,
         } = self;
-        format!("append-{size}-{durability}-{producers}p-{partitions}")
+        format!("append-{size}-{durability}-{producers}p-{partitions}-{per_call}")
     }
 }
 
@@ -341,8 +350,14 @@ async fn append(log: &Log, value: &Arc<[u8]>, run: Run, records: u64) -> Result<
         durability,
         producers,
         partitions,
+        per_call,
     } = run;
     let topic = run.topic(value.len());
+    let api = if per_call > 1 {
+        format!(" (send_all of {per_call})")
+    } else {
+        String::new()
+    };
     let config = TopicConfig {
         partitions,
         durability,
@@ -351,7 +366,7 @@ async fn append(log: &Log, value: &Arc<[u8]>, run: Run, records: u64) -> Result<
     };
     log.create_topic(&topic, config)?;
     let label = format!(
-        "append {}, {durability}, {}, {}",
+        "append {}, {durability}, {}, {}{api}",
         size_label(value.len()),
         output::count(producers.into(), "producer"),
         output::count(partitions.into(), "partition")
@@ -366,15 +381,26 @@ async fn append(log: &Log, value: &Arc<[u8]>, run: Run, records: u64) -> Result<
         let (log, topic, value, pb) = (log.clone(), topic.clone(), value.clone(), pb.clone());
         tasks.spawn(async move {
             let producer = Producer::new(log, ProducerConfig::default());
-            for i in 0..n {
-                let record = ProducerRecord::new(&topic, &value).partition(partition);
-                // Fire and forget: close() below reports any record that was not stored.
-                drop(producer.send(record).await?);
-                if i % 1024 == 1023 {
-                    pb.inc(1024);
+            let record = ProducerRecord::new(&topic, &value).partition(partition);
+            if per_call > 1 {
+                let calls = vec![record; per_call];
+                let mut left = n as usize;
+                while left > 0 {
+                    let now = left.min(per_call);
+                    producer.send_all(&calls[..now]).await?;
+                    left -= now;
+                    pb.inc(now as u64);
                 }
+            } else {
+                for i in 0..n {
+                    // Fire and forget: close() below reports any record that was not stored.
+                    drop(producer.send(record).await?);
+                    if i % 1024 == 1023 {
+                        pb.inc(1024);
+                    }
+                }
+                pb.inc(n % 1024);
             }
-            pb.inc(n % 1024);
             producer.close().await?;
             anyhow::Ok(())
         });
@@ -387,7 +413,7 @@ async fn append(log: &Log, value: &Arc<[u8]>, run: Run, records: u64) -> Result<
     output::finish(&pb, format!("{label}: {rate:.0} records/s"));
     Ok(Row {
         benchmark: format!(
-            "append to {}",
+            "append to {}{api}",
             output::count(partitions.into(), "partition")
         ),
         size: value.len(),

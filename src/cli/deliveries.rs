@@ -3,8 +3,10 @@
 //! [`Deliveries::finish`] closes the producer and settles the rest. Every failed delivery is
 //! counted and the first error kept, so no lost record goes unreported.
 //!
-//! Records are numbered in the order they were pushed (from the number the tracker starts at:
-//! the input's line number for `produce`). Per partition the tracker keeps the last record
+//! Records are numbered in the order they were pushed or reserved (from the number the tracker
+//! starts at: the input's line number for `produce`); a caller sending built batches reserves
+//! a run of numbers and pushes one delivery per batch, with the numbers of its first and last
+//! record (a batch holds one partition's records). Per partition the tracker keeps the last record
 //! stored and the first one not stored; since a producer leaves no gap in a partition, every
 //! record of that partition before the first failure is stored and none after it is, so the
 //! failure report can say where to resume.
@@ -23,7 +25,7 @@ const MAX_PENDING: usize = 100_000;
 
 #[derive(Debug)]
 pub struct Deliveries {
-    pending: VecDeque<(u64, DeliveryFuture)>,
+    pending: VecDeque<Pending>,
     next_number: u64,
     stored: u64,
     failed: u64,
@@ -35,6 +37,16 @@ impl Default for Deliveries {
     fn default() -> Self {
         Self::starting_at(1)
     }
+}
+
+/// The delivery of one record, or of a batch: the records of one partition numbered between
+/// `first` and `last` (not every number between them need be in the batch).
+#[derive(Debug)]
+struct Pending {
+    first: u64,
+    last: u64,
+    records: u64,
+    delivery: DeliveryFuture,
 }
 
 /// One partition's records, by number.
@@ -100,29 +112,56 @@ impl Deliveries {
         }
     }
 
-    /// Queues a delivery, first awaiting the oldest ones while too many are pending.
+    /// Queues the delivery of the next record, first awaiting the oldest ones while too many
+    /// are pending.
     pub async fn push(&mut self, delivery: DeliveryFuture) {
-        while self.pending.len() >= MAX_PENDING {
-            if let Some((number, oldest)) = self.pending.pop_front() {
-                self.settle(number, oldest).await;
-            }
-        }
-        self.pending.push_back((self.next_number, delivery));
-        self.next_number += 1;
+        let number = self.reserve(1);
+        self.push_batch(number, number, 1, delivery).await;
     }
 
-    async fn settle(&mut self, number: u64, delivery: DeliveryFuture) {
-        match delivery.wait().await {
+    /// Numbers the next `n` records; returns the first number.
+    pub fn reserve(&mut self, n: u64) -> u64 {
+        let first = self.next_number;
+        self.next_number += n;
+        first
+    }
+
+    /// Queues the delivery of a batch of one partition: `records` of the reserved numbers from
+    /// `first` to `last`, `delivery` being its last record's. Awaits the oldest pending first
+    /// while too many are.
+    pub async fn push_batch(
+        &mut self,
+        first: u64,
+        last: u64,
+        records: u64,
+        delivery: DeliveryFuture,
+    ) {
+        while self.pending.len() >= MAX_PENDING {
+            if let Some(oldest) = self.pending.pop_front() {
+                self.settle(oldest).await;
+            }
+        }
+        self.pending.push_back(Pending {
+            first,
+            last,
+            records,
+            delivery,
+        });
+    }
+
+    async fn settle(&mut self, pending: Pending) {
+        match pending.delivery.wait().await {
             Ok(meta) => {
-                self.stored += 1;
+                self.stored += pending.records;
                 let p = self.partitions.entry(meta.partition).or_default();
-                p.last_stored = p.last_stored.max(Some(number));
+                p.last_stored = p.last_stored.max(Some(pending.last));
             }
             Err(e) => {
-                self.failed += 1;
+                self.failed += pending.records;
                 if let LogError::Delivery { partition, .. } = &e {
                     let p = self.partitions.entry(*partition).or_default();
-                    p.first_failed = Some(p.first_failed.map_or(number, |f| f.min(number)));
+                    let first = pending.first;
+                    p.first_failed = Some(p.first_failed.map_or(first, |f| f.min(first)));
                 }
                 self.first_error.get_or_insert(e);
             }
@@ -132,8 +171,8 @@ impl Deliveries {
     /// Closes the producer (sending everything queued) and settles every pending delivery.
     pub async fn finish(mut self, producer: &Producer) -> Outcome {
         let closed = producer.close().await;
-        while let Some((number, d)) = self.pending.pop_front() {
-            self.settle(number, d).await;
+        while let Some(pending) = self.pending.pop_front() {
+            self.settle(pending).await;
         }
         if let (Err(e), None) = (closed, &self.first_error) {
             self.first_error = Some(e);

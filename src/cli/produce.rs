@@ -1,9 +1,10 @@
 //! `runnel produce`: sends one record per input line (stdin or `--file`) to a topic.
 //!
 //! A reader thread reads the input with one reused line buffer, strips `\n` / `\r\n`, takes the
-//! key from a JSON field when `--key-field` is given, and hands the lines over in chunks; the
-//! async side sends them through a [`Producer`] without awaiting each delivery (see
-//! [`Deliveries`]). An empty line is a record with an empty value. A line whose key cannot be
+//! key from a JSON field when `--key-field` is given, and hands the lines over in chunks. On the
+//! embedded log the async side encodes each chunk into one log batch per partition and the
+//! [`Producer`] appends them whole, their deliveries tracked batch by batch without awaiting
+//! each (see [`Deliveries`]); over a broker the lines go record by record. An empty line is a record with an empty value. A line whose key cannot be
 //! read stops the command: what was sent before it is flushed and counted, and the error names
 //! the input and the line number.
 
@@ -12,6 +13,8 @@ use super::output;
 use super::{duration_arg, usize_arg};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use runnel_log::batch::BatchBuilder;
+use runnel_log::partitioner::partition_for_key;
 use runnel_log::{
     Compression, Log, LogError, LogProducer, Producer, ProducerConfig, ProducerRecord,
     SharedLogClient,
@@ -92,18 +95,56 @@ pub enum Target<'a> {
 
 /// The producer of a [`Target`].
 enum Sending {
-    Embedded(Producer, Deliveries),
+    /// The producer and, for encoding batches, its batch size and the topic's partitions.
+    Embedded {
+        producer: Producer,
+        deliveries: Deliveries,
+        batch_size: usize,
+        partitions: u32,
+    },
     Client(Box<dyn LogProducer>, CountedDeliveries),
 }
 
 impl Sending {
-    async fn send(&mut self, record: ProducerRecord<'_>) -> Result<(), LogError> {
+    /// Sends the chunk's lines as records of `topic`, to `partition` or by key.
+    async fn send_chunk(
+        &mut self,
+        topic: &str,
+        partition: Option<u32>,
+        chunk: &Chunk,
+    ) -> Result<(), LogError> {
         match self {
-            Self::Embedded(p, deliveries) => deliveries.push(p.send(record).await?).await,
+            Self::Embedded {
+                producer,
+                deliveries,
+                batch_size,
+                partitions,
+            } => {
+                let batches = encode_batches(*batch_size, *partitions, partition, chunk);
+                let first = deliveries.reserve(chunk.lines.len() as u64);
+                for b in batches {
+                    let sent = producer.send_batch(topic, b.partition, b.builder).await?;
+                    let Some(delivery) = sent else { continue };
+                    deliveries
+                        .push_batch(first + b.first, first + b.last, b.records, delivery)
+                        .await;
+                }
+            }
             Self::Client(p, deliveries) => {
-                let partition = deliveries.partition_for(record.partition, record.key);
-                p.send(record.partition(partition)).await?;
-                deliveries.note_sent(partition);
+                for line in &chunk.lines {
+                    let key = line.key.clone().map(|k| &chunk.data[k]);
+                    let partition = deliveries.partition_for(partition, key);
+                    let record = ProducerRecord {
+                        topic,
+                        partition: Some(partition),
+                        key,
+                        value: Some(&chunk.data[line.value.clone()]),
+                        headers: &[],
+                        timestamp: None,
+                    };
+                    p.send(record).await?;
+                    deliveries.note_sent(partition);
+                }
             }
         }
         Ok(())
@@ -112,7 +153,7 @@ impl Sending {
     /// Whether a partition refused a batch (later ones of that partition fail as well).
     fn has_failed(&mut self) -> bool {
         match self {
-            Self::Embedded(p, _) => p.has_failed(),
+            Self::Embedded { producer, .. } => producer.has_failed(),
             Self::Client(p, deliveries) => {
                 deliveries.prune(&**p);
                 p.has_failed()
@@ -122,7 +163,11 @@ impl Sending {
 
     async fn finish(self) -> Outcome {
         match self {
-            Self::Embedded(p, deliveries) => deliveries.finish(&p).await,
+            Self::Embedded {
+                producer,
+                deliveries,
+                ..
+            } => deliveries.finish(&producer).await,
             Self::Client(p, deliveries) => deliveries.finish(&*p).await,
         }
     }
@@ -189,10 +234,12 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
 
     let started = Instant::now();
     let mut producer = match target {
-        Target::Embedded(log) => {
-            let deliveries = Deliveries::starting_at(args.from_line);
-            Sending::Embedded(Producer::new(log.clone(), config), deliveries)
-        }
+        Target::Embedded(log) => Sending::Embedded {
+            batch_size: config.batch_size,
+            producer: Producer::new(log.clone(), config),
+            deliveries: Deliveries::starting_at(args.from_line),
+            partitions,
+        },
         Target::Client(client) => Sending::Client(
             client.producer(config),
             CountedDeliveries::starting_at(&args.topic, partitions, args.from_line),
@@ -220,7 +267,7 @@ pub async fn run(target: Target<'_>, args: ProduceArgs) -> Result<()> {
                 break;
             }
             Some(Input::Lines(chunk)) => {
-                let sent = send_chunk(&mut producer, &args.topic, args.partition, &chunk);
+                let sent = producer.send_chunk(&args.topic, args.partition, &chunk);
                 if let Err(e) = sent.await {
                     stopped = Some(e.to_string());
                     break;
@@ -313,24 +360,61 @@ fn open_input(file: Option<&Path>) -> Result<(Box<dyn Read + Send>, String, Opti
     })
 }
 
-async fn send_chunk(
-    producer: &mut Sending,
-    topic: &str,
+/// One log batch of a chunk's lines, all for one partition (`None`: keyless, where the producer
+/// puts such records): lines `first..=last` of the chunk, `records` of them.
+struct ChunkBatch {
+    partition: Option<u32>,
+    builder: BatchBuilder,
+    first: u64,
+    last: u64,
+    records: u64,
+}
+
+/// Encodes the chunk's lines into log batches of at most `batch_size` bytes, one run per
+/// partition (the key's, by the producers' partitioner, or `partition`), so the producer
+/// appends each whole instead of taking the lines one by one (a lock, an encoding step and a
+/// delivery future per record cost as much as reading and splitting the line). The records
+/// get one timestamp, the time the chunk is sent, as a producer stamps records at `send`.
+fn encode_batches(
+    batch_size: usize,
+    partitions: u32,
     partition: Option<u32>,
     chunk: &Chunk,
-) -> Result<(), LogError> {
-    for line in &chunk.lines {
-        let record = ProducerRecord {
-            topic,
-            partition,
-            key: line.key.clone().map(|k| &chunk.data[k]),
-            value: Some(&chunk.data[line.value.clone()]),
-            headers: &[],
-            timestamp: None,
+) -> Vec<ChunkBatch> {
+    let now = runnel_log::types::now_ms();
+    let mut open: Vec<Option<ChunkBatch>> = Vec::new();
+    let mut done = Vec::new();
+    for (i, line) in chunk.lines.iter().enumerate() {
+        let key = line.key.clone().map(|k| &chunk.data[k]);
+        let value = &chunk.data[line.value.clone()];
+        let target = match (partition, key) {
+            (Some(p), _) => Some(p),
+            (None, Some(k)) => Some(partition_for_key(k, partitions)),
+            (None, None) => None,
         };
-        producer.send(record).await?;
+        let slot = target.map_or(0, |p| p as usize + 1);
+        if open.len() <= slot {
+            open.resize_with(slot + 1, || None);
+        }
+        let size = BatchBuilder::estimate(key, Some(value), &[]);
+        if let Some(b) = &open[slot]
+            && b.builder.size_bytes() + size > batch_size
+        {
+            done.extend(open[slot].take());
+        }
+        let b = open[slot].get_or_insert_with(|| ChunkBatch {
+            partition: target,
+            builder: BatchBuilder::new(batch_size.min(chunk.data.len() + 64 * chunk.lines.len())),
+            first: i as u64,
+            last: i as u64,
+            records: 0,
+        });
+        b.builder.push(now, key, Some(value), &[]);
+        b.last = i as u64;
+        b.records += 1;
     }
-    Ok(())
+    done.extend(open.into_iter().flatten());
+    done
 }
 
 /// The reader thread: reads lines until the input ends, a key cannot be read, or the receiver

@@ -283,10 +283,11 @@ async fn a_built_batch_is_appended_after_the_records_sent_before_it() {
     let producer = Producer::new(log.clone(), ProducerConfig::default());
     let one = |v: &'static [u8]| ProducerRecord::new("t", v).partition(0).timestamp(5);
     drop(producer.send(one(b"a")).await.unwrap());
-    producer
+    let last_of_batch = producer
         .send_batch("t", Some(0), built(&["b", "c"]))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("a batch with records has a delivery");
     drop(producer.send(one(b"d")).await.unwrap());
     let by_default = RecordByRecord(producer.clone());
     runnel_log::LogProducer::send_batch(&by_default, "t", Some(0), built(&["e", "f"]))
@@ -299,6 +300,10 @@ async fn a_built_batch_is_appended_after_the_records_sent_before_it() {
     assert_eq!(offsets, [0, 1, 2, 3, 4, 5]);
     let times: Vec<i64> = records.iter().map(|r| r.timestamp).collect();
     assert_eq!(times, [5, 1000, 1001, 5, 1000, 1001]);
+    let delivered = last_of_batch.wait().await.unwrap();
+    assert_eq!((delivered.partition, delivered.offset), (0, 2));
+    let empty = producer.send_batch("t", Some(0), built(&[])).await.unwrap();
+    assert!(empty.is_none(), "an empty batch sends nothing");
 
     let err = producer
         .send_batch("t", Some(3), built(&["x"]))
