@@ -100,38 +100,24 @@ fn column<'a>(
     }
     // `None` when a value is not of the column's variant: then the general path decides.
     let fast: Option<ArrayRef> = match ty {
-        DataType::Int64 => values
-            .clone()
-            .map(|v| match v {
-                ScalarValue::Int64(x) => Some(*x),
-                _ => None,
-            })
-            .collect::<Option<Int64Array>>()
-            .map(|a| Arc::new(a) as ArrayRef),
-        DataType::Float64 => values
-            .clone()
-            .map(|v| match v {
-                ScalarValue::Float64(x) => Some(*x),
-                _ => None,
-            })
-            .collect::<Option<Float64Array>>()
-            .map(|a| Arc::new(a) as ArrayRef),
-        DataType::Boolean => values
-            .clone()
-            .map(|v| match v {
-                ScalarValue::Boolean(x) => Some(*x),
-                _ => None,
-            })
-            .collect::<Option<BooleanArray>>()
-            .map(|a| Arc::new(a) as ArrayRef),
-        DataType::Timestamp(TimeUnit::Millisecond, None) => values
-            .clone()
-            .map(|v| match v {
+        DataType::Int64 => built::<Int64Array, _>(values.clone(), |v| match v {
+            ScalarValue::Int64(x) => Some(*x),
+            _ => None,
+        }),
+        DataType::Float64 => built::<Float64Array, _>(values.clone(), |v| match v {
+            ScalarValue::Float64(x) => Some(*x),
+            _ => None,
+        }),
+        DataType::Boolean => built::<BooleanArray, _>(values.clone(), |v| match v {
+            ScalarValue::Boolean(x) => Some(*x),
+            _ => None,
+        }),
+        DataType::Timestamp(TimeUnit::Millisecond, None) => {
+            built::<TimestampMillisecondArray, _>(values.clone(), |v| match v {
                 ScalarValue::TimestampMillisecond(x, None) => Some(*x),
                 _ => None,
             })
-            .collect::<Option<TimestampMillisecondArray>>()
-            .map(|a| Arc::new(a) as ArrayRef),
+        }
         DataType::Utf8 => {
             let mut b = StringBuilder::with_capacity(len, 0);
             values
@@ -158,6 +144,20 @@ fn column<'a>(
         }
     }))
     .map_err(|e| e.to_string())
+}
+
+/// An array of the values `cell` reads (`None` when a value is not of the array's variant).
+fn built<'a, A, T>(
+    values: impl Iterator<Item = &'a ScalarValue>,
+    cell: impl Fn(&ScalarValue) -> Option<Option<T>>,
+) -> Option<ArrayRef>
+where
+    A: FromIterator<Option<T>> + datafusion::arrow::array::Array + 'static,
+{
+    values
+        .map(cell)
+        .collect::<Option<A>>()
+        .map(|a| Arc::new(a) as ArrayRef)
 }
 
 /// An Arrow batch → rows.
