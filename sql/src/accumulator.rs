@@ -107,9 +107,9 @@ impl AccumulatorFns {
         groups.sort_by_key(|(rec, _)| rec.offset);
         groups
             .into_iter()
-            .map(|(rec, rows)| {
-                let first = rows[0] as usize;
-                let rows = UInt32Array::from(rows);
+            .map(|(rec, picked)| {
+                let first = picked[0] as usize;
+                let rows = UInt32Array::from(picked.clone());
                 let whole = rows.len() == arg_columns.first().map_or(0, |c| c.len());
                 let key = key_columns
                     .iter()
@@ -118,6 +118,12 @@ impl AccumulatorFns {
                     .map_err(why("cannot read a value"))?;
                 let states = (0..self.aggregates.len())
                     .map(|i| {
+                        let native = self.native(i).and_then(|n| {
+                            n.fold(&arg_columns[self.arg_ranges[i].clone()], &picked)
+                        });
+                        if let Some(state) = native {
+                            return Ok(state);
+                        }
                         let args: Vec<ArrayRef> = self.arg_ranges[i]
                             .clone()
                             .map(|c| {
@@ -197,6 +203,20 @@ impl AccumulatorFns {
         }
     }
 
+    /// Aggregate `i` when its state merges and evaluates without an accumulator.
+    fn native(&self, i: usize) -> Option<Native> {
+        let f = &self.aggregates[i];
+        if self.retracting || f.is_distinct() {
+            return None;
+        }
+        match f.fun().name() {
+            "max" => Some(Native::Max),
+            "min" => Some(Native::Min),
+            "count" => Some(Native::Count),
+            _ => None,
+        }
+    }
+
     pub(crate) fn accumulator(&self, i: usize, state: Option<&Row>) -> Acc<Box<dyn Accumulator>> {
         let f = &self.aggregates[i];
         let created = if self.retracting {
@@ -229,6 +249,9 @@ impl AccumulatorFns {
         }
         (0..self.aggregates.len())
             .map(|i| {
+                if let Some(merged) = self.native(i).and_then(|n| n.merge(&x[i], &y[i])) {
+                    return Ok(merged);
+                }
                 let mut acc = self.accumulator(i, Some(&x[i]))?;
                 acc.merge_batch(&state_arrays(&y[i])?)
                     .map_err(why(&format!("cannot merge {}", self.aggregates[i].name())))?;
@@ -240,6 +263,13 @@ impl AccumulatorFns {
     pub(crate) fn evaluate(&self, states: &[Row]) -> Acc<Vec<ScalarValue>> {
         (0..self.aggregates.len())
             .map(|i| {
+                if let Some(v) = self
+                    .native(i)
+                    .zip(states.get(i))
+                    .and_then(|(n, s)| n.value(s))
+                {
+                    return Ok(v);
+                }
                 let mut acc = self.accumulator(i, states.get(i))?;
                 acc.evaluate().map_err(why(&format!(
                     "cannot evaluate {}",
@@ -247,5 +277,93 @@ impl AccumulatorFns {
                 )))
             })
             .collect()
+    }
+}
+
+/// `MAX`, `MIN` and `COUNT` states merged and read as DataFusion's accumulators do, without
+/// creating one per record (creating it and restoring its state from Arrow arrays was most of
+/// the cost of a windowed or plain aggregation's merge). The states are DataFusion's own (the
+/// extreme value; the count), so stores, changelogs and queries see the same rows.
+#[derive(Debug, Clone, Copy)]
+enum Native {
+    Max,
+    Min,
+    Count,
+}
+
+impl Native {
+    /// Two states merged; `None` when the values are not of a kind merged here (floats, whose
+    /// `NaN` ordering is DataFusion's to decide; values of different types).
+    fn merge(self, x: &Row, y: &Row) -> Option<Row> {
+        let ([a], [b]) = (&x.0[..], &y.0[..]) else {
+            return None;
+        };
+        let merged = match self {
+            Native::Count => match (a, b) {
+                (ScalarValue::Int64(Some(a)), ScalarValue::Int64(Some(b))) => {
+                    ScalarValue::Int64(Some(a.wrapping_add(*b)))
+                }
+                _ => return None,
+            },
+            Native::Max | Native::Min => {
+                if matches!(
+                    a,
+                    ScalarValue::Float16(_) | ScalarValue::Float32(_) | ScalarValue::Float64(_)
+                ) {
+                    return None;
+                }
+                if b.is_null() {
+                    a.clone()
+                } else if a.is_null() {
+                    b.clone()
+                } else {
+                    let order = a.partial_cmp(b)?;
+                    let take_b = match self {
+                        Native::Max => order.is_lt(),
+                        _ => order.is_gt(),
+                    };
+                    if take_b { b.clone() } else { a.clone() }
+                }
+            }
+        };
+        Some(Row(vec![merged]))
+    }
+
+    /// The state of the `rows` of one argument column; `None` when the argument is not one
+    /// column folded here (`MAX`/`MIN` fold BIGINT columns only).
+    fn fold(self, args: &[ArrayRef], rows: &[u32]) -> Option<Row> {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::datatypes::Int64Type;
+        let [arg] = args else {
+            return None;
+        };
+        let state = match self {
+            Native::Count => {
+                let valid = rows.iter().filter(|&&r| arg.is_valid(r as usize)).count();
+                ScalarValue::Int64(Some(valid as i64))
+            }
+            Native::Max | Native::Min => {
+                let a = arg.as_primitive_opt::<Int64Type>()?;
+                let valid = rows
+                    .iter()
+                    .map(|&r| r as usize)
+                    .filter(|&r| a.is_valid(r))
+                    .map(|r| a.value(r));
+                ScalarValue::Int64(match self {
+                    Native::Max => valid.max(),
+                    _ => valid.min(),
+                })
+            }
+        };
+        Some(Row(vec![state]))
+    }
+
+    /// The aggregate's value of a state: the state's one value.
+    fn value(self, state: &Row) -> Option<ScalarValue> {
+        match (self, &state.0[..]) {
+            (Native::Count, [v @ ScalarValue::Int64(Some(_))]) => Some(v.clone()),
+            (Native::Max | Native::Min, [v]) => Some(v.clone()),
+            _ => None,
+        }
     }
 }

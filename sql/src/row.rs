@@ -8,9 +8,10 @@
 
 use super::json_text;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use runnel_engine::serdes::Serde;
+use std::sync::Arc;
 
 /// The values of one record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -38,24 +39,102 @@ pub enum Format {
 ///
 /// If a row has fewer values than `schema` has fields.
 pub fn to_batch(schema: &SchemaRef, rows: &[&Row]) -> Result<RecordBatch, String> {
-    let columns = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| column(rows.iter().map(|r| &r.0[i]), f.data_type(), rows.len()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let options =
-        datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
-    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(|e| e.to_string())
+    to_batch_of(schema, rows, |_| true)
 }
 
+/// [`to_batch`] with only the columns `used` says are read: the others are all nulls of
+/// their type (no values copied), their fields made nullable. For evaluating expressions
+/// that read a few columns of wide rows (a join's condition over both sides' rows).
+///
+/// # Errors
+///
+/// Arrow's message when a value does not fit its column's type.
+///
+/// # Panics
+///
+/// If a row has fewer values than `schema` has fields.
+pub fn to_batch_of(
+    schema: &SchemaRef,
+    rows: &[&Row],
+    used: impl Fn(usize) -> bool,
+) -> Result<RecordBatch, String> {
+    let mut all_used = true;
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (i, f) in schema.fields().iter().enumerate() {
+        if used(i) {
+            columns.push(column(
+                rows.iter().map(|r| &r.0[i]),
+                f.data_type(),
+                rows.len(),
+            )?);
+            fields.push(f.clone());
+        } else {
+            all_used = false;
+            columns.push(new_null_array(f.data_type(), rows.len()));
+            fields.push(Arc::new(f.as_ref().clone().with_nullable(true)));
+        }
+    }
+    let schema = if all_used {
+        schema.clone()
+    } else {
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    };
+    let options =
+        datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+    RecordBatch::try_new_with_options(schema, columns, &options).map_err(|e| e.to_string())
+}
+
+/// A column of scalars: the common types built from references (no value cloned), the others
+/// through `ScalarValue::iter_to_array`.
 fn column<'a>(
-    values: impl Iterator<Item = &'a ScalarValue>,
+    values: impl Iterator<Item = &'a ScalarValue> + Clone,
     ty: &DataType,
     len: usize,
 ) -> Result<ArrayRef, String> {
+    use datafusion::arrow::array::{
+        BooleanArray, Float64Array, Int64Array, StringBuilder, TimestampMillisecondArray,
+    };
     if len == 0 {
         return Ok(new_null_array(ty, 0));
+    }
+    // `None` when a value is not of the column's variant: then the general path decides.
+    let fast: Option<ArrayRef> = match ty {
+        DataType::Int64 => built::<Int64Array, _>(values.clone(), |v| match v {
+            ScalarValue::Int64(x) => Some(*x),
+            _ => None,
+        }),
+        DataType::Float64 => built::<Float64Array, _>(values.clone(), |v| match v {
+            ScalarValue::Float64(x) => Some(*x),
+            _ => None,
+        }),
+        DataType::Boolean => built::<BooleanArray, _>(values.clone(), |v| match v {
+            ScalarValue::Boolean(x) => Some(*x),
+            _ => None,
+        }),
+        DataType::Timestamp(TimeUnit::Millisecond, None) => {
+            built::<TimestampMillisecondArray, _>(values.clone(), |v| match v {
+                ScalarValue::TimestampMillisecond(x, None) => Some(*x),
+                _ => None,
+            })
+        }
+        DataType::Utf8 => {
+            let mut b = StringBuilder::with_capacity(len, 0);
+            values
+                .clone()
+                .try_for_each(|v| match v {
+                    ScalarValue::Utf8(x) => {
+                        b.append_option(x.as_deref());
+                        Some(())
+                    }
+                    _ => None,
+                })
+                .map(|()| Arc::new(b.finish()) as ArrayRef)
+        }
+        _ => None,
+    };
+    if let Some(a) = fast {
+        return Ok(a);
     }
     ScalarValue::iter_to_array(values.map(|v| {
         if v.is_null() && v.data_type() != *ty {
@@ -65,6 +144,20 @@ fn column<'a>(
         }
     }))
     .map_err(|e| e.to_string())
+}
+
+/// An array of the values `cell` reads (`None` when a value is not of the array's variant).
+fn built<'a, A, T>(
+    values: impl Iterator<Item = &'a ScalarValue>,
+    cell: impl Fn(&ScalarValue) -> Option<Option<T>>,
+) -> Option<ArrayRef>
+where
+    A: FromIterator<Option<T>> + datafusion::arrow::array::Array + 'static,
+{
+    values
+        .map(cell)
+        .collect::<Option<A>>()
+        .map(|a| Arc::new(a) as ArrayRef)
 }
 
 /// An Arrow batch → rows.

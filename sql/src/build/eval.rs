@@ -3,14 +3,17 @@
 //! are refused.
 
 use crate::plan::PhysExpr;
-use crate::row::{Format, Row, RowEncoder, rows_of, to_batch};
+use crate::row::{Format, Row, RowEncoder, rows_of, to_batch, to_batch_of};
 use crate::why;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
 use runnel_engine::operator::Refused;
 use runnel_engine::record::Rec;
 use runnel_engine::serdes::Serde;
+use std::collections::HashSet;
 
 /// Evaluates expressions over the `Some` rows of a batch, in order: one Arrow batch, or, if
 /// that fails, row by row, so that only the rows an expression fails on are refused (sent to
@@ -23,6 +26,9 @@ pub(super) fn evaluate(
 ) -> std::result::Result<Vec<Option<Row>>, String> {
     let recs: Vec<&Rec<Row, Option<Row>>> = batch.iter().filter(|r| r.value.is_some()).collect();
     let rows: Vec<&Row> = recs.iter().filter_map(|r| r.value.as_ref()).collect();
+    if let Some(picked) = pick_columns(schema, &rows, exprs) {
+        return Ok(picked.into_iter().map(Some).collect());
+    }
     if let Ok(columns) = evaluate_batch(schema, &rows, exprs) {
         let rows = rows_of(&columns, rows.len()).map_err(why("cannot read a value"))?;
         return Ok(rows.into_iter().map(Some).collect());
@@ -48,12 +54,42 @@ pub(super) fn evaluate(
         .collect()
 }
 
+/// Expressions that are all plain columns, picked from the rows without a round trip through
+/// Arrow (keys of joins and groups, aggregate arguments); a null is typed as its column, as
+/// the round trip would. `None` when an expression is not a column.
+fn pick_columns(schema: &SchemaRef, rows: &[&Row], exprs: &[PhysExpr]) -> Option<Vec<Row>> {
+    let columns: Vec<usize> = exprs
+        .iter()
+        .map(|e| e.downcast_ref::<Column>().map(Column::index))
+        .collect::<Option<_>>()?;
+    let pick = |r: &Row, c: usize| {
+        let v = &r.0[c];
+        let ty = schema.field(c).data_type();
+        if v.is_null() && v.data_type() != *ty {
+            ScalarValue::try_from(ty).unwrap_or(ScalarValue::Null)
+        } else {
+            v.clone()
+        }
+    };
+    Some(
+        rows.iter()
+            .map(|r| Row(columns.iter().map(|&c| pick(r, c)).collect()))
+            .collect(),
+    )
+}
+
+/// The expressions over one Arrow batch of the rows, built with only the columns they read.
 fn evaluate_batch(
     schema: &SchemaRef,
     rows: &[&Row],
     exprs: &[PhysExpr],
 ) -> std::result::Result<Vec<ArrayRef>, String> {
-    let batch = to_batch(schema, rows)?;
+    let used: HashSet<usize> = exprs
+        .iter()
+        .flat_map(collect_columns)
+        .map(|c| c.index())
+        .collect();
+    let batch = to_batch_of(schema, rows, |i| used.contains(&i))?;
     exprs
         .iter()
         .map(|e| {

@@ -34,12 +34,12 @@ impl BuildCx<'_> {
                 move |batch: Vec<Rec<Row, Option<Row>>>, refused: &mut Vec<Refused>| {
                     let keys = evaluate(&schema, &batch, &key_exprs, refused)?;
                     Ok(with_results(batch, keys)
-                        .filter_map(|(r, k)| {
+                        .filter_map(|(mut r, k)| {
                             let k = k.ok().flatten()?;
                             if k.0.iter().any(ScalarValue::is_null) {
                                 return None;
                             }
-                            let v = r.value.clone();
+                            let v = r.value.take();
                             Some(r.with(k, v))
                         })
                         .collect())
@@ -62,11 +62,7 @@ impl BuildCx<'_> {
             .grace(duration(j.grace));
         let joined = left.join_stream(
             &right,
-            |l: &Option<Row>, r: &Option<Row>| {
-                let mut row = l.clone()?;
-                row.0.extend(r.clone()?.0);
-                Some(row)
-            },
+            |l: &Option<Row>, r: &Option<Row>| joined(l.as_ref()?, r.as_ref()?),
             windows,
         );
         let joined = match &j.filter {
@@ -116,9 +112,7 @@ impl BuildCx<'_> {
             })
         } else {
             keyed.join(&table, |l: &Option<Row>, r: &Option<Row>| {
-                let mut row = l.clone()?;
-                row.0.extend(r.clone()?.0);
-                Some(row)
+                joined(l.as_ref()?, r.as_ref()?)
             })
         };
         let joined = match &j.filter {
@@ -138,6 +132,14 @@ impl BuildCx<'_> {
             key_types: key.types,
         })
     }
+}
+
+/// A joined row: the left row's values then the right's, copied once into one allocation.
+fn joined(l: &Row, r: &Row) -> Option<Row> {
+    let mut row = Vec::with_capacity(l.0.len() + r.0.len());
+    row.extend_from_slice(&l.0);
+    row.extend_from_slice(&r.0);
+    Some(Row(row))
 }
 
 /// Applies a join's extra condition to the joined rows: a pair that fails it is dropped, or,
