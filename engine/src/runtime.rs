@@ -1182,7 +1182,13 @@ impl Worker {
             }
             let done = self.config.until_end && self.all_finished();
             let stopping = done || stop.requested();
-            if stopping || self.last_commit.elapsed() >= self.config.commit_interval {
+            // A disk store whose cache is full of uncommitted entries has it written out now.
+            let store_full = || {
+                (self.tasks.iter().flat_map(|t| &t.stores))
+                    .any(|(s, _)| s.dynamic.borrow().wants_commit())
+            };
+            if stopping || self.last_commit.elapsed() >= self.config.commit_interval || store_full()
+            {
                 let rebalance = stop.rejoin.load(Ordering::Acquire);
                 self.commit_and_checkpoint(stopping && (rebalance || stop.checkpoint_on_exit))?;
             }

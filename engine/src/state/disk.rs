@@ -214,6 +214,10 @@ impl Drop for DiskTable {
         if self.scratch {
             // Unlinking an open file is fine on Unix; the space is freed when redb closes it.
             let _ = std::fs::remove_file(&self.path);
+            // The scratch directory goes with its last file.
+            if let Some(dir) = self.path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 }

@@ -29,8 +29,17 @@ struct Disk {
     failed: Option<String>,
 }
 
-/// Memory an entry costs beyond its encoded bytes: the table's slot, hashes, allocations.
-const ENTRY_OVERHEAD: usize = 64;
+/// Memory an entry costs beyond its encoded bytes: the table's slot, hashes, allocations (a
+/// SQL row of one key column and a two-value accumulator costs about 300 bytes in all).
+const ENTRY_OVERHEAD: usize = 256;
+
+impl Disk {
+    /// Entries the cache may hold: half the budget (the other half is the file's page cache,
+    /// see `Storage::Disk`) over the estimated size of one.
+    fn cache_entries(&self) -> usize {
+        self.cache_bytes / 2 / self.entry_bytes.max(1)
+    }
+}
 
 impl<K: Hash + Eq + Clone + 'static, V: 'static> KeyValueStore<K, V> {
     pub fn new(name: impl Into<String>, key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> Self {
@@ -152,8 +161,7 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for KeyValueStore<K,
         if count > 0 {
             disk.entry_bytes = bytes / count + ENTRY_OVERHEAD;
         }
-        // Half the budget is the file's page cache (see `Storage::Disk`).
-        let keep = disk.cache_bytes / 2 / disk.entry_bytes.max(1);
+        let keep = disk.cache_entries();
         if self.inner.map.len() > keep {
             // Down to three quarters, so that eviction runs every few commits, not each one.
             self.inner.evict_clean(keep / 4 * 3);
@@ -226,6 +234,9 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for KeyValueStore<K,
             });
             offset
         }))
+    }
+    fn wants_commit(&self) -> bool {
+        (self.disk.as_ref()).is_some_and(|d| self.inner.map.len() > d.cache_entries())
     }
     fn persist(&mut self, offset: u64) -> Result<bool, String> {
         match &mut self.disk {

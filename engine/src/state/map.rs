@@ -110,6 +110,8 @@ impl<SK: Hash + Eq + Clone, V> MapStore<SK, V> {
             excess -= 1;
             false
         });
+        // The table's buckets do not shrink by themselves: a burst of keys would keep them.
+        self.map.shrink_to(0);
     }
 
     /// Decodes a changelog record; the caller applies it (and its indexes).

@@ -110,6 +110,12 @@ pub trait StateStore {
     fn persist(&mut self, _offset: u64) -> Result<bool, String> {
         Ok(false)
     }
+    /// Whether the store holds more in memory than it is allowed until the next commit writes
+    /// it out: the worker then commits before its interval is up (a disk store's cache full
+    /// of entries written since the last commit).
+    fn wants_commit(&self) -> bool {
+        false
+    }
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
