@@ -158,8 +158,8 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for KeyValueStore<K,
             return Err(e);
         }
         disk.table.commit(None)?;
-        if count > 0 {
-            disk.entry_bytes = bytes / count + ENTRY_OVERHEAD;
+        if let Some(mean) = bytes.checked_div(count) {
+            disk.entry_bytes = mean + ENTRY_OVERHEAD;
         }
         let keep = disk.cache_entries();
         if self.inner.map.len() > keep {
