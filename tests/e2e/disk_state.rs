@@ -257,8 +257,7 @@ fn state_beyond_the_memory_cap(keys: u64, cap: u64, cache: &str, try_memory: boo
         "at-least-once",
     );
     let state_dir = dir.path().join("state");
-    let started = Instant::now();
-    let mut child = cgroup.spawn(&[
+    let disk_args = [
         "--data-dir",
         data_arg,
         "run",
@@ -266,7 +265,9 @@ fn state_beyond_the_memory_cap(keys: u64, cap: u64, cache: &str, try_memory: boo
         "--until-end",
         "--state-dir",
         state_dir.to_str().unwrap(),
-    ]);
+    ];
+    let started = Instant::now();
+    let mut child = cgroup.spawn(&disk_args);
     let status = wait_exit(&mut child, Duration::from_secs(3600));
     let took = started.elapsed();
     assert!(
@@ -283,15 +284,7 @@ fn state_beyond_the_memory_cap(keys: u64, cap: u64, cache: &str, try_memory: boo
     // Restarted on its state directory with nothing new to read: the stores reopen their
     // files at their checkpoint, replaying no changelog.
     let started = Instant::now();
-    let mut child = cgroup.spawn(&[
-        "--data-dir",
-        data_arg,
-        "run",
-        disk.to_str().unwrap(),
-        "--until-end",
-        "--state-dir",
-        state_dir.to_str().unwrap(),
-    ]);
+    let mut child = cgroup.spawn(&disk_args);
     let status = wait_exit(&mut child, Duration::from_secs(600));
     assert!(status.success(), "the restarted job failed: {status}");
     eprintln!(
