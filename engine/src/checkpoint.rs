@@ -6,11 +6,16 @@
 //! length + value bytes, encoded as in the changelog), and a CRC-32C of everything before it.
 //! Written to a temporary file, synced and renamed, so a crash leaves the old file or the new
 //! one; a file that fails its checks is ignored (the changelog alone restores the store).
+//!
+//! A store kept on disk ([`Storage::Disk`]) is its own checkpoint: its file
+//! `<state_dir>/<application.id>/<task>/<store>.redb` records the changelog offset it equals
+//! when synced (see `state::disk`), and no `.checkpoint` file is written for it.
 
 use crate::error::{EngineError, Result};
-use crate::state::StateStore;
+use crate::state::{StateStore, Storage, StoreHandle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const MAGIC: &[u8; 8] = b"RNLCKPT1";
 
@@ -33,8 +38,71 @@ pub(crate) fn tasks(state_dir: &Path, app: &str) -> Vec<String> {
     tasks
 }
 
-/// Writes `store`'s entries as of changelog `offset`.
-pub(crate) fn write(file: &Path, offset: u64, store: &dyn StateStore) -> Result<()> {
+/// Readies `handle`'s store for its changelog's replay: opens its disk file when it is kept on
+/// disk (by its own choice, else by `default`), or loads its checkpoint file (only when the
+/// changelog `has_records`). Returns the changelog offset to replay from.
+///
+/// # Errors
+///
+/// `EngineError::Config` when a store chosen by name for disk cannot be kept there;
+/// `EngineError::Store` when its file or checkpoint cannot be read.
+pub(crate) fn open(
+    state_dir: Option<&Path>,
+    app: &str,
+    task: &str,
+    handle: &StoreHandle,
+    default: Storage,
+    committed: u64,
+    has_records: bool,
+) -> Result<u64> {
+    let mut s = handle.dynamic.borrow_mut();
+    let name = s.name().to_string();
+    if let Storage::Disk { cache_bytes } = handle.storage.unwrap_or(default) {
+        // Without a state directory the file is scratch: this process's, removed with the store.
+        let (file, scratch) = match state_dir {
+            Some(d) => (d.join(app).join(task).join(format!("{name}.redb")), false),
+            None => {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                let dir = std::env::temp_dir().join(format!("runnel-disk-{}", std::process::id()));
+                (dir.join(format!("{app}-{task}-{name}-{n}.redb")), true)
+            }
+        };
+        match s.open_disk(&file, cache_bytes, committed, scratch) {
+            Some(opened) => {
+                let from = opened.map_err(|reason| EngineError::Store {
+                    store: name.clone(),
+                    reason,
+                })?;
+                tracing::debug!(store = %name, file = %file.display(), checkpoint = ?from, "store on disk");
+                return Ok(from.unwrap_or(0));
+            }
+            None if handle.storage.is_some() => {
+                return Err(EngineError::Config(format!(
+                    "store {name:?} is chosen to be kept on disk, but only key-value stores can be yet; keep it in memory"
+                )));
+            }
+            // The application's default: this kind of store stays in memory.
+            None => {}
+        }
+    }
+    match state_dir {
+        Some(d) if has_records => {
+            Ok(load(&path(d, app, task, &name), &mut *s, committed)?.unwrap_or(0))
+        }
+        _ => Ok(0),
+    }
+}
+
+/// Writes `store`'s entries as of changelog `offset` (a store on disk syncs its own file).
+pub(crate) fn write(file: &Path, offset: u64, store: &mut dyn StateStore) -> Result<()> {
+    let persisted = store.persist(offset).map_err(|reason| EngineError::Store {
+        store: store.name().into(),
+        reason,
+    })?;
+    if persisted {
+        return Ok(());
+    }
     let io = |e| EngineError::Io {
         path: file.to_path_buf(),
         source: e,

@@ -364,7 +364,12 @@ impl TestDriver {
                     if h.dynamic.borrow().name() == name
                         && let Some(s) = h.typed::<KeyValueStore<K, V>>()
                     {
-                        out.extend(s.borrow().iter().map(|(k, v)| (k.clone(), v.clone())));
+                        s.borrow()
+                            .for_each(&mut |k, v| {
+                                out.insert(k.clone(), v.clone());
+                                Ok(())
+                            })
+                            .expect("the store's entries read");
                     }
                 }
             }

@@ -143,12 +143,13 @@ pub(crate) fn run(app: &App, rt: &Handle) -> Result<RunSummary> {
             let parts = (app.topology.clone(), app.client.clone());
             let (rt, stop, dir, id) = (rt.clone(), stop.clone(), state_dir.clone(), id.clone());
             let (stats, generation) = (app.stats.clone(), joined.metadata.generation);
+            let storage = config.storage;
             std::thread::Builder::new()
                 .name("runnel-standby".into())
                 .spawn(move || {
                     let _runtime = rt.enter();
                     let (topology, client) = parts;
-                    let ran = standby::run(&topology, &client, &rt, &id, &dir, &standby_tasks, &stop, &stats, generation);
+                    let ran = standby::run(&topology, &client, &rt, &id, &dir, storage, &standby_tasks, &stop, &stats, generation);
                     match ran {
                         Ok(applied) => tracing::debug!(app = %id, applied, "standby replicas stopped"),
                         Err(e) => tracing::warn!(app = %id, error = %e, "a standby replica stopped; its task restores from the changelog if it moves here"),

@@ -59,16 +59,19 @@ pub(crate) fn table_reader<S: 'static, K: 'static, A: 'static>(
 pub(crate) fn key_value_rows<K: Key, A: Data>(
     s: &KeyValueStore<K, A>,
     key: Option<&K>,
-) -> TableRows<K, A> {
+) -> Result<TableRows<K, A>, String> {
     match key {
-        Some(k) => s
-            .get(k)
-            .map(|v| vec![(k.clone(), None, v.clone())])
-            .unwrap_or_default(),
-        None => s
-            .iter()
-            .map(|(k, v)| (k.clone(), None, v.clone()))
-            .collect(),
+        Some(k) => Ok(s
+            .with_value(k, |v| vec![(k.clone(), None, v.clone())])
+            .unwrap_or_default()),
+        None => {
+            let mut rows = Vec::new();
+            s.for_each(&mut |k, v| {
+                rows.push((k.clone(), None, v.clone()));
+                Ok(())
+            })?;
+            Ok(rows)
+        }
     }
 }
 

@@ -72,6 +72,10 @@ pub struct StreamsConfig {
     /// The codec of every batch the app writes (outputs, changelogs, repartition topics):
     /// Kafka's producer `compression.type`. A topic with its own codec gets that one.
     pub compression: Compression,
+    /// Where stores keep their entries unless chosen by name
+    /// ([`crate::StreamsBuilder::store_storage`]): memory (the default) or disk under
+    /// `state_dir` (a private directory without one), for the kinds of store that can.
+    pub storage: crate::state::Storage,
 }
 
 /// Kafka Streams' `processing.guarantee`.
@@ -128,6 +132,7 @@ impl StreamsConfig {
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             num_standby_replicas: 0,
             compression: Compression::None,
+            storage: crate::state::Storage::Memory,
         }
     }
 
@@ -575,7 +580,7 @@ impl Worker {
                     .iter()
                     .find(|s| &s.name == name)
                     .expect("declared store");
-                let handle = (def.factory)();
+                let handle = def.instantiate();
                 stores.insert(name.clone(), handle.clone());
                 store_list.push((
                     handle,
@@ -715,16 +720,15 @@ impl Worker {
                     let e = self.client.end_offsets(std::slice::from_ref(tp)).await?;
                     Ok::<_, EngineError>((c[0].unwrap_or(0), e[0]))
                 })?;
-                let file = self.config.state_dir.as_deref().map(|d| {
-                    crate::checkpoint::path(d, &app, &task.name, store.dynamic.borrow().name())
-                });
-                let from = match &file {
-                    Some(f) if end > 0 => {
-                        let mut s = store.dynamic.borrow_mut();
-                        crate::checkpoint::load(f, &mut *s, committed)?.unwrap_or(0)
-                    }
-                    _ => 0,
-                };
+                let from = crate::checkpoint::open(
+                    self.config.state_dir.as_deref(),
+                    &app,
+                    &task.name,
+                    store,
+                    self.config.storage,
+                    committed,
+                    end > 0,
+                )?;
                 if end == 0 {
                     continue;
                 }
@@ -1048,14 +1052,14 @@ impl Worker {
             for t in &self.tasks {
                 for (store, _) in &t.stores {
                     let end = ends.next().expect("one end offset per store");
-                    let s = store.dynamic.borrow();
+                    let mut s = store.dynamic.borrow_mut();
                     let file = crate::checkpoint::path(
                         &dir,
                         &self.config.application_id,
                         &t.name,
                         s.name(),
                     );
-                    crate::checkpoint::write(&file, end, &*s)?;
+                    crate::checkpoint::write(&file, end, &mut *s)?;
                 }
             }
             self.last_checkpoint = Instant::now();
@@ -1178,7 +1182,13 @@ impl Worker {
             }
             let done = self.config.until_end && self.all_finished();
             let stopping = done || stop.requested();
-            if stopping || self.last_commit.elapsed() >= self.config.commit_interval {
+            // A disk store whose cache is full of uncommitted entries has it written out now.
+            let store_full = || {
+                (self.tasks.iter().flat_map(|t| &t.stores))
+                    .any(|(s, _)| s.dynamic.borrow().wants_commit())
+            };
+            if stopping || self.last_commit.elapsed() >= self.config.commit_interval || store_full()
+            {
                 let rebalance = stop.rejoin.load(Ordering::Acquire);
                 self.commit_and_checkpoint(stopping && (rebalance || stop.checkpoint_on_exit))?;
             }

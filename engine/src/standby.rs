@@ -52,6 +52,7 @@ pub(crate) fn run(
     rt: &Handle,
     app: &str,
     state_dir: &Path,
+    storage: crate::state::Storage,
     tasks: &[(usize, u32, String)],
     stop: &Stop,
     stats: &AppStats,
@@ -65,7 +66,7 @@ pub(crate) fn run(
                 .expect("declared store");
             replicas.push(Replica {
                 task: task.clone(),
-                store: (def.factory)(),
+                store: def.instantiate(),
                 changelog: TopicPartition::new(changelog_topic(name).resolve(app), *partition),
                 position: 0,
                 dirty: false,
@@ -78,9 +79,8 @@ pub(crate) fn run(
     let tps: Vec<TopicPartition> = replicas.iter().map(|r| r.changelog.clone()).collect();
     let committed = rt.block_on(client.committed_offsets(app, &tps))?;
     for (r, c) in replicas.iter_mut().zip(committed) {
-        let file = checkpoint::path(state_dir, app, &r.task, r.store.dynamic.borrow().name());
-        let mut s = r.store.dynamic.borrow_mut();
-        r.position = checkpoint::load(&file, &mut *s, c.unwrap_or(0))?.unwrap_or(0);
+        let c = c.unwrap_or(0);
+        r.position = checkpoint::open(Some(state_dir), app, &r.task, &r.store, storage, c, true)?;
     }
     let mut consumer = client.consumer(ConsumerConfig {
         auto_offset_reset: OffsetReset::Earliest,
@@ -160,9 +160,9 @@ pub(crate) fn run(
 
 fn write_checkpoints(replicas: &mut [Replica], app: &str, state_dir: &Path) -> Result<()> {
     for r in replicas.iter_mut().filter(|r| r.dirty) {
-        let s = r.store.dynamic.borrow();
+        let mut s = r.store.dynamic.borrow_mut();
         let file = checkpoint::path(state_dir, app, &r.task, s.name());
-        checkpoint::write(&file, r.position, &*s)?;
+        checkpoint::write(&file, r.position, &mut *s)?;
         r.dirty = false;
     }
     Ok(())

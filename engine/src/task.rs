@@ -119,7 +119,7 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceOp for TypedSource<K, V> {
                 let i = match last_seen.iter().position(|(w, _, _)| *w == writer) {
                     Some(i) => i,
                     None => {
-                        let last = dedup.borrow().get(&writer).copied();
+                        let last = dedup.borrow_mut().get(&writer).copied();
                         last_seen.push((writer, last.unwrap_or((0, 0)), last.is_some()));
                         last_seen.len() - 1
                     }

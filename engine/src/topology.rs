@@ -71,6 +71,17 @@ pub(crate) struct StoreDef {
     pub factory: Arc<dyn Fn() -> StoreHandle + Send + Sync>,
     /// How to read it as the table its aggregation emits (interactive queries).
     pub reader: Option<crate::query::TableReader>,
+    /// Where it keeps its entries when chosen by name; `None`: the application's default.
+    pub storage: Option<crate::state::Storage>,
+}
+
+impl StoreDef {
+    /// One task's instance, with the storage chosen for it.
+    pub(crate) fn instantiate(&self) -> StoreHandle {
+        let mut handle = (self.factory)();
+        handle.storage = self.storage;
+        handle
+    }
 }
 
 /// How many records one value of a type stands for (`fn(&V) -> u64` by the type's id): a

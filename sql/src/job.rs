@@ -3,6 +3,8 @@
 //! ```toml
 //! [job]
 //! name = "region-speed"                  # application id: consumer group, internal topics
+//! state = "disk"                         # optional: key-value state on disk (default memory)
+//! state_cache = "64 MiB"                 # optional, with disk: cache per store and task
 //! sql = """
 //! INSERT INTO speeds
 //! SELECT region, window_start, window_end, AVG(speed_kmh) AS avg_speed
@@ -32,6 +34,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use runnel_engine::error::{EngineError, Result};
 use runnel_engine::runtime::ProcessingGuarantee;
+use runnel_engine::state::Storage;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
@@ -65,6 +68,10 @@ struct JobToml {
     standby_replicas: usize,
     /// Kafka Streams' `num.stream.threads` (default: one per core).
     threads: Option<usize>,
+    /// Where the job's key-value state lives: `"memory"` (the default) or `"disk"`.
+    state: Option<Spanned<String>>,
+    /// With `state = "disk"`: memory per store and task for its cache (default 64 MiB).
+    state_cache: Option<Spanned<String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -149,6 +156,11 @@ pub struct JobFile {
     pub standby_replicas: usize,
     /// Worker threads (`[job] threads`; `runnel run --threads` overrides it).
     pub threads: Option<usize>,
+    /// Where the stores keep their entries (`[job] state`, `state_cache`).
+    pub state: Storage,
+    /// Where disk stores and local checkpoints go (`runnel run --state-dir`); `None`: a
+    /// directory private to the run, removed at its end.
+    pub state_dir: Option<PathBuf>,
     /// Byte offset of the SQL text in the file (for error positions).
     sql_offset: usize,
     pub connectors: Vec<toml::Table>,
@@ -255,6 +267,7 @@ impl JobFile {
                 .map_err(|e: EngineError| place.error(g.span().start, e))?,
             None => ProcessingGuarantee::AtLeastOnce,
         };
+        let state = storage(&place, &file.job)?;
         Ok(JobFile {
             path: path.to_path_buf(),
             source: source.to_string(),
@@ -267,6 +280,8 @@ impl JobFile {
             guarantee,
             standby_replicas: file.job.standby_replicas,
             threads: file.job.threads,
+            state,
+            state_dir: None,
             sql_offset,
             connectors: file.connector,
         })
@@ -575,6 +590,37 @@ fn levenshtein(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// `[job] state` and `state_cache` as the stores' [`Storage`].
+fn storage(place: &Place<'_>, job: &JobToml) -> Result<Storage> {
+    let cache_bytes = match &job.state_cache {
+        Some(c) => {
+            let n = runnel_log::config::parse_size(c.get_ref())
+                .map_err(|e| place.error(c.span().start, e))?;
+            usize::try_from(n)
+                .map_err(|_| place.error(c.span().start, "state_cache is too large"))?
+        }
+        None => Storage::DEFAULT_CACHE_BYTES,
+    };
+    match job
+        .state
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span().start))
+    {
+        None | Some(("memory", _)) => match &job.state_cache {
+            Some(c) => Err(place.error(
+                c.span().start,
+                "state_cache sizes the cache of disk state: set state = \"disk\" too, or remove it",
+            )),
+            None => Ok(Storage::Memory),
+        },
+        Some(("disk", _)) => Ok(Storage::Disk { cache_bytes }),
+        Some((other, at)) => Err(place.error(
+            at,
+            format!("state {other:?} is not one of \"memory\", \"disk\""),
+        )),
+    }
 }
 
 #[cfg(test)]

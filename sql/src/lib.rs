@@ -229,6 +229,8 @@ impl SqlJob {
         config.until_end = until_end;
         config.compression = self.job().compression;
         config.num_standby_replicas = self.job().standby_replicas;
+        config.storage = self.job().state;
+        config.state_dir = self.job().state_dir.clone();
         if let Some(n) = self.job().threads {
             config.num_threads = n.max(1);
         }

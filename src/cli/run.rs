@@ -35,6 +35,11 @@ pub struct RunArgs {
     /// job file's `[job] threads`; default: one per core.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Where the job's disk state (`[job] state = "disk"`) and local checkpoints are kept, so
+    /// a restart reopens them and replays only the changelog after them; default: a
+    /// directory private to this run, removed when it ends.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +64,7 @@ pub async fn run(client: SharedLogClient, log: Option<Log>, args: RunArgs) -> Re
     if let Some(n) = args.threads {
         job.plan.job.threads = Some(n);
     }
+    job.plan.job.state_dir = args.state_dir.clone();
     let connectors = start_connectors(&client, &job).await?;
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} generating inputs: {pos} events ({per_sec})")

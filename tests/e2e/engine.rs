@@ -303,6 +303,29 @@ fn ride_windows_after_kills(
 
 #[test]
 fn state_is_restored_from_the_changelog_after_a_restart() {
+    restores_from_checkpoint_and_changelog(runnel::engine::state::Storage::Memory);
+}
+
+/// A disk store is its own local checkpoint: reopened after a clean stop it replays none of
+/// the changelog (and no `.checkpoint` file is written for it).
+#[test]
+fn disk_state_is_restored_from_its_file_after_a_restart() {
+    let files = restores_from_checkpoint_and_changelog(runnel::engine::state::Storage::Disk {
+        cache_bytes: 1 << 20,
+    });
+    assert!(
+        files.iter().any(|f| f.ends_with("word-counts.redb")),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.ends_with("word-counts.checkpoint")),
+        "{files:?}"
+    );
+}
+
+/// Counts words over three runs (two with local checkpoints, one without) keeping the store
+/// in `storage`; returns the names of the files in the state directory.
+fn restores_from_checkpoint_and_changelog(storage: runnel::engine::state::Storage) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
@@ -341,6 +364,7 @@ fn state_is_restored_from_the_changelog_after_a_restart() {
         let mut cfg = StreamsConfig::new("wc");
         cfg.until_end = true;
         cfg.state_dir = checkpoints.then(|| state.path().to_path_buf());
+        cfg.storage = storage;
         App::new(topology(), client.clone(), cfg)
             .run(rt.handle())
             .unwrap()
@@ -389,6 +413,19 @@ fn state_is_restored_from_the_changelog_after_a_restart() {
         latest,
         HashMap::from([("a".into(), 3), ("b".into(), 2), ("c".into(), 1)])
     );
+    let mut files = Vec::new();
+    let mut dirs = vec![state.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                files.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    files
 }
 
 fn windowed_counts(windows: TimeWindows, late_topic: bool) -> TestDriver {
@@ -626,7 +663,7 @@ impl Processor<String, i64, String, i64> for Totals {
     }
     fn process(&mut self, ctx: &mut ProcessorContext<'_, String, i64>, r: Rec<String, i64>) {
         let store = ctx.store::<KeyValueStore<String, i64>>("totals");
-        let total = store.borrow().get(&r.key).copied().unwrap_or(0) + r.value;
+        let total = store.borrow_mut().get(&r.key).copied().unwrap_or(0) + r.value;
         store.borrow_mut().put(r.key, total);
     }
     fn punctuate(
@@ -636,7 +673,14 @@ impl Processor<String, i64, String, i64> for Totals {
         kind: PunctuationType,
     ) {
         let store = ctx.store::<KeyValueStore<String, i64>>("totals");
-        let sum: i64 = store.borrow().iter().map(|(_, v)| *v).sum();
+        let mut sum = 0i64;
+        store
+            .borrow()
+            .for_each(&mut |_, v| {
+                sum += v;
+                Ok(())
+            })
+            .expect("an in-memory store");
         let key = match kind {
             PunctuationType::StreamTime => format!("stream@{time}"),
             PunctuationType::WallClockTime => "wall".to_string(),

@@ -11,6 +11,7 @@ mod console;
 mod consumer;
 mod corruption;
 mod crash;
+mod disk_state;
 mod engine;
 mod faults;
 mod groups;

@@ -85,7 +85,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         });
         b.set_table_reader(
             store,
-            table_reader(|s: &KeyValueStore<K, A>, key| Ok(key_value_rows(s, key))),
+            table_reader(|s: &KeyValueStore<K, A>, key| key_value_rows(s, key)),
         );
         let st = store.to_string();
         let node = b.add_node(

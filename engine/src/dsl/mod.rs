@@ -268,7 +268,38 @@ impl StreamsBuilder {
             kind,
             factory: Arc::new(move || StoreHandle::new(make())),
             reader: None,
+            storage: None,
         });
+    }
+
+    /// Keeps the store `name` in `storage` (Kafka Streams'
+    /// `Materialized.as(Stores.persistentKeyValueStore(name))`), whatever the application's
+    /// default ([`crate::StreamsConfig::storage`]).
+    ///
+    /// ```
+    /// use runnel_engine::prelude::*;
+    /// use runnel_engine::state::Storage;
+    /// let b = StreamsBuilder::new();
+    /// b.stream("in", Consumed::with(StringSerde, I64Serde)).group_by_key(None).count("n").to("out");
+    /// b.store_storage("n", Storage::Disk { cache_bytes: 16 << 20 });
+    /// let mut d = TestDriver::new(b.build());
+    /// for _ in 0..3 { d.pipe("in", "a".to_string(), 0i64, 0); }
+    /// d.run();
+    /// assert_eq!(d.kv_store::<String, i64>("n").get("a"), Some(&3));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If no store is named `name` yet (declare it first). Running a topology that keeps a
+    /// window or session store on disk fails with `EngineError::Config`: only key-value stores
+    /// can be kept there yet.
+    pub fn store_storage(&self, name: &str, storage: crate::state::Storage) -> &Self {
+        let mut inner = self.inner.borrow_mut();
+        let store = (inner.stores.iter_mut())
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no store named {name:?} is declared yet"));
+        store.storage = Some(storage);
+        self
     }
 
     /// Makes a declared store readable as its aggregation's table (interactive queries).

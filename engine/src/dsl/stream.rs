@@ -850,7 +850,7 @@ impl<K: Key, V: Data> KStream<K, V> {
     /// impl Processor<String, i64, String, i64> for Dedup {
     ///     fn process(&mut self, ctx: &mut ProcessorContext<'_, String, i64>, r: Rec<String, i64>) {
     ///         let seen = ctx.store::<KeyValueStore<String, i64>>("seen");
-    ///         if seen.borrow().get(&r.key).is_none() {
+    ///         if seen.borrow_mut().get(&r.key).is_none() {
     ///             seen.borrow_mut().put(r.key.clone(), r.value);
     ///             assert_eq!(ctx.metadata().unwrap().topic, "in");
     ///             ctx.forward(r);

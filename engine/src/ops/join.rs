@@ -46,7 +46,7 @@ impl<K: Hash + Eq + Clone + 'static, L, R: 'static, VR: Clone> Operator<K, L>
     for StreamTableJoin<K, L, R, VR>
 {
     fn on_data(&mut self, cx: &mut TaskCx, batch: Vec<Rec<K, L>>) -> Result<()> {
-        let table = self.table.borrow();
+        let mut table = self.table.borrow_mut();
         let mut out = Vec::with_capacity(batch.len());
         for r in batch {
             cx.at(&self.node, r.offset);
@@ -114,7 +114,7 @@ impl<K: Hash + Eq + Clone + 'static, L: Clone + 'static, R: Clone + 'static, VR:
                     left.delete(&r.key);
                 }
             }
-            let right = self.right.borrow();
+            let mut right = self.right.borrow_mut();
             let v = (self.joiner)(&r.key, left.get(&r.key), right.get(&r.key));
             out.push(r.derive(r.key.clone(), v));
         }
@@ -136,7 +136,7 @@ impl<K: Hash + Eq + Clone + 'static, L: Clone + 'static, R: Clone + 'static, VR:
                     right.delete(&r.key);
                 }
             }
-            let left = self.left.borrow();
+            let mut left = self.left.borrow_mut();
             let v = (self.joiner)(&r.key, left.get(&r.key), right.get(&r.key));
             out.push(r.derive(r.key.clone(), v));
         }

@@ -77,6 +77,43 @@ impl<SK: Hash + Eq + Clone, V> MapStore<SK, V> {
         Ok(())
     }
 
+    pub fn is_dirty(&self, key: &SK) -> bool {
+        self.dirty.contains(key)
+    }
+
+    pub fn encode_key(&self, key: &SK, out: &mut Vec<u8>) -> Result<(), String> {
+        (self.encode)(key, out)
+    }
+
+    /// Appends `value`'s bytes; `false` when the serde writes it as no value at all.
+    pub fn encode_value(&self, value: &V, out: &mut Vec<u8>) -> Result<bool, String> {
+        self.value_serde.serialize(value, out)
+    }
+
+    pub fn decode_key(&self, key: &[u8]) -> Result<SK, String> {
+        (self.decode)(key)
+    }
+
+    pub fn decode_value(&self, value: &[u8]) -> Result<V, String> {
+        self.value_serde.deserialize(Some(value))
+    }
+
+    /// Drops clean entries until at most `keep` entries are left (dirty ones always stay):
+    /// whichever come first in the table's (seeded hash) order, a cheap stand-in for random.
+    pub fn evict_clean(&mut self, keep: usize) {
+        let mut excess = self.map.len().saturating_sub(keep);
+        let dirty = &self.dirty;
+        self.map.retain(|k, _| {
+            if excess == 0 || dirty.contains(k) {
+                return true;
+            }
+            excess -= 1;
+            false
+        });
+        // The table's buckets do not shrink by themselves: a burst of keys would keep them.
+        self.map.shrink_to(0);
+    }
+
     /// Decodes a changelog record; the caller applies it (and its indexes).
     pub fn decode(&self, key: &[u8], value: Option<&[u8]>) -> Result<(SK, Option<V>), String> {
         let k = (self.decode)(key)?;
