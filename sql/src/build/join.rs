@@ -98,7 +98,12 @@ impl BuildCx<'_> {
         let keyed = self
             .keyed_by(&j.left, &j.left_keys, stmt, "SQL-JOIN-KEY")?
             .with_serdes(Self::key_serde(&j.right), RowCodec);
-        let table = self.table(&j.right);
+        // The join's table store keeps rows in their binary form both ways: the input's serde
+        // decodes JSON or CSV but writes binary, so a store restored (or read back from disk)
+        // with it could not read what it wrote.
+        let table = self
+            .table(&j.right)
+            .with_serdes(Self::key_serde(&j.right), RowCodec);
         let right_nulls = nulls(&j.right_schema);
         let joined = if j.left_outer {
             keyed.left_join(&table, move |l: &Option<Row>, r: Option<&Option<Row>>| {
