@@ -9,10 +9,11 @@
 //!   secondary index, so a restored store is indistinguishable from the one that wrote it.
 //! - Stores are per task and single-threaded (`Rc<RefCell<..>>`).
 //! - Where a store keeps its entries is its [`Storage`]: in memory (the default), or on local
-//!   disk with the memory as a bounded cache in front ([`disk`]), chosen per store
+//!   disk with the memory as a bounded cache in front ([`disk`], [`cache`]), chosen per store
 //!   ([`crate::StreamsBuilder::store_storage`]) or per application
 //!   ([`crate::StreamsConfig::storage`]). Changelog and checkpoint semantics are the same.
 
+mod cache;
 mod disk;
 mod keyvalue;
 mod map;
