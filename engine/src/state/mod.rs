@@ -38,8 +38,9 @@ pub enum Storage {
     /// In a file per store and task under the state directory, with about `cache_bytes` of
     /// memory per store and task in front of it: half for decoded entries (every entry written
     /// since the last commit stays until the commit writes it out), half for the file's pages.
-    /// Key-value stores only; window and session stores stay in memory (an application-wide
-    /// choice skips them, a per-store choice of one is an error).
+    /// Key-value and window stores (windowed aggregations, their combiners, stream–stream join
+    /// buffers); session stores stay in memory (an application-wide choice skips them, a
+    /// per-store choice of one is an error).
     Disk { cache_bytes: usize },
 }
 
