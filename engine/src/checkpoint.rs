@@ -79,7 +79,7 @@ pub(crate) fn open(
             }
             None if handle.storage.is_some() => {
                 return Err(EngineError::Config(format!(
-                    "store {name:?} is chosen to be kept on disk, but only key-value stores can be yet; keep it in memory"
+                    "store {name:?} is chosen to be kept on disk, but session stores cannot be yet; keep it in memory"
                 )));
             }
             // The application's default: this kind of store stays in memory.

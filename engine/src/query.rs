@@ -84,18 +84,11 @@ pub(crate) fn window_rows<K: Key, A: Data>(
     merge: Option<&MergeFn<K, A>>,
     key: Option<&K>,
 ) -> Result<TableRows<K, A>, String> {
-    let mut panes: HashMap<&K, BTreeMap<i64, &A>> = HashMap::new();
-    match key {
-        Some(k) => {
-            let held = panes.entry(k).or_default();
-            held.extend(s.fetch(k, i64::MIN, i64::MAX));
-        }
-        None => {
-            for (k, start, v) in s.iter() {
-                panes.entry(k).or_default().insert(start, v);
-            }
-        }
-    }
+    let mut panes: HashMap<K, BTreeMap<i64, A>> = HashMap::new();
+    s.for_each(key, &mut |k, start, v| {
+        panes.entry(k.clone()).or_default().insert(start, v.clone());
+        Ok(())
+    })?;
     let pane = spec.pane();
     let mut rows = Vec::new();
     for (k, held) in panes {
@@ -116,7 +109,7 @@ pub(crate) fn window_rows<K: Key, A: Data>(
             let value = match merge {
                 Some(merge) if pane != spec.size => {
                     let Some(first) = parts.next() else { continue };
-                    parts.try_fold(first, |x, y| merge(k, x, y))?
+                    parts.try_fold(first, |x, y| merge(&k, x, y))?
                 }
                 _ => match parts.next() {
                     Some(v) => v,

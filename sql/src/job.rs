@@ -3,7 +3,7 @@
 //! ```toml
 //! [job]
 //! name = "region-speed"                  # application id: consumer group, internal topics
-//! state = "disk"                         # optional: key-value state on disk (default memory)
+//! state = "disk"                         # optional: state on disk, sessions aside (default memory)
 //! state_cache = "64 MiB"                 # optional, with disk: cache per store and task
 //! sql = """
 //! INSERT INTO speeds
@@ -68,7 +68,8 @@ struct JobToml {
     standby_replicas: usize,
     /// Kafka Streams' `num.stream.threads` (default: one per core).
     threads: Option<usize>,
-    /// Where the job's key-value state lives: `"memory"` (the default) or `"disk"`.
+    /// Where the job's state lives: `"memory"` (the default) or `"disk"` (tables, aggregates,
+    /// windows and join buffers; session windows stay in memory).
     state: Option<Spanned<String>>,
     /// With `state = "disk"`: memory per store and task for its cache (default 64 MiB).
     state_cache: Option<Spanned<String>>,

@@ -18,11 +18,12 @@
 //! query latency: the windowed SQL job runs in this process over the loaded events while
 //! queries of its output's store (one region's open windows) are sent back to back.
 //! `--scrape 1s` renders the metrics page every second while each job runs (what a scrape
-//! costs).
+//! costs); `--state disk` keeps the jobs' state on disk (scratch files) instead of in memory.
 
 use super::output;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use runnel::engine::state::Storage;
 use runnel::engine::{App, ProcessingGuarantee, StreamsConfig};
 use runnel::log::{Log, LogClient, ProducerConfig, ProducerRecord, SharedLogClient, TopicConfig};
 use runnel::rides;
@@ -56,6 +57,10 @@ pub struct EngineArgs {
     /// would (to measure what metrics cost: compare with a run without).
     #[arg(long, value_name = "DURATION")]
     scrape: Option<String>,
+    /// Where the jobs keep their state: `memory` or `disk` (each store and task a scratch
+    /// file with the default cache in front, as `[job] state = "disk"`).
+    #[arg(long, default_value = "memory")]
+    state: String,
 }
 
 /// Runs one job in this process (started by `bench engine`); prints one result line.
@@ -71,6 +76,8 @@ pub struct EngineJobArgs {
     guarantee: ProcessingGuarantee,
     #[arg(long, value_name = "DURATION")]
     scrape: Option<String>,
+    #[arg(long, default_value = "memory")]
+    state: String,
 }
 
 const JOBS: [(&str, &str); 4] = [
@@ -174,6 +181,8 @@ pub async fn run(args: EngineArgs) -> Result<()> {
             &args.threads.to_string(),
             "--guarantee",
             &guarantee.to_string(),
+            "--state",
+            &args.state,
             "--dir",
         ])
         .arg(&dir);
@@ -416,6 +425,11 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
     };
     let mut config = StreamsConfig::new(&format!("bench-{}-{}", args.job, std::process::id()))
         .guarantee(args.guarantee);
+    config.storage = match args.state.as_str() {
+        "memory" => Storage::Memory,
+        "disk" => Storage::disk(),
+        other => bail!("state {other:?} is not one of memory, disk"),
+    };
     config.until_end = true;
     config.num_threads = args.threads;
     if args.guarantee == ProcessingGuarantee::AtLeastOnce {

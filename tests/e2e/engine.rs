@@ -388,9 +388,23 @@ fn restores_from_checkpoint_and_changelog(storage: runnel::engine::state::Storag
         2 + 2,
         "only the new words (plus their repartitioned copies) are read"
     );
-    let mut latest = HashMap::new();
-    let tps: Vec<_> = (0..3)
-        .map(|p| runnel::log::TopicPartition::new("counts", p))
+    assert_eq!(
+        latest_counts(&rt, &client, "counts").0,
+        HashMap::from([("a".into(), 3), ("b".into(), 2), ("c".into(), 1)])
+    );
+    file_names(state.path())
+}
+
+/// The latest value per key of `topic` (string keys, big-endian i64 values), read to its end,
+/// and how many records it holds.
+fn latest_counts(
+    rt: &tokio::runtime::Runtime,
+    client: &SharedLogClient,
+    topic: &str,
+) -> (HashMap<String, i64>, u64) {
+    let partitions = rt.block_on(client.partition_count(topic)).unwrap().unwrap();
+    let tps: Vec<_> = (0..partitions)
+        .map(|p| runnel::log::TopicPartition::new(topic, p))
         .collect();
     let n: u64 = rt.block_on(client.end_offsets(&tps)).unwrap().iter().sum();
     let mut c = client.consumer(runnel::log::ConsumerConfig {
@@ -398,7 +412,7 @@ fn restores_from_checkpoint_and_changelog(storage: runnel::engine::state::Storag
         ..Default::default()
     });
     c.assign(tps).unwrap();
-    let mut got = 0;
+    let (mut latest, mut got) = (HashMap::new(), 0);
     while got < n {
         for r in rt.block_on(c.poll(Duration::from_millis(100))).unwrap() {
             got += 1;
@@ -409,12 +423,13 @@ fn restores_from_checkpoint_and_changelog(storage: runnel::engine::state::Storag
             );
         }
     }
-    assert_eq!(
-        latest,
-        HashMap::from([("a".into(), 3), ("b".into(), 2), ("c".into(), 1)])
-    );
+    (latest, n)
+}
+
+/// The names of the files under `dir`, at any depth.
+fn file_names(dir: &std::path::Path) -> Vec<String> {
     let mut files = Vec::new();
-    let mut dirs = vec![state.path().to_path_buf()];
+    let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(d).unwrap() {
             let e = e.unwrap();
@@ -426,6 +441,108 @@ fn restores_from_checkpoint_and_changelog(storage: runnel::engine::state::Storag
         }
     }
     files
+}
+
+/// A hopping-window count (10 s windows every 5 s) kept on disk behind a cache of a few entries
+/// (so panes are evicted and read back, and windows close from the file) gives the brute-force
+/// counts, as in memory; restarted twice on its state directory, its window store reopens its
+/// file at the checkpoint (no changelog replayed, no `.checkpoint` file), with the windows it
+/// closed (none is emitted twice: the counts are exact).
+#[test]
+fn windowed_disk_state_resumes_from_its_file_to_exact_results() {
+    let memory = windowed_counts_over_restarts(runnel::engine::state::Storage::Memory);
+    let files = windowed_counts_over_restarts(runnel::engine::state::Storage::Disk {
+        cache_bytes: 1 << 10,
+    });
+    assert!(
+        files.iter().any(|f| f.ends_with("hop-counts.redb")),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.ends_with(".checkpoint")),
+        "{files:?}"
+    );
+    assert!(memory.iter().any(|f| f.ends_with("hop-counts.checkpoint")));
+}
+
+/// Counts clicks per user in hopping windows over three runs with local checkpoints, the
+/// store in `storage`, and checks the windows against brute force; returns the state
+/// directory's file names.
+fn windowed_counts_over_restarts(storage: runnel::engine::state::Storage) -> Vec<String> {
+    const USERS: u64 = 7;
+    const RUNS: u64 = 3;
+    const PER_RUN: u64 = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client: SharedLogClient = Arc::new(Log::open(dir.path()).unwrap());
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream(
+            "clicks",
+            Consumed::with(StringSerde, StringSerde)
+                .with_out_of_orderness(Duration::from_secs(2)),
+        )
+        .group_by_key(None)
+        .windowed_by(
+            TimeWindows::of(Duration::from_secs(10)).advance_by(Duration::from_secs(5)),
+        )
+        .count("hop-counts")
+        .to_stream()
+        .map(|w, n| (format!("{}@{}", w.key, w.window.start), n.unwrap_or(0)))
+        .to("out", Produced::with(StringSerde, I64Serde));
+        b.build()
+    };
+    // Click i: user i mod 7, 0.1 s after the one before, a little out of order (within the 2 s
+    // bound). A bounded run closes every window when its input ends: each run's clicks start
+    // later than the last run's windows.
+    let click = |i: u64| {
+        let ts = i / PER_RUN * 1_000_000 + i % PER_RUN * 100 + i % 5 * 300;
+        (format!("u{}", i % USERS), ts as i64)
+    };
+    let produce = |clicks: &mut dyn Iterator<Item = (String, i64)>| {
+        rt.block_on(async {
+            let cfg = runnel::log::TopicConfig {
+                partitions: 2,
+                ..Default::default()
+            };
+            client.ensure_topic("clicks", &cfg).await.unwrap();
+            let p = client.producer(Default::default());
+            for (user, ts) in clicks {
+                let rec = runnel::log::ProducerRecord::new("clicks", &b"x"[..])
+                    .key(user.as_bytes())
+                    .timestamp(ts);
+                p.send(rec).await.unwrap();
+            }
+            p.flush().await.unwrap();
+        })
+    };
+    let state = tempfile::tempdir().unwrap();
+    for run in 0..RUNS {
+        produce(&mut (run * PER_RUN..(run + 1) * PER_RUN).map(click));
+        let mut cfg = StreamsConfig::new("hops");
+        cfg.until_end = true;
+        cfg.state_dir = Some(state.path().to_path_buf());
+        cfg.storage = storage;
+        let summary = App::new(topology(), client.clone(), cfg)
+            .run(rt.handle())
+            .unwrap();
+        assert_eq!(
+            summary.restored_records, 0,
+            "run {run}: the local checkpoint covers the whole changelog"
+        );
+        assert_eq!(summary.metrics.late_records, 0, "run {run}: {storage:?}");
+    }
+    let mut want: HashMap<String, i64> = HashMap::new();
+    for (user, ts) in (0..RUNS * PER_RUN).map(click) {
+        let last = ts.div_euclid(5_000) * 5_000;
+        for start in [last - 5_000, last] {
+            *want.entry(format!("{user}@{start}")).or_default() += 1;
+        }
+    }
+    let (got, records) = latest_counts(&rt, &client, "out");
+    assert_eq!(got, want, "{storage:?}");
+    assert_eq!(records, want.len() as u64, "{storage:?}: each window emitted once");
+    file_names(state.path())
 }
 
 fn windowed_counts(windows: TimeWindows, late_topic: bool) -> TestDriver {

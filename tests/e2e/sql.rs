@@ -537,6 +537,35 @@ fn golden_cases() {
     }
 }
 
+/// The golden cases checked by the batch oracle, with their state on disk behind a 1 KiB cache
+/// per store and task: windowed aggregates, join buffers and tables alike are evicted and read
+/// back, and give the oracle's rows (session windows stay in memory).
+#[test]
+fn golden_cases_with_disk_state_match_the_oracle() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("oracle").exists() && !p.join("error.expected").exists())
+        .collect();
+    dirs.sort();
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let text = std::fs::read_to_string(dir.join("job.toml"))
+            .unwrap()
+            .replacen("[job]\n", "[job]\nstate = \"disk\"\nstate_cache = \"1 KiB\"\n", 1);
+        let job = SqlJob::parse(Path::new("job.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let inputs = case_inputs(dir, &job);
+        let outcome = run_job(&job, &inputs).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for (name, rows) in &oracle_outputs(&job, &inputs) {
+            let got = outcome.outputs.get(name).cloned().unwrap_or_default();
+            let what = format!("{} output {name} with disk state", dir.display());
+            failures.extend(diff(&what, rows, &got));
+        }
+    }
+    assert!(dirs.len() >= 20, "only {} cases with an oracle", dirs.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// Nexmark's queries (`examples/nexmark/`) over generated events, against the batch oracle.
 /// `RUNNEL_NEXMARK_EVENTS` sets the count (default 1,000,000, as the issue asks).
 #[test]

@@ -291,8 +291,8 @@ impl StreamsBuilder {
     /// # Panics
     ///
     /// If no store is named `name` yet (declare it first). Running a topology that keeps a
-    /// window or session store on disk fails with `EngineError::Config`: only key-value stores
-    /// can be kept there yet.
+    /// session store on disk fails with `EngineError::Config`: only key-value and window
+    /// stores can be kept there yet.
     pub fn store_storage(&self, name: &str, storage: crate::state::Storage) -> &Self {
         let mut inner = self.inner.borrow_mut();
         let store = (inner.stores.iter_mut())

@@ -50,7 +50,7 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Combine<K, V, A> {
         if std::mem::replace(&mut self.primed, true) {
             return;
         }
-        let store = self.store.borrow();
+        let mut store = self.store.borrow_mut();
         let mut pane = store.first_start();
         while let Some(p) = pane {
             self.dirty.entry(p).or_default().extend(store.keys_at(p));

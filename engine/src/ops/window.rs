@@ -101,7 +101,7 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
             <= self.watermark
     }
 
-    fn result(&self, store: &WindowStore<K, A>, key: &K, start: i64) -> Result<Option<A>, String> {
+    fn result(&self, store: &mut WindowStore<K, A>, key: &K, start: i64) -> Result<Option<A>, String> {
         let pane = self.spec.pane();
         let mut parts = store
             .fetch(key, start, start + self.spec.size - pane)
@@ -133,7 +133,7 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
                 let mut s = self.spec.first_start(r.timestamp);
                 while s <= r.timestamp {
                     if !self.closed(s) {
-                        let value = self.result(&store, &r.key, s).map_err(|e| cx.fail(e))?;
+                        let value = self.result(&mut store, &r.key, s).map_err(|e| cx.fail(e))?;
                         let window = Window {
                             start: s,
                             end: s + self.spec.size,
@@ -171,7 +171,7 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
                     p += pane;
                 }
                 for key in keys {
-                    let value = self.result(&store, &key, s).map_err(|e| cx.fail(e))?;
+                    let value = self.result(&mut store, &key, s).map_err(|e| cx.fail(e))?;
                     let window = Window { start: s, end };
                     emitted.push(Rec {
                         key: Windowed { key, window },

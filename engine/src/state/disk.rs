@@ -130,10 +130,41 @@ impl DiskTable {
     ///
     /// When the file cannot be read, naming it.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        if !self.staged.is_empty() {
-            self.commit(None)?;
-        }
+        self.commit_staged()?;
         self.get_committed(key)
+    }
+
+    /// Commits the staged writes, if any, so that reads of the committed entries see them.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit`](Self::commit).
+    pub fn commit_staged(&mut self) -> Result<(), String> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        self.commit(None)
+    }
+
+    /// The committed entries from `from` on, in key order, while `f` returns `Ok(true)`.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, or `f` fails.
+    pub fn scan_from(
+        &self,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, String>,
+    ) -> Result<(), String> {
+        let e = err(&self.path);
+        let reader = self.reader.as_ref().expect("a reader after every commit");
+        for entry in reader.range(from..).map_err(|x| e(x.into()))? {
+            let (k, v) = entry.map_err(|x| e(x.into()))?;
+            if !f(k.value(), v.value())? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The value of `key` as of the last commit.
@@ -199,13 +230,7 @@ impl DiskTable {
         &self,
         f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>,
     ) -> Result<(), String> {
-        let e = err(&self.path);
-        let reader = self.reader.as_ref().expect("a reader after every commit");
-        for entry in reader.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = entry.map_err(|x| e(x.into()))?;
-            f(k.value(), v.value())?;
-        }
-        Ok(())
+        self.scan_from(&[], &mut |k, v| f(k, v).map(|()| true))
     }
 }
 

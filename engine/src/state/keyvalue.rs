@@ -1,44 +1,22 @@
 //! The key-value store: latest value per key (tables, non-windowed aggregates, user state).
 //!
 //! In memory, or on disk ([`crate::state::Storage::Disk`]): then the map is a cache in front of
-//! a [`DiskTable`]. A read that misses the cache loads the entry from the file (clean); every
-//! write stays in the cache, dirty, until the commit hands it to the changelog and the file;
-//! after the commit clean entries are evicted down to the cache's budget. A read the file
-//! fails is logged, answered as absent, and fails the next commit (the task then restarts from
-//! its last commit), so no output built on it is committed.
+//! a [`DiskTable`] ordered by the changelog's key bytes ([`Cached`]). A read that misses the
+//! cache loads the entry from the file (clean); writes stay in the cache until the commit.
 
+use super::cache::Cached;
 use super::disk::DiskTable;
 use super::map::{MapStore, serde_key};
 use super::{ChangeEmit, StateStore};
 use crate::serdes::SerdeRef;
+use std::borrow::Cow;
 use std::hash::Hash;
 use std::path::Path;
 
 /// See the module documentation of [`crate::state`].
 pub struct KeyValueStore<K, V> {
     inner: MapStore<K, V>,
-    disk: Option<Disk>,
-}
-
-struct Disk {
-    table: DiskTable,
-    cache_bytes: usize,
-    /// Mean encoded bytes of an entry, as last written (the cache's size estimate).
-    entry_bytes: usize,
-    /// The first failed read since the last commit.
-    failed: Option<String>,
-}
-
-/// Memory an entry costs beyond its encoded bytes: the table's slot, hashes, allocations (a
-/// SQL row of one key column and a two-value accumulator costs about 300 bytes in all).
-const ENTRY_OVERHEAD: usize = 256;
-
-impl Disk {
-    /// Entries the cache may hold: half the budget (the other half is the file's page cache,
-    /// see `Storage::Disk`) over the estimated size of one.
-    fn cache_entries(&self) -> usize {
-        self.cache_bytes / 2 / self.entry_bytes.max(1)
-    }
+    disk: Option<Cached>,
 }
 
 impl<K: Hash + Eq + Clone + 'static, V: 'static> KeyValueStore<K, V> {
@@ -126,10 +104,7 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> KeyValueStore<K, V> {
                 self.inner.map.insert(key.clone(), v);
             }
             Ok(None) => {}
-            Err(e) => {
-                tracing::error!(store = %self.inner.name, error = %e, "a disk store read failed; the next commit fails");
-                disk.failed.get_or_insert(e);
-            }
+            Err(e) => disk.failed(&self.inner.name, e),
         }
     }
 }
@@ -139,34 +114,10 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for KeyValueStore<K,
         &self.inner.name
     }
     fn drain_changes(&mut self, emit: &mut ChangeEmit<'_>) -> Result<(), String> {
-        let Some(disk) = &mut self.disk else {
-            return self.inner.drain_changes(emit);
-        };
-        if let Some(e) = disk.failed.take() {
-            return Err(e);
+        match &mut self.disk {
+            Some(disk) => disk.drain(&mut self.inner, emit, &|k| Cow::Borrowed(k), &mut |_| {}),
+            None => self.inner.drain_changes(emit),
         }
-        let (mut bytes, mut count, mut failed) = (0usize, 0usize, None);
-        self.inner.drain_changes(&mut |k, v| {
-            emit(k, v);
-            bytes += k.len() + v.map_or(0, <[u8]>::len);
-            count += 1;
-            if let Err(e) = disk.table.stage(k, v) {
-                failed.get_or_insert(e);
-            }
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        disk.table.commit(None)?;
-        if let Some(mean) = bytes.checked_div(count) {
-            disk.entry_bytes = mean + ENTRY_OVERHEAD;
-        }
-        let keep = disk.cache_entries();
-        if self.inner.map.len() > keep {
-            // Down to three quarters, so that eviction runs every few commits, not each one.
-            self.inner.evict_clean(keep / 4 * 3);
-        }
-        Ok(())
     }
     fn apply_change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         if let Some(disk) = &mut self.disk {
@@ -222,21 +173,17 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for KeyValueStore<K,
         committed: u64,
         scratch: bool,
     ) -> Option<Result<Option<u64>, String>> {
-        let opened = DiskTable::open(path, cache_bytes / 2, committed, scratch);
-        Some(opened.map(|(table, offset)| {
-            // Restoring starts from an empty store: what the map held is in the changelog.
-            self.inner.map.clear();
-            self.disk = Some(Disk {
-                table,
-                cache_bytes,
-                entry_bytes: ENTRY_OVERHEAD,
-                failed: None,
-            });
-            offset
-        }))
+        Some(
+            Cached::open(path, cache_bytes, committed, scratch).map(|(disk, offset)| {
+                // Restoring starts from an empty store: what the map held is in the changelog.
+                self.inner.map.clear();
+                self.disk = Some(disk);
+                offset
+            }),
+        )
     }
     fn wants_commit(&self) -> bool {
-        (self.disk.as_ref()).is_some_and(|d| self.inner.map.len() > d.cache_entries())
+        (self.disk.as_ref()).is_some_and(|d| d.over_budget(self.inner.map.len()))
     }
     fn persist(&mut self, offset: u64) -> Result<bool, String> {
         match &mut self.disk {

@@ -100,7 +100,8 @@ impl<SK: Hash + Eq + Clone, V> MapStore<SK, V> {
 
     /// Drops clean entries until at most `keep` entries are left (dirty ones always stay):
     /// whichever come first in the table's (seeded hash) order, a cheap stand-in for random.
-    pub fn evict_clean(&mut self, keep: usize) {
+    /// `evicted` learns of each (a store's indexes of the map drop them too).
+    pub fn evict_clean(&mut self, keep: usize, evicted: &mut dyn FnMut(&SK)) {
         let mut excess = self.map.len().saturating_sub(keep);
         let dirty = &self.dirty;
         self.map.retain(|k, _| {
@@ -108,6 +109,7 @@ impl<SK: Hash + Eq + Clone, V> MapStore<SK, V> {
                 return true;
             }
             excess -= 1;
+            evicted(k);
             false
         });
         // The table's buckets do not shrink by themselves: a burst of keys would keep them.

@@ -9,10 +9,11 @@
 //!   secondary index, so a restored store is indistinguishable from the one that wrote it.
 //! - Stores are per task and single-threaded (`Rc<RefCell<..>>`).
 //! - Where a store keeps its entries is its [`Storage`]: in memory (the default), or on local
-//!   disk with the memory as a bounded cache in front ([`disk`]), chosen per store
+//!   disk with the memory as a bounded cache in front ([`disk`], [`cache`]), chosen per store
 //!   ([`crate::StreamsBuilder::store_storage`]) or per application
 //!   ([`crate::StreamsConfig::storage`]). Changelog and checkpoint semantics are the same.
 
+mod cache;
 mod disk;
 mod keyvalue;
 mod map;
@@ -37,8 +38,9 @@ pub enum Storage {
     /// In a file per store and task under the state directory, with about `cache_bytes` of
     /// memory per store and task in front of it: half for decoded entries (every entry written
     /// since the last commit stays until the commit writes it out), half for the file's pages.
-    /// Key-value stores only; window and session stores stay in memory (an application-wide
-    /// choice skips them, a per-store choice of one is an error).
+    /// Key-value and window stores (windowed aggregations, their combiners, stream–stream join
+    /// buffers); session stores stay in memory (an application-wide choice skips them, a
+    /// per-store choice of one is an error).
     Disk { cache_bytes: usize },
 }
 
