@@ -479,13 +479,10 @@ fn windowed_counts_over_restarts(storage: runnel::engine::state::Storage) -> Vec
         let b = StreamsBuilder::new();
         b.stream(
             "clicks",
-            Consumed::with(StringSerde, StringSerde)
-                .with_out_of_orderness(Duration::from_secs(2)),
+            Consumed::with(StringSerde, StringSerde).with_out_of_orderness(Duration::from_secs(2)),
         )
         .group_by_key(None)
-        .windowed_by(
-            TimeWindows::of(Duration::from_secs(10)).advance_by(Duration::from_secs(5)),
-        )
+        .windowed_by(TimeWindows::of(Duration::from_secs(10)).advance_by(Duration::from_secs(5)))
         .count("hop-counts")
         .to_stream()
         .map(|w, n| (format!("{}@{}", w.key, w.window.start), n.unwrap_or(0)))
@@ -541,7 +538,11 @@ fn windowed_counts_over_restarts(storage: runnel::engine::state::Storage) -> Vec
     }
     let (got, records) = latest_counts(&rt, &client, "out");
     assert_eq!(got, want, "{storage:?}");
-    assert_eq!(records, want.len() as u64, "{storage:?}: each window emitted once");
+    assert_eq!(
+        records,
+        want.len() as u64,
+        "{storage:?}: each window emitted once"
+    );
     file_names(state.path())
 }
 

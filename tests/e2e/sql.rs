@@ -552,7 +552,11 @@ fn golden_cases_with_disk_state_match_the_oracle() {
     for dir in &dirs {
         let text = std::fs::read_to_string(dir.join("job.toml"))
             .unwrap()
-            .replacen("[job]\n", "[job]\nstate = \"disk\"\nstate_cache = \"1 KiB\"\n", 1);
+            .replacen(
+                "[job]\n",
+                "[job]\nstate = \"disk\"\nstate_cache = \"1 KiB\"\n",
+                1,
+            );
         let job = SqlJob::parse(Path::new("job.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
         let inputs = case_inputs(dir, &job);
         let outcome = run_job(&job, &inputs).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));

@@ -101,7 +101,12 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> WindowAggregate<K, V
             <= self.watermark
     }
 
-    fn result(&self, store: &mut WindowStore<K, A>, key: &K, start: i64) -> Result<Option<A>, String> {
+    fn result(
+        &self,
+        store: &mut WindowStore<K, A>,
+        key: &K,
+        start: i64,
+    ) -> Result<Option<A>, String> {
         let pane = self.spec.pane();
         let mut parts = store
             .fetch(key, start, start + self.spec.size - pane)

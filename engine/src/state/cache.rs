@@ -14,9 +14,9 @@
 //!   absent and the next commit fails (the task then restarts from its last commit), so no
 //!   output built on it is committed.
 
+use super::ChangeEmit;
 use super::disk::DiskTable;
 use super::map::MapStore;
-use super::ChangeEmit;
 use std::borrow::Cow;
 use std::hash::Hash;
 use std::path::Path;

@@ -84,10 +84,12 @@ impl Disk {
     fn first_from(&mut self, from: i64) -> Result<Option<i64>, String> {
         self.cached.table.commit_staged()?;
         let mut first = None;
-        self.cached.table.scan_from(&start_bytes(from), &mut |k, _| {
-            first = Some(start_of(k));
-            Ok(false)
-        })?;
+        self.cached
+            .table
+            .scan_from(&start_bytes(from), &mut |k, _| {
+                first = Some(start_of(k));
+                Ok(false)
+            })?;
         let mut held = self.starts.split_off(&from);
         if let Some(f) = first {
             self.starts.append(&mut held.split_off(&f));
@@ -212,7 +214,9 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> WindowStore<K, V> {
     /// Keys with an entry at `start`.
     pub fn keys_at(&mut self, start: i64) -> Vec<K> {
         let cached = self.by_start.get(&start);
-        let mut keys: Vec<K> = cached.map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let mut keys: Vec<K> = cached
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         let Some(d) = &mut self.disk else {
             return keys;
         };
@@ -278,17 +282,19 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> WindowStore<K, V> {
         let Some(d) = &self.disk else {
             return Ok(());
         };
-        d.cached.table.scan_from(&start_bytes(i64::MIN), &mut |kb, vb| {
-            let slot = (self.key_serde.deserialize(Some(&kb[8..]))?, start_of(kb));
-            // Cached entries were walked above; a dirty absent one was removed.
-            if only.is_none_or(|k| *k == slot.0)
-                && !self.inner.map.contains_key(&slot)
-                && !self.inner.is_dirty(&slot)
-            {
-                f(&slot.0, slot.1, &self.inner.decode_value(vb)?)?;
-            }
-            Ok(true)
-        })
+        d.cached
+            .table
+            .scan_from(&start_bytes(i64::MIN), &mut |kb, vb| {
+                let slot = (self.key_serde.deserialize(Some(&kb[8..]))?, start_of(kb));
+                // Cached entries were walked above; a dirty absent one was removed.
+                if only.is_none_or(|k| *k == slot.0)
+                    && !self.inner.map.contains_key(&slot)
+                    && !self.inner.is_dirty(&slot)
+                {
+                    f(&slot.0, slot.1, &self.inner.decode_value(vb)?)?;
+                }
+                Ok(true)
+            })
     }
 
     /// Entries of `key` with start in `[from, to]`, oldest first (on disk, read into the cache).
@@ -352,9 +358,10 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for WindowStore<K, V
         // Every entry in memory may be written to the file now.
         d.starts.extend(self.by_start.keys());
         let by_start = &mut self.by_start;
-        d.cached.drain(&mut self.inner, emit, &file_key, &mut |(k, s)| {
-            unindex(by_start, k, *s)
-        })
+        d.cached
+            .drain(&mut self.inner, emit, &file_key, &mut |(k, s)| {
+                unindex(by_start, k, *s)
+            })
     }
     fn apply_change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         if key == CLOSED_KEY {
@@ -432,27 +439,29 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for WindowStore<K, V
         committed: u64,
         scratch: bool,
     ) -> Option<Result<Option<u64>, String>> {
-        Some(Cached::open(path, cache_bytes, committed, scratch).and_then(|(cached, offset)| {
-            // Restoring starts from an empty store: what memory held is in the changelog.
-            self.inner.map.clear();
-            self.by_start.clear();
-            self.closed_dirty = false;
-            let mut d = Disk {
-                cached,
-                starts: BTreeSet::new(),
-            };
-            let closed = d.cached.table.get(CLOSED_FILE_KEY)?;
-            self.closed_before = closed
-                .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                .map_or(i64::MIN, i64::from_be_bytes);
-            // The file's starts, one seek each.
-            let mut from = Some(i64::MIN);
-            while let Some(f) = from {
-                from = d.first_from(f)?.and_then(|s| s.checked_add(1));
-            }
-            self.disk = Some(d);
-            Ok(offset)
-        }))
+        Some(
+            Cached::open(path, cache_bytes, committed, scratch).and_then(|(cached, offset)| {
+                // Restoring starts from an empty store: what memory held is in the changelog.
+                self.inner.map.clear();
+                self.by_start.clear();
+                self.closed_dirty = false;
+                let mut d = Disk {
+                    cached,
+                    starts: BTreeSet::new(),
+                };
+                let closed = d.cached.table.get(CLOSED_FILE_KEY)?;
+                self.closed_before = closed
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map_or(i64::MIN, i64::from_be_bytes);
+                // The file's starts, one seek each.
+                let mut from = Some(i64::MIN);
+                while let Some(f) = from {
+                    from = d.first_from(f)?.and_then(|s| s.checked_add(1));
+                }
+                self.disk = Some(d);
+                Ok(offset)
+            }),
+        )
     }
     fn wants_commit(&self) -> bool {
         (self.disk.as_ref()).is_some_and(|d| d.cached.over_budget(self.inner.map.len()))
