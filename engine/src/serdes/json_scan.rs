@@ -141,6 +141,7 @@ pub struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
+    #[inline]
     pub fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, pos: 0 }
     }
@@ -226,6 +227,7 @@ impl<'a> Scan<'a> {
     /// Past a number checked against JSON's grammar only, as serde_json passes over a value
     /// nobody reads (`IgnoredAny`): not converted, so `1e400` passes where
     /// [`Scan::number`] refuses it.
+    #[inline]
     pub fn skip_number(&mut self) -> Option<()> {
         self.pos += usize::from(self.bytes.get(self.pos) == Some(&b'-'));
         match self.bytes.get(self.pos)? {
@@ -266,6 +268,7 @@ impl<'a> Scan<'a> {
 
     /// Past a scalar value of a field the schema does not name (still checked: a malformed
     /// one goes to serde for its error).
+    #[inline]
     pub fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
             b'"' => {
@@ -280,6 +283,7 @@ impl<'a> Scan<'a> {
         }
     }
 
+    #[inline]
     pub fn literal(&mut self, word: &[u8]) -> Option<()> {
         self.bytes[self.pos..].starts_with(word).then(|| {
             self.pos += word.len();
