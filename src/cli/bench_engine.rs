@@ -460,7 +460,8 @@ pub fn run_job(args: EngineJobArgs) -> Result<()> {
         serde_json::json!({"seconds": seconds, "outputs": summary.metrics.records_out, "peak_rss": peak_rss(),
             "scrapes": scrapes, "scrape_seconds": rendering.as_secs_f64()})
     );
-    drop(rt);
+    // The app holds a clone of the log: dropped first, or closing waits for it in vain.
+    drop((app, rt));
     super::close_log(log);
     Ok(())
 }
