@@ -124,6 +124,19 @@ impl<'de> Reader<'de> {
         Ok(())
     }
 
+    /// Out of an object or array whose visitor has returned. As serde_json: a visitor may
+    /// stop before the end (a tuple's), which must then follow.
+    fn leave(&mut self, ended: bool, close: u8) -> Result<()> {
+        if !ended {
+            if self.peek()? != close {
+                return self.give_up();
+            }
+            self.scan.pos += 1;
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
     /// An object; `fields` are the names a struct expects (none for a map).
     fn map<V: Visitor<'de>>(
         &mut self,
@@ -139,14 +152,8 @@ impl<'de> Reader<'de> {
             ended: false,
         };
         let value = visitor.visit_map(&mut access)?;
-        // As serde_json: a visitor may stop before the end (a tuple's), which must follow.
-        if !access.ended {
-            if self.peek()? != b'}' {
-                return self.give_up();
-            }
-            self.scan.pos += 1;
-        }
-        self.depth -= 1;
+        let ended = access.ended;
+        self.leave(ended, b'}')?;
         Ok(value)
     }
 
@@ -158,14 +165,8 @@ impl<'de> Reader<'de> {
             ended: false,
         };
         let value = visitor.visit_seq(&mut access)?;
-        // As serde_json: a visitor may stop before the end (a tuple's), which must follow.
-        if !access.ended {
-            if self.peek()? != b']' {
-                return self.give_up();
-            }
-            self.scan.pos += 1;
-        }
-        self.depth -= 1;
+        let ended = access.ended;
+        self.leave(ended, b']')?;
         Ok(value)
     }
 
