@@ -85,12 +85,15 @@ impl<'de> Reader<'de> {
         }
     }
 
+    // Called from the visitors' generic code, which is compiled in the caller's crate.
+    #[inline]
     fn peek(&mut self) -> Result<u8> {
         let c = self.scan.peek();
         self.or_give_up(c)
     }
 
     /// A string from its opening quote (at the cursor), without escapes.
+    #[inline]
     fn string(&mut self) -> Result<&'de str> {
         self.scan.pos += 1;
         let bytes = self.scan.string();
@@ -98,6 +101,28 @@ impl<'de> Reader<'de> {
         // `Scan::string` has checked the bytes are UTF-8.
         let text = std::str::from_utf8(bytes).ok();
         self.or_give_up(text)
+    }
+
+    /// Steps over the separator before an object's or array's next item: `false` at its
+    /// closing bracket `close` (stepped over; `ended` set), `true` when an item follows.
+    #[inline]
+    fn next_item(&mut self, first: &mut bool, ended: &mut bool, close: u8) -> Result<bool> {
+        if *ended {
+            return self.give_up();
+        }
+        match (std::mem::replace(first, false), self.peek()?) {
+            (_, c) if c == close => {
+                self.scan.pos += 1;
+                *ended = true;
+                Ok(false)
+            }
+            (true, _) => Ok(true),
+            (false, b',') => {
+                self.scan.pos += 1;
+                Ok(true)
+            }
+            (false, _) => self.give_up(),
+        }
     }
 
     fn number<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
@@ -382,19 +407,8 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         let r = &mut *self.reader;
-        if self.ended {
-            return r.give_up();
-        }
-        let c = r.peek()?;
-        match (std::mem::replace(&mut self.first, false), c) {
-            (_, b'}') => {
-                r.scan.pos += 1;
-                self.ended = true;
-                return Ok(None);
-            }
-            (true, b'"') => {}
-            (false, b',') => r.scan.pos += 1,
-            _ => return r.give_up(),
+        if !r.next_item(&mut self.first, &mut self.ended, b'}')? {
+            return Ok(None);
         }
         if r.peek()? != b'"' {
             return r.give_up();
@@ -463,19 +477,11 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
     type Error = GaveUp;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        let r = &mut *self.reader;
-        if self.ended {
-            return r.give_up();
-        }
-        match (std::mem::replace(&mut self.first, false), r.peek()?) {
-            (_, b']') => {
-                r.scan.pos += 1;
-                self.ended = true;
-                return Ok(None);
-            }
-            (true, _) => {}
-            (false, b',') => r.scan.pos += 1,
-            (false, _) => return r.give_up(),
+        if !self
+            .reader
+            .next_item(&mut self.first, &mut self.ended, b']')?
+        {
+            return Ok(None);
         }
         seed.deserialize(&mut *self.reader).map(Some)
     }
