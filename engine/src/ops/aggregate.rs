@@ -75,9 +75,13 @@ impl<K: Hash + Eq + Clone + 'static, V, A: Clone + 'static> Operator<K, V> for A
         let mut store = self.store.borrow_mut();
         for r in batch {
             cx.at(&self.node, r.offset);
-            let acc = store.delete(&r.key).unwrap_or_else(|| (self.fns.init)());
-            let acc = (self.fns.add)(&r.key, &r.value, acc).map_err(|e| cx.fail(e))?;
-            store.put(r.key.clone(), acc.clone());
+            let acc = store
+                .update(&r.key, |acc| {
+                    let acc = acc.unwrap_or_else(|| (self.fns.init)());
+                    (self.fns.add)(&r.key, &r.value, acc)
+                })
+                .map_err(|e| cx.fail(e))?
+                .clone();
             let key = r.key.clone();
             out.push(r.with(key, Some(acc)));
         }

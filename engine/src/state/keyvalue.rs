@@ -49,6 +49,22 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> KeyValueStore<K, V> {
         self.inner.put(key, value)
     }
 
+    /// Sets `key`'s value to `f` of its current one (`None` when absent), in place; on disk, a
+    /// miss of the cache reads the file first. `f`'s error leaves `key` deleted (the caller's
+    /// task fails and restores).
+    ///
+    /// # Errors
+    ///
+    /// `f`'s, unchanged.
+    pub fn update(
+        &mut self,
+        key: &K,
+        f: impl FnOnce(Option<V>) -> Result<V, String>,
+    ) -> Result<&V, String> {
+        self.load(key);
+        self.inner.update(key, f)
+    }
+
     pub fn delete(&mut self, key: &K) -> Option<V> {
         self.load(key);
         self.inner.remove(key)
@@ -204,6 +220,8 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Put(u8, i64),
+        /// `update`: adds to the value, or starts it, in place.
+        Add(u8, i64),
         Delete(u8),
         Get(u8),
         /// A task commit: the changes drained into a changelog.
@@ -215,6 +233,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => (0u8..40, any::<i64>()).prop_map(|(k, v)| Op::Put(k, v)),
+            3 => (0u8..40, -100i64..100).prop_map(|(k, v)| Op::Add(k, v)),
             2 => (0u8..40).prop_map(Op::Delete),
             3 => (0u8..40).prop_map(Op::Get),
             1 => Just(Op::Commit),
@@ -234,6 +253,22 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    /// An update that fails returns its error and leaves the key deleted, in the changelog too.
+    #[test]
+    fn a_failed_update_leaves_the_key_deleted() {
+        let mut s = store();
+        s.put("a".into(), 1);
+        let err = s
+            .update(&"a".to_string(), |_| Err("no".into()))
+            .unwrap_err();
+        assert_eq!(err, "no");
+        assert_eq!(s.get(&"a".to_string()), None);
+        let mut changes = Vec::new();
+        s.drain_changes(&mut |k, v| changes.push((k.to_vec(), v.is_some())))
+            .unwrap();
+        assert_eq!(changes, vec![(b"a".to_vec(), false)]);
     }
 
     proptest! {
@@ -260,6 +295,12 @@ mod tests {
                     Op::Put(k, v) => {
                         s.put(k.to_string(), v);
                         model.insert(k.to_string(), v);
+                    }
+                    Op::Add(k, d) => {
+                        let got = *s.update(&k.to_string(), |v| Ok(v.unwrap_or(0).wrapping_add(d))).unwrap();
+                        let want = model.entry(k.to_string()).or_insert(0);
+                        *want = want.wrapping_add(d);
+                        prop_assert_eq!(got, *want);
                     }
                     Op::Delete(k) => {
                         prop_assert_eq!(s.delete(&k.to_string()), model.remove(&k.to_string()));

@@ -4,6 +4,7 @@ use super::ChangeEmit;
 use crate::serdes::SerdeRef;
 // hashbrown with foldhash (randomly seeded), as DataFusion uses: SipHash was a tenth of a
 // windowed SQL job's time in its hashing of keys.
+use hashbrown::hash_map::{Entry, EntryRef};
 use hashbrown::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -39,16 +40,37 @@ impl<SK: Hash + Eq + Clone, V> MapStore<SK, V> {
     }
 
     pub fn put(&mut self, key: SK, value: V) {
-        if !self.dirty.contains(&key) {
-            self.dirty.insert(key.clone());
-        }
+        self.dirty.get_or_insert_with(&key, SK::clone);
         self.map.insert(key, value);
     }
 
-    pub fn mark_dirty(&mut self, key: SK) {
-        if !self.dirty.contains(&key) {
-            self.dirty.insert(key);
+    /// Sets `key`'s value to `f` of its current one (`None` when absent) in place: one lookup,
+    /// and no key cloned for a key already changed since the last drain. `f`'s error leaves
+    /// `key` absent (and changed): the caller's task fails and restores from the changelog.
+    pub fn update(
+        &mut self,
+        key: &SK,
+        f: impl FnOnce(Option<V>) -> Result<V, String>,
+    ) -> Result<&V, String> {
+        self.dirty.get_or_insert_with(key, SK::clone);
+        match self.map.entry_ref(key) {
+            EntryRef::Occupied(o) => {
+                let mut failed = None;
+                match o.replace_entry_with(|_, old| f(Some(old)).map_err(|e| failed = Some(e)).ok())
+                {
+                    Entry::Occupied(o) => Ok(o.into_mut()),
+                    Entry::Vacant(_) => Err(failed.unwrap_or_default()),
+                }
+            }
+            EntryRef::Vacant(v) => {
+                let value = f(None)?;
+                Ok(v.insert_with_key(key.clone(), value))
+            }
         }
+    }
+
+    pub fn mark_dirty(&mut self, key: SK) {
+        self.dirty.insert(key);
     }
 
     pub fn remove(&mut self, key: &SK) -> Option<V> {
