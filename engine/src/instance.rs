@@ -35,7 +35,7 @@ use runnel_log::{ConsumerConfig, LogError, TopicPartition};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::runtime::Handle;
 
@@ -81,10 +81,14 @@ pub(crate) fn run(app: &App, rt: &Handle) -> Result<RunSummary> {
     let _private = match &config.state_dir {
         Some(_) => None,
         None => {
+            // Unique within the process too: two apps starting in the same millisecond
+            // shared one directory, and the first to stop removed the other's stores.
+            static STARTED: AtomicU64 = AtomicU64::new(0);
             let dir = std::env::temp_dir().join(format!(
-                "runnel-state-{}-{}",
+                "runnel-state-{}-{}-{}",
                 std::process::id(),
-                runnel_log::types::now_ms()
+                runnel_log::types::now_ms(),
+                STARTED.fetch_add(1, Ordering::Relaxed)
             ));
             config.state_dir = Some(dir.clone());
             config.checkpoint_interval = Duration::MAX;
