@@ -292,8 +292,8 @@ enum Native {
 }
 
 impl Native {
-    /// Two states merged; `None` when the values are not of a kind merged here (floats, whose
-    /// `NaN` ordering is DataFusion's to decide; values of different types).
+    /// Two states merged; `None` when the values are not of a kind merged here (`REAL` and
+    /// half floats; values of different types).
     fn merge(self, x: &Row, y: &Row) -> Option<Row> {
         let ([a], [b]) = (&x.0[..], &y.0[..]) else {
             return None;
@@ -306,6 +306,9 @@ impl Native {
                 _ => return None,
             },
             Native::Max | Native::Min => {
+                if let (ScalarValue::Float64(a), ScalarValue::Float64(b)) = (a, b) {
+                    return Some(Row(vec![ScalarValue::Float64(self.pick_f64(*a, *b))]));
+                }
                 if matches!(
                     a,
                     ScalarValue::Float16(_) | ScalarValue::Float32(_) | ScalarValue::Float64(_)
@@ -329,11 +332,26 @@ impl Native {
         Some(Row(vec![merged]))
     }
 
+    /// `MAX`/`MIN` of two `DOUBLE`s as DataFusion orders them (`f64::total_cmp`: a `NaN`
+    /// above every number, `-0.0` below `0.0`), a null giving way to a value.
+    fn pick_f64(self, a: Option<f64>, b: Option<f64>) -> Option<f64> {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let take_b = match self {
+                    Native::Max => a.total_cmp(&b).is_lt(),
+                    _ => a.total_cmp(&b).is_gt(),
+                };
+                Some(if take_b { b } else { a })
+            }
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The state of the `rows` of one argument column; `None` when the argument is not one
-    /// column folded here (`MAX`/`MIN` fold BIGINT columns only).
+    /// column folded here (`MAX`/`MIN` fold BIGINT and DOUBLE columns only).
     fn fold(self, args: &[ArrayRef], rows: &[u32]) -> Option<Row> {
         use datafusion::arrow::array::{Array, AsArray};
-        use datafusion::arrow::datatypes::Int64Type;
+        use datafusion::arrow::datatypes::{Float64Type, Int64Type};
         let [arg] = args else {
             return None;
         };
@@ -341,6 +359,16 @@ impl Native {
             Native::Count => {
                 let valid = rows.iter().filter(|&&r| arg.is_valid(r as usize)).count();
                 ScalarValue::Int64(Some(valid as i64))
+            }
+            Native::Max | Native::Min if arg.as_primitive_opt::<Float64Type>().is_some() => {
+                let a = arg.as_primitive::<Float64Type>();
+                let picked = rows
+                    .iter()
+                    .map(|&r| r as usize)
+                    .filter(|&r| a.is_valid(r))
+                    .map(|r| a.value(r))
+                    .fold(None, |m, v| self.pick_f64(m, Some(v)));
+                ScalarValue::Float64(picked)
             }
             Native::Max | Native::Min => {
                 let a = arg.as_primitive_opt::<Int64Type>()?;
@@ -364,6 +392,88 @@ impl Native {
             (Native::Count, [v @ ScalarValue::Int64(Some(_))]) => Some(v.clone()),
             (Native::Max | Native::Min, [v]) => Some(v.clone()),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Float64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::col;
+    use proptest::prelude::*;
+
+    /// `MAX(a), MIN(a)` over a `DOUBLE` column `a`.
+    fn max_min() -> AccumulatorFns {
+        let schema = Schema::new(vec![Field::new("a", DataType::Float64, true)]);
+        let aggregates = [max_udaf(), min_udaf()]
+            .into_iter()
+            .map(|f| {
+                AggregateExprBuilder::new(f, vec![col("a", &schema).unwrap()])
+                    .schema(Arc::new(schema.clone()))
+                    .alias("x")
+                    .build()
+                    .map(Arc::new)
+                    .unwrap()
+            })
+            .collect();
+        AccumulatorFns {
+            aggregates,
+            arg_ranges: vec![0..1, 0..1],
+            retracting: false,
+        }
+    }
+
+    fn double() -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(f64::NAN)),
+            Just(Some(-f64::NAN)),
+            Just(Some(f64::INFINITY)),
+            Just(Some(f64::NEG_INFINITY)),
+            Just(Some(0.0)),
+            Just(Some(-0.0)),
+            (-1e3f64..1e3).prop_map(Some),
+        ]
+    }
+
+    /// A state's value as bits: `NaN`s and signed zeros compared exactly.
+    fn bits(state: &Row) -> Option<u64> {
+        match &state.0[..] {
+            [ScalarValue::Float64(v)] => v.map(f64::to_bits),
+            other => panic!("not a DOUBLE state: {other:?}"),
+        }
+    }
+
+    proptest! {
+        /// `MAX`/`MIN` of DOUBLEs folded and merged natively give DataFusion's accumulator's
+        /// states, bit for bit.
+        #[test]
+        fn native_max_min_of_doubles_are_datafusions(
+            x in proptest::collection::vec(double(), 1..12),
+            y in proptest::collection::vec(double(), 1..12),
+        ) {
+            let fns = max_min();
+            let column = |v: &[Option<f64>]| -> ArrayRef { Arc::new(Float64Array::from(v.to_vec())) };
+            for i in 0..2 {
+                let native = fns.native(i).unwrap();
+                let datafusion = |v: &[Option<f64>]| {
+                    let mut acc = fns.accumulator(i, None).unwrap();
+                    acc.update_batch(&[column(v)]).unwrap();
+                    fns.state(i, acc).unwrap()
+                };
+                let all: Vec<u32> = (0..x.len() as u32).collect();
+                let nx = native.fold(&[column(&x)], &all).unwrap();
+                let (dx, dy) = (datafusion(&x), datafusion(&y));
+                prop_assert_eq!(bits(&nx), bits(&dx));
+                let merged = native.merge(&dx, &dy).unwrap();
+                let mut acc = fns.accumulator(i, Some(&dx)).unwrap();
+                acc.merge_batch(&state_arrays(&dy).unwrap()).unwrap();
+                prop_assert_eq!(bits(&merged), bits(&fns.state(i, acc).unwrap()));
+            }
         }
     }
 }
