@@ -397,19 +397,23 @@ impl Native {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use datafusion::arrow::array::Float64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+    use datafusion::logical_expr::AggregateUDF;
     use datafusion::physical_expr::aggregate::AggregateExprBuilder;
     use datafusion::physical_expr::expressions::col;
     use proptest::prelude::*;
 
-    /// `MAX(a), MIN(a)` over a `DOUBLE` column `a`.
-    fn max_min() -> AccumulatorFns {
-        let schema = Schema::new(vec![Field::new("a", DataType::Float64, true)]);
-        let aggregates = [max_udaf(), min_udaf()]
+    /// Each of `functions` of one column `a` of type `data_type` (aliased `x`).
+    pub(crate) fn aggregates_of_a(
+        functions: impl IntoIterator<Item = Arc<AggregateUDF>>,
+        data_type: DataType,
+    ) -> Vec<Arc<AggregateFunctionExpr>> {
+        let schema = Schema::new(vec![Field::new("a", data_type, true)]);
+        functions
             .into_iter()
             .map(|f| {
                 AggregateExprBuilder::new(f, vec![col("a", &schema).unwrap()])
@@ -419,9 +423,13 @@ mod tests {
                     .map(Arc::new)
                     .unwrap()
             })
-            .collect();
+            .collect()
+    }
+
+    /// `MAX(a), MIN(a)` over a `DOUBLE` column `a`.
+    fn max_min() -> AccumulatorFns {
         AccumulatorFns {
-            aggregates,
+            aggregates: aggregates_of_a([max_udaf(), min_udaf()], DataType::Float64),
             arg_ranges: vec![0..1, 0..1],
             retracting: false,
         }

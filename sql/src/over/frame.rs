@@ -248,10 +248,9 @@ pub(crate) fn affected(
 mod tests {
     use super::*;
     use crate::accumulator::AccumulatorFns;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use crate::accumulator::tests::aggregates_of_a;
+    use datafusion::arrow::datatypes::DataType;
     use datafusion::functions_aggregate::{count::count_udaf, min_max::max_udaf, sum::sum_udaf};
-    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
-    use datafusion::physical_expr::expressions::col;
     use proptest::prelude::*;
     use std::collections::HashMap;
     use std::sync::Arc;
@@ -259,18 +258,7 @@ mod tests {
     /// `SUM(a), MAX(a), COUNT(a)` and, if `numbered`, `ROW_NUMBER()` over rows `(v, a)`
     /// ordered by `v`.
     fn spec(frame: Frame, numbered: bool) -> OverSpec {
-        let schema = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
-        let aggregates = [sum_udaf(), max_udaf(), count_udaf()]
-            .into_iter()
-            .map(|f| {
-                AggregateExprBuilder::new(f, vec![col("a", &schema).unwrap()])
-                    .schema(Arc::new(schema.clone()))
-                    .alias("x")
-                    .build()
-                    .map(Arc::new)
-                    .unwrap()
-            })
-            .collect();
+        let aggregates = aggregates_of_a([sum_udaf(), max_udaf(), count_udaf()], DataType::Int64);
         OverSpec {
             order: Arc::new(Order(vec![(0, SortOptions::default())])),
             frame,
