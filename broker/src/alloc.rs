@@ -31,10 +31,10 @@ impl LazyLargeAlloc {
 }
 
 // SAFETY: small layouts are forwarded to `MiMalloc` as they are (a `realloc` only when both
-// the old and the new size are small); large ones get a fresh private
-// anonymous mapping of at least `size` bytes, page-aligned (so aligned for any `align <= PAGE`),
-// and are unmapped with the same size in `dealloc`, which only ever sees layouts that `alloc`
-// served (the same `lazy` test decides both ways).
+// the old and the new size are small); large ones get a fresh private anonymous mapping of at
+// least `size` bytes, page-aligned (so aligned for any `align <= PAGE`), and are unmapped with
+// the same size in `dealloc`, which only ever sees layouts that `alloc` served (the same `lazy`
+// test decides both ways).
 unsafe impl GlobalAlloc for LazyLargeAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !Self::lazy(layout) {
