@@ -360,27 +360,27 @@ impl Native {
                 let valid = rows.iter().filter(|&&r| arg.is_valid(r as usize)).count();
                 ScalarValue::Int64(Some(valid as i64))
             }
-            Native::Max | Native::Min if arg.as_primitive_opt::<Float64Type>().is_some() => {
-                let a = arg.as_primitive::<Float64Type>();
-                let picked = rows
-                    .iter()
-                    .map(|&r| r as usize)
-                    .filter(|&r| a.is_valid(r))
-                    .map(|r| a.value(r))
-                    .fold(None, |m, v| self.pick_f64(m, Some(v)));
-                ScalarValue::Float64(picked)
-            }
             Native::Max | Native::Min => {
-                let a = arg.as_primitive_opt::<Int64Type>()?;
-                let valid = rows
-                    .iter()
-                    .map(|&r| r as usize)
-                    .filter(|&r| a.is_valid(r))
-                    .map(|r| a.value(r));
-                ScalarValue::Int64(match self {
-                    Native::Max => valid.max(),
-                    _ => valid.min(),
-                })
+                if let Some(a) = arg.as_primitive_opt::<Float64Type>() {
+                    let picked = rows
+                        .iter()
+                        .map(|&r| r as usize)
+                        .filter(|&r| a.is_valid(r))
+                        .map(|r| a.value(r))
+                        .fold(None, |m, v| self.pick_f64(m, Some(v)));
+                    ScalarValue::Float64(picked)
+                } else {
+                    let a = arg.as_primitive_opt::<Int64Type>()?;
+                    let valid = rows
+                        .iter()
+                        .map(|&r| r as usize)
+                        .filter(|&r| a.is_valid(r))
+                        .map(|r| a.value(r));
+                    ScalarValue::Int64(match self {
+                        Native::Max => valid.max(),
+                        _ => valid.min(),
+                    })
+                }
             }
         };
         Some(Row(vec![state]))
