@@ -2,7 +2,7 @@
 //!
 //! Why: the `kafka-protocol` codecs reserve `Vec::with_capacity(n)` for an array whose length
 //! `n` comes straight from the request, before reading its elements. A 30-byte request claiming
-//! 2^31 elements asks for ~100 GB; the system allocator refuses, and Rust aborts the whole
+//! 2^31 elements asks for ~100 GB; the allocator refuses, and Rust aborts the whole
 //! process on a failed allocation — one malformed frame would kill the broker.
 //!
 //! What: requests of [`LAZY_THRESHOLD`] bytes or more are served by an anonymous
