@@ -7,8 +7,8 @@
 //! Written to a temporary file, synced and renamed, so a crash leaves the old file or the new
 //! one; a file that fails its checks is ignored (the changelog alone restores the store).
 //!
-//! A store kept on disk ([`Storage::Disk`]) is its own checkpoint: its file
-//! `<state_dir>/<application.id>/<task>/<store>.redb` records the changelog offset it equals
+//! A store kept on disk ([`Storage::Disk`]) is its own checkpoint: its directory
+//! `<state_dir>/<application.id>/<task>/<store>.lsm` records the changelog offset it equals
 //! when synced (see `state::disk`), and no `.checkpoint` file is written for it.
 
 use crate::error::{EngineError, Result};
@@ -60,12 +60,12 @@ pub(crate) fn open(
     if let Storage::Disk { cache_bytes } = handle.storage.unwrap_or(default) {
         // Without a state directory the file is scratch: this process's, removed with the store.
         let (file, scratch) = match state_dir {
-            Some(d) => (d.join(app).join(task).join(format!("{name}.redb")), false),
+            Some(d) => (d.join(app).join(task).join(format!("{name}.lsm")), false),
             None => {
                 static NEXT: AtomicU64 = AtomicU64::new(0);
                 let n = NEXT.fetch_add(1, Ordering::Relaxed);
                 let dir = std::env::temp_dir().join(format!("runnel-disk-{}", std::process::id()));
-                (dir.join(format!("{app}-{task}-{name}-{n}.redb")), true)
+                (dir.join(format!("{app}-{task}-{name}-{n}.lsm")), true)
             }
         };
         match s.open_disk(&file, cache_bytes, committed, scratch) {

@@ -314,7 +314,7 @@ fn disk_state_is_restored_from_its_file_after_a_restart() {
         cache_bytes: 1 << 20,
     });
     assert!(
-        files.iter().any(|f| f.ends_with("word-counts.redb")),
+        files.iter().any(|f| f.ends_with("word-counts.lsm")),
         "{files:?}"
     );
     assert!(
@@ -426,7 +426,7 @@ fn latest_counts(
     (latest, n)
 }
 
-/// The names of the files under `dir`, at any depth.
+/// The names of the files and directories under `dir`, at any depth.
 fn file_names(dir: &std::path::Path) -> Vec<String> {
     let mut files = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
@@ -435,9 +435,8 @@ fn file_names(dir: &std::path::Path) -> Vec<String> {
             let e = e.unwrap();
             if e.file_type().unwrap().is_dir() {
                 dirs.push(e.path());
-            } else {
-                files.push(e.file_name().to_string_lossy().into_owned());
             }
+            files.push(e.file_name().to_string_lossy().into_owned());
         }
     }
     files
@@ -455,7 +454,7 @@ fn windowed_disk_state_resumes_from_its_file_to_exact_results() {
         cache_bytes: 1 << 10,
     });
     assert!(
-        files.iter().any(|f| f.ends_with("hop-counts.redb")),
+        files.iter().any(|f| f.ends_with("hop-counts.lsm")),
         "{files:?}"
     );
     assert!(

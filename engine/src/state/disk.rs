@@ -1,112 +1,140 @@
-//! A store's entries on local disk: one redb file of encoded key → encoded value, the bytes the
-//! changelog holds, ordered by key bytes.
+//! A store's entries on local disk: an LSM tree ([fjall](https://docs.rs/fjall)) of encoded
+//! key → encoded value, the bytes the changelog holds, ordered by key bytes, in one directory
+//! per store and task.
+//!
+//! Why an LSM: a state larger than memory is written in sorted runs, sequentially, and a read
+//! of a key the store does not hold is answered by the runs' bloom filters without touching the
+//! disk; a B-tree (redb before) turned every new key of a 50,000,000-key job into a random read
+//! and write of a page once its file outgrew the page cache.
 //!
 //! Contract:
-//! - The changelog is the truth. Writes are staged in memory and committed with
-//!   `Durability::None` (no sync) at each task commit; only [`DiskTable::checkpoint`] syncs,
-//!   recording the changelog offset the file is then exactly equal to.
-//! - Every unsynced commit first removes the recorded offset, in the same transaction. So a file
-//!   holds an offset only when it equals the changelog up to it: after a crash redb rolls back
-//!   to the last synced commit (a checkpoint, with its offset); after a clean drop that was not
-//!   a checkpoint, the file has no offset and [`DiskTable::open`] starts it empty. Restoring
-//!   then replays only the changelog after the offset, and never keeps uncommitted state (what
-//!   an exactly-once commit aborted).
-//! - Single-threaded, per task, like the stores over it. A scratch table (no state directory)
-//!   removes its file when dropped.
+//! - The changelog is the truth. Writes are staged in memory and written as one atomic batch
+//!   at each task commit, not synced; only [`DiskTable::commit`] with a checkpoint syncs,
+//!   recording the changelog offset the table then exactly equals.
+//! - Every unsynced commit after a checkpoint first removes the recorded offset, in the same
+//!   batch. fjall recovers a prefix of its batches after a crash (its journal is synced before
+//!   any memtable is flushed), so a table holds an offset only when it equals the changelog up
+//!   to it: after a crash either the checkpoint's batch is the last one recovered (with its
+//!   offset), or a later one removed it; after a clean drop that was not a checkpoint the table
+//!   has no offset. [`DiskTable::open`] empties a table without an offset; restoring then
+//!   replays only the changelog after the offset, and never keeps uncommitted state (what an
+//!   exactly-once commit aborted).
+//! - Single-threaded, per task, like the stores over it (fjall's own flushes and compactions
+//!   run on one background thread per table). A scratch table (no state directory) removes its
+//!   directory when dropped.
 
-use redb::{
-    Builder, Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition,
-};
+use fjall::config::{PartitioningPolicy, PinningPolicy};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::{Path, PathBuf};
 
-const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// The changelog offset the file equals, present only after a checkpoint.
-const OFFSET: &str = "changelog_offset";
+/// The keyspace of the entries.
+const DATA: &str = "data";
+/// The keyspace of the table's own records: [`OFFSET`].
+const META: &str = "meta";
+/// The changelog offset the table equals, present only after a checkpoint.
+const OFFSET: &[u8] = b"changelog_offset";
+/// Written before every key: fjall keeps no empty key, which stores have (the empty string, a
+/// window store's closing marker); one byte in front keeps the order of the rest.
+const KEY_TAG: u8 = 0;
+/// The longest key a table keeps (fjall's 65,535 bytes, less the tag).
+const MAX_KEY: usize = u16::MAX as usize - 1;
 /// Staged bytes past which writes are committed before the task commits (a restore's replay).
 const STAGE_LIMIT: usize = 64 << 20;
+/// The bounds of a table's memtable: a quarter of its cache, so that a store's memory stays
+/// near what it is given, but not so small that every commit makes a run on disk.
+const MEMTABLE_MIN: usize = 4 << 20;
+const MEMTABLE_MAX: usize = 64 << 20;
+
+/// The open database, apart so that dropping it (and its background thread) can come before
+/// a scratch table's directory is removed.
+struct Open {
+    data: Keyspace,
+    meta: Keyspace,
+    db: Database,
+}
 
 /// See the module documentation.
 pub(crate) struct DiskTable {
-    db: Database,
+    open: Option<Open>,
     path: PathBuf,
     scratch: bool,
-    /// A snapshot for reads, taken again after each commit (so it never pins old pages long).
-    reader: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     staged: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     staged_bytes: usize,
-    len: u64,
+    /// Whether the table records a checkpoint's offset (the next unsynced commit removes it).
+    checkpointed: bool,
 }
 
-fn err(path: &Path) -> impl Fn(redb::Error) -> String + '_ {
+fn err(path: &Path) -> impl Fn(fjall::Error) -> String + '_ {
     move |e| format!("disk store {}: {e}", path.display())
 }
 
 impl DiskTable {
-    /// Opens (or creates) the file at `path` with a page cache of `cache_bytes`. Returns the
-    /// changelog offset it holds when that is a checkpoint at or before `committed`; otherwise
-    /// the file is emptied and `None` returned (the changelog restores it from the start).
+    /// Opens (or creates) the table in the directory `path` with about `cache_bytes` of memory
+    /// for its write buffer and block cache. Returns the changelog offset it holds when that
+    /// is a checkpoint at or before `committed`; otherwise the table is emptied and `None`
+    /// returned (the changelog restores it from the start).
     ///
     /// # Errors
     ///
-    /// When the directory or file cannot be created or read, naming the file.
+    /// When the directory cannot be created or read, naming it.
     pub fn open(
         path: &Path,
         cache_bytes: usize,
         committed: u64,
         scratch: bool,
     ) -> Result<(Self, Option<u64>), String> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
         let e = err(path);
-        let open = || {
-            Builder::new()
-                .set_cache_size(cache_bytes.max(1 << 20))
-                .create(path)
-                .map_err(|x| e(x.into()))
+        let memtable = (cache_bytes / 4).clamp(MEMTABLE_MIN, MEMTABLE_MAX) as u64;
+        let db = Database::builder(path)
+            .cache_size(cache_bytes.saturating_sub(memtable as usize).max(1 << 20) as u64)
+            .worker_threads(1)
+            .temporary(scratch)
+            .open()
+            .map_err(&e)?;
+        // Filters and indexes pinned at every level: a read of an absent key (every new key
+        // of an aggregate) must not wait for the disk to learn that it is absent.
+        let options = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(memtable)
+                .filter_block_pinning_policy(PinningPolicy::all(true))
+                .filter_block_partitioning_policy(PartitioningPolicy::all(false))
+                .index_block_pinning_policy(PinningPolicy::all(true))
+                .index_block_partitioning_policy(PartitioningPolicy::all(false))
         };
-        let db = open()?;
-        let offset = Self::recorded_offset(&db).map_err(&e)?;
-        let (db, offset) = match offset {
-            Some(o) if o <= committed => (db, Some(o)),
-            _ => {
-                drop(db);
-                if let Err(x) = std::fs::remove_file(path)
-                    && x.kind() != std::io::ErrorKind::NotFound
-                {
-                    return Err(format!("cannot remove {}: {x}", path.display()));
-                }
-                (open()?, None)
-            }
-        };
-        let mut t = Self {
-            db,
+        let data = db.keyspace(DATA, options).map_err(&e)?;
+        let meta = db.keyspace(META, options).map_err(&e)?;
+        let recorded = meta
+            .get(OFFSET)
+            .map_err(&e)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map(u64::from_be_bytes);
+        let offset = recorded.filter(|&o| o <= committed);
+        if offset.is_none() {
+            // Cleared in one record each: a crash in between leaves no offset, so the next
+            // open clears again.
+            meta.clear().map_err(&e)?;
+            data.clear().map_err(&e)?;
+        }
+        let t = Self {
+            open: Some(Open { data, meta, db }),
             path: path.to_path_buf(),
             scratch,
-            reader: None,
             staged: Vec::new(),
             staged_bytes: 0,
-            len: 0,
+            checkpointed: offset.is_some(),
         };
-        t.commit(None)?;
         Ok((t, offset))
     }
 
-    fn recorded_offset(db: &Database) -> Result<Option<u64>, redb::Error> {
-        let txn = db.begin_read()?;
-        match txn.open_table(META) {
-            Ok(t) => Ok(t.get(OFFSET)?.map(|v| v.value())),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(x) => Err(x.into()),
-        }
+    fn open_db(&self) -> &Open {
+        self.open.as_ref().expect("open until dropped")
     }
 
-    /// The entries as of the last commit (staged writes not counted).
+    /// About how many entries the table holds as of the last commit: overwritten and removed
+    /// entries count until compaction drops them (Kafka Streams' `approximateNumEntries` of a
+    /// RocksDB store is the same kind of estimate).
     pub fn len(&self) -> u64 {
-        self.len
+        self.open_db().data.approximate_len() as u64
     }
 
     /// Stages a write (`None`: delete); committed by the next [`commit`](Self::commit), or
@@ -116,8 +144,15 @@ impl DiskTable {
     ///
     /// As [`commit`](Self::commit).
     pub fn stage(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        if key.len() > MAX_KEY {
+            return Err(format!(
+                "disk store {}: a key of {} bytes; keys on disk are at most {MAX_KEY} bytes (keep this store in memory)",
+                self.path.display(),
+                key.len()
+            ));
+        }
         self.staged_bytes += key.len() + value.map_or(0, <[u8]>::len) + 48;
-        self.staged.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+        self.staged.push((tagged(key), value.map(<[u8]>::to_vec)));
         if self.staged_bytes >= STAGE_LIMIT {
             self.commit(None)?;
         }
@@ -128,7 +163,7 @@ impl DiskTable {
     ///
     /// # Errors
     ///
-    /// When the file cannot be read, naming it.
+    /// When the table cannot be read, naming it.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
         self.commit_staged()?;
         self.get_committed(key)
@@ -150,17 +185,16 @@ impl DiskTable {
     ///
     /// # Errors
     ///
-    /// When the file cannot be read, or `f` fails.
+    /// When the table cannot be read, or `f` fails.
     pub fn scan_from(
         &self,
         from: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, String>,
     ) -> Result<(), String> {
         let e = err(&self.path);
-        let reader = self.reader.as_ref().expect("a reader after every commit");
-        for entry in reader.range(from..).map_err(|x| e(x.into()))? {
-            let (k, v) = entry.map_err(|x| e(x.into()))?;
-            if !f(k.value(), v.value())? {
+        for entry in self.open_db().data.range(tagged(from)..) {
+            let (k, v) = entry.into_inner().map_err(&e)?;
+            if !f(&k[1..], &v)? {
                 break;
             }
         }
@@ -171,11 +205,13 @@ impl DiskTable {
     ///
     /// # Errors
     ///
-    /// When the file cannot be read, naming it.
+    /// When the table cannot be read, naming it.
     pub fn get_committed(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let reader = self.reader.as_ref().expect("a reader after every commit");
-        let v = reader.get(key).map_err(|x| err(&self.path)(x.into()))?;
-        Ok(v.map(|g| g.value().to_vec()))
+        if key.len() > MAX_KEY {
+            return Ok(None);
+        }
+        let v = (self.open_db().data.get(tagged(key))).map_err(err(&self.path))?;
+        Ok(v.map(|v| v.to_vec()))
     }
 
     /// Commits the staged writes: without a sync and without an offset when `checkpoint` is
@@ -183,41 +219,34 @@ impl DiskTable {
     ///
     /// # Errors
     ///
-    /// When the file cannot be written, naming it.
+    /// When the table cannot be written, naming it.
     pub fn commit(&mut self, checkpoint: Option<u64>) -> Result<(), String> {
         let e = err(&self.path);
-        // Sorted, each B-tree page is written once per commit rather than once per key; stable,
-        // so the last write of a key staged twice wins.
+        // A key staged twice is written once (a batch's writes share one sequence number, so
+        // two of a key would not say which is last); sorted, the memtable takes them in order.
+        // Stable, so the last write of a key stays last among its equals.
         self.staged.sort_by(|a, b| a.0.cmp(&b.0));
-        self.reader = None;
-        let mut txn = self.db.begin_write().map_err(|x| e(x.into()))?;
-        let durability = match checkpoint {
-            Some(_) => Durability::Immediate,
-            None => Durability::None,
-        };
-        txn.set_durability(durability).map_err(|x| e(x.into()))?;
-        txn.set_quick_repair(checkpoint.is_some());
-        {
-            let mut data = txn.open_table(DATA).map_err(|x| e(x.into()))?;
-            for (k, v) in self.staged.drain(..) {
-                match v {
-                    Some(v) => data.insert(&k[..], &v[..]).map(|_| ()),
-                    None => data.remove(&k[..]).map(|_| ()),
-                }
-                .map_err(|x| e(x.into()))?;
+        self.staged.reverse();
+        self.staged.dedup_by(|later, kept| later.0 == kept.0);
+        let open = self.open.as_ref().expect("open until dropped");
+        let mut batch = open.db.batch();
+        for (k, v) in self.staged.drain(..).rev() {
+            match v {
+                Some(v) => batch.insert(&open.data, k, v),
+                None => batch.remove(&open.data, k),
             }
-            self.len = data.len().map_err(|x| e(x.into()))?;
-            let mut meta = txn.open_table(META).map_err(|x| e(x.into()))?;
-            match checkpoint {
-                Some(o) => meta.insert(OFFSET, o).map(|_| ()),
-                None => meta.remove(OFFSET).map(|_| ()),
-            }
-            .map_err(|x| e(x.into()))?;
         }
-        txn.commit().map_err(|x| e(x.into()))?;
+        match checkpoint {
+            Some(o) => batch.insert(&open.meta, OFFSET, o.to_be_bytes()),
+            None if self.checkpointed => batch.remove(&open.meta, OFFSET),
+            None => {}
+        }
+        batch.commit().map_err(&e)?;
+        if checkpoint.is_some() {
+            open.db.persist(PersistMode::SyncAll).map_err(&e)?;
+        }
+        self.checkpointed = checkpoint.is_some();
         self.staged_bytes = 0;
-        let read = self.db.begin_read().map_err(|x| e(x.into()))?;
-        self.reader = Some(read.open_table(DATA).map_err(|x| e(x.into()))?);
         Ok(())
     }
 
@@ -225,7 +254,7 @@ impl DiskTable {
     ///
     /// # Errors
     ///
-    /// When the file cannot be read, or `f` fails.
+    /// When the table cannot be read, or `f` fails.
     pub fn for_each(
         &self,
         f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>,
@@ -234,19 +263,26 @@ impl DiskTable {
     }
 }
 
+/// `key` as the table keeps it, after [`KEY_TAG`].
+fn tagged(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(KEY_TAG);
+    k.extend_from_slice(key);
+    k
+}
+
 impl Drop for DiskTable {
     fn drop(&mut self) {
-        if self.scratch {
-            // Unlinking an open file is fine on Unix; the space is freed when redb closes it.
-            let _ = std::fs::remove_file(&self.path);
-            // The scratch directory goes with its last file.
-            if let Some(dir) = self.path.parent() {
-                let _ = std::fs::remove_dir(dir);
-            }
+        // A scratch table's database removes its own directory as it closes.
+        drop(self.open.take());
+        if self.scratch
+            && let Some(dir) = self.path.parent()
+        {
+            // The scratch directory goes with its last table.
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,7 +290,7 @@ mod tests {
     #[test]
     fn a_checkpoint_survives_reopening_and_later_unsynced_commits_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
+        let path = dir.path().join("s.lsm");
         let (mut t, off) = DiskTable::open(&path, 1 << 20, 0, false).unwrap();
         assert_eq!(off, None);
         t.stage(b"a", Some(b"1")).unwrap();
@@ -278,7 +314,7 @@ mod tests {
     #[test]
     fn a_checkpoint_past_the_committed_offset_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
+        let path = dir.path().join("s.lsm");
         let (mut t, _) = DiskTable::open(&path, 1 << 20, 0, false).unwrap();
         t.stage(b"a", Some(b"1")).unwrap();
         t.commit(Some(9)).unwrap();
@@ -289,9 +325,29 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_key_is_kept_first_and_an_overlong_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut t, _) = DiskTable::open(&dir.path().join("s.lsm"), 1 << 20, 0, true).unwrap();
+        t.stage(b"a", Some(b"1")).unwrap();
+        t.stage(b"", Some(b"0")).unwrap();
+        let long = vec![b'k'; MAX_KEY + 1];
+        let e = t.stage(&long, Some(b"x")).unwrap_err();
+        assert!(e.contains("keep this store in memory"), "{e}");
+        assert_eq!(t.get(b"").unwrap().as_deref(), Some(&b"0"[..]));
+        assert_eq!(t.get(&long).unwrap(), None);
+        let mut seen = Vec::new();
+        t.for_each(&mut |k, _| {
+            seen.push(k.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"".to_vec(), b"a".to_vec()]);
+    }
+
+    #[test]
     fn the_last_of_two_staged_writes_of_a_key_wins_and_order_is_by_key() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut t, _) = DiskTable::open(&dir.path().join("s.redb"), 1 << 20, 0, true).unwrap();
+        let (mut t, _) = DiskTable::open(&dir.path().join("s.lsm"), 1 << 20, 0, true).unwrap();
         t.stage(b"b", Some(b"1")).unwrap();
         t.stage(b"a", Some(b"x")).unwrap();
         t.stage(b"b", Some(b"2")).unwrap();

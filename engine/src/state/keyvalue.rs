@@ -280,7 +280,7 @@ mod tests {
         #[test]
         fn a_disk_store_with_a_tiny_cache_is_a_map(ops in proptest::collection::vec(op(), 1..200)) {
             let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("s.redb");
+            let path = dir.path().join("s.lsm");
             // A cache of 256 bytes: every commit evicts nearly everything.
             let open = |committed| {
                 let mut s = store();

@@ -545,7 +545,7 @@ mod tests {
         #[test]
         fn a_disk_window_store_with_a_tiny_cache_is_a_sorted_map(ops in proptest::collection::vec(op(), 1..200)) {
             let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("w.redb");
+            let path = dir.path().join("w.lsm");
             let open = |committed| {
                 let mut s = store();
                 let from = s.open_disk(&path, 256, committed, false).unwrap().unwrap().unwrap_or(0);
