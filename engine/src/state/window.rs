@@ -79,9 +79,27 @@ fn unindex<K: Hash + Eq>(by_start: &mut BTreeMap<i64, HashSet<K>>, key: &K, star
 }
 
 impl Disk {
-    /// The oldest start in the file at or after `from` (staged writes committed first);
-    /// forgets the starts before it, which the file no longer holds.
+    /// The oldest start in the file at or after `from`; forgets the starts before it, which
+    /// the file no longer holds.
     fn first_from(&mut self, from: i64) -> Result<Option<i64>, String> {
+        // The file holds no start that `starts` does not: the walk begins at the first of them,
+        // past the removed entries of the starts walked before (in an LSM tree a removal is a
+        // tombstone that every walk over it steps through until compaction drops it).
+        let Some(&seek) = self.starts.range(from..).next() else {
+            return Ok(None);
+        };
+        let first = self.scan_first(seek)?;
+        let mut held = self.starts.split_off(&from);
+        if let Some(f) = first {
+            self.starts.append(&mut held.split_off(&f));
+            self.starts.insert(f);
+        }
+        Ok(first)
+    }
+
+    /// The oldest start of an entry in the file at or after `from` (staged writes committed
+    /// first), by walking it.
+    fn scan_first(&mut self, from: i64) -> Result<Option<i64>, String> {
         self.cached.table.commit_staged()?;
         let mut first = None;
         self.cached
@@ -90,11 +108,6 @@ impl Disk {
                 first = Some(start_of(k));
                 Ok(false)
             })?;
-        let mut held = self.starts.split_off(&from);
-        if let Some(f) = first {
-            self.starts.append(&mut held.split_off(&f));
-            self.starts.insert(f);
-        }
         Ok(first)
     }
 }
@@ -456,7 +469,9 @@ impl<K: Hash + Eq + Clone + 'static, V: 'static> StateStore for WindowStore<K, V
                 // The file's starts, one seek each.
                 let mut from = Some(i64::MIN);
                 while let Some(f) = from {
-                    from = d.first_from(f)?.and_then(|s| s.checked_add(1));
+                    let first = d.scan_first(f)?;
+                    d.starts.extend(first);
+                    from = first.and_then(|s| s.checked_add(1));
                 }
                 self.disk = Some(d);
                 Ok(offset)
