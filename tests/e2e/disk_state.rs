@@ -309,6 +309,15 @@ fn fifty_million_drivers_under_one_gib() {
     state_beyond_the_memory_cap(50_000_000, 1 << 30, "64 MiB", false);
 }
 
+/// The restore figure of the issue: 10,000,000 drivers on disk, then a restart on the state
+/// directory that reopens the stores at their checkpoint (by hand, release: `cargo test
+/// --release --test e2e ten_million -- --ignored --nocapture`; figures in BENCHMARKS.md).
+#[test]
+#[ignore = "about 5 minutes in release; run by hand"]
+fn ten_million_drivers_restart_from_their_checkpoint() {
+    state_beyond_the_memory_cap(10_000_000, 4 << 30, "64 MiB", false);
+}
+
 /// A disk-state exactly-once job SIGKILLed mid-run and restarted on the same state directory
 /// gives the brute-force results: nothing committed is lost, nothing aborted is kept.
 #[test]
