@@ -41,6 +41,10 @@ pub struct LogOptions {
     /// The time that segment ageing, retention, compaction and transaction timeouts read
     /// (see [`Clock`]); tests pass a manual one.
     pub clock: Clock,
+    /// The most memory one compaction pass may hold for its key map (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`): 24 bytes per distinct key; a partition with more
+    /// dirty keys than fit is compacted in several passes.
+    pub cleaner_dedupe_buffer_bytes: usize,
 }
 
 impl Default for LogOptions {
@@ -48,6 +52,7 @@ impl Default for LogOptions {
         Self {
             cleaner_interval: Duration::from_secs(30),
             clock: Clock::system(),
+            cleaner_dedupe_buffer_bytes: 128 << 20,
         }
     }
 }
@@ -104,6 +109,7 @@ struct Inner {
     groups: GroupCoordinator,
     transactions: TransactionCoordinator,
     clock: Clock,
+    cleaner_dedupe_buffer_bytes: usize,
     _lock: File,
 }
 
@@ -113,18 +119,33 @@ struct StopSignal {
     signal: Condvar,
 }
 
-/// Shared by the [`Log`] handles; the last one's drop stops and joins the background thread,
-/// whose `Arc<Inner>` is then the last, so `Inner` is closed before that drop returns.
+impl StopSignal {
+    fn stopped(&self) -> bool {
+        *self.stop.lock()
+    }
+
+    /// Waits up to `timeout` for the stop; returns whether it came.
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut stopped = self.stop.lock();
+        if !*stopped {
+            self.signal.wait_for(&mut stopped, timeout);
+        }
+        *stopped
+    }
+}
+
+/// Shared by the [`Log`] handles; the last one's drop stops and joins the background threads,
+/// whose `Arc<Inner>`s are then the last, so `Inner` is closed before that drop returns.
 struct Owner {
     stop: Arc<StopSignal>,
-    background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
         *self.stop.stop.lock() = true;
         self.stop.signal.notify_all();
-        if let Some(h) = self.background.lock().take() {
+        for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
     }
@@ -214,20 +235,45 @@ impl Log {
             groups,
             transactions,
             clock: options.clock.clone(),
+            cleaner_dedupe_buffer_bytes: options.cleaner_dedupe_buffer_bytes,
             _lock: lock,
         });
         let stop = Arc::new(StopSignal::default());
-        let handle = {
-            let (inner, stop) = (inner.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("runnel-log-bg".into())
-                .spawn(move || background_loop(&inner, &stop, options))
-                .map_err(|e| LogError::io(".", e))?
-        };
         let owner = Arc::new(Owner {
-            stop,
-            background: Mutex::new(Some(handle)),
+            stop: stop.clone(),
+            threads: Mutex::new(Vec::new()),
         });
+        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+            let handle = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(body)
+                .map_err(|e| LogError::io(".", e))?;
+            owner.threads.lock().push(handle);
+            Ok::<_, LogError>(())
+        };
+        {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            spawn(
+                "runnel-log-bg",
+                Box::new(move || background_loop(&inner, &stop)),
+            )?;
+        }
+        {
+            // Its own thread, as Kafka's cleaner: a long compaction must not hold back
+            // interval flushes, session expiry or transaction timeouts.
+            let (inner, stop) = (inner.clone(), stop.clone());
+            let interval = options.cleaner_interval;
+            spawn(
+                "runnel-log-cleaner",
+                Box::new(move || {
+                    while !stop.wait(interval) {
+                        if let Err(e) = run_cleaner(&inner, &|| stop.stopped()) {
+                            tracing::error!(error = %e, "retention/compaction failed; will retry");
+                        }
+                    }
+                }),
+            )?;
+        }
         let log = Self {
             inner,
             _owner: Some(owner),
@@ -449,11 +495,13 @@ impl Log {
     /// The first [`LogError::Io`] or [`LogError::Corrupt`] a partition's retention or
     /// compaction meets; partitions after it are not cleaned this time.
     pub fn run_cleaner(&self) -> Result<(usize, u64)> {
-        run_cleaner(&self.inner)
+        run_cleaner(&self.inner, &|| false)
     }
 }
 
-fn run_cleaner(inner: &Inner) -> Result<(usize, u64)> {
+/// Retention and compaction of every partition; compaction stops early (between segments)
+/// once `stopping` says so.
+fn run_cleaner(inner: &Inner, stopping: &dyn Fn() -> bool) -> Result<(usize, u64)> {
     let now = inner.clock.now_ms();
     let topics: Vec<_> = inner.topics.read().values().cloned().collect();
     let (mut deleted, mut compacted) = (0, 0);
@@ -461,7 +509,8 @@ fn run_cleaner(inner: &Inner) -> Result<(usize, u64)> {
         let compact = t.config().cleanup_policy == CleanupPolicy::Compact;
         for p in t.partitions() {
             if compact {
-                compacted += compaction::compact(&p, now)?;
+                let budget = inner.cleaner_dedupe_buffer_bytes;
+                compacted += compaction::compact(&p, now, budget, stopping)?;
             } else {
                 deleted += p.apply_retention(now)?;
             }
@@ -470,25 +519,15 @@ fn run_cleaner(inner: &Inner) -> Result<(usize, u64)> {
     Ok((deleted, compacted))
 }
 
-fn background_loop(inner: &Arc<Inner>, stop: &StopSignal, options: LogOptions) {
+fn background_loop(inner: &Arc<Inner>, stop: &StopSignal) {
     let tick = Duration::from_millis(20);
-    let mut last_clean = Instant::now();
     let mut last_snapshot = Instant::now();
     // Not an owner: dropping the last user handle still stops this thread.
     let log = Log {
         inner: inner.clone(),
         _owner: None,
     };
-    loop {
-        {
-            let mut stopped = stop.stop.lock();
-            if !*stopped {
-                stop.signal.wait_for(&mut stopped, tick);
-            }
-            if *stopped {
-                return;
-            }
-        }
+    while !stop.wait(tick) {
         let topics: Vec<_> = inner.topics.read().values().cloned().collect();
         for t in &topics {
             if t.config().durability == Durability::Interval {
@@ -507,12 +546,6 @@ fn background_loop(inner: &Arc<Inner>, stop: &StopSignal, options: LogOptions) {
                 for p in t.partitions() {
                     p.save_producer_state();
                 }
-            }
-        }
-        if last_clean.elapsed() >= options.cleaner_interval {
-            last_clean = Instant::now();
-            if let Err(e) = run_cleaner(inner) {
-                tracing::error!(error = %e, "retention/compaction failed; will retry");
             }
         }
     }

@@ -125,6 +125,17 @@ struct SyncState {
     resets: std::collections::VecDeque<(u64, u64)>,
 }
 
+/// How far compaction has cleaned a partition (Kafka's cleaner checkpoint, kept in memory:
+/// after a restart the first compaction treats the whole log as dirty, which costs a pass and
+/// changes no result).
+#[derive(Debug)]
+pub(crate) struct CleanerCheckpoint {
+    /// Records below this offset hold no key twice, and none superseded by a record below it.
+    pub first_dirty: u64,
+    /// The active segment's base offset when compaction last ran.
+    pub at_active_base: u64,
+}
+
 pub struct Partition {
     pub topic: Arc<str>,
     pub id: u32,
@@ -142,8 +153,9 @@ pub struct Partition {
     /// Set when the topic is deleted: handles still held by producers or consumers fail
     /// instead of writing to or reading from unlinked files.
     deleted: AtomicBool,
-    /// Active segment's base offset when compaction last ran: nothing new to clean until it changes.
-    compacted_at_active_base: AtomicU64,
+    /// Where compaction stands; locked for a whole compaction of this partition, so two
+    /// cleaners (the background one and [`crate::Log::run_cleaner`]) never overlap.
+    pub(crate) cleaner: Mutex<CleanerCheckpoint>,
     wakers: Mutex<Vec<Weak<Notify>>>,
     /// Idempotent and transactional producers' state ([`crate::txn::producer_state`]); held
     /// across a producer's append so that its checks and the append are one step.
@@ -246,7 +258,10 @@ impl Partition {
             synced: Condvar::new(),
             dirty: AtomicBool::new(false),
             last_flush: Mutex::new(Instant::now()),
-            compacted_at_active_base: AtomicU64::new(u64::MAX),
+            cleaner: Mutex::new(CleanerCheckpoint {
+                first_dirty: 0,
+                at_active_base: u64::MAX,
+            }),
             deleted: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             producers: Mutex::new(PartitionProducers::default()),
@@ -1083,14 +1098,6 @@ impl Partition {
 
     fn gone(&self) -> LogError {
         LogError::UnknownTopic(self.topic.to_string())
-    }
-
-    /// Records that compaction ran with `active_base` as the active segment; returns whether
-    /// it had already run for that same active segment (then there is nothing new to clean).
-    pub(crate) fn mark_compacted(&self, active_base: u64) -> bool {
-        self.compacted_at_active_base
-            .swap(active_base, Ordering::AcqRel)
-            == active_base
     }
 
     /// Base offsets of all segments, oldest first; the last is the active one.

@@ -53,6 +53,7 @@ fn open_on(dir: &std::path::Path, clock: Clock) -> Log {
         LogOptions {
             cleaner_interval: Duration::from_secs(3600),
             clock,
+            ..LogOptions::default()
         },
     )
     .unwrap()
