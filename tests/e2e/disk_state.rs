@@ -304,7 +304,7 @@ fn state_larger_than_its_memory_cap_completes_on_disk() {
 /// The size: 50,000,000 drivers under 1 GiB (by hand, release: `cargo test --release
 /// --test e2e fifty_million -- --ignored --nocapture`; figures in BENCHMARKS.md).
 #[test]
-#[ignore = "about 10 minutes in release; run by hand"]
+#[ignore = "about 40 minutes in release; run by hand"]
 fn fifty_million_drivers_under_one_gib() {
     state_beyond_the_memory_cap(50_000_000, 1 << 30, "64 MiB", false);
 }
