@@ -335,6 +335,8 @@ impl Broker {
             self.metrics
                 .bytes_in
                 .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+            let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
+            tracing::debug!(?api_key, bytes = frame.len(), "request read");
             let (response, close) = match api::handle(self, &mut session, frame).await? {
                 Outcome::Respond(parts) => (parts, false),
                 Outcome::RespondAndClose(parts) => (parts, true),
@@ -344,6 +346,7 @@ impl Broker {
                 response.iter().map(|p| p.len() as u64).sum::<u64>(),
                 Ordering::Relaxed,
             );
+            tracing::debug!(?api_key, "request handled");
             if let Err(e) = wr.send(&response).await {
                 // A peer gone is the usual cause; a segment shorter than its range is not.
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -351,6 +354,7 @@ impl Broker {
                 }
                 return Ok(());
             }
+            tracing::debug!(?api_key, "answer flushed");
             if close {
                 return Ok(());
             }
