@@ -126,11 +126,11 @@ struct SyncState {
 }
 
 /// How far compaction has cleaned a partition (Kafka's cleaner checkpoint, kept in memory:
-/// after a restart the first compaction treats the whole log as dirty, which costs a pass and
+/// after a restart the first compaction treats the whole log as dirty, which costs passes and
 /// changes no result).
 #[derive(Debug)]
 pub(crate) struct CleanerCheckpoint {
-    /// Records below this offset hold no key twice, and none superseded by a record below it.
+    /// Records below this offset hold each key at most once.
     pub first_dirty: u64,
     /// The active segment's base offset when compaction last ran.
     pub at_active_base: u64,
